@@ -1,0 +1,4 @@
+"""`python -m fsmigrate` is the `fsmigrate` command."""
+from .cli import main
+
+main()

@@ -1,0 +1,415 @@
+"""The command line: parse options, build objects, call the core, print.
+
+The only module that imports click or tqdm. Domain errors become one line on stderr,
+`FAILED: ...`, and the exit code the error carries (README: Exit codes).
+"""
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import click
+from tqdm import tqdm
+
+from . import __version__, emulator as emu
+from . import report, scripts
+from .errors import Aborted, FsMigrateError, RunNotFound, ScriptsChanged
+from .runner import APPLY, MAX_BATCH, Runner
+from .state import State, new_id
+from .store import Store, Target, target_from_env
+
+FORMATS_RUN = click.Choice(["text", "json", "markdown"])
+FORMATS_LIST = click.Choice(["text", "json", "jsonl"])
+
+
+@dataclass
+class Config:
+    project: Optional[str]
+    database: Optional[str]
+    state_path: Path
+    migrations: Path
+    traceback: bool
+
+    def target(self) -> Target:
+        return target_from_env(self.project, self.database)
+
+    def chain(self) -> scripts.Chain:
+        return scripts.load_chain(self.migrations)
+
+
+class FsMigrateGroup(click.Group):
+    """Turns FsMigrateError (and stray exceptions) into one line and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except FsMigrateError as exc:
+            if _want_traceback(ctx):
+                raise
+            click.echo(f"FAILED: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except click.Abort:
+            click.echo(f"FAILED: {Aborted('declined at the prompt')}", err=True)
+            ctx.exit(1)
+        except (click.exceptions.Exit, click.ClickException, SystemExit):
+            raise
+        except Exception as exc:
+            if _want_traceback(ctx):
+                raise
+            click.echo(f"FAILED: unexpected {type(exc).__name__}: {exc} "
+                       "(rerun with --traceback for details)", err=True)
+            ctx.exit(1)
+
+
+def _want_traceback(ctx: click.Context) -> bool:
+    cfg = ctx.find_object(Config)
+    return bool(cfg and cfg.traceback) or "--traceback" in sys.argv
+
+
+def _emit(chunks: Iterable[str], path: Optional[Path] = None) -> None:
+    if path is None:
+        for chunk in chunks:
+            click.echo(chunk, nl=False)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as fh:
+        for chunk in chunks:
+            fh.write(chunk)
+
+
+@click.group(cls=FsMigrateGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--project", envvar="FSMIGRATE_PROJECT",
+              help="Google Cloud project (or FSMIGRATE_PROJECT / GOOGLE_CLOUD_PROJECT).")
+@click.option("--database", default=None, help="Firestore database id [default: (default)].")
+@click.option("--state", "state_path", envvar="FSMIGRATE_STATE", default="state.db",
+              show_default=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="SQLite state file (or FSMIGRATE_STATE).")
+@click.option("--migrations", envvar="FSMIGRATE_MIGRATIONS", default="migrations",
+              show_default=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Directory of migration scripts (or FSMIGRATE_MIGRATIONS).")
+@click.option("--traceback", is_flag=True, help="Show the full traceback on errors.")
+@click.version_option(__version__, prog_name="fsmigrate")
+@click.pass_context
+def cli(ctx: click.Context, project: Optional[str], database: Optional[str], state_path: Path,
+        migrations: Path, traceback: bool) -> None:
+    """Versioned, forward-only, audited migrations for Google Cloud Firestore.
+
+    The emulator is used when FIRESTORE_EMULATOR_HOST is set.
+
+    Example:
+
+        fsmigrate --project my-proj upgrade --dry-run
+    """
+    ctx.obj = Config(project, database, state_path, migrations, traceback)
+
+
+# ---- new -------------------------------------------------------------------------------
+
+
+@cli.command("new")
+@click.argument("message")
+@click.pass_obj
+def new_cmd(cfg: Config, message: str) -> None:
+    """Write the next migration script from a template.
+
+    Example:
+
+        fsmigrate new "normalize heartbeat ids"
+    """
+    path = scripts.new_script(cfg.migrations, message)
+    click.echo(f"created {path}")
+
+
+# ---- status / history / verify -------------------------------------------------------------
+
+
+@cli.command("status")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True)
+@click.pass_obj
+def status_cmd(cfg: Config, fmt: str) -> None:
+    """Show each migration as applied or pending for the target (read-only).
+
+    Example:
+
+        fsmigrate --project my-proj status --format json
+    """
+    target = cfg.target()
+    chain = cfg.chain()
+    state = State.open_readonly(cfg.state_path)
+    applied = state.applied(target.project, target.database) if state else {}
+    rows = []
+    for s in chain:
+        row = applied.get(s.revision)
+        if row is None:
+            label = "pending"
+        elif row["checksum"] != s.checksum:
+            label = "applied (script changed)"
+        else:
+            label = "applied"
+        rows.append({"revision": s.revision, "description": s.description, "state": label,
+                     "applied_at": row["applied_at"] if row else None,
+                     "run_id": row["run_id"] if row else None})
+    for rev, row in applied.items():
+        if rev not in chain:
+            rows.append({"revision": rev, "description": "(script missing)",
+                         "state": "applied (missing)", "applied_at": row["applied_at"],
+                         "run_id": row["run_id"]})
+    _emit(report.status_chunks(rows, target, fmt))
+
+
+@cli.command("history")
+@click.option("--format", "fmt", type=FORMATS_LIST, default="text", show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Newest N runs only.")
+@click.pass_obj
+def history_cmd(cfg: Config, fmt: str, limit: Optional[int]) -> None:
+    """List the runs (dry-runs and applies) recorded for the target, newest first.
+
+    Example:
+
+        fsmigrate --project my-proj history --limit 20
+    """
+    target = cfg.target()
+    state = State.open_readonly(cfg.state_path)
+    rows = state.runs(target.project, target.database, limit) if state else []
+    _emit(report.runs_chunks(state, rows, fmt))
+
+
+@cli.command("verify")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True)
+@click.pass_obj
+def verify_cmd(cfg: Config, fmt: str) -> None:
+    """Check that applied migrations still match their scripts (exit 1 if not).
+
+    Reports scripts edited since they were applied and applied scripts now missing.
+
+    Example:
+
+        fsmigrate --project my-proj verify
+    """
+    target = cfg.target()
+    findings = _verify(cfg, target, State.open_readonly(cfg.state_path))
+    _emit(report.findings_chunks(findings, fmt))
+    if findings:
+        sys.exit(1)
+
+
+def _verify(cfg: Config, target: Target, state: Optional[State]) -> list[dict[str, Any]]:
+    chain = cfg.chain()
+    findings: list[dict[str, Any]] = []
+    if state is None:
+        return findings
+    for rev, row in state.applied(target.project, target.database).items():
+        if rev not in chain:
+            findings.append({"revision": rev, "problem": "missing", "message":
+                             f"revision {rev} was applied (run {row['run_id']}) but its script "
+                             f"is no longer in {cfg.migrations}"})
+            continue
+        script = chain.get(rev)
+        if script.checksum != row["checksum"]:
+            findings.append({"revision": rev, "problem": "changed", "message":
+                             f"revision {rev} ({script.path}) was edited after it was applied "
+                             f"(checksum {row['checksum'][:12]}.. != {script.checksum[:12]}..); "
+                             "restore the applied version, and make further changes a new "
+                             "migration", "applied_checksum": row["checksum"],
+                             "script_checksum": script.checksum})
+    return findings
+
+
+# ---- upgrade --------------------------------------------------------------------------------
+
+
+class _Bar:
+    """tqdm progress for the runner (docs done, docs/s); silent when quiet or not a TTY."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.disable = quiet or not sys.stderr.isatty()
+        self.bar: Optional[tqdm] = None
+
+    def start(self, script: scripts.Script, mode: str) -> None:
+        self.bar = tqdm(desc=f"{script.revision} {mode}", unit="doc", disable=self.disable,
+                        file=sys.stderr, dynamic_ncols=True)
+
+    def advance(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def finish(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _report_format(path: Path) -> str:
+    suffix = path.suffix.lower()
+    return {".json": "json", ".md": "markdown", ".markdown": "markdown"}.get(suffix, "text")
+
+
+@cli.command("upgrade")
+@click.option("--dry-run", is_flag=True, help="Plan and report; write nothing to Firestore.")
+@click.option("--to", "to", default=None, help="Stop after this revision.")
+@click.option("--batch-size", type=click.IntRange(1, MAX_BATCH), default=MAX_BATCH,
+              show_default=True, help="Operations per atomic commit.")
+@click.option("--format", "fmt", type=FORMATS_RUN, default="text", show_default=True,
+              help="Output on stdout (text shows a sample of the documents).")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the full report (every document) here; .json / .md / text.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation on a real project.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.pass_obj
+def upgrade_cmd(cfg: Config, dry_run: bool, to: Optional[str], batch_size: int, fmt: str,
+                report_path: Optional[Path], yes: bool, quiet: bool) -> None:
+    """Run the pending migrations in order (or plan them with --dry-run).
+
+    A dry-run writes nothing to Firestore and is recorded in the state file, so the audit
+    shows who looked before applying. Against a real project (no FIRESTORE_EMULATOR_HOST)
+    an apply asks for confirmation unless --yes.
+
+    Example:
+
+        fsmigrate --project my-proj upgrade --dry-run --report plan.md
+    """
+    target = cfg.target()
+    chain = cfg.chain()
+    if to is not None:
+        chain.get(to)
+    state = State.open(cfg.state_path)
+    drift = _verify(cfg, target, state)
+    if drift:
+        raise ScriptsChanged(drift[0]["message"] + "; see `fsmigrate verify`")
+    runner = Runner(Store(target), state, chain, batch_size=batch_size,
+                    progress=_Bar(quiet))
+    pending = runner.pending(to)
+    if pending and not dry_run and not target.is_emulator and not yes:
+        revs = ", ".join(s.revision for s in pending)
+        click.confirm(f"Apply {len(pending)} migration(s) ({revs}) to {target.describe()}?",
+                      abort=True, err=True)
+    invocation = new_id()
+    try:
+        for script in pending:
+            runner.run(script, dry_run=dry_run, invocation=invocation)
+    finally:
+        run_ids = [r["id"] for r in reversed(state.runs(target.project, target.database))
+                   if r["invocation"] == invocation]
+        _emit(report.upgrade_chunks(state, run_ids, target, fmt, full=False))
+        if report_path is not None:
+            _emit(report.upgrade_chunks(state, run_ids, target, _report_format(report_path),
+                                        full=True), report_path)
+            click.echo(f"report written to {report_path}", err=True)
+    skipped = sum(state.run(r)["skipped"] for r in run_ids)
+    if skipped:
+        click.echo(f"WARNING: {skipped} operation(s) skipped because their document changed "
+                   "after it was planned; see the report", err=True)
+
+
+# ---- audit --------------------------------------------------------------------------------
+
+
+@cli.command("audit")
+@click.argument("run_id", required=False)
+@click.option("--format", "fmt", type=FORMATS_LIST, default="text", show_default=True,
+              help="jsonl/json include each document's before-image and after-image.")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Newest N runs only (when listing runs).")
+@click.pass_obj
+def audit_cmd(cfg: Config, run_id: Optional[str], fmt: str, limit: Optional[int]) -> None:
+    """List every recorded run, or every operation of one run with its before-image.
+
+    Read-only: never creates the state file.
+
+    Examples:
+
+        fsmigrate audit
+
+        fsmigrate audit 20261128T120000Z-a1b2c3 --format jsonl > deleted.jsonl
+    """
+    state = State.open_readonly(cfg.state_path)
+    if run_id is None:
+        _emit(report.runs_chunks(state, state.runs(limit=limit) if state else [], fmt))
+        return
+    if state is None:
+        raise RunNotFound(run_id)
+    _emit(report.audit_run_chunks(state, run_id, fmt))
+
+
+# ---- emulator -----------------------------------------------------------------------------
+
+
+@cli.group("emulator", cls=FsMigrateGroup)
+def emulator_group() -> None:
+    """Start, stop and inspect a local Firestore emulator (loopback only).
+
+    Example:
+
+        eval "$(fsmigrate emulator start)"; fsmigrate emulator stop
+    """
+
+
+RECORD_OPTION = click.option("--record", type=click.Path(dir_okay=False, path_type=Path),
+                             default=emu.DEFAULT_RECORD, show_default=True,
+                             help="Where the running emulator's PID and port are kept.")
+
+
+@emulator_group.command("start")
+@click.option("--port", type=click.IntRange(1, 65535), default=None,
+              help="Port to listen on [default: a free one].")
+@click.option("--host", default="127.0.0.1", show_default=True, help="A loopback address.")
+@RECORD_OPTION
+def emulator_start(port: Optional[int], host: str, record: Path) -> None:
+    """Start the emulator and print the `export FIRESTORE_EMULATOR_HOST=...` line.
+
+    Example:
+
+        eval "$(fsmigrate emulator start)"
+    """
+    current = emu.load(record)
+    if current and emu.pid_alive(current.pid) and emu.is_ready(current.host, current.port):
+        raise FsMigrateError(f"an emulator is already running (pid {current.pid}, "
+                             f"{current.host_port}); stop it with `fsmigrate emulator stop`")
+    emu.check_loopback(host)
+    log_dir = record.parent
+    log_dir.mkdir(parents=True, exist_ok=True)
+    started = emu.start(port=port, host=host, log_dir=log_dir)
+    emu.save(started, record)
+    click.echo(f"export FIRESTORE_EMULATOR_HOST={started.host_port}")
+    click.echo(f"emulator pid {started.pid} on {started.host_port}, log {started.log_path}",
+               err=True)
+
+
+@emulator_group.command("stop")
+@RECORD_OPTION
+def emulator_stop(record: Path) -> None:
+    """Stop the emulator started by `fsmigrate emulator start` (by its recorded PID).
+
+    Example:
+
+        fsmigrate emulator stop
+    """
+    stopped = emu.stop_recorded(record)
+    click.echo(f"stopped emulator pid {stopped.pid}" if stopped else "no emulator recorded")
+
+
+@emulator_group.command("status")
+@RECORD_OPTION
+def emulator_status(record: Path) -> None:
+    """Say whether the recorded emulator is running (exit 1 if not).
+
+    Example:
+
+        fsmigrate emulator status
+    """
+    current = emu.load(record)
+    if current and emu.pid_alive(current.pid) and emu.is_ready(current.host, current.port):
+        click.echo(f"running: pid {current.pid} on {current.host_port}")
+        return
+    click.echo("not running")
+    sys.exit(1)
+
+
+def main() -> None:
+    cli(prog_name="fsmigrate")

@@ -1,0 +1,185 @@
+"""Domain errors. They carry data; the CLI turns them into one line `FAILED: ...`.
+
+The core never prints and never exits: it raises one of these.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+
+class FsMigrateError(Exception):
+    """Base class. `exit_code` is what the CLI exits with (see README, Exit codes)."""
+
+    exit_code = 1
+
+
+class UsageError(FsMigrateError):
+    """Bad input from the user (a wrong option value, a missing project...)."""
+
+    exit_code = 2
+
+
+# ---- migration scripts -------------------------------------------------------------
+
+
+class ScriptError(FsMigrateError):
+    """Something is wrong with the migration scripts on disk."""
+
+
+class ScriptImportError(ScriptError):
+    def __init__(self, path: Path, exc: BaseException) -> None:
+        self.path = path
+        self.exc = exc
+        super().__init__(f"{path} does not import: {type(exc).__name__}: {exc}")
+
+
+class ScriptInvalid(ScriptError):
+    def __init__(self, path: Path, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+class DuplicateRevision(ScriptError):
+    def __init__(self, revision: str, paths: Sequence[Path]) -> None:
+        self.revision = revision
+        self.paths = list(paths)
+        names = ", ".join(str(p) for p in self.paths)
+        super().__init__(f"revision {revision} is defined by more than one script: {names}")
+
+
+class MultipleHeads(ScriptError):
+    def __init__(self, heads: Sequence[str], paths: Sequence[Path]) -> None:
+        self.heads = list(heads)
+        self.paths = list(paths)
+        names = ", ".join(str(p) for p in self.paths)
+        super().__init__(
+            f"the migration chain has {len(self.heads)} heads ({', '.join(self.heads)}): {names}; "
+            "make one of them point at the other with down_revision"
+        )
+
+
+class MissingDownRevision(ScriptError):
+    def __init__(self, revision: str, down_revision: str, path: Path) -> None:
+        self.revision = revision
+        self.down_revision = down_revision
+        self.path = path
+        super().__init__(
+            f"{path}: down_revision {down_revision!r} of revision {revision} does not exist"
+        )
+
+
+class RevisionCycle(ScriptError):
+    def __init__(self, revisions: Sequence[str], paths: Sequence[Path]) -> None:
+        self.revisions = list(revisions)
+        self.paths = list(paths)
+        names = ", ".join(str(p) for p in self.paths)
+        super().__init__(f"the migration chain has a cycle ({' -> '.join(self.revisions)}): {names}")
+
+
+class NoBase(ScriptError):
+    def __init__(self, paths: Sequence[Path]) -> None:
+        self.paths = list(paths)
+        super().__init__("no migration has down_revision = None, so the chain has no start: "
+                         + ", ".join(str(p) for p in self.paths))
+
+
+class UnknownRevision(UsageError):
+    def __init__(self, revision: str) -> None:
+        self.revision = revision
+        super().__init__(f"revision {revision!r} is not in the migrations directory; "
+                         "run `fsmigrate status` to list revisions")
+
+
+class ScriptsChanged(ScriptError):
+    """An applied script was edited or removed since it was applied (see `verify`)."""
+
+
+# ---- state file --------------------------------------------------------------------
+
+
+class StateError(FsMigrateError):
+    pass
+
+
+class StateNotFound(StateError):
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        super().__init__(f"state file {path} does not exist (nothing has run yet with this --state)")
+
+
+class StateSchemaTooNew(StateError):
+    def __init__(self, path: Path, found: int, supported: int) -> None:
+        self.path, self.found, self.supported = path, found, supported
+        super().__init__(
+            f"state file {path} has schema version {found}, this fsmigrate knows up to {supported}; "
+            "upgrade fsmigrate"
+        )
+
+
+class RunNotFound(UsageError):
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        super().__init__(f"run {run_id!r} is not in the state file; run `fsmigrate audit` to list runs")
+
+
+# ---- plans and runs ----------------------------------------------------------------
+
+
+class PlanError(FsMigrateError):
+    """A migration's plan() did something it must not (bad operation, bad path...)."""
+
+    def __init__(self, revision: str, problem: str) -> None:
+        self.revision = revision
+        self.problem = problem
+        super().__init__(f"migration {revision}: {problem}")
+
+
+class MigrationFailed(FsMigrateError):
+    """The migration's own code raised while planning or applying."""
+
+    def __init__(self, revision: str, run_id: str, exc: BaseException, committed: int) -> None:
+        self.revision = revision
+        self.run_id = run_id
+        self.exc = exc
+        self.committed = committed
+        super().__init__(
+            f"migration {revision} failed in run {run_id} after {committed} committed operations: "
+            f"{type(exc).__name__}: {exc}; see `fsmigrate audit {run_id}`"
+        )
+
+
+class FirestoreError(FsMigrateError):
+    """Firestore answered with an error we cannot resolve by ourselves."""
+
+    def __init__(self, what: str, exc: BaseException) -> None:
+        self.what = what
+        self.exc = exc
+        super().__init__(f"{what}: {type(exc).__name__}: {exc}")
+
+
+class Aborted(FsMigrateError):
+    """The operator declined a confirmation."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"aborted: {what}")
+
+
+# ---- emulator ----------------------------------------------------------------------
+
+
+class EmulatorError(FsMigrateError):
+    pass
+
+
+class EmulatorNotFound(EmulatorError):
+    def __init__(self, searched: Sequence[str]) -> None:
+        self.searched = list(searched)
+        super().__init__(
+            "the Firestore emulator jar was not found (looked in: "
+            + "; ".join(self.searched)
+            + "); install the Debian package google-cloud-cli-firestore-emulator "
+            "(or `gcloud components install cloud-firestore-emulator`), "
+            "or set FSMIGRATE_EMULATOR_JAR to the jar"
+        )

@@ -1,0 +1,226 @@
+"""Render runs, plans and audit rows as text / markdown / json / jsonl. No I/O here:
+every renderer yields chunks of text, so a report of 100,000 operations streams."""
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any, Iterable, Iterator, Optional, Sequence
+
+from . import codec
+from .plan import KINDS
+
+TEXT_SAMPLE = 10
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, ensure_ascii=False, allow_nan=False)
+
+
+def run_dict(state: Any, row: sqlite3.Row) -> dict[str, Any]:
+    """A run as a JSON-able dict (stable keys; documented in the README)."""
+    return {
+        "run_id": row["id"], "invocation": row["invocation"],
+        "project": row["project"], "database": row["database"],
+        "revision": row["revision"], "description": row["description"],
+        "checksum": row["checksum"], "mode": row["mode"], "status": row["status"],
+        "started_at": row["started_at"], "finished_at": row["finished_at"],
+        "operator": row["operator"], "host": row["host"], "tool_version": row["tool_version"],
+        "planned": row["planned"], "committed": row["committed"], "skipped": row["skipped"],
+        "failed": row["failed"], "batches": row["batches"],
+        "counts": json.loads(row["counts"] or "{}"), "error": row["error"],
+        "notes": state.notes(row["id"]),
+    }
+
+
+def op_dict(row: sqlite3.Row, *, images: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "seq": row["seq"], "batch": row["batch"], "kind": row["kind"], "path": row["path"],
+        "status": row["status"], "reason": row["reason"], "commit_time": row["commit_time"],
+        "error": row["error"],
+        "precondition": json.loads(row["precondition"]) if row["precondition"] else None,
+    }
+    if images:
+        before = row["before"]
+        out["before"] = codec.document_to_json(codec.bytes_to_document(before)) if before else None
+        out["after"] = json.loads(row["after"]) if row["after"] else None
+    return out
+
+
+# ---- upgrade (dry-run or apply) ------------------------------------------------------
+
+
+def upgrade_chunks(state: Any, run_ids: Sequence[str], target: Any, fmt: str, *,
+                   full: bool, pending_after: int = 0) -> Iterator[str]:
+    runs = [state.run(r) for r in run_ids]
+    if fmt == "json":
+        yield from _upgrade_json(state, runs, target)
+    elif fmt == "markdown":
+        yield from _upgrade_markdown(state, runs, target)
+    else:
+        yield from _upgrade_text(state, runs, target, full=full)
+
+
+def _mode_word(runs: Sequence[sqlite3.Row]) -> str:
+    return "dry-run" if runs and runs[0]["mode"] == "dry-run" else "apply"
+
+
+def _counts_line(row: sqlite3.Row) -> str:
+    counts = json.loads(row["counts"] or "{}")
+    parts = [f"{counts.get(k, 0)} {k}" for k in KINDS if counts.get(k)]
+    return ", ".join(parts) or "no operations"
+
+
+def _upgrade_text(state: Any, runs: Sequence[sqlite3.Row], target: Any, *,
+                  full: bool) -> Iterator[str]:
+    if not runs:
+        yield f"Nothing to do: {target.describe()} is up to date.\n"
+        return
+    dry = _mode_word(runs) == "dry-run"
+    head = "DRY-RUN (nothing was written to Firestore)" if dry else "APPLIED"
+    yield f"{head}: {target.describe()}\n"
+    for row in runs:
+        yield (f"\n{row['revision']} {row['description']}  [run {row['id']}, {row['status']}]\n"
+               f"  planned: {_counts_line(row)}\n")
+        if not dry:
+            yield (f"  committed {row['committed']}, skipped {row['skipped']}, "
+                   f"failed {row['failed']}, in {row['batches']} batches\n")
+        limit = None if full else TEXT_SAMPLE
+        shown = 0
+        for op in state.ops(row["id"], limit=limit):
+            shown += 1
+            yield f"    {op['kind']:<7} {op['path']}\n"
+        if not full and row["planned"] > shown:
+            yield (f"    ... and {row['planned'] - shown} more "
+                   "(all of them: --report FILE, or --format json)\n")
+        for op in state.ops(row["id"], status="skipped"):
+            yield f"  skipped {op['kind']} {op['path']}: {op['reason']}\n"
+        for note in state.notes(row["id"]):
+            yield f"  note: {note}\n"
+        if row["error"]:
+            yield f"  error: {row['error']}\n"
+    if dry and len(runs) > 1:
+        yield ("\nNote: each migration was planned against the current data; later ones do not "
+               "see the changes earlier ones would make.\n")
+    if dry:
+        yield "\nTo apply: fsmigrate upgrade (same options, without --dry-run)\n"
+
+
+def _upgrade_markdown(state: Any, runs: Sequence[sqlite3.Row], target: Any) -> Iterator[str]:
+    title = "Dry-run" if _mode_word(runs) == "dry-run" else "Apply"
+    yield f"# fsmigrate {title.lower()} report\n\n"
+    yield f"- Target: {target.describe()}\n"
+    if not runs:
+        yield "\nNothing to do: up to date.\n"
+        return
+    first = runs[0]
+    yield f"- Operator: {first['operator']} on {first['host']}, fsmigrate {first['tool_version']}\n"
+    yield f"- Started: {first['started_at']}\n\n"
+    for row in runs:
+        yield f"## {row['revision']} {row['description']}\n\n"
+        yield f"Run `{row['id']}`, status **{row['status']}**, checksum `{row['checksum']}`\n\n"
+        yield "| operation | planned |\n|---|---|\n"
+        counts = json.loads(row["counts"] or "{}")
+        for kind in KINDS:
+            yield f"| {kind} | {counts.get(kind, 0)} |\n"
+        if row["mode"] == "apply":
+            yield (f"\nCommitted {row['committed']}, skipped {row['skipped']}, "
+                   f"failed {row['failed']}, in {row['batches']} batches.\n")
+        notes = state.notes(row["id"])
+        if notes:
+            yield "\n### Notes\n\n" + "".join(f"- {n}\n" for n in notes)
+        if row["error"]:
+            yield f"\n**Error:** {row['error']}\n"
+        yield "\n### Documents\n\n| # | operation | document | status |\n|---|---|---|---|\n"
+        for op in state.ops(row["id"]):
+            status = op["status"] + (f" ({op['reason']})" if op["reason"] else "")
+            yield f"| {op['seq']} | {op['kind']} | `{op['path']}` | {status} |\n"
+        yield "\n"
+
+
+def _upgrade_json(state: Any, runs: Sequence[sqlite3.Row], target: Any) -> Iterator[str]:
+    head = {"project": target.project, "database": target.database,
+            "emulator": target.is_emulator, "mode": _mode_word(runs)}
+    yield dumps(head)[:-1] + ', "migrations": ['
+    for i, row in enumerate(runs):
+        run = run_dict(state, row)
+        yield ("," if i else "") + dumps(run)[:-1] + ', "operations": ['
+        for j, op in enumerate(state.ops(row["id"])):
+            yield ("," if j else "") + dumps(op_dict(op))
+        yield "]}"
+    yield "]}\n"
+
+
+# ---- history / audit / status --------------------------------------------------------
+
+
+def runs_chunks(state: Any, rows: Iterable[sqlite3.Row], fmt: str) -> Iterator[str]:
+    rows = list(rows)
+    if fmt in ("json", "jsonl"):
+        if fmt == "json":
+            yield dumps([run_dict(state, r) for r in rows]) + "\n"
+        else:
+            for r in rows:
+                yield dumps(run_dict(state, r)) + "\n"
+        return
+    if not rows:
+        yield "No runs recorded.\n"
+        return
+    yield (f"{'RUN':<24} {'REV':<6} {'MODE':<8} {'STATUS':<10} {'PLANNED':>8} {'DONE':>8} "
+           f"{'SKIP':>6}  {'STARTED':<27} OPERATOR@HOST  TARGET\n")
+    for r in rows:
+        yield (f"{r['id']:<24} {r['revision']:<6} {r['mode']:<8} {r['status']:<10} "
+               f"{r['planned']:>8} {r['committed']:>8} {r['skipped']:>6}  {r['started_at']:<27} "
+               f"{r['operator']}@{r['host']}  {r['project']}/{r['database']}\n")
+
+
+def audit_run_chunks(state: Any, run_id: str, fmt: str) -> Iterator[str]:
+    row = state.run(run_id)
+    if fmt == "jsonl":
+        for op in state.ops(run_id):
+            yield dumps(op_dict(op, images=True)) + "\n"
+        return
+    if fmt == "json":
+        run = run_dict(state, row)
+        yield dumps(run)[:-1] + ', "operations": ['
+        for i, op in enumerate(state.ops(run_id)):
+            yield ("," if i else "") + dumps(op_dict(op, images=True))
+        yield "]}\n"
+        return
+    yield (f"run {row['id']}: {row['mode']} of {row['revision']} {row['description']} "
+           f"on {row['project']}/{row['database']}, {row['status']}\n"
+           f"  by {row['operator']}@{row['host']}, fsmigrate {row['tool_version']}, "
+           f"{row['started_at']} .. {row['finished_at'] or '(unfinished)'}\n"
+           f"  planned {row['planned']}, committed {row['committed']}, skipped {row['skipped']}, "
+           f"failed {row['failed']}, batches {row['batches']}\n")
+    if row["error"]:
+        yield f"  error: {row['error']}\n"
+    for note in state.notes(run_id):
+        yield f"  note: {note}\n"
+    yield f"{'#':>6} {'BATCH':>5} {'OP':<7} {'STATUS':<10} DOCUMENT\n"
+    for op in state.ops(run_id):
+        extra = f"  ({op['reason'] or op['error']})" if (op["reason"] or op["error"]) else ""
+        yield f"{op['seq']:>6} {op['batch']:>5} {op['kind']:<7} {op['status']:<10} {op['path']}{extra}\n"
+    yield ("Before-images: fsmigrate audit " + run_id + " --format jsonl\n")
+
+
+def status_chunks(rows: Sequence[dict[str, Any]], target: Any, fmt: str) -> Iterator[str]:
+    if fmt == "json":
+        yield dumps({"project": target.project, "database": target.database,
+                     "revisions": rows}) + "\n"
+        return
+    yield f"{target.describe()}\n"
+    if not rows:
+        yield "No migrations.\n"
+    for r in rows:
+        when = f"applied {r['applied_at']} (run {r['run_id']})" if r["applied_at"] else ""
+        yield f"  {r['revision']:<6} {r['state']:<22} {r['description']}  {when}\n"
+
+
+def findings_chunks(findings: Sequence[dict[str, Any]], fmt: str) -> Iterator[str]:
+    if fmt == "json":
+        yield dumps({"ok": not findings, "findings": findings}) + "\n"
+        return
+    if not findings:
+        yield "OK: every applied migration matches its script.\n"
+    for f in findings:
+        yield f"{f['problem'].upper()}: {f['message']}\n"

@@ -1,0 +1,322 @@
+"""The SQLite state file: runs, applied revisions and the per-document audit.
+
+The backend owns its tables and versions its own schema (table `meta`). Everything is
+keyed by (project, database), so one file can serve the emulator and production.
+Read-only users open the file read-only and never create it.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import json
+import os
+import secrets
+import socket
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Optional, Sequence
+
+from . import __version__
+from .errors import StateNotFound, StateSchemaTooNew, RunNotFound
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    invocation TEXT NOT NULL,
+    project TEXT NOT NULL,
+    database TEXT NOT NULL,
+    revision TEXT NOT NULL,
+    checksum TEXT NOT NULL,
+    description TEXT NOT NULL DEFAULT '',
+    mode TEXT NOT NULL CHECK (mode IN ('dry-run', 'apply')),
+    status TEXT NOT NULL CHECK (status IN ('running', 'succeeded', 'failed')),
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    operator TEXT NOT NULL,
+    host TEXT NOT NULL,
+    tool_version TEXT NOT NULL,
+    planned INTEGER NOT NULL DEFAULT 0,
+    committed INTEGER NOT NULL DEFAULT 0,
+    skipped INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0,
+    batches INTEGER NOT NULL DEFAULT 0,
+    counts TEXT NOT NULL DEFAULT '{}',
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_target ON runs (project, database, started_at);
+CREATE TABLE IF NOT EXISTS applied (
+    project TEXT NOT NULL,
+    database TEXT NOT NULL,
+    revision TEXT NOT NULL,
+    checksum TEXT NOT NULL,
+    applied_at TEXT NOT NULL,
+    run_id TEXT NOT NULL REFERENCES runs (id),
+    PRIMARY KEY (project, database, revision)
+);
+CREATE TABLE IF NOT EXISTS ops (
+    run_id TEXT NOT NULL REFERENCES runs (id),
+    seq INTEGER NOT NULL,
+    batch INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    path TEXT NOT NULL,
+    precondition TEXT,
+    before BLOB,
+    after TEXT,
+    status TEXT NOT NULL
+        CHECK (status IN ('planned', 'pending', 'committed', 'skipped', 'failed')),
+    reason TEXT,
+    commit_time TEXT,
+    error TEXT,
+    PRIMARY KEY (run_id, seq)
+);
+CREATE INDEX IF NOT EXISTS ops_path ON ops (path);
+CREATE TABLE IF NOT EXISTS notes (
+    run_id TEXT NOT NULL REFERENCES runs (id),
+    seq INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    PRIMARY KEY (run_id, seq)
+);
+"""
+
+
+def now_text() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def new_id() -> str:
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{secrets.token_hex(3)}"
+
+
+def operator_name() -> str:
+    name = os.environ.get("FSMIGRATE_OPERATOR")
+    if name:
+        return name
+    try:
+        return getpass.getuser()
+    except Exception:  # no user database entry (containers)
+        return f"uid-{os.getuid()}"
+
+
+@dataclass
+class OpRecord:
+    """One row of the audit, as the runner writes it."""
+
+    seq: int
+    kind: str
+    path: str
+    precondition: Optional[str]
+    before: Optional[bytes]
+    after: Optional[str]
+    status: str
+    reason: Optional[str] = None
+
+
+class State:
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self.conn = conn
+        self.path = path
+
+    # ---- opening -------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: Path) -> "State":
+        """Open for writing, creating the file and its tables if needed."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(path), timeout=30, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        state = cls(conn, path)
+        state._migrate()
+        return state
+
+    @classmethod
+    def open_readonly(cls, path: Path) -> Optional["State"]:
+        """Open an existing file read-only; None when it does not exist (never creates it)."""
+        if not path.exists():
+            return None
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30,
+                               isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        state = cls(conn, path)
+        version = state._schema_version()
+        if version > SCHEMA_VERSION:
+            raise StateSchemaTooNew(path, version, SCHEMA_VERSION)
+        return state
+
+    @classmethod
+    def require(cls, path: Path) -> "State":
+        state = cls.open_readonly(path)
+        if state is None:
+            raise StateNotFound(path)
+        return state
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def _schema_version(self) -> int:
+        try:
+            row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        except sqlite3.OperationalError:
+            return 0
+        return int(row[0]) if row else 0
+
+    def _migrate(self) -> None:
+        version = self._schema_version()
+        if version > SCHEMA_VERSION:
+            raise StateSchemaTooNew(self.path, version, SCHEMA_VERSION)
+        if version < SCHEMA_VERSION:
+            with self.tx():
+                for stmt in _SCHEMA.split(";"):
+                    if stmt.strip():
+                        self.conn.execute(stmt)
+                self.conn.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+                    (str(SCHEMA_VERSION),))
+
+    def tx(self) -> "_Tx":
+        return _Tx(self.conn)
+
+    # ---- runs ----------------------------------------------------------------------
+
+    def start_run(self, *, invocation: str, project: str, database: str, revision: str,
+                  checksum: str, description: str, mode: str) -> str:
+        run_id = new_id()
+        with self.tx():
+            self.conn.execute(
+                "INSERT INTO runs (id, invocation, project, database, revision, checksum,"
+                " description, mode, status, started_at, operator, host, tool_version)"
+                " VALUES (?,?,?,?,?,?,?,?, 'running', ?,?,?,?)",
+                (run_id, invocation, project, database, revision, checksum, description, mode,
+                 now_text(), operator_name(), socket.gethostname(), __version__))
+        return run_id
+
+    def finish_run(self, run_id: str, *, status: str, counts: dict[str, int],
+                   error: Optional[str] = None) -> None:
+        with self.tx():
+            self._update_totals(run_id)
+            self.conn.execute(
+                "UPDATE runs SET status=?, finished_at=?, counts=?, error=? WHERE id=?",
+                (status, now_text(), json.dumps(counts, sort_keys=True), error, run_id))
+
+    def _update_totals(self, run_id: str) -> None:
+        self.conn.execute(
+            "UPDATE runs SET"
+            " planned=(SELECT COUNT(*) FROM ops WHERE run_id=:r),"
+            " committed=(SELECT COUNT(*) FROM ops WHERE run_id=:r AND status='committed'),"
+            " skipped=(SELECT COUNT(*) FROM ops WHERE run_id=:r AND status='skipped'),"
+            " failed=(SELECT COUNT(*) FROM ops WHERE run_id=:r AND status IN ('failed','pending')),"
+            " batches=(SELECT COALESCE(MAX(batch), 0) FROM ops WHERE run_id=:r)"
+            " WHERE id=:r", {"r": run_id})
+
+    def mark_applied(self, *, project: str, database: str, revision: str, checksum: str,
+                     run_id: str) -> None:
+        with self.tx():
+            self.conn.execute(
+                "INSERT INTO applied (project, database, revision, checksum, applied_at, run_id)"
+                " VALUES (?,?,?,?,?,?)",
+                (project, database, revision, checksum, now_text(), run_id))
+
+    def applied(self, project: str, database: str) -> dict[str, sqlite3.Row]:
+        rows = self.conn.execute(
+            "SELECT * FROM applied WHERE project=? AND database=? ORDER BY revision",
+            (project, database))
+        return {row["revision"]: row for row in rows}
+
+    def runs(self, project: Optional[str] = None, database: Optional[str] = None,
+             limit: Optional[int] = None) -> list[sqlite3.Row]:
+        sql = "SELECT * FROM runs"
+        args: list[Any] = []
+        if project is not None:
+            sql += " WHERE project=? AND database=?"
+            args += [project, database]
+        sql += " ORDER BY started_at DESC, id DESC"
+        if limit:
+            sql += " LIMIT ?"
+            args.append(limit)
+        return list(self.conn.execute(sql, args))
+
+    def run(self, run_id: str) -> sqlite3.Row:
+        row = self.conn.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
+        if row is None:
+            raise RunNotFound(run_id)
+        return row
+
+    # ---- operations (the per-document audit) ---------------------------------------
+
+    def record_ops(self, run_id: str, batch: int, records: Sequence[OpRecord]) -> None:
+        """Write a batch's operations in ONE transaction (before it is sent, when applying)."""
+        with self.tx():
+            self.conn.executemany(
+                "INSERT INTO ops (run_id, seq, batch, kind, path, precondition, before, after,"
+                " status, reason) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                [(run_id, r.seq, batch, r.kind, r.path, r.precondition, r.before, r.after,
+                  r.status, r.reason) for r in records])
+
+    def settle_ops(self, run_id: str, *, committed: Iterable[tuple[int, str]],
+                   skipped: Iterable[tuple[int, str]] = (),
+                   failed: Iterable[tuple[int, str]] = ()) -> None:
+        """Record a batch's outcome: (seq, commit time) of what committed, (seq, reason) of
+        what was skipped, (seq, error) of what failed."""
+        with self.tx():
+            self.conn.executemany(
+                "UPDATE ops SET status='committed', commit_time=? WHERE run_id=? AND seq=?",
+                [(commit_time, run_id, seq) for seq, commit_time in committed])
+            self.conn.executemany(
+                "UPDATE ops SET status='skipped', reason=? WHERE run_id=? AND seq=?",
+                [(reason, run_id, seq) for seq, reason in skipped])
+            self.conn.executemany(
+                "UPDATE ops SET status='failed', error=? WHERE run_id=? AND seq=?",
+                [(error, run_id, seq) for seq, error in failed])
+            self._update_totals(run_id)
+
+    def ops(self, run_id: str, *, status: Optional[str] = None,
+            limit: Optional[int] = None) -> Iterator[sqlite3.Row]:
+        sql = "SELECT * FROM ops WHERE run_id=?"
+        args: list[Any] = [run_id]
+        if status:
+            sql += " AND status=?"
+            args.append(status)
+        sql += " ORDER BY seq"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        yield from self.conn.execute(sql, args)
+
+    def op_counts(self, run_id: str) -> dict[str, dict[str, int]]:
+        """{kind: {status: n}} for a run."""
+        out: dict[str, dict[str, int]] = {}
+        for row in self.conn.execute(
+                "SELECT kind, status, COUNT(*) n FROM ops WHERE run_id=? GROUP BY kind, status",
+                (run_id,)):
+            out.setdefault(row["kind"], {})[row["status"]] = row["n"]
+        return out
+
+    def add_note(self, run_id: str, seq: int, text: str) -> None:
+        with self.tx():
+            self.conn.execute("INSERT INTO notes (run_id, seq, text) VALUES (?,?,?)",
+                              (run_id, seq, text))
+
+    def notes(self, run_id: str) -> list[str]:
+        return [r["text"] for r in self.conn.execute(
+            "SELECT text FROM notes WHERE run_id=? ORDER BY seq", (run_id,))]
+
+
+class _Tx:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on error (autocommit connection)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
