@@ -52,6 +52,9 @@ class FsMigrateGroup(click.Group):
                 raise
             click.echo(f"FAILED: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except BrokenPipeError:  # `fsmigrate audit ... | head`: stop quietly
+            sys.stdout = open(os.devnull, "w")
+            ctx.exit(1)
         except click.Abort:
             click.echo(f"FAILED: {Aborted('declined at the prompt')}", err=True)
             ctx.exit(1)
@@ -282,13 +285,13 @@ def upgrade_cmd(cfg: Config, dry_run: bool, to: Optional[str], batch_size: int, 
     drift = _verify(cfg, target, state)
     if drift:
         raise ScriptsChanged(drift[0]["message"] + "; see `fsmigrate verify`")
-    runner = Runner(Store(target), state, chain, batch_size=batch_size,
-                    progress=_Bar(quiet))
-    pending = runner.pending(to)
+    pending = chain.pending(set(state.applied(target.project, target.database)), to)
     if pending and not dry_run and not target.is_emulator and not yes:
         revs = ", ".join(s.revision for s in pending)
         click.confirm(f"Apply {len(pending)} migration(s) ({revs}) to {target.describe()}?",
                       abort=True, err=True)
+    runner = Runner(Store(target), state, chain, batch_size=batch_size,
+                    progress=_Bar(quiet))
     invocation = new_id()
     try:
         for script in pending:

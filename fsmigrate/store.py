@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Optional, Sequence
 
 from google.api_core import exceptions as gexc
+from google.auth import exceptions as gauth_exceptions
 from google.cloud import firestore
 from google.cloud.firestore_v1.field_path import FieldPath
 
@@ -117,7 +118,15 @@ def _call(what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
 class Store:
     def __init__(self, target: Target, client: Any = None) -> None:
         self.target = target
-        self.client = client or firestore.Client(project=target.project, database=target.database)
+        if client is None:
+            try:
+                client = firestore.Client(project=target.project, database=target.database)
+            except gauth_exceptions.DefaultCredentialsError as exc:
+                raise UsageError(
+                    f"no Google credentials for project {target.project}: run `gcloud auth "
+                    "application-default login`, or set FIRESTORE_EMULATOR_HOST to use the "
+                    "emulator") from exc
+        self.client = client
 
     # ---- reads ---------------------------------------------------------------------
 
