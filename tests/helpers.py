@@ -1,0 +1,40 @@
+"""Test helpers: write migration scripts into a temp directory, run the CLI in-process."""
+from __future__ import annotations
+
+import json
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from click.testing import CliRunner, Result
+
+from fsmigrate.cli import cli
+
+
+def write_script(directory: Path, revision: str, down: str | None, body: str,
+                 doc: str = "A test migration.") -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{revision}_test_{revision}.py"
+    path.write_text(f'"""{doc}"""\nrevision = "{revision}"\ndown_revision = {down!r}\n\n'
+                    + textwrap.dedent(body))
+    return path
+
+
+@dataclass
+class Fsm:
+    """Runs `fsmigrate --project P --state S --migrations M ...` in-process."""
+
+    project: str
+    state: Path
+    migrations: Path
+
+    def __call__(self, *args: str, input: str | None = None) -> Result:
+        return CliRunner().invoke(
+            cli, ["--project", self.project, "--state", str(self.state),
+                  "--migrations", str(self.migrations), *args], input=input)
+
+    def json(self, *args: str) -> Any:
+        result = self(*args, "--format", "json")
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
