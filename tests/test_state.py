@@ -1,0 +1,80 @@
+"""The SQLite state file: schema versioning, WAL, read-only access, the audit rows."""
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from fsmigrate.errors import RunNotFound, StateNotFound, StateSchemaTooNew
+from fsmigrate.state import SCHEMA_VERSION, OpRecord, State
+
+
+def start(state: State, project: str = "p", revision: str = "0001", mode: str = "apply") -> str:
+    return state.start_run(invocation="inv", project=project, database="(default)",
+                           revision=revision, checksum="c" * 64, description="d", mode=mode)
+
+
+def test_new_file_uses_wal_and_records_its_schema_version(tmp_path: Path) -> None:
+    state = State.open(tmp_path / "s.db")
+    assert state.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert state.conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert state._schema_version() == SCHEMA_VERSION
+    state.close()
+    State.open(tmp_path / "s.db").close()  # reopening is idempotent
+
+
+def test_read_only_open_never_creates(tmp_path: Path) -> None:
+    assert State.open_readonly(tmp_path / "missing.db") is None
+    with pytest.raises(StateNotFound):
+        State.require(tmp_path / "missing.db")
+    assert not (tmp_path / "missing.db").exists()
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    State.open(tmp_path / "s.db").close()
+    db = sqlite3.connect(tmp_path / "s.db")
+    db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION + 1),))
+    db.commit()
+    db.close()
+    with pytest.raises(StateSchemaTooNew, match="upgrade fsmigrate"):
+        State.open(tmp_path / "s.db")
+    with pytest.raises(StateSchemaTooNew):
+        State.open_readonly(tmp_path / "s.db")
+
+
+def test_ops_lifecycle_and_totals(tmp_path: Path) -> None:
+    state = State.open(tmp_path / "s.db")
+    run = start(state)
+    state.record_ops(run, 1, [OpRecord(i, "delete", f"c/{i}", None, b"\x00raw", None, "pending")
+                              for i in range(4)])
+    state.settle_ops(run, committed=[(0, "t0"), (1, "t0")], skipped=[(2, "changed since plan")],
+                     failed=[(3, "boom")])
+    row = state.run(run)
+    assert (row["planned"], row["committed"], row["skipped"], row["failed"], row["batches"]) \
+        == (4, 2, 1, 1, 1)
+    assert state.op_counts(run) == {"delete": {"committed": 2, "skipped": 1, "failed": 1}}
+    assert [r["before"] for r in state.ops(run, status="committed")] == [b"\x00raw", b"\x00raw"]
+    with pytest.raises(RunNotFound):
+        state.run("nope")
+
+
+def test_applied_is_keyed_by_project_and_database(tmp_path: Path) -> None:
+    state = State.open(tmp_path / "s.db")
+    run = start(state)
+    state.mark_applied(project="p", database="(default)", revision="0001", checksum="x",
+                       run_id=run)
+    assert set(state.applied("p", "(default)")) == {"0001"}
+    assert state.applied("p", "other") == {}
+    assert state.applied("q", "(default)") == {}
+
+
+def test_a_reader_can_read_while_a_writer_holds_a_transaction(tmp_path: Path) -> None:
+    writer = State.open(tmp_path / "s.db")
+    run = start(writer)
+    reader = State.open_readonly(tmp_path / "s.db")
+    assert reader is not None
+    with writer.tx():
+        writer.conn.execute("UPDATE runs SET status='failed' WHERE id=?", (run,))
+        assert reader.run(run)["status"] == "running"  # WAL: readers see the last commit
+    assert reader.run(run)["status"] == "failed"
