@@ -260,7 +260,7 @@ def _fill_typed(pb: Any, key: str, arg: Any) -> None:
     if key == "$map":
         _fill_map(pb, arg)
     elif key == "$double":
-        if arg not in _NON_FINITE:
+        if not isinstance(arg, str) or arg not in _NON_FINITE:
             raise ValueError(f'$double must be "NaN", "Infinity" or "-Infinity": {arg!r}')
         pb.double_value = _NON_FINITE[arg]
     elif key == "$bytes":

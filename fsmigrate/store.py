@@ -14,9 +14,10 @@ from typing import Any, Iterable, Iterator, Optional, Sequence
 from google.api_core import exceptions as gexc
 from google.auth import exceptions as gauth_exceptions
 from google.cloud import firestore
+from google.cloud.firestore_v1 import _helpers, types
 from google.cloud.firestore_v1.field_path import FieldPath
+from proto.datetime_helpers import DatetimeWithNanoseconds
 
-from . import codec
 from .errors import FirestoreError, UsageError
 from .plan import CREATE, DELETE, SET, UPDATE, Operation, check_path
 
@@ -52,57 +53,80 @@ def target_from_env(project: Optional[str], database: Optional[str]) -> Target:
 
 
 class Doc:
-    """A document read by a migration: the snapshot interface scripts use."""
+    """A document read by a migration, kept as the raw `Document` protobuf the server sent.
 
-    __slots__ = ("_snap",)
+    Fields are decoded on demand, and the archive is the protobuf itself, so the
+    before-image is exactly what Firestore holds (no decode/encode round trip). It offers
+    the snapshot interface scripts use: id, path, reference, update_time, get(), to_dict().
+    """
 
-    def __init__(self, snap: Any) -> None:
-        self._snap = snap
+    __slots__ = ("_pb", "_client", "_data")
+
+    def __init__(self, pb: Any, client: Any) -> None:
+        self._pb = pb
+        self._client = client
+        self._data: Optional[dict] = None
+
+    @property
+    def name(self) -> str:
+        return self._pb.name
 
     @property
     def id(self) -> str:
-        return self._snap.id
+        return self._pb.name.rsplit("/", 1)[1]
 
     @property
     def path(self) -> str:
-        return self._snap.reference.path
+        return self._pb.name.split("/documents/", 1)[1]
 
     @property
     def reference(self) -> Any:
-        return self._snap.reference
+        return self._client.document(self.path)
 
     @property
-    def update_time(self) -> Optional[dt.datetime]:
-        return self._snap.update_time
+    def exists(self) -> bool:
+        return True
 
     @property
-    def create_time(self) -> Optional[dt.datetime]:
-        return self._snap.create_time
+    def update_time(self) -> dt.datetime:
+        return DatetimeWithNanoseconds.from_timestamp_pb(self._pb.update_time)
+
+    @property
+    def create_time(self) -> dt.datetime:
+        return DatetimeWithNanoseconds.from_timestamp_pb(self._pb.create_time)
 
     def get(self, field: str, default: Any = None) -> Any:
-        data = self._snap._data or {}
-        node: Any = data
-        for part in field.split("."):
-            if not isinstance(node, dict) or part not in node:
+        """The value at a dotted field path, or `default` when absent (decodes just it)."""
+        fields = self._pb.fields
+        parts = field.split(".")
+        for i, part in enumerate(parts):
+            if part not in fields:
                 return default
-            node = node[part]
-        return node
+            value = fields[part]
+            if i == len(parts) - 1:
+                return _helpers.decode_value(value, self._client)
+            if value.WhichOneof("value_type") != "map_value":
+                return default
+            fields = value.map_value.fields
+        return default
 
     def __getitem__(self, field: str) -> Any:
-        return self._snap.to_dict()[field]
+        return self.to_dict()[field]
+
+    def __contains__(self, field: str) -> bool:
+        return field in self._pb.fields
 
     def to_dict(self) -> dict:
-        return self._snap.to_dict() or {}
+        if self._data is None:
+            self._data = _helpers.decode_dict(self._pb.fields, self._client)
+        return dict(self._data)
 
     def document(self) -> Any:
-        """The document as a `types.Document` protobuf (full type fidelity)."""
-        snap = self._snap
-        return codec.make_document(snap.reference._document_path,
-                                   codec.encode_data(snap._data or {}),
-                                   snap.create_time, snap.update_time)
+        """The document as a `types.Document` (full type fidelity)."""
+        return types.Document.wrap(self._pb)
 
     def document_bytes(self) -> bytes:
-        return codec.document_to_bytes(self.document())
+        return self._pb.SerializeToString()
 
     def __repr__(self) -> str:
         return f"Doc({self.path!r})"
@@ -146,30 +170,55 @@ class Store:
         for field, op, value in where:
             query = query.where(filter=firestore.FieldFilter(field, op, value))
         query = query.order_by(FieldPath.document_id()).limit(page_size)
-        last = None
+        last: Optional[str] = None
         while True:
-            page = query.start_after(last) if last is not None else query
-            snaps = _call(f"scan of {collection}", lambda: list(page.stream(retry=None)))
-            for snap in snaps:
-                yield Doc(snap)
-            if len(snaps) < page_size:
+            page = query if last is None else query.start_after(
+                {FieldPath.document_id(): self.client.document(last)})
+            docs = _call(f"scan of {collection}", self._run_query, page)
+            for doc in docs:
+                yield doc
+            if len(docs) < page_size:
                 return
-            last = snaps[-1]
+            last = docs[-1].path
+
+    def _run_query(self, query: Any) -> list[Doc]:
+        """One page, as raw protobufs (the client's snapshots would decode every field)."""
+        request, _, kwargs = query._prep_stream(retry=None)
+        responses = self.client._firestore_api.run_query(
+            request=request, metadata=self.client._rpc_metadata, **kwargs)
+        out = []
+        for response in responses:
+            pb = response._pb
+            if pb.HasField("document"):
+                out.append(Doc(pb.document, self.client))
+        return out
 
     def get(self, path: str) -> Optional[Doc]:
         problem = check_path(path)
         if problem:
             raise UsageError(problem)
-        snap = _call(f"read of {path}", self.client.document(path).get)
-        return Doc(snap) if snap.exists else None
+        return self.get_many([path])[path]
 
     def get_many(self, paths: Iterable[str]) -> dict[str, Optional[Doc]]:
-        refs = [self.client.document(p) for p in paths]
-        found: dict[str, Optional[Doc]] = {ref.path: None for ref in refs}
-        if refs:
-            for snap in _call("read", lambda: list(self.client.get_all(refs))):
-                if snap.exists:
-                    found[snap.reference.path] = Doc(snap)
+        """Read documents by path (one BatchGetDocuments call); None for missing ones."""
+        paths = list(dict.fromkeys(paths))
+        found: dict[str, Optional[Doc]] = {p: None for p in paths}
+        if not paths:
+            return found
+        prefix = self.client._database_string + "/documents/"
+
+        def read() -> None:
+            responses = self.client._firestore_api.batch_get_documents(
+                request={"database": self.client._database_string,
+                         "documents": [prefix + p for p in paths]},
+                metadata=self.client._rpc_metadata)
+            for response in responses:
+                pb = response._pb
+                if pb.HasField("found"):
+                    doc = Doc(pb.found, self.client)
+                    found[doc.path] = doc
+
+        _call(f"read of {len(paths)} documents", read)
         return found
 
     # ---- writes --------------------------------------------------------------------
@@ -209,8 +258,6 @@ class Store:
 
 def _set_with_option(batch: Any, ref: Any, data: dict, option: Any) -> None:
     """Queue a full overwrite of `ref` guarded by `option` (exists / last_update_time)."""
-    from google.cloud.firestore_v1 import _helpers
-
     write_pbs = _helpers.pbs_for_set_no_merge(ref._document_path, data)
     for pb in write_pbs:
         option.modify_write(pb)

@@ -184,6 +184,8 @@ def test_dollar_maps_are_escaped():
     {"$unknown": 1},
     {"$double": "nan"},
     {"$double": 1.0},
+    {"$double": []},
+    {"$timestamp": 0},
     {"$bytes": "not base64!"},
     {"$bytes": 3},
     {"$timestamp": "2024-01-02T03:04:05+01:00"},
