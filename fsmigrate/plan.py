@@ -86,7 +86,7 @@ def timestamp_text(value: dt.datetime) -> str:
     nanos = getattr(value, "nanosecond", None)
     value = value.astimezone(dt.timezone.utc)
     base = value.strftime("%Y-%m-%dT%H:%M:%S")
-    if nanos is not None and nanos:
+    if nanos is not None and nanos % 1000:
         return f"{base}.{nanos:09d}Z"
     return f"{base}.{value.microsecond:06d}Z"
 
