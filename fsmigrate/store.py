@@ -23,6 +23,7 @@ from .plan import CREATE, DELETE, SET, UPDATE, Operation, check_path
 
 DEFAULT_DATABASE = "(default)"
 MAX_PAGE = 1000
+INEQUALITIES = ("<", "<=", ">", ">=", "!=", "not-in")
 
 # Errors a commit answers with when one of its preconditions did not hold.
 PRECONDITION_ERRORS = (gexc.FailedPrecondition, gexc.NotFound, gexc.AlreadyExists)
@@ -167,19 +168,25 @@ class Store:
             if not collection or collection.count("/") % 2:
                 raise UsageError(f"{collection!r} is not a collection path")
             query = self.client.collection(collection)
+        ordered: list[str] = []  # Firestore orders by inequality fields first, then the key
         for field, op, value in where:
             query = query.where(filter=firestore.FieldFilter(field, op, value))
+            if op in INEQUALITIES and field not in ordered:
+                ordered.append(field)
+        for field in ordered:
+            query = query.order_by(field)
         query = query.order_by(FieldPath.document_id()).limit(page_size)
-        last: Optional[str] = None
+        last: Optional[Doc] = None
         while True:
             page = query if last is None else query.start_after(
-                {FieldPath.document_id(): self.client.document(last)})
+                {**{f: last.get(f) for f in ordered},
+                 FieldPath.document_id(): self.client.document(last.path)})
             docs = _call(f"scan of {collection}", self._run_query, page)
             for doc in docs:
                 yield doc
             if len(docs) < page_size:
                 return
-            last = docs[-1].path
+            last = docs[-1]
 
     def _run_query(self, query: Any) -> list[Doc]:
         """One page, as raw protobufs (the client's snapshots would decode every field)."""

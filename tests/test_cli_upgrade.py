@@ -272,3 +272,15 @@ def test_state_is_keyed_by_project(tmp_path: Path, emulator, fs_client, project_
     assert [r["state"] for r in b.json("status")["revisions"]] == ["pending"]
     assert b.json("upgrade")["migrations"][0]["committed"] == 4
     assert len(a.json("history")) == 1 and len(b.json("history")) == 1
+
+
+def test_to_stops_after_the_given_revision(fsm: Fsm, fs_client) -> None:
+    seed(fs_client, 3, 2)
+    write_script(fsm.migrations, "0001", None, DELETE_OLD)
+    write_script(fsm.migrations, "0002", "0001", MARK_NEW)
+
+    out = fsm.json("upgrade", "--to", "0001")
+
+    assert [m["revision"] for m in out["migrations"]] == ["0001"]
+    assert [r["state"] for r in fsm.json("status")["revisions"]] == ["applied", "pending"]
+    assert all(s.to_dict().get("seen") is None for s in fs_client.collection("items").stream())

@@ -1,0 +1,77 @@
+"""The Firestore layer against the real emulator: paging scans, reads, raw documents."""
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from fsmigrate.errors import UsageError
+from fsmigrate.store import Store, Target
+
+
+@pytest.fixture
+def store(fs_client, project_id) -> Store:
+    return Store(Target(project_id, emulator_host="set"), client=fs_client)
+
+
+def test_scan_pages_through_everything_in_order_without_duplicates(store, fs_client) -> None:
+    batch = fs_client.batch()
+    for i in range(23):
+        batch.set(fs_client.document(f"things/t{i:03d}"), {"i": i})
+    batch.set(fs_client.document("other/x"), {"i": -1})
+    batch.commit()
+
+    paths = [doc.path for doc in store.scan("things", page_size=5)]
+
+    assert paths == [f"things/t{i:03d}" for i in range(23)]
+    assert [d.get("i") for d in store.scan("things", page_size=23)] == list(range(23))
+    assert [d.id for d in store.scan("things", where=[("i", ">=", 18)], page_size=2)] == \
+        ["t018", "t019", "t020", "t021", "t022"]
+    assert [d.id for d in store.scan("things", where=[("i", "==", 4)])] == ["t004"]
+
+
+def test_scan_is_lazy_one_page_at_a_time(store, fs_client) -> None:
+    for i in range(6):
+        fs_client.document(f"lazy/d{i}").set({"i": i})
+    docs = store.scan("lazy", page_size=2)
+    first = next(docs)
+    fs_client.document("lazy/d5").delete()  # after the first page was read
+    rest = [d.id for d in docs]
+    assert first.id == "d0" and rest == ["d1", "d2", "d3", "d4"]
+
+
+def test_collection_group_scan_finds_every_subcollection(store, fs_client) -> None:
+    fs_client.document("users/a/events/e1").set({"n": 1})
+    fs_client.document("users/b/events/e2").set({"n": 2})
+    fs_client.document("events/e3").set({"n": 3})
+    fs_client.document("users/a/other/e4").set({"n": 4})
+
+    group = sorted(d.path for d in store.scan("events", group=True, page_size=1))
+    assert group == ["events/e3", "users/a/events/e1", "users/b/events/e2"]
+    assert [d.path for d in store.scan("users/a/events")] == ["users/a/events/e1"]
+
+
+def test_scan_refuses_bad_arguments(store) -> None:
+    with pytest.raises(UsageError):
+        list(store.scan("a/b"))
+    with pytest.raises(UsageError):
+        list(store.scan("a/b", group=True))
+    with pytest.raises(UsageError):
+        list(store.scan("a", page_size=0))
+
+
+def test_doc_interface_and_reads(store, fs_client) -> None:
+    when = dt.datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=dt.timezone.utc)
+    fs_client.document("c/d").set({"a": {"b": 1}, "t": when, "s": "x"})
+    doc = store.get("c/d")
+    snap = fs_client.document("c/d").get()
+    assert doc is not None and (doc.id, doc.path) == ("d", "c/d")
+    assert doc.update_time == snap.update_time and doc.create_time == snap.create_time
+    assert doc.get("a.b") == 1 and doc.get("a.zz", "dflt") == "dflt" and doc.get("s.x") is None
+    assert doc.get("t") == when
+    assert doc.to_dict() == snap.to_dict()
+    assert doc.reference.path == "c/d"
+    assert store.get("c/missing") is None
+    assert store.get_many(["c/d", "c/missing"])["c/missing"] is None
+    with pytest.raises(UsageError):
+        store.get("c")
