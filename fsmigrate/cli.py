@@ -5,6 +5,7 @@ The only module that imports click or tqdm. Domain errors become one line on std
 """
 from __future__ import annotations
 
+import datetime as dt
 import os
 import sys
 import traceback
@@ -16,8 +17,8 @@ import click
 from tqdm import tqdm
 
 from . import __version__, emulator as emu
-from . import report, scripts
-from .errors import Aborted, FsMigrateError, RunNotFound, ScriptsChanged
+from . import heartbeats, report, scripts
+from .errors import Aborted, FsMigrateError, RunNotFound, ScriptsChanged, UsageError
 from .runner import APPLY, MAX_BATCH, Runner
 from .state import State, new_id
 from .store import Store, Target, target_from_env
@@ -253,20 +254,31 @@ def _report_format(path: Path) -> str:
     return {".json": "json", ".md": "markdown", ".markdown": "markdown"}.get(suffix, "text")
 
 
+def run_options(fn: Any) -> Any:
+    """The options `upgrade` and `rerun` share."""
+    for option in reversed([
+        click.option("--dry-run", is_flag=True,
+                     help="Plan and report; write nothing to Firestore."),
+        click.option("--batch-size", type=click.IntRange(1, MAX_BATCH), default=MAX_BATCH,
+                     show_default=True, help="Operations per atomic commit."),
+        click.option("--format", "fmt", type=FORMATS_RUN, default="text", show_default=True,
+                     help="Output on stdout (text shows a sample of the documents)."),
+        click.option("--report", "report_path",
+                     type=click.Path(dir_okay=False, path_type=Path),
+                     help="Also write the full report (every document) here; "
+                          ".json / .md / text."),
+        click.option("--yes", is_flag=True, help="Do not ask for confirmation on a real project."),
+        click.option("--quiet", is_flag=True, help="No progress bar."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
 @cli.command("upgrade")
-@click.option("--dry-run", is_flag=True, help="Plan and report; write nothing to Firestore.")
 @click.option("--to", "to", default=None, help="Stop after this revision.")
-@click.option("--batch-size", type=click.IntRange(1, MAX_BATCH), default=MAX_BATCH,
-              show_default=True, help="Operations per atomic commit.")
-@click.option("--format", "fmt", type=FORMATS_RUN, default="text", show_default=True,
-              help="Output on stdout (text shows a sample of the documents).")
-@click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write the full report (every document) here; .json / .md / text.")
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation on a real project.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@run_options
 @click.pass_obj
-def upgrade_cmd(cfg: Config, dry_run: bool, to: Optional[str], batch_size: int, fmt: str,
-                report_path: Optional[Path], yes: bool, quiet: bool) -> None:
+def upgrade_cmd(cfg: Config, to: Optional[str], **run: Any) -> None:
     """Run the pending migrations in order (or plan them with --dry-run).
 
     A dry-run writes nothing to Firestore and is recorded in the state file, so the audit
@@ -277,29 +289,71 @@ def upgrade_cmd(cfg: Config, dry_run: bool, to: Optional[str], batch_size: int, 
 
         fsmigrate --project my-proj upgrade --dry-run --report plan.md
     """
-    target = cfg.target()
-    chain = cfg.chain()
+    target, chain, state = _prepare(cfg)
     if to is not None:
         chain.get(to)
+    pending = chain.pending(set(state.applied(target.project, target.database)), to)
+    _execute(target, chain, state, pending, **run)
+
+
+@cli.command("rerun")
+@click.argument("revision")
+@run_options
+@click.option("--apply-hint", hidden=True, default=report.APPLY_HINT,
+              help="How the dry-run report says to apply (for wrapper scripts).")
+@click.pass_obj
+def rerun_cmd(cfg: Config, revision: str, **run: Any) -> None:
+    """Run one repeatable migration again, applied or not (e.g. a cleanup to repeat).
+
+    Only scripts that declare `repeatable = True` (their plan is computed from the
+    current data, so running it again is safe) can be rerun. Every rerun is recorded
+    like an upgrade.
+
+    Example:
+
+        fsmigrate --project my-proj rerun 0001 --dry-run
+    """
+    target, chain, state = _prepare(cfg)
+    script = chain.get(revision)
+    if not script.repeatable:
+        raise UsageError(f"revision {revision} ({script.path}) is not repeatable; only scripts "
+                         "with `repeatable = True` can be rerun")
+    applied = set(state.applied(target.project, target.database))
+    before = [s.revision for s in chain.pending(applied, revision) if s.revision != revision]
+    if before:
+        raise UsageError(f"revision(s) {', '.join(before)} come before {revision} and are not "
+                         f"applied; run `fsmigrate upgrade --to {before[-1]}` first")
+    _execute(target, chain, state, [script], **run)
+
+
+def _prepare(cfg: Config) -> tuple[Target, scripts.Chain, State]:
+    target = cfg.target()
+    chain = cfg.chain()
     state = State.open(cfg.state_path)
     drift = _verify(cfg, target, state)
     if drift:
         raise ScriptsChanged(drift[0]["message"] + "; see `fsmigrate verify`")
-    pending = chain.pending(set(state.applied(target.project, target.database)), to)
-    if pending and not dry_run and not target.is_emulator and not yes:
-        revs = ", ".join(s.revision for s in pending)
-        click.confirm(f"Apply {len(pending)} migration(s) ({revs}) to {target.describe()}?",
+    return target, chain, state
+
+
+def _execute(target: Target, chain: scripts.Chain, state: State, todo: list[scripts.Script], *,
+             dry_run: bool, batch_size: int, fmt: str, report_path: Optional[Path], yes: bool,
+             quiet: bool, apply_hint: str = report.APPLY_HINT) -> None:
+    """Run (or plan) `todo` in order, then print the report; the one path for both."""
+    if todo and not dry_run and not target.is_emulator and not yes:
+        revs = ", ".join(s.revision for s in todo)
+        click.confirm(f"Apply {len(todo)} migration(s) ({revs}) to {target.describe()}?",
                       abort=True, err=True)
-    runner = Runner(Store(target), state, chain, batch_size=batch_size,
-                    progress=_Bar(quiet))
+    runner = Runner(Store(target), state, chain, batch_size=batch_size, progress=_Bar(quiet))
     invocation = new_id()
     try:
-        for script in pending:
+        for script in todo:
             runner.run(script, dry_run=dry_run, invocation=invocation)
     finally:
         run_ids = [r["id"] for r in reversed(state.runs(target.project, target.database))
                    if r["invocation"] == invocation]
-        _emit(report.upgrade_chunks(state, run_ids, target, fmt, full=False))
+        _emit(report.upgrade_chunks(state, run_ids, target, fmt, full=False,
+                                    apply_hint=apply_hint))
         if report_path is not None:
             _emit(report.upgrade_chunks(state, run_ids, target, _report_format(report_path),
                                         full=True), report_path)
@@ -338,6 +392,59 @@ def audit_cmd(cfg: Config, run_id: Optional[str], fmt: str, limit: Optional[int]
     if state is None:
         raise RunNotFound(run_id)
     _emit(report.audit_run_chunks(state, run_id, fmt))
+
+
+# ---- check ---------------------------------------------------------------------------------
+
+
+@cli.group("check", cls=FsMigrateGroup)
+def check_group() -> None:
+    """Health checks to watch a collection after a cleanup (read-only; exit 1 if unhealthy).
+
+    Example:
+
+        fsmigrate --project my-proj check heartbeats --format json
+    """
+
+
+@check_group.command("heartbeats")
+@click.option("--max-docs", type=click.IntRange(min=0), default=50, show_default=True,
+              help="Alarm when the collection holds more documents than this.")
+@click.option("--window", default="1h", show_default=True,
+              help="Recent-activity window: 90s, 30m, 1h, 7d.")
+@click.option("--collection", default=heartbeats.COLLECTION, show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True)
+@click.pass_obj
+def check_heartbeats(cfg: Config, max_docs: int, window: str, collection: str,
+                     fmt: str) -> None:
+    """Count heartbeat documents by ID kind and flag growth and legacy writers.
+
+    Reports the total (alarm above --max-docs), counts per ID kind, documents with a
+    heartbeat within the window, the growth per day that implies (non-canonical documents
+    active in the window, scaled to a day), and the legacy documents written within the
+    window (a sign an old image is still running). Exit 0
+    when healthy; 1 when over the threshold or any legacy document exists, with the
+    reason in one line on stderr. The JSON form is documented in the README.
+
+    Example:
+
+        fsmigrate --project my-proj check heartbeats --max-docs 50 --window 1h
+    """
+    try:
+        span = heartbeats.parse_window(window)
+    except ValueError as exc:
+        raise UsageError(f"--window: {exc}") from exc
+    store = Store(cfg.target())
+    now = dt.datetime.now(dt.timezone.utc)
+    docs = ((d.id, heartbeats.activity_time(d.get("last_heartbeat"), d.update_time))
+            for d in store.scan(collection))
+    health = heartbeats.check(docs, now=now, window=span, max_docs=max_docs,
+                              collection=collection)
+    _emit(report.health_chunks(health.to_json(), fmt))
+    if not health.healthy:
+        click.echo("UNHEALTHY: " + "; ".join(health.reasons), err=True)
+        sys.exit(1)
 
 
 # ---- emulator -----------------------------------------------------------------------------

@@ -2,14 +2,17 @@
 every renderer yields chunks of text, so a report of 100,000 operations streams."""
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sqlite3
 from typing import Any, Iterable, Iterator, Optional, Sequence
 
 from . import codec
+from .heartbeats import format_window
 from .plan import KINDS
 
 TEXT_SAMPLE = 10
+APPLY_HINT = "the same command without --dry-run"
 
 
 def dumps(obj: Any) -> str:
@@ -50,14 +53,14 @@ def op_dict(row: sqlite3.Row, *, images: bool = False) -> dict[str, Any]:
 
 
 def upgrade_chunks(state: Any, run_ids: Sequence[str], target: Any, fmt: str, *,
-                   full: bool, pending_after: int = 0) -> Iterator[str]:
+                   full: bool, apply_hint: str = APPLY_HINT) -> Iterator[str]:
     runs = [state.run(r) for r in run_ids]
     if fmt == "json":
         yield from _upgrade_json(state, runs, target)
     elif fmt == "markdown":
         yield from _upgrade_markdown(state, runs, target)
     else:
-        yield from _upgrade_text(state, runs, target, full=full)
+        yield from _upgrade_text(state, runs, target, full=full, apply_hint=apply_hint)
 
 
 def _mode_word(runs: Sequence[sqlite3.Row]) -> str:
@@ -71,7 +74,7 @@ def _counts_line(row: sqlite3.Row) -> str:
 
 
 def _upgrade_text(state: Any, runs: Sequence[sqlite3.Row], target: Any, *,
-                  full: bool) -> Iterator[str]:
+                  full: bool, apply_hint: str) -> Iterator[str]:
     if not runs:
         yield f"Nothing to do: {target.describe()} is up to date.\n"
         return
@@ -102,7 +105,7 @@ def _upgrade_text(state: Any, runs: Sequence[sqlite3.Row], target: Any, *,
         yield ("\nNote: each migration was planned against the current data; later ones do not "
                "see the changes earlier ones would make.\n")
     if dry:
-        yield "\nTo apply: fsmigrate upgrade (same options, without --dry-run)\n"
+        yield f"\nTo apply: {apply_hint}\n"
 
 
 def _upgrade_markdown(state: Any, runs: Sequence[sqlite3.Row], target: Any) -> Iterator[str]:
@@ -224,3 +227,35 @@ def findings_chunks(findings: Sequence[dict[str, Any]], fmt: str) -> Iterator[st
         yield "OK: every applied migration matches its script.\n"
     for f in findings:
         yield f"{f['problem'].upper()}: {f['message']}\n"
+
+
+HEALTH_SAMPLE = 20
+KIND_LABELS = {"canonical_processor": "canonical processor", "canonical_phase2": "canonical phase 2",
+               "legacy_run": "legacy run-suffixed", "legacy_date": "legacy date-suffixed",
+               "unknown": "unknown"}
+
+
+def health_chunks(health: dict[str, Any], fmt: str) -> Iterator[str]:
+    if fmt == "json":
+        yield dumps(health) + "\n"
+        return
+    window = format_window(dt.timedelta(seconds=health["window_seconds"]))
+    verdict = "HEALTHY" if health["healthy"] else "UNHEALTHY"
+    yield f"{health['collection']}: {verdict} (checked {health['checked_at']})\n"
+    yield f"  {'total':<24}{health['total']:>7}  (alarm above {health['max_docs']})\n"
+    for kind, label in KIND_LABELS.items():
+        yield f"  {label:<24}{health['by_kind'][kind]:>7}\n"
+    yield (f"  {'updated in last ' + window:<24}{health['updated_in_window']:>7}"
+           f"  (growth {health['growth_per_day']:g} documents/day)\n")
+    recent = health["legacy_in_window"]
+    yield f"  {'legacy written in ' + window:<24}{len(recent):>7}\n"
+    for doc_id in recent[:HEALTH_SAMPLE]:
+        yield f"    {doc_id}\n"
+    if len(recent) > HEALTH_SAMPLE:
+        yield f"    ... and {len(recent) - HEALTH_SAMPLE} more (--format json lists all)\n"
+    for doc_id in health["unknown_ids"][:HEALTH_SAMPLE]:
+        yield f"  unknown ID: {doc_id}\n"
+    for reason in health["reasons"]:
+        yield f"  reason: {reason}\n"
+
+

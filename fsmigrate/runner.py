@@ -214,7 +214,8 @@ class Runner:
         finally:
             self.progress.finish()
         self.state.finish_run(run_id, status="succeeded", counts=counts)
-        if not dry_run:
+        if not dry_run and script.revision not in self.state.applied(self.target.project,
+                                                                     self.target.database):
             self.state.mark_applied(project=self.target.project, database=self.target.database,
                                     revision=script.revision, checksum=script.checksum,
                                     run_id=run_id)

@@ -48,6 +48,11 @@ class Script:
     module: ModuleType | None = field(default=None, compare=False, repr=False)
 
     @property
+    def repeatable(self) -> bool:
+        """`repeatable = True`: the plan is idempotent and `fsmigrate rerun` may run it again."""
+        return bool(getattr(self.module, "repeatable", False))
+
+    @property
     def description(self) -> str:
         """First non-empty line of the docstring."""
         return next((line.strip() for line in self.doc.splitlines() if line.strip()), "")
@@ -191,6 +196,8 @@ def load_script(path: Path, module_name: str | None = None) -> Script:
     if down is _NO_VALUE or not (down is None or isinstance(down, str)):
         raise ScriptInvalid(path, 'needs `down_revision = "NNNN"` (a string) or '
                                   "`down_revision = None` for the first migration")
+    if not isinstance(getattr(module, "repeatable", False), bool):
+        raise ScriptInvalid(path, "`repeatable` must be True or False")
     plan = getattr(module, "plan", None)
     if not callable(plan):
         raise ScriptInvalid(path, "needs a function `def plan(ctx):` that yields operations")

@@ -1,0 +1,222 @@
+"""The `processor_heartbeats` collection: document ID classifier and health checks (pure).
+
+One document per processor is the design. Canonical IDs:
+  - a phase 3+ processor: its class name, e.g. `PlayerGameSummaryProcessor`;
+  - a phase 2 processor: `p2_<dataset>.<table>`, e.g. `p2_nba_raw.nbac_team_boxscore`
+    (and a few known IDs without a dataset part, e.g. `p2_nbac_player_boxscores`).
+Legacy IDs (old code built them from run data; they must be normalised away):
+  - run-suffixed:  `<ClassName>_None_<8 hex run id>`;
+  - date-suffixed: `<ClassName>_<YYYY-MM-DD>_<8 hex run id>` (a real calendar date).
+Everything else is UNKNOWN: reported, never deleted. Patterns are matched exactly
+(whole ID, ASCII only); there are no substring tests.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, NamedTuple, Optional
+
+COLLECTION = "processor_heartbeats"
+
+CANONICAL_PROCESSOR = "canonical_processor"
+CANONICAL_PHASE2 = "canonical_phase2"
+LEGACY_RUN = "legacy_run"
+LEGACY_DATE = "legacy_date"
+UNKNOWN = "unknown"
+KINDS = (CANONICAL_PROCESSOR, CANONICAL_PHASE2, LEGACY_RUN, LEGACY_DATE, UNKNOWN)
+LEGACY_KINDS = (LEGACY_RUN, LEGACY_DATE)
+CANONICAL_KINDS = (CANONICAL_PROCESSOR, CANONICAL_PHASE2)
+
+_CLASS = r"[A-Z][A-Za-z0-9]*Processor"
+_RUN = r"[0-9a-f]{8}"
+_CLASS_RE = re.compile(_CLASS)
+_LEGACY_RUN_RE = re.compile(rf"(?P<name>{_CLASS})_None_(?P<run>{_RUN})")
+_LEGACY_DATE_RE = re.compile(rf"(?P<name>{_CLASS})_(?P<date>[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}})_(?P<run>{_RUN})")
+_PHASE2_RE = re.compile(r"p2_[a-z0-9_]+\.[a-z0-9_]+")
+
+# Phase 2 processors: class name -> canonical `p2_...` ID (the table they write). The
+# migration can pass its own mapping; these are the processors the incident involved.
+PHASE2_IDS: Mapping[str, str] = {
+    "NbacTeamBoxscoreProcessor": "p2_nba_raw.nbac_team_boxscore",
+    "BdlLiveBoxscoresProcessor": "p2_nba_raw.bdl_live_boxscores",
+    "OddsApiGameLinesProcessor": "p2_nba_raw.odds_api_game_lines",
+    "BettingprosPlayerPointsPropsProcessor": "p2_nba_raw.bettingpros_player_points_props",
+    "NbacPlayerBoxscoreProcessor": "p2_nbac_player_boxscores",
+}
+
+
+class Classification(NamedTuple):
+    kind: str
+    canonical_id: Optional[str]  # the ID the document should have; None when unknown
+    processor: Optional[str] = None  # the class name inside a legacy ID
+    run_id: Optional[str] = None
+    date: Optional[str] = None
+
+    @property
+    def is_legacy(self) -> bool:
+        return self.kind in LEGACY_KINDS
+
+
+class Classifier:
+    """`classify(doc_id)`; `phase2` maps class names of phase 2 processors to their IDs."""
+
+    def __init__(self, phase2: Mapping[str, str] = PHASE2_IDS) -> None:
+        self.phase2 = dict(phase2)
+        # canonical phase 2 IDs without a dataset part exist only when configured
+        self.phase2_ids = frozenset(self.phase2.values())
+        for name, target in self.phase2.items():
+            if not _CLASS_RE.fullmatch(name) or not target.startswith("p2_"):
+                raise ValueError(f"bad phase 2 mapping {name!r} -> {target!r}")
+
+    def canonical_for(self, processor: str) -> str:
+        return self.phase2.get(processor, processor)
+
+    def classify(self, doc_id: str) -> Classification:
+        if not isinstance(doc_id, str):
+            return Classification(UNKNOWN, None)
+        if _CLASS_RE.fullmatch(doc_id):
+            return Classification(CANONICAL_PROCESSOR, doc_id, doc_id)
+        if _PHASE2_RE.fullmatch(doc_id) or doc_id in self.phase2_ids:
+            return Classification(CANONICAL_PHASE2, doc_id)
+        match = _LEGACY_RUN_RE.fullmatch(doc_id)
+        if match:
+            name = match["name"]
+            return Classification(LEGACY_RUN, self.canonical_for(name), name, match["run"])
+        match = _LEGACY_DATE_RE.fullmatch(doc_id)
+        if match and _is_date(match["date"]):
+            name = match["name"]
+            return Classification(LEGACY_DATE, self.canonical_for(name), name, match["run"],
+                                  match["date"])
+        return Classification(UNKNOWN, None)
+
+
+def _is_date(text: str) -> bool:
+    try:
+        dt.date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
+_default = Classifier()
+
+
+def classify(doc_id: str) -> Classification:
+    """Classify with the shipped phase 2 mapping (see `Classifier` to configure one)."""
+    return _default.classify(doc_id)
+
+
+# ---- health ----------------------------------------------------------------------------
+
+
+@dataclass
+class Health:
+    """What operators check after a cleanup. `to_json()` is the stable, documented form.
+
+    A document's activity time is its `last_heartbeat` (its `update_time` when that field
+    is missing or not a timestamp). Canonical documents are overwritten on every beat, so
+    only the others add documents: the growth per day is the number of non-canonical
+    documents active within the window, scaled to a day.
+    """
+
+    collection: str
+    checked_at: dt.datetime
+    window: dt.timedelta
+    max_docs: int
+    total: int = 0
+    by_kind: dict[str, int] = field(default_factory=lambda: {k: 0 for k in KINDS})
+    updated_in_window: int = 0
+    new_in_window: int = 0
+    legacy_in_window: list[str] = field(default_factory=list)
+    unknown_ids: list[str] = field(default_factory=list)
+
+    @property
+    def legacy(self) -> int:
+        return sum(self.by_kind[k] for k in LEGACY_KINDS)
+
+    @property
+    def growth_per_day(self) -> float:
+        return round(self.new_in_window * (dt.timedelta(days=1) / self.window), 1)
+
+    @property
+    def reasons(self) -> list[str]:
+        out = []
+        if self.total > self.max_docs:
+            out.append(f"{self.total} documents in {self.collection}, more than the "
+                       f"{self.max_docs} allowed")
+        if self.legacy:
+            out.append(f"{self.legacy} legacy-format documents (expected 0)")
+        if self.legacy_in_window:
+            out.append(f"{len(self.legacy_in_window)} legacy documents written in the last "
+                       f"{format_window(self.window)}: an old image is still running")
+        return out
+
+    @property
+    def healthy(self) -> bool:
+        return not self.reasons
+
+    def add(self, doc_id: str, kind: str, active_at: dt.datetime) -> None:
+        self.total += 1
+        self.by_kind[kind] += 1
+        if kind == UNKNOWN:
+            self.unknown_ids.append(doc_id)
+        if active_at < self.checked_at - self.window:
+            return
+        self.updated_in_window += 1
+        if kind not in CANONICAL_KINDS:
+            self.new_in_window += 1
+        if kind in LEGACY_KINDS:
+            self.legacy_in_window.append(doc_id)
+
+    def to_json(self) -> dict:
+        return {
+            "collection": self.collection,
+            "checked_at": self.checked_at.astimezone(dt.timezone.utc).isoformat()
+            .replace("+00:00", "Z"),
+            "window_seconds": int(self.window.total_seconds()),
+            "max_docs": self.max_docs,
+            "total": self.total,
+            "by_kind": dict(self.by_kind),
+            "legacy": self.legacy,
+            "updated_in_window": self.updated_in_window,
+            "growth_per_day": self.growth_per_day,
+            "legacy_in_window": sorted(self.legacy_in_window),
+            "unknown_ids": sorted(self.unknown_ids),
+            "healthy": self.healthy,
+            "reasons": self.reasons,
+        }
+
+
+def activity_time(last_heartbeat: object, update_time: dt.datetime) -> dt.datetime:
+    return last_heartbeat if isinstance(last_heartbeat, dt.datetime) else update_time
+
+
+def check(docs: Iterable[tuple[str, dt.datetime]], *, now: dt.datetime,
+          window: dt.timedelta, max_docs: int, collection: str = COLLECTION,
+          classifier: Classifier = _default) -> Health:
+    """Health of a collection from (doc id, activity time) pairs."""
+    health = Health(collection, now, window, max_docs)
+    for doc_id, active_at in docs:
+        health.add(doc_id, classifier.classify(doc_id).kind, active_at)
+    return health
+
+
+_WINDOW_RE = re.compile(r"([0-9]+)([smhd])")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_window(text: str) -> dt.timedelta:
+    """'90s', '30m', '1h', '7d' -> timedelta; ValueError otherwise."""
+    match = _WINDOW_RE.fullmatch(text.strip()) if isinstance(text, str) else None
+    if not match or int(match[1]) == 0:
+        raise ValueError(f"window {text!r} is not a positive duration like 30m, 1h or 7d")
+    return dt.timedelta(**{_UNITS[match[2]]: int(match[1])})
+
+
+def format_window(window: dt.timedelta) -> str:
+    seconds = int(window.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
