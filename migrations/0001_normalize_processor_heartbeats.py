@@ -101,7 +101,7 @@ def settle(ctx, proc: Processor):
     if proc.canonical is None:
         ctx.note(f"{head} CREATE canonical from {freshest.id} (last_heartbeat {beat})")
         yield ctx.create(f"{COLLECTION}/{proc.canonical_id}", data)
-    elif freshness(proc.canonical) < freshness(freshest):
+    elif freshness(proc.canonical)[:2] < freshness(freshest)[:2]:  # strictly older beat
         ctx.note(f"{head} UPDATE canonical from {freshest.id} (last_heartbeat "
                  f"{_beat(proc.canonical)} -> {beat})")
         yield ctx.set(proc.canonical, data)
