@@ -465,6 +465,13 @@ RECORD_OPTION = click.option("--record", type=click.Path(dir_okay=False, path_ty
                              help="Where the running emulator's PID and port are kept.")
 
 
+def _recorded_running(record: Path) -> Optional[emu.Emulator]:
+    current = emu.load(record)
+    if current and emu.pid_alive(current.pid) and emu.is_ready(current.host, current.port):
+        return current
+    return None
+
+
 @emulator_group.command("start")
 @click.option("--port", type=click.IntRange(1, 65535), default=None,
               help="Port to listen on [default: a free one].")
@@ -477,8 +484,8 @@ def emulator_start(port: Optional[int], host: str, record: Path) -> None:
 
         eval "$(fsmigrate emulator start)"
     """
-    current = emu.load(record)
-    if current and emu.pid_alive(current.pid) and emu.is_ready(current.host, current.port):
+    current = _recorded_running(record)
+    if current:
         raise FsMigrateError(f"an emulator is already running (pid {current.pid}, "
                              f"{current.host_port}); stop it with `fsmigrate emulator stop`")
     emu.check_loopback(host)
@@ -513,8 +520,8 @@ def emulator_status(record: Path) -> None:
 
         fsmigrate emulator status
     """
-    current = emu.load(record)
-    if current and emu.pid_alive(current.pid) and emu.is_ready(current.host, current.port):
+    current = _recorded_running(record)
+    if current:
         click.echo(f"running: pid {current.pid} on {current.host_port}")
         return
     click.echo("not running")

@@ -1,0 +1,386 @@
+"""fsmigrate.heartbeats: the processor_heartbeats ID classifier and health check (pure).
+
+Examples per ID kind, Hypothesis properties (robustness, fixed points, legacy round trips,
+agreement with an independent regex-free reference), and the health report."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import string
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fsmigrate import heartbeats as hb
+from fsmigrate.heartbeats import (CANONICAL_KINDS, CANONICAL_PHASE2, CANONICAL_PROCESSOR,
+                                  KINDS, LEGACY_DATE, LEGACY_KINDS, LEGACY_RUN, PHASE2_IDS,
+                                  UNKNOWN, Classifier, activity_time, check, classify,
+                                  format_window, parse_window)
+
+# ---- examples ---------------------------------------------------------------------------
+
+CANONICAL = [
+    ("PlayerGameSummaryProcessor", CANONICAL_PROCESSOR),
+    ("AsyncUpcomingPlayerGameContextProcessor", CANONICAL_PROCESSOR),
+    ("TeamDefenseGameSummaryProcessor", CANONICAL_PROCESSOR),
+    ("PlayerCompositeFactorsProcessor", CANONICAL_PROCESSOR),
+    ("Team2025Processor", CANONICAL_PROCESSOR),
+    ("p2_nba_raw.nbac_team_boxscore", CANONICAL_PHASE2),
+    ("p2_nba_raw.bdl_live_boxscores", CANONICAL_PHASE2),
+    ("p2_nba_raw.odds_api_game_lines", CANONICAL_PHASE2),
+    ("p2_nba_raw.bettingpros_player_points_props", CANONICAL_PHASE2),
+    ("p2_nbac_player_boxscores", CANONICAL_PHASE2),
+    ("p2_nba_raw.x_2024_totals", CANONICAL_PHASE2),
+]
+
+
+@pytest.mark.parametrize("doc_id, kind", CANONICAL)
+def test_canonical_examples(doc_id, kind):
+    assert classify(doc_id)[:2] == (kind, doc_id)
+
+
+@pytest.mark.parametrize("doc_id, expected", [
+    ("NbacTeamBoxscoreProcessor_None_097ffc9c",
+     (LEGACY_RUN, "p2_nba_raw.nbac_team_boxscore", "NbacTeamBoxscoreProcessor", "097ffc9c", None)),
+    ("NbacPlayerBoxscoreProcessor_None_0a1b2c3d",
+     (LEGACY_RUN, "p2_nbac_player_boxscores", "NbacPlayerBoxscoreProcessor", "0a1b2c3d", None)),
+    ("PlayerGameSummaryProcessor_None_deadbeef",
+     (LEGACY_RUN, "PlayerGameSummaryProcessor", "PlayerGameSummaryProcessor", "deadbeef", None)),
+    ("OddsApiGameLinesProcessor_2024-02-29_097ffc9c",
+     (LEGACY_DATE, "p2_nba_raw.odds_api_game_lines", "OddsApiGameLinesProcessor", "097ffc9c",
+      "2024-02-29")),
+    ("Team2025Processor_2025-01-31_0a1b2c3d",
+     (LEGACY_DATE, "Team2025Processor", "Team2025Processor", "0a1b2c3d", "2025-01-31")),
+])
+def test_legacy_examples(doc_id, expected):
+    found = classify(doc_id)
+    assert tuple(found) == expected and found.is_legacy
+
+
+@pytest.mark.parametrize("doc_id", [
+    "Foo_None_", "FooProcessor_None_", "FooProcessor_None_xyz12345", "FooProcessor_None_097ffc9c9",
+    "FooProcessor_None_097FFC9C", "FooProcessor_None_097ffc9", "FooProcessor_none_097ffc9c",
+    "FooProcessor_2025-13-01_097ffc9c", "FooProcessor_2025-02-30_097ffc9c",
+    "FooProcessor_0000-01-01_097ffc9c", "FooProcessor_202_097ffc9c", "FooProcessor_2025-1-01_097ffc9c",
+    "FooProcessor_20250131_097ffc9c", "FooProcessor_2025-01-31", "Processor", "fooProcessor",
+    "FooProcessor_", "_FooProcessor", "Foo", "p2_", "p2_nba_raw.", "p2_.x", "p2_a.b.c",
+    "p2_NBA_raw.x", "P2_nba_raw.x", "", " ", "\t\n", " PlayerGameSummaryProcessor",
+    "PlayerGameSummaryProcessor ", "PlayerGameSummaryProcessor\n", "p2_nba_raw.x\n",
+    "FooProcessor_None_097ffc9c\n", "FooProcessor_2025-01-31_097ffc9c\n", "A" * 100_000,
+    "PlayerGameSummaryProcessör", "ＦooProcessor", "FooProcessor_None_٠٩٧ffc9c",
+    "FooProcessor_None_０９７ffc9c", "FooProcessor_٢٠٢٥-01-31_097ffc9c",
+    "FooProcessor_２０２５-01-31_097ffc9c", "p2_nba_raw.ｘ", "processor_heartbeats/FooProcessor",
+    "Foo/Processor", "FooProcessor_None_097ffc9c/x", "p2_nba_raw/x",
+])
+def test_unknown_examples(doc_id):
+    assert tuple(classify(doc_id)) == (UNKNOWN, None, None, None, None)
+
+
+def test_huge_ids_do_not_blow_up():
+    assert classify("A" * 100_000 + "Processor").kind == CANONICAL_PROCESSOR
+    assert classify("A" * 100_000 + "Processor_None_097ffc9c").kind == LEGACY_RUN
+
+
+@pytest.mark.parametrize("value", [None, 123, 1.5, b"FooProcessor", ["FooProcessor"], object()])
+def test_non_str_is_unknown(value):
+    assert tuple(classify(value)) == (UNKNOWN, None, None, None, None)
+
+
+def test_phase2_mapping_configurable():
+    legacy = "NbacTeamBoxscoreProcessor_None_097ffc9c"
+    assert classify(legacy).canonical_id == "p2_nba_raw.nbac_team_boxscore"
+    empty = Classifier(phase2={})
+    assert empty.classify(legacy)[:2] == (LEGACY_RUN, "NbacTeamBoxscoreProcessor")
+    assert empty.classify("p2_nbac_player_boxscores").kind == UNKNOWN
+    custom = Classifier(phase2={"FooProcessor": "p2_foo", "BarProcessor": "p2_ds.bar"})
+    assert custom.classify("FooProcessor_2025-01-31_0a1b2c3d")[:2] == (LEGACY_DATE, "p2_foo")
+    assert custom.classify("BarProcessor_None_0a1b2c3d")[:2] == (LEGACY_RUN, "p2_ds.bar")
+    assert custom.classify("p2_foo")[:2] == (CANONICAL_PHASE2, "p2_foo")
+    assert custom.classify("NbacTeamBoxscoreProcessor_None_097ffc9c").canonical_id == \
+        "NbacTeamBoxscoreProcessor"
+    assert custom.classify("p2_nbac_player_boxscores").kind == UNKNOWN
+
+
+@pytest.mark.parametrize("mapping", [
+    {"fooProcessor": "p2_x.y"}, {"Foo": "p2_x.y"}, {"Foo_Processor": "p2_x.y"},
+    {"FooProcessor": "nba_raw.x"}, {"FooProcessor": ""}, {"FooProcessor ": "p2_x.y"},
+])
+def test_bad_phase2_mapping_raises(mapping):
+    with pytest.raises(ValueError):
+        Classifier(phase2=mapping)
+
+
+@pytest.mark.parametrize("mapping", [{"FooProcessor": None}, {"FooProcessor": 1}, {1: "p2_x.y"}])
+def test_bad_phase2_mapping_non_str_raises_value_error(mapping):
+    try:
+        Classifier(phase2=mapping)
+    except ValueError:
+        return
+    except Exception as exc:  # noqa: BLE001
+        pytest.fail(f"BUG in heartbeats.Classifier: bad mapping {mapping!r} raised "
+                    f"{type(exc).__name__}: {exc}, not ValueError")
+    pytest.fail(f"BUG in heartbeats.Classifier: bad mapping {mapping!r} accepted")
+
+
+# ---- independent reference (string methods only, no regexes) ----------------------------
+
+UPPER, HEX, DIGITS = set(string.ascii_uppercase), set("0123456789abcdef"), set(string.digits)
+P2_CHARS = set(string.ascii_lowercase + string.digits + "_")
+
+
+def ref_is_class(s: str) -> bool:
+    return (len(s) > len("Processor") and s.endswith("Processor") and s[0] in UPPER
+            and s.isascii() and s.isalnum())
+
+
+def ref_is_phase2(s: str) -> bool:
+    parts = s[3:].split(".")
+    return s.startswith("p2_") and len(parts) == 2 and all(p and set(p) <= P2_CHARS for p in parts)
+
+
+def ref_is_date(s: str) -> bool:
+    if len(s) != 10 or s[4] != "-" or s[7] != "-" or not set(s[:4] + s[5:7] + s[8:]) <= DIGITS:
+        return False
+    try:
+        dt.date.fromisoformat(s)
+    except ValueError:
+        return False
+    return True
+
+
+def reference(doc_id, phase2=PHASE2_IDS) -> tuple:
+    if not isinstance(doc_id, str):
+        return (UNKNOWN, None, None, None, None)
+    if ref_is_class(doc_id):
+        return (CANONICAL_PROCESSOR, doc_id, doc_id, None, None)
+    if ref_is_phase2(doc_id) or doc_id in phase2.values():
+        return (CANONICAL_PHASE2, doc_id, None, None, None)
+    parts = doc_id.split("_")
+    if len(parts) == 3 and ref_is_class(parts[0]) and len(parts[2]) == 8 and set(parts[2]) <= HEX:
+        name, middle, run = parts
+        if middle == "None":
+            return (LEGACY_RUN, phase2.get(name, name), name, run, None)
+        if ref_is_date(middle):
+            return (LEGACY_DATE, phase2.get(name, name), name, run, middle)
+    return (UNKNOWN, None, None, None, None)
+
+
+# ---- strategies ---------------------------------------------------------------------------
+
+class_names = st.from_regex(r"[A-Z][A-Za-z0-9]{0,30}", fullmatch=True).map(lambda s: s + "Processor")
+phase2_ids = st.from_regex(r"p2_[a-z0-9_]+\.[a-z0-9_]+", fullmatch=True)
+run_ids = st.from_regex(r"[0-9a-f]{8}", fullmatch=True)
+iso_dates = st.dates(min_value=dt.date(1000, 1, 1)).map(dt.date.isoformat)
+any_text = st.text() | st.binary().map(lambda b: b.decode("latin-1"))
+phase2_maps = st.dictionaries(class_names, phase2_ids | st.sampled_from(["p2_foo", "p2_x_y"]),
+                              max_size=4)
+
+date_shaped = st.from_regex(r"[0-9]{4}-(0[0-9]|1[0-3])-[0-3][0-9]", fullmatch=True)  # often no date
+# a legacy ID's five parts: (valid strategy, near-miss strategy)
+_PARTS = [
+    (class_names, st.sampled_from([
+        "Processor", "fooProcessor", "FooProcesso", "Foo", "", "FooProcessör", "Foo_Processor",
+        "ＦooProcessor", "p2_nba_raw", "Foo.Processor"])),
+    (st.just("_"), st.sampled_from(["", "-", "__", " ", ".", "\n", "/"])),
+    (st.just("None") | iso_dates | date_shaped, st.sampled_from([
+        "none", "NONE", "", "None_", "2025-1-01", "2025-02-30", "0000-01-01", "2025-13-01",
+        "2025-00-10", "20250131", "2025-01-31T00", "+2025-01-31", "٢٠٢٥-٠١-٣١", "２０２５-01-31",
+        "2025_01_31", "2025-01-3１", "12025-01-31", "nba_raw.x"])),
+    (st.just("_"), st.sampled_from(["", "-", "__", " ", ".", "\n", "/"])),
+    (run_ids, st.text("0123456789abcdefABCDEFgx_.٠０", max_size=10)),
+]
+_valid = (class_names | phase2_ids | st.sampled_from(sorted(PHASE2_IDS.values()))
+          | st.builds("{}_None_{}".format, class_names, run_ids)
+          | st.builds("{}_{}_{}".format, class_names, iso_dates, run_ids))
+_noise = st.sampled_from([*"_-. /\n\tPpNn0aAfgzZé٠０ｘ", "None", "Processor", "p2_", "_None_",
+                          "097ffc9c", "2025-02-30", "_2025-01-31_", "\r\n"])
+_edges = st.sampled_from(["", "", "", "", "", "\n", " ", "\r\n", "\x00"])  # anchoring bugs
+
+
+@st.composite
+def near_misses(draw) -> str:
+    """A valid ID, or a legacy ID with one or two parts swapped for near misses; then 0-2
+    small edits and maybe a leading/trailing whitespace character (boundary cases)."""
+    if draw(st.booleans()):
+        doc_id = draw(_valid)
+    else:
+        bad = draw(st.sets(st.integers(0, 4), max_size=2))
+        doc_id = "".join(draw(b if i in bad else g) for i, (g, b) in enumerate(_PARTS))
+    for _ in range(draw(st.sampled_from([0, 0, 1, 2]))):
+        op, i = draw(st.sampled_from("iadrc")), draw(st.integers(0, len(doc_id)))
+        if op == "i":  # insert
+            doc_id = doc_id[:i] + draw(_noise) + doc_id[i:]
+        elif op == "a":  # append
+            doc_id += draw(_noise)
+        elif op == "d":  # delete one character
+            doc_id = doc_id[:i] + doc_id[i + 1:]
+        elif op == "r":  # replace one character
+            doc_id = doc_id[:i] + draw(_noise) + doc_id[i + 1:]
+        else:  # cut
+            doc_id = doc_id[:i] if draw(st.booleans()) else doc_id[i:]
+    return draw(_edges) + doc_id + draw(_edges)
+
+
+# ---- properties ---------------------------------------------------------------------------
+
+@settings(max_examples=500)
+@given(any_text | near_misses())
+def test_total_deterministic_and_consistent(doc_id):
+    found = classify(doc_id)
+    assert found.kind in KINDS
+    assert (found.canonical_id is None) == (found.kind == UNKNOWN)
+    assert classify(doc_id) == found == Classifier().classify(doc_id)
+    if found.canonical_id is not None:  # idempotence
+        assert classify(found.canonical_id)[:2] in {(k, found.canonical_id) for k in CANONICAL_KINDS}
+
+
+@settings(max_examples=300)
+@given(class_names | phase2_ids | st.sampled_from(sorted(PHASE2_IDS.values())))
+def test_canonical_ids_are_fixed_points(doc_id):
+    found = classify(doc_id)
+    assert found.kind in CANONICAL_KINDS and not found.is_legacy
+    assert found.canonical_id == doc_id
+
+
+@settings(max_examples=300)
+@given(name=class_names, run=run_ids, date=iso_dates, mapping=phase2_maps,
+       target=phase2_ids | st.just("p2_foo"), mapped=st.booleans())
+def test_legacy_ids_map_back(name, run, date, mapping, target, mapped):
+    mapping = {**mapping, name: target} if mapped else {k: v for k, v in mapping.items() if k != name}
+    classifier = Classifier(phase2=mapping)
+    want = target if mapped else name
+    run_found = classifier.classify(f"{name}_None_{run}")
+    date_found = classifier.classify(f"{name}_{date}_{run}")
+    assert tuple(run_found) == (LEGACY_RUN, want, name, run, None)
+    assert tuple(date_found) == (LEGACY_DATE, want, name, run, date)
+    assert classifier.classify(want)[:2] == (CANONICAL_PHASE2 if mapped else CANONICAL_PROCESSOR, want)
+    if name not in PHASE2_IDS:
+        assert classify(f"{name}_None_{run}").canonical_id == name
+
+
+@settings(max_examples=1000)
+@given(any_text | near_misses())
+def test_agrees_with_reference(doc_id):
+    assert tuple(classify(doc_id)) == reference(doc_id)
+
+
+@settings(max_examples=300)
+@given(near_misses(), phase2_maps)
+def test_agrees_with_reference_custom_mapping(doc_id, mapping):
+    assert tuple(Classifier(phase2=mapping).classify(doc_id)) == reference(doc_id, mapping)
+
+
+# ---- health -------------------------------------------------------------------------------
+
+NOW = dt.datetime(2025, 3, 1, 12, 0, tzinfo=dt.timezone.utc)
+HOUR = dt.timedelta(hours=1)
+JSON_KEYS = {"collection", "checked_at", "window_seconds", "max_docs", "total", "by_kind",
+             "legacy", "updated_in_window", "growth_per_day", "legacy_in_window", "unknown_ids",
+             "healthy", "reasons"}
+
+
+def ago(**kw) -> dt.datetime:
+    return NOW - dt.timedelta(**kw)
+
+
+def test_check_unhealthy_report():
+    docs = [("PlayerGameSummaryProcessor", ago(minutes=5)),
+            ("p2_nba_raw.nbac_team_boxscore", ago(days=2)),
+            ("NbacTeamBoxscoreProcessor_None_097ffc9c", ago(minutes=10)),
+            ("FooProcessor_2025-01-31_0a1b2c3d", ago(days=3)),
+            ("weird/id", ago(minutes=1)),
+            ("FooProcessor_None_0a1b2c3d", ago(minutes=60))]  # exactly at the window edge
+    health = check(docs, now=NOW, window=HOUR, max_docs=5)
+    out = health.to_json()
+    assert set(out) == JSON_KEYS
+    assert json.loads(json.dumps(out)) == out
+    assert out["collection"] == "processor_heartbeats" and out["checked_at"] == "2025-03-01T12:00:00Z"
+    assert out["window_seconds"] == 3600 and out["max_docs"] == 5 and out["total"] == 6
+    assert out["by_kind"] == {CANONICAL_PROCESSOR: 1, CANONICAL_PHASE2: 1, LEGACY_RUN: 2,
+                              LEGACY_DATE: 1, UNKNOWN: 1}
+    assert out["legacy"] == 3 and out["updated_in_window"] == 4
+    assert out["growth_per_day"] == 72.0  # 3 non-canonical docs in 1h; the canonical one not
+    assert out["legacy_in_window"] == ["FooProcessor_None_0a1b2c3d",
+                                       "NbacTeamBoxscoreProcessor_None_097ffc9c"]
+    assert out["unknown_ids"] == ["weird/id"]
+    assert out["healthy"] is False and health.healthy is False
+    reasons = out["reasons"]
+    assert len(reasons) == 3
+    assert "6 documents" in reasons[0] and "5 allowed" in reasons[0]
+    assert "3 legacy" in reasons[1] and "2 legacy documents" in reasons[2] and "1h" in reasons[2]
+
+
+def test_check_healthy_and_single_reasons():
+    canon = [("PlayerGameSummaryProcessor", ago(minutes=1)), ("p2_nbac_player_boxscores", ago(seconds=1))]
+    health = check(canon, now=NOW, window=HOUR, max_docs=2)
+    assert health.healthy and health.reasons == [] and health.growth_per_day == 0.0
+    assert health.to_json()["updated_in_window"] == 2
+    assert not check(canon, now=NOW, window=HOUR, max_docs=1).healthy
+    old_legacy = check(canon + [("FooProcessor_None_0a1b2c3d", ago(days=9))], now=NOW,
+                       window=HOUR, max_docs=50)
+    assert len(old_legacy.reasons) == 1 and old_legacy.legacy_in_window == []
+    unknown = check(canon + [("x", ago(minutes=1))], now=NOW, window=dt.timedelta(days=7), max_docs=3)
+    assert unknown.healthy and unknown.unknown_ids == ["x"] and unknown.growth_per_day == round(1 / 7, 1)
+    empty = check([], now=NOW, window=HOUR, max_docs=0)
+    assert empty.healthy and empty.to_json()["total"] == 0
+
+
+def test_check_uses_given_classifier():
+    health = check([("p2_nbac_player_boxscores", NOW)], now=NOW, window=HOUR, max_docs=5,
+                   classifier=Classifier(phase2={}), collection="c")
+    assert health.unknown_ids == ["p2_nbac_player_boxscores"] and health.to_json()["collection"] == "c"
+
+
+def test_activity_time():
+    beat, updated = ago(minutes=3), ago(days=1)
+    assert activity_time(beat, updated) == beat
+    for other in (None, "2025-03-01T12:00:00Z", 1740830400, dt.date(2025, 3, 1)):
+        assert activity_time(other, updated) == updated
+
+
+# ---- windows ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, want", [
+    ("90s", dt.timedelta(seconds=90)), ("30m", dt.timedelta(minutes=30)), ("1h", HOUR),
+    ("7d", dt.timedelta(days=7)), (" 1h", HOUR), ("1h\n", HOUR), ("01h", HOUR)])
+def test_parse_window_ok(text, want):
+    assert parse_window(text) == want
+
+
+@pytest.mark.parametrize("text", ["", " ", "0h", "00m", "1x", "h", "-1h", "+1h", "1.5h", "1 h",
+                                  "1H", "1y", "１h", "١h", "1h1m", None, 3600])
+def test_parse_window_rejects(text):
+    with pytest.raises(ValueError):
+        parse_window(text)
+
+
+@pytest.mark.parametrize("text", ["1000000000d", "99999999999999999999s"])
+def test_parse_window_too_large_is_value_error(text):
+    try:
+        parse_window(text)
+    except ValueError:
+        return
+    except Exception as exc:  # noqa: BLE001
+        pytest.fail(f"BUG in heartbeats.parse_window({text!r}): raised {type(exc).__name__}: "
+                    f"{exc} instead of ValueError (the CLI shows a traceback, not a usage error)")
+    pytest.fail(f"parse_window({text!r}) accepted a window that does not fit in a timedelta")
+
+
+def test_parsed_windows_are_usable_by_check():
+    try:
+        check([("FooProcessor", NOW)], now=NOW, window=parse_window("1000000d"), max_docs=5)
+    except ValueError:
+        return  # rejecting it (in parse_window) would be fine too
+    except OverflowError as exc:
+        pytest.fail(f"BUG in heartbeats: parse_window('1000000d') is accepted but check() then "
+                    f"raises OverflowError ({exc}); parse_window should bound the window")
+
+
+@settings(max_examples=300)
+@given(st.integers(1, 10**6), st.sampled_from([1, 60, 3600, 86400]))
+def test_format_window_round_trip(count, unit):
+    window = dt.timedelta(seconds=count * unit)
+    text = format_window(window)
+    assert parse_window(text) == window
+    assert text == format_window(parse_window(text))
