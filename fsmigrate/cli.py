@@ -5,19 +5,22 @@ The only module that imports click or tqdm. Domain errors become one line on std
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 import click
 from tqdm import tqdm
 
 from . import __version__, emulator as emu
-from . import heartbeats, report, scripts
+from . import heartbeats, report, scripts, testhooks
+from .lease import DEFAULT_TTL, Lease, break_lock, describe as describe_holder
+from .restore import restore_script
 from .errors import Aborted, FsMigrateError, RunNotFound, ScriptsChanged, UsageError
 from .runner import APPLY, MAX_BATCH, Runner
 from .state import State, new_id
@@ -292,8 +295,10 @@ def upgrade_cmd(cfg: Config, to: Optional[str], **run: Any) -> None:
     target, chain, state = _prepare(cfg)
     if to is not None:
         chain.get(to)
-    pending = chain.pending(set(state.applied(target.project, target.database)), to)
-    _execute(target, chain, state, pending, **run)
+    def pending() -> list[scripts.Script]:
+        return chain.pending(set(state.applied(target.project, target.database)), to)
+
+    _execute(target, chain, state, pending, command="upgrade", **run)
 
 
 @cli.command("rerun")
@@ -318,12 +323,15 @@ def rerun_cmd(cfg: Config, revision: str, **run: Any) -> None:
     if not script.repeatable:
         raise UsageError(f"revision {revision} ({script.path}) is not repeatable; only scripts "
                          "with `repeatable = True` can be rerun")
-    applied = set(state.applied(target.project, target.database))
-    before = [s.revision for s in chain.pending(applied, revision) if s.revision != revision]
-    if before:
-        raise UsageError(f"revision(s) {', '.join(before)} come before {revision} and are not "
-                         f"applied; run `fsmigrate upgrade --to {before[-1]}` first")
-    _execute(target, chain, state, [script], **run)
+    def todo() -> list[scripts.Script]:
+        applied = set(state.applied(target.project, target.database))
+        before = [s.revision for s in chain.pending(applied, revision) if s.revision != revision]
+        if before:
+            raise UsageError(f"revision(s) {', '.join(before)} come before {revision} and are "
+                             f"not applied; run `fsmigrate upgrade --to {before[-1]}` first")
+        return [script]
+
+    _execute(target, chain, state, todo, command=f"rerun {revision}", kind="rerun", **run)
 
 
 def _prepare(cfg: Config) -> tuple[Target, scripts.Chain, State]:
@@ -336,32 +344,155 @@ def _prepare(cfg: Config) -> tuple[Target, scripts.Chain, State]:
     return target, chain, state
 
 
-def _execute(target: Target, chain: scripts.Chain, state: State, todo: list[scripts.Script], *,
-             dry_run: bool, batch_size: int, fmt: str, report_path: Optional[Path], yes: bool,
-             quiet: bool, apply_hint: str = report.APPLY_HINT) -> None:
-    """Run (or plan) `todo` in order, then print the report; the one path for both."""
+def _execute(target: Target, chain: scripts.Chain, state: State,
+             select: Callable[[], list[scripts.Script]], *, command: str, dry_run: bool,
+             batch_size: int, fmt: str, report_path: Optional[Path], yes: bool, quiet: bool,
+             kind: str = "upgrade", apply_hint: str = report.APPLY_HINT) -> None:
+    """Run (or plan) the selected migrations in order, then print the report; the one path
+    for both. An apply holds the target's lease from before it reads what is pending until
+    it is done, so two runners never both apply."""
+    todo = select()
     if todo and not dry_run and not target.is_emulator and not yes:
         revs = ", ".join(s.revision for s in todo)
         click.confirm(f"Apply {len(todo)} migration(s) ({revs}) to {target.describe()}?",
                       abort=True, err=True)
-    runner = Runner(Store(target), state, chain, batch_size=batch_size, progress=_Bar(quiet))
-    invocation = new_id()
+    store = Store(target)
+    with _holding_lease(store, command, enabled=bool(todo) and not dry_run) as lease:
+        if lease is not None:
+            todo = select()  # what another runner applied meanwhile is no longer pending
+        runner = Runner(store, state, chain, batch_size=batch_size, progress=_Bar(quiet),
+                        guard=lease.check if lease else None)
+        invocation = new_id()
+        try:
+            for script in todo:
+                runner.run(script, dry_run=dry_run, invocation=invocation, kind=kind)
+        finally:
+            _report_runs(state, target, invocation, fmt, report_path, apply_hint)
+
+
+@contextlib.contextmanager
+def _holding_lease(store: Store, command: str, enabled: bool) -> Iterator[Optional[Lease]]:
+    if not enabled:
+        yield None
+        return
+    lease = Lease(store, command, ttl=_lock_ttl()).acquire()
     try:
-        for script in todo:
-            runner.run(script, dry_run=dry_run, invocation=invocation)
+        if lease.took_over:
+            click.echo(f"WARNING: {lease.took_over}", err=True)
+        testhooks.reached("after-lock")
+        yield lease
     finally:
-        run_ids = [r["id"] for r in reversed(state.runs(target.project, target.database))
-                   if r["invocation"] == invocation]
-        _emit(report.upgrade_chunks(state, run_ids, target, fmt, full=False,
-                                    apply_hint=apply_hint))
-        if report_path is not None:
-            _emit(report.upgrade_chunks(state, run_ids, target, _report_format(report_path),
-                                        full=True), report_path)
-            click.echo(f"report written to {report_path}", err=True)
+        lease.release()
+
+
+def _lock_ttl() -> float:
+    try:
+        return float(os.environ.get("FSMIGRATE_LOCK_TTL", DEFAULT_TTL))
+    except ValueError as exc:
+        raise UsageError(f"FSMIGRATE_LOCK_TTL: {exc}") from exc
+
+
+def _report_runs(state: State, target: Target, invocation: str, fmt: str,
+                 report_path: Optional[Path], apply_hint: str = report.APPLY_HINT) -> None:
+    run_ids = [r["id"] for r in reversed(state.runs(target.project, target.database))
+               if r["invocation"] == invocation]
+    _emit(report.upgrade_chunks(state, run_ids, target, fmt, full=False, apply_hint=apply_hint))
+    if report_path is not None:
+        _emit(report.upgrade_chunks(state, run_ids, target, _report_format(report_path),
+                                    full=True), report_path)
+        click.echo(f"report written to {report_path}", err=True)
     skipped = sum(state.run(r)["skipped"] for r in run_ids)
     if skipped:
         click.echo(f"WARNING: {skipped} operation(s) skipped because their document changed "
                    "after it was planned; see the report", err=True)
+
+
+@cli.command("resolve")
+@click.argument("revision")
+@click.option("--reason", required=True, help="Why it counts as applied (kept in the audit).")
+@click.pass_obj
+def resolve_cmd(cfg: Config, revision: str, reason: str) -> None:
+    """Mark a migration applied without running it (after a failed or interrupted run).
+
+    Use it when a migration failed in its own code and its effect was completed or made
+    unnecessary by hand. Recorded as a run of kind `resolve` with the reason.
+
+    Example:
+
+        fsmigrate --project my-proj resolve 0003 --reason "finished by hand, see INC-42"
+    """
+    target, chain, state = _prepare(cfg)
+    script = chain.get(revision)
+    if not reason.strip():
+        raise UsageError("--reason must say why")
+    with _holding_lease(Store(target), f"resolve {revision}", enabled=True):
+        applied = set(state.applied(target.project, target.database))
+        if revision in applied:
+            raise UsageError(f"revision {revision} is already applied")
+        earlier = [s.revision for s in chain.pending(applied, revision) if s is not script]
+        if earlier:
+            raise UsageError(f"revision(s) {', '.join(earlier)} come before {revision} and are "
+                             "not applied; resolve or apply them first")
+        run_id = state.resolve(project=target.project, database=target.database, script=script,
+                               reason=reason, invocation=new_id())
+    click.echo(f"revision {revision} marked applied by run {run_id} (resolve: {reason})")
+
+
+@cli.command("break-lock")
+@click.pass_obj
+def break_lock_cmd(cfg: Config) -> None:
+    """Remove the target's lock left by a runner that died (prints who held it).
+
+    Only needed when a dead runner's lock has not expired yet and it ran on another
+    machine (a lock of a dead process on this machine is taken over by itself).
+    Breaking the lock of a runner that is still working lets two runners apply at once.
+
+    Example:
+
+        fsmigrate --project my-proj break-lock
+    """
+    holder = break_lock(Store(cfg.target()))
+    if holder is None:
+        click.echo("no lock is held")
+        return
+    click.echo(f"WARNING: broke the lock held by {describe_holder(holder)}; if that runner is "
+               "still working, two runners may now apply at once", err=True)
+    click.echo("lock removed")
+
+
+@cli.command("restore")
+@click.argument("run_id")
+@click.option("--doc", "docs", multiple=True, help="Only this document path (repeatable).")
+@click.option("--dry-run", is_flag=True, help="Show what would be restored; write nothing.")
+@click.option("--format", "fmt", type=FORMATS_RUN, default="text", show_default=True)
+@click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation on a real project.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.pass_obj
+def restore_cmd(cfg: Config, run_id: str, docs: tuple[str, ...], dry_run: bool, fmt: str,
+                report_path: Optional[Path], yes: bool, quiet: bool) -> None:
+    """Write a run's archived before-images back, where the document does not exist now.
+
+    Forward, never a rollback: a new, audited run that creates each document deleted or
+    changed by RUN_ID from its exact archived copy, with the precondition "must not exist";
+    documents that exist now are left alone and listed.
+
+    Example:
+
+        fsmigrate --project my-proj restore 20261128T120000Z-a1b2c3 --doc users/u1 --dry-run
+    """
+    target = cfg.target()
+    state = State.open(cfg.state_path)
+    source = state.run(run_id)
+    if source["mode"] != "apply":
+        raise UsageError(f"run {run_id} is a {source['mode']}: it changed nothing to restore")
+    if (source["project"], source["database"]) != (target.project, target.database):
+        raise UsageError(f"run {run_id} changed {source['project']}/{source['database']}, not "
+                         f"{target.project}/{target.database}; pass that --project/--database")
+    script = restore_script(state, source, docs)
+    _execute(target, scripts.Chain([]), state, lambda: [script], command=f"restore {run_id}",
+             kind="restore", dry_run=dry_run, batch_size=MAX_BATCH, fmt=fmt,
+             report_path=report_path, yes=yes, quiet=quiet)
 
 
 # ---- audit --------------------------------------------------------------------------------

@@ -150,6 +150,28 @@ class MigrationFailed(FsMigrateError):
         )
 
 
+class MigrationBlocked(FsMigrateError):
+    """The last apply of a revision failed in the migration's own code; nothing goes past it."""
+
+    def __init__(self, revision: str, run_id: str, error: str) -> None:
+        self.revision, self.run_id, self.error = revision, run_id, error
+        super().__init__(
+            f"migration {revision} failed in run {run_id} ({error}); fix the script and run "
+            f"upgrade again (it resumes after what committed), or accept it as applied with "
+            f"`fsmigrate resolve {revision} --reason \"...\"`")
+
+
+class ReconcileError(FsMigrateError):
+    """A write's outcome is unknown and cannot be told by re-reading the document."""
+
+    def __init__(self, path: str, kind: str, run_id: str = "") -> None:
+        self.path, self.kind, self.run_id = path, kind, run_id
+        where = f" of run {run_id}" if run_id else ""
+        super().__init__(
+            f"cannot tell whether the {kind} of {path}{where} landed (it uses server-side "
+            "transforms); check the document, then `fsmigrate resolve` or rerun")
+
+
 class FirestoreError(FsMigrateError):
     """Firestore answered with an error we cannot resolve by ourselves."""
 
@@ -157,6 +179,10 @@ class FirestoreError(FsMigrateError):
         self.what = what
         self.exc = exc
         super().__init__(f"{what}: {type(exc).__name__}: {exc}")
+
+
+class TransientError(FirestoreError):
+    """Firestore kept answering with a transient error (UNAVAILABLE, DEADLINE_EXCEEDED...)."""
 
 
 class Aborted(FsMigrateError):

@@ -34,6 +34,7 @@ _CLASS_RE = re.compile(_CLASS)
 _LEGACY_RUN_RE = re.compile(rf"(?P<name>{_CLASS})_None_(?P<run>{_RUN})")
 _LEGACY_DATE_RE = re.compile(rf"(?P<name>{_CLASS})_(?P<date>[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}})_(?P<run>{_RUN})")
 _PHASE2_RE = re.compile(r"p2_[a-z0-9_]+\.[a-z0-9_]+")
+_PHASE2_ANY_RE = re.compile(r"p2_[a-z0-9_]+(\.[a-z0-9_]+)?")
 
 # Phase 2 processors: class name -> canonical `p2_...` ID (the table they write). The
 # migration can pass its own mapping; these are the processors the incident involved.
@@ -63,11 +64,13 @@ class Classifier:
 
     def __init__(self, phase2: Mapping[str, str] = PHASE2_IDS) -> None:
         self.phase2 = dict(phase2)
+        for name, target in self.phase2.items():
+            if not (isinstance(name, str) and isinstance(target, str)
+                    and _CLASS_RE.fullmatch(name) and _PHASE2_ANY_RE.fullmatch(target)):
+                raise ValueError(f"bad phase 2 mapping {name!r} -> {target!r}: expected a "
+                                 "processor class name -> p2_<dataset>.<table> (or p2_<table>)")
         # canonical phase 2 IDs without a dataset part exist only when configured
         self.phase2_ids = frozenset(self.phase2.values())
-        for name, target in self.phase2.items():
-            if not _CLASS_RE.fullmatch(name) or not target.startswith("p2_"):
-                raise ValueError(f"bad phase 2 mapping {name!r} -> {target!r}")
 
     def canonical_for(self, processor: str) -> str:
         return self.phase2.get(processor, processor)
@@ -204,6 +207,7 @@ def check(docs: Iterable[tuple[str, dt.datetime]], *, now: dt.datetime,
 
 _WINDOW_RE = re.compile(r"([0-9]+)([smhd])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+MAX_WINDOW = dt.timedelta(days=3650)
 
 
 def parse_window(text: str) -> dt.timedelta:
@@ -211,7 +215,13 @@ def parse_window(text: str) -> dt.timedelta:
     match = _WINDOW_RE.fullmatch(text.strip()) if isinstance(text, str) else None
     if not match or int(match[1]) == 0:
         raise ValueError(f"window {text!r} is not a positive duration like 30m, 1h or 7d")
-    return dt.timedelta(**{_UNITS[match[2]]: int(match[1])})
+    try:
+        window = dt.timedelta(**{_UNITS[match[2]]: int(match[1])})
+    except OverflowError:
+        window = MAX_WINDOW * 2
+    if window > MAX_WINDOW:
+        raise ValueError(f"window {text!r} is longer than {MAX_WINDOW.days} days")
+    return window
 
 
 def format_window(window: dt.timedelta) -> str:

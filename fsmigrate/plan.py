@@ -46,6 +46,15 @@ class Precondition:
             return json.dumps({"exists": self.exists})
         return None
 
+    @classmethod
+    def from_json(cls, text: Optional[str]) -> "Precondition":
+        if not text:
+            return NONE
+        obj = json.loads(text)
+        if "update_time" in obj:
+            return cls(update_time=parse_timestamp(obj["update_time"]))
+        return cls(exists=obj.get("exists"))
+
     def holds_for(self, current: Optional[Snapshot]) -> bool:
         """Would a write with this precondition succeed against `current` (None = missing)?"""
         if self.update_time is not None:
@@ -75,11 +84,25 @@ class Operation:
     data: Optional[Mapping[str, Any]] = None
     precondition: Precondition = NONE
     before: Optional[Snapshot] = field(default=None, repr=False)
+    fields: Optional[Any] = field(default=None, repr=False)  # protobuf Values, written as is
+    write: Optional[bytes] = field(default=None, repr=False)  # the journaled Write, resent as is
 
     @property
     def needs_read(self) -> bool:
         """A blind set: the runner must read what it overwrites before writing."""
         return self.kind == SET and self.before is None and self.precondition == NONE
+
+
+@dataclass(frozen=True)
+class Archived:
+    """A before-image from the state file, standing in for the snapshot it was taken from."""
+
+    path: str
+    raw: Optional[bytes]
+    update_time: Optional[dt.datetime] = None
+
+    def document_bytes(self) -> bytes:
+        return self.raw or b""
 
 
 def timestamp_text(value: dt.datetime) -> str:
@@ -89,6 +112,13 @@ def timestamp_text(value: dt.datetime) -> str:
     if nanos is not None and nanos % 1000:
         return f"{base}.{nanos:09d}Z"
     return f"{base}.{value.microsecond:06d}Z"
+
+
+def parse_timestamp(text: str) -> dt.datetime:
+    """Inverse of timestamp_text (nanoseconds kept)."""
+    from proto.datetime_helpers import DatetimeWithNanoseconds
+
+    return DatetimeWithNanoseconds.from_rfc3339(text)
 
 
 def same_time(a: Optional[dt.datetime], b: Optional[dt.datetime]) -> bool:
@@ -121,6 +151,8 @@ def check_operation(op: Any) -> Optional[str]:
     problem = check_path(op.path)
     if problem:
         return problem
+    if op.fields is not None or op.write is not None:
+        return None
     if op.kind in (SET, CREATE, UPDATE) and not isinstance(op.data, Mapping):
         return f"{op.kind} of {op.path} needs a mapping of fields"
     if op.kind == UPDATE and not op.data:

@@ -13,12 +13,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Mapping, Optional, Protocol, Sequence, Union
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Protocol, Sequence, Union
 
 from . import codec
-from .errors import FirestoreError, FsMigrateError, MigrationFailed, PlanError, UsageError
-from .plan import (CREATE, DELETE, KINDS, MUST_NOT_EXIST, SET, UPDATE, Operation, Precondition,
-                   check_operation, timestamp_text)
+from . import reconcile, testhooks
+from .errors import (FirestoreError, FsMigrateError, MigrationBlocked, MigrationFailed, PlanError,
+                     ReconcileError, TransientError, UsageError)
+from .plan import (CREATE, DELETE, KINDS, MUST_NOT_EXIST, SET, UPDATE, Archived, Operation,
+                   Precondition, check_operation, timestamp_text)
 from .scripts import Chain, Script
 from .state import OpRecord, State, new_id
 from .store import PRECONDITION_ERRORS, Doc, Store
@@ -85,6 +87,10 @@ class Context:
     def get(self, path: str) -> Optional[Doc]:
         return self._store.get(_path_of(path))
 
+    def get_many(self, paths: Iterable[str]) -> dict[str, Optional[Doc]]:
+        """Read several documents in one call; None for the missing ones."""
+        return self._store.get_many(_path_of(p) for p in paths)
+
     # operations
     def delete(self, doc: Doc) -> Operation:
         return Operation(DELETE, doc.path, None, _guard(doc, "delete"), doc)
@@ -123,13 +129,19 @@ def _path_of(target: PathLike) -> str:
     raise TypeError(f"expected a document path, got {type(target).__name__}")
 
 
-def _after_json(op: Operation) -> Optional[str]:
-    if op.data is None:
+def _after_json(op: Operation, write: Optional[bytes]) -> Optional[str]:
+    """What the operation writes, as JSON for people (from the journaled Write when sent)."""
+    if op.kind == DELETE:
         return None
+    if write is not None:
+        pb = reconcile.parse_write(write)
+        return codec.render_json(codec.fields_to_json(pb.update.fields))
+    if op.fields is not None:
+        return codec.render_json(codec.fields_to_json(op.fields))
     try:
-        return codec.render_json(codec.fields_to_json(codec.encode_data(op.data)))
+        return codec.render_json(codec.fields_to_json(codec.encode_data(op.data or {})))
     except Exception:  # sentinels such as DELETE_FIELD have no value encoding
-        return json.dumps({k: repr(v) for k, v in op.data.items()}, sort_keys=True)
+        return json.dumps({k: repr(v) for k, v in (op.data or {}).items()}, sort_keys=True)
 
 
 def _batches(ops: Iterable[Any], size: int) -> Iterator[list[Any]]:
@@ -150,9 +162,14 @@ class _PlanFailed(Exception):
         self.exc = exc
 
 
+Numbered = list[tuple[int, Operation]]
+Settled = list[tuple[int, str]]
+
+
 class Runner:
     def __init__(self, store: Store, state: State, chain: Chain, *, batch_size: int = MAX_BATCH,
-                 page_size: int = 500, progress: Optional[Progress] = None) -> None:
+                 page_size: int = 500, progress: Optional[Progress] = None,
+                 guard: Optional[Callable[[], None]] = None) -> None:
         if not 1 <= batch_size <= MAX_BATCH:
             raise UsageError(f"--batch-size must be between 1 and {MAX_BATCH}, got {batch_size}")
         self.store = store
@@ -161,6 +178,7 @@ class Runner:
         self.batch_size = batch_size
         self.page_size = page_size
         self.progress = progress or NoProgress()
+        self.guard = guard or (lambda: None)  # raises when the run must stop (lock lost)
         self.target = store.target
 
     def pending(self, to: Optional[str] = None) -> list[Script]:
@@ -169,22 +187,25 @@ class Runner:
 
     def upgrade(self, *, dry_run: bool, to: Optional[str] = None) -> list[RunResult]:
         invocation = new_id()
-        results = []
-        for script in self.pending(to):
-            result = self.run(script, dry_run=dry_run, invocation=invocation)
-            results.append(result)
-        return results
+        return [self.run(script, dry_run=dry_run, invocation=invocation)
+                for script in self.pending(to)]
 
     # ---- one migration -------------------------------------------------------------
 
-    def run(self, script: Script, *, dry_run: bool, invocation: str) -> RunResult:
+    def run(self, script: Script, *, dry_run: bool, invocation: str,
+            kind: str = "upgrade") -> RunResult:
+        """Plan (dry-run) or apply one migration. An apply first resumes an unfinished
+        earlier apply of the same revision: it settles that run's in-flight operations by
+        re-reading them, redoes the ones that never landed, and skips what committed."""
         mode = DRY_RUN if dry_run else APPLY
+        prior = None if dry_run or kind == "restore" else self._unfinished(script)
         run_id = self.state.start_run(
             invocation=invocation, project=self.target.project, database=self.target.database,
-            revision=script.revision, checksum=script.checksum,
-            description=script.description, mode=mode)
+            revision=script.revision, checksum=script.checksum, description=script.description,
+            mode=mode, kind=kind, resumes=prior["id"] if prior else None)
         result = RunResult(run_id, script.revision, script.description, mode, "running")
-        counts = {kind: 0 for kind in KINDS}
+        counts = {k: 0 for k in KINDS}
+        earlier = self.state.resume_chain(prior["id"]) if prior else []
 
         def note(text: str) -> None:
             self.state.add_note(run_id, len(result.notes), text)
@@ -192,30 +213,35 @@ class Runner:
 
         ctx = Context(self.store, script.revision, dry_run, self.page_size, note)
         self.progress.start(script, mode)
-        seq = 0
+        self._seq = 0
+        self._batch = 0
         try:
-            for number, batch in enumerate(_batches(self._operations(script, ctx), self.batch_size), 1):
-                numbered = list(enumerate(batch, seq))
-                seq += len(batch)
-                for op in batch:
-                    counts[op.kind] += 1
-                if dry_run:
-                    self._record(run_id, number, numbered, "planned")
-                else:
-                    self._apply_batch(run_id, number, numbered)
-                self.progress.advance(len(batch))
+            redone: set[tuple[str, str]] = set()
+            if prior is not None:
+                if prior["status"] == "running":
+                    self.state.mark_interrupted(prior["id"], run_id)
+                note(f"resumes run {prior['id']} ({prior['status']}: {prior['error'] or ''})")
+                redone = self._resume(run_id, earlier, counts)
+            for batch in _batches(self._operations(script, ctx), self.batch_size):
+                if earlier:  # resuming: what already committed is not applied again
+                    batch = self._not_done(batch, earlier, redone)
+                self._run_batch(run_id, batch, counts, dry_run)
         except _PlanFailed as wrapped:
-            self._fail(run_id, counts, wrapped.exc)
+            self._fail(run_id, counts, wrapped.exc, "migration")
             raise MigrationFailed(script.revision, run_id, wrapped.exc,
                                   self._committed(run_id)) from wrapped.exc
+        except FirestoreError as exc:
+            self._fail(run_id, counts, exc, "firestore")
+            raise
         except (Exception, KeyboardInterrupt) as exc:
-            self._fail(run_id, counts, exc)
+            self._fail(run_id, counts, exc, "error")
             raise
         finally:
             self.progress.finish()
         self.state.finish_run(run_id, status="succeeded", counts=counts)
-        if not dry_run and script.revision not in self.state.applied(self.target.project,
-                                                                     self.target.database):
+        self._record_retries(run_id)
+        if not dry_run and kind != "restore" and script.revision not in self.state.applied(
+                self.target.project, self.target.database):
             self.state.mark_applied(project=self.target.project, database=self.target.database,
                                     revision=script.revision, checksum=script.checksum,
                                     run_id=run_id)
@@ -225,6 +251,17 @@ class Runner:
         result.planned, result.committed = row["planned"], row["committed"]
         result.skipped, result.batches = row["skipped"], row["batches"]
         return result
+
+    def _unfinished(self, script: Script) -> Optional[Any]:
+        """The last apply of this revision, when it did not finish; refuses to go past a
+        migration that raised unless its script changed since (the fix)."""
+        last = self.state.last_apply(self.target.project, self.target.database, script.revision)
+        if last is None or last["status"] == "succeeded":
+            return None
+        if (last["status"] == "failed" and last["error_kind"] == "migration"
+                and last["checksum"] == script.checksum):
+            raise MigrationBlocked(script.revision, last["id"], last["error"] or "")
+        return last
 
     def _operations(self, script: Script, ctx: Context) -> Iterator[Operation]:
         """The migration's operations, checked one by one; its own errors are wrapped."""
@@ -240,35 +277,66 @@ class Runner:
         except Exception as exc:
             raise _PlanFailed(exc) from exc
 
-    def _fail(self, run_id: str, counts: dict[str, int], exc: BaseException) -> None:
+    def _fail(self, run_id: str, counts: dict[str, int], exc: BaseException, kind: str) -> None:
         error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        self.state.finish_run(run_id, status="failed", counts=counts, error=error)
+        self.state.finish_run(run_id, status="failed", counts=counts, error=error,
+                              error_kind=kind)
+        self._record_retries(run_id)
+
+    def _record_retries(self, run_id: str) -> None:
+        if self.store.retries:
+            self.state.record_retries(run_id, self.store.retries, self.store.last_retry_error)
 
     def _committed(self, run_id: str) -> int:
         return int(self.state.run(run_id)["committed"])
 
-    # ---- writing -------------------------------------------------------------------
+    # ---- batches -------------------------------------------------------------------
 
-    def _record(self, run_id: str, number: int, numbered: list[tuple[int, Operation]],
-                status: str) -> None:
+    def _run_batch(self, run_id: str, batch: list[Operation], counts: dict[str, int],
+                   dry_run: bool) -> None:
+        if not batch:
+            return
+        self._batch += 1
+        numbered = list(enumerate(batch, self._seq))
+        self._seq += len(batch)
+        for op in batch:
+            counts[op.kind] += 1
+        if dry_run:
+            self._record(run_id, self._batch, numbered, "planned")
+        else:
+            self._apply_batch(run_id, self._batch, numbered)
+        self.progress.advance(len(batch))
+
+    def _not_done(self, batch: list[Operation], earlier: list[str],
+                  redone: set[tuple[str, str]]) -> list[Operation]:
+        done = self.state.committed_among(earlier, [op.path for op in batch]) | redone
+        return [op for op in batch if (op.path, op.kind) not in done]
+
+    def _record(self, run_id: str, number: int, numbered: Numbered, status: str) -> None:
         archive = status != "planned"
-        self.state.record_ops(run_id, number, [
-            OpRecord(seq=seq, kind=op.kind, path=op.path,
-                     precondition=op.precondition.to_json(),
-                     before=op.before.document_bytes() if archive and op.before else None,
-                     after=_after_json(op), status=status)
-            for seq, op in numbered])
+        records = []
+        for seq, op in numbered:
+            write = self._write(op) if archive else None
+            records.append(OpRecord(
+                seq=seq, kind=op.kind, path=op.path, precondition=op.precondition.to_json(),
+                before=op.before.document_bytes() if archive and op.before else None,
+                after=_after_json(op, write), status=status, write=write))
+            op.write = write
+        self.state.record_ops(run_id, number, records)
 
-    def _apply_batch(self, run_id: str, number: int,
-                     numbered: list[tuple[int, Operation]]) -> None:
+    def _write(self, op: Operation) -> bytes:
+        try:
+            return self.store.build_write(op)
+        except (TypeError, ValueError) as exc:
+            raise PlanError("?", f"{op.kind} of {op.path}: {exc}") from exc
+
+    def _apply_batch(self, run_id: str, number: int, numbered: Numbered) -> None:
         self._read_before_blind_sets([op for _, op in numbered])
         self._record(run_id, number, numbered, "pending")  # write-ahead
-        try:
-            committed, skipped = self._commit(numbered)
-        except FirestoreError as exc:
-            self.state.settle_ops(run_id, committed=[], failed=[
-                (seq, str(exc)) for seq, _ in numbered])
-            raise
+        self.guard()
+        testhooks.reached("before-commit", number)
+        committed, skipped = self._commit(numbered)
+        testhooks.reached("after-commit", number)
         self.state.settle_ops(run_id, committed=committed, skipped=skipped)
 
     def _read_before_blind_sets(self, ops: list[Operation]) -> None:
@@ -282,34 +350,59 @@ class Runner:
             op.precondition = (Precondition(update_time=doc.update_time) if doc
                                else MUST_NOT_EXIST)
 
-    def _commit(self, numbered: list[tuple[int, Operation]]
-                ) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
-        """Commit what still holds; returns ((seq, commit time) committed, (seq, why) skipped)."""
-        remaining = list(numbered)
-        skipped: list[tuple[int, str]] = []
-        for _ in range(3):
-            if not remaining:
-                return [], skipped
-            try:
-                when = timestamp_text(self.store.commit([op for _, op in remaining]))
-                return [(seq, when) for seq, _ in remaining], skipped
-            except PRECONDITION_ERRORS:
-                current = self.store.get_many({op.path for _, op in remaining})
-                stale = {seq: op.precondition.why_not(current.get(op.path))
-                         for seq, op in remaining
-                         if not op.precondition.holds_for(current.get(op.path))}
-                if not stale:
-                    break
-                skipped += sorted(stale.items())
-                remaining = [(seq, op) for seq, op in remaining if seq not in stale]
-        committed, more = self._bisect(remaining)
-        return committed, skipped + more
+    def _commit(self, numbered: Numbered) -> tuple[Settled, Settled]:
+        """Commit what still holds; returns ((seq, commit time) committed, (seq, why) skipped).
 
-    def _bisect(self, numbered: list[tuple[int, Operation]]
-                ) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
+        A precondition failure re-reads the batch and drops the operations whose document
+        changed. A transient error leaves the outcome unknown: the batch is re-read and
+        each operation found to have landed is recorded as committed, never resent; the
+        rest is retried with backoff (preconditions make a resend harmless)."""
+        remaining = list(numbered)
+        committed: Settled = []
+        skipped: Settled = []
+        ambiguous = False
+        failures = 0
+        while remaining:
+            try:
+                when = timestamp_text(self.store.commit_writes([op.write for _, op in remaining]))
+                return committed + [(seq, when) for seq, _ in remaining], skipped
+            except TransientError as exc:
+                self.store.backoff("commit", failures, exc.exc)
+                failures += 1
+                ambiguous = True
+            except PRECONDITION_ERRORS:
+                pass
+            before = len(remaining)
+            remaining = self._sort_out(remaining, committed, skipped, ambiguous)
+            if len(remaining) == before and not ambiguous:
+                more_committed, more_skipped = self._bisect(remaining)
+                return committed + more_committed, skipped + more_skipped
+        return committed, skipped
+
+    def _sort_out(self, numbered: Numbered, committed: Settled, skipped: Settled,
+                  ambiguous: bool) -> Numbered:
+        """Re-read the batch; move landed ops to `committed`, stale ones to `skipped`;
+        return the ones still to send."""
+        current = self.store.get_many({op.path for _, op in numbered})
+        left: Numbered = []
+        now = timestamp_text(dt.datetime.now(dt.timezone.utc))
+        for seq, op in numbered:
+            doc = current.get(op.path)
+            found = reconcile.outcome(op.kind, op.precondition, op.write, doc)
+            if found == reconcile.NOT_SENT:
+                left.append((seq, op))
+            elif ambiguous and found == reconcile.LANDED:
+                committed.append((seq, now))
+            elif ambiguous and found == reconcile.UNKNOWN:
+                raise ReconcileError(op.path, op.kind)
+            else:
+                skipped.append((seq, op.precondition.why_not(doc)))
+        return left
+
+    def _bisect(self, numbered: Numbered) -> tuple[Settled, Settled]:
         """Last resort when a re-read cannot tell which operation fails: halve and retry."""
         try:
-            when = timestamp_text(self.store.commit([op for _, op in numbered]))
+            when = timestamp_text(self.store.commit_writes([op.write for _, op in numbered]))
             return [(seq, when) for seq, _ in numbered], []
         except PRECONDITION_ERRORS as exc:
             if len(numbered) == 1:
@@ -318,3 +411,37 @@ class Runner:
         left = self._bisect(numbered[:half])
         right = self._bisect(numbered[half:])
         return left[0] + right[0], left[1] + right[1]
+
+    # ---- resuming ------------------------------------------------------------------
+
+    def _resume(self, run_id: str, earlier: list[str], counts: dict[str, int]
+                ) -> set[tuple[str, str]]:
+        """Settle the earlier runs' in-flight operations by re-reading their documents; the
+        ones that never landed are redone (the same journaled write) in this run."""
+        pending = self.state.pending_ops(earlier)
+        redo: list[Operation] = []
+        updates = []
+        for rows in _batches(pending, self.batch_size):
+            current = self.store.get_many({r["path"] for r in rows})
+            for row in rows:
+                pre = Precondition.from_json(row["precondition"])
+                doc = current.get(row["path"])
+                found = reconcile.outcome(row["kind"], pre, row["write"], doc)
+                if found == reconcile.UNKNOWN:
+                    raise ReconcileError(row["path"], row["kind"], row["run_id"])
+                if found == reconcile.LANDED:
+                    updates.append(("committed", "landed before the interruption (re-read)",
+                                     row["seq"], row["run_id"]))
+                elif found == reconcile.CHANGED:
+                    updates.append(("skipped", pre.why_not(doc), row["seq"], row["run_id"]))
+                else:
+                    updates.append(("failed", f"not applied before the interruption; redone "
+                                    f"by run {run_id}", row["seq"], row["run_id"]))
+                    redo.append(Operation(row["kind"], row["path"], precondition=pre,
+                                          before=Archived(row["path"], row["before"]),
+                                          write=row["write"]))
+        if updates:
+            self.state.settle_old(updates)
+        for batch in _batches(redo, self.batch_size):
+            self._run_batch(run_id, batch, counts, dry_run=False)
+        return {(op.path, op.kind) for op in redo}

@@ -32,8 +32,11 @@ CREATE TABLE IF NOT EXISTS runs (
     revision TEXT NOT NULL,
     checksum TEXT NOT NULL,
     description TEXT NOT NULL DEFAULT '',
+    kind TEXT NOT NULL DEFAULT 'upgrade'
+        CHECK (kind IN ('upgrade', 'rerun', 'restore', 'resolve')),
     mode TEXT NOT NULL CHECK (mode IN ('dry-run', 'apply')),
-    status TEXT NOT NULL CHECK (status IN ('running', 'succeeded', 'failed')),
+    status TEXT NOT NULL CHECK (status IN ('running', 'succeeded', 'failed', 'interrupted')),
+    resumes TEXT REFERENCES runs (id),
     started_at TEXT NOT NULL,
     finished_at TEXT,
     operator TEXT NOT NULL,
@@ -45,7 +48,11 @@ CREATE TABLE IF NOT EXISTS runs (
     failed INTEGER NOT NULL DEFAULT 0,
     batches INTEGER NOT NULL DEFAULT 0,
     counts TEXT NOT NULL DEFAULT '{}',
-    error TEXT
+    error TEXT,
+    error_kind TEXT,
+    retries INTEGER NOT NULL DEFAULT 0,
+    last_retry_error TEXT,
+    source TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_target ON runs (project, database, started_at);
 CREATE TABLE IF NOT EXISTS applied (
@@ -66,6 +73,7 @@ CREATE TABLE IF NOT EXISTS ops (
     precondition TEXT,
     before BLOB,
     after TEXT,
+    write BLOB,
     status TEXT NOT NULL
         CHECK (status IN ('planned', 'pending', 'committed', 'skipped', 'failed')),
     reason TEXT,
@@ -73,7 +81,7 @@ CREATE TABLE IF NOT EXISTS ops (
     error TEXT,
     PRIMARY KEY (run_id, seq)
 );
-CREATE INDEX IF NOT EXISTS ops_path ON ops (path);
+CREATE INDEX IF NOT EXISTS ops_path ON ops (path, run_id);
 CREATE TABLE IF NOT EXISTS notes (
     run_id TEXT NOT NULL REFERENCES runs (id),
     seq INTEGER NOT NULL,
@@ -114,6 +122,7 @@ class OpRecord:
     after: Optional[str]
     status: str
     reason: Optional[str] = None
+    write: Optional[bytes] = None
 
 
 class State:
@@ -186,24 +195,76 @@ class State:
     # ---- runs ----------------------------------------------------------------------
 
     def start_run(self, *, invocation: str, project: str, database: str, revision: str,
-                  checksum: str, description: str, mode: str) -> str:
+                  checksum: str, description: str, mode: str, kind: str = "upgrade",
+                  resumes: Optional[str] = None, source: Optional[str] = None) -> str:
         run_id = new_id()
         with self.tx():
             self.conn.execute(
                 "INSERT INTO runs (id, invocation, project, database, revision, checksum,"
-                " description, mode, status, started_at, operator, host, tool_version)"
-                " VALUES (?,?,?,?,?,?,?,?, 'running', ?,?,?,?)",
-                (run_id, invocation, project, database, revision, checksum, description, mode,
-                 now_text(), operator_name(), socket.gethostname(), __version__))
+                " description, kind, mode, status, resumes, source, started_at, operator, host,"
+                " tool_version) VALUES (?,?,?,?,?,?,?,?,?, 'running', ?,?,?,?,?,?)",
+                (run_id, invocation, project, database, revision, checksum, description, kind,
+                 mode, resumes, source, now_text(), operator_name(), socket.gethostname(),
+                 __version__))
         return run_id
 
     def finish_run(self, run_id: str, *, status: str, counts: dict[str, int],
-                   error: Optional[str] = None) -> None:
+                   error: Optional[str] = None, error_kind: Optional[str] = None) -> None:
         with self.tx():
             self._update_totals(run_id)
             self.conn.execute(
-                "UPDATE runs SET status=?, finished_at=?, counts=?, error=? WHERE id=?",
-                (status, now_text(), json.dumps(counts, sort_keys=True), error, run_id))
+                "UPDATE runs SET status=?, finished_at=?, counts=?, error=?, error_kind=?"
+                " WHERE id=?",
+                (status, now_text(), json.dumps(counts, sort_keys=True), error, error_kind,
+                 run_id))
+
+    def record_retries(self, run_id: str, retries: int, last_error: Optional[str]) -> None:
+        with self.tx():
+            self.conn.execute("UPDATE runs SET retries=?, last_retry_error=? WHERE id=?",
+                              (retries, last_error, run_id))
+
+    def mark_interrupted(self, run_id: str, by: str) -> None:
+        """A run found `running` while we hold the lock: its process died."""
+        with self.tx():
+            self._update_totals(run_id)
+            self.conn.execute(
+                "UPDATE runs SET status='interrupted', error_kind='interrupted', error=?"
+                " WHERE id=? AND status='running'",
+                (f"the process stopped before the run finished; resumed by run {by}", run_id))
+
+    def last_apply(self, project: str, database: str, revision: str) -> Optional[sqlite3.Row]:
+        """The newest apply run of `revision` on the target (upgrade, rerun or resolve)."""
+        return self.conn.execute(
+            "SELECT * FROM runs WHERE project=? AND database=? AND revision=? AND mode='apply'"
+            " AND kind IN ('upgrade', 'rerun', 'resolve') ORDER BY started_at DESC, rowid DESC"
+            " LIMIT 1", (project, database, revision)).fetchone()
+
+    def resume_chain(self, run_id: str) -> list[str]:
+        """`run_id` and every run it resumes, transitively (newest first)."""
+        chain = []
+        current: Optional[str] = run_id
+        while current and current not in chain:
+            chain.append(current)
+            row = self.conn.execute("SELECT resumes FROM runs WHERE id=?", (current,)).fetchone()
+            current = row["resumes"] if row else None
+        return chain
+
+    def pending_ops(self, run_ids: Sequence[str]) -> list[sqlite3.Row]:
+        """Operations journaled but with no recorded outcome (sent or not: unknown)."""
+        marks = ",".join("?" * len(run_ids))
+        return list(self.conn.execute(
+            f"SELECT * FROM ops WHERE run_id IN ({marks}) AND status='pending'"
+            " ORDER BY run_id, seq", list(run_ids)))
+
+    def committed_among(self, run_ids: Sequence[str], paths: Sequence[str]) -> set[tuple[str, str]]:
+        """(path, kind) of the operations on `paths` that committed in `run_ids`."""
+        if not run_ids or not paths:
+            return set()
+        runs = ",".join("?" * len(run_ids))
+        docs = ",".join("?" * len(paths))
+        return {(r["path"], r["kind"]) for r in self.conn.execute(
+            f"SELECT path, kind FROM ops WHERE path IN ({docs}) AND run_id IN ({runs})"
+            " AND status='committed'", [*paths, *run_ids])}
 
     def _update_totals(self, run_id: str) -> None:
         self.conn.execute(
@@ -222,6 +283,18 @@ class State:
                 "INSERT INTO applied (project, database, revision, checksum, applied_at, run_id)"
                 " VALUES (?,?,?,?,?,?)",
                 (project, database, revision, checksum, now_text(), run_id))
+
+    def resolve(self, *, project: str, database: str, script: Any, reason: str,
+                invocation: str) -> str:
+        """Record `script` as applied without running it (a run of kind resolve)."""
+        run_id = self.start_run(invocation=invocation, project=project, database=database,
+                                revision=script.revision, checksum=script.checksum,
+                                description=script.description, mode="apply", kind="resolve")
+        self.add_note(run_id, 0, f"resolved without running: {reason}")
+        self.finish_run(run_id, status="succeeded", counts={})
+        self.mark_applied(project=project, database=database, revision=script.revision,
+                          checksum=script.checksum, run_id=run_id)
+        return run_id
 
     def applied(self, project: str, database: str) -> dict[str, sqlite3.Row]:
         rows = self.conn.execute(
@@ -255,9 +328,17 @@ class State:
         with self.tx():
             self.conn.executemany(
                 "INSERT INTO ops (run_id, seq, batch, kind, path, precondition, before, after,"
-                " status, reason) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                " write, status, reason) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 [(run_id, r.seq, batch, r.kind, r.path, r.precondition, r.before, r.after,
-                  r.status, r.reason) for r in records])
+                  r.write, r.status, r.reason) for r in records])
+
+    def settle_old(self, updates: Sequence[tuple[str, str, int, str]]) -> None:
+        """(status, reason, seq, run_id): outcomes found for a crashed run's pending ops."""
+        with self.tx():
+            self.conn.executemany(
+                "UPDATE ops SET status=?, reason=? WHERE seq=? AND run_id=?", updates)
+            for run_id in {u[3] for u in updates}:
+                self._update_totals(run_id)
 
     def settle_ops(self, run_id: str, *, committed: Iterable[tuple[int, str]],
                    skipped: Iterable[tuple[int, str]] = (),

@@ -2,12 +2,16 @@
 
 Scans page through a collection ordered by document name, one bounded page at a time,
 resuming after the last document seen, so memory stays flat whatever the collection size.
-Commits are atomic WriteBatches carrying each operation's precondition.
+Commits are atomic, carry each operation's precondition, and are sent exactly once per
+call: a commit that fails in a way that leaves its outcome unknown raises TransientError
+and the runner re-reads to find out. Reads are retried with bounded backoff.
 """
 from __future__ import annotations
 
 import datetime as dt
 import os
+import random
+import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Optional, Sequence
 
@@ -18,8 +22,8 @@ from google.cloud.firestore_v1 import _helpers, types
 from google.cloud.firestore_v1.field_path import FieldPath
 from proto.datetime_helpers import DatetimeWithNanoseconds
 
-from .errors import FirestoreError, UsageError
-from .plan import CREATE, DELETE, SET, UPDATE, Operation, check_path
+from .errors import FirestoreError, TransientError, UsageError
+from .plan import CREATE, DELETE, SET, UPDATE, Operation, Precondition, check_path
 
 DEFAULT_DATABASE = "(default)"
 MAX_PAGE = 1000
@@ -27,6 +31,10 @@ INEQUALITIES = ("<", "<=", ">", ">=", "!=", "not-in")
 
 # Errors a commit answers with when one of its preconditions did not hold.
 PRECONDITION_ERRORS = (gexc.FailedPrecondition, gexc.NotFound, gexc.AlreadyExists)
+# Errors worth another try: the server or the network had a moment. Anything else
+# (PERMISSION_DENIED, INVALID_ARGUMENT, NOT_FOUND of the database...) stops at once.
+TRANSIENT_ERRORS = (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.Aborted,
+                    gexc.ResourceExhausted, gexc.InternalServerError)
 
 
 @dataclass(frozen=True)
@@ -133,16 +141,42 @@ class Doc:
         return f"Doc({self.path!r})"
 
 
-def _call(what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-    try:
-        return fn(*args, **kwargs)
-    except gexc.GoogleAPICallError as exc:
-        raise FirestoreError(what, exc) from exc
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded exponential backoff with jitter for transient Firestore errors."""
+
+    attempts: int = 6          # tries per call, the first included
+    initial: float = 0.25      # seconds before the first retry
+    maximum: float = 8.0       # longest wait between two tries
+    multiplier: float = 2.0
+    timeout: float = 60.0      # deadline of one call
+
+    @classmethod
+    def from_env(cls) -> "RetryPolicy":
+        """FSMIGRATE_RETRY_ATTEMPTS, FSMIGRATE_RETRY_INITIAL, FSMIGRATE_RETRY_MAX,
+        FSMIGRATE_CALL_TIMEOUT override the defaults."""
+        env = os.environ
+        try:
+            return cls(attempts=int(env.get("FSMIGRATE_RETRY_ATTEMPTS", cls.attempts)),
+                       initial=float(env.get("FSMIGRATE_RETRY_INITIAL", cls.initial)),
+                       maximum=float(env.get("FSMIGRATE_RETRY_MAX", cls.maximum)),
+                       timeout=float(env.get("FSMIGRATE_CALL_TIMEOUT", cls.timeout)))
+        except ValueError as exc:
+            raise UsageError(f"bad FSMIGRATE_RETRY_* / FSMIGRATE_CALL_TIMEOUT value: {exc}") from exc
+
+    def delay(self, attempt: int) -> float:
+        """Wait before retry number `attempt` (0-based): full jitter over half..all."""
+        ceiling = min(self.maximum, self.initial * self.multiplier ** attempt)
+        return ceiling * random.uniform(0.5, 1.0)
 
 
 class Store:
-    def __init__(self, target: Target, client: Any = None) -> None:
+    def __init__(self, target: Target, client: Any = None,
+                 policy: Optional[RetryPolicy] = None) -> None:
         self.target = target
+        self.policy = policy or RetryPolicy.from_env()
+        self.retries = 0
+        self.last_retry_error: Optional[str] = None
         if client is None:
             try:
                 client = firestore.Client(project=target.project, database=target.database)
@@ -153,11 +187,41 @@ class Store:
                     "emulator") from exc
         self.client = client
 
+    # ---- errors and retries ----------------------------------------------------------
+
+    def note_retry(self, exc: BaseException) -> None:
+        self.retries += 1
+        self.last_retry_error = f"{type(exc).__name__}: {exc}"
+
+    def backoff(self, what: str, attempt: int, exc: BaseException) -> None:
+        """Sleep before the next try, or raise TransientError when the tries are used up."""
+        self.note_retry(exc)
+        if attempt + 1 >= self.policy.attempts:
+            raise TransientError(f"{what} (gave up after {attempt + 1} attempts)", exc) from exc
+        time.sleep(self.policy.delay(attempt))
+
+    def _read(self, what: str, fn: Any) -> Any:
+        """Run an idempotent read, retrying transient errors."""
+        attempt = 0
+        while True:
+            try:
+                return fn()
+            except TRANSIENT_ERRORS as exc:
+                self.backoff(what, attempt, exc)
+                attempt += 1
+            except gexc.GoogleAPICallError as exc:
+                raise FirestoreError(what, exc) from exc
+
     # ---- reads ---------------------------------------------------------------------
 
     def scan(self, collection: str, *, page_size: int = 500, group: bool = False,
              where: Sequence[tuple[str, str, Any]] = ()) -> Iterator[Doc]:
-        """Yield every document of `collection` (or collection group), page by page."""
+        """Yield every document of `collection` (or collection group), page by page.
+
+        A page is one query ordered by document name, starting after the last document
+        received. A stream that breaks is reopened after the last document received, so
+        a dropped connection gives neither duplicates nor gaps.
+        """
         if not 1 <= page_size <= MAX_PAGE:
             raise UsageError(f"page_size must be between 1 and {MAX_PAGE}, got {page_size}")
         if group:
@@ -177,28 +241,42 @@ class Store:
             query = query.order_by(field)
         query = query.order_by(FieldPath.document_id()).limit(page_size)
         last: Optional[Doc] = None
+        failures = 0
         while True:
             page = query if last is None else query.start_after(
                 {**{f: last.get(f) for f in ordered},
                  FieldPath.document_id(): self.client.document(last.path)})
-            docs = _call(f"scan of {collection}", self._run_query, page)
-            for doc in docs:
+            received = 0
+            stream = self._stream(page)
+            while True:
+                try:
+                    doc = next(stream)
+                except StopIteration:
+                    break
+                except TRANSIENT_ERRORS as exc:
+                    self.backoff(f"scan of {collection}", failures, exc)
+                    failures += 1
+                    received = -1  # reopen after `last`
+                    break
+                except gexc.GoogleAPICallError as exc:
+                    raise FirestoreError(f"scan of {collection}", exc) from exc
+                failures = 0
+                received += 1
+                last = doc
                 yield doc
-            if len(docs) < page_size:
+            if 0 <= received < page_size:
                 return
-            last = docs[-1]
 
-    def _run_query(self, query: Any) -> list[Doc]:
-        """One page, as raw protobufs (the client's snapshots would decode every field)."""
-        request, _, kwargs = query._prep_stream(retry=None)
+    def _stream(self, query: Any) -> Iterator[Doc]:
+        """One page as raw protobufs (the client's snapshots would decode every field)."""
+        request, _, _ = query._prep_stream(retry=None)
         responses = self.client._firestore_api.run_query(
-            request=request, metadata=self.client._rpc_metadata, **kwargs)
-        out = []
+            request=request, metadata=self.client._rpc_metadata, retry=None,
+            timeout=self.policy.timeout)
         for response in responses:
             pb = response._pb
             if pb.HasField("document"):
-                out.append(Doc(pb.document, self.client))
-        return out
+                yield Doc(pb.document, self.client)
 
     def get(self, path: str) -> Optional[Doc]:
         problem = check_path(path)
@@ -209,64 +287,113 @@ class Store:
     def get_many(self, paths: Iterable[str]) -> dict[str, Optional[Doc]]:
         """Read documents by path (one BatchGetDocuments call); None for missing ones."""
         paths = list(dict.fromkeys(paths))
-        found: dict[str, Optional[Doc]] = {p: None for p in paths}
         if not paths:
-            return found
+            return {}
         prefix = self.client._database_string + "/documents/"
 
-        def read() -> None:
+        def read() -> dict[str, Optional[Doc]]:
+            found: dict[str, Optional[Doc]] = {p: None for p in paths}
             responses = self.client._firestore_api.batch_get_documents(
                 request={"database": self.client._database_string,
                          "documents": [prefix + p for p in paths]},
-                metadata=self.client._rpc_metadata)
+                metadata=self.client._rpc_metadata, retry=None, timeout=self.policy.timeout)
             for response in responses:
                 pb = response._pb
                 if pb.HasField("found"):
                     doc = Doc(pb.found, self.client)
                     found[doc.path] = doc
+            return found
 
-        _call(f"read of {len(paths)} documents", read)
-        return found
+        return self._read(f"read of {len(paths)} documents", read)
 
     # ---- writes --------------------------------------------------------------------
 
-    def commit(self, ops: Sequence[Operation]) -> dt.datetime:
-        """Commit `ops` atomically. Precondition failures raise the api_core error as is
-        (the runner resolves them); anything else becomes FirestoreError."""
-        batch = self.client.batch()
-        for op in ops:
-            ref = self.client.document(op.path)
-            option = None
-            if op.precondition.update_time is not None:
-                option = self.client.write_option(last_update_time=op.precondition.update_time)
-            elif op.precondition.exists is not None and op.kind != CREATE:
-                option = self.client.write_option(exists=op.precondition.exists)
-            if op.kind == DELETE:
-                batch.delete(ref, option=option)
-            elif op.kind == CREATE:
-                batch.create(ref, dict(op.data or {}))
-            elif op.kind == UPDATE:
-                batch.update(ref, dict(op.data or {}), option=option)
-            elif op.kind == SET:
-                if option is None:
-                    batch.set(ref, dict(op.data or {}))
-                else:
-                    # set with a precondition: the client's set() takes none, so write the
-                    # same full-document update through update() with the option.
-                    _set_with_option(batch, ref, dict(op.data or {}), option)
+    def doc_name(self, path: str) -> str:
+        return f"{self.client._database_string}/documents/{path}"
+
+    def build_write(self, op: Operation) -> bytes:
+        """The serialized `Write` protobuf for `op`, precondition included. It is journaled
+        before it is sent, and sent byte for byte (also when a crashed run is redone)."""
+        if op.write is not None:
+            return op.write
+        name = self.doc_name(op.path)
+        pre = op.precondition
+        if op.fields is not None:  # archived protobuf fields (restore): written as they are
+            write = types.Write(update=types.Document(name=name))._pb
+            write.update.fields.MergeFrom(op.fields)
+        elif op.kind == DELETE:
+            write = _pb(_helpers.pb_for_delete(name, None))
+        elif op.kind == CREATE:
+            write = _pb(_helpers.pbs_for_create(name, dict(op.data or {}))[0])
+        elif op.kind == SET:
+            write = _pb(_helpers.pbs_for_set_no_merge(name, dict(op.data or {}))[0])
+        else:
+            write = _pb(_helpers.pbs_for_update(name, dict(op.data or {}), None)[0])
+        write.ClearField("current_document")
+        if pre.update_time is not None:
+            write.current_document.update_time.FromDatetime(pre.update_time)
+            nanos = getattr(pre.update_time, "nanosecond", None)
+            if nanos is not None:
+                write.current_document.update_time.nanos = nanos
+        elif pre.exists is not None:
+            write.current_document.exists = pre.exists
+        elif op.kind == UPDATE:
+            write.current_document.exists = True
+        return write.SerializeToString()
+
+    def commit_writes(self, writes: Sequence[bytes]) -> dt.datetime:
+        """Commit serialized writes atomically, once (no hidden retry). Precondition failures
+        raise the api_core error as is, transient ones TransientError (the commit may or may
+        not have landed: the caller re-reads), anything else FirestoreError."""
+        request = types.CommitRequest(database=self.client._database_string)._pb
+        for raw in writes:
+            request.writes.add().ParseFromString(raw)
         try:
-            batch.commit(retry=None)
+            response = self.client._firestore_api.commit(
+                request=types.CommitRequest.wrap(request), metadata=self.client._rpc_metadata,
+                retry=None, timeout=self.policy.timeout)
         except PRECONDITION_ERRORS:
             raise
+        except TRANSIENT_ERRORS as exc:
+            self.note_retry(exc)
+            raise TransientError(f"commit of {len(writes)} operations", exc) from exc
         except gexc.GoogleAPICallError as exc:
-            raise FirestoreError(f"commit of {len(ops)} operations", exc) from exc
-        return batch.commit_time
+            raise FirestoreError(f"commit of {len(writes)} operations", exc) from exc
+        return DatetimeWithNanoseconds.from_timestamp_pb(response._pb.commit_time)
 
 
-def _set_with_option(batch: Any, ref: Any, data: dict, option: Any) -> None:
-    """Queue a full overwrite of `ref` guarded by `option` (exists / last_update_time)."""
-    write_pbs = _helpers.pbs_for_set_no_merge(ref._document_path, data)
-    for pb in write_pbs:
-        option.modify_write(pb)
-        break  # the precondition belongs on the first write (the document set)
-    batch._add_write_pbs(write_pbs)
+def _pb(message: Any) -> Any:
+    return getattr(message, "_pb", message)
+
+
+class Leases:
+    """The few single-document writes a lease needs, each guarded by a precondition."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def create(self, path: str, data: dict) -> Optional[dt.datetime]:
+        """Create `path`; its update time, or None when it already exists."""
+        op = Operation(CREATE, path, data, Precondition(exists=False))
+        return self._commit(op)
+
+    def replace(self, path: str, data: dict, update_time: dt.datetime) -> Optional[dt.datetime]:
+        """Overwrite `path` if it is still at `update_time`; the new update time or None."""
+        return self._commit(Operation(SET, path, data, Precondition(update_time=update_time)))
+
+    def delete(self, path: str, update_time: Optional[dt.datetime] = None) -> bool:
+        pre = Precondition(update_time=update_time) if update_time else Precondition()
+        return self._commit(Operation(DELETE, path, None, pre)) is not None
+
+    def _commit(self, op: Operation) -> Optional[dt.datetime]:
+        attempt = 0
+        while True:
+            try:
+                return self.store.commit_writes([self.store.build_write(op)])
+            except PRECONDITION_ERRORS:
+                return None
+            except TransientError as exc:
+                # a lost answer: the next try meets its own write as a failed precondition,
+                # so the caller re-reads the lease to learn who holds it
+                self.store.backoff(f"write of {op.path}", attempt, exc.exc)
+                attempt += 1

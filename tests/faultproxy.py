@@ -1,0 +1,404 @@
+"""A small fault-injecting TCP proxy for loopback tests (stdlib only).
+
+Put it between the Firestore client and the emulator::
+
+    with FaultProxy(emulator.host, emulator.port) as proxy:
+        monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", proxy.host_port)
+        client = firestore.Client(project=project_id)   # create the client AFTER setting the env
+        proxy.drop_after(20_000, "down")                 # break the next big response mid-stream
+
+Design: one accept thread ("faultproxy-<port>-accept") and, per connection, two pump
+threads ("faultproxy-<port>-c<N>-up" / "-down"), each copying one direction with blocking
+sockets (0.25 s timeouts so nothing can hang forever). An "abort" (reset_all, drop_after,
+refuse, or an RST received from one side) sets SO_LINGER to 0 on both sockets and wakes the
+pumps with shutdown(SHUT_RD), which sends nothing on Linux; the last pump to leave closes both
+sockets, so the peers receive a TCP RST (ECONNRESET), never a polite FIN. A FIN from one side
+is forwarded as a FIN (half-close) to the other side. Only the pumps ever close connection
+sockets, so no thread can use a recycled file descriptor.
+
+What the Firestore client (google-cloud-firestore 2.34, google-api-core 2.44, grpcio 1.85,
+plaintext gRPC against the emulator) raises for each fault, as observed by
+tests/test_faultproxy.py:
+
+* ``reset_all()`` while the channel is idle: nothing. gRPC notices the dead socket, the
+  channel goes back to IDLE and the next RPC transparently opens a new connection, so the next
+  call simply succeeds (connections_total grows by one). No exception reaches the caller.
+* ``drop_after(n, "down")`` in the middle of a ``RunQuery`` stream: ``ServiceUnavailable``
+  (gRPC UNAVAILABLE, "Connection reset by peer" / "Socket closed") raised from the iterator.
+  With the default ``retry``, ``Query.stream`` silently restarts after the last received
+  document (its own snapshot-based resume), so the caller sees every document and no error.
+  With ``retry=None``, google-cloud-firestore 2.34 calls ``None._predicate(exc)`` and the
+  caller gets ``AttributeError`` (chained from the ServiceUnavailable) instead of the
+  api_core error: a client bug; pass ``retry=Retry(predicate=lambda e: False)`` to see the
+  raw ServiceUnavailable.
+* ``refuse(True)``: ``ServiceUnavailable`` when the call has ``retry=None``; with the default
+  retry the call keeps retrying (UNAVAILABLE is retryable for reads and commits) until its
+  timeout, and api_core then raises ``RetryError`` (its ``.cause`` is the ServiceUnavailable).
+* ``stall(s)``: no error; the call takes about ``s`` seconds longer (unless its timeout is
+  shorter, then ``DeadlineExceeded`` as with blackhole).
+* ``blackhole(True)`` with ``timeout=1``: ``DeadlineExceeded`` (with ``retry=None``; with the
+  default retry too, because the deadline of the retry equals the timeout and api_core gives
+  up with the last DeadlineExceeded or a ``RetryError``). The connection stays open, so after
+  ``blackhole(False)`` new calls work on the same connection.
+"""
+from __future__ import annotations
+
+import ipaddress
+import socket
+import struct
+import threading
+import time
+from typing import Optional
+
+__all__ = ["FaultProxy"]
+
+_CHUNK = 64 * 1024
+_POLL = 0.25  # socket timeout: how often blocked threads re-check their flags
+
+
+def _check_loopback(host: str) -> None:
+    if host.lower() == "localhost":
+        return
+    try:
+        if ipaddress.ip_address(host.strip("[]")).is_loopback:
+            return
+    except ValueError:
+        pass
+    raise ValueError(f"FaultProxy only works on loopback addresses, not {host!r}")
+
+
+def _set_linger_zero(sock: socket.socket) -> None:
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+
+
+class _Conn:
+    """One proxied connection: the client-side socket and the upstream socket."""
+
+    def __init__(self, cid: int, client: socket.socket, upstream: socket.socket) -> None:
+        self.cid = cid
+        self.client = client
+        self.upstream = upstream
+        self.lock = threading.Lock()
+        self.aborting = False
+        self.closed = threading.Event()
+        self.pumps_alive = 2
+        self.threads: list[threading.Thread] = []
+
+    def abort(self) -> bool:
+        """Arrange an abortive close (RST to both peers); True if this call started it."""
+        with self.lock:
+            if self.aborting or self.closed.is_set():
+                return False
+            self.aborting = True
+            for sock in (self.client, self.upstream):
+                _set_linger_zero(sock)
+                try:  # wakes a blocked recv() without sending anything to the peer
+                    sock.shutdown(socket.SHUT_RD)
+                except OSError:
+                    pass
+            return True
+
+    def half_close(self, sock: socket.socket) -> None:
+        """Forward an EOF: FIN towards `sock`, keep reading from it."""
+        with self.lock:
+            if self.aborting or self.closed.is_set():
+                return
+            try:
+                sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+    def pump_done(self) -> None:
+        with self.lock:
+            self.pumps_alive -= 1
+            if self.pumps_alive > 0:
+                return
+            for sock in (self.client, self.upstream):
+                if self.aborting:
+                    _set_linger_zero(sock)
+                try:
+                    sock.close()
+                except OSError:
+                    pass
+            self.closed.set()
+
+
+class FaultProxy:
+    """A loopback TCP proxy to one upstream that can reset, drop, stall, refuse and blackhole.
+
+    Counters (read them any time): connections_total (accepted, refused ones included),
+    connections_refused, resets_done (connections aborted by the proxy: reset_all,
+    drop_after, refuse), bytes_up / bytes_down (bytes forwarded client->upstream /
+    upstream->client), bytes_blackholed (bytes swallowed while blackholed).
+    """
+
+    def __init__(self, upstream_host: str, upstream_port: int, host: str = "127.0.0.1",
+                 port: int = 0) -> None:
+        _check_loopback(upstream_host)
+        _check_loopback(host)
+        self.upstream_host = upstream_host.strip("[]")
+        self.upstream_port = int(upstream_port)
+        self.host = host.strip("[]")
+        self.port = int(port)
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)  # wakes stalled pumps
+        self._listener: Optional[socket.socket] = None
+        self._accept_thread: Optional[threading.Thread] = None
+        self._stopping = threading.Event()
+        self._conns: dict[int, _Conn] = {}
+        self._next_cid = 0
+        # faults
+        self._refusing = False
+        self._blackholed = False
+        self._stall_until = 0.0
+        self._drop: dict[str, Optional[int]] = {"up": None, "down": None}
+        # counters
+        self.connections_total = 0
+        self.connections_refused = 0
+        self.resets_done = 0
+        self.bytes_up = 0
+        self.bytes_down = 0
+        self.bytes_blackholed = 0
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
+    @property
+    def host_port(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    @property
+    def thread_prefix(self) -> str:
+        """Every thread of this proxy has a name starting with this."""
+        return f"faultproxy-{self.port}-"
+
+    def start(self) -> "FaultProxy":
+        if self._listener is not None:
+            raise RuntimeError("FaultProxy already started")
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((self.host, self.port))
+            listener.listen(64)
+            listener.settimeout(_POLL)
+        except OSError:
+            listener.close()
+            raise
+        self._listener = listener
+        self.port = listener.getsockname()[1]
+        self._stopping.clear()
+        self._accept_thread = threading.Thread(
+            target=self._accept_loop, name=self.thread_prefix + "accept", daemon=True)
+        self._accept_thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Close the listener and abort every connection; join all threads."""
+        self._stopping.set()
+        if self._accept_thread is not None:
+            self._accept_thread.join(timeout=5)
+            self._accept_thread = None
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        with self._cond:
+            conns = list(self._conns.values())
+            self._cond.notify_all()
+        for conn in conns:
+            conn.abort()
+        for conn in conns:
+            for t in conn.threads:
+                t.join(timeout=5)
+        with self._lock:
+            self._conns.clear()
+
+    def __enter__(self) -> "FaultProxy":
+        return self.start() if self._listener is None else self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # ---- faults ---------------------------------------------------------------------------
+
+    def reset_all(self, wait: float = 2.0) -> int:
+        """Abruptly reset every open connection (RST both ways); return how many.
+
+        Returns once the sockets are closed (at most `wait` seconds)."""
+        with self._cond:
+            conns = list(self._conns.values())
+            self._cond.notify_all()
+        aborted = [c for c in conns if c.abort()]
+        with self._lock:
+            self.resets_done += len(aborted)
+        deadline = time.monotonic() + wait
+        for conn in aborted:
+            conn.closed.wait(max(0.0, deadline - time.monotonic()))
+        return len(aborted)
+
+    def drop_after(self, n_bytes: int, direction: str = "down") -> None:
+        """One shot: after `n_bytes` more bytes in `direction` ("down" = upstream->client,
+        "up" = client->upstream) on any connection, reset that connection mid-stream."""
+        if direction not in ("up", "down"):
+            raise ValueError("direction must be 'up' or 'down'")
+        if n_bytes < 0:
+            raise ValueError("n_bytes must be >= 0")
+        with self._lock:
+            self._drop[direction] = int(n_bytes)
+
+    def stall(self, seconds: float) -> None:
+        """Stop forwarding in both directions for `seconds` (connections stay open)."""
+        with self._cond:
+            self._stall_until = max(self._stall_until, time.monotonic() + seconds)
+
+    def refuse(self, on: bool) -> None:
+        """While on, new connections are accepted and immediately reset."""
+        with self._lock:
+            self._refusing = bool(on)
+
+    def blackhole(self, on: bool) -> None:
+        """While on, bytes are read from both sides and thrown away."""
+        with self._lock:
+            self._blackholed = bool(on)
+
+    def clear_faults(self) -> None:
+        """Disarm every fault (does not touch connections)."""
+        with self._cond:
+            self._refusing = False
+            self._blackholed = False
+            self._stall_until = 0.0
+            self._drop = {"up": None, "down": None}
+            self._cond.notify_all()
+
+    @property
+    def open_connections(self) -> int:
+        with self._lock:
+            return len(self._conns)
+
+    # ---- internals ------------------------------------------------------------------------
+
+    def _accept_loop(self) -> None:
+        listener = self._listener
+        assert listener is not None
+        while not self._stopping.is_set():
+            try:
+                client, _ = listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                if self._stopping.is_set():
+                    return
+                time.sleep(0.05)
+                continue
+            with self._lock:
+                self.connections_total += 1
+                refusing = self._refusing
+                if refusing:
+                    self.connections_refused += 1
+                    self.resets_done += 1
+            if refusing:
+                _set_linger_zero(client)
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(
+                    (self.upstream_host, self.upstream_port), timeout=5)
+            except OSError:  # upstream really down: behave like it
+                _set_linger_zero(client)
+                client.close()
+                continue
+            for sock in (client, upstream):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.settimeout(_POLL)
+            with self._lock:
+                if self._stopping.is_set():
+                    for sock in (client, upstream):
+                        _set_linger_zero(sock)
+                        sock.close()
+                    return
+                self._next_cid += 1
+                conn = _Conn(self._next_cid, client, upstream)
+                self._conns[conn.cid] = conn
+                name = f"{self.thread_prefix}c{conn.cid}-"
+                conn.threads = [
+                    threading.Thread(target=self._pump, args=(conn, client, upstream, "up"),
+                                     name=name + "up", daemon=True),
+                    threading.Thread(target=self._pump, args=(conn, upstream, client, "down"),
+                                     name=name + "down", daemon=True),
+                ]
+                for t in conn.threads:
+                    t.start()
+
+    def _wait_out_stall(self, conn: _Conn) -> None:
+        with self._cond:
+            while not conn.aborting and not self._stopping.is_set():
+                remaining = self._stall_until - time.monotonic()
+                if remaining <= 0:
+                    return
+                self._cond.wait(min(remaining, _POLL))
+
+    def _send_all(self, conn: _Conn, sock: socket.socket, data: bytes) -> bool:
+        view = memoryview(data)
+        while view:
+            if conn.aborting:
+                return False
+            try:
+                sent = sock.send(view)
+            except socket.timeout:
+                continue
+            except OSError:
+                return False
+            view = view[sent:]
+        return True
+
+    def _pump(self, conn: _Conn, src: socket.socket, dst: socket.socket, direction: str) -> None:
+        try:
+            while not conn.aborting:
+                try:
+                    data = src.recv(_CHUNK)
+                except socket.timeout:
+                    continue
+                except OSError:  # ECONNRESET from a peer: pass the reset on
+                    conn.abort()
+                    return
+                if conn.aborting:
+                    return
+                if not data:  # EOF: forward the FIN, let the other direction finish
+                    conn.half_close(dst)
+                    return
+                self._wait_out_stall(conn)
+                if conn.aborting:
+                    return
+                reset_after = False
+                with self._lock:
+                    if self._blackholed:
+                        self.bytes_blackholed += len(data)
+                        continue
+                    remaining = self._drop[direction]
+                    if remaining is not None:
+                        if len(data) >= remaining:
+                            data = data[:remaining]
+                            self._drop[direction] = None
+                            reset_after = True
+                        else:
+                            self._drop[direction] = remaining - len(data)
+                    if direction == "up":
+                        self.bytes_up += len(data)
+                    else:
+                        self.bytes_down += len(data)
+                if data and not self._send_all(conn, dst, data):
+                    conn.abort()
+                    return
+                if reset_after:
+                    if conn.abort():
+                        with self._lock:
+                            self.resets_done += 1
+                    return
+        finally:
+            conn.pump_done()
+            if conn.closed.is_set():
+                with self._lock:
+                    self._conns.pop(conn.cid, None)
