@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import sqlite3
 import sys
 import traceback
 from dataclasses import dataclass
@@ -21,7 +22,8 @@ from . import __version__, emulator as emu
 from . import heartbeats, report, scripts, testhooks
 from .lease import DEFAULT_TTL, Lease, break_lock, describe as describe_holder
 from .restore import restore_script
-from .errors import Aborted, FsMigrateError, RunNotFound, ScriptsChanged, UsageError
+from .errors import (Aborted, FsMigrateError, RunNotFound, ScriptsChanged, StateCorrupt,
+                     UsageError)
 from .runner import APPLY, MAX_BATCH, Runner
 from .state import State, new_id
 from .store import Store, Target, target_from_env
@@ -56,6 +58,13 @@ class FsMigrateGroup(click.Group):
                 raise
             click.echo(f"FAILED: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except sqlite3.DatabaseError as exc:
+            if _want_traceback(ctx):
+                raise
+            cfg = ctx.find_object(Config)
+            where = cfg.state_path if cfg else "the state file"
+            click.echo(f"FAILED: {StateCorrupt(where, str(exc))}", err=True)
+            ctx.exit(1)
         except BrokenPipeError:  # `fsmigrate audit ... | head`: stop quietly
             sys.stdout = open(os.devnull, "w")
             ctx.exit(1)

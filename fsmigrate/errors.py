@@ -109,6 +109,13 @@ class StateNotFound(StateError):
         super().__init__(f"state file {path} does not exist (nothing has run yet with this --state)")
 
 
+class StateCorrupt(StateError):
+    def __init__(self, path: Path, problem: str) -> None:
+        self.path, self.problem = path, problem
+        super().__init__(f"state file {path} cannot be used: {problem}; restore it from a "
+                         "backup, or pass another --state")
+
+
 class StateSchemaTooNew(StateError):
     def __init__(self, path: Path, found: int, supported: int) -> None:
         self.path, self.found, self.supported = path, found, supported

@@ -25,7 +25,9 @@ def run_dict(state: Any, row: sqlite3.Row) -> dict[str, Any]:
         "run_id": row["id"], "invocation": row["invocation"],
         "project": row["project"], "database": row["database"],
         "revision": row["revision"], "description": row["description"],
-        "checksum": row["checksum"], "mode": row["mode"], "status": row["status"],
+        "checksum": row["checksum"], "kind": row["kind"], "mode": row["mode"],
+        "status": row["status"], "resumes": row["resumes"], "retries": row["retries"],
+        "last_retry_error": row["last_retry_error"], "error_kind": row["error_kind"],
         "started_at": row["started_at"], "finished_at": row["finished_at"],
         "operator": row["operator"], "host": row["host"], "tool_version": row["tool_version"],
         "planned": row["planned"], "committed": row["committed"], "skipped": row["skipped"],
@@ -101,6 +103,8 @@ def _upgrade_text(state: Any, runs: Sequence[sqlite3.Row], target: Any, *,
             yield f"  note: {note}\n"
         if row["error"]:
             yield f"  error: {row['error']}\n"
+        if row["retries"]:
+            yield f"  retried {row['retries']} time(s); last error: {row['last_retry_error']}\n"
     if dry and len(runs) > 1:
         yield ("\nNote: each migration was planned against the current data; later ones do not "
                "see the changes earlier ones would make.\n")
@@ -168,10 +172,11 @@ def runs_chunks(state: Any, rows: Iterable[sqlite3.Row], fmt: str) -> Iterator[s
     if not rows:
         yield "No runs recorded.\n"
         return
-    yield (f"{'RUN':<24} {'REV':<6} {'MODE':<8} {'STATUS':<10} {'PLANNED':>8} {'DONE':>8} "
+    yield (f"{'RUN':<24} {'REV':<6} {'MODE':<8} {'STATUS':<11}{'PLANNED':>8} {'DONE':>8} "
            f"{'SKIP':>6}  {'STARTED':<27} OPERATOR@HOST  TARGET\n")
     for r in rows:
-        yield (f"{r['id']:<24} {r['revision']:<6} {r['mode']:<8} {r['status']:<10} "
+        mode = r["mode"] if r["kind"] in ("upgrade", "rerun") else r["kind"]
+        yield (f"{r['id']:<24} {r['revision']:<6} {mode:<8} {r['status']:<11}"
                f"{r['planned']:>8} {r['committed']:>8} {r['skipped']:>6}  {r['started_at']:<27} "
                f"{r['operator']}@{r['host']}  {r['project']}/{r['database']}\n")
 
@@ -189,14 +194,18 @@ def audit_run_chunks(state: Any, run_id: str, fmt: str) -> Iterator[str]:
             yield ("," if i else "") + dumps(op_dict(op, images=True))
         yield "]}\n"
         return
-    yield (f"run {row['id']}: {row['mode']} of {row['revision']} {row['description']} "
+    yield (f"run {row['id']}: {row['kind']} {row['mode']} of {row['revision']} {row['description']} "
            f"on {row['project']}/{row['database']}, {row['status']}\n"
            f"  by {row['operator']}@{row['host']}, fsmigrate {row['tool_version']}, "
            f"{row['started_at']} .. {row['finished_at'] or '(unfinished)'}\n"
            f"  planned {row['planned']}, committed {row['committed']}, skipped {row['skipped']}, "
            f"failed {row['failed']}, batches {row['batches']}\n")
+    if row["resumes"]:
+        yield f"  resumes run {row['resumes']}\n"
     if row["error"]:
         yield f"  error: {row['error']}\n"
+    if row["retries"]:
+        yield f"  retried {row['retries']} time(s); last error: {row['last_retry_error']}\n"
     for note in state.notes(run_id):
         yield f"  note: {note}\n"
     yield f"{'#':>6} {'BATCH':>5} {'OP':<7} {'STATUS':<10} DOCUMENT\n"

@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Sequence
 
 from . import __version__
-from .errors import StateNotFound, StateSchemaTooNew, RunNotFound
+from .errors import RunNotFound, StateCorrupt, StateNotFound, StateSchemaTooNew
 
 SCHEMA_VERSION = 1
+BUSY_TIMEOUT = 30.0  # seconds a reader or writer waits for another one's transaction
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -135,14 +136,20 @@ class State:
     @classmethod
     def open(cls, path: Path) -> "State":
         """Open for writing, creating the file and its tables if needed."""
+        if path.exists() and not path.is_file():
+            raise StateCorrupt(path, "it is not a file")
         path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(str(path), timeout=30, isolation_level=None)
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        state = cls(conn, path)
-        state._migrate()
+        try:
+            conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT, isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            state = cls(conn, path)
+            state._check()
+            state._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StateCorrupt(path, str(exc)) from exc
         return state
 
     @classmethod
@@ -150,14 +157,29 @@ class State:
         """Open an existing file read-only; None when it does not exist (never creates it)."""
         if not path.exists():
             return None
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30,
-                               isolation_level=None)
-        conn.row_factory = sqlite3.Row
-        state = cls(conn, path)
-        version = state._schema_version()
+        if not path.is_file():
+            raise StateCorrupt(path, "it is not a file")
+        try:
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT,
+                                   isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            state = cls(conn, path)
+            state._check()
+            version = state._schema_version()
+        except sqlite3.DatabaseError as exc:
+            raise StateCorrupt(path, str(exc)) from exc
         if version > SCHEMA_VERSION:
             raise StateSchemaTooNew(path, version, SCHEMA_VERSION)
+        if version == 0:
+            raise StateCorrupt(path, "it is an SQLite file but not an fsmigrate state file")
         return state
+
+    def _check(self) -> None:
+        """Fail early on a file that is not SQLite or not ours (damage found later in the
+        file surfaces as sqlite3.DatabaseError, which the CLI reports in one line)."""
+        tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master")}
+        if tables and "meta" not in tables:
+            raise sqlite3.DatabaseError("it is an SQLite file but not an fsmigrate state file")
 
     @classmethod
     def require(cls, path: Path) -> "State":

@@ -85,6 +85,7 @@ class _Conn:
         self.aborting = False
         self.closed = threading.Event()
         self.pumps_alive = 2
+        self.lost_bytes = False  # bytes were blackholed: the stream is no longer coherent
         self.threads: list[threading.Thread] = []
 
     def abort(self) -> bool:
@@ -228,8 +229,12 @@ class FaultProxy:
         """Abruptly reset every open connection (RST both ways); return how many.
 
         Returns once the sockets are closed (at most `wait` seconds)."""
-        with self._cond:
+        with self._lock:
             conns = list(self._conns.values())
+        return self._reset(conns, wait)
+
+    def _reset(self, conns: list[_Conn], wait: float = 2.0) -> int:
+        with self._cond:
             self._cond.notify_all()
         aborted = [c for c in conns if c.abort()]
         with self._lock:
@@ -259,10 +264,18 @@ class FaultProxy:
         with self._lock:
             self._refusing = bool(on)
 
-    def blackhole(self, on: bool) -> None:
-        """While on, bytes are read from both sides and thrown away."""
+    def blackhole(self, on: bool) -> int:
+        """While on, bytes are read from both sides and thrown away.
+
+        Swallowing bytes desynchronises the HTTP/2 session (HPACK state, stream ids), so when
+        the blackhole is switched off every connection that lost bytes is reset (RST), and the
+        client reconnects on its next call. Returns how many connections were reset."""
         with self._lock:
             self._blackholed = bool(on)
+            if on:
+                return 0
+            damaged = [c for c in self._conns.values() if c.lost_bytes]
+        return self._reset(damaged)
 
     def clear_faults(self) -> None:
         """Disarm every fault (does not touch connections)."""
@@ -376,6 +389,7 @@ class FaultProxy:
                 with self._lock:
                     if self._blackholed:
                         self.bytes_blackholed += len(data)
+                        conn.lost_bytes = True
                         continue
                     remaining = self._drop[direction]
                     if remaining is not None:

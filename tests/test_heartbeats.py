@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from fsmigrate import heartbeats as hb
 from fsmigrate.heartbeats import (CANONICAL_KINDS, CANONICAL_PHASE2, CANONICAL_PROCESSOR,
-                                  KINDS, LEGACY_DATE, LEGACY_KINDS, LEGACY_RUN, PHASE2_IDS,
+                                  KINDS, LEGACY_DATE, LEGACY_RUN, PHASE2_IDS,
                                   UNKNOWN, Classifier, activity_time, check, classify,
                                   format_window, parse_window)
 
