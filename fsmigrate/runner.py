@@ -215,6 +215,7 @@ class Runner:
         self.progress.start(script, mode)
         self._seq = 0
         self._batch = 0
+        self._revision = script.revision
         try:
             redone: set[tuple[str, str]] = set()
             if prior is not None:
@@ -230,6 +231,9 @@ class Runner:
             self._fail(run_id, counts, wrapped.exc, "migration")
             raise MigrationFailed(script.revision, run_id, wrapped.exc,
                                   self._committed(run_id)) from wrapped.exc
+        except PlanError as exc:
+            self._fail(run_id, counts, exc, "migration")
+            raise
         except FirestoreError as exc:
             self._fail(run_id, counts, exc, "firestore")
             raise
@@ -328,12 +332,12 @@ class Runner:
         try:
             return self.store.build_write(op)
         except (TypeError, ValueError) as exc:
-            raise PlanError("?", f"{op.kind} of {op.path}: {exc}") from exc
+            raise PlanError(self._revision, f"{op.kind} of {op.path}: {exc}") from exc
 
     def _apply_batch(self, run_id: str, number: int, numbered: Numbered) -> None:
+        self.guard()
         self._read_before_blind_sets([op for _, op in numbered])
         self._record(run_id, number, numbered, "pending")  # write-ahead
-        self.guard()
         testhooks.reached("before-commit", number)
         committed, skipped = self._commit(numbered)
         testhooks.reached("after-commit", number)

@@ -142,11 +142,13 @@ class State:
         try:
             conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT, isolation_level=None)
             conn.row_factory = sqlite3.Row
+            state = cls(conn, path)
+            state._check()  # before anything changes the file
+            if state._schema_version() > SCHEMA_VERSION:
+                raise StateSchemaTooNew(path, state._schema_version(), SCHEMA_VERSION)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
-            state = cls(conn, path)
-            state._check()
             state._migrate()
         except sqlite3.DatabaseError as exc:
             raise StateCorrupt(path, str(exc)) from exc

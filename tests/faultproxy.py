@@ -153,7 +153,7 @@ class FaultProxy:
         self._next_cid = 0
         # faults
         self._refusing = False
-        self._blackholed = False
+        self._blackhole: Optional[str] = None  # None, "hold" or "discard"
         self._stall_until = 0.0
         self._drop: dict[str, Optional[int]] = {"up": None, "down": None}
         # counters
@@ -264,14 +264,23 @@ class FaultProxy:
         with self._lock:
             self._refusing = bool(on)
 
-    def blackhole(self, on: bool) -> int:
-        """While on, bytes are read from both sides and thrown away.
+    def blackhole(self, on: bool, discard: bool = False) -> int:
+        """While on, nothing is forwarded in either direction; calls hang until their deadline.
 
-        Swallowing bytes desynchronises the HTTP/2 session (HPACK state, stream ids), so when
-        the blackhole is switched off every connection that lost bytes is reset (RST), and the
-        client reconnects on its next call. Returns how many connections were reset."""
-        with self._lock:
-            self._blackholed = bool(on)
+        Default (discard=False), like a network partition that heals: each direction reads
+        at most one chunk and holds it (then the kernel buffers fill up); when switched off,
+        the held bytes are delivered, the HTTP/2 session is intact and the connection is
+        reused. Requests that timed out meanwhile still reach the server afterwards (with the
+        client's RST_STREAM right behind them): a timed-out write may or may not be applied.
+
+        discard=True: bytes are read and thrown away. Losing bytes desynchronises the HTTP/2
+        session (HPACK state, stream ids), so when the blackhole is switched off every
+        connection that lost bytes is reset; gRPC then reconnects (or, if the connection was
+        still in its HTTP/2 handshake, backs off ~1 s, failing calls fast with
+        ServiceUnavailable). Returns how many connections were reset when switching off."""
+        with self._cond:
+            self._blackhole = ("discard" if discard else "hold") if on else None
+            self._cond.notify_all()
             if on:
                 return 0
             damaged = [c for c in self._conns.values() if c.lost_bytes]
@@ -281,7 +290,7 @@ class FaultProxy:
         """Disarm every fault (does not touch connections)."""
         with self._cond:
             self._refusing = False
-            self._blackholed = False
+            self._blackhole = None
             self._stall_until = 0.0
             self._drop = {"up": None, "down": None}
             self._cond.notify_all()
@@ -345,13 +354,13 @@ class FaultProxy:
                 for t in conn.threads:
                     t.start()
 
-    def _wait_out_stall(self, conn: _Conn) -> None:
+    def _wait_while_held(self, conn: _Conn) -> None:
         with self._cond:
             while not conn.aborting and not self._stopping.is_set():
                 remaining = self._stall_until - time.monotonic()
-                if remaining <= 0:
+                if remaining <= 0 and self._blackhole != "hold":
                     return
-                self._cond.wait(min(remaining, _POLL))
+                self._cond.wait(min(remaining, _POLL) if remaining > 0 else _POLL)
 
     def _send_all(self, conn: _Conn, sock: socket.socket, data: bytes) -> bool:
         view = memoryview(data)
@@ -382,12 +391,12 @@ class FaultProxy:
                 if not data:  # EOF: forward the FIN, let the other direction finish
                     conn.half_close(dst)
                     return
-                self._wait_out_stall(conn)
+                self._wait_while_held(conn)
                 if conn.aborting:
                     return
                 reset_after = False
                 with self._lock:
-                    if self._blackholed:
+                    if self._blackhole == "discard":
                         self.bytes_blackholed += len(data)
                         conn.lost_bytes = True
                         continue
