@@ -16,30 +16,41 @@ sockets, so the peers receive a TCP RST (ECONNRESET), never a polite FIN. A FIN 
 is forwarded as a FIN (half-close) to the other side. Only the pumps ever close connection
 sockets, so no thread can use a recycled file descriptor.
 
-What the Firestore client (google-cloud-firestore 2.34, google-api-core 2.44, grpcio 1.85,
-plaintext gRPC against the emulator) raises for each fault, as observed by
-tests/test_faultproxy.py:
+What the Firestore client raises for each fault (google-cloud-firestore 2.34, google-api-core
+2.44, grpcio 1.85, plaintext gRPC to the emulator; observed in tests/test_faultproxy.py):
 
-* ``reset_all()`` while the channel is idle: nothing. gRPC notices the dead socket, the
-  channel goes back to IDLE and the next RPC transparently opens a new connection, so the next
-  call simply succeeds (connections_total grows by one). No exception reaches the caller.
-* ``drop_after(n, "down")`` in the middle of a ``RunQuery`` stream: ``ServiceUnavailable``
-  (gRPC UNAVAILABLE, "Connection reset by peer" / "Socket closed") raised from the iterator.
-  With the default ``retry``, ``Query.stream`` silently restarts after the last received
-  document (its own snapshot-based resume), so the caller sees every document and no error.
-  With ``retry=None``, google-cloud-firestore 2.34 calls ``None._predicate(exc)`` and the
-  caller gets ``AttributeError`` (chained from the ServiceUnavailable) instead of the
-  api_core error: a client bug; pass ``retry=Retry(predicate=lambda e: False)`` to see the
-  raw ServiceUnavailable.
-* ``refuse(True)``: ``ServiceUnavailable`` when the call has ``retry=None``; with the default
-  retry the call keeps retrying (UNAVAILABLE is retryable for reads and commits) until its
-  timeout, and api_core then raises ``RetryError`` (its ``.cause`` is the ServiceUnavailable).
-* ``stall(s)``: no error; the call takes about ``s`` seconds longer (unless its timeout is
-  shorter, then ``DeadlineExceeded`` as with blackhole).
-* ``blackhole(True)`` with ``timeout=1``: ``DeadlineExceeded`` (with ``retry=None``; with the
-  default retry too, because the deadline of the retry equals the timeout and api_core gives
-  up with the last DeadlineExceeded or a ``RetryError``). The connection stays open, so after
-  ``blackhole(False)`` new calls work on the same connection.
+* ``reset_all()`` on an idle channel: normally nothing. gRPC sees the RST, drops the
+  connection and the next RPC opens a new one (connections_total + 1). A call issued right
+  after the reset, before gRPC noticed it, can still be written to the dead socket: with
+  ``retry=None`` a few % of calls fail with ``ServiceUnavailable`` ("Stream removed (sendmsg:
+  Connection reset by peer)"); the default retries of get (BatchGetDocuments) and set
+  (Commit) retry ServiceUnavailable, so with them no failure was seen.
+* Reset of a connection while an RPC is in flight (seen with ``drop_after`` mid-stream):
+  ``ServiceUnavailable`` ("Stream removed (recvmsg:Connection reset by peer)"). For a
+  ``RunQuery`` stream, ``Query.stream()`` catches it to decide whether to resume after the
+  last document and crashes there, so the caller gets ``AttributeError`` (``__context__`` is
+  the ServiceUnavailable) with the default retry ("'_UnaryStreamMultiCallable' object has no
+  attribute '_retry'") and with ``retry=None`` ("'NoneType' object has no attribute
+  '_predicate'"): the stream is never resumed (googleapis/python-firestore #596, #889).
+  Only ``retry=Retry(predicate=lambda e: False)`` surfaces the raw ServiceUnavailable.
+* ``refuse(True)`` (affects new connections only; ``reset_all()`` to force reconnects):
+  ``ServiceUnavailable`` ("failed to connect to all addresses ... Connection reset by
+  peer") immediately with ``retry=None``; a retrying call fails with ``RetryError`` (``.cause``
+  ServiceUnavailable) when its Retry's timeout runs out. After ``refuse(False)``, gRPC's
+  reconnect backoff (~1 s, growing with each failure) can keep failing ``retry=None`` calls
+  fast with ServiceUnavailable for a moment; retrying calls recover.
+* ``stall(s)``: no error; calls take ``s`` seconds longer (DeadlineExceeded if their timeout
+  is shorter).
+* ``blackhole(True)``: ``DeadlineExceeded`` once the call's timeout expires (with
+  ``retry=None``; Commit's default retry does not retry it either). In the default "hold" mode
+  the connection survives and works again after ``blackhole(False)``; with ``discard=True``
+  the damaged connection is reset when the blackhole is lifted (see ``blackhole``).
+
+Retry pitfall: ``timeout=`` on a Firestore call is per attempt. The default Retry of reads
+(BatchGetDocuments, RunQuery) retries DeadlineExceeded, ServiceUnavailable and
+InternalServerError for up to 300 s, so ``doc.get(timeout=1)`` during an outage blocks until
+the outage ends or 5 minutes pass; Commit retries ServiceUnavailable/ResourceExhausted (not
+DeadlineExceeded) for up to 60 s. Pass an explicit, bounded ``Retry`` in tests.
 """
 from __future__ import annotations
 
@@ -201,16 +212,24 @@ class FaultProxy:
         """Close the listener and abort every connection; join all threads."""
         self._stopping.set()
         if self._accept_thread is not None:
+            try:  # wake accept() now rather than at its next timeout
+                family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+                with socket.socket(family, socket.SOCK_STREAM) as waker:
+                    waker.settimeout(0.5)
+                    waker.connect((self.host, self.port))
+            except OSError:
+                pass
             self._accept_thread.join(timeout=5)
             self._accept_thread = None
         if self._listener is not None:
             self._listener.close()
             self._listener = None
-        with self._cond:
+        with self._lock:
             conns = list(self._conns.values())
-            self._cond.notify_all()
         for conn in conns:
             conn.abort()
+        with self._cond:
+            self._cond.notify_all()
         for conn in conns:
             for t in conn.threads:
                 t.join(timeout=5)
@@ -234,11 +253,10 @@ class FaultProxy:
         return self._reset(conns, wait)
 
     def _reset(self, conns: list[_Conn], wait: float = 2.0) -> int:
-        with self._cond:
-            self._cond.notify_all()
         aborted = [c for c in conns if c.abort()]
-        with self._lock:
+        with self._cond:  # wake pumps parked in a stall/hold so they see the abort
             self.resets_done += len(aborted)
+            self._cond.notify_all()
         deadline = time.monotonic() + wait
         for conn in aborted:
             conn.closed.wait(max(0.0, deadline - time.monotonic()))
@@ -315,6 +333,9 @@ class FaultProxy:
                     return
                 time.sleep(0.05)
                 continue
+            if self._stopping.is_set():  # e.g. the waker of stop()
+                client.close()
+                return
             with self._lock:
                 self.connections_total += 1
                 refusing = self._refusing

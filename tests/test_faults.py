@@ -1,0 +1,211 @@
+"""Real faults between fsmigrate and Firestore: a TCP proxy on loopback that resets, stalls
+or refuses connections, and an emulator stopped and restarted during a run."""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from google.cloud import firestore
+
+from faultproxy import FaultProxy
+from fsmigrate import emulator as emu
+from fsmigrate.errors import TransientError
+from fsmigrate.runner import Runner
+from fsmigrate.scripts import Script, build_chain
+from fsmigrate.state import State
+from fsmigrate.store import RetryPolicy, Store, Target
+from helpers import Fsm, write_script
+
+FAST = RetryPolicy(attempts=8, initial=0.05, maximum=0.5, timeout=5)
+
+
+def seed(client, n: int, collection: str = "items") -> None:
+    batch = client.batch()
+    for i in range(n):
+        batch.set(client.document(f"{collection}/i{i:05d}"), {"n": i, "pad": "x" * 200})
+        if (i + 1) % 500 == 0:
+            batch.commit()
+            batch = client.batch()
+    batch.commit()
+
+
+@pytest.fixture
+def proxy(emulator, monkeypatch):
+    with FaultProxy(emulator.host, emulator.port) as proxy:
+        monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", proxy.host_port)
+        yield proxy
+
+
+def test_scan_resumes_after_a_dropped_stream_without_gaps_or_duplicates(
+        proxy, fs_client, project_id) -> None:
+    seed(fs_client, 3000)
+    store = Store(Target(project_id, emulator_host="proxy"), policy=FAST)
+    ids = []
+    for doc in store.scan("items", page_size=1000):
+        ids.append(doc.id)
+        if len(ids) in (10, 1500):  # break the stream in the middle of pages 1 and 2
+            proxy.drop_after(30_000, "down")
+
+    assert ids == [f"i{i:05d}" for i in range(3000)]
+    assert proxy.resets_done >= 2
+    assert store.retries >= 2 and "ServiceUnavailable" in store.last_retry_error
+
+
+def delete_all(ctx):
+    for doc in ctx.scan("items"):
+        yield ctx.delete(doc)
+
+
+def script(plan) -> Script:
+    return Script(revision="0001", down_revision=None, path=Path("0001_t.py"), doc="t",
+                  checksum="0" * 64, plan=plan)
+
+
+class AnswerLost(Store):
+    """A real commit whose answer is lost on the way back, `times` times."""
+
+    def __init__(self, *args, times: int = 1, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.times = times
+        self.sent = 0
+
+    def commit_writes(self, writes):
+        self.sent += 1
+        when = super().commit_writes(writes)
+        if self.times:
+            self.times -= 1
+            raise TransientError("commit", RuntimeError("answer lost"))
+        return when
+
+
+def test_ambiguous_commit_that_landed_is_recorded_not_resent(tmp_path, emulator, fs_client,
+                                                             project_id) -> None:
+    seed(fs_client, 120)
+    store = AnswerLost(Target(project_id, emulator_host="set"), policy=FAST, times=1)
+    state = State.open(tmp_path / "s.db")
+
+    result = Runner(store, state, build_chain([script(delete_all)]), batch_size=50).upgrade(
+        dry_run=False)[0]
+
+    assert (result.committed, result.skipped) == (120, 0)
+    assert store.sent == 3  # 3 batches, each sent once: the lost answer was re-read, not resent
+    reasons = [r for (r,) in state.conn.execute("SELECT status FROM ops WHERE batch=1")]
+    assert reasons == ["committed"] * 50
+    row = state.run(result.run_id)
+    assert row["retries"] == 1 and "answer lost" in row["last_retry_error"]
+    assert list(fs_client.collection("items").list_documents()) == []
+
+
+class NeverSent(Store):
+    """A commit that fails before reaching the server, `times` times."""
+
+    def __init__(self, *args, times: int = 2, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.times = times
+
+    def commit_writes(self, writes):
+        if self.times:
+            self.times -= 1
+            raise TransientError("commit", RuntimeError("connection refused"))
+        return super().commit_writes(writes)
+
+
+def test_ambiguous_commit_that_did_not_land_is_resent_once(tmp_path, emulator, fs_client,
+                                                           project_id) -> None:
+    seed(fs_client, 40)
+    store = NeverSent(Target(project_id, emulator_host="set"), policy=FAST, times=2)
+    state = State.open(tmp_path / "s.db")
+    result = Runner(store, state, build_chain([script(delete_all)])).upgrade(dry_run=False)[0]
+    assert result.committed == 40 and state.run(result.run_id)["retries"] == 2
+    assert list(fs_client.collection("items").list_documents()) == []
+
+
+def test_apply_through_resets_stalls_and_refusals_applies_each_operation_once(
+        proxy, fs_client, project_id, tmp_path, monkeypatch) -> None:
+    seed(fs_client, 1500)
+    monkeypatch.setenv("FSMIGRATE_RETRY_ATTEMPTS", "10")
+    monkeypatch.setenv("FSMIGRATE_RETRY_INITIAL", "0.05")
+    monkeypatch.setenv("FSMIGRATE_CALL_TIMEOUT", "3")
+    fsm = Fsm(project_id, tmp_path / "state.db", tmp_path / "migrations")
+    write_script(fsm.migrations, "0001", None, """
+def plan(ctx):
+    for doc in ctx.scan("items", page_size=300):
+        yield ctx.delete(doc)
+""")
+    faults = iter([lambda: proxy.drop_after(2_000, "down"), lambda: proxy.reset_all(),
+                   lambda: proxy.stall(1.0), lambda: proxy.drop_after(500, "up"),
+                   lambda: proxy.drop_after(40_000, "down")])
+
+    def hook(point: str, batch: int = 0) -> None:
+        if point == "before-commit":
+            next(faults, lambda: None)()
+
+    monkeypatch.setattr("fsmigrate.testhooks.reached", hook)
+    result = fsm("upgrade", "--batch-size", "200", "--format", "json")
+
+    assert result.exit_code == 0, result.output
+    run = json.loads(result.stdout)["migrations"][0]
+    assert (run["committed"], run["skipped"], run["failed"]) == (1500, 0, 0)
+    assert run["retries"] >= 1
+    assert list(fs_client.collection("items").list_documents()) == []
+    db = sqlite3.connect(fsm.state)
+    assert db.execute("SELECT COUNT(DISTINCT path), COUNT(*) FROM ops").fetchone() == (1500, 1500)
+
+
+def test_emulator_stopped_and_restarted_during_a_run(tmp_path: Path, project_id: str) -> None:
+    """The run waits out the outage with backoff and finishes; every journaled operation has
+    an outcome. (A restarted emulator starts empty: the documents it lost count as gone.)"""
+    port = emu.free_port()
+    first = emu.start(port=port, log_dir=tmp_path)
+    env = {**os.environ, "FIRESTORE_EMULATOR_HOST": first.host_port,
+           "FSMIGRATE_RETRY_ATTEMPTS": "12", "FSMIGRATE_RETRY_INITIAL": "0.2",
+           "FSMIGRATE_RETRY_MAX": "1", "FSMIGRATE_CALL_TIMEOUT": "3",
+           "FSMIGRATE_TEST_PAUSE": "before-commit:0.25"}
+    second = None
+    try:
+        os.environ["FIRESTORE_EMULATOR_HOST"], saved = first.host_port, os.environ.get(
+            "FIRESTORE_EMULATOR_HOST")
+        try:
+            seed(firestore.Client(project=project_id), 2000)
+        finally:
+            if saved is None:
+                os.environ.pop("FIRESTORE_EMULATOR_HOST")
+            else:
+                os.environ["FIRESTORE_EMULATOR_HOST"] = saved
+        fsm = Fsm(project_id, tmp_path / "state.db", tmp_path / "migrations")
+        write_script(fsm.migrations, "0001", None, """
+def plan(ctx):
+    for doc in ctx.scan("items", page_size=200):
+        yield ctx.delete(doc)
+""")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fsmigrate", "--project", project_id, "--state",
+             str(fsm.state), "--migrations", str(fsm.migrations), "upgrade", "--quiet",
+             "--batch-size", "100", "--format", "json"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(2.0)
+        assert proc.poll() is None, proc.communicate()
+        emu.stop(first.pid)
+        time.sleep(1.5)
+        second = emu.start(port=port, log_dir=tmp_path)
+        out, err = proc.communicate(timeout=120)
+
+        assert proc.returncode == 0, err
+        run = json.loads(out)["migrations"][0]
+        assert run["status"] == "succeeded" and run["retries"] >= 1
+        db = sqlite3.connect(fsm.state)
+        assert db.execute("SELECT COUNT(*) FROM ops WHERE status='pending'").fetchone() == (0,)
+        assert run["committed"] >= 100
+        per_path = db.execute("SELECT MAX(n) FROM (SELECT COUNT(*) n FROM ops "
+                              "WHERE status='committed' GROUP BY path)").fetchone()
+        assert per_path == (1,)
+    finally:
+        emu.stop(first.pid)
+        if second is not None:
+            emu.stop(second.pid)
