@@ -151,7 +151,9 @@ def test_refuse_fails_new_connections_then_recovers(proxy, doc):
     # refuse only affects NEW connections: the open one keeps working until it is reset.
     assert doc.get(retry=None, timeout=5).exists
     proxy.reset_all()
-    with pytest.raises(gexc.ServiceUnavailable, match="failed to connect"):
+    # Usually "failed to connect to all addresses; ... Connection reset by peer"; if the call
+    # beats gRPC to noticing the reset: "Stream removed (sendmsg: Connection reset by peer)".
+    with pytest.raises(gexc.ServiceUnavailable):
         doc.get(retry=None, timeout=2)
     with pytest.raises(gexc.ServiceUnavailable):
         doc.set({"v": 3}, retry=None, timeout=2)

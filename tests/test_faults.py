@@ -158,6 +158,7 @@ def plan(ctx):
     assert db.execute("SELECT COUNT(DISTINCT path), COUNT(*) FROM ops").fetchone() == (1500, 1500)
 
 
+@pytest.mark.emulator
 def test_emulator_stopped_and_restarted_during_a_run(tmp_path: Path, project_id: str) -> None:
     """The run waits out the outage with backoff and finishes; every journaled operation has
     an outcome. (A restarted emulator starts empty: the documents it lost count as gone.)"""
