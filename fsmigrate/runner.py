@@ -68,7 +68,7 @@ class RunResult:
 class Context:
     """What a migration's plan(ctx) gets: reads, operation constructors, notes."""
 
-    def __init__(self, store: Store, revision: str, dry_run: bool, page_size: int,
+    def __init__(self, store: Store, revision: str, dry_run: bool, page_size: Optional[int],
                  note: Any) -> None:
         self._store = store
         self.revision = revision
@@ -168,7 +168,7 @@ Settled = list[tuple[int, str]]
 
 class Runner:
     def __init__(self, store: Store, state: State, chain: Chain, *, batch_size: int = MAX_BATCH,
-                 page_size: int = 500, progress: Optional[Progress] = None,
+                 page_size: Optional[int] = None, progress: Optional[Progress] = None,
                  guard: Optional[Callable[[], None]] = None) -> None:
         if not 1 <= batch_size <= MAX_BATCH:
             raise UsageError(f"--batch-size must be between 1 and {MAX_BATCH}, got {batch_size}")

@@ -26,7 +26,7 @@ from .errors import FirestoreError, TransientError, UsageError
 from .plan import CREATE, DELETE, SET, UPDATE, Operation, Precondition, check_path
 
 DEFAULT_DATABASE = "(default)"
-MAX_PAGE = 1000
+MAX_PAGE = 10000
 INEQUALITIES = ("<", "<=", ">", ">=", "!=", "not-in")
 
 # Errors a commit answers with when one of its preconditions did not hold.
@@ -150,17 +150,20 @@ class RetryPolicy:
     maximum: float = 8.0       # longest wait between two tries
     multiplier: float = 2.0
     timeout: float = 60.0      # deadline of one call
+    stream_timeout: float = 600.0  # deadline of one scan stream (it resumes after it)
 
     @classmethod
     def from_env(cls) -> "RetryPolicy":
         """FSMIGRATE_RETRY_ATTEMPTS, FSMIGRATE_RETRY_INITIAL, FSMIGRATE_RETRY_MAX,
-        FSMIGRATE_CALL_TIMEOUT override the defaults."""
+        FSMIGRATE_CALL_TIMEOUT, FSMIGRATE_STREAM_TIMEOUT override the defaults."""
         env = os.environ
         try:
             return cls(attempts=int(env.get("FSMIGRATE_RETRY_ATTEMPTS", cls.attempts)),
                        initial=float(env.get("FSMIGRATE_RETRY_INITIAL", cls.initial)),
                        maximum=float(env.get("FSMIGRATE_RETRY_MAX", cls.maximum)),
-                       timeout=float(env.get("FSMIGRATE_CALL_TIMEOUT", cls.timeout)))
+                       timeout=float(env.get("FSMIGRATE_CALL_TIMEOUT", cls.timeout)),
+                       stream_timeout=float(env.get("FSMIGRATE_STREAM_TIMEOUT",
+                                                    cls.stream_timeout)))
         except ValueError as exc:
             raise UsageError(f"bad FSMIGRATE_RETRY_* / FSMIGRATE_CALL_TIMEOUT value: {exc}") from exc
 
@@ -214,15 +217,18 @@ class Store:
 
     # ---- reads ---------------------------------------------------------------------
 
-    def scan(self, collection: str, *, page_size: int = 500, group: bool = False,
+    def scan(self, collection: str, *, page_size: Optional[int] = None, group: bool = False,
              where: Sequence[tuple[str, str, Any]] = ()) -> Iterator[Doc]:
-        """Yield every document of `collection` (or collection group), page by page.
+        """Yield every document of `collection` (or collection group), ordered by name.
 
-        A page is one query ordered by document name, starting after the last document
-        received. A stream that breaks is reopened after the last document received, so
-        a dropped connection gives neither duplicates nor gaps.
+        One streamed query, consumed as it arrives (flow control keeps memory flat); with
+        `page_size`, a series of queries of that many documents instead. A stream that
+        breaks or times out is reopened after the last document received, so a dropped
+        connection gives neither duplicates nor gaps. (Not the client's own stream retry,
+        which does not resume; and not small pages, which the emulator serves in time
+        proportional to the offset.)
         """
-        if not 1 <= page_size <= MAX_PAGE:
+        if page_size is not None and not 1 <= page_size <= MAX_PAGE:
             raise UsageError(f"page_size must be between 1 and {MAX_PAGE}, got {page_size}")
         if group:
             if "/" in collection:
@@ -239,7 +245,9 @@ class Store:
                 ordered.append(field)
         for field in ordered:
             query = query.order_by(field)
-        query = query.order_by(FieldPath.document_id()).limit(page_size)
+        query = query.order_by(FieldPath.document_id())
+        if page_size is not None:
+            query = query.limit(page_size)
         last: Optional[Doc] = None
         failures = 0
         while True:
@@ -264,7 +272,7 @@ class Store:
                 received += 1
                 last = doc
                 yield doc
-            if 0 <= received < page_size:
+            if received >= 0 and (page_size is None or received < page_size):
                 return
 
     def _stream(self, query: Any) -> Iterator[Doc]:
@@ -272,7 +280,7 @@ class Store:
         request, _, _ = query._prep_stream(retry=None)
         responses = self.client._firestore_api.run_query(
             request=request, metadata=self.client._rpc_metadata, retry=None,
-            timeout=self.policy.timeout)
+            timeout=self.policy.stream_timeout)
         for response in responses:
             pb = response._pb
             if pb.HasField("document"):

@@ -42,14 +42,15 @@ def proxy(emulator, monkeypatch):
         yield proxy
 
 
+@pytest.mark.parametrize("page_size", [None, 1000])
 def test_scan_resumes_after_a_dropped_stream_without_gaps_or_duplicates(
-        proxy, fs_client, project_id) -> None:
+        proxy, fs_client, project_id, page_size) -> None:
     seed(fs_client, 3000)
     store = Store(Target(project_id, emulator_host="proxy"), policy=FAST)
     ids = []
-    for doc in store.scan("items", page_size=1000):
+    for doc in store.scan("items", page_size=page_size):
         ids.append(doc.id)
-        if len(ids) in (10, 1500):  # break the stream in the middle of pages 1 and 2
+        if len(ids) in (10, 1500):  # break the stream twice, in the middle
             proxy.drop_after(30_000, "down")
 
     assert ids == [f"i{i:05d}" for i in range(3000)]

@@ -1,0 +1,245 @@
+"""Benchmark: the heartbeat cleanup done by fsmigrate vs the usual ways, in one run.
+
+    .venv/bin/python bench/cleanup.py --docs 50000 [--reps 3] [--json FILE] [--rss 10000,100000]
+
+Starts its own Firestore emulator. For each repetition it re-seeds N heartbeat documents
+(~97% legacy IDs, realistic fields) before every measurement, and measures, in rotating
+order, each method in a fresh subprocess (so peak RSS is that method's own):
+
+  stream    bare `for doc in collection.stream()` (the floor for a read-only pass)
+  script    the old cleanup: list(collection.stream()), filter, WriteBatch deletes of 500,
+            one after another, no archive
+  client    the Firestore client's BulkWriter with default options on the legacy documents
+  dry-run   `fsmigrate upgrade --dry-run` of migration 0001
+  apply     `fsmigrate upgrade` of migration 0001 (archive, preconditions, journal)
+
+and prints median docs/s (documents in the collection / seconds), peak RSS, and the ratios
+the README quotes, as a table and (with --json) as JSON. --rss measures how peak RSS grows
+with N for script, dry-run and apply.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+METHODS = ["stream", "script", "client", "dry-run", "apply"]
+COLLECTION = "processor_heartbeats"
+
+
+# ---- data ------------------------------------------------------------------------------
+
+
+def documents(total: int, seed: int = 11):
+    """(id, data): ~3% canonical processors, ~97% legacy documents of both formats."""
+    rng = random.Random(seed)
+    now = dt.datetime.now(dt.timezone.utc)
+    processors = [f"Synthetic{i:04d}Processor" for i in range(max(30, total * 3 // 100))]
+    for name in processors:
+        yield name, {"processor_name": name, "status": "running",
+                     "last_heartbeat": now - dt.timedelta(seconds=rng.uniform(5, 600)),
+                     "service": "bench"}
+    for n in range(total - len(processors)):
+        name = processors[n % len(processors)]
+        run_id = f"{n:08x}"
+        beat = now - dt.timedelta(seconds=rng.uniform(700, 4 * 86400))
+        doc_id = (f"{name}_{beat.date().isoformat()}_{run_id}" if n % 4 == 3
+                  else f"{name}_None_{run_id}")
+        yield doc_id, {"processor_name": name, "status": rng.choice(["running", "completed"]),
+                       "last_heartbeat": beat, "run_id": run_id, "data_date": None,
+                       "progress": {"rows": rng.randrange(50_000), "pct": rng.random() * 100},
+                       "service": "nba-phase3-analytics-processors"}
+
+
+def seed(project: str, total: int) -> None:
+    from google.cloud import firestore
+
+    client = firestore.Client(project=project)
+    batch, count = client.batch(), 0
+    for doc_id, data in documents(total):
+        batch.set(client.collection(COLLECTION).document(doc_id), data)
+        count += 1
+        if count == 500:
+            batch.commit()
+            batch, count = client.batch(), 0
+    if count:
+        batch.commit()
+
+
+# ---- the methods (each runs in its own process: `--worker METHOD`) ----------------------
+
+
+def run_stream(project: str) -> int:
+    from google.cloud import firestore
+
+    return sum(1 for _ in firestore.Client(project=project).collection(COLLECTION).stream())
+
+
+def run_script(project: str) -> int:
+    from google.cloud import firestore
+    from fsmigrate.heartbeats import classify
+
+    client = firestore.Client(project=project)
+    docs = list(client.collection(COLLECTION).stream())
+    bad = [d for d in docs if classify(d.id).is_legacy]
+    for start in range(0, len(bad), 500):
+        batch = client.batch()
+        for doc in bad[start:start + 500]:
+            batch.delete(doc.reference)
+        batch.commit()
+    return len(docs)
+
+
+def run_client(project: str) -> int:
+    from google.cloud import firestore
+    from fsmigrate.heartbeats import classify
+
+    client = firestore.Client(project=project)
+    writer = client.bulk_writer()
+    seen = 0
+    for doc in client.collection(COLLECTION).stream():
+        seen += 1
+        if classify(doc.id).is_legacy:
+            writer.delete(doc.reference)
+    writer.close()
+    return seen
+
+
+def run_fsmigrate(project: str, dry_run: bool, extra: list[str]) -> int:
+    from fsmigrate.cli import cli
+
+    with tempfile.TemporaryDirectory() as tmp:
+        args = ["--project", project, "--state", f"{tmp}/state.db",
+                "--migrations", str(ROOT / "migrations"), "upgrade", "--quiet",
+                "--format", "json", "--report", f"{tmp}/report.json", *extra]
+        if dry_run:
+            args.append("--dry-run")
+        with open(os.devnull, "w") as sink:
+            stdout, sys.stdout = sys.stdout, sink
+            try:
+                cli.main(args=args, standalone_mode=False)
+            finally:
+                sys.stdout = stdout
+    return -1  # the caller knows N
+
+
+def worker(method: str, project: str, extra: list[str]) -> None:
+    import fsmigrate.cli  # noqa: F401  (imports are not part of the measurement)
+    from google.cloud import firestore  # noqa: F401
+
+    start = time.perf_counter()
+    if method == "stream":
+        run_stream(project)
+    elif method == "script":
+        run_script(project)
+    elif method == "client":
+        run_client(project)
+    else:
+        run_fsmigrate(project, method == "dry-run", extra)
+    seconds = time.perf_counter() - start
+    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"method": method, "seconds": seconds, "rss_mb": rss_kb / 1024}))
+
+
+# ---- the driver ---------------------------------------------------------------------------
+
+
+def measure(method: str, project: str, docs: int, env: dict, extra: list[str]) -> dict:
+    from fsmigrate import emulator
+
+    emulator.reset(env["FIRESTORE_EMULATOR_HOST"], project)
+    seed(project, docs)
+    out = subprocess.run([sys.executable, __file__, "--worker", method, "--project", project,
+                          "--", *extra], env=env, capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result["docs_per_s"] = docs / result["seconds"]
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--docs", type=int, default=50_000)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--rss", default="", help="sizes for the RSS growth check, e.g. "
+                                                  "10000,100000")
+    parser.add_argument("--json", dest="json_path")
+    parser.add_argument("--worker")
+    parser.add_argument("--project", default="bench")
+    parser.add_argument("extra", nargs="*", help="after --: extra options for fsmigrate upgrade")
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker, args.project, args.extra)
+        return 0
+
+    from fsmigrate import emulator
+
+    emu = emulator.start(log_dir=Path(tempfile.mkdtemp()))
+    env = {**os.environ, "FIRESTORE_EMULATOR_HOST": emu.host_port}
+    os.environ["FIRESTORE_EMULATOR_HOST"] = emu.host_port
+    try:
+        methods = args.methods.split(",")
+        runs: dict[str, list[dict]] = {m: [] for m in methods}
+        for rep in range(args.reps):
+            order = methods[rep % len(methods):] + methods[:rep % len(methods)]
+            for method in order:
+                result = measure(method, "bench", args.docs, env, args.extra)
+                runs[method].append(result)
+                print(f"rep {rep + 1} {method:<8} {result['seconds']:7.2f} s "
+                      f"{result['docs_per_s']:9.0f} docs/s  {result['rss_mb']:6.1f} MB",
+                      file=sys.stderr)
+        summary = {m: {"median_docs_per_s": statistics.median(r["docs_per_s"] for r in rs),
+                       "median_seconds": statistics.median(r["seconds"] for r in rs),
+                       "peak_rss_mb": max(r["rss_mb"] for r in rs), "runs": rs}
+                   for m, rs in runs.items()}
+        ratios = {}
+
+        def ratio(name: str, a: str, b: str) -> None:
+            if a in summary and b in summary:
+                ratios[name] = summary[a]["median_docs_per_s"] / summary[b]["median_docs_per_s"]
+
+        ratio("apply_vs_script", "apply", "script")
+        ratio("apply_vs_client", "apply", "client")
+        ratio("dry_run_vs_stream", "dry-run", "stream")
+        rss = {}
+        if args.rss:
+            sizes = [int(s) for s in args.rss.split(",")]
+            for method in ("script", "dry-run", "apply"):
+                rss[method] = {str(n): measure(method, "bench", n, env, args.extra)["rss_mb"]
+                               for n in sizes}
+        print(f"\nN = {args.docs} documents, {args.reps} repetitions, medians\n")
+        print(f"{'method':<10}{'docs/s':>10}{'seconds':>10}{'peak RSS MB':>14}")
+        for m, s in summary.items():
+            print(f"{m:<10}{s['median_docs_per_s']:>10.0f}{s['median_seconds']:>10.2f}"
+                  f"{s['peak_rss_mb']:>14.1f}")
+        print()
+        for name, value in ratios.items():
+            print(f"{name:<20} {value:6.2f}x")
+        for method, sizes in rss.items():
+            values = list(sizes.values())
+            print(f"peak RSS {method:<8} " + "  ".join(f"N={n}: {v:.1f} MB" for n, v in
+                                                      sizes.items())
+                  + f"  (growth {values[-1] - values[0]:+.1f} MB)")
+        report = {"docs": args.docs, "reps": args.reps, "summary": summary, "ratios": ratios,
+                  "rss_growth": rss, "fsmigrate_options": args.extra}
+        if args.json_path:
+            Path(args.json_path).write_text(json.dumps(report, indent=2))
+        return 0
+    finally:
+        emulator.stop(emu.pid)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
