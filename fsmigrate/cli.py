@@ -24,7 +24,7 @@ from .lease import DEFAULT_TTL, Lease, break_lock, describe as describe_holder
 from .restore import restore_script
 from .errors import (Aborted, FsMigrateError, RunNotFound, ScriptsChanged, StateCorrupt,
                      UsageError)
-from .runner import APPLY, MAX_BATCH, Runner
+from .runner import MAX_BATCH, MAX_CONCURRENCY, Runner
 from .state import State, new_id
 from .store import Store, Target, target_from_env
 
@@ -279,6 +279,11 @@ def run_options(fn: Any) -> Any:
                      type=click.Path(dir_okay=False, path_type=Path),
                      help="Also write the full report (every document) here; "
                           ".json / .md / text."),
+        click.option("--concurrency", type=click.IntRange(1, MAX_CONCURRENCY), default=1,
+                     show_default=True,
+                     help="Batches committed at once while the next ones are planned. Above "
+                          "1, batches may land out of order (migrations yield ctx.barrier() "
+                          "where order matters)."),
         click.option("--yes", is_flag=True, help="Do not ask for confirmation on a real project."),
         click.option("--quiet", is_flag=True, help="No progress bar."),
     ]):
@@ -356,7 +361,8 @@ def _prepare(cfg: Config) -> tuple[Target, scripts.Chain, State]:
 def _execute(target: Target, chain: scripts.Chain, state: State,
              select: Callable[[], list[scripts.Script]], *, command: str, dry_run: bool,
              batch_size: int, fmt: str, report_path: Optional[Path], yes: bool, quiet: bool,
-             kind: str = "upgrade", apply_hint: str = report.APPLY_HINT) -> None:
+             concurrency: int = 1, kind: str = "upgrade",
+             apply_hint: str = report.APPLY_HINT) -> None:
     """Run (or plan) the selected migrations in order, then print the report; the one path
     for both. An apply holds the target's lease from before it reads what is pending until
     it is done, so two runners never both apply."""
@@ -370,7 +376,7 @@ def _execute(target: Target, chain: scripts.Chain, state: State,
         if lease is not None:
             todo = select()  # what another runner applied meanwhile is no longer pending
         runner = Runner(store, state, chain, batch_size=batch_size, progress=_Bar(quiet),
-                        guard=lease.check if lease else None)
+                        guard=lease.check if lease else None, concurrency=concurrency)
         invocation = new_id()
         try:
             for script in todo:

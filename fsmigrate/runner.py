@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Protocol, Sequence, Union
 
@@ -26,6 +28,7 @@ from .state import OpRecord, State, new_id
 from .store import PRECONDITION_ERRORS, Doc, Store
 
 MAX_BATCH = 500
+MAX_CONCURRENCY = 16
 DRY_RUN = "dry-run"
 APPLY = "apply"
 
@@ -108,6 +111,11 @@ class Context:
     def create(self, path: PathLike, data: Mapping[str, Any]) -> Operation:
         return Operation(CREATE, _path_of(path), dict(data), MUST_NOT_EXIST)
 
+    def barrier(self) -> "Barrier":
+        """Yield this between operations whose order matters: everything yielded before it
+        has landed before anything after it is sent (batches otherwise overlap)."""
+        return Barrier()
+
     def note(self, text: str) -> None:
         """Flag something for the report (e.g. documents left alone and why)."""
         self._note(str(text))
@@ -144,15 +152,30 @@ def _after_json(op: Operation, write: Optional[bytes]) -> Optional[str]:
         return json.dumps({k: repr(v) for k, v in (op.data or {}).items()}, sort_keys=True)
 
 
-def _batches(ops: Iterable[Any], size: int) -> Iterator[list[Any]]:
+def _batches(ops: Iterable[Any], size: int) -> Iterator[tuple[list[Any], bool]]:
+    """(batch, barrier): batches of `size`; a Barrier in the stream ends the batch early
+    and asks the runner to let every batch before it land first."""
     batch: list[Any] = []
     for op in ops:
+        if isinstance(op, Barrier):
+            yield batch, True
+            batch = []
+            continue
         batch.append(op)
         if len(batch) >= size:
-            yield batch
+            yield batch, False
             batch = []
     if batch:
+        yield batch, False
+
+
+def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    for batch, _ in _batches(items, size):
         yield batch
+
+
+class Barrier:
+    """See Context.barrier()."""
 
 
 class _PlanFailed(Exception):
@@ -169,9 +192,14 @@ Settled = list[tuple[int, str]]
 class Runner:
     def __init__(self, store: Store, state: State, chain: Chain, *, batch_size: int = MAX_BATCH,
                  page_size: Optional[int] = None, progress: Optional[Progress] = None,
-                 guard: Optional[Callable[[], None]] = None) -> None:
+                 guard: Optional[Callable[[], None]] = None, concurrency: int = 1) -> None:
         if not 1 <= batch_size <= MAX_BATCH:
             raise UsageError(f"--batch-size must be between 1 and {MAX_BATCH}, got {batch_size}")
+        if not 1 <= concurrency <= MAX_CONCURRENCY:
+            raise UsageError(f"--concurrency must be between 1 and {MAX_CONCURRENCY}, "
+                             f"got {concurrency}")
+        self.concurrency = concurrency
+        self._pool: Any = None
         self.store = store
         self.state = state
         self.chain = chain
@@ -211,11 +239,31 @@ class Runner:
             self.state.add_note(run_id, len(result.notes), text)
             result.notes.append(text)
 
-        ctx = Context(self.store, script.revision, dry_run, self.page_size, note)
         self.progress.start(script, mode)
         self._seq = 0
         self._batch = 0
         self._revision = script.revision
+        self._run_checked(script, run_id, prior, earlier, dry_run, counts, note)
+        self.state.finish_run(run_id, status="succeeded", counts=counts)
+        self._record_retries(run_id)
+        if not dry_run and kind != "restore" and script.revision not in self.state.applied(
+                self.target.project, self.target.database):
+            self.state.mark_applied(project=self.target.project, database=self.target.database,
+                                    revision=script.revision, checksum=script.checksum,
+                                    run_id=run_id)
+        row = self.state.run(run_id)
+        result.status = "succeeded"
+        result.counts = counts
+        result.planned, result.committed = row["planned"], row["committed"]
+        result.skipped, result.batches = row["skipped"], row["batches"]
+        return result
+
+    def _run_body(self, script: Script, run_id: str, prior: Any, earlier: list[str],
+                  dry_run: bool, counts: dict[str, int], note: Any) -> None:
+        ctx = Context(self.store, script.revision, dry_run, self.page_size, note)
+        self._pool = ThreadPoolExecutor(max_workers=self.concurrency,
+                                        thread_name_prefix="fsmigrate-commit")
+        self._inflight: deque[tuple[str, int, Future]] = deque()
         try:
             redone: set[tuple[str, str]] = set()
             if prior is not None:
@@ -223,10 +271,25 @@ class Runner:
                     self.state.mark_interrupted(prior["id"], run_id)
                 note(f"resumes run {prior['id']} ({prior['status']}: {prior['error'] or ''})")
                 redone = self._resume(run_id, earlier, counts)
-            for batch in _batches(self._operations(script, ctx), self.batch_size):
+            for batch, barrier in _batches(self._operations(script, ctx), self.batch_size):
                 if earlier:  # resuming: what already committed is not applied again
                     batch = self._not_done(batch, earlier, redone)
                 self._run_batch(run_id, batch, counts, dry_run)
+                if barrier:
+                    self._settle_inflight(run_id, keep=0)
+            self._settle_inflight(run_id, keep=0)
+        except BaseException:
+            self._settle_inflight(run_id, keep=0, quietly=True)  # record what did commit
+            raise
+        finally:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def _run_checked(self, script: Script, run_id: str, prior: Any, earlier: list[str],
+                     dry_run: bool, counts: dict[str, int], note: Any) -> None:
+        """Plan and write; failures are recorded on the run with their kind."""
+        try:
+            self._run_body(script, run_id, prior, earlier, dry_run, counts, note)
         except _PlanFailed as wrapped:
             self._fail(run_id, counts, wrapped.exc, "migration")
             raise MigrationFailed(script.revision, run_id, wrapped.exc,
@@ -242,19 +305,6 @@ class Runner:
             raise
         finally:
             self.progress.finish()
-        self.state.finish_run(run_id, status="succeeded", counts=counts)
-        self._record_retries(run_id)
-        if not dry_run and kind != "restore" and script.revision not in self.state.applied(
-                self.target.project, self.target.database):
-            self.state.mark_applied(project=self.target.project, database=self.target.database,
-                                    revision=script.revision, checksum=script.checksum,
-                                    run_id=run_id)
-        row = self.state.run(run_id)
-        result.status = "succeeded"
-        result.counts = counts
-        result.planned, result.committed = row["planned"], row["committed"]
-        result.skipped, result.batches = row["skipped"], row["batches"]
-        return result
 
     def _unfinished(self, script: Script) -> Optional[Any]:
         """The last apply of this revision, when it did not finish; refuses to go past a
@@ -272,6 +322,9 @@ class Runner:
         try:
             produced = script.plan(ctx)
             for op in produced or ():
+                if isinstance(op, Barrier):
+                    yield op
+                    continue
                 problem = check_operation(op)
                 if problem:
                     raise PlanError(script.revision, problem)
@@ -335,13 +388,36 @@ class Runner:
             raise PlanError(self._revision, f"{op.kind} of {op.path}: {exc}") from exc
 
     def _apply_batch(self, run_id: str, number: int, numbered: Numbered) -> None:
+        """Journal the batch, then hand its commit to a commit thread, so the next batch is
+        planned (and read, and archived) while this one is on the wire. At most
+        `concurrency` batches are journaled and unsettled at any time."""
+        self._settle_inflight(run_id, keep=self.concurrency - 1)
         self.guard()
         self._read_before_blind_sets([op for _, op in numbered])
         self._record(run_id, number, numbered, "pending")  # write-ahead
+        future = self._pool.submit(self._send, number, numbered)
+        self._inflight.append((run_id, number, future))
+
+    def _send(self, number: int, numbered: Numbered) -> tuple[Settled, Settled]:
         testhooks.reached("before-commit", number)
-        committed, skipped = self._commit(numbered)
+        outcome = self._commit(numbered)
         testhooks.reached("after-commit", number)
-        self.state.settle_ops(run_id, committed=committed, skipped=skipped)
+        return outcome
+
+    def _settle_inflight(self, run_id: str, keep: int, quietly: bool = False) -> None:
+        """Record the outcome of the oldest in-flight batches until `keep` remain. With
+        `quietly`, a batch whose commit failed is left `pending` (its outcome is unknown)
+        and the others are still recorded."""
+        while getattr(self, "_inflight", None) and len(self._inflight) > keep:
+            owner, _, future = self._inflight.popleft()
+            try:
+                committed, skipped = future.result()
+            except BaseException:
+                if quietly:
+                    continue
+                self._settle_inflight(run_id, keep=0, quietly=True)
+                raise
+            self.state.settle_ops(owner, committed=committed, skipped=skipped)
 
     def _read_before_blind_sets(self, ops: list[Operation]) -> None:
         blind = [op for op in ops if op.needs_read]
@@ -425,7 +501,7 @@ class Runner:
         pending = self.state.pending_ops(earlier)
         redo: list[Operation] = []
         updates = []
-        for rows in _batches(pending, self.batch_size):
+        for rows in _chunks(pending, self.batch_size):
             current = self.store.get_many({r["path"] for r in rows})
             for row in rows:
                 pre = Precondition.from_json(row["precondition"])
@@ -446,6 +522,7 @@ class Runner:
                                           write=row["write"]))
         if updates:
             self.state.settle_old(updates)
-        for batch in _batches(redo, self.batch_size):
+        for batch in _chunks(redo, self.batch_size):
             self._run_batch(run_id, batch, counts, dry_run=False)
+        self._settle_inflight(run_id, keep=0)
         return {(op.path, op.kind) for op in redo}

@@ -355,6 +355,10 @@ class State:
                 " write, status, reason) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 [(run_id, r.seq, batch, r.kind, r.path, r.precondition, r.before, r.after,
                   r.write, r.status, r.reason) for r in records])
+            open_ = sum(r.status == "pending" for r in records)
+            self.conn.execute(
+                "UPDATE runs SET planned=planned+?, failed=failed+?, batches=MAX(batches, ?)"
+                " WHERE id=?", (len(records), open_, batch, run_id))
 
     def settle_old(self, updates: Sequence[tuple[str, str, int, str]]) -> None:
         """(status, reason, seq, run_id): outcomes found for a crashed run's pending ops."""
@@ -369,6 +373,7 @@ class State:
                    failed: Iterable[tuple[int, str]] = ()) -> None:
         """Record a batch's outcome: (seq, commit time) of what committed, (seq, reason) of
         what was skipped, (seq, error) of what failed."""
+        committed, skipped = list(committed), list(skipped)
         with self.tx():
             self.conn.executemany(
                 "UPDATE ops SET status='committed', commit_time=? WHERE run_id=? AND seq=?",
@@ -376,10 +381,15 @@ class State:
             self.conn.executemany(
                 "UPDATE ops SET status='skipped', reason=? WHERE run_id=? AND seq=?",
                 [(reason, run_id, seq) for seq, reason in skipped])
+            failed = list(failed)
             self.conn.executemany(
                 "UPDATE ops SET status='failed', error=? WHERE run_id=? AND seq=?",
                 [(error, run_id, seq) for seq, error in failed])
-            self._update_totals(run_id)
+            # counters move incrementally (a recount per batch would make a run quadratic)
+            done, gone = len(committed), len(skipped)
+            self.conn.execute(
+                "UPDATE runs SET committed=committed+?, skipped=skipped+?, failed=failed-?"
+                " WHERE id=?", (done, gone, done + gone, run_id))
 
     def ops(self, run_id: str, *, status: Optional[str] = None,
             limit: Optional[int] = None) -> Iterator[sqlite3.Row]:

@@ -52,23 +52,22 @@ class Processor:
 def plan(ctx):
     classifier = Classifier(PHASE2)
     processors: dict[str, Processor] = {}
+    canonical: dict[str, Any] = {}  # one per processor: a few dozen documents
     unknown: list[str] = []
-    canonical_docs = 0
     for doc in ctx.scan(COLLECTION):
         found = classifier.classify(doc.id)
         if found.kind == "unknown":
             unknown.append(doc.id)
             continue
         if not found.is_legacy:
-            canonical_docs += 1
+            canonical[doc.id] = doc
             if doc.id in classifier.phase2:
                 ctx.note(f"{doc.id} is named after a phase 2 processor whose canonical ID is "
                          f"{classifier.phase2[doc.id]}; left alone, check who writes it")
             continue
         proc = processors.get(found.canonical_id)
         if proc is None:
-            proc = Processor(found.canonical_id, ctx.get(f"{COLLECTION}/{found.canonical_id}"))
-            processors[found.canonical_id] = proc
+            proc = processors[found.canonical_id] = Processor(found.canonical_id, None)
         proc.names.add(found.processor)
         proc.counts[found.kind] += 1
         # Keep the freshest legacy document until the canonical one is settled (so a crash
@@ -80,13 +79,18 @@ def plan(ctx):
             doc, proc.freshest = proc.freshest, doc
         yield ctx.delete(doc)
 
+    # The scan saw the whole collection, so a canonical document it did not see is missing
+    # (one created since is protected by the create's "must not exist" precondition).
     for canonical_id in sorted(processors):
         proc = processors[canonical_id]
+        proc.canonical = canonical.get(canonical_id)
         yield from settle(ctx, proc)
-        yield ctx.delete(proc.freshest)
+    yield ctx.barrier()  # the canonical documents land before the last legacy ones go
+    for canonical_id in sorted(processors):
+        yield ctx.delete(processors[canonical_id].freshest)
     for doc_id in unknown:
         ctx.note(f"unknown ID left alone: {doc_id!r}")
-    ctx.note(f"{canonical_docs} canonical documents kept, {len(processors)} processors with "
+    ctx.note(f"{len(canonical)} canonical documents kept, {len(processors)} processors with "
              f"legacy documents, {len(unknown)} unknown IDs left alone")
 
 
