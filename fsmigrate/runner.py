@@ -72,7 +72,7 @@ class Context:
     """What a migration's plan(ctx) gets: reads, operation constructors, notes."""
 
     def __init__(self, store: Store, revision: str, dry_run: bool, page_size: Optional[int],
-                 note: Any) -> None:
+                 note: Any, partitions: int = 1) -> None:
         self._store = store
         self.revision = revision
         self.dry_run = dry_run
@@ -80,12 +80,25 @@ class Context:
         self.database = store.target.database
         self._page_size = page_size
         self._note = note
+        self._partitions = partitions
+        self._notices: set[str] = set()
 
     # reads
     def scan(self, collection: str, *, page_size: Optional[int] = None, group: bool = False,
-             where: Sequence[tuple[str, str, Any]] = ()) -> Iterator[Doc]:
+             where: Sequence[tuple[str, str, Any]] = (),
+             partitions: Optional[int] = None) -> Iterator[Doc]:
+        """Every document of a collection (or, with group=True, a collection group), read
+        as a stream with flat memory. `partitions` (default: the run's --concurrency)
+        splits an unfiltered group scan into parallel parts where the server supports it."""
         return self._store.scan(collection, page_size=page_size or self._page_size,
-                                group=group, where=where)
+                                group=group, where=where,
+                                partitions=partitions or self._partitions,
+                                notice=self._notice_once)
+
+    def _notice_once(self, text: str) -> None:
+        if text not in self._notices:
+            self._notices.add(text)
+            self._note(text)
 
     def get(self, path: str) -> Optional[Doc]:
         return self._store.get(_path_of(path))
@@ -260,7 +273,8 @@ class Runner:
 
     def _run_body(self, script: Script, run_id: str, prior: Any, earlier: list[str],
                   dry_run: bool, counts: dict[str, int], note: Any) -> None:
-        ctx = Context(self.store, script.revision, dry_run, self.page_size, note)
+        ctx = Context(self.store, script.revision, dry_run, self.page_size, note,
+                      partitions=self.concurrency)
         self._pool = ThreadPoolExecutor(max_workers=self.concurrency,
                                         thread_name_prefix="fsmigrate-commit")
         self._inflight: deque[tuple[str, int, Future]] = deque()

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import queue
 import random
+import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 from google.api_core import exceptions as gexc
 from google.auth import exceptions as gauth_exceptions
@@ -218,7 +220,8 @@ class Store:
     # ---- reads ---------------------------------------------------------------------
 
     def scan(self, collection: str, *, page_size: Optional[int] = None, group: bool = False,
-             where: Sequence[tuple[str, str, Any]] = ()) -> Iterator[Doc]:
+             where: Sequence[tuple[str, str, Any]] = (), partitions: int = 1,
+             notice: Optional[Callable[[str], None]] = None) -> Iterator[Doc]:
         """Yield every document of `collection` (or collection group), ordered by name.
 
         One streamed query, consumed as it arrives (flow control keeps memory flat); with
@@ -227,6 +230,11 @@ class Store:
         connection gives neither duplicates nor gaps. (Not the client's own stream retry,
         which does not resume; and not small pages, which the emulator serves in time
         proportional to the offset.)
+
+        `partitions` > 1 on an unfiltered collection group scan splits it with
+        PartitionQuery and streams the parts in parallel (then the order is by part, not
+        overall). A server without PartitionQuery (the emulator) gets one stream, and
+        `notice` is told so.
         """
         if page_size is not None and not 1 <= page_size <= MAX_PAGE:
             raise UsageError(f"page_size must be between 1 and {MAX_PAGE}, got {page_size}")
@@ -238,6 +246,15 @@ class Store:
             if not collection or collection.count("/") % 2:
                 raise UsageError(f"{collection!r} is not a collection path")
             query = self.client.collection(collection)
+        if partitions > 1 and group and not where and page_size is None:
+            parts = self.partition_queries(collection, partitions)
+            if parts is None:
+                if notice:
+                    notice(f"scan of {collection}: this server does not support PartitionQuery "
+                           "(the emulator does not); scanned in one stream")
+            elif len(parts) > 1:
+                yield from _merge([self._scan_query(q, collection, [], None) for q in parts])
+                return
         ordered: list[str] = []  # Firestore orders by inequality fields first, then the key
         for field, op, value in where:
             query = query.where(filter=firestore.FieldFilter(field, op, value))
@@ -248,6 +265,23 @@ class Store:
         query = query.order_by(FieldPath.document_id())
         if page_size is not None:
             query = query.limit(page_size)
+        yield from self._scan_query(query, collection, ordered, page_size)
+
+    def partition_queries(self, collection_id: str, count: int) -> Optional[list[Any]]:
+        """Queries covering a collection group in up to `count` parts; None when the server
+        does not implement PartitionQuery."""
+        group = self.client.collection_group(collection_id)
+        try:
+            parts = self._read(f"partitioning of {collection_id}", lambda: list(
+                group.get_partitions(count - 1, retry=None, timeout=self.policy.timeout)))
+        except FirestoreError as exc:
+            if isinstance(exc.exc, gexc.MethodNotImplemented):
+                return None
+            raise
+        return [part.query() for part in parts]
+
+    def _scan_query(self, query: Any, what: str, ordered: list[str],
+                    page_size: Optional[int]) -> Iterator[Doc]:
         last: Optional[Doc] = None
         failures = 0
         while True:
@@ -262,12 +296,12 @@ class Store:
                 except StopIteration:
                     break
                 except TRANSIENT_ERRORS as exc:
-                    self.backoff(f"scan of {collection}", failures, exc)
+                    self.backoff(f"scan of {what}", failures, exc)
                     failures += 1
                     received = -1  # reopen after `last`
                     break
                 except gexc.GoogleAPICallError as exc:
-                    raise FirestoreError(f"scan of {collection}", exc) from exc
+                    raise FirestoreError(f"scan of {what}", exc) from exc
                 failures = 0
                 received += 1
                 last = doc
@@ -405,3 +439,53 @@ class Leases:
                 # so the caller re-reads the lease to learn who holds it
                 self.store.backoff(f"write of {op.path}", attempt, exc.exc)
                 attempt += 1
+
+
+_DONE = object()
+
+
+def _merge(streams: list[Iterator[Doc]], buffer: int = 1000) -> Iterator[Doc]:
+    """Run several scans on threads, yielding their documents as they come, with at most
+    `buffer` waiting (memory stays flat). The first error of any part is raised."""
+    out: queue.Queue = queue.Queue(maxsize=buffer)
+    stop = threading.Event()
+
+    def pump(stream: Iterator[Doc]) -> None:
+        try:
+            for doc in stream:
+                while not stop.is_set():
+                    try:
+                        out.put(doc, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            item: Any = _DONE
+        except BaseException as exc:  # handed to the consumer
+            item = exc
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    threads = [threading.Thread(target=pump, args=(s,), name=f"fsmigrate-scan-{i}", daemon=True)
+               for i, s in enumerate(streams)]
+    for thread in threads:
+        thread.start()
+    try:
+        running = len(threads)
+        while running:
+            item = out.get()
+            if item is _DONE:
+                running -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield item
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=5)

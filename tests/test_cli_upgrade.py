@@ -284,3 +284,32 @@ def test_to_stops_after_the_given_revision(fsm: Fsm, fs_client) -> None:
     assert [m["revision"] for m in out["migrations"]] == ["0001"]
     assert [r["state"] for r in fsm.json("status")["revisions"]] == ["applied", "pending"]
     assert all(s.to_dict().get("seen") is None for s in fs_client.collection("items").stream())
+
+
+GROUP_SCANS = """
+def plan(ctx):
+    for doc in ctx.scan("events", group=True):
+        yield ctx.delete(doc)
+    for doc in ctx.scan("events", group=True):
+        pass
+"""
+
+
+def test_concurrency_applies_everything_once_and_says_once_that_partitions_fell_back(
+        fsm: Fsm, fs_client) -> None:
+    for start in range(0, 1200, 400):
+        batch = fs_client.batch()
+        for i in range(start, start + 400):
+            batch.set(fs_client.document(f"users/u{i % 4}/events/e{i:04d}"), {"i": i})
+        batch.commit()
+    write_script(fsm.migrations, "0001", None, GROUP_SCANS)
+
+    out = fsm.json("upgrade", "--concurrency", "4", "--batch-size", "100")
+
+    run = out["migrations"][0]
+    assert (run["committed"], run["batches"]) == (1200, 12)
+    assert sum("does not support PartitionQuery" in n for n in run["notes"]) == 1
+    assert list(fs_client.collection_group("events").stream()) == []
+    db = sqlite3.connect(fsm.state)
+    assert db.execute("SELECT COUNT(DISTINCT path) FROM ops WHERE status='committed'"
+                      ).fetchone() == (1200,)

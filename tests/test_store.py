@@ -75,3 +75,40 @@ def test_doc_interface_and_reads(store, fs_client) -> None:
     assert store.get_many(["c/d", "c/missing"])["c/missing"] is None
     with pytest.raises(UsageError):
         store.get("c")
+
+
+def test_partitioned_group_scan_falls_back_to_one_stream_on_the_emulator(store,
+                                                                          fs_client) -> None:
+    for i in range(30):
+        fs_client.document(f"users/u{i % 3}/events/e{i:02d}").set({"i": i})
+    notices: list[str] = []
+
+    paths = [d.path for d in store.scan("events", group=True, partitions=4,
+                                        notice=notices.append)]
+
+    assert sorted(paths) == sorted(f"users/u{i % 3}/events/e{i:02d}" for i in range(30))
+    assert len(paths) == 30
+    assert len(notices) == 1 and "does not support PartitionQuery" in notices[0]
+    assert store.partition_queries("events", 4) is None  # the emulator answers 501
+
+
+def test_parallel_parts_are_merged_without_loss_or_duplicates(store, fs_client,
+                                                              monkeypatch) -> None:
+    """The parallel path, with real queries over split points chosen here (the emulator
+    cannot compute partitions itself)."""
+    from google.cloud.firestore_v1.field_path import FieldPath
+
+    for i in range(250):
+        fs_client.document(f"users/u{i % 5}/events/e{i:03d}").set({"i": i})
+    names = sorted(d.path for d in store.scan("events", group=True))
+    cuts = [fs_client.document(names[80]), fs_client.document(names[170])]
+    base = fs_client.collection_group("events").order_by(FieldPath.document_id())
+    key = FieldPath.document_id()
+    parts = [base.end_before({key: cuts[0]}),
+             base.start_at({key: cuts[0]}).end_before({key: cuts[1]}),
+             base.start_at({key: cuts[1]})]
+    monkeypatch.setattr(store, "partition_queries", lambda collection, count: parts)
+
+    paths = [d.path for d in store.scan("events", group=True, partitions=3)]
+
+    assert len(paths) == 250 and sorted(paths) == names
