@@ -21,6 +21,7 @@ from tqdm import tqdm
 from . import __version__, emulator as emu
 from . import heartbeats, report, scripts, testhooks
 from .lease import DEFAULT_TTL, Lease, break_lock, describe as describe_holder
+from .markers import DEFAULT_ROOT, Markers
 from .restore import restore_script
 from .errors import (Aborted, FsMigrateError, RunNotFound, ScriptsChanged, StateCorrupt,
                      UsageError)
@@ -39,9 +40,18 @@ class Config:
     state_path: Path
     migrations: Path
     traceback: bool
+    markers_root: str = DEFAULT_ROOT
 
     def target(self) -> Target:
         return target_from_env(self.project, self.database)
+
+    def store(self, target: Target) -> Store:
+        store = Store(target)
+        store.reserved_root = self.markers_root
+        return store
+
+    def markers(self, store: Store) -> Markers:
+        return Markers(store, self.markers_root)
 
     def chain(self) -> scripts.Chain:
         return scripts.load_chain(self.migrations)
@@ -107,11 +117,15 @@ def _emit(chunks: Iterable[str], path: Optional[Path] = None) -> None:
 @click.option("--migrations", envvar="FSMIGRATE_MIGRATIONS", default="migrations",
               show_default=True, type=click.Path(file_okay=False, path_type=Path),
               help="Directory of migration scripts (or FSMIGRATE_MIGRATIONS).")
+@click.option("--markers-collection", "markers_root", envvar="FSMIGRATE_MARKERS",
+              default=DEFAULT_ROOT, show_default=True,
+              help="Top-level collection of fsmigrate's own documents in the target "
+                   "(markers of applied revisions, the lock); never scanned as user data.")
 @click.option("--traceback", is_flag=True, help="Show the full traceback on errors.")
 @click.version_option(__version__, prog_name="fsmigrate")
 @click.pass_context
 def cli(ctx: click.Context, project: Optional[str], database: Optional[str], state_path: Path,
-        migrations: Path, traceback: bool) -> None:
+        migrations: Path, markers_root: str, traceback: bool) -> None:
     """Versioned, forward-only, audited migrations for Google Cloud Firestore.
 
     The emulator is used when FIRESTORE_EMULATOR_HOST is set.
@@ -120,7 +134,10 @@ def cli(ctx: click.Context, project: Optional[str], database: Optional[str], sta
 
         fsmigrate --project my-proj upgrade --dry-run
     """
-    ctx.obj = Config(project, database, state_path, migrations, traceback)
+    if not markers_root or "/" in markers_root:
+        raise click.BadParameter("must be a top-level collection id",
+                                 param_hint="--markers-collection")
+    ctx.obj = Config(project, database, state_path, migrations, traceback, markers_root)
 
 
 # ---- new -------------------------------------------------------------------------------
@@ -143,12 +160,20 @@ def new_cmd(cfg: Config, message: str) -> None:
 # ---- status / history / verify -------------------------------------------------------------
 
 
+LOCAL_OPTION = click.option("--local", is_flag=True,
+                            help="Only the state file: do not read the markers in the database.")
+
+
 @cli.command("status")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True)
+@LOCAL_OPTION
 @click.pass_obj
-def status_cmd(cfg: Config, fmt: str) -> None:
-    """Show each migration as applied or pending for the target (read-only).
+def status_cmd(cfg: Config, fmt: str, local: bool) -> None:
+    """Show each migration as applied, applied elsewhere, or pending (read-only).
+
+    Reads the state file and the markers in the target database (the shared record of
+    what is applied, wherever from); --local reads only the state file.
 
     Example:
 
@@ -158,23 +183,32 @@ def status_cmd(cfg: Config, fmt: str) -> None:
     chain = cfg.chain()
     state = State.open_readonly(cfg.state_path)
     applied = state.applied(target.project, target.database) if state else {}
+    markers = None if local else cfg.markers(cfg.store(target)).read()
     rows = []
     for s in chain:
-        row = applied.get(s.revision)
-        if row is None:
+        row, marker = applied.get(s.revision), (markers or {}).get(s.revision)
+        checksum = row["checksum"] if row else marker["checksum"] if marker else None
+        if row is None and marker is None:
             label = "pending"
-        elif row["checksum"] != s.checksum:
+        elif checksum != s.checksum:
             label = "applied (script changed)"
+        elif row is None:
+            label = "applied elsewhere"
+        elif markers is not None and marker is None:
+            label = "applied (no marker)"
         else:
             label = "applied"
+        when = row["applied_at"] if row else marker and str(marker.get("applied_at"))
         rows.append({"revision": s.revision, "description": s.description, "state": label,
-                     "applied_at": row["applied_at"] if row else None,
-                     "run_id": row["run_id"] if row else None})
-    for rev, row in applied.items():
+                     "applied_at": when or None,
+                     "run_id": row["run_id"] if row else marker and marker.get("run_id")})
+    for rev in sorted(set(applied) | set(markers or {})):
         if rev not in chain:
+            row, marker = applied.get(rev), (markers or {}).get(rev, {})
             rows.append({"revision": rev, "description": "(script missing)",
-                         "state": "applied (missing)", "applied_at": row["applied_at"],
-                         "run_id": row["run_id"]})
+                         "state": "applied (missing)",
+                         "applied_at": row["applied_at"] if row else str(marker.get("applied_at")),
+                         "run_id": row["run_id"] if row else marker.get("run_id")})
     _emit(report.status_chunks(rows, target, fmt))
 
 
@@ -198,8 +232,9 @@ def history_cmd(cfg: Config, fmt: str, limit: Optional[int]) -> None:
 @cli.command("verify")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True)
+@LOCAL_OPTION
 @click.pass_obj
-def verify_cmd(cfg: Config, fmt: str) -> None:
+def verify_cmd(cfg: Config, fmt: str, local: bool) -> None:
     """Check that applied migrations still match their scripts (exit 1 if not).
 
     Reports scripts edited since they were applied and applied scripts now missing.
@@ -209,18 +244,46 @@ def verify_cmd(cfg: Config, fmt: str) -> None:
         fsmigrate --project my-proj verify
     """
     target = cfg.target()
-    findings = _verify(cfg, target, State.open_readonly(cfg.state_path))
+    markers = None if local else cfg.markers(cfg.store(target)).read()
+    findings = _verify(cfg, target, State.open_readonly(cfg.state_path), markers)
     _emit(report.findings_chunks(findings, fmt))
     if findings:
         sys.exit(1)
 
 
-def _verify(cfg: Config, target: Target, state: Optional[State]) -> list[dict[str, Any]]:
+def _verify(cfg: Config, target: Target, state: Optional[State],
+            markers: Optional[dict[str, dict[str, Any]]] = None) -> list[dict[str, Any]]:
+    """Applied scripts that changed or vanished since, per the state file and (when given)
+    the markers; and local records the database has no marker for."""
     chain = cfg.chain()
     findings: list[dict[str, Any]] = []
-    if state is None:
-        return findings
-    for rev, row in state.applied(target.project, target.database).items():
+    local = state.applied(target.project, target.database) if state else {}
+    for rev, marker in sorted((markers or {}).items()):
+        if rev in chain and chain.get(rev).checksum != marker.get("checksum"):
+            script = chain.get(rev)
+            findings.append({
+                "revision": rev, "problem": "changed", "message":
+                f"revision {rev} ({script.path}) was edited after it was applied to the "
+                f"database by {marker.get('operator')}@{marker.get('host')} (run "
+                f"{marker.get('run_id')}; checksum {str(marker.get('checksum'))[:12]}.. != "
+                f"{script.checksum[:12]}..); restore the applied version, and make further "
+                "changes a new migration", "applied_checksum": marker.get("checksum"),
+                "script_checksum": script.checksum})
+        elif rev not in chain:
+            findings.append({"revision": rev, "problem": "missing", "message":
+                             f"revision {rev} is applied to the database (marker, run "
+                             f"{marker.get('run_id')}) but its script is not in "
+                             f"{cfg.migrations}"})
+    if markers is not None:
+        for rev in sorted(set(local) - set(markers)):
+            findings.append({"revision": rev, "problem": "no marker", "message":
+                             f"revision {rev} is applied in {cfg.state_path} (run "
+                             f"{local[rev]['run_id']}) but the database has no marker for it; "
+                             f"if it is applied there, `fsmigrate stamp {rev} --reason ...`"})
+    for rev, row in local.items():
+        if markers is not None and rev in markers:
+            continue  # judged by the marker above
+
         if rev not in chain:
             findings.append({"revision": rev, "problem": "missing", "message":
                              f"revision {rev} was applied (run {row['run_id']}) but its script "
@@ -312,7 +375,7 @@ def upgrade_cmd(cfg: Config, to: Optional[str], **run: Any) -> None:
     def pending() -> list[scripts.Script]:
         return chain.pending(set(state.applied(target.project, target.database)), to)
 
-    _execute(target, chain, state, pending, command="upgrade", **run)
+    _execute(cfg, target, chain, state, pending, command="upgrade", **run)
 
 
 @cli.command("rerun")
@@ -345,7 +408,7 @@ def rerun_cmd(cfg: Config, revision: str, **run: Any) -> None:
                              f"not applied; run `fsmigrate upgrade --to {before[-1]}` first")
         return [script]
 
-    _execute(target, chain, state, todo, command=f"rerun {revision}", kind="rerun", **run)
+    _execute(cfg, target, chain, state, todo, command=f"rerun {revision}", kind="rerun", **run)
 
 
 def _prepare(cfg: Config) -> tuple[Target, scripts.Chain, State]:
@@ -358,7 +421,7 @@ def _prepare(cfg: Config) -> tuple[Target, scripts.Chain, State]:
     return target, chain, state
 
 
-def _execute(target: Target, chain: scripts.Chain, state: State,
+def _execute(cfg: Config, target: Target, chain: scripts.Chain, state: State,
              select: Callable[[], list[scripts.Script]], *, command: str, dry_run: bool,
              batch_size: int, fmt: str, report_path: Optional[Path], yes: bool, quiet: bool,
              concurrency: int = 1, kind: str = "upgrade",
@@ -371,18 +434,34 @@ def _execute(target: Target, chain: scripts.Chain, state: State,
         revs = ", ".join(s.revision for s in todo)
         click.confirm(f"Apply {len(todo)} migration(s) ({revs}) to {target.describe()}?",
                       abort=True, err=True)
-    store = Store(target)
+    store = cfg.store(target)
+    markers = cfg.markers(store)
     with _holding_lease(store, command, enabled=bool(todo) and not dry_run) as lease:
-        if lease is not None:
-            todo = select()  # what another runner applied meanwhile is no longer pending
+        _adopt_markers(cfg, target, state, markers)
+        todo = select()  # what was applied meanwhile, here or elsewhere, is not pending
         runner = Runner(store, state, chain, batch_size=batch_size, progress=_Bar(quiet),
-                        guard=lease.check if lease else None, concurrency=concurrency)
+                        guard=lease.check if lease else None, concurrency=concurrency,
+                        markers=markers)
         invocation = new_id()
         try:
             for script in todo:
                 runner.run(script, dry_run=dry_run, invocation=invocation, kind=kind)
         finally:
             _report_runs(state, target, invocation, fmt, report_path, apply_hint)
+
+
+def _adopt_markers(cfg: Config, target: Target, state: State, markers: Markers) -> None:
+    """Record locally what the database's markers say is applied; refuse a marker whose
+    script differs from ours (like a local checksum drift)."""
+    found = markers.read()
+    drift = _verify(cfg, target, None, {r: m for r, m in found.items()})
+    drift = [f for f in drift if f["problem"] != "no marker"]
+    if drift:
+        raise ScriptsChanged(drift[0]["message"] + "; see `fsmigrate verify`")
+    local = state.applied(target.project, target.database)
+    for revision, marker in sorted(found.items()):
+        if revision not in local:
+            state.adopt_marker(project=target.project, database=target.database, marker=marker)
 
 
 @contextlib.contextmanager
@@ -436,21 +515,54 @@ def resolve_cmd(cfg: Config, revision: str, reason: str) -> None:
 
         fsmigrate --project my-proj resolve 0003 --reason "finished by hand, see INC-42"
     """
+    _mark_applied_by_hand(cfg, revision, reason, "resolve", through=False)
+
+
+@cli.command("stamp")
+@click.argument("revision")
+@click.option("--reason", required=True, help="Why it counts as applied (kept in the audit).")
+@click.pass_obj
+def stamp_cmd(cfg: Config, revision: str, reason: str) -> None:
+    """Record REVISION and every revision before it as applied, without running them.
+
+    For adopting a database that was changed by hand (like alembic's stamp or Flyway's
+    baseline): writes the markers in the database and the records in the state file,
+    each as an audited run of kind `stamp` with the reason.
+
+    Example:
+
+        fsmigrate --project my-proj stamp 0001 --reason "cleaned by hand on 2026-11-20"
+    """
+    _mark_applied_by_hand(cfg, revision, reason, "stamp", through=True)
+
+
+def _mark_applied_by_hand(cfg: Config, revision: str, reason: str, kind: str,
+                          through: bool) -> None:
     target, chain, state = _prepare(cfg)
     script = chain.get(revision)
     if not reason.strip():
         raise UsageError("--reason must say why")
-    with _holding_lease(Store(target), f"resolve {revision}", enabled=True):
+    store = cfg.store(target)
+    markers = cfg.markers(store)
+    with _holding_lease(store, f"{kind} {revision}", enabled=True):
+        _adopt_markers(cfg, target, state, markers)
         applied = set(state.applied(target.project, target.database))
         if revision in applied:
             raise UsageError(f"revision {revision} is already applied")
-        earlier = [s.revision for s in chain.pending(applied, revision) if s is not script]
-        if earlier:
-            raise UsageError(f"revision(s) {', '.join(earlier)} come before {revision} and are "
-                             "not applied; resolve or apply them first")
-        run_id = state.resolve(project=target.project, database=target.database, script=script,
-                               reason=reason, invocation=new_id())
-    click.echo(f"revision {revision} marked applied by run {run_id} (resolve: {reason})")
+        todo = chain.pending(applied, revision)
+        if not through and todo[:-1]:
+            raise UsageError(f"revision(s) {', '.join(s.revision for s in todo[:-1])} come "
+                             f"before {revision} and are not applied; resolve or apply them "
+                             "first")
+        for item in todo:
+            record = state.resolve if kind == "resolve" else state.stamp
+            run_id = record(project=target.project, database=target.database, script=item,
+                            reason=reason, invocation=new_id())
+            markers.write(revision=item.revision, checksum=item.checksum,
+                          description=item.description, run_id=run_id, kind=kind,
+                          reason=reason)
+            click.echo(f"revision {item.revision} marked applied by run {run_id} "
+                       f"({kind}: {reason})")
 
 
 @cli.command("break-lock")
@@ -466,7 +578,7 @@ def break_lock_cmd(cfg: Config) -> None:
 
         fsmigrate --project my-proj break-lock
     """
-    holder = break_lock(Store(cfg.target()))
+    holder = break_lock(cfg.store(cfg.target()))
     if holder is None:
         click.echo("no lock is held")
         return
@@ -505,7 +617,7 @@ def restore_cmd(cfg: Config, run_id: str, docs: tuple[str, ...], dry_run: bool, 
         raise UsageError(f"run {run_id} changed {source['project']}/{source['database']}, not "
                          f"{target.project}/{target.database}; pass that --project/--database")
     script = restore_script(state, source, docs)
-    _execute(target, scripts.Chain([]), state, lambda: [script], command=f"restore {run_id}",
+    _execute(cfg, target, scripts.Chain([]), state, lambda: [script], command=f"restore {run_id}",
              kind="restore", dry_run=dry_run, batch_size=MAX_BATCH, fmt=fmt,
              report_path=report_path, yes=yes, quiet=quiet)
 
@@ -581,7 +693,7 @@ def check_heartbeats(cfg: Config, max_docs: int, window: str, collection: str,
         span = heartbeats.parse_window(window)
     except ValueError as exc:
         raise UsageError(f"--window: {exc}") from exc
-    store = Store(cfg.target())
+    store = cfg.store(cfg.target())
     now = dt.datetime.now(dt.timezone.utc)
     docs = ((d.id, heartbeats.activity_time(d.get("last_heartbeat"), d.update_time))
             for d in store.scan(collection))

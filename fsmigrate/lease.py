@@ -23,7 +23,7 @@ from .errors import FsMigrateError
 from .state import operator_name
 from .store import Leases, Store
 
-LOCK_PATH = "_fsmigrate/lock"
+LOCK_PATH = "_fsmigrate/lock"  # under the store's reserved root: f"{root}/lock"
 DEFAULT_TTL = 60.0
 
 
@@ -78,6 +78,7 @@ def stale_reason(holder: dict[str, Any], now: dt.datetime, host: str) -> Optiona
 class Lease:
     def __init__(self, store: Store, command: str, *, ttl: float = DEFAULT_TTL) -> None:
         self.store = store
+        self.path = lock_path(store)
         self.docs = Leases(store)
         self.ttl = ttl
         self.command = command
@@ -102,10 +103,10 @@ class Lease:
 
     def acquire(self) -> "Lease":
         for _ in range(5):
-            created = self.docs.create(LOCK_PATH, self._body())
+            created = self.docs.create(self.path, self._body())
             if created is not None:
                 return self._held(created)
-            current = self.store.get(LOCK_PATH)
+            current = self.store.get(self.path)
             if current is None:
                 continue  # released in between: try again
             holder = current.to_dict()
@@ -114,11 +115,11 @@ class Lease:
             why = stale_reason(holder, _now(), self.host)
             if why is None:
                 raise LockHeld(holder, self.target)
-            taken = self.docs.replace(LOCK_PATH, self._body(), current.update_time)
+            taken = self.docs.replace(self.path, self._body(), current.update_time)
             if taken is not None:
                 self.took_over = f"took over a stale lock ({why}) from {describe(holder)}"
                 return self._held(taken)
-        current = self.store.get(LOCK_PATH)
+        current = self.store.get(self.path)
         raise LockHeld(current.to_dict() if current else {}, self.target)
 
     def _held(self, update_time: dt.datetime) -> "Lease":
@@ -134,7 +135,7 @@ class Lease:
             self._thread.join(timeout=self.ttl)
         with self._lock:
             if self._lost is None and self.update_time is not None:
-                self.docs.delete(LOCK_PATH, self.update_time)
+                self.docs.delete(self.path, self.update_time)
             self.update_time = None
 
     def __enter__(self) -> "Lease":
@@ -151,12 +152,12 @@ class Lease:
                 return
             body = self._body()
             body["acquired_at"] = None
-            current = self.store.get(LOCK_PATH)
+            current = self.store.get(self.path)
             if current is None or current.get("holder") != self.holder_id:
                 self._lost = "it was broken or taken over"
                 return
             body["acquired_at"] = current.get("acquired_at")
-            renewed = self.docs.replace(LOCK_PATH, body, self.update_time)
+            renewed = self.docs.replace(self.path, body, self.update_time)
             if renewed is None:
                 self._lost = "it changed under us"
             else:
@@ -181,10 +182,14 @@ class Lease:
             raise LockLost(self.target, self._lost)
 
 
+def lock_path(store: Store) -> str:
+    return f"{store.reserved_root}/lock"
+
+
 def break_lock(store: Store) -> Optional[dict[str, Any]]:
     """Delete the lease whoever holds it; the holder it had, or None when there was none."""
-    current = store.get(LOCK_PATH)
+    current = store.get(lock_path(store))
     if current is None:
         return None
-    Leases(store).delete(LOCK_PATH, current.update_time)
+    Leases(store).delete(lock_path(store), current.update_time)
     return current.to_dict()

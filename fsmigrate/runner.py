@@ -205,13 +205,15 @@ Settled = list[tuple[int, str]]
 class Runner:
     def __init__(self, store: Store, state: State, chain: Chain, *, batch_size: int = MAX_BATCH,
                  page_size: Optional[int] = None, progress: Optional[Progress] = None,
-                 guard: Optional[Callable[[], None]] = None, concurrency: int = 1) -> None:
+                 guard: Optional[Callable[[], None]] = None, concurrency: int = 1,
+                 markers: Optional[Any] = None) -> None:
         if not 1 <= batch_size <= MAX_BATCH:
             raise UsageError(f"--batch-size must be between 1 and {MAX_BATCH}, got {batch_size}")
         if not 1 <= concurrency <= MAX_CONCURRENCY:
             raise UsageError(f"--concurrency must be between 1 and {MAX_CONCURRENCY}, "
                              f"got {concurrency}")
         self.concurrency = concurrency
+        self.markers = markers  # where applied revisions are recorded in the database
         self._pool: Any = None
         self.store = store
         self.state = state
@@ -257,6 +259,15 @@ class Runner:
         self._batch = 0
         self._revision = script.revision
         self._run_checked(script, run_id, prior, earlier, dry_run, counts, note)
+        if not dry_run and kind != "restore" and self.markers is not None:
+            testhooks.reached("before-marker")
+            try:  # the shared record first: a crash after it is completed from the marker
+                self.markers.write(revision=script.revision, checksum=script.checksum,
+                                   description=script.description, run_id=run_id, kind=kind,
+                                   counts={k: v for k, v in counts.items() if v})
+            except FirestoreError as exc:
+                self._fail(run_id, counts, exc, "firestore")
+                raise
         self.state.finish_run(run_id, status="succeeded", counts=counts)
         self._record_retries(run_id)
         if not dry_run and kind != "restore" and script.revision not in self.state.applied(

@@ -34,7 +34,7 @@ CREATE TABLE IF NOT EXISTS runs (
     checksum TEXT NOT NULL,
     description TEXT NOT NULL DEFAULT '',
     kind TEXT NOT NULL DEFAULT 'upgrade'
-        CHECK (kind IN ('upgrade', 'rerun', 'restore', 'resolve')),
+        CHECK (kind IN ('upgrade', 'rerun', 'restore', 'resolve', 'stamp', 'elsewhere')),
     mode TEXT NOT NULL CHECK (mode IN ('dry-run', 'apply')),
     status TEXT NOT NULL CHECK (status IN ('running', 'succeeded', 'failed', 'interrupted')),
     resumes TEXT REFERENCES runs (id),
@@ -260,7 +260,8 @@ class State:
         """The newest apply run of `revision` on the target (upgrade, rerun or resolve)."""
         return self.conn.execute(
             "SELECT * FROM runs WHERE project=? AND database=? AND revision=? AND mode='apply'"
-            " AND kind IN ('upgrade', 'rerun', 'resolve') ORDER BY started_at DESC, rowid DESC"
+            " AND kind IN ('upgrade', 'rerun', 'resolve', 'stamp', 'elsewhere')"
+            " ORDER BY started_at DESC, rowid DESC"
             " LIMIT 1", (project, database, revision)).fetchone()
 
     def resume_chain(self, run_id: str) -> list[str]:
@@ -318,6 +319,54 @@ class State:
         self.finish_run(run_id, status="succeeded", counts={})
         self.mark_applied(project=project, database=database, revision=script.revision,
                           checksum=script.checksum, run_id=run_id)
+        return run_id
+
+    def stamp(self, *, project: str, database: str, script: Any, reason: str,
+              invocation: str) -> str:
+        """Record `script` as applied by `fsmigrate stamp` (the database was changed by hand)."""
+        run_id = self.start_run(invocation=invocation, project=project, database=database,
+                                revision=script.revision, checksum=script.checksum,
+                                description=script.description, mode="apply", kind="stamp")
+        self.add_note(run_id, 0, f"stamped without running: {reason}")
+        self.finish_run(run_id, status="succeeded", counts={})
+        self.mark_applied(project=project, database=database, revision=script.revision,
+                          checksum=script.checksum, run_id=run_id)
+        return run_id
+
+    def adopt_marker(self, *, project: str, database: str, marker: dict[str, Any]) -> str:
+        """Record a revision the database's marker says is applied. When the marker names
+        one of our own runs (interrupted after writing it), that run is completed;
+        otherwise a run of kind `elsewhere` carries the marker's details."""
+        revision, checksum = marker["revision"], marker["checksum"]
+        own = self.conn.execute("SELECT * FROM runs WHERE id=?",
+                                (marker.get("run_id"),)).fetchone()
+        if own is not None and own["revision"] == revision:
+            if own["status"] != "succeeded":
+                self.add_note(own["id"], len(self.notes(own["id"])),
+                              "completed later: its marker was found in the database")
+                self.finish_run(own["id"], status="succeeded",
+                                counts=json.loads(own["counts"] or "{}"))
+            run_id = own["id"]
+        else:
+            run_id = new_id()
+            applied_at = marker.get("applied_at")
+            when = applied_at.isoformat() if isinstance(applied_at, dt.datetime) else now_text()
+            with self.tx():
+                self.conn.execute(
+                    "INSERT INTO runs (id, invocation, project, database, revision, checksum,"
+                    " description, kind, mode, status, source, started_at, finished_at,"
+                    " operator, host, tool_version, counts)"
+                    " VALUES (?,?,?,?,?,?,?, 'elsewhere', 'apply', 'succeeded', ?,?,?,?,?,?,?)",
+                    (run_id, run_id, project, database, revision, checksum,
+                     marker.get("description") or "", marker.get("run_id"), when, when,
+                     marker.get("operator") or "?", marker.get("host") or "?",
+                     marker.get("tool_version") or "?",
+                     json.dumps(marker.get("counts") or {}, sort_keys=True, default=str)))
+            self.add_note(run_id, 0, f"applied elsewhere: run {marker.get('run_id')} by "
+                                     f"{marker.get('operator')}@{marker.get('host')} "
+                                     f"({marker.get('kind')})")
+        self.mark_applied(project=project, database=database, revision=revision,
+                          checksum=checksum, run_id=run_id)
         return run_id
 
     def applied(self, project: str, database: str) -> dict[str, sqlite3.Row]:

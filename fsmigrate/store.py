@@ -29,6 +29,7 @@ from .plan import CREATE, DELETE, SET, UPDATE, Operation, Precondition, check_pa
 
 DEFAULT_DATABASE = "(default)"
 MAX_PAGE = 10000
+RESERVED_ROOT = "_fsmigrate"
 INEQUALITIES = ("<", "<=", ">", ">=", "!=", "not-in")
 
 # Errors a commit answers with when one of its preconditions did not hold.
@@ -179,6 +180,7 @@ class Store:
     def __init__(self, target: Target, client: Any = None,
                  policy: Optional[RetryPolicy] = None) -> None:
         self.target = target
+        self.reserved_root = RESERVED_ROOT  # markers and lock: never part of user scans
         self.policy = policy or RetryPolicy.from_env()
         self.retries = 0
         self.last_retry_error: Optional[str] = None
@@ -221,7 +223,8 @@ class Store:
 
     def scan(self, collection: str, *, page_size: Optional[int] = None, group: bool = False,
              where: Sequence[tuple[str, str, Any]] = (), partitions: int = 1,
-             notice: Optional[Callable[[str], None]] = None) -> Iterator[Doc]:
+             notice: Optional[Callable[[str], None]] = None,
+             include_reserved: bool = False) -> Iterator[Doc]:
         """Yield every document of `collection` (or collection group), ordered by name.
 
         One streamed query, consumed as it arrives (flow control keeps memory flat); with
@@ -238,6 +241,16 @@ class Store:
         """
         if page_size is not None and not 1 <= page_size <= MAX_PAGE:
             raise UsageError(f"page_size must be between 1 and {MAX_PAGE}, got {page_size}")
+        if not include_reserved:
+            if collection.split("/", 1)[0] == self.reserved_root:
+                raise UsageError(f"{collection!r} is fsmigrate's own (markers and lock), not "
+                                 "user data")
+            if group:  # a collection group can reach into fsmigrate's own documents
+                prefix = self.reserved_root + "/"
+                docs = self.scan(collection, page_size=page_size, group=True, where=where,
+                                 partitions=partitions, notice=notice, include_reserved=True)
+                yield from (d for d in docs if not d.path.startswith(prefix))
+                return
         if group:
             if "/" in collection:
                 raise UsageError(f"collection group id {collection!r} must not contain '/'")

@@ -49,7 +49,7 @@ def offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Fsm:
 
 
 def test_usage_errors_exit_2_with_one_line(offline: Fsm) -> None:
-    result = CliRunner().invoke(cli, ["status"])
+    result = CliRunner().invoke(cli, ["status", "--local"])
     assert result.exit_code == 2
     assert result.stderr.strip() == "FAILED: no project: pass --project or set FSMIGRATE_PROJECT"
     assert offline("upgrade", "--batch-size", "0").exit_code == 2
@@ -75,12 +75,13 @@ def test_broken_scripts_fail_with_one_line_naming_the_file(offline: Fsm) -> None
 
 def test_read_only_commands_never_create_the_state_file(offline: Fsm) -> None:
     write_script(offline.migrations, "0001", None, "def plan(ctx):\n    return []\n")
-    for args in (["status"], ["history"], ["audit"], ["verify"], ["status", "--format", "json"]):
+    for args in (["status", "--local"], ["history"], ["audit"], ["verify", "--local"],
+                 ["status", "--local", "--format", "json"]):
         result = offline(*args)
         assert result.exit_code == 0, (args, result.output)
     assert not offline.state.exists()
-    assert json.loads(offline("status", "--format", "json").stdout)["revisions"][0]["state"] \
-        == "pending"
+    assert json.loads(offline("status", "--local", "--format", "json").stdout)[
+        "revisions"][0]["state"] == "pending"
 
 
 def test_apply_on_a_real_project_asks_first(offline: Fsm) -> None:
@@ -98,7 +99,7 @@ def test_new_writes_the_next_script(offline: Fsm) -> None:
     files = sorted(p.name for p in offline.migrations.glob("*.py"))
     assert files == ["0001_delete_old_sessions.py", "0002_backfill_user_status.py"]
     assert 'down_revision = "0001"' in (offline.migrations / files[1]).read_text()
-    status = json.loads(offline("status", "--format", "json").stdout)
+    status = json.loads(offline("status", "--local", "--format", "json").stdout)
     assert [r["revision"] for r in status["revisions"]] == ["0001", "0002"]
 
 

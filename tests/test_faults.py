@@ -48,10 +48,13 @@ def test_scan_resumes_after_a_dropped_stream_without_gaps_or_duplicates(
     seed(fs_client, 3000)
     store = Store(Target(project_id, emulator_host="proxy"), policy=FAST)
     ids = []
+    proxy.drop_after(200_000, "down")  # ~1/5 of the data: reset in the middle of the stream
+    armed_again = False
     for doc in store.scan("items", page_size=page_size):
         ids.append(doc.id)
-        if len(ids) in (10, 1500):  # break the stream twice, in the middle
-            proxy.drop_after(30_000, "down")
+        if store.retries == 1 and not armed_again:  # and once more, on the resumed stream
+            proxy.drop_after(200_000, "down")
+            armed_again = True
 
     assert ids == [f"i{i:05d}" for i in range(3000)]
     assert proxy.resets_done >= 2

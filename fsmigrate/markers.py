@@ -1,0 +1,54 @@
+"""Migration markers in the target database: the shared truth of what is applied.
+
+The state file is the detailed audit of one operator's runs (every operation, every
+before-image). The markers, one document per applied revision in the target database
+(`_fsmigrate/meta/revisions/{revision}`), are what every operator, CI job and machine
+sees: a revision with a marker is applied, wherever it was applied from. The lease lock
+lives beside them (`_fsmigrate/lock`); scans of user data never see either.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+from typing import Any, Optional
+
+from . import __version__
+from .state import operator_name
+from .store import Leases, Store
+
+DEFAULT_ROOT = "_fsmigrate"
+
+
+def root_from_env(value: Optional[str] = None) -> str:
+    root = value or os.environ.get("FSMIGRATE_MARKERS") or DEFAULT_ROOT
+    if "/" in root or not root:
+        raise ValueError(f"markers collection {root!r} must be a top-level collection id")
+    return root
+
+
+class Markers:
+    def __init__(self, store: Store, root: str = DEFAULT_ROOT) -> None:
+        self.store = store
+        self.root = root
+        self.collection = f"{root}/meta/revisions"
+
+    def path(self, revision: str) -> str:
+        return f"{self.collection}/{revision}"
+
+    def read(self) -> dict[str, dict[str, Any]]:
+        """Every marker, by revision."""
+        return {doc.id: doc.to_dict()
+                for doc in self.store.scan(self.collection, include_reserved=True)}
+
+    def write(self, *, revision: str, checksum: str, description: str, run_id: str,
+              kind: str, counts: Optional[dict[str, int]] = None,
+              reason: Optional[str] = None) -> bool:
+        """Create the marker of `revision`; False when one exists already (kept as is:
+        it records where the revision was first applied)."""
+        body = {"revision": revision, "checksum": checksum, "description": description,
+                "run_id": run_id, "kind": kind, "operator": operator_name(),
+                "host": socket.gethostname(), "tool_version": __version__,
+                "applied_at": dt.datetime.now(dt.timezone.utc), "counts": counts or {},
+                "reason": reason}
+        return Leases(self.store).create(self.path(revision), body) is not None
