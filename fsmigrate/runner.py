@@ -265,6 +265,7 @@ class Runner:
                 self.markers.write(revision=script.revision, checksum=script.checksum,
                                    description=script.description, run_id=run_id, kind=kind,
                                    counts={k: v for k, v in counts.items() if v})
+                testhooks.reached("after-marker")
             except FirestoreError as exc:
                 self._fail(run_id, counts, exc, "firestore")
                 raise

@@ -242,7 +242,7 @@ class Store:
         if page_size is not None and not 1 <= page_size <= MAX_PAGE:
             raise UsageError(f"page_size must be between 1 and {MAX_PAGE}, got {page_size}")
         if not include_reserved:
-            if collection.split("/", 1)[0] == self.reserved_root:
+            if not group and collection.split("/", 1)[0] == self.reserved_root:
                 raise UsageError(f"{collection!r} is fsmigrate's own (markers and lock), not "
                                  "user data")
             if group:  # a collection group can reach into fsmigrate's own documents

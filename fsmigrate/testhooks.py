@@ -1,7 +1,8 @@
 """Test-only fault points, driven by environment variables; no effect when they are unset.
 
 FSMIGRATE_TEST_CRASH="<point>:<batch>"  SIGKILL this process when it reaches that point
-                                          (points: before-commit, after-commit).
+                                          (points: before-commit, after-commit with the
+                                          batch number; before-marker, after-marker with 0).
 FSMIGRATE_TEST_PAUSE="<point>:<seconds>"  sleep at that point (points: after-lock).
 The crash tests use them to stop a real apply at an exact place.
 """
