@@ -19,7 +19,7 @@ import click
 from tqdm import tqdm
 
 from . import __version__, emulator as emu
-from . import heartbeats, report, scripts, testhooks
+from . import audit_report, heartbeats, planfile, report, scripts, testhooks
 from .lease import DEFAULT_TTL, Lease, break_lock, describe as describe_holder
 from .markers import DEFAULT_ROOT, Markers
 from .restore import restore_script
@@ -356,9 +356,12 @@ def run_options(fn: Any) -> Any:
 
 @cli.command("upgrade")
 @click.option("--to", "to", default=None, help="Stop after this revision.")
+@click.option("--plan-out", type=click.Path(dir_okay=False, path_type=Path),
+              help="With --dry-run: write the exact plan (every write, precondition and "
+                   "before-image) for `fsmigrate apply`.")
 @run_options
 @click.pass_obj
-def upgrade_cmd(cfg: Config, to: Optional[str], **run: Any) -> None:
+def upgrade_cmd(cfg: Config, to: Optional[str], plan_out: Optional[Path], **run: Any) -> None:
     """Run the pending migrations in order (or plan them with --dry-run).
 
     A dry-run writes nothing to Firestore and is recorded in the state file, so the audit
@@ -372,10 +375,75 @@ def upgrade_cmd(cfg: Config, to: Optional[str], **run: Any) -> None:
     target, chain, state = _prepare(cfg)
     if to is not None:
         chain.get(to)
+    if plan_out is not None and not run["dry_run"]:
+        raise UsageError("--plan-out needs --dry-run (a plan is reviewed, then applied with "
+                         "`fsmigrate apply`)")
+
     def pending() -> list[scripts.Script]:
         return chain.pending(set(state.applied(target.project, target.database)), to)
 
-    _execute(cfg, target, chain, state, pending, command="upgrade", **run)
+    _execute(cfg, target, chain, state, pending, command="upgrade", plan_out=plan_out, **run)
+
+
+@cli.command("apply")
+@click.argument("plan_path", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@run_options
+@click.pass_obj
+def apply_cmd(cfg: Config, plan_path: Path, **run: Any) -> None:
+    """Apply a reviewed plan exactly: the operations it lists, nothing re-planned.
+
+    Refuses a plan made for another project or database, a plan whose scripts changed
+    since, and a plan already applied. Operations whose document changed since the plan
+    are skipped and reported (their preconditions). The runs record the plan id.
+
+    Example:
+
+        fsmigrate --project my-proj upgrade --dry-run --plan-out plan.jsonl
+        fsmigrate --project my-proj apply plan.jsonl
+    """
+    if run["dry_run"]:
+        raise UsageError("apply has no --dry-run: the plan file is the dry-run")
+    plan = planfile.PlanFile(plan_path)
+    target, chain, state = _prepare(cfg)
+    header = plan.header
+    if (header["project"], header["database"]) != (target.project, target.database):
+        raise UsageError(f"{plan_path} is a plan for {header['project']}/{header['database']}, "
+                         f"not {target.project}/{target.database}")
+    for item in header["migrations"]:
+        script = chain.get(item["revision"])
+        if script.checksum != item["checksum"]:
+            raise ScriptsChanged(f"{script.path} changed since plan {plan.plan_id} was made "
+                                 f"(checksum {item['checksum'][:12]}.. != "
+                                 f"{script.checksum[:12]}..); make and review a new plan")
+    done = state.conn.execute("SELECT id FROM runs WHERE source=? AND kind='plan' AND "
+                              "status='succeeded' LIMIT 1", (plan.plan_id,)).fetchone()
+
+    def todo() -> list[scripts.Script]:
+        applied = state.applied(target.project, target.database)
+        out = []
+        for item in header["migrations"]:
+            if item["revision"] in applied:
+                if done is not None or applied[item["revision"]]["run_id"] in _plan_runs(
+                        state, plan.plan_id):
+                    continue
+                raise UsageError(f"revision {item['revision']} is already applied (run "
+                                 f"{applied[item['revision']]['run_id']}); plan "
+                                 f"{plan.plan_id} is stale")
+            out.append(scripts.Script(
+                revision=item["revision"], down_revision=None, path=plan_path,
+                doc=item["description"], checksum=item["checksum"],
+                plan=lambda ctx, rev=item["revision"]: plan.operations(rev)))
+        if not out:
+            raise UsageError(f"plan {plan.plan_id} was already applied")
+        return out
+
+    _execute(cfg, target, chain, state, todo, command=f"apply {plan_path.name}", kind="plan",
+             source=plan.plan_id, **run)
+
+
+def _plan_runs(state: State, plan_id: str) -> set[str]:
+    return {r["id"] for r in state.conn.execute(
+        "SELECT id FROM runs WHERE source=? AND kind='plan'", (plan_id,))}
 
 
 @cli.command("rerun")
@@ -424,8 +492,8 @@ def _prepare(cfg: Config) -> tuple[Target, scripts.Chain, State]:
 def _execute(cfg: Config, target: Target, chain: scripts.Chain, state: State,
              select: Callable[[], list[scripts.Script]], *, command: str, dry_run: bool,
              batch_size: int, fmt: str, report_path: Optional[Path], yes: bool, quiet: bool,
-             concurrency: int = 1, kind: str = "upgrade",
-             apply_hint: str = report.APPLY_HINT) -> None:
+             concurrency: int = 1, kind: str = "upgrade", source: Optional[str] = None,
+             plan_out: Optional[Path] = None, apply_hint: str = report.APPLY_HINT) -> None:
     """Run (or plan) the selected migrations in order, then print the report; the one path
     for both. An apply holds the target's lease from before it reads what is pending until
     it is done, so two runners never both apply."""
@@ -442,12 +510,20 @@ def _execute(cfg: Config, target: Target, chain: scripts.Chain, state: State,
         runner = Runner(store, state, chain, batch_size=batch_size, progress=_Bar(quiet),
                         guard=lease.check if lease else None, concurrency=concurrency,
                         markers=markers)
+        runner.capture_writes = plan_out is not None
         invocation = new_id()
         try:
             for script in todo:
-                runner.run(script, dry_run=dry_run, invocation=invocation, kind=kind)
+                runner.run(script, dry_run=dry_run, invocation=invocation, kind=kind,
+                           source=source)
         finally:
             _report_runs(state, target, invocation, fmt, report_path, apply_hint)
+        if plan_out is not None:
+            run_ids = [r["id"] for r in reversed(state.runs(target.project, target.database))
+                       if r["invocation"] == invocation]
+            _emit(planfile.write_plan(state, run_ids, target, invocation), plan_out)
+            click.echo(f"plan {invocation} written to {plan_out}; apply it with "
+                       f"`fsmigrate apply {plan_out}`", err=True)
 
 
 def _adopt_markers(cfg: Config, target: Target, state: State, markers: Markers) -> None:
@@ -627,29 +703,60 @@ def restore_cmd(cfg: Config, run_id: str, docs: tuple[str, ...], dry_run: bool, 
 
 @cli.command("audit")
 @click.argument("run_id", required=False)
-@click.option("--format", "fmt", type=FORMATS_LIST, default="text", show_default=True,
-              help="jsonl/json include each document's before-image and after-image.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "jsonl", "markdown"]),
+              default="text", show_default=True,
+              help="jsonl/json include each document's before-image and after-image; "
+                   "markdown is a report for a change ticket (with RUN_ID).")
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Newest N runs only (when listing runs).")
+@click.option("--since", default=None, help="Only runs started within this long: 7d, 12h...")
+@click.option("--export", "export_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the run's before-images to this JSON-lines file.")
+@click.option("--output", "-o", "output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the report to this file instead of stdout.")
 @click.pass_obj
-def audit_cmd(cfg: Config, run_id: Optional[str], fmt: str, limit: Optional[int]) -> None:
-    """List every recorded run, or every operation of one run with its before-image.
+def audit_cmd(cfg: Config, run_id: Optional[str], fmt: str, limit: Optional[int],
+              since: Optional[str], export_path: Optional[Path], output: Optional[Path]) -> None:
+    """List recorded runs (newest first), or one run's operations, report or archive.
 
     Read-only: never creates the state file.
 
     Examples:
 
-        fsmigrate audit
+        fsmigrate audit --since 7d
 
-        fsmigrate audit 20261128T120000Z-a1b2c3 --format jsonl > deleted.jsonl
+        fsmigrate audit 20261128T120000Z-a1b2c3 --format markdown -o change-ticket.md
+
+        fsmigrate audit 20261128T120000Z-a1b2c3 --export before-images.jsonl
     """
     state = State.open_readonly(cfg.state_path)
     if run_id is None:
-        _emit(report.runs_chunks(state, state.runs(limit=limit) if state else [], fmt))
+        if fmt == "markdown" or export_path:
+            raise UsageError("--format markdown and --export need a RUN_ID")
+        rows = state.runs(limit=limit) if state else []
+        if since:
+            try:
+                cutoff = dt.datetime.now(dt.timezone.utc) - heartbeats.parse_window(since)
+            except ValueError as exc:
+                raise UsageError(f"--since: {exc}") from exc
+            rows = [r for r in rows if _parse_time(r["started_at"]) >= cutoff]
+        _emit(report.runs_chunks(state, rows, "json" if fmt == "json" else
+                                 "jsonl" if fmt == "jsonl" else "text"), output)
         return
     if state is None:
         raise RunNotFound(run_id)
-    _emit(report.audit_run_chunks(state, run_id, fmt))
+    if export_path is not None:
+        _emit(audit_report.export_before_images(state, run_id), export_path)
+        click.echo(f"before-images written to {export_path}", err=True)
+        return
+    if fmt == "markdown":
+        _emit(audit_report.markdown(state, run_id, str(cfg.state_path)), output)
+        return
+    _emit(report.audit_run_chunks(state, run_id, fmt), output)
+
+
+def _parse_time(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 # ---- check ---------------------------------------------------------------------------------

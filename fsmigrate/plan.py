@@ -86,11 +86,23 @@ class Operation:
     before: Optional[Snapshot] = field(default=None, repr=False)
     fields: Optional[Any] = field(default=None, repr=False)  # protobuf Values, written as is
     write: Optional[bytes] = field(default=None, repr=False)  # the journaled Write, resent as is
+    label: Optional[str] = None  # for reports, e.g. "rename a/x -> a/y"
+    group: Optional[int] = None  # set by the runner for operations of one atomic Group
 
     @property
     def needs_read(self) -> bool:
         """A blind set: the runner must read what it overwrites before writing."""
         return self.kind == SET and self.before is None and self.precondition == NONE
+
+
+@dataclass
+class Group:
+    """Operations that land in one atomic commit, or not at all: a rename (create the new
+    document, delete the old one) can never leave both or neither. `children` are groups
+    that go first (the documents of moved subcollections)."""
+
+    ops: list[Operation]
+    children: list["Group"] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ def run_dict(state: Any, row: sqlite3.Row) -> dict[str, Any]:
 def op_dict(row: sqlite3.Row, *, images: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {
         "seq": row["seq"], "batch": row["batch"], "kind": row["kind"], "path": row["path"],
+        "label": row["label"],
         "status": row["status"], "reason": row["reason"], "commit_time": row["commit_time"],
         "error": row["error"],
         "precondition": json.loads(row["precondition"]) if row["precondition"] else None,
@@ -63,6 +64,11 @@ def upgrade_chunks(state: Any, run_ids: Sequence[str], target: Any, fmt: str, *,
         yield from _upgrade_markdown(state, runs, target)
     else:
         yield from _upgrade_text(state, runs, target, full=full, apply_hint=apply_hint)
+
+
+def _problems_first(note: str) -> tuple[int, str]:
+    """Conflicts and refusals lead the notes."""
+    return (0 if note.startswith(("CONFLICT", "REFUSED")) else 1, "")
 
 
 def _mode_word(runs: Sequence[sqlite3.Row]) -> str:
@@ -93,13 +99,14 @@ def _upgrade_text(state: Any, runs: Sequence[sqlite3.Row], target: Any, *,
         shown = 0
         for op in state.ops(row["id"], limit=limit):
             shown += 1
-            yield f"    {op['kind']:<7} {op['path']}\n"
+            label = f"  ({op['label']})" if op["label"] else ""
+            yield f"    {op['kind']:<7} {op['path']}{label}\n"
         if not full and row["planned"] > shown:
             yield (f"    ... and {row['planned'] - shown} more "
                    "(all of them: --report FILE, or --format json)\n")
         for op in state.ops(row["id"], status="skipped"):
             yield f"  skipped {op['kind']} {op['path']}: {op['reason']}\n"
-        for note in state.notes(row["id"]):
+        for note in sorted(state.notes(row["id"]), key=_problems_first):
             yield f"  note: {note}\n"
         if row["error"]:
             yield f"  error: {row['error']}\n"
@@ -132,9 +139,20 @@ def _upgrade_markdown(state: Any, runs: Sequence[sqlite3.Row], target: Any) -> I
         if row["mode"] == "apply":
             yield (f"\nCommitted {row['committed']}, skipped {row['skipped']}, "
                    f"failed {row['failed']}, in {row['batches']} batches.\n")
-        notes = state.notes(row["id"])
+        notes = sorted(state.notes(row["id"]), key=_problems_first)
         if notes:
             yield "\n### Notes\n\n" + "".join(f"- {n}\n" for n in notes)
+        labelled = state.conn.execute(
+            "SELECT label, status, reason FROM ops WHERE run_id=? AND label LIKE '% -> %'"
+            " AND kind='delete' ORDER BY substr(label, instr(label, ' -> ') + 4), label",
+            (row["id"],))
+        first = True
+        for op in labelled:
+            if first:
+                yield "\n### Old ID -> new ID (by new ID)\n\n| document | status |\n|---|---|\n"
+                first = False
+            status = op["status"] + (f" ({op['reason']})" if op["reason"] else "")
+            yield f"| `{op['label']}` | {status} |\n"
         if row["error"]:
             yield f"\n**Error:** {row['error']}\n"
         yield "\n### Documents\n\n| # | operation | document | status |\n|---|---|---|---|\n"

@@ -19,10 +19,11 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Protoco
 
 from . import codec
 from . import reconcile, testhooks
+from .normalize import Renamer, normalize
 from .errors import (FirestoreError, FsMigrateError, MigrationBlocked, MigrationFailed, PlanError,
                      ReconcileError, TransientError, UsageError)
-from .plan import (CREATE, DELETE, KINDS, MUST_NOT_EXIST, SET, UPDATE, Archived, Operation,
-                   Precondition, check_operation, timestamp_text)
+from .plan import (CREATE, DELETE, KINDS, MUST_NOT_EXIST, SET, UPDATE, Archived, Group,
+                   Operation, Precondition, check_operation, timestamp_text)
 from .scripts import Chain, Script
 from .state import OpRecord, State, new_id
 from .store import PRECONDITION_ERRORS, Doc, Store
@@ -124,6 +125,30 @@ class Context:
     def create(self, path: PathLike, data: Mapping[str, Any]) -> Operation:
         return Operation(CREATE, _path_of(path), dict(data), MUST_NOT_EXIST)
 
+    def subcollections(self, path: PathLike) -> list[str]:
+        """Ids of the subcollections of a document."""
+        return self._store.subcollections(_path_of(path))
+
+    def rename(self, doc: Doc, new_id: str, *, on_conflict: Any = "skip",
+               subcollections: str = "refuse",
+               transform: Optional[Callable[[dict], dict]] = None) -> Group:
+        """Give `doc` a new id in its collection: create the new document with its data and
+        delete the old one in ONE commit. If the new id exists: on_conflict="skip"
+        (default, reported), "overwrite", or keep_newest(field). A document with
+        subcollections is refused (default, reported) unless subcollections="move" or
+        "delete". Yield the result."""
+        return Renamer(self).rename(doc, new_id, on_conflict=on_conflict,
+                                    subcollections=subcollections, transform=transform)
+
+    def normalize(self, collection: str, canonical_of: Callable[[str], Optional[str]], *,
+                  keep: Optional[str] = None, on_conflict: Any = "skip",
+                  subcollections: str = "refuse",
+                  transform: Optional[Callable[[dict], dict]] = None) -> Iterator[Any]:
+        """Merge every document of `collection` into its canonical id (see
+        fsmigrate.normalize.normalize). Use: `yield from ctx.normalize(...)`."""
+        return normalize(self, collection, canonical_of, keep=keep, on_conflict=on_conflict,
+                         subcollections=subcollections, transform=transform)
+
     def barrier(self) -> "Barrier":
         """Yield this between operations whose order matters: everything yielded before it
         has landed before anything after it is sent (batches otherwise overlap)."""
@@ -174,7 +199,11 @@ def _batches(ops: Iterable[Any], size: int) -> Iterator[tuple[list[Any], bool]]:
             yield batch, True
             batch = []
             continue
-        batch.append(op)
+        unit = op.ops if isinstance(op, Group) else [op]  # a group is never split
+        if batch and len(batch) + len(unit) > size:
+            yield batch, False
+            batch = []
+        batch.extend(unit)
         if len(batch) >= size:
             yield batch, False
             batch = []
@@ -202,6 +231,39 @@ Numbered = list[tuple[int, Operation]]
 Settled = list[tuple[int, str]]
 
 
+def _units(numbered: Numbered) -> list[Numbered]:
+    """Operations in commit units: an atomic group together, any other alone."""
+    units: list[Numbered] = []
+    by_group: dict[int, Numbered] = {}
+    for item in numbered:
+        group = item[1].group
+        if group is None:
+            units.append([item])
+        elif group in by_group:
+            by_group[group].append(item)
+        else:
+            by_group[group] = [item]
+            units.append(by_group[group])
+    return units
+
+
+def _drop_broken_groups(numbered: Numbered, left: Numbered, skipped: Settled) -> Numbered:
+    """When one operation of an atomic group is skipped, the rest of it is skipped too."""
+    skipped_seqs = {seq for seq, _ in skipped}
+    broken = {op.group: op.path for seq, op in numbered
+              if op.group is not None and seq in skipped_seqs}
+    if not broken:
+        return left
+    keep: Numbered = []
+    for seq, op in left:
+        if op.group in broken:
+            skipped.append((seq, f"its atomic group was skipped ({broken[op.group]} changed "
+                                 "since plan)"))
+        else:
+            keep.append((seq, op))
+    return keep
+
+
 class Runner:
     def __init__(self, store: Store, state: State, chain: Chain, *, batch_size: int = MAX_BATCH,
                  page_size: Optional[int] = None, progress: Optional[Progress] = None,
@@ -214,6 +276,7 @@ class Runner:
                              f"got {concurrency}")
         self.concurrency = concurrency
         self.markers = markers  # where applied revisions are recorded in the database
+        self.capture_writes = False  # dry-runs journal exact writes (for --plan-out)
         self._pool: Any = None
         self.store = store
         self.state = state
@@ -236,7 +299,7 @@ class Runner:
     # ---- one migration -------------------------------------------------------------
 
     def run(self, script: Script, *, dry_run: bool, invocation: str,
-            kind: str = "upgrade") -> RunResult:
+            kind: str = "upgrade", source: Optional[str] = None) -> RunResult:
         """Plan (dry-run) or apply one migration. An apply first resumes an unfinished
         earlier apply of the same revision: it settles that run's in-flight operations by
         re-reading them, redoes the ones that never landed, and skips what committed."""
@@ -245,7 +308,7 @@ class Runner:
         run_id = self.state.start_run(
             invocation=invocation, project=self.target.project, database=self.target.database,
             revision=script.revision, checksum=script.checksum, description=script.description,
-            mode=mode, kind=kind, resumes=prior["id"] if prior else None)
+            mode=mode, kind=kind, resumes=prior["id"] if prior else None, source=source)
         result = RunResult(run_id, script.revision, script.description, mode, "running")
         counts = {k: 0 for k in KINDS}
         earlier = self.state.resume_chain(prior["id"]) if prior else []
@@ -257,6 +320,7 @@ class Runner:
         self.progress.start(script, mode)
         self._seq = 0
         self._batch = 0
+        self._group_ids = 0
         self._revision = script.revision
         self._run_checked(script, run_id, prior, earlier, dry_run, counts, note)
         if not dry_run and kind != "restore" and self.markers is not None:
@@ -350,15 +414,34 @@ class Runner:
             for op in produced or ():
                 if isinstance(op, Barrier):
                     yield op
-                    continue
-                problem = check_operation(op)
-                if problem:
-                    raise PlanError(script.revision, problem)
-                yield op
+                elif isinstance(op, Group):
+                    yield from self._groups(script.revision, op)
+                else:
+                    problem = check_operation(op)
+                    if problem:
+                        raise PlanError(script.revision, problem)
+                    yield op
         except (FsMigrateError, KeyboardInterrupt):
             raise
         except Exception as exc:
             raise _PlanFailed(exc) from exc
+
+    def _groups(self, revision: str, group: Group) -> Iterator[Group]:
+        """A group's children first, then the group; each checked and numbered."""
+        for child in group.children:
+            yield from self._groups(revision, child)
+        if not group.ops:
+            return
+        if len(group.ops) > self.batch_size:
+            raise PlanError(revision, f"an atomic group of {len(group.ops)} operations does "
+                                      f"not fit in a batch of {self.batch_size}")
+        self._group_ids += 1
+        for op in group.ops:
+            problem = check_operation(op)
+            if problem:
+                raise PlanError(revision, problem)
+            op.group = self._group_ids
+        yield group
 
     def _fail(self, run_id: str, counts: dict[str, int], exc: BaseException, kind: str) -> None:
         error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
@@ -385,10 +468,19 @@ class Runner:
         for op in batch:
             counts[op.kind] += 1
         if dry_run:
+            if self.capture_writes:  # a reviewed plan: exact writes, guarded like an apply
+                self._read_before_blind_sets(batch)
             self._record(run_id, self._batch, numbered, "planned")
         else:
             self._apply_batch(run_id, self._batch, numbered)
         self.progress.advance(len(batch))
+
+    def _regroup(self, items: list[Any]) -> Iterator[Any]:
+        for item in items:
+            if isinstance(item, Group):
+                yield from self._groups(self._revision, item)
+            else:
+                yield item
 
     def _not_done(self, batch: list[Operation], earlier: list[str],
                   redone: set[tuple[str, str]]) -> list[Operation]:
@@ -396,14 +488,15 @@ class Runner:
         return [op for op in batch if (op.path, op.kind) not in done]
 
     def _record(self, run_id: str, number: int, numbered: Numbered, status: str) -> None:
-        archive = status != "planned"
+        archive = status != "planned" or self.capture_writes
         records = []
         for seq, op in numbered:
             write = self._write(op) if archive else None
             records.append(OpRecord(
                 seq=seq, kind=op.kind, path=op.path, precondition=op.precondition.to_json(),
                 before=op.before.document_bytes() if archive and op.before else None,
-                after=_after_json(op, write), status=status, write=write))
+                after=_after_json(op, write), status=status, write=write, group=op.group,
+                label=op.label))
             op.write = write
         self.state.record_ops(run_id, number, records)
 
@@ -503,19 +596,21 @@ class Runner:
                 raise ReconcileError(op.path, op.kind)
             else:
                 skipped.append((seq, op.precondition.why_not(doc)))
-        return left
+        return _drop_broken_groups(numbered, left, skipped)
 
     def _bisect(self, numbered: Numbered) -> tuple[Settled, Settled]:
-        """Last resort when a re-read cannot tell which operation fails: halve and retry."""
+        """Last resort when a re-read cannot tell which operation fails: halve and retry
+        (never splitting an atomic group)."""
         try:
             when = timestamp_text(self.store.commit_writes([op.write for _, op in numbered]))
             return [(seq, when) for seq, _ in numbered], []
         except PRECONDITION_ERRORS as exc:
-            if len(numbered) == 1:
-                return [], [(numbered[0][0], f"precondition failed: {exc.message}")]
-        half = len(numbered) // 2
-        left = self._bisect(numbered[:half])
-        right = self._bisect(numbered[half:])
+            units = _units(numbered)
+            if len(units) == 1:
+                return [], [(seq, f"precondition failed: {exc.message}") for seq, _ in numbered]
+        half = len(units) // 2
+        left = self._bisect([x for unit in units[:half] for x in unit])
+        right = self._bisect([x for unit in units[half:] for x in unit])
         return left[0] + right[0], left[1] + right[1]
 
     # ---- resuming ------------------------------------------------------------------
@@ -523,32 +618,54 @@ class Runner:
     def _resume(self, run_id: str, earlier: list[str], counts: dict[str, int]
                 ) -> set[tuple[str, str]]:
         """Settle the earlier runs' in-flight operations by re-reading their documents; the
-        ones that never landed are redone (the same journaled write) in this run."""
+        ones that never landed are redone (the same journaled write) in this run. The
+        operations of an atomic group are settled together: if one changed, none is redone."""
         pending = self.state.pending_ops(earlier)
-        redo: list[Operation] = []
-        updates = []
+        found: dict[tuple[str, int], str] = {}
+        docs: dict[str, Any] = {}
         for rows in _chunks(pending, self.batch_size):
-            current = self.store.get_many({r["path"] for r in rows})
+            docs.update(self.store.get_many({r["path"] for r in rows}))
             for row in rows:
-                pre = Precondition.from_json(row["precondition"])
-                doc = current.get(row["path"])
-                found = reconcile.outcome(row["kind"], pre, row["write"], doc)
-                if found == reconcile.UNKNOWN:
+                outcome = reconcile.outcome(row["kind"], Precondition.from_json(
+                    row["precondition"]), row["write"], docs.get(row["path"]))
+                if outcome == reconcile.UNKNOWN:
                     raise ReconcileError(row["path"], row["kind"], row["run_id"])
-                if found == reconcile.LANDED:
-                    updates.append(("committed", "landed before the interruption (re-read)",
-                                     row["seq"], row["run_id"]))
-                elif found == reconcile.CHANGED:
-                    updates.append(("skipped", pre.why_not(doc), row["seq"], row["run_id"]))
+                found[(row["run_id"], row["seq"])] = outcome
+        broken = {(r["run_id"], r["grp"]) for r in pending if r["grp"] is not None
+                  and found[(r["run_id"], r["seq"])] == reconcile.CHANGED}
+        updates = []
+        redo: list[Any] = []
+        groups: dict[tuple[str, int], Group] = {}
+        for row in pending:
+            pre = Precondition.from_json(row["precondition"])
+            outcome = found[(row["run_id"], row["seq"])]
+            key = (row["run_id"], row["grp"])
+            if outcome == reconcile.LANDED:
+                updates.append(("committed", "landed before the interruption (re-read)",
+                                row["seq"], row["run_id"]))
+            elif outcome == reconcile.CHANGED or key in broken:
+                why = pre.why_not(docs.get(row["path"])) if outcome == reconcile.CHANGED \
+                    else "its atomic group was skipped (changed since plan)"
+                updates.append(("skipped", why, row["seq"], row["run_id"]))
+            else:
+                updates.append(("failed", f"not applied before the interruption; redone "
+                                f"by run {run_id}", row["seq"], row["run_id"]))
+                op = Operation(row["kind"], row["path"], precondition=pre,
+                               before=Archived(row["path"], row["before"]),
+                               write=row["write"], label=row["label"])
+                if row["grp"] is None:
+                    redo.append(op)
+                elif key in groups:
+                    groups[key].ops.append(op)
                 else:
-                    updates.append(("failed", f"not applied before the interruption; redone "
-                                    f"by run {run_id}", row["seq"], row["run_id"]))
-                    redo.append(Operation(row["kind"], row["path"], precondition=pre,
-                                          before=Archived(row["path"], row["before"]),
-                                          write=row["write"]))
+                    groups[key] = Group([op])
+                    redo.append(groups[key])
         if updates:
             self.state.settle_old(updates)
-        for batch in _chunks(redo, self.batch_size):
+        flat: list[Operation] = []
+        for batch, _ in _batches(self._regroup(redo), self.batch_size):
             self._run_batch(run_id, batch, counts, dry_run=False)
+            flat.extend(batch)
         self._settle_inflight(run_id, keep=0)
+        redo = flat
         return {(op.path, op.kind) for op in redo}

@@ -34,7 +34,7 @@ CREATE TABLE IF NOT EXISTS runs (
     checksum TEXT NOT NULL,
     description TEXT NOT NULL DEFAULT '',
     kind TEXT NOT NULL DEFAULT 'upgrade'
-        CHECK (kind IN ('upgrade', 'rerun', 'restore', 'resolve', 'stamp', 'elsewhere')),
+        CHECK (kind IN ('upgrade', 'rerun', 'plan', 'restore', 'resolve', 'stamp', 'elsewhere')),
     mode TEXT NOT NULL CHECK (mode IN ('dry-run', 'apply')),
     status TEXT NOT NULL CHECK (status IN ('running', 'succeeded', 'failed', 'interrupted')),
     resumes TEXT REFERENCES runs (id),
@@ -75,6 +75,8 @@ CREATE TABLE IF NOT EXISTS ops (
     before BLOB,
     after TEXT,
     write BLOB,
+    grp INTEGER,
+    label TEXT,
     status TEXT NOT NULL
         CHECK (status IN ('planned', 'pending', 'committed', 'skipped', 'failed')),
     reason TEXT,
@@ -124,6 +126,8 @@ class OpRecord:
     status: str
     reason: Optional[str] = None
     write: Optional[bytes] = None
+    group: Optional[int] = None
+    label: Optional[str] = None
 
 
 class State:
@@ -260,7 +264,7 @@ class State:
         """The newest apply run of `revision` on the target (upgrade, rerun or resolve)."""
         return self.conn.execute(
             "SELECT * FROM runs WHERE project=? AND database=? AND revision=? AND mode='apply'"
-            " AND kind IN ('upgrade', 'rerun', 'resolve', 'stamp', 'elsewhere')"
+            " AND kind IN ('upgrade', 'rerun', 'plan', 'resolve', 'stamp', 'elsewhere')"
             " ORDER BY started_at DESC, rowid DESC"
             " LIMIT 1", (project, database, revision)).fetchone()
 
@@ -401,9 +405,9 @@ class State:
         with self.tx():
             self.conn.executemany(
                 "INSERT INTO ops (run_id, seq, batch, kind, path, precondition, before, after,"
-                " write, status, reason) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                " write, grp, label, status, reason) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [(run_id, r.seq, batch, r.kind, r.path, r.precondition, r.before, r.after,
-                  r.write, r.status, r.reason) for r in records])
+                  r.write, r.group, r.label, r.status, r.reason) for r in records])
             open_ = sum(r.status == "pending" for r in records)
             self.conn.execute(
                 "UPDATE runs SET planned=planned+?, failed=failed+?, batches=MAX(batches, ?)"

@@ -361,6 +361,13 @@ class Store:
 
         return self._read(f"read of {len(paths)} documents", read)
 
+    def subcollections(self, path: str) -> list[str]:
+        """Ids of the subcollections of the document at `path`."""
+        ref = self.client.document(path)
+        return sorted(self._read(f"listing subcollections of {path}",
+                                 lambda: [c.id for c in ref.collections(retry=None,
+                                                                        timeout=self.policy.timeout)]))
+
     # ---- writes --------------------------------------------------------------------
 
     def doc_name(self, path: str) -> str:

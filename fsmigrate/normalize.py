@@ -1,0 +1,185 @@
+"""Renaming and merging documents into their canonical IDs (the ctx.rename / ctx.normalize
+primitives). Planning only: everything here builds operations; nothing is written.
+
+A rename is one atomic Group: the new document is created (must not exist) or, on a
+conflict the migration chose to resolve, overwritten (must be unchanged since read), and
+the old one deleted (must be unchanged since planned), in the same commit. A document
+with subcollections is refused (default, reported), or its subcollections are moved or
+deleted first, recursively, with the same preconditions and archive.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Optional, Union
+
+from .plan import (CREATE, DELETE, MUST_NOT_EXIST, SET, Group, Operation, Precondition)
+
+SKIP = "skip"
+OVERWRITE = "overwrite"
+REFUSE, MOVE, DELETE_SUBS = "refuse", "move", "delete"
+
+
+@dataclass(frozen=True)
+class KeepNewest:
+    """On a conflict, keep whichever document has the newer `field` (missing = oldest;
+    ties keep the existing target)."""
+
+    field: str
+
+
+def keep_newest(field: str) -> KeepNewest:
+    return KeepNewest(field)
+
+
+Conflict = Union[str, KeepNewest]
+_NEVER = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+
+
+def newness(doc: Any, field: Optional[str]) -> tuple:
+    """Order documents by `field` (when it is a timestamp or number), then update time."""
+    value = doc.get(field) if field else None
+    if isinstance(value, dt.datetime):
+        return (1, value.timestamp(), doc.update_time)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (1, float(value), doc.update_time)
+    return (0, 0.0, doc.update_time)
+
+
+def _sibling(path: str, new_id: str) -> str:
+    if not new_id or "/" in new_id:
+        raise ValueError(f"new id {new_id!r} must be a non-empty document id without '/'")
+    return path.rsplit("/", 1)[0] + "/" + new_id
+
+
+class Renamer:
+    """Builds rename groups; `ctx` supplies reads (get, subcollections, scan) and notes."""
+
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+
+    def rename(self, doc: Any, new_id: str, *, on_conflict: Conflict = SKIP,
+               subcollections: str = REFUSE, target: Any = "read",
+               transform: Optional[Callable[[dict], dict]] = None) -> Group:
+        new_path = _sibling(doc.path, new_id)
+        if target == "read":
+            target = self.ctx.get(new_path)
+        label = f"{doc.path} -> {new_path}"
+        children = self._subcollections(doc, new_path, subcollections, label)
+        if children is None:
+            return Group([])
+        delete_old = self._delete(doc, label)
+        if target is None:
+            write = self._write(CREATE, new_path, doc, MUST_NOT_EXIST, None, label, transform)
+            return Group([write, delete_old], children)
+        if on_conflict == SKIP:
+            self.ctx.note(f"CONFLICT {label}: {new_path} exists; skipped (on_conflict=skip)")
+            return Group([])
+        if isinstance(on_conflict, KeepNewest) and \
+                newness(doc, on_conflict.field) <= newness(target, on_conflict.field):
+            self.ctx.note(f"CONFLICT {label}: {new_path} exists and is newer by "
+                          f"{on_conflict.field}; kept it, {doc.path} deleted")
+            return Group([self._delete(doc, f"{label} (merged: {new_path} kept, newer)")],
+                         children)
+        if on_conflict != OVERWRITE and not isinstance(on_conflict, KeepNewest):
+            raise ValueError(f"on_conflict must be 'skip', 'overwrite' or keep_newest(field), "
+                             f"not {on_conflict!r}")
+        how = "overwrite" if on_conflict == OVERWRITE else f"keep_newest({on_conflict.field})"
+        self.ctx.note(f"CONFLICT {label}: {new_path} exists; overwritten by {doc.path} "
+                      f"(on_conflict={how})")
+        write = self._write(SET, new_path, doc, Precondition(update_time=target.update_time),
+                            target, label + f" (overwrote {new_path})", transform)
+        return Group([write, delete_old], children)
+
+    def _write(self, kind: str, path: str, doc: Any, pre: Precondition, before: Any,
+               label: str, transform: Optional[Callable[[dict], dict]]) -> Operation:
+        if transform is None:  # the old document's protobuf fields, exactly
+            return Operation(kind, path, precondition=pre, before=before,
+                             fields=doc._pb.fields, label=label)
+        return Operation(kind, path, transform(doc.to_dict()), precondition=pre, before=before,
+                         label=label)
+
+    def _delete(self, doc: Any, label: str) -> Operation:
+        return Operation(DELETE, doc.path, precondition=Precondition(update_time=doc.update_time),
+                         before=doc, label=label)
+
+    def _subcollections(self, doc: Any, new_path: Optional[str], mode: str,
+                        label: str) -> Optional[list[Group]]:
+        """Groups moving or deleting what is under `doc` (children first); None = refused."""
+        names = self.ctx.subcollections(doc.path)
+        if not names:
+            return []
+        if mode == REFUSE:
+            self.ctx.note(f"REFUSED {label}: {doc.path} has subcollections "
+                          f"{', '.join(names)} (subcollections='refuse')")
+            return None
+        if mode not in (MOVE, DELETE_SUBS):
+            raise ValueError(f"subcollections must be 'refuse', 'move' or 'delete', not {mode!r}")
+        groups: list[Group] = []
+        for name in names:
+            for child in self.ctx.scan(f"{doc.path}/{name}"):
+                if mode == MOVE:
+                    assert new_path is not None
+                    groups.append(self.rename_to(child, f"{new_path}/{name}/{child.id}",
+                                                 mode))
+                else:
+                    sub = self._subcollections(child, None, DELETE_SUBS, label)
+                    groups.append(Group([self._delete(child, f"{child.path} deleted (under "
+                                                             f"{doc.path})")], sub or []))
+        return groups
+
+    def rename_to(self, doc: Any, new_path: str, mode: str) -> Group:
+        """Move one document (and what is under it) to `new_path`, which must be free."""
+        label = f"{doc.path} -> {new_path} (moved)"
+        children = self._subcollections(doc, new_path, mode, label) or []
+        write = Operation(CREATE, new_path, precondition=MUST_NOT_EXIST, fields=doc._pb.fields,
+                          label=label)
+        return Group([write, self._delete(doc, label)], children)
+
+
+def normalize(ctx: Any, collection: str, canonical_of: Callable[[str], Optional[str]], *,
+              keep: Optional[str] = None, on_conflict: Conflict = SKIP,
+              subcollections: str = REFUSE,
+              transform: Optional[Callable[[dict], dict]] = None) -> Iterator[Any]:
+    """Merge every document into its canonical ID.
+
+    `canonical_of(doc_id)` gives the ID a document should have (itself when it is
+    canonical, None when unknown: left alone and noted). Per canonical ID, the survivor is
+    the newest non-canonical document by `keep` (a field; then update time); it is renamed
+    to the canonical ID (resolving an existing canonical document per `on_conflict`) and
+    the other non-canonical documents are deleted. One pass, memory per canonical ID.
+    The deletes go out as the scan proceeds; each survivor is kept until its rename, so a
+    crash never leaves a canonical ID without its newest document."""
+    renamer = Renamer(ctx)
+    canonical: dict[str, Any] = {}
+    best: dict[str, Any] = {}
+    counts: dict[str, int] = {}
+    unknown = 0
+    for doc in ctx.scan(collection):
+        target = canonical_of(doc.id)
+        if target is None:
+            unknown += 1
+            ctx.note(f"unknown ID left alone: {doc.id!r}")
+            continue
+        if target == doc.id:
+            canonical[doc.id] = doc
+            continue
+        counts[target] = counts.get(target, 0) + 1
+        current = best.get(target)
+        if current is None:
+            best[target] = doc
+            continue
+        if newness(doc, keep) > newness(current, keep):
+            best[target], doc = doc, current
+        label = f"{doc.path} -> {collection}/{target} (merged: older)"
+        loser = renamer._subcollections(doc, None, subcollections, label)
+        if loser is None:
+            continue
+        yield Group([renamer._delete(doc, label)], loser)
+    for target in sorted(best):
+        yield renamer.rename(best[target], target, on_conflict=on_conflict,
+                             subcollections=subcollections, target=canonical.get(target),
+                             transform=transform)
+    ctx.note(f"normalize {collection}: {len(canonical)} canonical documents, "
+             f"{sum(counts.values())} to merge into {len(best)} canonical IDs, "
+             f"{unknown} unknown IDs left alone")

@@ -1,0 +1,87 @@
+"""The audit report of a run (markdown for a change ticket), the export, --since."""
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from helpers import Fsm, write_script
+
+CLEANUP = """
+def plan(ctx):
+    for doc in ctx.scan("sessions"):
+        if doc.get("old"):
+            yield ctx.delete(doc)
+    for doc in ctx.scan("users"):
+        yield ctx.update(doc, {"seen": True})
+    ctx.note("cleaned sessions, marked users")
+"""
+
+
+@pytest.fixture
+def applied(tmp_path: Path, project_id: str, emulator, fs_client):
+    for i in range(7):
+        fs_client.document(f"sessions/s{i}").set({"old": i < 5, "i": i})
+    for i in range(3):
+        fs_client.document(f"users/u{i}").set({"i": i})
+    fsm = Fsm(project_id, tmp_path / "state.db", tmp_path / "migrations")
+    write_script(fsm.migrations, "0001", None, CLEANUP, doc="Clean sessions, mark users.")
+    dry = fsm.json("upgrade", "--dry-run")["migrations"][0]
+    run = fsm.json("upgrade")["migrations"][0]
+    return fsm, dry, run
+
+
+def test_markdown_report_has_who_what_counts_and_checksums(applied, tmp_path) -> None:
+    fsm, dry, run = applied
+    out = tmp_path / "ticket.md"
+
+    result = fsm("audit", run["run_id"], "--format", "markdown", "-o", str(out))
+
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    assert f"`{run['run_id']}`" in text and run["checksum"] in text
+    assert f"project `{fsm.project}`, database `(default)`" in text
+    assert f"`{dry['run_id']}`" in text and "same script" in text and "7 operations" not in text
+    assert "8 operations planned" in text  # the dry-run planned 5 deletes + 3 updates
+    assert "| delete | 0 | 5 | 0 | 0 | 0 |" in text
+    assert "| update | 0 | 3 | 0 | 0 | 0 |" in text
+    assert "| `sessions` | 0 | 5 | 0 | 0 | 0 |" in text
+    assert "| `users` | 0 | 3 | 0 | 0 | 0 |" in text
+    assert "cleaned sessions, marked users" in text
+    assert f"audit {run['run_id']} --export before-images.jsonl" in text
+
+
+def test_apply_without_dry_run_says_so(tmp_path, project_id, emulator, fs_client) -> None:
+    fs_client.document("sessions/s1").set({"old": True})
+    fsm = Fsm(project_id, tmp_path / "state.db", tmp_path / "migrations")
+    write_script(fsm.migrations, "0001", None, CLEANUP)
+    run = fsm.json("upgrade")["migrations"][0]
+    text = fsm("audit", run["run_id"], "--format", "markdown").stdout
+    assert "**none** recorded before this apply" in text
+
+
+def test_export_writes_every_before_image(applied, tmp_path, fs_client) -> None:
+    fsm, _, run = applied
+    out = tmp_path / "before.jsonl"
+    assert fsm("audit", run["run_id"], "--export", str(out)).exit_code == 0
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(l["path"] for l in lines) == sorted(
+        [f"sessions/s{i}" for i in range(5)] + [f"users/u{i}" for i in range(3)])
+    s0 = next(l for l in lines if l["path"] == "sessions/s0")
+    assert s0["kind"] == "delete" and s0["before"]["fields"] == {"i": 0, "old": True}
+
+
+def test_since_lists_recent_runs_newest_first(applied) -> None:
+    fsm, dry, run = applied
+    db = sqlite3.connect(fsm.state)
+    db.execute("UPDATE runs SET started_at='2020-01-01T00:00:00.000000Z' WHERE id=?",
+               (dry["run_id"],))
+    db.commit()
+    recent = json.loads(fsm("audit", "--since", "7d", "--format", "json").stdout)
+    assert [r["run_id"] for r in recent] == [run["run_id"]]
+    everything = json.loads(fsm("audit", "--format", "json").stdout)
+    assert [r["run_id"] for r in everything] == [run["run_id"], dry["run_id"]]
+    assert fsm("audit", "--since", "soon").exit_code == 2
+    assert fsm("audit", "--format", "markdown").exit_code == 2
