@@ -5,7 +5,8 @@ A rename is one atomic Group: the new document is created (must not exist) or, o
 conflict the migration chose to resolve, overwritten (must be unchanged since read), and
 the old one deleted (must be unchanged since planned), in the same commit. A document
 with subcollections is refused (default, reported), or its subcollections are moved or
-deleted first, recursively, with the same preconditions and archive.
+deleted first, recursively, with the same preconditions and archive; "unchecked" skips the
+check for collections that have no subcollections by design.
 """
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ from .plan import (CREATE, DELETE, MUST_NOT_EXIST, SET, Group, Operation, Precon
 SKIP = "skip"
 OVERWRITE = "overwrite"
 REFUSE, MOVE, DELETE_SUBS = "refuse", "move", "delete"
+# For collections without subcollections by design: no ListCollectionIds call per document
+# (about 1.7 ms each on the emulator, 80 s for 48,000 documents). Say so in the script.
+UNCHECKED = "unchecked"
 
 
 @dataclass(frozen=True)
@@ -60,7 +64,8 @@ class Renamer:
 
     def rename(self, doc: Any, new_id: str, *, on_conflict: Conflict = SKIP,
                subcollections: str = REFUSE, target: Any = "read",
-               transform: Optional[Callable[[dict], dict]] = None) -> Group:
+               transform: Optional[Callable[[dict, str], dict]] = None,
+               note_resolved: bool = True) -> Group:
         new_path = _sibling(doc.path, new_id)
         if target == "read":
             target = self.ctx.get(new_path)
@@ -76,28 +81,30 @@ class Renamer:
             self.ctx.note(f"CONFLICT {label}: {new_path} exists; skipped (on_conflict=skip)")
             return Group([])
         if isinstance(on_conflict, KeepNewest) and \
-                newness(doc, on_conflict.field) <= newness(target, on_conflict.field):
-            self.ctx.note(f"CONFLICT {label}: {new_path} exists and is newer by "
-                          f"{on_conflict.field}; kept it, {doc.path} deleted")
+                newness(doc, on_conflict.field)[:2] <= newness(target, on_conflict.field)[:2]:
+            if note_resolved:
+                self.ctx.note(f"CONFLICT {label}: {new_path} exists and is newer by "
+                              f"{on_conflict.field}; kept it, {doc.path} deleted")
             return Group([self._delete(doc, f"{label} (merged: {new_path} kept, newer)")],
                          children)
         if on_conflict != OVERWRITE and not isinstance(on_conflict, KeepNewest):
             raise ValueError(f"on_conflict must be 'skip', 'overwrite' or keep_newest(field), "
                              f"not {on_conflict!r}")
         how = "overwrite" if on_conflict == OVERWRITE else f"keep_newest({on_conflict.field})"
-        self.ctx.note(f"CONFLICT {label}: {new_path} exists; overwritten by {doc.path} "
-                      f"(on_conflict={how})")
+        if note_resolved:
+            self.ctx.note(f"CONFLICT {label}: {new_path} exists; overwritten by {doc.path} "
+                          f"(on_conflict={how})")
         write = self._write(SET, new_path, doc, Precondition(update_time=target.update_time),
                             target, label + f" (overwrote {new_path})", transform)
         return Group([write, delete_old], children)
 
     def _write(self, kind: str, path: str, doc: Any, pre: Precondition, before: Any,
-               label: str, transform: Optional[Callable[[dict], dict]]) -> Operation:
+               label: str, transform: Optional[Callable[[dict, str], dict]]) -> Operation:
         if transform is None:  # the old document's protobuf fields, exactly
             return Operation(kind, path, precondition=pre, before=before,
                              fields=doc._pb.fields, label=label)
-        return Operation(kind, path, transform(doc.to_dict()), precondition=pre, before=before,
-                         label=label)
+        return Operation(kind, path, transform(doc.to_dict(), path.rsplit("/", 1)[1]),
+                         precondition=pre, before=before, label=label)
 
     def _delete(self, doc: Any, label: str) -> Operation:
         return Operation(DELETE, doc.path, precondition=Precondition(update_time=doc.update_time),
@@ -106,6 +113,8 @@ class Renamer:
     def _subcollections(self, doc: Any, new_path: Optional[str], mode: str,
                         label: str) -> Optional[list[Group]]:
         """Groups moving or deleting what is under `doc` (children first); None = refused."""
+        if mode == UNCHECKED:
+            return []
         names = self.ctx.subcollections(doc.path)
         if not names:
             return []
@@ -114,7 +123,8 @@ class Renamer:
                           f"{', '.join(names)} (subcollections='refuse')")
             return None
         if mode not in (MOVE, DELETE_SUBS):
-            raise ValueError(f"subcollections must be 'refuse', 'move' or 'delete', not {mode!r}")
+            raise ValueError(f"subcollections must be 'refuse', 'move', 'delete' or 'unchecked', "
+                             f"not {mode!r}")
         groups: list[Group] = []
         for name in names:
             for child in self.ctx.scan(f"{doc.path}/{name}"):
@@ -140,16 +150,18 @@ class Renamer:
 def normalize(ctx: Any, collection: str, canonical_of: Callable[[str], Optional[str]], *,
               keep: Optional[str] = None, on_conflict: Conflict = SKIP,
               subcollections: str = REFUSE,
-              transform: Optional[Callable[[dict], dict]] = None) -> Iterator[Any]:
+              transform: Optional[Callable[[dict, str], dict]] = None) -> Iterator[Any]:
     """Merge every document into its canonical ID.
 
     `canonical_of(doc_id)` gives the ID a document should have (itself when it is
     canonical, None when unknown: left alone and noted). Per canonical ID, the survivor is
     the newest non-canonical document by `keep` (a field; then update time); it is renamed
-    to the canonical ID (resolving an existing canonical document per `on_conflict`) and
-    the other non-canonical documents are deleted. One pass, memory per canonical ID.
-    The deletes go out as the scan proceeds; each survivor is kept until its rename, so a
-    crash never leaves a canonical ID without its newest document."""
+    to the canonical ID (resolving an existing canonical document per `on_conflict`;
+    `transform(data, canonical_id)` may adjust what is written) and the other
+    non-canonical documents are deleted. One pass, memory per canonical ID. The deletes go
+    out as the scan proceeds; each survivor is kept until its rename, so a crash never
+    leaves a canonical ID without its newest document. A note per canonical ID says how
+    many documents merge into it and whether it is created, updated or kept."""
     renamer = Renamer(ctx)
     canonical: dict[str, Any] = {}
     best: dict[str, Any] = {}
@@ -177,9 +189,31 @@ def normalize(ctx: Any, collection: str, canonical_of: Callable[[str], Optional[
             continue
         yield Group([renamer._delete(doc, label)], loser)
     for target in sorted(best):
-        yield renamer.rename(best[target], target, on_conflict=on_conflict,
-                             subcollections=subcollections, target=canonical.get(target),
-                             transform=transform)
-    ctx.note(f"normalize {collection}: {len(canonical)} canonical documents, "
-             f"{sum(counts.values())} to merge into {len(best)} canonical IDs, "
+        survivor, existing = best[target], canonical.get(target)
+        field = on_conflict.field if isinstance(on_conflict, KeepNewest) else keep
+        if existing is None:
+            what = f"CREATE from {survivor.id} ({_show(survivor, field)})"
+        elif on_conflict == SKIP:
+            what = "KEEP (on_conflict=skip)"
+        elif isinstance(on_conflict, KeepNewest) and \
+                newness(survivor, field)[:2] <= newness(existing, field)[:2]:
+            what = f"KEEP (its {_show(existing, field)} is the newest)"
+        else:
+            what = (f"UPDATE from {survivor.id} ({_show(existing, field)} -> "
+                    f"{_show(survivor, field)})")
+        ctx.note(f"{target}: {counts[target]} to merge -> {what}")
+        yield renamer.rename(survivor, target, on_conflict=on_conflict,
+                             subcollections=subcollections, target=existing,
+                             transform=transform, note_resolved=False)  # noted just above
+    ctx.note(f"normalize {collection}: {len(canonical)} canonical documents kept, "
+             f"{sum(counts.values())} documents merged into {len(best)} canonical IDs, "
              f"{unknown} unknown IDs left alone")
+
+
+def _show(doc: Any, field: Optional[str]) -> str:
+    if not field:
+        return f"updated {doc.update_time.isoformat(timespec='seconds')}"
+    value = doc.get(field)
+    if isinstance(value, dt.datetime):
+        value = value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return f"{field} {value if value is not None else 'missing'}"

@@ -131,7 +131,7 @@ class Context:
 
     def rename(self, doc: Doc, new_id: str, *, on_conflict: Any = "skip",
                subcollections: str = "refuse",
-               transform: Optional[Callable[[dict], dict]] = None) -> Group:
+               transform: Optional[Callable[[dict, str], dict]] = None) -> Group:
         """Give `doc` a new id in its collection: create the new document with its data and
         delete the old one in ONE commit. If the new id exists: on_conflict="skip"
         (default, reported), "overwrite", or keep_newest(field). A document with
@@ -143,7 +143,7 @@ class Context:
     def normalize(self, collection: str, canonical_of: Callable[[str], Optional[str]], *,
                   keep: Optional[str] = None, on_conflict: Any = "skip",
                   subcollections: str = "refuse",
-                  transform: Optional[Callable[[dict], dict]] = None) -> Iterator[Any]:
+                  transform: Optional[Callable[[dict, str], dict]] = None) -> Iterator[Any]:
         """Merge every document of `collection` into its canonical id (see
         fsmigrate.normalize.normalize). Use: `yield from ctx.normalize(...)`."""
         return normalize(self, collection, canonical_of, keep=keep, on_conflict=on_conflict,

@@ -123,7 +123,7 @@ def canonical(doc_id):
 def plan(ctx):
     yield from ctx.normalize("things", canonical, keep="t",
                              on_conflict=keep_newest("t"),
-                             transform=lambda d: {**d, "name": "canonical"})
+                             transform=lambda d, new_id: {**d, "name": new_id.lower()})
 """
 
 
@@ -144,8 +144,8 @@ def test_normalize_merges_each_group_into_its_canonical_id(fsm: Fsm, fs_client) 
         ("delete", "things/Beta_run_1"), ("set", "things/Alpha")]
     out = fsm.json("upgrade")
 
-    assert docs(fs_client) == {"Alpha": {"t": T, "name": "canonical"},
-                               "Beta": {"t": T, "name": "canonical"}, "Gamma": {"t": T},
+    assert docs(fs_client) == {"Alpha": {"t": T, "name": "alpha"},
+                               "Beta": {"t": T, "name": "beta"}, "Gamma": {"t": T},
                                "weird id": {"t": T}}
     assert "unknown ID left alone: 'weird id'" in out["migrations"][0]["notes"]
 
