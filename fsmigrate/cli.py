@@ -631,9 +631,9 @@ def _mark_applied_by_hand(cfg: Config, revision: str, reason: str, kind: str,
                              f"before {revision} and are not applied; resolve or apply them "
                              "first")
         for item in todo:
-            record = state.resolve if kind == "resolve" else state.stamp
-            run_id = record(project=target.project, database=target.database, script=item,
-                            reason=reason, invocation=new_id())
+            run_id = state.record_by_hand(project=target.project, database=target.database,
+                                          script=item, reason=reason, invocation=new_id(),
+                                          kind=kind)
             markers.write(revision=item.revision, checksum=item.checksum,
                           description=item.description, run_id=run_id, kind=kind,
                           reason=reason)

@@ -313,25 +313,15 @@ class State:
                 " VALUES (?,?,?,?,?,?)",
                 (project, database, revision, checksum, now_text(), run_id))
 
-    def resolve(self, *, project: str, database: str, script: Any, reason: str,
-                invocation: str) -> str:
-        """Record `script` as applied without running it (a run of kind resolve)."""
+    def record_by_hand(self, *, project: str, database: str, script: Any, reason: str,
+                       invocation: str, kind: str) -> str:
+        """Record `script` as applied without running it: a run of kind `resolve` (after a
+        failed run) or `stamp` (a database changed by hand), with the reason."""
         run_id = self.start_run(invocation=invocation, project=project, database=database,
                                 revision=script.revision, checksum=script.checksum,
-                                description=script.description, mode="apply", kind="resolve")
-        self.add_note(run_id, 0, f"resolved without running: {reason}")
-        self.finish_run(run_id, status="succeeded", counts={})
-        self.mark_applied(project=project, database=database, revision=script.revision,
-                          checksum=script.checksum, run_id=run_id)
-        return run_id
-
-    def stamp(self, *, project: str, database: str, script: Any, reason: str,
-              invocation: str) -> str:
-        """Record `script` as applied by `fsmigrate stamp` (the database was changed by hand)."""
-        run_id = self.start_run(invocation=invocation, project=project, database=database,
-                                revision=script.revision, checksum=script.checksum,
-                                description=script.description, mode="apply", kind="stamp")
-        self.add_note(run_id, 0, f"stamped without running: {reason}")
+                                description=script.description, mode="apply", kind=kind)
+        verb = "resolved" if kind == "resolve" else "stamped"
+        self.add_note(run_id, 0, f"{verb} without running: {reason}")
         self.finish_run(run_id, status="succeeded", counts={})
         self.mark_applied(project=project, database=database, revision=script.revision,
                           checksum=script.checksum, run_id=run_id)

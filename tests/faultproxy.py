@@ -54,12 +54,14 @@ DeadlineExceeded) for up to 60 s. Pass an explicit, bounded ``Retry`` in tests.
 """
 from __future__ import annotations
 
-import ipaddress
 import socket
 import struct
 import threading
 import time
 from typing import Optional
+
+from fsmigrate.emulator import check_loopback
+from fsmigrate.errors import UsageError
 
 __all__ = ["FaultProxy"]
 
@@ -68,14 +70,10 @@ _POLL = 0.25  # socket timeout: how often blocked threads re-check their flags
 
 
 def _check_loopback(host: str) -> None:
-    if host.lower() == "localhost":
-        return
     try:
-        if ipaddress.ip_address(host.strip("[]")).is_loopback:
-            return
-    except ValueError:
-        pass
-    raise ValueError(f"FaultProxy only works on loopback addresses, not {host!r}")
+        check_loopback(host)  # the project's own rule: loopback only
+    except UsageError as exc:
+        raise ValueError(f"FaultProxy only works on loopback addresses, not {host!r}") from exc
 
 
 def _set_linger_zero(sock: socket.socket) -> None:
