@@ -27,7 +27,14 @@ def per_collection(state: Any, run_id: str) -> dict[str, dict[str, int]]:
 
 
 def followed_dry_run(state: Any, run: Any) -> Optional[Any]:
-    """The newest dry-run of the same revision, target and script before this run."""
+    """The dry-run a run followed: the one its reviewed plan came from (kind `plan`), or
+    else the newest dry-run of the same revision and target before it."""
+    if run["kind"] == "plan" and run["source"]:
+        found = state.conn.execute(
+            "SELECT * FROM runs WHERE mode='dry-run' AND invocation=? AND revision=?",
+            (run["source"], run["revision"])).fetchone()
+        if found is not None:
+            return found
     return state.conn.execute(
         "SELECT * FROM runs WHERE mode='dry-run' AND project=? AND database=? AND revision=?"
         " AND started_at < ? ORDER BY started_at DESC LIMIT 1",
@@ -60,6 +67,8 @@ def markdown(state: Any, run_id: str, state_path: str) -> Iterator[str]:
         else:
             same = "same script" if dry["checksum"] == run["checksum"] else \
                 f"**a different script** (sha256 `{dry['checksum'][:12]}..`)"
+            if run["kind"] == "plan":
+                rows.append(("Plan", f"applied the reviewed plan `{run['source']}` exactly"))
             rows.append(("Dry-run", f"`{dry['id']}` by {dry['operator']} at "
                                     f"{dry['started_at']}, {dry['planned']} operations "
                                     f"planned, {same}"))

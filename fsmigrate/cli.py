@@ -432,13 +432,21 @@ def apply_cmd(cfg: Config, plan_path: Path, **run: Any) -> None:
             out.append(scripts.Script(
                 revision=item["revision"], down_revision=None, path=plan_path,
                 doc=item["description"], checksum=item["checksum"],
-                plan=lambda ctx, rev=item["revision"]: plan.operations(rev)))
+                plan=lambda ctx, item=item: _planned(ctx, plan, item)))
         if not out:
             raise UsageError(f"plan {plan.plan_id} was already applied")
         return out
 
     _execute(cfg, target, chain, state, todo, command=f"apply {plan_path.name}", kind="plan",
              source=plan.plan_id, **run)
+
+
+def _planned(ctx: Any, plan: planfile.PlanFile, item: dict[str, Any]) -> Iterator[Any]:
+    header = plan.header
+    ctx.note(f"applies plan {plan.plan_id} ({plan.path.name}): dry-run run {item['dry_run']} "
+             f"by {header['created_by']} at {header['created_at']}, "
+             f"{item['operations']} operations reviewed")
+    yield from plan.operations(item["revision"])
 
 
 def _plan_runs(state: State, plan_id: str) -> set[str]:

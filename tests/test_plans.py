@@ -63,6 +63,10 @@ def test_plan_then_apply_does_exactly_the_plan(fsm: Fsm, fs_client, tmp_path) ->
     expected["i00004"] = 4000
     assert state_of(fs_client) == expected
     assert fsm.json("status")["revisions"][0]["state"] == "applied"
+    assert run["notes"][0].startswith(f"applies plan {header['plan_id']}")
+    ticket = fsm("audit", run["run_id"], "--format", "markdown").stdout
+    assert f"applied the reviewed plan `{header['plan_id']}` exactly" in ticket
+    assert header["migrations"][0]["dry_run"] in ticket
     again = fsm("apply", str(plan))
     assert again.exit_code == 2 and "already applied" in again.stderr
 
