@@ -10,7 +10,6 @@ import datetime as dt
 import os
 import sqlite3
 import sys
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional
@@ -623,7 +622,7 @@ def stamp_cmd(cfg: Config, revision: str, reason: str) -> None:
 def _mark_applied_by_hand(cfg: Config, revision: str, reason: str, kind: str,
                           through: bool) -> None:
     target, chain, state = _prepare(cfg)
-    script = chain.get(revision)
+    chain.get(revision)  # an unknown revision is a usage error
     if not reason.strip():
         raise UsageError("--reason must say why")
     store = cfg.store(target)

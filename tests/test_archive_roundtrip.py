@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-import pytest
 from google.cloud.firestore_v1 import types
 from google.api_core.exceptions import InvalidArgument
 from hypothesis import HealthCheck, given, reject, settings

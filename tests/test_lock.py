@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import socket
 import subprocess
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fsmigrate.lease import LOCK_PATH, Lease, LockHeld, LockLost
+from fsmigrate.lease import LOCK_PATH, Lease, LockHeld
 from fsmigrate.store import Store, Target
 from helpers import Fsm, write_script
 
@@ -61,7 +60,7 @@ def test_eight_runners_at_once_exactly_one_applies(fsm: Fsm, fs_client) -> None:
         if code == 3:
             line = err.strip()
             assert "\n" not in line and line.startswith("FAILED: another fsmigrate holds the lock")
-            assert "fsmigrate break-lock" in line and f"pid " in line
+            assert "fsmigrate break-lock" in line and "pid " in line
     history = fsm.json("history")
     assert [(r["mode"], r["status"], r["committed"]) for r in history] == [
         ("apply", "succeeded", 300)]
