@@ -18,7 +18,7 @@ import click
 from tqdm import tqdm
 
 from . import __version__, emulator as emu
-from . import audit_report, heartbeats, planfile, report, scripts, testhooks
+from . import audit_report, commands, heartbeats, planfile, report, scripts, testhooks
 from .lease import DEFAULT_TTL, Lease, break_lock, describe as describe_holder
 from .markers import DEFAULT_ROOT, Markers
 from .restore import restore_script
@@ -183,31 +183,7 @@ def status_cmd(cfg: Config, fmt: str, local: bool) -> None:
     state = State.open_readonly(cfg.state_path)
     applied = state.applied(target.project, target.database) if state else {}
     markers = None if local else cfg.markers(cfg.store(target)).read()
-    rows = []
-    for s in chain:
-        row, marker = applied.get(s.revision), (markers or {}).get(s.revision)
-        checksum = row["checksum"] if row else marker["checksum"] if marker else None
-        if row is None and marker is None:
-            label = "pending"
-        elif checksum != s.checksum:
-            label = "applied (script changed)"
-        elif row is None:
-            label = "applied elsewhere"
-        elif markers is not None and marker is None:
-            label = "applied (no marker)"
-        else:
-            label = "applied"
-        when = row["applied_at"] if row else marker and str(marker.get("applied_at"))
-        rows.append({"revision": s.revision, "description": s.description, "state": label,
-                     "applied_at": when or None,
-                     "run_id": row["run_id"] if row else marker and marker.get("run_id")})
-    for rev in sorted(set(applied) | set(markers or {})):
-        if rev not in chain:
-            row, marker = applied.get(rev), (markers or {}).get(rev, {})
-            rows.append({"revision": rev, "description": "(script missing)",
-                         "state": "applied (missing)",
-                         "applied_at": row["applied_at"] if row else str(marker.get("applied_at")),
-                         "run_id": row["run_id"] if row else marker.get("run_id")})
+    rows = commands.status_rows(chain, applied, markers)
     _emit(report.status_chunks(rows, target, fmt))
 
 
@@ -252,51 +228,9 @@ def verify_cmd(cfg: Config, fmt: str, local: bool) -> None:
 
 def _verify(cfg: Config, target: Target, state: Optional[State],
             markers: Optional[dict[str, dict[str, Any]]] = None) -> list[dict[str, Any]]:
-    """Applied scripts that changed or vanished since, per the state file and (when given)
-    the markers; and local records the database has no marker for."""
-    chain = cfg.chain()
-    findings: list[dict[str, Any]] = []
     local = state.applied(target.project, target.database) if state else {}
-    for rev, marker in sorted((markers or {}).items()):
-        if rev in chain and chain.get(rev).checksum != marker.get("checksum"):
-            script = chain.get(rev)
-            findings.append({
-                "revision": rev, "problem": "changed", "message":
-                f"revision {rev} ({script.path}) was edited after it was applied to the "
-                f"database by {marker.get('operator')}@{marker.get('host')} (run "
-                f"{marker.get('run_id')}; checksum {str(marker.get('checksum'))[:12]}.. != "
-                f"{script.checksum[:12]}..); restore the applied version, and make further "
-                "changes a new migration", "applied_checksum": marker.get("checksum"),
-                "script_checksum": script.checksum})
-        elif rev not in chain:
-            findings.append({"revision": rev, "problem": "missing", "message":
-                             f"revision {rev} is applied to the database (marker, run "
-                             f"{marker.get('run_id')}) but its script is not in "
-                             f"{cfg.migrations}"})
-    if markers is not None:
-        for rev in sorted(set(local) - set(markers)):
-            findings.append({"revision": rev, "problem": "no marker", "message":
-                             f"revision {rev} is applied in {cfg.state_path} (run "
-                             f"{local[rev]['run_id']}) but the database has no marker for it; "
-                             f"if it is applied there, `fsmigrate stamp {rev} --reason ...`"})
-    for rev, row in local.items():
-        if markers is not None and rev in markers:
-            continue  # judged by the marker above
-
-        if rev not in chain:
-            findings.append({"revision": rev, "problem": "missing", "message":
-                             f"revision {rev} was applied (run {row['run_id']}) but its script "
-                             f"is no longer in {cfg.migrations}"})
-            continue
-        script = chain.get(rev)
-        if script.checksum != row["checksum"]:
-            findings.append({"revision": rev, "problem": "changed", "message":
-                             f"revision {rev} ({script.path}) was edited after it was applied "
-                             f"(checksum {row['checksum'][:12]}.. != {script.checksum[:12]}..); "
-                             "restore the applied version, and make further changes a new "
-                             "migration", "applied_checksum": row["checksum"],
-                             "script_checksum": script.checksum})
-    return findings
+    return commands.findings(cfg.chain(), local, markers, migrations=cfg.migrations,
+                             state_path=cfg.state_path)
 
 
 # ---- upgrade --------------------------------------------------------------------------------
@@ -404,53 +338,9 @@ def apply_cmd(cfg: Config, plan_path: Path, **run: Any) -> None:
         raise UsageError("apply has no --dry-run: the plan file is the dry-run")
     plan = planfile.PlanFile(plan_path)
     target, chain, state = _prepare(cfg)
-    header = plan.header
-    if (header["project"], header["database"]) != (target.project, target.database):
-        raise UsageError(f"{plan_path} is a plan for {header['project']}/{header['database']}, "
-                         f"not {target.project}/{target.database}")
-    for item in header["migrations"]:
-        script = chain.get(item["revision"])
-        if script.checksum != item["checksum"]:
-            raise ScriptsChanged(f"{script.path} changed since plan {plan.plan_id} was made "
-                                 f"(checksum {item['checksum'][:12]}.. != "
-                                 f"{script.checksum[:12]}..); make and review a new plan")
-    done = state.conn.execute("SELECT id FROM runs WHERE source=? AND kind='plan' AND "
-                              "status='succeeded' LIMIT 1", (plan.plan_id,)).fetchone()
-
-    def todo() -> list[scripts.Script]:
-        applied = state.applied(target.project, target.database)
-        out = []
-        for item in header["migrations"]:
-            if item["revision"] in applied:
-                if done is not None or applied[item["revision"]]["run_id"] in _plan_runs(
-                        state, plan.plan_id):
-                    continue
-                raise UsageError(f"revision {item['revision']} is already applied (run "
-                                 f"{applied[item['revision']]['run_id']}); plan "
-                                 f"{plan.plan_id} is stale")
-            out.append(scripts.Script(
-                revision=item["revision"], down_revision=None, path=plan_path,
-                doc=item["description"], checksum=item["checksum"],
-                plan=lambda ctx, item=item: _planned(ctx, plan, item)))
-        if not out:
-            raise UsageError(f"plan {plan.plan_id} was already applied")
-        return out
-
-    _execute(cfg, target, chain, state, todo, command=f"apply {plan_path.name}", kind="plan",
+    select = commands.plan_scripts(plan, target, chain, state)
+    _execute(cfg, target, chain, state, select, command=f"apply {plan_path.name}", kind="plan",
              source=plan.plan_id, **run)
-
-
-def _planned(ctx: Any, plan: planfile.PlanFile, item: dict[str, Any]) -> Iterator[Any]:
-    header = plan.header
-    ctx.note(f"applies plan {plan.plan_id} ({plan.path.name}): dry-run run {item['dry_run']} "
-             f"by {header['created_by']} at {header['created_at']}, "
-             f"{item['operations']} operations reviewed")
-    yield from plan.operations(item["revision"])
-
-
-def _plan_runs(state: State, plan_id: str) -> set[str]:
-    return {r["id"] for r in state.conn.execute(
-        "SELECT id FROM runs WHERE source=? AND kind='plan'", (plan_id,))}
 
 
 @cli.command("rerun")

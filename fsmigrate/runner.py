@@ -15,26 +15,22 @@ import json
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Protocol, Sequence, Union
+from typing import Any, Callable, Iterable, Iterator, Optional, Protocol
 
-from . import codec
-from . import reconcile, testhooks
-from .normalize import Renamer, normalize
+from . import codec, reconcile, testhooks
+from .context import Barrier, Context
 from .errors import (FirestoreError, FsMigrateError, MigrationBlocked, MigrationFailed, PlanError,
                      ReconcileError, TransientError, UsageError)
-from .plan import (CREATE, DELETE, KINDS, MUST_NOT_EXIST, SET, UPDATE, Archived, Group,
+from .plan import (DELETE, KINDS, MUST_NOT_EXIST, Archived, Group,
                    Operation, Precondition, check_operation, timestamp_text)
 from .scripts import Chain, Script
 from .state import OpRecord, State, new_id
-from .store import PRECONDITION_ERRORS, Doc, Store
+from .store import PRECONDITION_ERRORS, Store
 
 MAX_BATCH = 500
 MAX_CONCURRENCY = 16
 DRY_RUN = "dry-run"
 APPLY = "apply"
-
-PathLike = Union[str, Doc, Any]
-
 
 class Progress(Protocol):
     def start(self, script: Script, mode: str) -> None: ...
@@ -67,112 +63,6 @@ class RunResult:
     batches: int = 0
     notes: list[str] = field(default_factory=list)
     error: Optional[str] = None
-
-
-class Context:
-    """What a migration's plan(ctx) gets: reads, operation constructors, notes."""
-
-    def __init__(self, store: Store, revision: str, dry_run: bool, page_size: Optional[int],
-                 note: Any, partitions: int = 1) -> None:
-        self._store = store
-        self.revision = revision
-        self.dry_run = dry_run
-        self.project = store.target.project
-        self.database = store.target.database
-        self._page_size = page_size
-        self._note = note
-        self._partitions = partitions
-        self._notices: set[str] = set()
-
-    # reads
-    def scan(self, collection: str, *, page_size: Optional[int] = None, group: bool = False,
-             where: Sequence[tuple[str, str, Any]] = (),
-             partitions: Optional[int] = None) -> Iterator[Doc]:
-        """Every document of a collection (or, with group=True, a collection group), read
-        as a stream with flat memory. `partitions` (default: the run's --concurrency)
-        splits an unfiltered group scan into parallel parts where the server supports it."""
-        return self._store.scan(collection, page_size=page_size or self._page_size,
-                                group=group, where=where,
-                                partitions=partitions or self._partitions,
-                                notice=self._notice_once)
-
-    def _notice_once(self, text: str) -> None:
-        if text not in self._notices:
-            self._notices.add(text)
-            self._note(text)
-
-    def get(self, path: str) -> Optional[Doc]:
-        return self._store.get(_path_of(path))
-
-    def get_many(self, paths: Iterable[str]) -> dict[str, Optional[Doc]]:
-        """Read several documents in one call; None for the missing ones."""
-        return self._store.get_many(_path_of(p) for p in paths)
-
-    # operations
-    def delete(self, doc: Doc) -> Operation:
-        return Operation(DELETE, doc.path, None, _guard(doc, "delete"), doc)
-
-    def update(self, doc: Doc, fields: Mapping[str, Any]) -> Operation:
-        return Operation(UPDATE, doc.path, dict(fields), _guard(doc, "update"), doc)
-
-    def set(self, target: PathLike, data: Mapping[str, Any]) -> Operation:
-        """Overwrite a document. From a snapshot: guarded by its update_time. From a path:
-        the runner reads the document just before writing, archives and guards it."""
-        if isinstance(target, Doc):
-            return Operation(SET, target.path, dict(data), _guard(target, "set"), target)
-        return Operation(SET, _path_of(target), dict(data))
-
-    def create(self, path: PathLike, data: Mapping[str, Any]) -> Operation:
-        return Operation(CREATE, _path_of(path), dict(data), MUST_NOT_EXIST)
-
-    def subcollections(self, path: PathLike) -> list[str]:
-        """Ids of the subcollections of a document."""
-        return self._store.subcollections(_path_of(path))
-
-    def rename(self, doc: Doc, new_id: str, *, on_conflict: Any = "skip",
-               subcollections: str = "refuse",
-               transform: Optional[Callable[[dict, str], dict]] = None) -> Group:
-        """Give `doc` a new id in its collection: create the new document with its data and
-        delete the old one in ONE commit. If the new id exists: on_conflict="skip"
-        (default, reported), "overwrite", or keep_newest(field). A document with
-        subcollections is refused (default, reported) unless subcollections="move" or
-        "delete". Yield the result."""
-        return Renamer(self).rename(doc, new_id, on_conflict=on_conflict,
-                                    subcollections=subcollections, transform=transform)
-
-    def normalize(self, collection: str, canonical_of: Callable[[str], Optional[str]], *,
-                  keep: Optional[str] = None, on_conflict: Any = "skip",
-                  subcollections: str = "refuse",
-                  transform: Optional[Callable[[dict, str], dict]] = None) -> Iterator[Any]:
-        """Merge every document of `collection` into its canonical id (see
-        fsmigrate.normalize.normalize). Use: `yield from ctx.normalize(...)`."""
-        return normalize(self, collection, canonical_of, keep=keep, on_conflict=on_conflict,
-                         subcollections=subcollections, transform=transform)
-
-    def barrier(self) -> "Barrier":
-        """Yield this between operations whose order matters: everything yielded before it
-        has landed before anything after it is sent (batches otherwise overlap)."""
-        return Barrier()
-
-    def note(self, text: str) -> None:
-        """Flag something for the report (e.g. documents left alone and why)."""
-        self._note(str(text))
-
-
-def _guard(doc: Any, what: str) -> Precondition:
-    if not isinstance(doc, Doc):
-        raise TypeError(f"ctx.{what}() takes a document from ctx.scan()/ctx.get(), "
-                        f"got {type(doc).__name__}")
-    return Precondition(update_time=doc.update_time)
-
-
-def _path_of(target: PathLike) -> str:
-    if isinstance(target, str):
-        return target
-    path = getattr(target, "path", None)
-    if isinstance(path, str):
-        return path
-    raise TypeError(f"expected a document path, got {type(target).__name__}")
 
 
 def _after_json(op: Operation, write: Optional[bytes]) -> Optional[str]:
@@ -214,10 +104,6 @@ def _batches(ops: Iterable[Any], size: int) -> Iterator[tuple[list[Any], bool]]:
 def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
     for batch, _ in _batches(items, size):
         yield batch
-
-
-class Barrier:
-    """See Context.barrier()."""
 
 
 class _PlanFailed(Exception):
