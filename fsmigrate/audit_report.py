@@ -1,4 +1,5 @@
-"""The audit report of one run, fit for a change ticket (markdown). No I/O: yields text.
+"""The audit report of one run, fit for a change ticket (markdown or HTML). No I/O: yields
+text.
 
 Who ran it, when, from which host and tool version, against which project and database;
 the script and its checksum; the dry-run it followed; planned / committed / skipped
@@ -8,7 +9,9 @@ before-images.
 from __future__ import annotations
 
 import json
-from typing import Any, Iterator, Optional
+import re
+from html import escape
+from typing import Any, Iterable, Iterator, Optional
 
 STATUSES = ("planned", "committed", "skipped", "failed", "pending")
 
@@ -124,3 +127,69 @@ def export_before_images(state: Any, run_id: str) -> Iterator[str]:
         op = op_dict(row, images=True)
         yield dumps({"path": op["path"], "kind": op["kind"], "status": op["status"],
                      "before": op["before"]}) + "\n"
+
+
+def html(state: Any, run_id: str, state_path: str) -> Iterator[str]:
+    """The same report as a standalone HTML page (the markdown above, rendered)."""
+    run = state.run(run_id)
+    yield ("<!doctype html>\n<html><head><meta charset=\"utf-8\">"
+           f"<title>fsmigrate audit {escape(run['id'])}</title><style>"
+           "body{font-family:sans-serif;max-width:60em;margin:2em auto}"
+           "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .5em}"
+           "code,pre{background:#f4f4f4}</style></head><body>\n")
+    yield from _render(markdown(state, run_id, state_path))
+    yield "</body></html>\n"
+
+
+def _render(chunks: Iterable[str]) -> Iterator[str]:
+    """Our own markdown subset (headings, tables, lists, code blocks) to HTML."""
+    in_code = in_list = False
+    table: list[str] = []
+    for line in "".join(chunks).splitlines():
+        if line.startswith("```"):
+            yield "</pre>\n" if in_code else "<pre>"
+            in_code = not in_code
+            continue
+        if in_code:
+            yield escape(line) + "\n"
+            continue
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        if table:
+            yield _table(table)
+            table = []
+        if in_list and not line.startswith("- "):
+            yield "</ul>\n"
+            in_list = False
+        if line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            yield f"<h{level}>{_inline(line[level:].strip())}</h{level}>\n"
+        elif line.startswith("- "):
+            if not in_list:
+                yield "<ul>\n"
+                in_list = True
+            yield f"<li>{_inline(line[2:])}</li>\n"
+        elif line.strip():
+            yield f"<p>{_inline(line)}</p>\n"
+    if table:
+        yield _table(table)
+    if in_list:
+        yield "</ul>\n"
+
+
+def _table(lines: list[str]) -> str:
+    rows = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in lines
+            if not set(line.replace("|", "").strip()) <= {"-"}]
+    out = ["<table>"]
+    for i, cells in enumerate(rows):
+        tag = "th" if i == 0 else "td"
+        out.append("<tr>" + "".join(f"<{tag}>{_inline(c)}</{tag}>" for c in cells) + "</tr>")
+    return "\n".join(out) + "</table>\n"
+
+
+def _inline(text: str) -> str:
+    text = escape(text)
+    text = re.sub(r"`([^`]*)`", r"<code>\1</code>", text)
+    text = re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", text)
+    return re.sub(r"(?<![\w])_([^_]+)_(?![\w])", r"<i>\1</i>", text)

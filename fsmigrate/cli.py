@@ -600,10 +600,11 @@ def restore_cmd(cfg: Config, run_id: str, docs: tuple[str, ...], dry_run: bool, 
 
 @cli.command("audit")
 @click.argument("run_id", required=False)
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "jsonl", "markdown"]),
+@click.option("--format", "fmt",
+              type=click.Choice(["text", "json", "jsonl", "markdown", "html"]),
               default="text", show_default=True,
               help="jsonl/json include each document's before-image and after-image; "
-                   "markdown is a report for a change ticket (with RUN_ID).")
+                   "markdown and html are a report for a change ticket (with RUN_ID).")
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Newest N runs only (when listing runs).")
 @click.option("--since", default=None, help="Only runs started within this long: 7d, 12h...")
@@ -628,8 +629,8 @@ def audit_cmd(cfg: Config, run_id: Optional[str], fmt: str, limit: Optional[int]
     """
     state = State.open_readonly(cfg.state_path)
     if run_id is None:
-        if fmt == "markdown" or export_path:
-            raise UsageError("--format markdown and --export need a RUN_ID")
+        if fmt in ("markdown", "html") or export_path:
+            raise UsageError("--format markdown/html and --export need a RUN_ID")
         rows = state.runs(limit=limit) if state else []
         if since:
             try:
@@ -646,8 +647,9 @@ def audit_cmd(cfg: Config, run_id: Optional[str], fmt: str, limit: Optional[int]
         _emit(audit_report.export_before_images(state, run_id), export_path)
         click.echo(f"before-images written to {export_path}", err=True)
         return
-    if fmt == "markdown":
-        _emit(audit_report.markdown(state, run_id, str(cfg.state_path)), output)
+    if fmt in ("markdown", "html"):
+        render = audit_report.markdown if fmt == "markdown" else audit_report.html
+        _emit(render(state, run_id, str(cfg.state_path)), output)
         return
     _emit(report.audit_run_chunks(state, run_id, fmt), output)
 

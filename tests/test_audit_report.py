@@ -85,3 +85,15 @@ def test_since_lists_recent_runs_newest_first(applied) -> None:
     assert [r["run_id"] for r in everything] == [run["run_id"], dry["run_id"]]
     assert fsm("audit", "--since", "soon").exit_code == 2
     assert fsm("audit", "--format", "markdown").exit_code == 2
+
+
+def test_html_report_is_the_same_report_as_a_page(applied) -> None:
+    fsm, _, run = applied
+    page = fsm("audit", run["run_id"], "--format", "html").stdout
+    assert page.startswith("<!doctype html>") and page.rstrip().endswith("</html>")
+    assert f"<code>{run['run_id']}</code>" in page and run["checksum"] in page
+    assert "<tr><td><code>sessions</code></td><td>0</td><td>5</td>" in page
+    from fsmigrate.audit_report import _render  # text from migrations is escaped
+    assert "".join(_render(["- a <script> & `c`\n"])) == \
+        "<ul>\n<li>a &lt;script&gt; &amp; <code>c</code></li>\n</ul>\n"
+    assert page.count("<table>") == page.count("</table>") >= 3
