@@ -1,8 +1,15 @@
 """End to end through the CLI against the real Firestore emulator."""
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import pty
 import sqlite3
+import struct
+import subprocess
+import sys
+import termios
 from pathlib import Path
 
 import pytest
@@ -313,3 +320,37 @@ def test_concurrency_applies_everything_once_and_says_once_that_partitions_fell_
     db = sqlite3.connect(fsm.state)
     assert db.execute("SELECT COUNT(DISTINCT path) FROM ops WHERE status='committed'"
                       ).fetchone() == (1200,)
+
+
+def _run_on_a_terminal(args: list[str]) -> str:
+    """Run the CLI with stdout/stderr on a pseudo-terminal; return what it printed."""
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # 120 cols
+    proc = subprocess.Popen([sys.executable, "-m", "fsmigrate", *args], stdout=follower,
+                            stderr=follower, stdin=subprocess.DEVNULL, close_fds=True)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait(timeout=60)
+    os.close(leader)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_progress_bar_on_a_terminal_and_not_with_quiet(fsm: Fsm, fs_client) -> None:
+    seed(fs_client, 1200, 0)
+    write_script(fsm.migrations, "0001", None, DELETE_OLD)
+    base = ["--project", fsm.project, "--state", str(fsm.state), "--migrations",
+            str(fsm.migrations), "upgrade"]
+
+    quiet = _run_on_a_terminal(base + ["--dry-run", "--quiet"])
+    shown = _run_on_a_terminal(base)
+
+    assert "doc/s" not in quiet and "DRY-RUN" in quiet
+    assert "0001 apply" in shown and "doc/s" in shown and "1200doc" in shown.replace(" ", "")
