@@ -220,16 +220,16 @@ def verify_cmd(cfg: Config, fmt: str, local: bool) -> None:
     """
     target = cfg.target()
     markers = None if local else cfg.markers(cfg.store(target)).read()
-    findings = _verify(cfg, target, State.open_readonly(cfg.state_path), markers)
+    findings = _verify(cfg, cfg.chain(), target, State.open_readonly(cfg.state_path), markers)
     _emit(report.findings_chunks(findings, fmt))
     if findings:
         sys.exit(1)
 
 
-def _verify(cfg: Config, target: Target, state: Optional[State],
+def _verify(cfg: Config, chain: scripts.Chain, target: Target, state: Optional[State],
             markers: Optional[dict[str, dict[str, Any]]] = None) -> list[dict[str, Any]]:
     local = state.applied(target.project, target.database) if state else {}
-    return commands.findings(cfg.chain(), local, markers, migrations=cfg.migrations,
+    return commands.findings(chain, local, markers, migrations=cfg.migrations,
                              state_path=cfg.state_path)
 
 
@@ -380,7 +380,7 @@ def _prepare(cfg: Config) -> tuple[Target, scripts.Chain, State]:
     target = cfg.target()
     chain = cfg.chain()
     state = State.open(cfg.state_path)
-    drift = _verify(cfg, target, state)
+    drift = _verify(cfg, chain, target, state)
     if drift:
         raise ScriptsChanged(drift[0]["message"] + "; see `fsmigrate verify`")
     return target, chain, state
@@ -402,7 +402,7 @@ def _execute(cfg: Config, target: Target, chain: scripts.Chain, state: State,
     store = cfg.store(target)
     markers = cfg.markers(store)
     with _holding_lease(store, command, enabled=bool(todo) and not dry_run) as lease:
-        _adopt_markers(cfg, target, state, markers)
+        _adopt_markers(cfg, chain, target, state, markers)
         todo = select()  # what was applied meanwhile, here or elsewhere, is not pending
         runner = Runner(store, state, chain, batch_size=batch_size, progress=_Bar(quiet),
                         guard=lease.check if lease else None, concurrency=concurrency,
@@ -416,18 +416,18 @@ def _execute(cfg: Config, target: Target, chain: scripts.Chain, state: State,
         finally:
             _report_runs(state, target, invocation, fmt, report_path, apply_hint)
         if plan_out is not None:
-            run_ids = [r["id"] for r in reversed(state.runs(target.project, target.database))
-                       if r["invocation"] == invocation]
-            _emit(planfile.write_plan(state, run_ids, target, invocation), plan_out)
+            _emit(planfile.write_plan(state, state.runs_of(invocation), target, invocation),
+                  plan_out)
             click.echo(f"plan {invocation} written to {plan_out}; apply it with "
                        f"`fsmigrate apply {plan_out}`", err=True)
 
 
-def _adopt_markers(cfg: Config, target: Target, state: State, markers: Markers) -> None:
+def _adopt_markers(cfg: Config, chain: scripts.Chain, target: Target, state: State,
+                   markers: Markers) -> None:
     """Record locally what the database's markers say is applied; refuse a marker whose
     script differs from ours (like a local checksum drift)."""
     found = markers.read()
-    drift = _verify(cfg, target, None, {r: m for r, m in found.items()})
+    drift = _verify(cfg, chain, target, None, found)
     drift = [f for f in drift if f["problem"] != "no marker"]
     if drift:
         raise ScriptsChanged(drift[0]["message"] + "; see `fsmigrate verify`")
@@ -461,8 +461,7 @@ def _lock_ttl() -> float:
 
 def _report_runs(state: State, target: Target, invocation: str, fmt: str,
                  report_path: Optional[Path], apply_hint: str = report.APPLY_HINT) -> None:
-    run_ids = [r["id"] for r in reversed(state.runs(target.project, target.database))
-               if r["invocation"] == invocation]
+    run_ids = state.runs_of(invocation)
     _emit(report.upgrade_chunks(state, run_ids, target, fmt, full=False, apply_hint=apply_hint))
     if report_path is not None:
         _emit(report.upgrade_chunks(state, run_ids, target, _report_format(report_path),
@@ -518,7 +517,7 @@ def _mark_applied_by_hand(cfg: Config, revision: str, reason: str, kind: str,
     store = cfg.store(target)
     markers = cfg.markers(store)
     with _holding_lease(store, f"{kind} {revision}", enabled=True):
-        _adopt_markers(cfg, target, state, markers)
+        _adopt_markers(cfg, chain, target, state, markers)
         applied = set(state.applied(target.project, target.database))
         if revision in applied:
             raise UsageError(f"revision {revision} is already applied")
@@ -590,7 +589,7 @@ def restore_cmd(cfg: Config, run_id: str, docs: tuple[str, ...], dry_run: bool, 
         raise UsageError(f"run {run_id} changed {source['project']}/{source['database']}, not "
                          f"{target.project}/{target.database}; pass that --project/--database")
     script = restore_script(state, source, docs)
-    _execute(cfg, target, scripts.Chain([]), state, lambda: [script], command=f"restore {run_id}",
+    _execute(cfg, target, cfg.chain(), state, lambda: [script], command=f"restore {run_id}",
              kind="restore", dry_run=dry_run, batch_size=MAX_BATCH, fmt=fmt,
              report_path=report_path, yes=yes, quiet=quiet)
 

@@ -21,9 +21,9 @@ from . import __version__
 from .emulator import pid_alive
 from .errors import FsMigrateError
 from .state import operator_name
-from .store import Leases, Store
+from .store import RESERVED_ROOT, Leases, Store
 
-LOCK_PATH = "_fsmigrate/lock"  # under the store's reserved root: f"{root}/lock"
+LOCK_PATH = f"{RESERVED_ROOT}/lock"  # with the default root; see lock_path()
 DEFAULT_TTL = 60.0
 
 
@@ -86,6 +86,7 @@ class Lease:
         self.host = socket.gethostname()
         self.target = store.target.describe()
         self.update_time: Optional[dt.datetime] = None
+        self.acquired_at = _now()
         self.took_over: Optional[str] = None
         self._lost: Optional[str] = None
         self._stop = threading.Event()
@@ -93,11 +94,10 @@ class Lease:
         self._lock = threading.Lock()
 
     def _body(self) -> dict[str, Any]:
-        now = _now()
         return {"holder": self.holder_id, "host": self.host, "pid": os.getpid(),
                 "operator": operator_name(), "command": self.command,
-                "tool_version": __version__, "acquired_at": now,
-                "expires_at": now + dt.timedelta(seconds=self.ttl)}
+                "tool_version": __version__, "acquired_at": self.acquired_at,
+                "expires_at": _now() + dt.timedelta(seconds=self.ttl)}
 
     # ---- taking and giving back ------------------------------------------------------
 
@@ -150,16 +150,10 @@ class Lease:
         with self._lock:
             if self._lost is not None or self.update_time is None:
                 return
-            body = self._body()
-            body["acquired_at"] = None
-            current = self.store.get(self.path)
-            if current is None or current.get("holder") != self.holder_id:
-                self._lost = "it was broken or taken over"
-                return
-            body["acquired_at"] = current.get("acquired_at")
-            renewed = self.docs.replace(self.path, body, self.update_time)
+            # guarded by the update time we wrote: a broken or taken-over lease fails it
+            renewed = self.docs.replace(self.path, self._body(), self.update_time)
             if renewed is None:
-                self._lost = "it changed under us"
+                self._lost = "it was broken or taken over"
             else:
                 self.update_time = renewed
 

@@ -9,22 +9,14 @@ lives beside them (`_fsmigrate/lock`); scans of user data never see either.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import socket
 from typing import Any, Optional
 
 from . import __version__
 from .state import operator_name
-from .store import Leases, Store
+from .store import RESERVED_ROOT, Leases, Store
 
-DEFAULT_ROOT = "_fsmigrate"
-
-
-def root_from_env(value: Optional[str] = None) -> str:
-    root = value or os.environ.get("FSMIGRATE_MARKERS") or DEFAULT_ROOT
-    if "/" in root or not root:
-        raise ValueError(f"markers collection {root!r} must be a top-level collection id")
-    return root
+DEFAULT_ROOT = RESERVED_ROOT
 
 
 class Markers:

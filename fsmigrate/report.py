@@ -66,9 +66,9 @@ def upgrade_chunks(state: Any, run_ids: Sequence[str], target: Any, fmt: str, *,
         yield from _upgrade_text(state, runs, target, full=full, apply_hint=apply_hint)
 
 
-def _problems_first(note: str) -> tuple[int, str]:
-    """Conflicts and refusals lead the notes."""
-    return (0 if note.startswith(("CONFLICT", "REFUSED")) else 1, "")
+def _problems_first(note: str) -> int:
+    """Conflicts and refusals lead the notes (the sort is stable: order kept otherwise)."""
+    return 0 if note.startswith(("CONFLICT", "REFUSED")) else 1
 
 
 def _mode_word(runs: Sequence[sqlite3.Row]) -> str:

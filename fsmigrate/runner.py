@@ -209,7 +209,8 @@ class Runner:
         self._group_ids = 0
         self._revision = script.revision
         self._run_checked(script, run_id, prior, earlier, dry_run, counts, note)
-        if not dry_run and kind != "restore" and self.markers is not None:
+        applies_revision = not dry_run and kind != "restore"
+        if applies_revision and self.markers is not None:
             testhooks.reached("before-marker")
             try:  # the shared record first: a crash after it is completed from the marker
                 self.markers.write(revision=script.revision, checksum=script.checksum,
@@ -221,7 +222,7 @@ class Runner:
                 raise
         self.state.finish_run(run_id, status="succeeded", counts=counts)
         self._record_retries(run_id)
-        if not dry_run and kind != "restore" and script.revision not in self.state.applied(
+        if applies_revision and script.revision not in self.state.applied(
                 self.target.project, self.target.database):
             self.state.mark_applied(project=self.target.project, database=self.target.database,
                                     revision=script.revision, checksum=script.checksum,

@@ -382,6 +382,11 @@ class State:
             args.append(limit)
         return list(self.conn.execute(sql, args))
 
+    def runs_of(self, invocation: str) -> list[str]:
+        """Ids of the runs one command started, in the order they ran."""
+        return [r["id"] for r in self.conn.execute(
+            "SELECT id FROM runs WHERE invocation=? ORDER BY started_at, rowid", (invocation,))]
+
     def run(self, run_id: str) -> sqlite3.Row:
         row = self.conn.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
         if row is None:

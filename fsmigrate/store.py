@@ -133,10 +133,6 @@ class Doc:
             self._data = _helpers.decode_dict(self._pb.fields, self._client)
         return dict(self._data)
 
-    def document(self) -> Any:
-        """The document as a `types.Document` (full type fidelity)."""
-        return types.Document.wrap(self._pb)
-
     def document_bytes(self) -> bytes:
         return self._pb.SerializeToString()
 
@@ -470,26 +466,25 @@ def _merge(streams: list[Iterator[Doc]], buffer: int = 1000) -> Iterator[Doc]:
     out: queue.Queue = queue.Queue(maxsize=buffer)
     stop = threading.Event()
 
+    def offer(item: Any) -> bool:
+        """Put `item` once there is room; False when the consumer has gone."""
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def pump(stream: Iterator[Doc]) -> None:
         try:
             for doc in stream:
-                while not stop.is_set():
-                    try:
-                        out.put(doc, timeout=0.2)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not offer(doc):
                     return
             item: Any = _DONE
         except BaseException as exc:  # handed to the consumer
             item = exc
-        while not stop.is_set():
-            try:
-                out.put(item, timeout=0.2)
-                return
-            except queue.Full:
-                continue
+        offer(item)
 
     threads = [threading.Thread(target=pump, args=(s,), name=f"fsmigrate-scan-{i}", daemon=True)
                for i, s in enumerate(streams)]
