@@ -29,6 +29,22 @@ def per_collection(state: Any, run_id: str) -> dict[str, dict[str, int]]:
     return out
 
 
+def count_cells(by_status: dict[str, int]) -> list[int]:
+    """The STATUSES columns of one row of the counts tables.
+
+    `planned` is every operation the run planned, whatever became of it (the same as the
+    run's total `planned`): an apply's rows are committed / skipped / failed / pending,
+    never `planned`, so the status alone would say 0 planned. The other columns are the
+    operations with that status.
+    """
+    return [sum(by_status.values()) if s == "planned" else by_status.get(s, 0)
+            for s in STATUSES]
+
+
+def _count_row(label: str, by_status: dict[str, int]) -> str:
+    return f"| {label} | " + " | ".join(str(n) for n in count_cells(by_status)) + " |\n"
+
+
 def followed_dry_run(state: Any, run: Any) -> Optional[Any]:
     """The dry-run a run followed: the one its reviewed plan came from (kind `plan`), or
     else the newest dry-run of the same revision and target before it."""
@@ -81,17 +97,18 @@ def markdown(state: Any, run_id: str, state_path: str) -> Iterator[str]:
         yield f"| {key} | {value} |\n"
 
     yield "\n## Counts\n\n"
+    yield ("_planned_ counts every operation the run planned; the other columns say what "
+           "became of them.\n\n")
     yield "| operation | " + " | ".join(STATUSES) + " |\n|---|" + "---|" * len(STATUSES) + "\n"
     by_kind = state.op_counts(run_id)
     for kind in sorted(by_kind):
-        yield f"| {kind} | " + " | ".join(str(by_kind[kind].get(s, 0)) for s in STATUSES) + " |\n"
+        yield _count_row(kind, by_kind[kind])
     yield (f"| **total** | {run['planned']} planned | {run['committed']} committed | "
            f"{run['skipped']} skipped | {run['failed']} failed or unsettled | |\n")
     yield "\n### Per collection\n\n"
     yield "| collection | " + " | ".join(STATUSES) + " |\n|---|" + "---|" * len(STATUSES) + "\n"
     for collection, counts in sorted(per_collection(state, run_id).items()):
-        yield f"| `{collection}` | " + " | ".join(str(counts.get(s, 0)) for s in STATUSES) \
-            + " |\n"
+        yield _count_row(f"`{collection}`", counts)
 
     if run["error"]:
         yield f"\n## Error\n\n```\n{run['error']}\n```\n"

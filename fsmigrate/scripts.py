@@ -21,14 +21,59 @@ from .errors import (
     MultipleHeads,
     NoBase,
     RevisionCycle,
+    ScriptError,
     ScriptImportError,
     ScriptInvalid,
     UnknownRevision,
     UsageError,
 )
 
-SCRIPT_NAME = re.compile(r"^(\d{4})_.+\.py$")
+# A migration script's file name: 4 ASCII digits (the revision), "_", a slug of printable
+# characters, ".py" (lowercase). See `name_kind` for the rest of the directory.
+SCRIPT_NAME = re.compile(r"^([0-9]{4})_(.+)\.py$")
+EXPECTED_NAME = ("expected NNNN_slug.py (4 digits, an underscore, a name, lowercase .py), "
+                 "or a name starting with _ for a helper module")
 _NO_VALUE = object()
+
+
+class ScriptMisnamed(ScriptInvalid):
+    """Python files in the migrations directory that are neither scripts nor helpers.
+
+    Such a file would never run and nothing would say so; refused instead (exit 1).
+    One line naming every such file; control characters in names are shown escaped.
+    """
+
+    def __init__(self, paths: Sequence[Path]) -> None:
+        self.paths = list(paths)
+        self.path = self.paths[0]
+        if len(self.paths) == 1:
+            self.problem = f"is not a migration script name: {EXPECTED_NAME}; rename it"
+        else:
+            self.problem = f"are not migration script names: {EXPECTED_NAME}; rename them"
+        names = ", ".join(_printable(str(p)) for p in self.paths)
+        ScriptError.__init__(self, f"{names} {self.problem}")
+
+
+def _printable(text: str) -> str:
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def name_kind(name: str) -> str:
+    """What a file named `name` in the migrations directory is to the loader.
+
+    - `script`: `NNNN_slug.py`, loaded as a migration;
+    - `ignored`: not Python (README.md, *.pyc, *.py.orig...), a helper or package file
+      starting with `_` (`_helpers.py`, `__init__.py`), or a hidden file starting with `.`
+      (editor lock and swap files, macOS `._` files);
+    - `misnamed`: any other `.py` name, in any letter case (`0006-bad-name.py`, `6_x.py`,
+      `00006_x.py`, `0006.py`, `0006_.py`, `abc.py`, `0006_x.PY`): refused.
+    """
+    if name.startswith((".", "_")) or not name.lower().endswith(".py"):
+        return "ignored"
+    match = SCRIPT_NAME.match(name)
+    if match and match.group(2).isprintable() and match.group(2).strip():
+        return "script"
+    return "misnamed"
 
 
 def checksum_source(source: str | bytes) -> str:
@@ -161,7 +206,11 @@ def _check_cycles(scripts: Sequence[Script], by_rev: dict[str, Script]) -> None:
 
 
 def load_chain(directory: Path) -> Chain:
-    """Load every `NNNN_*.py` in `directory` and build the chain."""
+    """Load every `NNNN_slug.py` in `directory` and build the chain.
+
+    Subdirectories are not looked into. A `.py` file that is neither a script nor a helper
+    (`name_kind`) is refused with ScriptMisnamed before any script is imported.
+    """
     directory = Path(directory)
     if not directory.exists():
         raise UsageError(f"migrations directory {directory} does not exist; create it with "
@@ -171,7 +220,14 @@ def load_chain(directory: Path) -> Chain:
                          "pass --migrations DIR")
     package = "fsmigrate_migrations_" + hashlib.sha1(
         str(directory.resolve()).encode()).hexdigest()[:12]
-    paths = sorted(p for p in directory.iterdir() if SCRIPT_NAME.match(p.name) and p.is_file())
+    entries = sorted(p for p in directory.iterdir() if not p.is_dir())
+    misnamed = [p for p in entries if name_kind(p.name) == "misnamed"]
+    if misnamed:
+        raise ScriptMisnamed(misnamed)
+    paths = [p for p in entries if name_kind(p.name) == "script"]
+    for p in paths:
+        if not p.is_file():  # a dangling symlink, a FIFO...: never skipped in silence
+            raise ScriptInvalid(p, "is not a regular file (a broken symlink?)")
     return build_chain(load_script(p, f"{package}.{p.stem}") for p in paths)
 
 

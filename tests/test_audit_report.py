@@ -45,12 +45,92 @@ def test_markdown_report_has_who_what_counts_and_checksums(applied, tmp_path) ->
     assert f"project `{fsm.project}`, database `(default)`" in text
     assert f"`{dry['run_id']}`" in text and "same script" in text and "7 operations" not in text
     assert "8 operations planned" in text  # the dry-run planned 5 deletes + 3 updates
-    assert "| delete | 0 | 5 | 0 | 0 | 0 |" in text
-    assert "| update | 0 | 3 | 0 | 0 | 0 |" in text
-    assert "| `sessions` | 0 | 5 | 0 | 0 | 0 |" in text
-    assert "| `users` | 0 | 3 | 0 | 0 | 0 |" in text
+    assert "| delete | 5 | 5 | 0 | 0 | 0 |" in text
+    assert "| update | 3 | 3 | 0 | 0 | 0 |" in text
+    assert "| `sessions` | 5 | 5 | 0 | 0 | 0 |" in text
+    assert "| `users` | 3 | 3 | 0 | 0 | 0 |" in text
     assert "cleaned sessions, marked users" in text
     assert f"audit {run['run_id']} --export before-images.jsonl" in text
+
+
+EVERY_KIND = """
+from google.cloud import firestore
+
+def plan(ctx):
+    for doc in ctx.scan("sessions"):
+        if doc.get("old"):
+            yield ctx.delete(doc)
+    for doc in ctx.scan("users"):
+        yield ctx.update(doc, {"seen": True})
+    yield ctx.set("config/main", {"v": 2})
+    yield ctx.create("config/flags", {"on": True})
+    yield ctx.create("sessions/s6", {"clobbered": True})   # exists: skipped
+    # someone else writes to a planned document before the batch is committed: skipped
+    firestore.Client(project=ctx.project).document("sessions/s2").update(
+        {"touched": firestore.Increment(1)})
+"""
+
+
+def count_table(text: str, heading: str) -> dict[str, list[int | str]]:
+    """The rows of the counts table under `heading`: {label: [planned, committed, ...]}."""
+    after = text.split(heading + "\n", 1)[1].splitlines()
+    start = next(i for i, line in enumerate(after) if line.startswith("|"))
+    end = next((i for i in range(start, len(after)) if not after[i].startswith("|")), None)
+    lines = after[start:end]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert header[1:] == ["planned", "committed", "skipped", "failed", "pending"]
+    rows = {}
+    for line in lines[2:]:
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        rows[cells[0]] = [int(c) if c.isdigit() else c for c in cells[1:]]
+    return rows
+
+
+def test_counts_per_kind_and_collection_are_the_runs_own_and_sum_to_the_total(
+        tmp_path, project_id, emulator, fs_client) -> None:
+    for i in range(7):
+        fs_client.document(f"sessions/s{i}").set({"old": i < 5, "i": i})
+    for i in range(3):
+        fs_client.document(f"users/u{i}").set({"i": i})
+    fsm = Fsm(project_id, tmp_path / "state.db", tmp_path / "migrations")
+    write_script(fsm.migrations, "0001", None, EVERY_KIND, doc="Every kind of write.")
+    # a dry-run's rows are all `planned`: the same breakdown, nothing committed
+    dry = fsm.json("upgrade", "--dry-run")["migrations"][0]
+    dry_kinds = count_table(fsm("audit", dry["run_id"], "--format", "markdown").stdout,
+                            "## Counts")
+    assert dry_kinds.pop("**total**")[:2] == ["11 planned", "0 committed"]
+    assert {k: row[0] for k, row in dry_kinds.items()} == {
+        "create": 2, "delete": 5, "set": 1, "update": 3}
+    assert all(row[1:] == [0, 0, 0, 0] for row in dry_kinds.values())
+
+    run = fsm.json("upgrade")["migrations"][0]
+    assert (run["committed"], run["skipped"]) == (9, 2)
+
+    for fmt in ("markdown", "html"):
+        assert fsm("audit", run["run_id"], "--format", fmt).exit_code == 0
+    text = fsm("audit", run["run_id"], "--format", "markdown").stdout
+
+    kinds = count_table(text, "## Counts")
+    assert kinds.pop("**total**")[:4] == [
+        "11 planned", "9 committed", "2 skipped", "0 failed or unsettled"]
+    assert kinds == {
+        "create": [2, 1, 1, 0, 0],
+        "delete": [5, 4, 1, 0, 0],
+        "set": [1, 1, 0, 0, 0],
+        "update": [3, 3, 0, 0, 0],
+    }
+    collections = count_table(text, "### Per collection")
+    assert collections == {
+        "`config`": [2, 2, 0, 0, 0],
+        "`sessions`": [6, 4, 2, 0, 0],
+        "`users`": [3, 3, 0, 0, 0],
+    }
+    for table in (kinds, collections):
+        planned, committed, skipped, failed, pending = (sum(col) for col in zip(*table.values()))
+        assert (planned, committed, skipped, failed + pending) == (11, 9, 2, 0)
+        assert planned == committed + skipped + failed + pending
+    assert "| `sessions/s2` | delete | changed since plan |" in text
+    assert "| `sessions/s6` | create | already exists |" in text
 
 
 def test_apply_without_dry_run_says_so(tmp_path, project_id, emulator, fs_client) -> None:
@@ -92,7 +172,7 @@ def test_html_report_is_the_same_report_as_a_page(applied) -> None:
     page = fsm("audit", run["run_id"], "--format", "html").stdout
     assert page.startswith("<!doctype html>") and page.rstrip().endswith("</html>")
     assert f"<code>{run['run_id']}</code>" in page and run["checksum"] in page
-    assert "<tr><td><code>sessions</code></td><td>0</td><td>5</td>" in page
+    assert "<tr><td><code>sessions</code></td><td>5</td><td>5</td>" in page
     from fsmigrate.audit_report import _render  # text from migrations is escaped
     assert "".join(_render(["- a <script> & `c`\n"])) == \
         "<ul>\n<li>a &lt;script&gt; &amp; <code>c</code></li>\n</ul>\n"

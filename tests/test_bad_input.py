@@ -53,6 +53,24 @@ def test_broken_migration_scripts(fsm: Fsm, fs_client, problem: str) -> None:
     assert items(fs_client) == 5
 
 
+@pytest.mark.parametrize("name", ["0002-bad-name.py", "abc.py", "0002_x.PY", "00002_x.py"])
+def test_misnamed_script_is_refused_by_every_command(fsm: Fsm, fs_client, name: str) -> None:
+    """A `.py` file that is not `NNNN_slug.py` (nor `_helper.py`) is never skipped in silence."""
+    write_script(fsm.migrations, "0001", None, GOOD)
+    bad = fsm.migrations / name
+    bad.write_text('"""Never runs."""\nrevision = "0002"\ndown_revision = "0001"\n' + GOOD)
+    for args in (["status"], ["status", "--local"], ["verify"], ["verify", "--local"],
+                 ["upgrade", "--dry-run"], ["upgrade"], ["new", "next step"]):
+        result = fsm(*args)
+        assert result.exit_code == 1, (args, result.output)
+        line = one_line(result)
+        assert str(bad) in line and "NNNN_slug.py" in line, (args, line)
+        assert not result.stdout, args
+    assert items(fs_client) == 5
+    assert not fsm.state.exists()
+    assert sorted(p.name for p in fsm.migrations.iterdir()) == sorted(["0001_test_0001.py", name])
+
+
 def test_duplicate_revision(fsm: Fsm, fs_client) -> None:
     write_script(fsm.migrations, "0001", None, GOOD)
     (fsm.migrations / "0001_again.py").write_text('"""Again."""\nrevision = "0001"\n'

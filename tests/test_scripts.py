@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import random
+import re
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from fsmigrate.errors import (
 from fsmigrate.scripts import (
     Chain,
     Script,
+    ScriptMisnamed,
     build_chain,
     checksum_source,
     load_chain,
@@ -207,10 +210,96 @@ def test_non_migration_files_are_ignored(tmp_path):
     write(tmp_path, ".0002_hidden.py", "raise RuntimeError('not a migration')\n")
     write(tmp_path, "0002_notes.txt", "not python")
     write(tmp_path, "0002_backup.py.orig", "not python")
-    write(tmp_path, "readme.py", "raise RuntimeError('not a migration')\n")
-    write(tmp_path, "12_short.py", "raise RuntimeError('not a migration')\n")
+    write(tmp_path, "0002_compiled.pyc", "not python")
+    write(tmp_path, "README.md", "notes")
     (tmp_path / "0003_dir.py").mkdir()
+    (tmp_path / "sub").mkdir()  # subdirectories are not looked into, whatever they hold
+    write(tmp_path / "sub", "0002_nested.py", "raise RuntimeError('not a migration')\n")
+    write(tmp_path / "sub", "abc.py", "raise RuntimeError('not a migration')\n")
     assert load_chain(tmp_path).revisions() == ["0001"]
+
+
+# A good migration 0002 under names that are not `NNNN_slug.py`: each would never run
+# and nothing would say so. (issue 10, part 4)
+MISNAMED = ["0002-bad-name.py", "2_x.py", "02_x.py", "00002_x.py", "abc.py", "readme.py",
+            "0002_.py", "0002.py", "0002_x.PY", "0002_x.Py", "0002-x_y.py", "0002 x.py",
+            "x0002_x.py", "\u0660\u0660\u0660\u0662_x.py", "0002_ .py", "0002_a\tb.py",
+            "0002_a\nb.py"]
+
+
+@pytest.mark.parametrize("name", MISNAMED)
+def test_misnamed_python_file_is_refused_with_one_line(tmp_path, name):
+    write(tmp_path, "0001_create.py", GOOD_1)
+    path = write(tmp_path, name, GOOD_2)
+    with pytest.raises(ScriptInvalid) as err:
+        load_chain(tmp_path)
+    assert isinstance(err.value, ScriptMisnamed)
+    assert err.value.path == path and err.value.paths == [path]
+    message = str(err.value)
+    assert len(message.splitlines()) == 1
+    assert message.startswith(str(tmp_path)) and "NNNN_slug.py" in message
+    assert repr(name)[1:-1] in message  # control characters escaped, the rest as is
+    assert err.value.exit_code == 1
+
+
+def test_every_misnamed_file_is_named_in_one_line_before_anything_is_imported(tmp_path):
+    write(tmp_path, "0001_create.py", "raise RuntimeError('must not be imported')\n")
+    paths = [write(tmp_path, name, GOOD_2) for name in ("abc.py", "0002-bad-name.py")]
+    with pytest.raises(ScriptMisnamed) as err:
+        load_chain(tmp_path)
+    assert err.value.paths == sorted(paths)
+    message = str(err.value)
+    assert len(message.splitlines()) == 1 and "are not migration script names" in message
+    assert all(str(p) in message for p in paths)
+
+
+@pytest.mark.parametrize("name", ["0002_second.py", "0002__second.py", "0002_Second-Step.py",
+                                  "0002_v1.2.py", "0002_caf\u00e9.py", "0002_x.py.py"])
+def test_well_named_scripts_load(tmp_path, name):
+    write(tmp_path, "0001_create.py", GOOD_1)
+    path = write(tmp_path, name, GOOD_2)
+    assert load_chain(tmp_path).get("0002").path == path
+
+
+def test_script_name_that_is_not_a_regular_file_is_refused(tmp_path):
+    write(tmp_path, "0001_create.py", GOOD_1)
+    (tmp_path / "0002_gone.py").symlink_to(tmp_path / "nowhere.py")
+    with pytest.raises(ScriptInvalid) as err:
+        load_chain(tmp_path)
+    assert err.value.path == tmp_path / "0002_gone.py" and "regular file" in str(err.value)
+
+
+NAME_CHARS = st.characters(blacklist_categories=("Cs",), blacklist_characters="/\x00")
+FILE_NAMES = st.one_of(
+    st.text(NAME_CHARS, min_size=1, max_size=12).map(lambda s: s + ".py"),
+    st.text(NAME_CHARS, min_size=1, max_size=16),
+    st.from_regex(r"\A[_.]?[0-9\u0660-\u0669]{0,6}[-_ .]?[A-Za-z0-9_. -]{0,6}"
+                  r"\.(py|PY|Py|pY|pyc|txt|md|py\.orig)\Z"),
+).filter(lambda n: n not in (".", "..") and len(n.encode("utf-8")) < 200)
+
+
+@settings(max_examples=300, deadline=None)
+@given(FILE_NAMES)
+def test_property_a_file_is_loaded_or_refused_never_silently_ignored(name):
+    """Any file name: a Python file (not `_helper`, not hidden) is a migration or an error."""
+    python = name.lower().endswith(".py") and not name.startswith(("_", "."))
+    revision = name[:4] if re.match(r"[0-9]{4}_", name) else "0001"
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / name
+        path.write_text(f'"""Any."""\nrevision = "{revision}"\ndown_revision = None\n'
+                        "def plan(ctx):\n    yield from ()\n", encoding="utf-8")
+        try:
+            chain = load_chain(Path(folder))
+        except ScriptMisnamed as err:
+            assert python, f"{name!r} is not a Python file but was refused"
+            assert err.path == path
+            assert len(str(err).splitlines()) == 1
+        else:
+            if python:
+                assert [s.path for s in chain] == [path], f"{name!r} was silently ignored"
+                assert chain.get(revision).revision == revision
+            else:
+                assert len(chain) == 0
 
 
 def test_script_can_import_helper_from_its_directory(tmp_path):
