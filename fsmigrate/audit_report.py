@@ -87,10 +87,14 @@ def markdown(state: Any, run_id: str, state_path: str) -> Iterator[str]:
             same = "same script" if dry["checksum"] == run["checksum"] else \
                 f"**a different script** (sha256 `{dry['checksum'][:12]}..`)"
             if run["kind"] == "plan":
-                rows.append(("Plan", f"applied the reviewed plan `{run['source']}` exactly"))
+                rows.append(("Plan", f"applied the reviewed plan `{run['source']}` exactly "
+                                     f"(plan file sha256 `{run['plan_digest']}`)"))
             rows.append(("Dry-run", f"`{dry['id']}` by {dry['operator']} at "
                                     f"{dry['started_at']}, {dry['planned']} operations "
                                     f"planned, {same}"))
+    elif run["plan_digest"]:
+        rows.append(("Plan", f"wrote the plan `{run['invocation']}` for review (plan file "
+                             f"sha256 `{run['plan_digest']}`)"))
     if run["retries"]:
         rows.append(("Retries", f"{run['retries']} (last: {run['last_retry_error']})"))
     for key, value in rows:

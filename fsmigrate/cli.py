@@ -24,7 +24,8 @@ from .markers import DEFAULT_ROOT, Markers
 from .restore import restore_script
 from .errors import (Aborted, FsMigrateError, RunNotFound, ScriptsChanged, StateCorrupt,
                      UsageError)
-from .runner import MAX_BATCH, MAX_CONCURRENCY, Runner
+from .runner import (DEFAULT_BATCH_BYTES, MAX_BATCH, MAX_BATCH_BYTES, MAX_CONCURRENCY,
+                     MIN_BATCH_BYTES, Runner)
 from .state import State, new_id
 from .store import Store, Target, target_from_env
 
@@ -269,6 +270,10 @@ def run_options(fn: Any) -> Any:
                      help="Plan and report; write nothing to Firestore."),
         click.option("--batch-size", type=click.IntRange(1, MAX_BATCH), default=MAX_BATCH,
                      show_default=True, help="Operations per atomic commit."),
+        click.option("--batch-bytes", type=click.IntRange(MIN_BATCH_BYTES, MAX_BATCH_BYTES),
+                     default=DEFAULT_BATCH_BYTES, show_default=True,
+                     help="Encoded bytes per commit (the emulator refuses requests over 4 MiB, "
+                          "production over 10 MiB; up to 9.5 MiB is safe there)."),
         click.option("--format", "fmt", type=FORMATS_RUN, default="text", show_default=True,
                      help="Output on stdout (text shows a sample of the documents)."),
         click.option("--report", "report_path",
@@ -338,9 +343,10 @@ def apply_cmd(cfg: Config, plan_path: Path, **run: Any) -> None:
         raise UsageError("apply has no --dry-run: the plan file is the dry-run")
     plan = planfile.PlanFile(plan_path)
     target, chain, state = _prepare(cfg)
+    plan.verify(max_write_bytes=run["batch_bytes"])  # the whole file, before any write
     select = commands.plan_scripts(plan, target, chain, state)
     _execute(cfg, target, chain, state, select, command=f"apply {plan_path.name}", kind="plan",
-             source=plan.plan_id, **run)
+             source=plan.plan_id, plan_digest=plan.digest, **run)
 
 
 @cli.command("rerun")
@@ -390,7 +396,8 @@ def _execute(cfg: Config, target: Target, chain: scripts.Chain, state: State,
              select: Callable[[], list[scripts.Script]], *, command: str, dry_run: bool,
              batch_size: int, fmt: str, report_path: Optional[Path], yes: bool, quiet: bool,
              concurrency: int = 1, kind: str = "upgrade", source: Optional[str] = None,
-             plan_out: Optional[Path] = None, apply_hint: str = report.APPLY_HINT) -> None:
+             plan_out: Optional[Path] = None, apply_hint: str = report.APPLY_HINT,
+             batch_bytes: int = DEFAULT_BATCH_BYTES, plan_digest: Optional[str] = None) -> None:
     """Run (or plan) the selected migrations in order, then print the report; the one path
     for both. An apply holds the target's lease from before it reads what is pending until
     it is done, so two runners never both apply."""
@@ -406,19 +413,21 @@ def _execute(cfg: Config, target: Target, chain: scripts.Chain, state: State,
         todo = select()  # what was applied meanwhile, here or elsewhere, is not pending
         runner = Runner(store, state, chain, batch_size=batch_size, progress=_Bar(quiet),
                         guard=lease.check if lease else None, concurrency=concurrency,
-                        markers=markers)
+                        markers=markers, batch_bytes=batch_bytes)
         runner.capture_writes = plan_out is not None
         invocation = new_id()
         try:
             for script in todo:
                 runner.run(script, dry_run=dry_run, invocation=invocation, kind=kind,
-                           source=source)
+                           source=source, plan_digest=plan_digest)
         finally:
             _report_runs(state, target, invocation, fmt, report_path, apply_hint)
         if plan_out is not None:
-            _emit(planfile.write_plan(state, state.runs_of(invocation), target, invocation),
-                  plan_out)
-            click.echo(f"plan {invocation} written to {plan_out}; apply it with "
+            written = planfile.write_plan(state, state.runs_of(invocation), target, invocation,
+                                          plan_out)
+            state.set_plan_digest(state.runs_of(invocation), written.digest)
+            click.echo(f"plan {invocation} written to {plan_out} ({written.operations} "
+                       f"operations, sha256 {written.digest}); apply it with "
                        f"`fsmigrate apply {plan_out}`", err=True)
 
 

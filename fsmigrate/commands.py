@@ -97,6 +97,8 @@ def plan_scripts(plan: PlanFile, target: Any, chain: Chain,
     if (header["project"], header["database"]) != (target.project, target.database):
         raise UsageError(f"{plan.path} is a plan for {header['project']}/{header['database']}, "
                          f"not {target.project}/{target.database}")
+    if plan.digest is None:
+        raise UsageError(f"{plan.path}: verify the plan before applying it")
     for item in header["migrations"]:
         script = chain.get(item["revision"])
         if script.checksum != item["checksum"]:
@@ -130,7 +132,7 @@ def plan_scripts(plan: PlanFile, target: Any, chain: Chain,
 
 def _replay(ctx: Any, plan: PlanFile, item: dict[str, Any]) -> Iterator[Any]:
     header = plan.header
-    ctx.note(f"applies plan {plan.plan_id} ({plan.path.name}): dry-run run {item['dry_run']} "
-             f"by {header['created_by']} at {header['created_at']}, "
+    ctx.note(f"applies plan {plan.plan_id} ({plan.path.name}, sha256 {plan.digest}): dry-run "
+             f"run {item['dry_run']} by {header['created_by']} at {header['created_at']}, "
              f"{item['operations']} operations reviewed")
     yield from plan.operations(item["revision"])

@@ -5,7 +5,7 @@ The core never prints and never exits: it raises one of these.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 
 class FsMigrateError(Exception):
@@ -190,6 +190,31 @@ class FirestoreError(FsMigrateError):
 
 class TransientError(FirestoreError):
     """Firestore kept answering with a transient error (UNAVAILABLE, DEADLINE_EXCEEDED...)."""
+
+
+class RequestTooLarge(FirestoreError):
+    """Firestore refused a commit for its size (the emulator's 4 MiB gRPC limit, production's
+    10 MiB request limit). Nothing of it was applied: the caller splits the batch."""
+
+
+class WriteTooLarge(FsMigrateError):
+    """One write (or one atomic group) is bigger than a commit may be."""
+
+    def __init__(self, path: str, size: int, limit: int, what: str = "write") -> None:
+        self.path, self.size, self.limit = path, size, limit
+        super().__init__(
+            f"the {what} of {path} is {size:,} bytes encoded and cannot fit in a commit of at "
+            f"most {limit:,} bytes (--batch-bytes); raise --batch-bytes (production takes up "
+            "to 9.5 MiB, the emulator 4 MiB) or make the document smaller")
+
+
+class PlanFileInvalid(FsMigrateError):
+    """A reviewed plan file is not the plan that was reviewed (cut short, edited, damaged)."""
+
+    def __init__(self, path: Any, problem: str) -> None:
+        self.path, self.problem = path, problem
+        super().__init__(f"{path}: {problem}; nothing was applied: make and review a new plan "
+                         "(`fsmigrate upgrade --dry-run --plan-out FILE`)")
 
 
 class Aborted(FsMigrateError):

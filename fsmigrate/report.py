@@ -33,6 +33,7 @@ def run_dict(state: Any, row: sqlite3.Row) -> dict[str, Any]:
         "planned": row["planned"], "committed": row["committed"], "skipped": row["skipped"],
         "failed": row["failed"], "batches": row["batches"],
         "counts": json.loads(row["counts"] or "{}"), "error": row["error"],
+        "source": row["source"], "plan_digest": row["plan_digest"],
         "notes": state.notes(row["id"]),
     }
 
@@ -218,6 +219,9 @@ def audit_run_chunks(state: Any, run_id: str, fmt: str) -> Iterator[str]:
            f"{row['started_at']} .. {row['finished_at'] or '(unfinished)'}\n"
            f"  planned {row['planned']}, committed {row['committed']}, skipped {row['skipped']}, "
            f"failed {row['failed']}, batches {row['batches']}\n")
+    if row["plan_digest"]:
+        what = "applies plan" if row["mode"] == "apply" else "wrote plan"
+        yield f"  {what} {row['source'] or row['invocation']}, sha256 {row['plan_digest']}\n"
     if row["resumes"]:
         yield f"  resumes run {row['resumes']}\n"
     if row["error"]:

@@ -20,14 +20,22 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Protocol
 from . import codec, reconcile, testhooks
 from .context import Barrier, Context
 from .errors import (FirestoreError, FsMigrateError, MigrationBlocked, MigrationFailed, PlanError,
-                     ReconcileError, TransientError, UsageError)
+                     ReconcileError, RequestTooLarge, TransientError, UsageError, WriteTooLarge)
 from .plan import (DELETE, KINDS, MUST_NOT_EXIST, Archived, Group,
                    Operation, Precondition, check_operation, timestamp_text)
 from .scripts import Chain, Script
 from .state import OpRecord, State, new_id
-from .store import PRECONDITION_ERRORS, Store
+from .store import PRECONDITION_ERRORS, Store, _varint_len
 
 MAX_BATCH = 500
+# Commits are bounded by their encoded size too. The emulator refuses gRPC messages over
+# 4 MiB (4,194,304 bytes), production Firestore requests over 10 MiB; Beam's Java FirestoreIO
+# keeps production batches under 9.5 MiB. The default is safe on both.
+DEFAULT_BATCH_BYTES = 4_000_000
+MAX_BATCH_BYTES = 9_961_472  # 9.5 MiB
+MIN_BATCH_BYTES = 16_384
+_DELETE_SLACK = 32  # a delete's Write beyond its document name: precondition and framing
+_READ_SLACK = 24    # what the precondition of a blind set adds once its document is read
 MAX_CONCURRENCY = 16
 DRY_RUN = "dry-run"
 APPLY = "apply"
@@ -80,23 +88,31 @@ def _after_json(op: Operation, write: Optional[bytes]) -> Optional[str]:
         return json.dumps({k: repr(v) for k, v in (op.data or {}).items()}, sort_keys=True)
 
 
-def _batches(ops: Iterable[Any], size: int) -> Iterator[tuple[list[Any], bool]]:
-    """(batch, barrier): batches of `size`; a Barrier in the stream ends the batch early
-    and asks the runner to let every batch before it land first."""
+def _batches(ops: Iterable[Any], size: int,
+             weigh: Optional[Callable[[list[Operation]], int]] = None,
+             max_bytes: Optional[int] = None) -> Iterator[tuple[list[Any], bool]]:
+    """(batch, barrier): batches of at most `size` operations and, with `weigh` (the encoded
+    bytes of a unit of operations), at most `max_bytes`; an atomic group is never split. A
+    Barrier in the stream ends the batch early and asks the runner to let every batch
+    before it land first."""
     batch: list[Any] = []
+    used = 0
     for op in ops:
         if isinstance(op, Barrier):
             yield batch, True
-            batch = []
+            batch, used = [], 0
             continue
         unit = op.ops if isinstance(op, Group) else [op]  # a group is never split
-        if batch and len(batch) + len(unit) > size:
+        need = weigh(unit) if weigh is not None else 0
+        if batch and (len(batch) + len(unit) > size
+                      or (max_bytes is not None and used + need > max_bytes)):
             yield batch, False
-            batch = []
+            batch, used = [], 0
         batch.extend(unit)
+        used += need
         if len(batch) >= size:
             yield batch, False
-            batch = []
+            batch, used = [], 0
     if batch:
         yield batch, False
 
@@ -154,9 +170,16 @@ class Runner:
     def __init__(self, store: Store, state: State, chain: Chain, *, batch_size: int = MAX_BATCH,
                  page_size: Optional[int] = None, progress: Optional[Progress] = None,
                  guard: Optional[Callable[[], None]] = None, concurrency: int = 1,
-                 markers: Optional[Any] = None) -> None:
+                 markers: Optional[Any] = None, batch_bytes: int = DEFAULT_BATCH_BYTES) -> None:
         if not 1 <= batch_size <= MAX_BATCH:
             raise UsageError(f"--batch-size must be between 1 and {MAX_BATCH}, got {batch_size}")
+        if not MIN_BATCH_BYTES <= batch_bytes <= MAX_BATCH_BYTES:
+            raise UsageError(f"--batch-bytes must be between {MIN_BATCH_BYTES} and "
+                             f"{MAX_BATCH_BYTES}, got {batch_bytes}")
+        self.batch_bytes = batch_bytes
+        # what the writes of one commit may take: the request's own bytes come off the top
+        self._payload_bytes = batch_bytes - store.commit_size(())
+        self.splits = 0  # commits the server refused as too large, split and sent again
         if not 1 <= concurrency <= MAX_CONCURRENCY:
             raise UsageError(f"--concurrency must be between 1 and {MAX_CONCURRENCY}, "
                              f"got {concurrency}")
@@ -185,7 +208,8 @@ class Runner:
     # ---- one migration -------------------------------------------------------------
 
     def run(self, script: Script, *, dry_run: bool, invocation: str,
-            kind: str = "upgrade", source: Optional[str] = None) -> RunResult:
+            kind: str = "upgrade", source: Optional[str] = None,
+            plan_digest: Optional[str] = None) -> RunResult:
         """Plan (dry-run) or apply one migration. An apply first resumes an unfinished
         earlier apply of the same revision: it settles that run's in-flight operations by
         re-reading them, redoes the ones that never landed, and skips what committed."""
@@ -194,7 +218,8 @@ class Runner:
         run_id = self.state.start_run(
             invocation=invocation, project=self.target.project, database=self.target.database,
             revision=script.revision, checksum=script.checksum, description=script.description,
-            mode=mode, kind=kind, resumes=prior["id"] if prior else None, source=source)
+            mode=mode, kind=kind, resumes=prior["id"] if prior else None, source=source,
+            plan_digest=plan_digest)
         result = RunResult(run_id, script.revision, script.description, mode, "running")
         counts = {k: 0 for k in KINDS}
         earlier = self.state.resume_chain(prior["id"]) if prior else []
@@ -205,10 +230,16 @@ class Runner:
 
         self.progress.start(script, mode)
         self._seq = 0
+        self.splits = 0
         self._batch = 0
         self._group_ids = 0
         self._revision = script.revision
-        self._run_checked(script, run_id, prior, earlier, dry_run, counts, note)
+        try:
+            self._run_checked(script, run_id, prior, earlier, dry_run, counts, note)
+        finally:
+            if self.splits:
+                note(f"{self.splits} commit(s) refused by Firestore as too large were split "
+                     f"and sent again (--batch-bytes {self.batch_bytes:,})")
         applies_revision = not dry_run and kind != "restore"
         if applies_revision and self.markers is not None:
             testhooks.reached("before-marker")
@@ -248,7 +279,7 @@ class Runner:
                     self.state.mark_interrupted(prior["id"], run_id)
                 note(f"resumes run {prior['id']} ({prior['status']}: {prior['error'] or ''})")
                 redone = self._resume(run_id, earlier, counts)
-            for batch, barrier in _batches(self._operations(script, ctx), self.batch_size):
+            for batch, barrier in self._batched(self._operations(script, ctx)):
                 if earlier:  # resuming: what already committed is not applied again
                     batch = self._not_done(batch, earlier, redone)
                 self._run_batch(run_id, batch, counts, dry_run)
@@ -344,6 +375,31 @@ class Runner:
         return int(self.state.run(run_id)["committed"])
 
     # ---- batches -------------------------------------------------------------------
+
+    def _batched(self, ops: Iterable[Any]) -> Iterator[tuple[list[Any], bool]]:
+        return _batches(ops, self.batch_size, self._unit_bytes, self._payload_bytes)
+
+    def _unit_bytes(self, unit: list[Operation]) -> int:
+        """The bytes a unit (one operation, or an atomic group) adds to a commit request;
+        a unit that cannot fit in any commit is refused, naming its document."""
+        total = sum(self._op_bytes(op) for op in unit)
+        if total > self._payload_bytes:
+            what = "write" if len(unit) == 1 else f"atomic group of {len(unit)} writes"
+            raise WriteTooLarge(unit[0].path, self.store.commit_size(
+                [total]) - 1 - _varint_len(total), self.batch_bytes, what)
+        return total
+
+    def _op_bytes(self, op: Operation) -> int:
+        if op.write is not None:
+            n = len(op.write)
+        elif op.kind == DELETE:  # exact enough without encoding it: name plus a precondition
+            n = len(self.store.doc_name(op.path).encode()) + _DELETE_SLACK
+        elif op.needs_read:  # its precondition is only known once its document is read
+            n = len(self._write(op)) + _READ_SLACK
+        else:
+            op.write = self._write(op)
+            n = len(op.write)
+        return 1 + _varint_len(n) + n
 
     def _run_batch(self, run_id: str, batch: list[Operation], counts: dict[str, int],
                    dry_run: bool) -> None:
@@ -452,6 +508,9 @@ class Runner:
             try:
                 when = timestamp_text(self.store.commit_writes([op.write for _, op in remaining]))
                 return committed + [(seq, when) for seq, _ in remaining], skipped
+            except RequestTooLarge as exc:
+                more_committed, more_skipped = self._split(remaining, exc)
+                return committed + more_committed, skipped + more_skipped
             except TransientError as exc:
                 self.store.backoff("commit", failures, exc.exc)
                 failures += 1
@@ -485,12 +544,30 @@ class Runner:
                 skipped.append((seq, op.precondition.why_not(doc)))
         return _drop_broken_groups(numbered, left, skipped)
 
+    def _split(self, numbered: Numbered, exc: RequestTooLarge) -> tuple[Settled, Settled]:
+        """The server refused the commit for its size, before applying any of it (the size
+        is checked before the request is read): send it again in two halves, never
+        splitting an atomic group. Not a transient error: the same request would fail again."""
+        units = _units(numbered)
+        if len(units) == 1:
+            size = sum(len(op.write or b"") for _, op in numbered)
+            what = "write" if len(numbered) == 1 else f"atomic group of {len(numbered)} writes"
+            raise WriteTooLarge(numbered[0][1].path, size, self.batch_bytes,
+                                f"{what} (refused by the server: {exc.exc})") from exc
+        self.splits += 1
+        half = len(units) // 2
+        left = self._commit([x for unit in units[:half] for x in unit])
+        right = self._commit([x for unit in units[half:] for x in unit])
+        return left[0] + right[0], left[1] + right[1]
+
     def _bisect(self, numbered: Numbered) -> tuple[Settled, Settled]:
         """Last resort when a re-read cannot tell which operation fails: halve and retry
         (never splitting an atomic group)."""
         try:
             when = timestamp_text(self.store.commit_writes([op.write for _, op in numbered]))
             return [(seq, when) for seq, _ in numbered], []
+        except RequestTooLarge as exc:
+            return self._split(numbered, exc)
         except PRECONDITION_ERRORS as exc:
             units = _units(numbered)
             if len(units) == 1:
@@ -550,7 +627,7 @@ class Runner:
         if updates:
             self.state.settle_old(updates)
         flat: list[Operation] = []
-        for batch, _ in _batches(self._regroup(redo), self.batch_size):
+        for batch, _ in self._batched(self._regroup(redo)):
             self._run_batch(run_id, batch, counts, dry_run=False)
             flat.extend(batch)
         self._settle_inflight(run_id, keep=0)

@@ -20,7 +20,7 @@ from typing import Any, Iterable, Iterator, Optional, Sequence
 from . import __version__
 from .errors import RunNotFound, StateCorrupt, StateNotFound, StateSchemaTooNew
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT = 30.0  # seconds a reader or writer waits for another one's transaction
 
 _SCHEMA = """
@@ -53,7 +53,8 @@ CREATE TABLE IF NOT EXISTS runs (
     error_kind TEXT,
     retries INTEGER NOT NULL DEFAULT 0,
     last_retry_error TEXT,
-    source TEXT
+    source TEXT,
+    plan_digest TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_target ON runs (project, database, started_at);
 CREATE TABLE IF NOT EXISTS applied (
@@ -92,6 +93,16 @@ CREATE TABLE IF NOT EXISTS notes (
     PRIMARY KEY (run_id, seq)
 );
 """
+
+# Steps that bring a state file of an older schema to the next version (index = from).
+_UPGRADES: dict[int, tuple[str, ...]] = {
+    1: ("ALTER TABLE runs ADD COLUMN plan_digest TEXT",),
+}
+# How a read-only reader of an older file sees the current shape (temporary views shadow
+# the file's tables on that connection only; the file is not changed).
+_READ_SHIMS: dict[int, tuple[str, ...]] = {
+    1: ("CREATE TEMP VIEW runs AS SELECT *, NULL AS plan_digest FROM main.runs",),
+}
 
 
 def now_text() -> str:
@@ -178,6 +189,8 @@ class State:
             raise StateSchemaTooNew(path, version, SCHEMA_VERSION)
         if version == 0:
             raise StateCorrupt(path, "it is an SQLite file but not an fsmigrate state file")
+        for stmt in _READ_SHIMS.get(version, ()):
+            conn.execute(stmt)
         return state
 
     def _check(self) -> None:
@@ -205,17 +218,25 @@ class State:
         return int(row[0]) if row else 0
 
     def _migrate(self) -> None:
+        """Create the tables of a new file, or bring an older schema up to date, in one
+        transaction (a file of a newer schema is refused before this)."""
         version = self._schema_version()
         if version > SCHEMA_VERSION:
             raise StateSchemaTooNew(self.path, version, SCHEMA_VERSION)
-        if version < SCHEMA_VERSION:
-            with self.tx():
+        if version == SCHEMA_VERSION:
+            return
+        with self.tx():
+            if version == 0:
                 for stmt in _SCHEMA.split(";"):
                     if stmt.strip():
                         self.conn.execute(stmt)
-                self.conn.execute(
-                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
-                    (str(SCHEMA_VERSION),))
+            else:
+                for step in range(version, SCHEMA_VERSION):
+                    for stmt in _UPGRADES[step]:
+                        self.conn.execute(stmt)
+            self.conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),))
 
     def tx(self) -> "_Tx":
         return _Tx(self.conn)
@@ -224,17 +245,24 @@ class State:
 
     def start_run(self, *, invocation: str, project: str, database: str, revision: str,
                   checksum: str, description: str, mode: str, kind: str = "upgrade",
-                  resumes: Optional[str] = None, source: Optional[str] = None) -> str:
+                  resumes: Optional[str] = None, source: Optional[str] = None,
+                  plan_digest: Optional[str] = None) -> str:
         run_id = new_id()
         with self.tx():
             self.conn.execute(
                 "INSERT INTO runs (id, invocation, project, database, revision, checksum,"
-                " description, kind, mode, status, resumes, source, started_at, operator, host,"
-                " tool_version) VALUES (?,?,?,?,?,?,?,?,?, 'running', ?,?,?,?,?,?)",
+                " description, kind, mode, status, resumes, source, plan_digest, started_at,"
+                " operator, host, tool_version) VALUES (?,?,?,?,?,?,?,?,?, 'running', ?,?,?,?,?,?,?)",
                 (run_id, invocation, project, database, revision, checksum, description, kind,
-                 mode, resumes, source, now_text(), operator_name(), socket.gethostname(),
-                 __version__))
+                 mode, resumes, source, plan_digest, now_text(), operator_name(),
+                 socket.gethostname(), __version__))
         return run_id
+
+    def set_plan_digest(self, run_ids: Sequence[str], digest: str) -> None:
+        """Record the digest of the plan file the dry-runs `run_ids` wrote."""
+        with self.tx():
+            self.conn.executemany("UPDATE runs SET plan_digest=? WHERE id=?",
+                                  [(digest, r) for r in run_ids])
 
     def finish_run(self, run_id: str, *, status: str, counts: dict[str, int],
                    error: Optional[str] = None, error_kind: Optional[str] = None) -> None:

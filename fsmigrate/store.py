@@ -12,6 +12,7 @@ import datetime as dt
 import os
 import queue
 import random
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from google.cloud.firestore_v1 import _helpers, types
 from google.cloud.firestore_v1.field_path import FieldPath
 from proto.datetime_helpers import DatetimeWithNanoseconds
 
-from .errors import FirestoreError, TransientError, UsageError
+from .errors import FirestoreError, RequestTooLarge, TransientError, UsageError
 from .plan import CREATE, DELETE, SET, UPDATE, Operation, Precondition, check_path
 
 DEFAULT_DATABASE = "(default)"
@@ -34,6 +35,12 @@ INEQUALITIES = ("<", "<=", ">", ">=", "!=", "not-in")
 
 # Errors a commit answers with when one of its preconditions did not hold.
 PRECONDITION_ERRORS = (gexc.FailedPrecondition, gexc.NotFound, gexc.AlreadyExists)
+# How Firestore says a request is too big: the emulator's gRPC limit (RESOURCE_EXHAUSTED
+# "gRPC message exceeds maximum size 4194304"), production's request limit (INVALID_ARGUMENT
+# "Request payload size exceeds the limit"), a transaction with too many writes or index
+# entries ("Transaction too big"). Never transient: retrying the same request cannot help.
+TOO_LARGE = re.compile(r"exceeds maximum size|payload size exceeds|message larger than max|"
+                       r"transaction too big|request too large", re.IGNORECASE)
 # Errors worth another try: the server or the network had a moment. Anything else
 # (PERMISSION_DENIED, INVALID_ARGUMENT, NOT_FOUND of the database...) stops at once.
 TRANSIENT_ERRORS = (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.Aborted,
@@ -399,6 +406,14 @@ class Store:
             write.current_document.exists = True
         return write.SerializeToString()
 
+    def commit_size(self, write_sizes: Iterable[int]) -> int:
+        """The encoded size of a CommitRequest carrying writes of these sizes (what the
+        server's request-size limit applies to)."""
+        total = len(self.client._database_string) + 3
+        for n in write_sizes:
+            total += 1 + _varint_len(n) + n
+        return total
+
     def commit_writes(self, writes: Sequence[bytes]) -> dt.datetime:
         """Commit serialized writes atomically, once (no hidden retry). Precondition failures
         raise the api_core error as is, transient ones TransientError (the commit may or may
@@ -412,12 +427,24 @@ class Store:
                 retry=None, timeout=self.policy.timeout)
         except PRECONDITION_ERRORS:
             raise
+        except (gexc.ResourceExhausted, gexc.InvalidArgument) as exc:
+            if TOO_LARGE.search(str(exc.message)):
+                raise RequestTooLarge(f"commit of {len(writes)} operations "
+                                      f"({request.ByteSize():,} bytes)", exc) from exc
+            if isinstance(exc, gexc.InvalidArgument):
+                raise FirestoreError(f"commit of {len(writes)} operations", exc) from exc
+            self.note_retry(exc)
+            raise TransientError(f"commit of {len(writes)} operations", exc) from exc
         except TRANSIENT_ERRORS as exc:
             self.note_retry(exc)
             raise TransientError(f"commit of {len(writes)} operations", exc) from exc
         except gexc.GoogleAPICallError as exc:
             raise FirestoreError(f"commit of {len(writes)} operations", exc) from exc
         return DatetimeWithNanoseconds.from_timestamp_pb(response._pb.commit_time)
+
+
+def _varint_len(n: int) -> int:
+    return max(1, (n.bit_length() + 6) // 7)
 
 
 def _pb(message: Any) -> Any:

@@ -78,3 +78,27 @@ def test_a_reader_can_read_while_a_writer_holds_a_transaction(tmp_path: Path) ->
         writer.conn.execute("UPDATE runs SET status='failed' WHERE id=?", (run,))
         assert reader.run(run)["status"] == "running"  # WAL: readers see the last commit
     assert reader.run(run)["status"] == "failed"
+
+
+def test_a_state_file_of_schema_1_is_migrated_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    state = State.open(path)
+    run_id = state.start_run(invocation="i", project="p", database="(default)", revision="0001",
+                             checksum="c", description="d", mode="apply")
+    state.close()
+    db = sqlite3.connect(path)  # make it a file as version 1 wrote it
+    db.execute("ALTER TABLE runs DROP COLUMN plan_digest")
+    db.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
+    db.commit()
+    db.close()
+    old = State.open_readonly(path)  # readable as it is, without changing it
+    assert old.run(run_id)["plan_digest"] is None and old.runs()[0]["id"] == run_id
+    old.close()
+    assert sqlite3.connect(path).execute("SELECT value FROM meta").fetchone() == ("1",)
+
+    state = State.open(path)
+
+    assert state._schema_version() == SCHEMA_VERSION == 2
+    assert state.run(run_id)["plan_digest"] is None  # old runs kept, the column added
+    state.set_plan_digest([run_id], "ab" * 32)
+    assert state.run(run_id)["plan_digest"] == "ab" * 32
