@@ -18,7 +18,7 @@ import click
 from tqdm import tqdm
 
 from . import __version__, emulator as emu
-from . import audit_report, commands, heartbeats, planfile, report, scripts, testhooks
+from . import audit_report, checks, commands, durations, heartbeats, planfile, report, scripts, testhooks
 from .lease import DEFAULT_TTL, Lease, break_lock, describe as describe_holder
 from .markers import DEFAULT_ROOT, Markers
 from .restore import restore_script
@@ -642,7 +642,7 @@ def audit_cmd(cfg: Config, run_id: Optional[str], fmt: str, limit: Optional[int]
         rows = state.runs(limit=limit) if state else []
         if since:
             try:
-                cutoff = dt.datetime.now(dt.timezone.utc) - heartbeats.parse_window(since)
+                cutoff = dt.datetime.now(dt.timezone.utc) - durations.parse_window(since)
             except ValueError as exc:
                 raise UsageError(f"--since: {exc}") from exc
             rows = [r for r in rows if _parse_time(r["started_at"]) >= cutoff]
@@ -669,54 +669,75 @@ def _parse_time(text: str) -> dt.datetime:
 # ---- check ---------------------------------------------------------------------------------
 
 
-@cli.group("check", cls=FsMigrateGroup)
-def check_group() -> None:
+class CheckGroup(FsMigrateGroup):
+    """`check NAME`: one subcommand per check found through the entry-point group
+    `fsmigrate.checks`, its options as the check declares them."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return checks.available()
+
+    def get_command(self, ctx: click.Context, name: str) -> Optional[click.Command]:
+        if name not in checks.available():
+            return None
+        return _check_command(checks.load(name))
+
+
+def _option_param(opt: checks.Option) -> click.Option:
+    if opt.type is bool:
+        return click.Option([opt.flag], is_flag=True, default=bool(opt.default), help=opt.help)
+    kind: Any = opt.type if opt.parse is None else str
+    if opt.type is int and opt.minimum is not None and opt.parse is None:
+        kind = click.IntRange(min=int(opt.minimum))
+    elif opt.type is float and opt.minimum is not None and opt.parse is None:
+        kind = click.FloatRange(min=opt.minimum)
+    return click.Option([opt.flag, opt.name], type=kind, default=opt.default,
+                        show_default=opt.default is not None, help=opt.help)
+
+
+def _check_command(info: checks.CheckInfo) -> click.Command:
+    def callback(fmt: str, output: Optional[Path], **given: Any) -> None:
+        cfg = click.get_current_context().find_object(Config)
+        result = checks.run(cfg.store(cfg.target()), info.name, given)
+        _emit(checks.RENDERERS[fmt](result), output)
+        if output is not None:
+            click.echo(f"written to {output}", err=True)
+        if not result.healthy:
+            click.echo("UNHEALTHY: " + "; ".join(result.reasons), err=True)
+            sys.exit(1)
+
+    params = [_option_param(opt) for opt in info.options] + [
+        click.Option(["--format", "fmt"], type=click.Choice(sorted(checks.RENDERERS)),
+                     default="text", show_default=True,
+                     help="openmetrics: gauges for a node-exporter textfile collector or a "
+                          "Prometheus scrape."),
+        click.Option(["--output", "-o", "output"],
+                     type=click.Path(dir_okay=False, path_type=Path),
+                     help="Write the result to this file instead of stdout.")]
+    fn = info.fn
+    doc = (fn.__doc__ or info.summary).strip()
+    return click.Command(info.name, params=params, callback=callback, help=doc,
+                         short_help=info.summary)
+
+
+@cli.group("check", cls=CheckGroup, invoke_without_command=True)
+@click.option("--list", "list_", is_flag=True, help="List the installed checks, one line each.")
+@click.pass_context
+def check_group(ctx: click.Context, list_: bool) -> None:
     """Health checks to watch a collection after a cleanup (read-only; exit 1 if unhealthy).
+
+    Checks are plugins, found through the entry-point group `fsmigrate.checks`.
 
     Example:
 
         fsmigrate --project my-proj check heartbeats --format json
     """
-
-
-@check_group.command("heartbeats")
-@click.option("--max-docs", type=click.IntRange(min=0), default=50, show_default=True,
-              help="Alarm when the collection holds more documents than this.")
-@click.option("--window", default="1h", show_default=True,
-              help="Recent-activity window: 90s, 30m, 1h, 7d.")
-@click.option("--collection", default=heartbeats.COLLECTION, show_default=True)
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              show_default=True)
-@click.pass_obj
-def check_heartbeats(cfg: Config, max_docs: int, window: str, collection: str,
-                     fmt: str) -> None:
-    """Count heartbeat documents by ID kind and flag growth and legacy writers.
-
-    Reports the total (alarm above --max-docs), counts per ID kind, documents with a
-    heartbeat within the window, the growth per day that implies (non-canonical documents
-    active in the window, scaled to a day), and the legacy documents written within the
-    window (a sign an old image is still running). Exit 0
-    when healthy; 1 when over the threshold or any legacy document exists, with the
-    reason in one line on stderr. The JSON form is documented in the README.
-
-    Example:
-
-        fsmigrate --project my-proj check heartbeats --max-docs 50 --window 1h
-    """
-    try:
-        span = heartbeats.parse_window(window)
-    except ValueError as exc:
-        raise UsageError(f"--window: {exc}") from exc
-    store = cfg.store(cfg.target())
-    now = dt.datetime.now(dt.timezone.utc)
-    docs = ((d.id, heartbeats.activity_time(d.get("last_heartbeat"), d.update_time))
-            for d in store.scan(collection))
-    health = heartbeats.check(docs, now=now, window=span, max_docs=max_docs,
-                              collection=collection)
-    _emit(report.health_chunks(health.to_json(), fmt))
-    if not health.healthy:
-        click.echo("UNHEALTHY: " + "; ".join(health.reasons), err=True)
-        sys.exit(1)
+    if ctx.invoked_subcommand is not None:
+        return
+    if not list_:
+        click.echo(ctx.get_help())
+        return
+    for info in checks.catalogue():
+        click.echo(f"{info.name:<20} {info.summary}")
 
 
 # ---- emulator -----------------------------------------------------------------------------

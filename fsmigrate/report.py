@@ -8,7 +8,7 @@ import sqlite3
 from typing import Any, Iterable, Iterator, Sequence
 
 from . import codec
-from .heartbeats import format_window
+from .durations import format_window
 from .plan import KINDS
 
 TEXT_SAMPLE = 10

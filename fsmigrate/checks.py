@@ -1,0 +1,231 @@
+"""Health checks as plugins: found through the entry-point group `fsmigrate.checks`.
+
+A check is a function `fn(store, **options) -> CheckResult`: it reads the target through
+the store (`store.scan(collection)` streams documents) and returns a verdict, reasons and
+metrics. Its options are declared with `@options(Option(...), ...)` so that the command
+line can offer them (`fsmigrate check NAME --help`); the first line of its docstring is
+its summary (`fsmigrate check --list`). Register it in the distribution's metadata:
+
+    [project.entry-points."fsmigrate.checks"]
+    sessions = "mypkg.checks:sessions"
+
+Nothing here prints; renderers (text, json, OpenMetrics) turn a result into text.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
+
+from .errors import FsMigrateError, UsageError
+
+GROUP = "fsmigrate.checks"
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option of a check: `--max-docs` for `name="max_docs"`. `type` is int, float,
+    str or bool (a flag); `parse` turns the command line's text into the value (for
+    example a duration) and raises ValueError with a message when it cannot."""
+
+    name: str
+    type: type = str
+    default: Any = None
+    help: str = ""
+    parse: Optional[Callable[[str], Any]] = None
+    minimum: Optional[float] = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+def options(*declared: Option) -> Callable[[Callable], Callable]:
+    """Declare a check's options (decorator)."""
+
+    def attach(fn: Callable) -> Callable:
+        fn.fsmigrate_options = tuple(declared)  # type: ignore[attr-defined]
+        return fn
+
+    return attach
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A gauge: `name` (snake case, without prefix), its value, labels, help text."""
+
+    name: str
+    value: float
+    labels: Mapping[str, str] = field(default_factory=dict)
+    help: str = ""
+
+
+@dataclass
+class CheckResult:
+    """What a check found. `details` is the check's own JSON (documented by the check);
+    `lines` its text report; `labels` apply to every metric (e.g. the collection)."""
+
+    check: str
+    healthy: bool
+    reasons: list[str] = field(default_factory=list)
+    metrics: list[Metric] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    lines: list[str] = field(default_factory=list)
+    checked_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.details, "check": self.check, "healthy": self.healthy,
+                "reasons": list(self.reasons)}
+
+
+class CheckNotFound(UsageError):
+    def __init__(self, name: str, known: Sequence[str]) -> None:
+        self.name = name
+        listed = ", ".join(known) or "none installed"
+        super().__init__(f"no check named {name!r} (available: {listed}); checks are found "
+                         f"through the entry-point group {GROUP!r}")
+
+
+class CheckBroken(FsMigrateError):
+    def __init__(self, name: str, problem: str) -> None:
+        super().__init__(f"check {name!r} could not be loaded: {problem}")
+
+
+def _entry_points() -> dict[str, metadata.EntryPoint]:
+    found: dict[str, metadata.EntryPoint] = {}
+    for ep in metadata.entry_points(group=GROUP):
+        found.setdefault(ep.name, ep)  # the first on sys.path wins, like imports
+    return found
+
+
+@dataclass(frozen=True)
+class CheckInfo:
+    name: str
+    summary: str
+    options: tuple[Option, ...]
+    fn: Callable[..., CheckResult]
+
+
+def available() -> list[str]:
+    return sorted(_entry_points())
+
+
+def load(name: str) -> CheckInfo:
+    eps = _entry_points()
+    if name not in eps:
+        raise CheckNotFound(name, sorted(eps))
+    try:
+        fn = eps[name].load()
+    except Exception as exc:  # a plugin's import error must not look like ours
+        raise CheckBroken(name, f"{type(exc).__name__}: {exc}") from exc
+    if not callable(fn):
+        raise CheckBroken(name, f"{eps[name].value} is not a function")
+    doc = (fn.__doc__ or "").strip()
+    summary = doc.splitlines()[0].strip() if doc else "(no description)"
+    return CheckInfo(name, summary, tuple(getattr(fn, "fsmigrate_options", ())), fn)
+
+
+def catalogue() -> list[CheckInfo]:
+    return [load(name) for name in available()]
+
+
+def resolve_options(info: CheckInfo, given: Mapping[str, Any]) -> dict[str, Any]:
+    """Defaults filled in, text parsed and checked; unknown options refused."""
+    known = {o.name: o for o in info.options}
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise UsageError(f"check {info.name} has no option {', '.join(unknown)} (it has: "
+                         f"{', '.join(known) or 'none'})")
+    out = {}
+    for name, opt in known.items():
+        value = given.get(name, opt.default)
+        if isinstance(value, str) and opt.parse is not None:
+            try:
+                value = opt.parse(value)
+            except ValueError as exc:
+                raise UsageError(f"{opt.flag}: {exc}") from exc
+        if opt.minimum is not None and isinstance(value, (int, float)) and value < opt.minimum:
+            raise UsageError(f"{opt.flag} must be at least {opt.minimum:g}, got {value}")
+        out[name] = value
+    return out
+
+
+def run(store: Any, name: str, given: Mapping[str, Any]) -> CheckResult:
+    info = load(name)
+    result = info.fn(store, **resolve_options(info, given))
+    if not isinstance(result, CheckResult):
+        raise CheckBroken(name, f"it returned {type(result).__name__}, not a CheckResult")
+    return result
+
+
+# ---- rendering -------------------------------------------------------------------------------
+
+
+def text_chunks(result: CheckResult) -> Iterator[str]:
+    verdict = "HEALTHY" if result.healthy else "UNHEALTHY"
+    where = result.labels.get("collection", result.check)
+    yield f"{where}: {verdict} (checked {_utc(result.checked_at)})\n"
+    for line in result.lines:
+        yield f"  {line}\n"
+    for reason in result.reasons:
+        yield f"  reason: {reason}\n"
+
+
+def json_chunks(result: CheckResult) -> Iterator[str]:
+    yield json.dumps(result.to_json(), sort_keys=True, default=str) + "\n"
+
+
+_METRIC_NAME = re.compile(r"[^a-zA-Z0-9_]")
+
+
+def _escape(value: str) -> str:
+    return str(value).replace("\\", "\\\\").replace("\"", "\\\"").replace("\n", "\\n")
+
+
+def _number(value: float) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float) and math.isnan(value):
+        return "NaN"
+    if isinstance(value, float) and math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(value) if isinstance(value, float) else str(int(value))
+
+
+def openmetrics_chunks(result: CheckResult) -> Iterator[str]:
+    """OpenMetrics text: one gauge family per metric name, prefixed `fsmigrate_check_`
+    plus the check's name, the result's labels on every sample, `..._healthy` 0/1 and
+    `..._checked_timestamp_seconds`, then `# EOF` (for a node-exporter textfile collector
+    or a scrape)."""
+    prefix = "fsmigrate_check_" + _METRIC_NAME.sub("_", result.check)
+    families: dict[str, list[Metric]] = {}
+    built_in = [Metric("healthy", int(result.healthy), help="1 when the check passed, else 0"),
+                Metric("checked_timestamp_seconds", result.checked_at.timestamp(),
+                       help="when the check ran (Unix time)")]
+    for metric in [*built_in, *result.metrics]:
+        families.setdefault(_METRIC_NAME.sub("_", metric.name), []).append(metric)
+    for name, samples in families.items():
+        full = f"{prefix}_{name}"
+        yield f"# TYPE {full} gauge\n"
+        helps = [m.help for m in samples if m.help]
+        if helps:
+            yield f"# HELP {full} {_escape(helps[0])}\n"
+        for metric in samples:
+            labels = {**result.labels, **metric.labels}
+            text = ",".join(f'{_METRIC_NAME.sub("_", k)}="{_escape(v)}"'
+                            for k, v in sorted(labels.items()))
+            yield f"{full}{{{text}}} {_number(metric.value)}\n" if text else \
+                f"{full} {_number(metric.value)}\n"
+    yield "# EOF\n"
+
+
+RENDERERS = {"text": text_chunks, "json": json_chunks, "openmetrics": openmetrics_chunks}
+
+
+def _utc(when: dt.datetime) -> str:
+    return when.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
