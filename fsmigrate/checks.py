@@ -177,7 +177,7 @@ def text_chunks(result: CheckResult) -> Iterator[str]:
 
 
 def json_chunks(result: CheckResult) -> Iterator[str]:
-    yield json.dumps(result.to_json(), sort_keys=True, default=str) + "\n"
+    yield json.dumps(result.to_json(), sort_keys=True, ensure_ascii=False, default=str) + "\n"
 
 
 _METRIC_NAME = re.compile(r"[^a-zA-Z0-9_]")

@@ -2,13 +2,11 @@
 every renderer yields chunks of text, so a report of 100,000 operations streams."""
 from __future__ import annotations
 
-import datetime as dt
 import json
 import sqlite3
 from typing import Any, Iterable, Iterator, Sequence
 
 from . import codec
-from .durations import format_window
 from .plan import KINDS
 
 TEXT_SAMPLE = 10
@@ -258,35 +256,3 @@ def findings_chunks(findings: Sequence[dict[str, Any]], fmt: str) -> Iterator[st
         yield "OK: every applied migration matches its script.\n"
     for f in findings:
         yield f"{f['problem'].upper()}: {f['message']}\n"
-
-
-HEALTH_SAMPLE = 20
-KIND_LABELS = {"canonical_processor": "canonical processor", "canonical_phase2": "canonical phase 2",
-               "legacy_run": "legacy run-suffixed", "legacy_date": "legacy date-suffixed",
-               "unknown": "unknown"}
-
-
-def health_chunks(health: dict[str, Any], fmt: str) -> Iterator[str]:
-    if fmt == "json":
-        yield dumps(health) + "\n"
-        return
-    window = format_window(dt.timedelta(seconds=health["window_seconds"]))
-    verdict = "HEALTHY" if health["healthy"] else "UNHEALTHY"
-    yield f"{health['collection']}: {verdict} (checked {health['checked_at']})\n"
-    yield f"  {'total':<24}{health['total']:>7}  (alarm above {health['max_docs']})\n"
-    for kind, label in KIND_LABELS.items():
-        yield f"  {label:<24}{health['by_kind'][kind]:>7}\n"
-    yield (f"  {'updated in last ' + window:<24}{health['updated_in_window']:>7}"
-           f"  (growth {health['growth_per_day']:g} documents/day)\n")
-    recent = health["legacy_in_window"]
-    yield f"  {'legacy written in ' + window:<24}{len(recent):>7}\n"
-    for doc_id in recent[:HEALTH_SAMPLE]:
-        yield f"    {doc_id}\n"
-    if len(recent) > HEALTH_SAMPLE:
-        yield f"    ... and {len(recent) - HEALTH_SAMPLE} more (--format json lists all)\n"
-    for doc_id in health["unknown_ids"][:HEALTH_SAMPLE]:
-        yield f"  unknown ID: {doc_id}\n"
-    for reason in health["reasons"]:
-        yield f"  reason: {reason}\n"
-
-

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from fsmigrate import heartbeats, incident
+from fsmigrate import heartbeats
+from fsmigrate.heartbeats import incident
 from helpers import Fsm
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,7 +1,8 @@
-"""fsmigrate.heartbeats: the processor_heartbeats ID classifier and health check (pure).
+"""fsmigrate.heartbeats: the processor_heartbeats ID classifier and its health check (pure).
 
 Examples per ID kind, Hypothesis properties (robustness, fixed points, legacy round trips,
-agreement with an independent regex-free reference), and the health report."""
+agreement with an independent regex-free reference), the health report, and the check
+plugin's result (text, JSON, metrics)."""
 from __future__ import annotations
 
 import datetime as dt
@@ -12,11 +13,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fsmigrate import heartbeats as hb
+from fsmigrate.durations import MAX_WINDOW, format_window, parse_window
 from fsmigrate.heartbeats import (CANONICAL_KINDS, CANONICAL_PHASE2, CANONICAL_PROCESSOR,
                                   KINDS, LEGACY_DATE, LEGACY_RUN, PHASE2_IDS,
-                                  UNKNOWN, Classifier, activity_time, check, classify,
-                                  format_window, parse_window)
+                                  UNKNOWN, Classifier, classify)
+from fsmigrate.heartbeats.check import activity_time, assess
 
 # ---- examples ---------------------------------------------------------------------------
 
@@ -285,7 +286,7 @@ def test_check_unhealthy_report():
             ("FooProcessor_2025-01-31_0a1b2c3d", ago(days=3)),
             ("weird/id", ago(minutes=1)),
             ("FooProcessor_None_0a1b2c3d", ago(minutes=60))]  # exactly at the window edge
-    health = check(docs, now=NOW, window=HOUR, max_docs=5)
+    health = assess(docs, now=NOW, window=HOUR, max_docs=5)
     out = health.to_json()
     assert set(out) == JSON_KEYS
     assert json.loads(json.dumps(out)) == out
@@ -309,20 +310,20 @@ def test_check_unhealthy_report():
 def test_check_healthy_and_single_reasons():
     canon = [("PlayerGameSummaryProcessor", ago(minutes=1)),
              ("p2_nbac_player_boxscores", ago(seconds=1))]
-    health = check(canon, now=NOW, window=HOUR, max_docs=2)
+    health = assess(canon, now=NOW, window=HOUR, max_docs=2)
     assert health.healthy and health.reasons == [] and health.growth_per_day == 0.0
     assert health.to_json()["updated_in_window"] == 2
-    assert not check(canon, now=NOW, window=HOUR, max_docs=1).healthy
-    old_legacy = check(canon + [("FooProcessor_None_0a1b2c3d", ago(days=9))], now=NOW,
-                       window=HOUR, max_docs=50)
+    assert not assess(canon, now=NOW, window=HOUR, max_docs=1).healthy
+    old_legacy = assess(canon + [("FooProcessor_None_0a1b2c3d", ago(days=9))], now=NOW,
+                        window=HOUR, max_docs=50)
     assert len(old_legacy.reasons) == 1 and old_legacy.legacy_in_window == []
     week = dt.timedelta(days=7)  # unknown IDs are reported but do not make it unhealthy
-    unknown = check(canon + [("x", ago(minutes=1))], now=NOW, window=week, max_docs=3)
+    unknown = assess(canon + [("x", ago(minutes=1))], now=NOW, window=week, max_docs=3)
     assert unknown.healthy and unknown.unknown_ids == ["x"] and unknown.growth_per_day == 0.1
-    empty = check([], now=NOW, window=HOUR, max_docs=0)
+    empty = assess([], now=NOW, window=HOUR, max_docs=0)
     assert empty.healthy and empty.to_json()["total"] == 0
-    custom = check(canon, now=NOW, window=HOUR, max_docs=5, classifier=Classifier(phase2={}),
-                   collection="c")  # the classifier and collection name are honoured
+    custom = assess(canon, now=NOW, window=HOUR, max_docs=5, classifier=Classifier(phase2={}),
+                    collection="c")  # the classifier and collection name are honoured
     assert custom.unknown_ids == ["p2_nbac_player_boxscores"] and custom.collection == "c"
 
 
@@ -333,36 +334,127 @@ def test_activity_time():
         assert activity_time(other, updated) == updated
 
 
-# ---- windows ------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("text, want", [
-    ("90s", dt.timedelta(seconds=90)), ("30m", dt.timedelta(minutes=30)), ("1h", HOUR),
-    ("7d", dt.timedelta(days=7)), (" 1h", HOUR), ("1h\n", HOUR), ("01h", HOUR)])
-def test_parse_window_ok(text, want):
-    assert parse_window(text) == want
-
-
-@pytest.mark.parametrize("text", [
-    "", " ", "0h", "00m", "1x", "h", "-1h", "+1h", "1.5h", "1 h", "1H", "1y", "１h", "١h", "1h1m",
-    None, 3600, "3651d", "87601h", "1000000000d", "99999999999999999999s"])  # too large: not
-def test_parse_window_rejects(text):  # OverflowError, the CLI must show a usage error
-    with pytest.raises(ValueError):
-        parse_window(text)
+# ---- windows (fsmigrate.durations: tests/test_durations.py) ----------------------------
 
 
 def test_largest_window_is_usable_by_check():
-    window = parse_window(format_window(hb.MAX_WINDOW))
-    assert window == hb.MAX_WINDOW == parse_window("3650d")
-    health = check([("FooProcessor_None_0a1b2c3d", ago(days=3000))], now=NOW, window=window,
-                   max_docs=5)
+    window = parse_window(format_window(MAX_WINDOW))
+    assert window == MAX_WINDOW == parse_window("3650d")
+    health = assess([("FooProcessor_None_0a1b2c3d", ago(days=3000))], now=NOW, window=window,
+                    max_docs=5)
     assert health.legacy_in_window == ["FooProcessor_None_0a1b2c3d"]
 
 
-@settings(max_examples=300)
-@given(st.sampled_from([1, 60, 3600, 86400]).flatmap(
-    lambda u: st.integers(1, hb.MAX_WINDOW // dt.timedelta(seconds=u)).map(lambda n: n * u)))
-def test_format_window_round_trip(seconds):
-    window = dt.timedelta(seconds=seconds)
-    text = format_window(window)
-    assert parse_window(text) == window
-    assert text == format_window(parse_window(text))
+# ---- the check plugin (fsmigrate.heartbeats.check) -----------------------------------------
+
+GOLDEN_DOCS = [("PlayerGameSummaryProcessor", ago(minutes=5)),
+               ("p2_nba_raw.nbac_team_boxscore", ago(days=2)),
+               ("NbacTeamBoxscoreProcessor_None_097ffc9c", ago(minutes=10)),
+               ("FooProcessor_2025-01-31_0a1b2c3d", ago(days=3)),
+               ("weird/id", ago(minutes=1)),
+               ("FooProcessor_None_0a1b2c3d", ago(minutes=60))] + \
+    [(f"BarProcessor_None_{i:08x}", ago(minutes=2)) for i in range(21)]
+
+# What `check heartbeats` printed before it became a plugin (report.health_chunks).
+GOLDEN_TEXT = """\
+processor_heartbeats: UNHEALTHY (checked 2025-03-01T12:00:00Z)
+  total                        27  (alarm above 5)
+  canonical processor           1
+  canonical phase 2             1
+  legacy run-suffixed          23
+  legacy date-suffixed          1
+  unknown                       1
+  updated in last 1h           25  (growth 576 documents/day)
+  legacy written in 1h         23
+""" + "".join(f"    BarProcessor_None_{i:08x}\n" for i in range(20)) + """\
+    ... and 3 more (--format json lists all)
+  unknown ID: weird/id
+  reason: 27 documents in processor_heartbeats, more than the 5 allowed
+  reason: 24 legacy-format documents (expected 0)
+  reason: 23 legacy documents written in the last 1h: an old image is still running
+"""
+
+
+def test_plugin_text_and_json_are_the_reports_of_before():
+    from fsmigrate import checks
+    from fsmigrate.heartbeats.check import result
+
+    health = assess(GOLDEN_DOCS, now=NOW, window=HOUR, max_docs=5)
+    found = result(health)
+
+    assert "".join(checks.text_chunks(found)) == GOLDEN_TEXT
+    out = json.loads("".join(checks.json_chunks(found)))
+    assert out == {**health.to_json(), "check": "heartbeats"}
+    assert set(found.details) == JSON_KEYS
+    assert (found.healthy, found.reasons, found.labels) == (
+        False, health.reasons, {"collection": "processor_heartbeats"})
+
+
+def test_plugin_metrics():
+    from fsmigrate.heartbeats.check import result
+
+    found = result(assess(GOLDEN_DOCS, now=NOW, window=HOUR, max_docs=5))
+    plain = {m.name: m.value for m in found.metrics if not m.labels}
+    assert plain == {"documents": 27, "legacy_documents": 24, "unknown_documents": 1,
+                     "documents_updated_in_window": 25, "growth_per_day": 576.0,
+                     "legacy_documents_in_window": 23, "max_docs": 5, "window_seconds": 3600}
+    by_kind = {m.labels["kind"]: m.value for m in found.metrics if m.labels}
+    assert by_kind == {CANONICAL_PROCESSOR: 1, CANONICAL_PHASE2: 1, LEGACY_RUN: 23,
+                       LEGACY_DATE: 1, UNKNOWN: 1}
+    assert all(m.help for m in found.metrics)
+
+
+class FakeDoc:
+    def __init__(self, doc_id, beat, updated):
+        self.id, self._beat, self.update_time = doc_id, beat, updated
+
+    def get(self, field, default=None):
+        return self._beat if field == "last_heartbeat" else default
+
+
+class FakeStore:
+    def __init__(self, docs):
+        self.docs, self.scanned = docs, []
+
+    def scan(self, collection):
+        self.scanned.append(collection)
+        return iter(self.docs)
+
+
+def test_plugin_function_reads_the_store_with_its_declared_options():
+    from fsmigrate import checks
+    from fsmigrate.errors import UsageError
+    from fsmigrate.heartbeats.check import heartbeats
+
+    now = dt.datetime.now(dt.timezone.utc)
+    store = FakeStore([FakeDoc("PlayerGameSummaryProcessor", now, now),
+                       FakeDoc("FooProcessor_None_0a1b2c3d", None, now - 2 * HOUR)])
+    declared = {o.name: o for o in heartbeats.fsmigrate_options}
+    assert list(declared) == ["max_docs", "window", "collection"]
+    assert (declared["max_docs"].default, declared["max_docs"].minimum) == (50, 0)
+    assert declared["collection"].default == "processor_heartbeats"
+    assert declared["window"].default == "1h" and declared["window"].parse is parse_window
+
+    info = checks.CheckInfo("heartbeats", "", heartbeats.fsmigrate_options, heartbeats)
+    options = checks.resolve_options(info, {"window": "3h", "collection": "hb"})
+    assert options == {"max_docs": 50, "window": 3 * HOUR, "collection": "hb"}
+    found = heartbeats(store, **options)
+
+    assert store.scanned == ["hb"] and found.check == "heartbeats"
+    assert found.details["collection"] == "hb" and found.labels == {"collection": "hb"}
+    # no last_heartbeat: its update time (2 h ago) is inside the 3 h window
+    assert found.details["legacy_in_window"] == ["FooProcessor_None_0a1b2c3d"]
+    assert found.details["window_seconds"] == 3 * 3600 and not found.healthy
+    with pytest.raises(UsageError, match="--window"):
+        checks.resolve_options(info, {"window": "1y"})
+    assert heartbeats(FakeStore([]), window="7d").details["window_seconds"] == 7 * 86400
+
+
+def test_the_installed_entry_point_is_this_function():
+    from fsmigrate import checks
+    from fsmigrate.heartbeats.check import heartbeats
+
+    info = checks.load("heartbeats")
+    assert info.fn is heartbeats
+    assert info.summary == ("Count heartbeat documents by ID kind and flag growth and legacy "
+                            "writers.")

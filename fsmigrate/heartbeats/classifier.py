@@ -1,4 +1,4 @@
-"""The `processor_heartbeats` collection: document ID classifier and health checks (pure).
+"""The `processor_heartbeats` collection: the document ID classifier (pure).
 
 One document per processor is the design. Canonical IDs:
   - a phase 3+ processor: its class name, e.g. `PlayerGameSummaryProcessor`;
@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from dataclasses import dataclass, field
-from typing import Iterable, Mapping, NamedTuple, Optional
-
-from .durations import MAX_WINDOW, format_window, parse_window  # noqa: F401 (re-exported)
+from typing import Mapping, NamedTuple, Optional
 
 COLLECTION = "processor_heartbeats"
 
@@ -110,98 +107,3 @@ _default = Classifier()
 def classify(doc_id: str) -> Classification:
     """Classify with the shipped phase 2 mapping (see `Classifier` to configure one)."""
     return _default.classify(doc_id)
-
-
-# ---- health ----------------------------------------------------------------------------
-
-
-@dataclass
-class Health:
-    """What operators check after a cleanup. `to_json()` is the stable, documented form.
-
-    A document's activity time is its `last_heartbeat` (its `update_time` when that field
-    is missing or not a timestamp). Canonical documents are overwritten on every beat, so
-    only the others add documents: the growth per day is the number of non-canonical
-    documents active within the window, scaled to a day.
-    """
-
-    collection: str
-    checked_at: dt.datetime
-    window: dt.timedelta
-    max_docs: int
-    total: int = 0
-    by_kind: dict[str, int] = field(default_factory=lambda: {k: 0 for k in KINDS})
-    updated_in_window: int = 0
-    new_in_window: int = 0
-    legacy_in_window: list[str] = field(default_factory=list)
-    unknown_ids: list[str] = field(default_factory=list)
-
-    @property
-    def legacy(self) -> int:
-        return sum(self.by_kind[k] for k in LEGACY_KINDS)
-
-    @property
-    def growth_per_day(self) -> float:
-        return round(self.new_in_window * (dt.timedelta(days=1) / self.window), 1)
-
-    @property
-    def reasons(self) -> list[str]:
-        out = []
-        if self.total > self.max_docs:
-            out.append(f"{self.total} documents in {self.collection}, more than the "
-                       f"{self.max_docs} allowed")
-        if self.legacy:
-            out.append(f"{self.legacy} legacy-format documents (expected 0)")
-        if self.legacy_in_window:
-            out.append(f"{len(self.legacy_in_window)} legacy documents written in the last "
-                       f"{format_window(self.window)}: an old image is still running")
-        return out
-
-    @property
-    def healthy(self) -> bool:
-        return not self.reasons
-
-    def add(self, doc_id: str, kind: str, active_at: dt.datetime) -> None:
-        self.total += 1
-        self.by_kind[kind] += 1
-        if kind == UNKNOWN:
-            self.unknown_ids.append(doc_id)
-        if active_at < self.checked_at - self.window:
-            return
-        self.updated_in_window += 1
-        if kind not in CANONICAL_KINDS:
-            self.new_in_window += 1
-        if kind in LEGACY_KINDS:
-            self.legacy_in_window.append(doc_id)
-
-    def to_json(self) -> dict:
-        return {
-            "collection": self.collection,
-            "checked_at": self.checked_at.astimezone(dt.timezone.utc).isoformat()
-            .replace("+00:00", "Z"),
-            "window_seconds": int(self.window.total_seconds()),
-            "max_docs": self.max_docs,
-            "total": self.total,
-            "by_kind": dict(self.by_kind),
-            "legacy": self.legacy,
-            "updated_in_window": self.updated_in_window,
-            "growth_per_day": self.growth_per_day,
-            "legacy_in_window": sorted(self.legacy_in_window),
-            "unknown_ids": sorted(self.unknown_ids),
-            "healthy": self.healthy,
-            "reasons": self.reasons,
-        }
-
-
-def activity_time(last_heartbeat: object, update_time: dt.datetime) -> dt.datetime:
-    return last_heartbeat if isinstance(last_heartbeat, dt.datetime) else update_time
-
-
-def check(docs: Iterable[tuple[str, dt.datetime]], *, now: dt.datetime,
-          window: dt.timedelta, max_docs: int, collection: str = COLLECTION,
-          classifier: Classifier = _default) -> Health:
-    """Health of a collection from (doc id, activity time) pairs."""
-    health = Health(collection, now, window, max_docs)
-    for doc_id, active_at in docs:
-        health.add(doc_id, classifier.classify(doc_id).kind, active_at)
-    return health

@@ -10,7 +10,7 @@ import datetime as dt
 import random
 from typing import Any, Iterator, Optional
 
-from .heartbeats import COLLECTION, PHASE2_IDS
+from .classifier import COLLECTION, PHASE2_IDS
 
 PHASE3 = [
     "PlayerGameSummaryProcessor", "AsyncUpcomingPlayerGameContextProcessor",
@@ -89,12 +89,13 @@ def seed(client: Any, now: Optional[dt.datetime] = None, *, collection: str = CO
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """`python -m fsmigrate.incident --project P`: seed the incident into the emulator."""
+    """`python -m fsmigrate.heartbeats.incident --project P`: seed the incident into the
+    emulator."""
     import argparse
     import os
     import sys
 
-    parser = argparse.ArgumentParser(prog="python -m fsmigrate.incident",
+    parser = argparse.ArgumentParser(prog="python -m fsmigrate.heartbeats.incident",
                                      description="Seed the processor_heartbeats incident "
                                                  "into the Firestore emulator.")
     parser.add_argument("--project", default=os.environ.get("FSMIGRATE_PROJECT"))
