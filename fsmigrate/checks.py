@@ -130,8 +130,16 @@ def load(name: str) -> CheckInfo:
     return CheckInfo(name, summary, tuple(getattr(fn, "fsmigrate_options", ())), fn)
 
 
-def catalogue() -> list[CheckInfo]:
-    return [load(name) for name in available()]
+def catalogue() -> list[tuple[str, str]]:
+    """(name, summary) of every installed check; a plugin that cannot be loaded is listed
+    with why, so one broken plugin does not hide the others."""
+    out = []
+    for name in available():
+        try:
+            out.append((name, load(name).summary))
+        except CheckBroken as exc:
+            out.append((name, f"(broken: {exc})"))
+    return out
 
 
 def resolve_options(info: CheckInfo, given: Mapping[str, Any]) -> dict[str, Any]:
@@ -155,9 +163,12 @@ def resolve_options(info: CheckInfo, given: Mapping[str, Any]) -> dict[str, Any]
     return out
 
 
-def run(store: Any, name: str, given: Mapping[str, Any]) -> CheckResult:
+def run(store: Callable[[], Any], name: str, given: Mapping[str, Any]) -> CheckResult:
+    """Load check `name`, resolve its options (refusing bad ones before anything connects),
+    then run it on the store `store()` makes."""
     info = load(name)
-    result = info.fn(store, **resolve_options(info, given))
+    resolved = resolve_options(info, given)
+    result = info.fn(store(), **resolved)
     if not isinstance(result, CheckResult):
         raise CheckBroken(name, f"it returned {type(result).__name__}, not a CheckResult")
     return result

@@ -6,28 +6,22 @@ The only module that imports click or tqdm. Domain errors become one line on std
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import os
 import sqlite3
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import click
 from tqdm import tqdm
 
-from . import __version__, emulator as emu
-from . import audit_report, checks, commands, durations, heartbeats, planfile, report, scripts, testhooks
-from .lease import DEFAULT_TTL, Lease, break_lock, describe as describe_holder
-from .markers import DEFAULT_ROOT, Markers
-from .restore import restore_script
-from .errors import (Aborted, FsMigrateError, RunNotFound, ScriptsChanged, StateCorrupt,
-                     UsageError)
-from .runner import (DEFAULT_BATCH_BYTES, MAX_BATCH, MAX_BATCH_BYTES, MAX_CONCURRENCY,
-                     MIN_BATCH_BYTES, Runner)
-from .state import State, new_id
-from .store import Store, Target, target_from_env
+from . import __version__, api, checks, report
+from . import emulator as emu
+from .errors import Aborted, FsMigrateError, StateCorrupt, UsageError
+from .api import (DEFAULT_BATCH_BYTES, DEFAULT_MARKERS, MAX_BATCH, MAX_BATCH_BYTES,
+                  MAX_CONCURRENCY, MIN_BATCH_BYTES)
 
 FORMATS_RUN = click.Choice(["text", "json", "markdown"])
 FORMATS_LIST = click.Choice(["text", "json", "jsonl"])
@@ -35,26 +29,14 @@ FORMATS_LIST = click.Choice(["text", "json", "jsonl"])
 
 @dataclass
 class Config:
-    project: Optional[str]
-    database: Optional[str]
-    state_path: Path
-    migrations: Path
+    """The global options: the api's Config plus what only the command line has."""
+
+    api: api.Config
     traceback: bool
-    markers_root: str = DEFAULT_ROOT
 
-    def target(self) -> Target:
-        return target_from_env(self.project, self.database)
-
-    def store(self, target: Target) -> Store:
-        store = Store(target)
-        store.reserved_root = self.markers_root
-        return store
-
-    def markers(self, store: Store) -> Markers:
-        return Markers(store, self.markers_root)
-
-    def chain(self) -> scripts.Chain:
-        return scripts.load_chain(self.migrations)
+    @property
+    def state_path(self) -> Path:
+        return self.api.state_path
 
 
 class FsMigrateGroup(click.Group):
@@ -96,15 +78,30 @@ def _want_traceback(ctx: click.Context) -> bool:
     return bool(cfg and cfg.traceback) or "--traceback" in sys.argv
 
 
-def _emit(chunks: Iterable[str], path: Optional[Path] = None) -> None:
+def _emit(chunks: Iterable[str], path: Optional[Path] = None, private: bool = False) -> None:
+    """Print `chunks`, or write them to `path`: atomically, readable by the owner only when
+    `private` (before-images), else with the usual permissions (umask)."""
     if path is None:
         for chunk in chunks:
             click.echo(chunk, nl=False)
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as fh:
-        for chunk in chunks:
-            fh.write(chunk)
+    # written beside the target, then renamed: a reader (a textfile collector, a ticket
+    # upload) never sees half a file, and a failure leaves the old file as it was
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            for chunk in chunks:
+                fh.write(chunk)
+        if not private:  # mkstemp makes 0600; a report is as readable as any new file
+            umask = os.umask(0o022)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 @click.group(cls=FsMigrateGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -118,7 +115,7 @@ def _emit(chunks: Iterable[str], path: Optional[Path] = None) -> None:
               show_default=True, type=click.Path(file_okay=False, path_type=Path),
               help="Directory of migration scripts (or FSMIGRATE_MIGRATIONS).")
 @click.option("--markers-collection", "markers_root", envvar="FSMIGRATE_MARKERS",
-              default=DEFAULT_ROOT, show_default=True,
+              default=DEFAULT_MARKERS, show_default=True,
               help="Top-level collection of fsmigrate's own documents in the target "
                    "(markers of applied revisions, the lock); never scanned as user data.")
 @click.option("--traceback", is_flag=True, help="Show the full traceback on errors.")
@@ -137,7 +134,9 @@ def cli(ctx: click.Context, project: Optional[str], database: Optional[str], sta
     if not markers_root or "/" in markers_root:
         raise click.BadParameter("must be a top-level collection id",
                                  param_hint="--markers-collection")
-    ctx.obj = Config(project, database, state_path, migrations, traceback, markers_root)
+    ctx.obj = Config(api.Config(project=project, database=database, state=state_path,
+                                migrations=migrations, markers_collection=markers_root),
+                     traceback)
 
 
 # ---- new -------------------------------------------------------------------------------
@@ -153,8 +152,7 @@ def new_cmd(cfg: Config, message: str) -> None:
 
         fsmigrate new "normalize heartbeat ids"
     """
-    path = scripts.new_script(cfg.migrations, message)
-    click.echo(f"created {path}")
+    click.echo(f"created {api.new(cfg.api, message)}")
 
 
 # ---- status / history / verify -------------------------------------------------------------
@@ -179,13 +177,8 @@ def status_cmd(cfg: Config, fmt: str, local: bool) -> None:
 
         fsmigrate --project my-proj status --format json
     """
-    target = cfg.target()
-    chain = cfg.chain()
-    state = State.open_readonly(cfg.state_path)
-    applied = state.applied(target.project, target.database) if state else {}
-    markers = None if local else cfg.markers(cfg.store(target)).read()
-    rows = commands.status_rows(chain, applied, markers)
-    _emit(report.status_chunks(rows, target, fmt))
+    found = api.status(cfg.api, local=local)
+    _emit(report.status_chunks([r.to_json() for r in found.revisions], found.target, fmt))
 
 
 @cli.command("history")
@@ -199,10 +192,7 @@ def history_cmd(cfg: Config, fmt: str, limit: Optional[int]) -> None:
 
         fsmigrate --project my-proj history --limit 20
     """
-    target = cfg.target()
-    state = State.open_readonly(cfg.state_path)
-    rows = state.runs(target.project, target.database, limit) if state else []
-    _emit(report.runs_chunks(state, rows, fmt))
+    _emit(report.runs_chunks([r.to_json() for r in api.history(cfg.api, limit)], fmt))
 
 
 @cli.command("verify")
@@ -219,19 +209,10 @@ def verify_cmd(cfg: Config, fmt: str, local: bool) -> None:
 
         fsmigrate --project my-proj verify
     """
-    target = cfg.target()
-    markers = None if local else cfg.markers(cfg.store(target)).read()
-    findings = _verify(cfg, cfg.chain(), target, State.open_readonly(cfg.state_path), markers)
-    _emit(report.findings_chunks(findings, fmt))
+    findings = api.verify(cfg.api, local=local)
+    _emit(report.findings_chunks([f.to_json() for f in findings], fmt))
     if findings:
         sys.exit(1)
-
-
-def _verify(cfg: Config, chain: scripts.Chain, target: Target, state: Optional[State],
-            markers: Optional[dict[str, dict[str, Any]]] = None) -> list[dict[str, Any]]:
-    local = state.applied(target.project, target.database) if state else {}
-    return commands.findings(chain, local, markers, migrations=cfg.migrations,
-                             state_path=cfg.state_path)
 
 
 # ---- upgrade --------------------------------------------------------------------------------
@@ -244,7 +225,7 @@ class _Bar:
         self.disable = quiet or not sys.stderr.isatty()
         self.bar: Optional[tqdm] = None
 
-    def start(self, script: scripts.Script, mode: str) -> None:
+    def start(self, script: Any, mode: str) -> None:
         self.bar = tqdm(desc=f"{script.revision} {mode}", unit="doc", disable=self.disable,
                         file=sys.stderr, dynamic_ncols=True)
 
@@ -310,17 +291,7 @@ def upgrade_cmd(cfg: Config, to: Optional[str], plan_out: Optional[Path], **run:
 
         fsmigrate --project my-proj upgrade --dry-run --report plan.md
     """
-    target, chain, state = _prepare(cfg)
-    if to is not None:
-        chain.get(to)
-    if plan_out is not None and not run["dry_run"]:
-        raise UsageError("--plan-out needs --dry-run (a plan is reviewed, then applied with "
-                         "`fsmigrate apply`)")
-
-    def pending() -> list[scripts.Script]:
-        return chain.pending(set(state.applied(target.project, target.database)), to)
-
-    _execute(cfg, target, chain, state, pending, command="upgrade", plan_out=plan_out, **run)
+    _run_command(lambda **kw: api.upgrade(cfg.api, to=to, plan_out=plan_out, **kw), **run)
 
 
 @cli.command("apply")
@@ -339,14 +310,9 @@ def apply_cmd(cfg: Config, plan_path: Path, **run: Any) -> None:
         fsmigrate --project my-proj upgrade --dry-run --plan-out plan.jsonl
         fsmigrate --project my-proj apply plan.jsonl
     """
-    if run["dry_run"]:
+    if run.pop("dry_run"):
         raise UsageError("apply has no --dry-run: the plan file is the dry-run")
-    plan = planfile.PlanFile(plan_path)
-    target, chain, state = _prepare(cfg)
-    plan.verify(max_write_bytes=run["batch_bytes"])  # the whole file, before any write
-    select = commands.plan_scripts(plan, target, chain, state)
-    _execute(cfg, target, chain, state, select, command=f"apply {plan_path.name}", kind="plan",
-             source=plan.plan_id, plan_digest=plan.digest, **run)
+    _run_command(lambda **kw: api.apply_plan(cfg.api, plan_path, **kw), **run)
 
 
 @cli.command("rerun")
@@ -366,120 +332,44 @@ def rerun_cmd(cfg: Config, revision: str, **run: Any) -> None:
 
         fsmigrate --project my-proj rerun 0001 --dry-run
     """
-    target, chain, state = _prepare(cfg)
-    script = chain.get(revision)
-    if not script.repeatable:
-        raise UsageError(f"revision {revision} ({script.path}) is not repeatable; only scripts "
-                         "with `repeatable = True` can be rerun")
-    def todo() -> list[scripts.Script]:
-        applied = set(state.applied(target.project, target.database))
-        before = [s.revision for s in chain.pending(applied, revision) if s.revision != revision]
-        if before:
-            raise UsageError(f"revision(s) {', '.join(before)} come before {revision} and are "
-                             f"not applied; run `fsmigrate upgrade --to {before[-1]}` first")
-        return [script]
-
-    _execute(cfg, target, chain, state, todo, command=f"rerun {revision}", kind="rerun", **run)
+    _run_command(lambda **kw: api.rerun(cfg.api, revision, **kw), **run)
 
 
-def _prepare(cfg: Config) -> tuple[Target, scripts.Chain, State]:
-    target = cfg.target()
-    chain = cfg.chain()
-    state = State.open(cfg.state_path)
-    drift = _verify(cfg, chain, target, state)
-    if drift:
-        raise ScriptsChanged(drift[0]["message"] + "; see `fsmigrate verify`")
-    return target, chain, state
+def _run_command(call: Callable[..., api.UpgradeResult], *, fmt: str,
+                 report_path: Optional[Path], yes: bool, quiet: bool,
+                 apply_hint: str = report.APPLY_HINT, **options: Any) -> None:
+    """Call one writing api function with the shared options, then print its report (also
+    of the runs made before a failure, which is then raised)."""
+    def confirm(prompt: str) -> bool:
+        return yes or click.confirm(prompt, abort=True, err=True)
 
-
-def _execute(cfg: Config, target: Target, chain: scripts.Chain, state: State,
-             select: Callable[[], list[scripts.Script]], *, command: str, dry_run: bool,
-             batch_size: int, fmt: str, report_path: Optional[Path], yes: bool, quiet: bool,
-             concurrency: int = 1, kind: str = "upgrade", source: Optional[str] = None,
-             plan_out: Optional[Path] = None, apply_hint: str = report.APPLY_HINT,
-             batch_bytes: int = DEFAULT_BATCH_BYTES, plan_digest: Optional[str] = None) -> None:
-    """Run (or plan) the selected migrations in order, then print the report; the one path
-    for both. An apply holds the target's lease from before it reads what is pending until
-    it is done, so two runners never both apply."""
-    todo = select()
-    if todo and not dry_run and not target.is_emulator and not yes:
-        revs = ", ".join(s.revision for s in todo)
-        click.confirm(f"Apply {len(todo)} migration(s) ({revs}) to {target.describe()}?",
-                      abort=True, err=True)
-    store = cfg.store(target)
-    markers = cfg.markers(store)
-    with _holding_lease(store, command, enabled=bool(todo) and not dry_run) as lease:
-        _adopt_markers(cfg, chain, target, state, markers)
-        todo = select()  # what was applied meanwhile, here or elsewhere, is not pending
-        runner = Runner(store, state, chain, batch_size=batch_size, progress=_Bar(quiet),
-                        guard=lease.check if lease else None, concurrency=concurrency,
-                        markers=markers, batch_bytes=batch_bytes)
-        runner.capture_writes = plan_out is not None
-        invocation = new_id()
-        try:
-            for script in todo:
-                runner.run(script, dry_run=dry_run, invocation=invocation, kind=kind,
-                           source=source, plan_digest=plan_digest)
-        finally:
-            _report_runs(state, target, invocation, fmt, report_path, apply_hint)
-        if plan_out is not None:
-            written = planfile.write_plan(state, state.runs_of(invocation), target, invocation,
-                                          plan_out)
-            state.set_plan_digest(state.runs_of(invocation), written.digest)
-            click.echo(f"plan {invocation} written to {plan_out} ({written.operations} "
-                       f"operations, sha256 {written.digest}); apply it with "
-                       f"`fsmigrate apply {plan_out}`", err=True)
-
-
-def _adopt_markers(cfg: Config, chain: scripts.Chain, target: Target, state: State,
-                   markers: Markers) -> None:
-    """Record locally what the database's markers say is applied; refuse a marker whose
-    script differs from ours (like a local checksum drift)."""
-    found = markers.read()
-    drift = _verify(cfg, chain, target, None, found)
-    drift = [f for f in drift if f["problem"] != "no marker"]
-    if drift:
-        raise ScriptsChanged(drift[0]["message"] + "; see `fsmigrate verify`")
-    local = state.applied(target.project, target.database)
-    for revision, marker in sorted(found.items()):
-        if revision not in local:
-            state.adopt_marker(project=target.project, database=target.database, marker=marker)
-
-
-@contextlib.contextmanager
-def _holding_lease(store: Store, command: str, enabled: bool) -> Iterator[Optional[Lease]]:
-    if not enabled:
-        yield None
-        return
-    lease = Lease(store, command, ttl=_lock_ttl()).acquire()
     try:
-        if lease.took_over:
-            click.echo(f"WARNING: {lease.took_over}", err=True)
-        testhooks.reached("after-lock")
-        yield lease
-    finally:
-        lease.release()
+        result = call(progress=_Bar(quiet), confirm=confirm, **options)
+    except FsMigrateError as exc:
+        partial = getattr(exc, "partial", None)
+        if partial is not None:
+            _report_runs(partial, fmt, report_path, apply_hint)
+        raise
+    _report_runs(result, fmt, report_path, apply_hint)
+    if result.plan is not None:
+        click.echo(f"plan {result.plan.plan_id} written to {result.plan.path} "
+                   f"({result.plan.operations} operations, sha256 {result.plan.digest}); "
+                   f"apply it with `fsmigrate apply {result.plan.path}`", err=True)
 
 
-def _lock_ttl() -> float:
-    try:
-        return float(os.environ.get("FSMIGRATE_LOCK_TTL", DEFAULT_TTL))
-    except ValueError as exc:
-        raise UsageError(f"FSMIGRATE_LOCK_TTL: {exc}") from exc
-
-
-def _report_runs(state: State, target: Target, invocation: str, fmt: str,
-                 report_path: Optional[Path], apply_hint: str = report.APPLY_HINT) -> None:
-    run_ids = state.runs_of(invocation)
-    _emit(report.upgrade_chunks(state, run_ids, target, fmt, full=False, apply_hint=apply_hint))
+def _report_runs(result: api.UpgradeResult, fmt: str, report_path: Optional[Path],
+                 apply_hint: str = report.APPLY_HINT) -> None:
+    for warning in result.warnings:
+        click.echo(f"WARNING: {warning}", err=True)
+    _emit(report.upgrade_chunks(result.state, result.run_ids, result.target, fmt, full=False,
+                                apply_hint=apply_hint))
     if report_path is not None:
-        _emit(report.upgrade_chunks(state, run_ids, target, _report_format(report_path),
-                                    full=True), report_path)
+        _emit(report.upgrade_chunks(result.state, result.run_ids, result.target,
+                                    _report_format(report_path), full=True), report_path)
         click.echo(f"report written to {report_path}", err=True)
-    skipped = sum(state.run(r)["skipped"] for r in run_ids)
-    if skipped:
-        click.echo(f"WARNING: {skipped} operation(s) skipped because their document changed "
-                   "after it was planned; see the report", err=True)
+    if result.skipped:
+        click.echo(f"WARNING: {result.skipped} operation(s) skipped because their document "
+                   "changed after it was planned; see the report", err=True)
 
 
 @cli.command("resolve")
@@ -496,7 +386,9 @@ def resolve_cmd(cfg: Config, revision: str, reason: str) -> None:
 
         fsmigrate --project my-proj resolve 0003 --reason "finished by hand, see INC-42"
     """
-    _mark_applied_by_hand(cfg, revision, reason, "resolve", through=False)
+    marked = api.resolve(cfg.api, revision, reason=reason)
+    click.echo(f"revision {marked.revision} marked applied by run {marked.run_id} "
+               f"({marked.kind}: {marked.reason})")
 
 
 @cli.command("stamp")
@@ -514,36 +406,9 @@ def stamp_cmd(cfg: Config, revision: str, reason: str) -> None:
 
         fsmigrate --project my-proj stamp 0001 --reason "cleaned by hand on 2026-11-20"
     """
-    _mark_applied_by_hand(cfg, revision, reason, "stamp", through=True)
-
-
-def _mark_applied_by_hand(cfg: Config, revision: str, reason: str, kind: str,
-                          through: bool) -> None:
-    target, chain, state = _prepare(cfg)
-    chain.get(revision)  # an unknown revision is a usage error
-    if not reason.strip():
-        raise UsageError("--reason must say why")
-    store = cfg.store(target)
-    markers = cfg.markers(store)
-    with _holding_lease(store, f"{kind} {revision}", enabled=True):
-        _adopt_markers(cfg, chain, target, state, markers)
-        applied = set(state.applied(target.project, target.database))
-        if revision in applied:
-            raise UsageError(f"revision {revision} is already applied")
-        todo = chain.pending(applied, revision)
-        if not through and todo[:-1]:
-            raise UsageError(f"revision(s) {', '.join(s.revision for s in todo[:-1])} come "
-                             f"before {revision} and are not applied; resolve or apply them "
-                             "first")
-        for item in todo:
-            run_id = state.record_by_hand(project=target.project, database=target.database,
-                                          script=item, reason=reason, invocation=new_id(),
-                                          kind=kind)
-            markers.write(revision=item.revision, checksum=item.checksum,
-                          description=item.description, run_id=run_id, kind=kind,
-                          reason=reason)
-            click.echo(f"revision {item.revision} marked applied by run {run_id} "
-                       f"({kind}: {reason})")
+    for marked in api.stamp(cfg.api, revision, reason=reason):
+        click.echo(f"revision {marked.revision} marked applied by run {marked.run_id} "
+                   f"({marked.kind}: {marked.reason})")
 
 
 @cli.command("break-lock")
@@ -559,11 +424,11 @@ def break_lock_cmd(cfg: Config) -> None:
 
         fsmigrate --project my-proj break-lock
     """
-    holder = break_lock(cfg.store(cfg.target()))
+    holder = api.break_lock(cfg.api)
     if holder is None:
         click.echo("no lock is held")
         return
-    click.echo(f"WARNING: broke the lock held by {describe_holder(holder)}; if that runner is "
+    click.echo(f"WARNING: broke the lock held by {holder.description}; if that runner is "
                "still working, two runners may now apply at once", err=True)
     click.echo("lock removed")
 
@@ -576,9 +441,12 @@ def break_lock_cmd(cfg: Config) -> None:
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation on a real project.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--batch-bytes", type=click.IntRange(MIN_BATCH_BYTES, MAX_BATCH_BYTES),
+              default=DEFAULT_BATCH_BYTES, show_default=True,
+              help="Encoded bytes per commit.")
 @click.pass_obj
 def restore_cmd(cfg: Config, run_id: str, docs: tuple[str, ...], dry_run: bool, fmt: str,
-                report_path: Optional[Path], yes: bool, quiet: bool) -> None:
+                report_path: Optional[Path], yes: bool, quiet: bool, batch_bytes: int) -> None:
     """Write a run's archived before-images back, where the document does not exist now.
 
     Forward, never a rollback: a new, audited run that creates each document deleted or
@@ -589,18 +457,9 @@ def restore_cmd(cfg: Config, run_id: str, docs: tuple[str, ...], dry_run: bool, 
 
         fsmigrate --project my-proj restore 20261128T120000Z-a1b2c3 --doc users/u1 --dry-run
     """
-    target = cfg.target()
-    state = State.open(cfg.state_path)
-    source = state.run(run_id)
-    if source["mode"] != "apply":
-        raise UsageError(f"run {run_id} is a {source['mode']}: it changed nothing to restore")
-    if (source["project"], source["database"]) != (target.project, target.database):
-        raise UsageError(f"run {run_id} changed {source['project']}/{source['database']}, not "
-                         f"{target.project}/{target.database}; pass that --project/--database")
-    script = restore_script(state, source, docs)
-    _execute(cfg, target, cfg.chain(), state, lambda: [script], command=f"restore {run_id}",
-             kind="restore", dry_run=dry_run, batch_size=MAX_BATCH, fmt=fmt,
-             report_path=report_path, yes=yes, quiet=quiet)
+    _run_command(lambda **kw: api.restore(cfg.api, run_id, docs=docs, dry_run=dry_run, **kw),
+                 fmt=fmt, report_path=report_path, yes=yes, quiet=quiet,
+                 batch_bytes=batch_bytes)
 
 
 # ---- audit --------------------------------------------------------------------------------
@@ -635,35 +494,18 @@ def audit_cmd(cfg: Config, run_id: Optional[str], fmt: str, limit: Optional[int]
 
         fsmigrate audit 20261128T120000Z-a1b2c3 --export before-images.jsonl
     """
-    state = State.open_readonly(cfg.state_path)
-    if run_id is None:
-        if fmt in ("markdown", "html") or export_path:
-            raise UsageError("--format markdown/html and --export need a RUN_ID")
-        rows = state.runs(limit=limit) if state else []
-        if since:
-            try:
-                cutoff = dt.datetime.now(dt.timezone.utc) - durations.parse_window(since)
-            except ValueError as exc:
-                raise UsageError(f"--since: {exc}") from exc
-            rows = [r for r in rows if _parse_time(r["started_at"]) >= cutoff]
-        _emit(report.runs_chunks(state, rows, "json" if fmt == "json" else
-                                 "jsonl" if fmt == "jsonl" else "text"), output)
+    if run_id is None and (fmt in ("markdown", "html") or export_path):
+        raise UsageError("--format markdown/html and --export need a RUN_ID")
+    found = api.audit(cfg.api, run_id, since=since, limit=limit)
+    if isinstance(found, list):
+        _emit(report.runs_chunks([r.to_json() for r in found],
+                                 fmt if fmt in ("json", "jsonl") else "text"), output)
         return
-    if state is None:
-        raise RunNotFound(run_id)
     if export_path is not None:
-        _emit(audit_report.export_before_images(state, run_id), export_path)
+        _emit(found.before_images(), export_path, private=True)
         click.echo(f"before-images written to {export_path}", err=True)
         return
-    if fmt in ("markdown", "html"):
-        render = audit_report.markdown if fmt == "markdown" else audit_report.html
-        _emit(render(state, run_id, str(cfg.state_path)), output)
-        return
-    _emit(report.audit_run_chunks(state, run_id, fmt), output)
-
-
-def _parse_time(text: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    _emit(found.chunks(fmt), output)
 
 
 # ---- check ---------------------------------------------------------------------------------
@@ -697,7 +539,7 @@ def _option_param(opt: checks.Option) -> click.Option:
 def _check_command(info: checks.CheckInfo) -> click.Command:
     def callback(fmt: str, output: Optional[Path], **given: Any) -> None:
         cfg = click.get_current_context().find_object(Config)
-        result = checks.run(cfg.store(cfg.target()), info.name, given)
+        result = api.check(cfg.api, info.name, **given)
         _emit(checks.RENDERERS[fmt](result), output)
         if output is not None:
             click.echo(f"written to {output}", err=True)
@@ -736,8 +578,8 @@ def check_group(ctx: click.Context, list_: bool) -> None:
     if not list_:
         click.echo(ctx.get_help())
         return
-    for info in checks.catalogue():
-        click.echo(f"{info.name:<20} {info.summary}")
+    for name, summary in checks.catalogue():
+        click.echo(f"{name:<20} {summary}")
 
 
 # ---- emulator -----------------------------------------------------------------------------

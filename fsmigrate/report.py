@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 from . import codec
 from .plan import KINDS
@@ -177,23 +177,23 @@ def _upgrade_json(state: Any, runs: Sequence[sqlite3.Row], target: Any) -> Itera
 # ---- history / audit / status --------------------------------------------------------
 
 
-def runs_chunks(state: Any, rows: Iterable[sqlite3.Row], fmt: str) -> Iterator[str]:
-    rows = list(rows)
+def runs_chunks(runs: Sequence[dict[str, Any]], fmt: str) -> Iterator[str]:
+    """Runs (as `run_dict` gives them) as text, json or jsonl."""
     if fmt in ("json", "jsonl"):
         if fmt == "json":
-            yield dumps([run_dict(state, r) for r in rows]) + "\n"
+            yield dumps(list(runs)) + "\n"
         else:
-            for r in rows:
-                yield dumps(run_dict(state, r)) + "\n"
+            for r in runs:
+                yield dumps(r) + "\n"
         return
-    if not rows:
+    if not runs:
         yield "No runs recorded.\n"
         return
     yield (f"{'RUN':<24} {'REV':<6} {'MODE':<8} {'STATUS':<11}{'PLANNED':>8} {'DONE':>8} "
            f"{'SKIP':>6}  {'STARTED':<27} OPERATOR@HOST  TARGET\n")
-    for r in rows:
+    for r in runs:
         mode = r["mode"] if r["kind"] in ("upgrade", "rerun") else r["kind"]
-        yield (f"{r['id']:<24} {r['revision']:<6} {mode:<8} {r['status']:<11}"
+        yield (f"{r['run_id']:<24} {r['revision']:<6} {mode:<8} {r['status']:<11}"
                f"{r['planned']:>8} {r['committed']:>8} {r['skipped']:>6}  {r['started_at']:<27} "
                f"{r['operator']}@{r['host']}  {r['project']}/{r['database']}\n")
 

@@ -4,13 +4,12 @@ The plan is consumed as a stream: operations are taken from the migration's gene
 one batch at a time. A dry-run records each batch as `planned` in the state file and
 writes nothing to Firestore. An apply records the batch (with before-images) as
 `pending` BEFORE sending it, commits it atomically with its preconditions, and then
-records the outcome. A precondition failure never clobbers: the batch's documents are
-re-read, the operations whose document changed or vanished are marked skipped, and the
-rest of the batch is committed without them.
+records the outcome. Batches are bounded by count and encoded bytes, atomic groups whole.
+Committing and settling one batch (skips, reconciling unknown outcomes, splitting) is
+`commit.Committer`; this module plans, batches, journals, and resumes.
 """
 from __future__ import annotations
 
-import datetime as dt
 import json
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -18,14 +17,15 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Optional, Protocol
 
 from . import codec, reconcile, testhooks
+from .commit import Committer, Numbered, Settled
 from .context import Barrier, Context
 from .errors import (FirestoreError, FsMigrateError, MigrationBlocked, MigrationFailed, PlanError,
-                     ReconcileError, RequestTooLarge, TransientError, UsageError, WriteTooLarge)
+                     ReconcileError, UsageError, WriteTooLarge)
 from .plan import (DELETE, KINDS, MUST_NOT_EXIST, Archived, Group,
-                   Operation, Precondition, check_operation, timestamp_text)
+                   Operation, Precondition, check_operation)
 from .scripts import Chain, Script
 from .state import OpRecord, State, new_id
-from .store import PRECONDITION_ERRORS, Store, _varint_len
+from .store import Store, _varint_len
 
 MAX_BATCH = 500
 # Commits are bounded by their encoded size too. The emulator refuses gRPC messages over
@@ -129,41 +129,6 @@ class _PlanFailed(Exception):
         self.exc = exc
 
 
-Numbered = list[tuple[int, Operation]]
-Settled = list[tuple[int, str]]
-
-
-def _units(numbered: Numbered) -> list[Numbered]:
-    """Operations in commit units: an atomic group together, any other alone."""
-    units: list[Numbered] = []
-    by_group: dict[int, Numbered] = {}
-    for item in numbered:
-        group = item[1].group
-        if group is None:
-            units.append([item])
-        elif group in by_group:
-            by_group[group].append(item)
-        else:
-            by_group[group] = [item]
-            units.append(by_group[group])
-    return units
-
-
-def _drop_broken_groups(numbered: Numbered, left: Numbered, skipped: Settled) -> Numbered:
-    """When one operation of an atomic group is skipped, the rest of it is skipped too."""
-    skipped_seqs = {seq for seq, _ in skipped}
-    broken = {op.group: op.path for seq, op in numbered
-              if op.group is not None and seq in skipped_seqs}
-    if not broken:
-        return left
-    keep: Numbered = []
-    for seq, op in left:
-        if op.group in broken:
-            skipped.append((seq, f"its atomic group was skipped ({broken[op.group]} changed "
-                                 "since plan)"))
-        else:
-            keep.append((seq, op))
-    return keep
 
 
 class Runner:
@@ -179,7 +144,7 @@ class Runner:
         self.batch_bytes = batch_bytes
         # what the writes of one commit may take: the request's own bytes come off the top
         self._payload_bytes = batch_bytes - store.commit_size(())
-        self.splits = 0  # commits the server refused as too large, split and sent again
+        self.committer = Committer(store, batch_bytes)
         if not 1 <= concurrency <= MAX_CONCURRENCY:
             raise UsageError(f"--concurrency must be between 1 and {MAX_CONCURRENCY}, "
                              f"got {concurrency}")
@@ -230,15 +195,15 @@ class Runner:
 
         self.progress.start(script, mode)
         self._seq = 0
-        self.splits = 0
+        self.committer.splits = 0
         self._batch = 0
         self._group_ids = 0
         self._revision = script.revision
         try:
             self._run_checked(script, run_id, prior, earlier, dry_run, counts, note)
         finally:
-            if self.splits:
-                note(f"{self.splits} commit(s) refused by Firestore as too large were split "
+            if self.committer.splits:
+                note(f"{self.committer.splits} commit(s) refused by Firestore as too large were split "
                      f"and sent again (--batch-bytes {self.batch_bytes:,})")
         applies_revision = not dry_run and kind != "restore"
         if applies_revision and self.markers is not None:
@@ -462,7 +427,7 @@ class Runner:
 
     def _send(self, number: int, numbered: Numbered) -> tuple[Settled, Settled]:
         testhooks.reached("before-commit", number)
-        outcome = self._commit(numbered)
+        outcome = self.committer.commit(numbered)
         testhooks.reached("after-commit", number)
         return outcome
 
@@ -491,91 +456,6 @@ class Runner:
             op.before = doc
             op.precondition = (Precondition(update_time=doc.update_time) if doc
                                else MUST_NOT_EXIST)
-
-    def _commit(self, numbered: Numbered) -> tuple[Settled, Settled]:
-        """Commit what still holds; returns ((seq, commit time) committed, (seq, why) skipped).
-
-        A precondition failure re-reads the batch and drops the operations whose document
-        changed. A transient error leaves the outcome unknown: the batch is re-read and
-        each operation found to have landed is recorded as committed, never resent; the
-        rest is retried with backoff (preconditions make a resend harmless)."""
-        remaining = list(numbered)
-        committed: Settled = []
-        skipped: Settled = []
-        ambiguous = False
-        failures = 0
-        while remaining:
-            try:
-                when = timestamp_text(self.store.commit_writes([op.write for _, op in remaining]))
-                return committed + [(seq, when) for seq, _ in remaining], skipped
-            except RequestTooLarge as exc:
-                more_committed, more_skipped = self._split(remaining, exc)
-                return committed + more_committed, skipped + more_skipped
-            except TransientError as exc:
-                self.store.backoff("commit", failures, exc.exc)
-                failures += 1
-                ambiguous = True
-            except PRECONDITION_ERRORS:
-                pass
-            before = len(remaining)
-            remaining = self._sort_out(remaining, committed, skipped, ambiguous)
-            if len(remaining) == before and not ambiguous:
-                more_committed, more_skipped = self._bisect(remaining)
-                return committed + more_committed, skipped + more_skipped
-        return committed, skipped
-
-    def _sort_out(self, numbered: Numbered, committed: Settled, skipped: Settled,
-                  ambiguous: bool) -> Numbered:
-        """Re-read the batch; move landed ops to `committed`, stale ones to `skipped`;
-        return the ones still to send."""
-        current = self.store.get_many({op.path for _, op in numbered})
-        left: Numbered = []
-        now = timestamp_text(dt.datetime.now(dt.timezone.utc))
-        for seq, op in numbered:
-            doc = current.get(op.path)
-            found = reconcile.outcome(op.kind, op.precondition, op.write, doc)
-            if found == reconcile.NOT_SENT:
-                left.append((seq, op))
-            elif ambiguous and found == reconcile.LANDED:
-                committed.append((seq, now))
-            elif ambiguous and found == reconcile.UNKNOWN:
-                raise ReconcileError(op.path, op.kind)
-            else:
-                skipped.append((seq, op.precondition.why_not(doc)))
-        return _drop_broken_groups(numbered, left, skipped)
-
-    def _split(self, numbered: Numbered, exc: RequestTooLarge) -> tuple[Settled, Settled]:
-        """The server refused the commit for its size, before applying any of it (the size
-        is checked before the request is read): send it again in two halves, never
-        splitting an atomic group. Not a transient error: the same request would fail again."""
-        units = _units(numbered)
-        if len(units) == 1:
-            size = sum(len(op.write or b"") for _, op in numbered)
-            what = "write" if len(numbered) == 1 else f"atomic group of {len(numbered)} writes"
-            raise WriteTooLarge(numbered[0][1].path, size, self.batch_bytes,
-                                f"{what} (refused by the server: {exc.exc})") from exc
-        self.splits += 1
-        half = len(units) // 2
-        left = self._commit([x for unit in units[:half] for x in unit])
-        right = self._commit([x for unit in units[half:] for x in unit])
-        return left[0] + right[0], left[1] + right[1]
-
-    def _bisect(self, numbered: Numbered) -> tuple[Settled, Settled]:
-        """Last resort when a re-read cannot tell which operation fails: halve and retry
-        (never splitting an atomic group)."""
-        try:
-            when = timestamp_text(self.store.commit_writes([op.write for _, op in numbered]))
-            return [(seq, when) for seq, _ in numbered], []
-        except RequestTooLarge as exc:
-            return self._split(numbered, exc)
-        except PRECONDITION_ERRORS as exc:
-            units = _units(numbered)
-            if len(units) == 1:
-                return [], [(seq, f"precondition failed: {exc.message}") for seq, _ in numbered]
-        half = len(units) // 2
-        left = self._bisect([x for unit in units[:half] for x in unit])
-        right = self._bisect([x for unit in units[half:] for x in unit])
-        return left[0] + right[0], left[1] + right[1]
 
     # ---- resuming ------------------------------------------------------------------
 

@@ -1,0 +1,580 @@
+"""The public entry points: one function per command (like alembic's `command` module).
+
+The command line is a thin skin over these; a scheduled job, an orchestrator task or a
+test harness calls them directly:
+
+    from fsmigrate import api
+
+    cfg = api.Config(project="my-proj", state="/var/lib/fsmigrate/state.db")
+    result = api.rerun(cfg, "0001", confirm=lambda prompt: True)
+    health = api.check(cfg, "heartbeats", max_docs=50)
+
+Each function does what its command does (the drift check, the lease, adopting markers,
+choosing what is pending, running, writing plan files) and returns plain data. None of
+them prints or exits: errors are `FsMigrateError` subclasses (each with the exit code the
+CLI uses), progress is reported through a `Progress` object, and an apply to a real
+project asks `confirm(prompt)`; without one it is refused (`ConfirmationRequired`).
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional, Sequence, Union
+
+from . import audit_report, checks, commands, durations, planfile, report, scripts, testhooks
+from .checks import CheckResult
+from .errors import FsMigrateError, RunNotFound, ScriptsChanged, UsageError
+from .lease import DEFAULT_TTL, Lease, break_lock as _break_lock, describe as _describe
+from .markers import DEFAULT_ROOT, Markers
+from .restore import restore_script
+from .runner import (DEFAULT_BATCH_BYTES, MAX_BATCH, MAX_BATCH_BYTES, MAX_CONCURRENCY,
+                     MIN_BATCH_BYTES, NoProgress, Progress, Runner)
+from .state import State, new_id
+from .store import Store, Target, target_from_env
+
+__all__ = [
+    "Config", "Progress", "NoProgress", "RunResult", "UpgradeResult", "StatusRow",
+    "StatusReport", "Finding", "RunAudit", "Marked", "LockHolder", "CheckResult",
+    "ConfirmationRequired", "FsMigrateError",
+    "upgrade", "rerun", "apply_plan", "restore", "status", "history", "verify", "audit",
+    "stamp", "resolve", "break_lock", "check", "new", "check_names",
+    "MAX_BATCH", "DEFAULT_BATCH_BYTES", "MIN_BATCH_BYTES", "MAX_BATCH_BYTES", "MAX_CONCURRENCY",
+    "DEFAULT_MARKERS",
+]
+DEFAULT_MARKERS = DEFAULT_ROOT
+
+Confirm = Callable[[str], bool]
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+class ConfirmationRequired(FsMigrateError):
+    """An apply to a real project needs a `confirm` callback (the CLI's prompt or --yes)."""
+
+    def __init__(self, prompt: str) -> None:
+        self.prompt = prompt
+        super().__init__(f"{prompt} not confirmed: pass confirm= (the CLI asks, or --yes) to "
+                         "apply to a real project")
+
+
+# ---- configuration -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Config:
+    """Where to work. A missing project comes from FSMIGRATE_PROJECT or
+    GOOGLE_CLOUD_PROJECT, as on the command line; the emulator is used when
+    FIRESTORE_EMULATOR_HOST is set. `lock_ttl` defaults to FSMIGRATE_LOCK_TTL or 60 s."""
+
+    project: Optional[str] = None
+    database: Optional[str] = "(default)"
+    state: PathLike = "state.db"
+    migrations: PathLike = "migrations"
+    markers_collection: str = DEFAULT_ROOT
+    lock_ttl: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        if not self.markers_collection or "/" in self.markers_collection:
+            raise UsageError(f"markers collection {self.markers_collection!r} must be a "
+                             "top-level collection id")
+
+    @property
+    def state_path(self) -> Path:
+        return Path(self.state)
+
+    @property
+    def migrations_path(self) -> Path:
+        return Path(self.migrations)
+
+    def target(self) -> Target:
+        return target_from_env(self.project, self.database)
+
+    def _store(self, target: Optional[Target] = None) -> Store:
+        store = Store(target or self.target())
+        store.reserved_root = self.markers_collection
+        return store
+
+    def _markers(self, store: Store) -> Markers:
+        return Markers(store, self.markers_collection)
+
+    def _chain(self) -> scripts.Chain:
+        return scripts.load_chain(self.migrations_path)
+
+    def _ttl(self) -> float:
+        if self.lock_ttl is not None:
+            return self.lock_ttl
+        try:
+            return float(os.environ.get("FSMIGRATE_LOCK_TTL", DEFAULT_TTL))
+        except ValueError as exc:
+            raise UsageError(f"FSMIGRATE_LOCK_TTL: {exc}") from exc
+
+
+# ---- results -------------------------------------------------------------------------------
+
+
+@dataclass
+class RunResult:
+    """One recorded run (an upgrade, rerun, plan apply, restore, stamp...), as the state
+    file holds it. `to_json()` is the documented JSON form."""
+
+    run_id: str
+    invocation: str
+    project: str
+    database: str
+    revision: str
+    description: str
+    checksum: str
+    kind: str
+    mode: str
+    status: str
+    planned: int
+    committed: int
+    skipped: int
+    failed: int
+    batches: int
+    counts: dict[str, int]
+    notes: list[str]
+    started_at: str
+    finished_at: Optional[str]
+    operator: str
+    host: str
+    tool_version: str
+    resumes: Optional[str] = None
+    retries: int = 0
+    last_retry_error: Optional[str] = None
+    error: Optional[str] = None
+    error_kind: Optional[str] = None
+    source: Optional[str] = None
+    plan_digest: Optional[str] = None
+
+    @classmethod
+    def _from(cls, state: State, row: Any) -> "RunResult":
+        return cls(**report.run_dict(state, row))
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class UpgradeResult:
+    """What one upgrade / rerun / apply / restore did: its runs in order. `state` is the
+    open state file, for the reports (`fsmigrate.report.upgrade_chunks`)."""
+
+    invocation: str
+    target: Target
+    dry_run: bool
+    runs: list[RunResult]
+    state: State = field(repr=False)
+    plan: Optional[planfile.Written] = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def run_ids(self) -> list[str]:
+        return [r.run_id for r in self.runs]
+
+    @property
+    def committed(self) -> int:
+        return sum(r.committed for r in self.runs)
+
+    @property
+    def skipped(self) -> int:
+        return sum(r.skipped for r in self.runs)
+
+    @property
+    def planned(self) -> int:
+        return sum(r.planned for r in self.runs)
+
+
+@dataclass(frozen=True)
+class StatusRow:
+    revision: str
+    description: str
+    state: str  # applied / applied elsewhere / pending / applied (script changed) / ...
+    applied_at: Optional[str]
+    run_id: Optional[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class StatusReport:
+    target: Target
+    revisions: list[StatusRow]
+    markers_read: bool
+
+
+@dataclass(frozen=True)
+class Finding:
+    revision: str
+    problem: str  # changed / missing / no marker
+    message: str
+    applied_checksum: Optional[str] = None
+    script_checksum: Optional[str] = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+@dataclass
+class RunAudit:
+    """One run with its operations, streamed from the state file on demand."""
+
+    run: RunResult
+    state: State = field(repr=False)
+
+    def chunks(self, fmt: str) -> Iterator[str]:
+        """text, json, jsonl (with before- and after-images), markdown or html."""
+        if fmt == "markdown":
+            return audit_report.markdown(self.state, self.run.run_id, str(self.state.path))
+        if fmt == "html":
+            return audit_report.html(self.state, self.run.run_id, str(self.state.path))
+        return report.audit_run_chunks(self.state, self.run.run_id, fmt)
+
+    def before_images(self) -> Iterator[str]:
+        """The run's before-images as JSON lines (the --export form)."""
+        return audit_report.export_before_images(self.state, self.run.run_id)
+
+
+@dataclass(frozen=True)
+class Marked:
+    """A revision recorded as applied without running it (stamp, resolve)."""
+
+    revision: str
+    run_id: str
+    kind: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    holder: dict[str, Any]
+    description: str
+
+
+# ---- the shared steps ----------------------------------------------------------------------
+
+
+def _prepare(cfg: Config) -> tuple[Target, scripts.Chain, State]:
+    """Target, scripts and state file, refusing scripts changed since they were applied."""
+    target = cfg.target()
+    chain = cfg._chain()
+    state = State.open(cfg.state_path)
+    drift = _findings(cfg, chain, target, state)
+    if drift:
+        raise ScriptsChanged(drift[0]["message"] + "; see `fsmigrate verify`")
+    return target, chain, state
+
+
+def _findings(cfg: Config, chain: scripts.Chain, target: Target, state: Optional[State],
+              markers: Optional[dict[str, dict[str, Any]]] = None) -> list[dict[str, Any]]:
+    local = state.applied(target.project, target.database) if state else {}
+    return commands.findings(chain, local, markers, migrations=cfg.migrations_path,
+                             state_path=cfg.state_path)
+
+
+def _adopt_markers(cfg: Config, chain: scripts.Chain, target: Target, state: State,
+                   markers: Markers) -> None:
+    """Record locally what the database's markers say is applied; refuse a marker whose
+    script differs from ours (like a local checksum drift)."""
+    found = markers.read()
+    drift = [f for f in _findings(cfg, chain, target, None, found) if f["problem"] != "no marker"]
+    if drift:
+        raise ScriptsChanged(drift[0]["message"] + "; see `fsmigrate verify`")
+    local = state.applied(target.project, target.database)
+    for revision, marker in sorted(found.items()):
+        if revision not in local:
+            state.adopt_marker(project=target.project, database=target.database, marker=marker)
+
+
+@contextlib.contextmanager
+def _holding_lease(cfg: Config, store: Store, command: str, enabled: bool,
+                   warnings: list[str]) -> Iterator[Optional[Lease]]:
+    if not enabled:
+        yield None
+        return
+    lease = Lease(store, command, ttl=cfg._ttl()).acquire()
+    try:
+        if lease.took_over:
+            warnings.append(lease.took_over)
+        testhooks.reached("after-lock")
+        yield lease
+    finally:
+        lease.release()
+
+
+def _confirm(target: Target, todo: Sequence[scripts.Script], dry_run: bool,
+             confirm: Optional[Confirm]) -> None:
+    if not todo or dry_run or target.is_emulator:
+        return
+    revs = ", ".join(s.revision for s in todo)
+    prompt = f"Apply {len(todo)} migration(s) ({revs}) to {target.describe()}?"
+    if confirm is None:
+        raise ConfirmationRequired(prompt)
+    if not confirm(prompt):
+        from .errors import Aborted
+
+        raise Aborted("declined at the prompt")
+
+
+def _execute(cfg: Config, target: Target, chain: scripts.Chain, state: State,
+             select: Callable[[], list[scripts.Script]], *, command: str, dry_run: bool,
+             batch_size: int, batch_bytes: int, concurrency: int,
+             progress: Optional[Progress], confirm: Optional[Confirm], kind: str = "upgrade",
+             source: Optional[str] = None, plan_out: Optional[PathLike] = None,
+             plan_digest: Optional[str] = None) -> UpgradeResult:
+    """Run (or plan) the selected migrations in order; the one path for every command
+    that writes. An apply holds the target's lease from before it reads what is pending
+    until it is done, so two runners never both apply. A failure is raised with the
+    result so far attached (`exc.partial`), so the caller can still report it."""
+    todo = select()
+    _confirm(target, todo, dry_run, confirm)
+    store = cfg._store(target)
+    markers = cfg._markers(store)
+    invocation = new_id()
+    warnings: list[str] = []
+    result = UpgradeResult(invocation, target, dry_run, [], state, warnings=warnings)
+    try:
+        with _holding_lease(cfg, store, command, bool(todo) and not dry_run, warnings) as lease:
+            _adopt_markers(cfg, chain, target, state, markers)
+            todo = select()  # what was applied meanwhile, here or elsewhere, is not pending
+            runner = Runner(store, state, chain, batch_size=batch_size, progress=progress,
+                            guard=lease.check if lease else None, concurrency=concurrency,
+                            markers=markers, batch_bytes=batch_bytes)
+            runner.capture_writes = plan_out is not None
+            for script in todo:
+                runner.run(script, dry_run=dry_run, invocation=invocation, kind=kind,
+                           source=source, plan_digest=plan_digest)
+            if plan_out is not None:
+                result.plan = planfile.write_plan(state, state.runs_of(invocation), target,
+                                                  invocation, Path(plan_out))
+                state.set_plan_digest(state.runs_of(invocation), result.plan.digest)
+    except FsMigrateError as exc:
+        result.runs = _runs_of(state, invocation)
+        exc.partial = result  # type: ignore[attr-defined]
+        raise
+    result.runs = _runs_of(state, invocation)
+    return result
+
+
+def _runs_of(state: State, invocation: str) -> list[RunResult]:
+    return [RunResult._from(state, state.run(r)) for r in state.runs_of(invocation)]
+
+
+# ---- commands that write -------------------------------------------------------------------
+
+
+def upgrade(cfg: Config, *, dry_run: bool = False, to: Optional[str] = None,
+            batch_size: int = MAX_BATCH, batch_bytes: int = DEFAULT_BATCH_BYTES,
+            concurrency: int = 1, plan_out: Optional[PathLike] = None,
+            progress: Optional[Progress] = None,
+            confirm: Optional[Confirm] = None) -> UpgradeResult:
+    """Run the pending migrations in order (or plan them with `dry_run`); with `plan_out`
+    (dry-run only), also write the reviewed plan file for `apply_plan`."""
+    if plan_out is not None and not dry_run:
+        raise UsageError("--plan-out needs --dry-run (a plan is reviewed, then applied with "
+                         "`fsmigrate apply`)")
+    target, chain, state = _prepare(cfg)
+    if to is not None:
+        chain.get(to)
+
+    def pending() -> list[scripts.Script]:
+        return chain.pending(set(state.applied(target.project, target.database)), to)
+
+    return _execute(cfg, target, chain, state, pending, command="upgrade", dry_run=dry_run,
+                    batch_size=batch_size, batch_bytes=batch_bytes, concurrency=concurrency,
+                    progress=progress, confirm=confirm, plan_out=plan_out)
+
+
+def rerun(cfg: Config, revision: str, *, dry_run: bool = False, batch_size: int = MAX_BATCH,
+          batch_bytes: int = DEFAULT_BATCH_BYTES, concurrency: int = 1,
+          progress: Optional[Progress] = None,
+          confirm: Optional[Confirm] = None) -> UpgradeResult:
+    """Run one `repeatable = True` migration again, applied or not."""
+    target, chain, state = _prepare(cfg)
+    script = chain.get(revision)
+    if not script.repeatable:
+        raise UsageError(f"revision {revision} ({script.path}) is not repeatable; only scripts "
+                         "with `repeatable = True` can be rerun")
+
+    def todo() -> list[scripts.Script]:
+        applied = set(state.applied(target.project, target.database))
+        before = [s.revision for s in chain.pending(applied, revision) if s.revision != revision]
+        if before:
+            raise UsageError(f"revision(s) {', '.join(before)} come before {revision} and are "
+                             f"not applied; run `fsmigrate upgrade --to {before[-1]}` first")
+        return [script]
+
+    return _execute(cfg, target, chain, state, todo, command=f"rerun {revision}", kind="rerun",
+                    dry_run=dry_run, batch_size=batch_size, batch_bytes=batch_bytes,
+                    concurrency=concurrency, progress=progress, confirm=confirm)
+
+
+def apply_plan(cfg: Config, path: PathLike, *, batch_size: int = MAX_BATCH,
+               batch_bytes: int = DEFAULT_BATCH_BYTES, concurrency: int = 1,
+               progress: Optional[Progress] = None,
+               confirm: Optional[Confirm] = None) -> UpgradeResult:
+    """Apply a reviewed plan file exactly: verified whole before any write (counts,
+    digests, each line against its `Write`), then its operations, nothing re-planned."""
+    plan_path = Path(path)
+    if not plan_path.is_file():
+        raise UsageError(f"plan file {plan_path} does not exist")
+    plan = planfile.PlanFile(plan_path)
+    try:
+        target, chain, state = _prepare(cfg)
+        plan.verify(max_write_bytes=batch_bytes)
+        select = commands.plan_scripts(plan, target, chain, state)
+        return _execute(cfg, target, chain, state, select, command=f"apply {plan_path.name}",
+                        kind="plan", source=plan.plan_id, plan_digest=plan.digest,
+                        dry_run=False, batch_size=batch_size, batch_bytes=batch_bytes,
+                        concurrency=concurrency, progress=progress, confirm=confirm)
+    finally:
+        plan.close()
+
+
+def restore(cfg: Config, run_id: str, *, docs: Sequence[str] = (), dry_run: bool = False,
+            batch_bytes: int = DEFAULT_BATCH_BYTES, progress: Optional[Progress] = None,
+            confirm: Optional[Confirm] = None) -> UpgradeResult:
+    """Write run `run_id`'s archived before-images back where the document does not exist
+    now (forward: a new audited run; existing documents are left alone and listed)."""
+    target = cfg.target()
+    state = State.open(cfg.state_path)
+    source = state.run(run_id)
+    if source["mode"] != "apply":
+        raise UsageError(f"run {run_id} is a {source['mode']}: it changed nothing to restore")
+    if (source["project"], source["database"]) != (target.project, target.database):
+        raise UsageError(f"run {run_id} changed {source['project']}/{source['database']}, not "
+                         f"{target.project}/{target.database}; pass that --project/--database")
+    script = restore_script(state, source, docs)
+    return _execute(cfg, target, cfg._chain(), state, lambda: [script],
+                    command=f"restore {run_id}", kind="restore", dry_run=dry_run,
+                    batch_size=MAX_BATCH, batch_bytes=batch_bytes, concurrency=1,
+                    progress=progress, confirm=confirm)
+
+
+def _mark_by_hand(cfg: Config, revision: str, reason: str, kind: str,
+                  through: bool) -> list[Marked]:
+    target, chain, state = _prepare(cfg)
+    chain.get(revision)  # an unknown revision is a usage error
+    if not reason.strip():
+        raise UsageError("--reason must say why")
+    store = cfg._store(target)
+    markers = cfg._markers(store)
+    done: list[Marked] = []
+    with _holding_lease(cfg, store, f"{kind} {revision}", True, []):
+        _adopt_markers(cfg, chain, target, state, markers)
+        applied = set(state.applied(target.project, target.database))
+        if revision in applied:
+            raise UsageError(f"revision {revision} is already applied")
+        todo = chain.pending(applied, revision)
+        if not through and todo[:-1]:
+            raise UsageError(f"revision(s) {', '.join(s.revision for s in todo[:-1])} come "
+                             f"before {revision} and are not applied; resolve or apply them "
+                             "first")
+        for item in todo:
+            run_id = state.record_by_hand(project=target.project, database=target.database,
+                                          script=item, reason=reason, invocation=new_id(),
+                                          kind=kind)
+            markers.write(revision=item.revision, checksum=item.checksum,
+                          description=item.description, run_id=run_id, kind=kind,
+                          reason=reason)
+            done.append(Marked(item.revision, run_id, kind, reason))
+    return done
+
+
+def stamp(cfg: Config, revision: str, *, reason: str) -> list[Marked]:
+    """Record `revision` and every revision before it as applied without running them
+    (markers in the database and records in the state file), to adopt a database
+    changed by hand."""
+    return _mark_by_hand(cfg, revision, reason, "stamp", through=True)
+
+
+def resolve(cfg: Config, revision: str, *, reason: str) -> Marked:
+    """Mark a failed or interrupted migration applied without running it (audited)."""
+    return _mark_by_hand(cfg, revision, reason, "resolve", through=False)[0]
+
+
+def break_lock(cfg: Config) -> Optional[LockHolder]:
+    """Remove the target's lock whoever holds it; who held it, or None."""
+    holder = _break_lock(cfg._store())
+    return LockHolder(holder, _describe(holder)) if holder is not None else None
+
+
+def new(cfg: Config, message: str) -> Path:
+    """Write the next migration script from a template; its path."""
+    return scripts.new_script(cfg.migrations_path, message)
+
+
+# ---- commands that read --------------------------------------------------------------------
+
+
+def status(cfg: Config, *, local: bool = False) -> StatusReport:
+    """Each revision as applied, applied elsewhere, pending, or applied but changed or
+    missing. Reads the markers in the target database unless `local`; never creates
+    the state file."""
+    target = cfg.target()
+    chain = cfg._chain()
+    state = State.open_readonly(cfg.state_path)
+    applied = state.applied(target.project, target.database) if state else {}
+    markers = None if local else cfg._markers(cfg._store(target)).read()
+    rows = commands.status_rows(chain, applied, markers)
+    return StatusReport(target, [StatusRow(**r) for r in rows], markers is not None)
+
+
+def verify(cfg: Config, *, local: bool = False) -> list[Finding]:
+    """Applied scripts edited or missing since (state file and markers), and local
+    records without a marker. Empty when all is well."""
+    target = cfg.target()
+    markers = None if local else cfg._markers(cfg._store(target)).read()
+    found = _findings(cfg, cfg._chain(), target, State.open_readonly(cfg.state_path), markers)
+    return [Finding(**f) for f in found]
+
+
+def history(cfg: Config, limit: Optional[int] = None) -> list[RunResult]:
+    """The runs recorded for the target, newest first."""
+    target = cfg.target()
+    state = State.open_readonly(cfg.state_path)
+    if state is None:
+        return []
+    return [RunResult._from(state, r) for r in state.runs(target.project, target.database, limit)]
+
+
+def audit(cfg: Config, run_id: Optional[str] = None, *, since: Optional[str] = None,
+          limit: Optional[int] = None) -> Union[list[RunResult], RunAudit]:
+    """Every recorded run, newest first (`since`: '7d', '12h'...), or one run with its
+    operations. Read-only: never creates the state file."""
+    state = State.open_readonly(cfg.state_path)
+    if run_id is not None:
+        if state is None:
+            raise RunNotFound(run_id)
+        return RunAudit(RunResult._from(state, state.run(run_id)), state)
+    if state is None:
+        return []
+    rows = state.runs(limit=limit)
+    if since:
+        try:
+            cutoff = dt.datetime.now(dt.timezone.utc) - durations.parse_window(since)
+        except ValueError as exc:
+            raise UsageError(f"--since: {exc}") from exc
+        rows = [r for r in rows if _parse_time(r["started_at"]) >= cutoff]
+    return [RunResult._from(state, r) for r in rows]
+
+
+def check(cfg: Config, name: str, **options: Any) -> CheckResult:
+    """Run the health check `name` (a plugin of the entry-point group `fsmigrate.checks`)
+    against the target with `options` (the check's declared options; text values such
+    as a window '1h' are parsed as on the command line)."""
+    return checks.run(cfg._store, name, options)
+
+
+def _parse_time(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def check_names() -> list[str]:
+    """The installed checks."""
+    return checks.available()
+
+

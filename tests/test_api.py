@@ -1,0 +1,234 @@
+"""The Python API (`fsmigrate.api`) end to end against the emulator, without the CLI: the
+same dry-run, apply, skip-on-change and crash-resume behaviour as the command line."""
+from __future__ import annotations
+
+import ast
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from fsmigrate import api
+from fsmigrate.errors import FsMigrateError, MigrationFailed, UsageError
+from helpers import write_script
+
+DELETE_ODD = """
+def plan(ctx):
+    for doc in ctx.scan("items"):
+        if doc.get("n") % 2:
+            yield ctx.delete(doc)
+        else:
+            yield ctx.update(doc, {"n": doc.get("n") + 1000})
+"""
+
+
+def seed(client, n: int) -> None:
+    for start in range(0, n, 500):
+        batch = client.batch()
+        for i in range(start, min(n, start + 500)):
+            batch.set(client.document(f"items/i{i:05d}"), {"n": i})
+        batch.commit()
+
+
+def items(client) -> dict[str, int]:
+    return {s.id: s.get("n") for s in client.collection("items").stream()}
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.started: list[tuple[str, str]] = []
+        self.done = 0
+        self.finished = 0
+
+    def start(self, script, mode: str) -> None:
+        self.started.append((script.revision, mode))
+
+    def advance(self, n: int) -> None:
+        self.done += n
+
+    def finish(self) -> None:
+        self.finished += 1
+
+
+@pytest.fixture
+def cfg(tmp_path: Path, project_id: str, emulator) -> api.Config:
+    write_script(tmp_path / "migrations", "0001", None, DELETE_ODD)
+    return api.Config(project=project_id, state=tmp_path / "state.db",
+                      migrations=tmp_path / "migrations")
+
+
+def test_dry_run_then_apply_through_the_api(cfg: api.Config, fs_client, capfd) -> None:
+    seed(fs_client, 1200)
+    progress = Recorder()
+
+    dry = api.upgrade(cfg, dry_run=True, progress=progress)
+
+    assert dry.dry_run and [r.mode for r in dry.runs] == ["dry-run"]
+    assert (dry.runs[0].planned, dry.runs[0].committed) == (1200, 0)
+    assert dry.runs[0].counts == {"create": 0, "delete": 600, "set": 0, "update": 600}
+    assert items(fs_client) == {f"i{i:05d}": i for i in range(1200)}  # nothing written
+    assert progress.started == [("0001", "dry-run")] and progress.done == 1200
+    assert [r.state for r in api.status(cfg).revisions] == ["pending"]
+
+    applied = api.upgrade(cfg, progress=progress)
+
+    run = applied.runs[0]
+    assert (run.status, run.mode, run.kind, run.planned, run.committed, run.skipped) == (
+        "succeeded", "apply", "upgrade", 1200, 1200, 0)
+    assert run.batches == 3 and applied.committed == 1200
+    assert items(fs_client) == {f"i{i:05d}": i + 1000 for i in range(0, 1200, 2)}
+    assert [(r.revision, r.state) for r in api.status(cfg).revisions] == [("0001", "applied")]
+    assert [r.run_id for r in api.history(cfg)] == [run.run_id, dry.runs[0].run_id]
+    assert api.verify(cfg) == []
+    assert api.upgrade(cfg).runs == []  # nothing pending: a no-op
+    out = capfd.readouterr()
+    assert out.out == "" and out.err == ""  # the API never prints
+
+
+def test_a_document_changed_after_planning_is_skipped_through_the_api(cfg: api.Config,
+                                                                      fs_client) -> None:
+    seed(fs_client, 10)
+    write_script(cfg.migrations_path, "0002", "0001", """
+from google.cloud import firestore
+
+def plan(ctx):
+    docs = list(ctx.scan("items"))
+    # another writer changes a document between the plan and the commit
+    firestore.Client(project=ctx.project).document("items/i00004").update({"n": 4444})
+    for doc in docs:
+        yield ctx.delete(doc)
+""")
+    api.upgrade(cfg, to="0001")
+
+    result = api.upgrade(cfg)
+
+    run = result.runs[0]
+    assert (run.revision, run.committed, run.skipped) == ("0002", 4, 1)
+    assert result.skipped == 1
+    assert items(fs_client) == {"i00004": 4444}
+    audit = api.audit(cfg, run.run_id)
+    assert isinstance(audit, api.RunAudit)
+    text = "".join(audit.chunks("text"))
+    assert "skipped    items/i00004  (changed since plan)" in text
+
+
+def test_a_failing_migration_raises_with_what_ran(cfg: api.Config, fs_client) -> None:
+    seed(fs_client, 4)
+    write_script(cfg.migrations_path, "0002", "0001", """
+def plan(ctx):
+    for doc in ctx.scan("items"):
+        yield ctx.delete(doc)
+    raise RuntimeError("boom")
+""")
+    with pytest.raises(MigrationFailed) as caught:
+        api.upgrade(cfg)
+    partial = caught.value.partial
+    assert [(r.revision, r.status) for r in partial.runs] == [("0001", "succeeded"),
+                                                              ("0002", "failed")]
+    assert caught.value.exit_code == 1
+    with pytest.raises(UsageError):
+        api.rerun(cfg, "0001")  # not repeatable
+
+
+def test_crash_then_resume_through_the_api(cfg: api.Config, fs_client, tmp_path) -> None:
+    seed(fs_client, 3000)
+    job = tmp_path / "job.py"
+    job.write_text(textwrap.dedent(f"""
+        from fsmigrate import api
+        cfg = api.Config(project={cfg.project!r}, state={str(cfg.state)!r},
+                         migrations={str(cfg.migrations)!r})
+        api.upgrade(cfg)
+    """))
+    killed = subprocess.run([sys.executable, str(job)], capture_output=True, text=True,
+                            env={**os.environ, "FSMIGRATE_TEST_CRASH": "after-commit:3"},
+                            timeout=300, check=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+
+    resumed = api.upgrade(cfg)
+
+    run = resumed.runs[0]
+    assert run.status == "succeeded" and run.resumes is not None
+    assert any(n.startswith("resumes run") for n in run.notes)
+    # n + 1000 is not idempotent: each document was changed exactly once
+    assert items(fs_client) == {f"i{i:05d}": i + 1000 for i in range(0, 3000, 2)}
+    kinds = [(r.mode, r.status) for r in api.history(cfg)]
+    assert kinds == [("apply", "succeeded"), ("apply", "interrupted")]
+
+
+def test_an_apply_to_a_real_project_needs_a_confirm_callback(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("FIRESTORE_EMULATOR_HOST", raising=False)
+    write_script(tmp_path / "migrations", "0001", None, DELETE_ODD)
+    cfg = api.Config(project="a-real-project", state=tmp_path / "state.db",
+                     migrations=tmp_path / "migrations")
+
+    with pytest.raises(api.ConfirmationRequired) as caught:
+        api.upgrade(cfg)  # refused before anything touches the network
+
+    assert "a-real-project" in str(caught.value) and "confirm=" in str(caught.value)
+    with pytest.raises(FsMigrateError, match="declined"):
+        api.upgrade(cfg, confirm=lambda prompt: False)
+
+
+def test_config_takes_the_project_from_the_environment(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("FSMIGRATE_PROJECT", "from-env")
+    assert api.Config().target().project == "from-env"
+    monkeypatch.delenv("FSMIGRATE_PROJECT")
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "from-gcloud")
+    assert api.Config().target().project == "from-gcloud"
+    assert api.Config(project="given").target().project == "given"
+    with pytest.raises(UsageError):
+        api.Config(markers_collection="a/b")
+
+
+def test_the_public_surface_is_listed_and_typed() -> None:
+    import inspect
+
+    for name in api.__all__:
+        assert hasattr(api, name), name
+        obj = getattr(api, name)
+        if inspect.isfunction(obj):
+            hints = inspect.signature(obj)
+            assert hints.return_annotation is not inspect.Signature.empty, name
+            for param in hints.parameters.values():
+                assert param.annotation is not inspect.Parameter.empty, (name, param.name)
+    commands = {"upgrade", "rerun", "apply_plan", "status", "history", "verify", "audit",
+                "stamp", "resolve", "restore", "break_lock", "check", "new"}
+    assert commands <= set(api.__all__)
+
+
+def test_the_cli_is_a_skin_over_the_api() -> None:
+    source = Path(api.__file__).with_name("cli.py").read_text()
+    imported = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom):
+            imported.add(node.module or "")
+            imported.update(f"{node.module or ''}.{a.name}".lstrip(".") for a in node.names)
+        elif isinstance(node, ast.Import):
+            imported.update(a.name for a in node.names)
+    engine = {"runner", "lease", "markers", "store", "state", "commands", "planfile"}
+    assert not {name for name in imported
+                if name.split(".")[-1] in engine or name.split(".")[0] in engine}
+
+
+def test_check_options_are_refused_before_anything_connects(monkeypatch) -> None:
+    monkeypatch.delenv("FIRESTORE_EMULATOR_HOST", raising=False)
+    with pytest.raises(UsageError, match="--window"):
+        api.check(api.Config(project="no-credentials-here"), "heartbeats", window="1y")
+    with pytest.raises(UsageError, match="no option"):
+        api.check(api.Config(project="no-credentials-here"), "heartbeats", colour="red")
+
+
+def test_check_through_the_api(cfg: api.Config, fs_client) -> None:
+    fs_client.document("processor_heartbeats/PlayerGameSummaryProcessor").set({"n": 1})
+    fs_client.document("processor_heartbeats/PlayerGameSummaryProcessor_None_0123abcd").set(
+        {"n": 1})
+
+    result = api.check(cfg, "heartbeats", max_docs=50)
+
+    assert not result.healthy and "1 legacy-format documents (expected 0)" in result.reasons
+    totals = {m.name: m.value for m in result.metrics if not m.labels}
+    assert totals["documents"] == 2
