@@ -20,7 +20,7 @@ from typing import Any, Iterable, Iterator, Optional, Sequence
 from . import __version__
 from .errors import RunNotFound, StateCorrupt, StateNotFound, StateSchemaTooNew
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT = 30.0  # seconds a reader or writer waits for another one's transaction
 
 _SCHEMA = """
@@ -34,7 +34,8 @@ CREATE TABLE IF NOT EXISTS runs (
     checksum TEXT NOT NULL,
     description TEXT NOT NULL DEFAULT '',
     kind TEXT NOT NULL DEFAULT 'upgrade'
-        CHECK (kind IN ('upgrade', 'rerun', 'plan', 'restore', 'resolve', 'stamp', 'elsewhere')),
+        CHECK (kind IN ('upgrade', 'rerun', 'plan', 'restore', 'resolve', 'stamp', 'elsewhere',
+                        'prune')),
     mode TEXT NOT NULL CHECK (mode IN ('dry-run', 'apply')),
     status TEXT NOT NULL CHECK (status IN ('running', 'succeeded', 'failed', 'interrupted')),
     resumes TEXT REFERENCES runs (id),
@@ -54,7 +55,11 @@ CREATE TABLE IF NOT EXISTS runs (
     retries INTEGER NOT NULL DEFAULT 0,
     last_retry_error TEXT,
     source TEXT,
-    plan_digest TEXT
+    plan_digest TEXT,
+    traffic TEXT,
+    estimate TEXT,
+    archive_policy TEXT,
+    pruned_at TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_target ON runs (project, database, started_at);
 CREATE TABLE IF NOT EXISTS applied (
@@ -97,11 +102,18 @@ CREATE TABLE IF NOT EXISTS notes (
 # Steps that bring a state file of an older schema to the next version (index = from).
 _UPGRADES: dict[int, tuple[str, ...]] = {
     1: ("ALTER TABLE runs ADD COLUMN plan_digest TEXT",),
+    # 3: the traffic limits and throttling of a run, a dry-run's estimate, the archive
+    # policy, when its archive was pruned; and `prune` runs (a new kind: the table is
+    # rebuilt, SQLite cannot change a CHECK constraint in place)
+    2: ("@rebuild runs",),
 }
 # How a read-only reader of an older file sees the current shape (temporary views shadow
 # the file's tables on that connection only; the file is not changed).
 _READ_SHIMS: dict[int, tuple[str, ...]] = {
-    1: ("CREATE TEMP VIEW runs AS SELECT *, NULL AS plan_digest FROM main.runs",),
+    1: ("CREATE TEMP VIEW runs AS SELECT *, NULL AS plan_digest, NULL AS traffic,"
+        " NULL AS estimate, NULL AS archive_policy, NULL AS pruned_at FROM main.runs",),
+    2: ("CREATE TEMP VIEW runs AS SELECT *, NULL AS traffic, NULL AS estimate,"
+        " NULL AS archive_policy, NULL AS pruned_at FROM main.runs",),
 }
 
 
@@ -225,6 +237,13 @@ class State:
             raise StateSchemaTooNew(self.path, version, SCHEMA_VERSION)
         if version == SCHEMA_VERSION:
             return
+        self.conn.execute("PRAGMA foreign_keys=OFF")  # no effect inside a transaction
+        try:
+            self._migrate_from(version)
+        finally:
+            self.conn.execute("PRAGMA foreign_keys=ON")
+
+    def _migrate_from(self, version: int) -> None:
         with self.tx():
             if version == 0:
                 for stmt in _SCHEMA.split(";"):
@@ -233,10 +252,34 @@ class State:
             else:
                 for step in range(version, SCHEMA_VERSION):
                     for stmt in _UPGRADES[step]:
-                        self.conn.execute(stmt)
+                        if stmt.startswith("@rebuild "):
+                            self._rebuild(stmt.split()[1])
+                        else:
+                            self.conn.execute(stmt)
+            broken = self.conn.execute("PRAGMA foreign_key_check").fetchall()
+            if broken:
+                raise sqlite3.DatabaseError(f"the schema upgrade would break {len(broken)} "
+                                            "references between tables")
             self.conn.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
                 (str(SCHEMA_VERSION),))
+
+    def _rebuild(self, table: str) -> None:
+        """Recreate `table` as the current schema declares it, keeping its rows (columns
+        it lacked are NULL or their default). Runs inside the migration's transaction,
+        with foreign keys off (the rows keep their keys; checked before the commit)."""
+        ddl = next(stmt for stmt in _SCHEMA.split(";")
+                   if f"CREATE TABLE IF NOT EXISTS {table} (" in stmt)
+        old_cols = [r[1] for r in self.conn.execute(f"PRAGMA table_info({table})")]
+        self.conn.execute(ddl.replace(f"IF NOT EXISTS {table} (", f"{table}_new ("))
+        new_cols = {r[1] for r in self.conn.execute(f"PRAGMA table_info({table}_new)")}
+        cols = ", ".join(c for c in old_cols if c in new_cols)
+        self.conn.execute(f"INSERT INTO {table}_new ({cols}) SELECT {cols} FROM {table}")
+        self.conn.execute(f"DROP TABLE {table}")
+        self.conn.execute(f"ALTER TABLE {table}_new RENAME TO {table}")
+        for stmt in _SCHEMA.split(";"):
+            if f"INDEX IF NOT EXISTS" in stmt and f" ON {table} (" in stmt:
+                self.conn.execute(stmt)
 
     def tx(self) -> "_Tx":
         return _Tx(self.conn)

@@ -80,25 +80,53 @@ def test_a_reader_can_read_while_a_writer_holds_a_transaction(tmp_path: Path) ->
     assert reader.run(run)["status"] == "failed"
 
 
-def test_a_state_file_of_schema_1_is_migrated_on_open(tmp_path: Path) -> None:
+def _as_version(path: Path, version: int) -> None:
+    """Make a state file as an older fsmigrate wrote it (columns and kinds of then)."""
+    db = sqlite3.connect(path)
+    dropped = {1: ["plan_digest", "traffic", "estimate", "archive_policy", "pruned_at"],
+               2: ["traffic", "estimate", "archive_policy", "pruned_at"]}[version]
+    for column in dropped:
+        db.execute(f"ALTER TABLE runs DROP COLUMN {column}")
+    db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(version),))
+    db.commit()
+    db.close()
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_state_file_of_an_older_schema_is_migrated_on_open(tmp_path: Path,
+                                                              version: int) -> None:
     path = tmp_path / "state.db"
     state = State.open(path)
     run_id = state.start_run(invocation="i", project="p", database="(default)", revision="0001",
                              checksum="c", description="d", mode="apply")
+    state.record_ops(run_id, 1, [OpRecord(seq=0, kind="delete", path="c/d", precondition=None,
+                                          before=b"x", after=None, status="pending")])
+    state.finish_run(run_id, status="succeeded", counts={"delete": 1})
+    state.mark_applied(project="p", database="(default)", revision="0001", checksum="c",
+                       run_id=run_id)
     state.close()
-    db = sqlite3.connect(path)  # make it a file as version 1 wrote it
-    db.execute("ALTER TABLE runs DROP COLUMN plan_digest")
-    db.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
-    db.commit()
-    db.close()
+    _as_version(path, version)
     old = State.open_readonly(path)  # readable as it is, without changing it
-    assert old.run(run_id)["plan_digest"] is None and old.runs()[0]["id"] == run_id
+    row = old.run(run_id)
+    assert row["plan_digest"] is None and row["traffic"] is None and row["pruned_at"] is None
+    assert old.runs()[0]["id"] == run_id
     old.close()
-    assert sqlite3.connect(path).execute("SELECT value FROM meta").fetchone() == ("1",)
+    assert sqlite3.connect(path).execute("SELECT value FROM meta").fetchone() == (str(version),)
 
     state = State.open(path)
 
-    assert state._schema_version() == SCHEMA_VERSION == 2
-    assert state.run(run_id)["plan_digest"] is None  # old runs kept, the column added
+    assert state._schema_version() == SCHEMA_VERSION == 3
+    row = state.run(run_id)  # old runs, their operations and applied rows kept
+    assert (row["revision"], row["status"], row["planned"]) == ("0001", "succeeded", 1)
+    assert [r["path"] for r in state.ops(run_id)] == ["c/d"]
+    assert state.applied("p", "(default)")["0001"]["run_id"] == run_id
     state.set_plan_digest([run_id], "ab" * 32)
     assert state.run(run_id)["plan_digest"] == "ab" * 32
+    pruned = state.start_run(invocation="j", project="p", database="(default)",
+                             revision="0001", checksum="c", description="d", mode="apply",
+                             kind="prune")  # a kind the old CHECK constraint refused
+    assert state.run(pruned)["kind"] == "prune"
+    assert state.conn.execute("PRAGMA foreign_key_check").fetchall() == []
+    assert state.conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    with pytest.raises(sqlite3.IntegrityError):  # references are enforced again
+        state.conn.execute("INSERT INTO notes (run_id, seq, text) VALUES ('nope', 0, 'x')")
