@@ -2,10 +2,12 @@
 
 It was made with fsmigrate at commit 6462d0f (state schema 3), the last version before the
 compact archive (schema 4), and is kept as it came out, to test the upgrade of a real
-file. To make it again with that version:
+file. To make it again with that version (-S and another directory, so that neither the
+editable install nor the working tree is imported):
 
-    git worktree add /tmp/fsmigrate-v3 6462d0f
-    PYTHONPATH=/tmp/fsmigrate-v3 .venv/bin/python tests/data/state-v3/make.py
+    mkdir /tmp/fsmigrate-v3 && git archive 6462d0f fsmigrate | tar -x -C /tmp/fsmigrate-v3
+    cd /tmp && PYTHONPATH=/tmp/fsmigrate-v3:$PWD/.venv/lib/python3.11/site-packages \
+        /path/to/.venv/bin/python -S /path/to/tests/data/state-v3/make.py
 
 It starts its own emulator and records, for project `fsm-v3-fixture`: a plain dry-run,
 a dry-run with --plan-out, the apply of that plan (deletes, updates and an atomic rename),
@@ -44,7 +46,9 @@ def items() -> dict[str, dict]:
 def main() -> int:
     from google.cloud import firestore
 
-    from fsmigrate import emulator
+    from fsmigrate import emulator, state as state_module
+
+    assert state_module.SCHEMA_VERSION == 3, f"made by {state_module.__file__}, not schema 3"
 
     work = Path(tempfile.mkdtemp())
     emu = emulator.start(log_dir=work)
@@ -58,9 +62,9 @@ def main() -> int:
 
         def fsm(*args: str, **extra: str) -> subprocess.CompletedProcess:
             return subprocess.run(
-                [sys.executable, "-m", "fsmigrate", "--project", PROJECT, "--state", str(state),
+                [sys.executable, *(["-S"] if sys.flags.no_site else []), "-m", "fsmigrate", "--project", PROJECT, "--state", str(state),
                  "--migrations", str(HERE / "migrations"), *args],
-                env={**env, **extra}, capture_output=True, text=True, check=False)
+                env={**env, **extra}, capture_output=True, text=True, check=False, cwd=work)
 
         def ok(*args: str) -> str:
             done = fsm(*args)
