@@ -22,12 +22,13 @@ import datetime as dt
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence, Union
+from typing import Any, Callable, Iterator, NamedTuple, Optional, Sequence, Union
 
 from . import audit_report, checks, commands, durations, planfile, report, scripts, testhooks
 from .checks import CheckResult
 from .errors import FsMigrateError, RunNotFound, ScriptsChanged, UsageError
 from .lease import DEFAULT_TTL, Lease, break_lock as _break_lock, describe as _describe
+from .lint import Report as LintReport, lint_paths
 from .markers import DEFAULT_ROOT, Markers
 from .restore import restore_script
 from .runner import (DEFAULT_BATCH_BYTES, MAX_BATCH, MAX_BATCH_BYTES, MAX_CONCURRENCY,
@@ -40,7 +41,8 @@ __all__ = [
     "StatusReport", "Finding", "RunAudit", "Marked", "LockHolder", "CheckResult",
     "ConfirmationRequired", "FsMigrateError",
     "upgrade", "rerun", "apply_plan", "restore", "status", "history", "verify", "audit",
-    "stamp", "resolve", "break_lock", "check", "new", "check_names",
+    "stamp", "resolve", "break_lock", "check", "new", "check_names", "lint", "LintReport",
+    "RunOperation",
     "MAX_BATCH", "DEFAULT_BATCH_BYTES", "MIN_BATCH_BYTES", "MAX_BATCH_BYTES", "MAX_CONCURRENCY",
     "DEFAULT_MARKERS",
 ]
@@ -186,6 +188,12 @@ class UpgradeResult:
     def planned(self) -> int:
         return sum(r.planned for r in self.runs)
 
+    def operations(self, run_id: str) -> Iterator["RunOperation"]:
+        """One of these runs' operations in order, as (kind, path, status). A dry-run's
+        are read from this result's open state file (the file itself keeps only its counts
+        unless it wrote a plan)."""
+        return _operations(self.state, run_id)
+
 
 @dataclass(frozen=True)
 class StatusRow:
@@ -236,6 +244,24 @@ class RunAudit:
     def before_images(self) -> Iterator[str]:
         """The run's before-images as JSON lines (the --export form)."""
         return audit_report.export_before_images(self.state, self.run.run_id)
+
+    def operations(self) -> Iterator["RunOperation"]:
+        """The run's operations in order, as (kind, path, status)."""
+        return _operations(self.state, self.run.run_id)
+
+
+class RunOperation(NamedTuple):
+    """One operation of a run: status `planned` for a dry-run, `committed` / `skipped` /
+    `failed` / `pending` for an apply."""
+
+    kind: str
+    path: str
+    status: str
+
+
+def _operations(state: State, run_id: str) -> Iterator[RunOperation]:
+    for row in state.ops(run_id):
+        yield RunOperation(row["kind"], row["path"], row["status"])
 
 
 @dataclass(frozen=True)
@@ -578,3 +604,8 @@ def check_names() -> list[str]:
     return checks.available()
 
 
+def lint(cfg: Config, paths: Sequence[PathLike] = ()) -> LintReport:
+    """Static checks of the migration scripts (the migrations directory, or `paths`: files
+    and directories), without importing them or reaching Firestore. `report.ok` is False
+    when there is an error; warnings alone leave it True."""
+    return lint_paths([Path(p) for p in paths] or [cfg.migrations_path])

@@ -215,6 +215,29 @@ def verify_cmd(cfg: Config, fmt: str, local: bool) -> None:
         sys.exit(1)
 
 
+@cli.command("lint")
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True)
+@click.pass_obj
+def lint_cmd(cfg: Config, paths: tuple[Path, ...], fmt: str) -> None:
+    """Check migration scripts statically before review (exit 1 on errors).
+
+    Reads the migrations directory (or the PATHS given: scripts or directories) without
+    importing the scripts or reaching Firestore, so it needs no credentials. One line per
+    finding, `file:line:col: CODE severity: message`; warnings alone exit 0. Silence a
+    finding with `# fsmigrate: allow CODE` on its line (codes: README, Lint).
+
+    Example:
+
+        fsmigrate --migrations migrations lint --format json
+    """
+    found = api.lint(cfg.api, paths)
+    _emit(found.chunks(fmt))
+    if not found.ok:
+        sys.exit(1)
+
+
 # ---- upgrade --------------------------------------------------------------------------------
 
 

@@ -5,7 +5,6 @@ missing jar or java makes those tests fail with instructions, never silently ski
 """
 from __future__ import annotations
 
-import atexit
 import os
 import uuid
 from typing import Iterator
@@ -13,9 +12,7 @@ from typing import Iterator
 import pytest
 
 from fsmigrate import emulator as emu_mod
-from fsmigrate.errors import EmulatorError
-
-SKIP_REASON = "FSMIGRATE_SKIP_EMULATOR=1: the Firestore emulator tests did not run"
+from fsmigrate.testing import SKIP_REASON, started_emulator
 
 
 def _skip_emulator() -> bool:
@@ -33,27 +30,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[emu_mod.Emulator]:
+    """The session's own emulator (never FIRESTORE_EMULATOR_HOST's: some tests stop it
+    or put a proxy in front of it), started like the plugin's."""
     if _skip_emulator():
         pytest.skip(SKIP_REASON)
-    try:
-        emu = emu_mod.start(log_dir=tmp_path_factory.mktemp("emulator"))
-    except EmulatorError as e:
-        pytest.fail(str(e), pytrace=False)
-    def safety_net() -> None:  # if the session dies before teardown
-        emu_mod.stop(emu.pid)
-
-    atexit.register(safety_net)
-    previous = os.environ.get("FIRESTORE_EMULATOR_HOST")
-    os.environ["FIRESTORE_EMULATOR_HOST"] = emu.host_port
-    try:
+    with started_emulator(tmp_path_factory.mktemp("emulator")) as emu:
         yield emu
-    finally:
-        if previous is None:
-            os.environ.pop("FIRESTORE_EMULATOR_HOST", None)
-        else:
-            os.environ["FIRESTORE_EMULATOR_HOST"] = previous
-        emu_mod.stop(emu.pid)
-        atexit.unregister(safety_net)
+
+
+@pytest.fixture(scope="session")
+def firestore_emulator(emulator: emu_mod.Emulator) -> emu_mod.Emulator:
+    """The plugin's fixtures (`fsmigrate`) use the session's emulator too."""
+    return emulator
 
 
 @pytest.fixture
