@@ -31,10 +31,10 @@ def _fail(message: str) -> NoReturn:
     pytest.fail(message, pytrace=False)
 
 
-def _step(what: str, call: Callable[[], T]) -> T:
+def _step(what: str, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run one harness step; its error fails the test in one paragraph (no chain)."""
     try:
-        return call()
+        return call(*args, **kwargs)
     except ClientWriteError as exc:
         message = f"{what}: {exc}"
     except FsMigrateError as exc:
@@ -61,8 +61,7 @@ def _name(script: scripts.Script) -> str:
 def test_single_head(fsmigrate_migrations: Path) -> None:
     """The migrations load (no misnamed, broken or duplicate scripts) and form one chain
     with a single head."""
-    chain = _step(f"loading {fsmigrate_migrations}",
-                  lambda: scripts.load_chain(fsmigrate_migrations))
+    chain = _step(f"loading {fsmigrate_migrations}", scripts.load_chain, fsmigrate_migrations)
     if not len(chain):
         _fail(f"no migration scripts in {fsmigrate_migrations} (ini option "
               "fsmigrate_migrations, or the fsmigrate_migrations fixture)")
@@ -75,9 +74,8 @@ def test_dry_run_matches_apply(fsmigrate: Harness, fsmigrate_seed: Any) -> None:
     problems = []
     for script in _chain(fsmigrate):
         rev = script.revision
-        dry = _step(f"the dry-run of {_name(script)}",
-                    lambda: fsmigrate.upgrade(dry_run=True, to=rev))
-        applied = _step(f"the apply of {_name(script)}", lambda: fsmigrate.upgrade(to=rev))
+        dry = _step(f"the dry-run of {_name(script)}", fsmigrate.upgrade, dry_run=True, to=rev)
+        applied = _step(f"the apply of {_name(script)}", fsmigrate.upgrade, to=rev)
         planned = Counter((o.kind, o.path) for o in
                           fsmigrate.operations(_run_of(dry, rev).run_id))
         done = fsmigrate.operations(_run_of(applied, rev).run_id)
@@ -113,7 +111,7 @@ def test_plan_never_writes(fsmigrate: Harness, fsmigrate_seed: Any) -> None:
     for script in _chain(fsmigrate):
         rev = script.revision
         before = fsmigrate.snapshot()
-        _step(f"the dry-run of {_name(script)}", lambda: fsmigrate.upgrade(dry_run=True, to=rev))
+        _step(f"the dry-run of {_name(script)}", fsmigrate.upgrade, dry_run=True, to=rev)
         after = fsmigrate.snapshot()
         if before != after:
             created = sorted(set(after) - set(before))
@@ -124,7 +122,7 @@ def test_plan_never_writes(fsmigrate: Harness, fsmigrate_seed: Any) -> None:
                                          ("deleted", deleted)) if paths]
             _fail(f"the dry-run of {_name(script)} wrote to Firestore: {'; '.join(parts)}. "
                   "plan(ctx) must only read and yield operations.")
-        _step(f"the apply of {_name(script)}", lambda: fsmigrate.upgrade(to=rev))
+        _step(f"the apply of {_name(script)}", fsmigrate.upgrade, to=rev)
 
 
 def test_repeatable_is_idempotent(fsmigrate: Harness, fsmigrate_seed: Any) -> None:
@@ -138,9 +136,8 @@ def test_repeatable_is_idempotent(fsmigrate: Harness, fsmigrate_seed: Any) -> No
     problems = []
     for script in repeatable:
         rev = script.revision
-        _step(f"the apply of {_name(script)}", lambda: fsmigrate.upgrade(to=rev))
-        again = _step(f"running {_name(script)} again",
-                      lambda: fsmigrate.rerun(rev, dry_run=True))
+        _step(f"the apply of {_name(script)}", fsmigrate.upgrade, to=rev)
+        again = _step(f"running {_name(script)} again", fsmigrate.rerun, rev, dry_run=True)
         ops = [(o.kind, o.path) for o in fsmigrate.operations(_run_of(again, rev).run_id)]
         if ops:
             problems.append(f"{_name(script)} is repeatable, but run again right after it "

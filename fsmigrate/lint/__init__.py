@@ -4,8 +4,9 @@ Pure `ast` over the files' text: nothing is imported or executed, Firestore is n
 contacted, no credentials are needed. Each finding has a code (`RULES`), a severity, and
 a one-line message with its file and line. A finding is silenced by a comment on the line
 it names: `# fsmigrate: allow FSM201` (several: `# fsmigrate: allow FSM201, FSM401`).
-The checks themselves are in `lintrules`; this module finds the files, silences, checks
-the revision chain, and renders.
+The rules are listed in `rules`, checked on each file's syntax tree by `checker` (the
+FSM201 analysis in `deletes`); this module finds the files, silences, checks the revision
+chain, and renders.
 """
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Optional, Sequence
 
-from . import lintrules, scripts
-from .errors import ScriptError, UsageError
-from .lintrules import ERROR, RULES, WARNING, Finding
+from .. import scripts
+from ..errors import ScriptError, UsageError
+from . import checker
+from .rules import ERROR, RULES, WARNING, Finding, Header
 
 __all__ = ["ERROR", "WARNING", "RULES", "Finding", "Report", "lint_paths", "lint_source",
            "chunks"]
@@ -125,7 +127,7 @@ def _silence(path: str, source: str, findings: list[Finding]) -> tuple[list[Find
 def lint_source(source: str, path: str, role: str = SCRIPT) -> tuple[list[Finding], int]:
     """(findings, silenced) of one file's text; `path` is only used in messages and to
     compare the revision with the file name."""
-    findings = lintrules.check(source, path, scripts_rules=role == SCRIPT)
+    findings = checker.check(source, path, scripts_rules=role == SCRIPT)
     if findings and findings[0].code == "FSM001":
         return findings, 0
     return _silence(path, source, findings)
@@ -171,7 +173,7 @@ def lint_paths(paths: Iterable[Path]) -> Report:
     paths = [Path(p) for p in paths]
     directories = {p for p in paths if p.is_dir()}
     report = Report(files=0)
-    heads: dict[Path, list[lintrules.Header]] = {}
+    heads: dict[Path, list[Header]] = {}
     for path, role in _files(paths):
         report.files += 1
         source, problem = _read(path)
@@ -183,14 +185,14 @@ def lint_paths(paths: Iterable[Path]) -> Report:
         report.findings.extend(found)
         report.silenced += silenced
         if path.parent in directories and scripts.name_kind(path.name) == "script":
-            heads.setdefault(path.parent, []).append(lintrules.header(source, str(path)))
+            heads.setdefault(path.parent, []).append(checker.header(source, str(path)))
     for headers in heads.values():
         report.findings.extend(_chain(headers))
     report.findings.sort(key=lambda f: (f.path, f.line, f.column, f.code))
     return report
 
 
-def _chain(headers: list[lintrules.Header]) -> list[Finding]:
+def _chain(headers: list[Header]) -> list[Finding]:
     """The revision chain of one directory, from the literal revisions; skipped when a
     header is not literal (already reported)."""
     if any(h is None or h.revision is None or not h.down_known for h in headers):
