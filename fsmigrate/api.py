@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple, Optional, Sequence, Union
 
-from . import audit_report, checks, commands, durations, planfile, report, scripts, testhooks
+from . import (audit_report, checks, commands, durations, planfile, report, scripts, testhooks,
+               traffic)
 from .checks import CheckResult
 from .errors import FsMigrateError, RunNotFound, ScriptsChanged, UsageError
 from .lease import DEFAULT_TTL, Lease, break_lock as _break_lock, describe as _describe
@@ -150,6 +151,9 @@ class RunResult:
     error_kind: Optional[str] = None
     source: Optional[str] = None
     plan_digest: Optional[str] = None
+    traffic: Optional[dict[str, Any]] = None   # limits used, throttling events
+    estimate: Optional[dict[str, Any]] = None  # a dry-run's: reads, writes, deletes, ...
+    actual: Optional[dict[str, Any]] = None    # an apply's: the same figures, as done
 
     @classmethod
     def _from(cls, state: State, row: Any) -> "RunResult":
@@ -345,15 +349,23 @@ def _confirm(target: Target, todo: Sequence[scripts.Script], dry_run: bool,
         raise Aborted("declined at the prompt")
 
 
+def _limits(cfg: Config, max_rate: Optional[float], ramp: Optional[bool],
+            ramp_start: Optional[float]) -> traffic.Limits:
+    """The traffic limits of a writing command, checked before anything is written."""
+    return traffic.resolve(emulator=cfg.target().is_emulator, max_rate=max_rate, ramp=ramp,
+                           ramp_start=ramp_start)
+
+
 def _execute(cfg: Config, target: Target, chain: scripts.Chain, state: State,
              select: Callable[[], list[scripts.Script]], *, command: str, dry_run: bool,
-             batch_size: int, batch_bytes: int, concurrency: int,
+             batch_size: int, batch_bytes: int, concurrency: int, limits: traffic.Limits,
              progress: Optional[Progress], confirm: Optional[Confirm], kind: str = "upgrade",
              source: Optional[str] = None, plan_out: Optional[PathLike] = None,
              plan_digest: Optional[str] = None) -> UpgradeResult:
     """Run (or plan) the selected migrations in order; the one path for every command
     that writes. An apply holds the target's lease from before it reads what is pending
-    until it is done, so two runners never both apply. A failure is raised with the
+    until it is done, so two runners never both apply; its commits wait on one limiter
+    (`limits`), shared by its migrations and commit threads. A failure is raised with the
     result so far attached (`exc.partial`), so the caller can still report it."""
     todo = select()
     _confirm(target, todo, dry_run, confirm)
@@ -368,7 +380,8 @@ def _execute(cfg: Config, target: Target, chain: scripts.Chain, state: State,
             todo = select()  # what was applied meanwhile, here or elsewhere, is not pending
             runner = Runner(store, state, chain, batch_size=batch_size, progress=progress,
                             guard=lease.check if lease else None, concurrency=concurrency,
-                            markers=markers, batch_bytes=batch_bytes)
+                            markers=markers, batch_bytes=batch_bytes, limits=limits,
+                            traffic=None if dry_run else traffic.make(limits))
             runner.capture_writes = plan_out is not None
             for script in todo:
                 runner.run(script, dry_run=dry_run, invocation=invocation, kind=kind,
@@ -395,13 +408,21 @@ def _runs_of(state: State, invocation: str) -> list[RunResult]:
 def upgrade(cfg: Config, *, dry_run: bool = False, to: Optional[str] = None,
             batch_size: int = MAX_BATCH, batch_bytes: int = DEFAULT_BATCH_BYTES,
             concurrency: int = 1, plan_out: Optional[PathLike] = None,
-            progress: Optional[Progress] = None,
+            max_rate: Optional[float] = None, ramp: Optional[bool] = None,
+            ramp_start: Optional[float] = None, progress: Optional[Progress] = None,
             confirm: Optional[Confirm] = None) -> UpgradeResult:
     """Run the pending migrations in order (or plan them with `dry_run`); with `plan_out`
-    (dry-run only), also write the reviewed plan file for `apply_plan`."""
+    (dry-run only), also write the reviewed plan file for `apply_plan`.
+
+    Traffic (every writing function takes the same): `max_rate` caps the operations per
+    second of all commits together; `ramp` (default: on against a real project, off on the
+    emulator) starts at `ramp_start` (default 500, or FSMIGRATE_RAMP) and grows 50% every
+    5 minutes. A dry-run estimates the apply's reads, writes, deletes, archive bytes and
+    time at those limits."""
     if plan_out is not None and not dry_run:
         raise UsageError("--plan-out needs --dry-run (a plan is reviewed, then applied with "
                          "`fsmigrate apply`)")
+    limits = _limits(cfg, max_rate, ramp, ramp_start)
     target, chain, state = _prepare(cfg)
     if to is not None:
         chain.get(to)
@@ -411,14 +432,17 @@ def upgrade(cfg: Config, *, dry_run: bool = False, to: Optional[str] = None,
 
     return _execute(cfg, target, chain, state, pending, command="upgrade", dry_run=dry_run,
                     batch_size=batch_size, batch_bytes=batch_bytes, concurrency=concurrency,
-                    progress=progress, confirm=confirm, plan_out=plan_out)
+                    limits=limits, progress=progress, confirm=confirm, plan_out=plan_out)
 
 
 def rerun(cfg: Config, revision: str, *, dry_run: bool = False, batch_size: int = MAX_BATCH,
           batch_bytes: int = DEFAULT_BATCH_BYTES, concurrency: int = 1,
-          progress: Optional[Progress] = None,
+          max_rate: Optional[float] = None, ramp: Optional[bool] = None,
+          ramp_start: Optional[float] = None, progress: Optional[Progress] = None,
           confirm: Optional[Confirm] = None) -> UpgradeResult:
-    """Run one `repeatable = True` migration again, applied or not."""
+    """Run one `repeatable = True` migration again, applied or not (traffic options as
+    for `upgrade`)."""
+    limits = _limits(cfg, max_rate, ramp, ramp_start)
     target, chain, state = _prepare(cfg)
     script = chain.get(revision)
     if not script.repeatable:
@@ -435,18 +459,22 @@ def rerun(cfg: Config, revision: str, *, dry_run: bool = False, batch_size: int 
 
     return _execute(cfg, target, chain, state, todo, command=f"rerun {revision}", kind="rerun",
                     dry_run=dry_run, batch_size=batch_size, batch_bytes=batch_bytes,
-                    concurrency=concurrency, progress=progress, confirm=confirm)
+                    concurrency=concurrency, limits=limits, progress=progress,
+                    confirm=confirm)
 
 
 def apply_plan(cfg: Config, path: PathLike, *, batch_size: int = MAX_BATCH,
                batch_bytes: int = DEFAULT_BATCH_BYTES, concurrency: int = 1,
-               progress: Optional[Progress] = None,
+               max_rate: Optional[float] = None, ramp: Optional[bool] = None,
+               ramp_start: Optional[float] = None, progress: Optional[Progress] = None,
                confirm: Optional[Confirm] = None) -> UpgradeResult:
     """Apply a reviewed plan file exactly: verified whole before any write (counts,
-    digests, each line against its `Write`), then its operations, nothing re-planned."""
+    digests, each line against its `Write`), then its operations, nothing re-planned
+    (traffic options as for `upgrade`)."""
     plan_path = Path(path)
     if not plan_path.is_file():
         raise UsageError(f"plan file {plan_path} does not exist")
+    limits = _limits(cfg, max_rate, ramp, ramp_start)
     plan = planfile.PlanFile(plan_path)
     try:
         target, chain, state = _prepare(cfg)
@@ -455,16 +483,21 @@ def apply_plan(cfg: Config, path: PathLike, *, batch_size: int = MAX_BATCH,
         return _execute(cfg, target, chain, state, select, command=f"apply {plan_path.name}",
                         kind="plan", source=plan.plan_id, plan_digest=plan.digest,
                         dry_run=False, batch_size=batch_size, batch_bytes=batch_bytes,
-                        concurrency=concurrency, progress=progress, confirm=confirm)
+                        concurrency=concurrency, limits=limits, progress=progress,
+                        confirm=confirm)
     finally:
         plan.close()
 
 
 def restore(cfg: Config, run_id: str, *, docs: Sequence[str] = (), dry_run: bool = False,
-            batch_bytes: int = DEFAULT_BATCH_BYTES, progress: Optional[Progress] = None,
+            batch_bytes: int = DEFAULT_BATCH_BYTES, max_rate: Optional[float] = None,
+            ramp: Optional[bool] = None, ramp_start: Optional[float] = None,
+            progress: Optional[Progress] = None,
             confirm: Optional[Confirm] = None) -> UpgradeResult:
     """Write run `run_id`'s archived before-images back where the document does not exist
-    now (forward: a new audited run; existing documents are left alone and listed)."""
+    now (forward: a new audited run; existing documents are left alone and listed;
+    traffic options as for `upgrade`)."""
+    limits = _limits(cfg, max_rate, ramp, ramp_start)
     target = cfg.target()
     state = State.open(cfg.state_path)
     source = state.run(run_id)
@@ -477,7 +510,7 @@ def restore(cfg: Config, run_id: str, *, docs: Sequence[str] = (), dry_run: bool
     return _execute(cfg, target, cfg._chain(), state, lambda: [script],
                     command=f"restore {run_id}", kind="restore", dry_run=dry_run,
                     batch_size=MAX_BATCH, batch_bytes=batch_bytes, concurrency=1,
-                    progress=progress, confirm=confirm)
+                    limits=limits, progress=progress, confirm=confirm)
 
 
 def _mark_by_hand(cfg: Config, revision: str, reason: str, kind: str,

@@ -13,6 +13,9 @@ import re
 from html import escape
 from typing import Any, Iterable, Iterator, Optional
 
+from .estimate import describe
+from .traffic import describe_stats
+
 STATUSES = ("planned", "committed", "skipped", "failed", "pending")
 
 
@@ -97,6 +100,7 @@ def markdown(state: Any, run_id: str, state_path: str) -> Iterator[str]:
                              f"sha256 `{run['plan_digest']}`)"))
     if run["retries"]:
         rows.append(("Retries", f"{run['retries']} (last: {run['last_retry_error']})"))
+    rows.extend(_usage_rows(state, run))
     for key, value in rows:
         yield f"| {key} | {value} |\n"
 
@@ -135,6 +139,18 @@ def markdown(state: Any, run_id: str, state_path: str) -> Iterator[str]:
     if counts:
         yield "\nPlanned by kind: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) \
             + ".\n"
+
+
+def _usage_rows(state: Any, run: Any) -> list[tuple[str, str]]:
+    """The run's estimate (a dry-run) or what it did (an apply), and its traffic: the
+    limits and the throttling events."""
+    traffic, figures = state.usage(run)
+    rows = []
+    if figures is not None:
+        rows.append(("Estimate" if run["mode"] == "dry-run" else "Done", describe(figures)))
+    if traffic is not None:
+        rows.append(("Traffic", describe_stats(traffic)))
+    return rows
 
 
 def export_before_images(state: Any, run_id: str) -> Iterator[str]:

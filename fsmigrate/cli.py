@@ -247,6 +247,7 @@ class _Bar:
     def __init__(self, quiet: bool) -> None:
         self.disable = quiet or not sys.stderr.isatty()
         self.bar: Optional[tqdm] = None
+        self.shown = ""
 
     def start(self, script: Any, mode: str) -> None:
         self.bar = tqdm(desc=f"{script.revision} {mode}", unit="doc", disable=self.disable,
@@ -255,6 +256,14 @@ class _Bar:
     def advance(self, n: int) -> None:
         if self.bar is not None:
             self.bar.update(n)
+
+    def limit(self, ops_per_s: Optional[float]) -> None:
+        """The traffic limit in force (shown after the rate when there is one)."""
+        if self.bar is not None and ops_per_s is not None:
+            text = f"limit {ops_per_s:,.0f} ops/s"
+            if text != self.shown:
+                self.shown = text
+                self.bar.set_postfix_str(text, refresh=False)
 
     def finish(self) -> None:
         if self.bar is not None:
@@ -267,8 +276,26 @@ def _report_format(path: Path) -> str:
     return {".json": "json", ".md": "markdown", ".markdown": "markdown"}.get(suffix, "text")
 
 
+def traffic_options(fn: Any) -> Any:
+    """The traffic limits every writing command takes."""
+    for option in reversed([
+        click.option("--max-rate", type=click.FloatRange(0, min_open=True), default=None,
+                     metavar="OPS",
+                     help="Hard cap: operations per second, all commit threads together."),
+        click.option("--ramp/--no-ramp", default=None,
+                     help="Ramp up traffic: start at --ramp-start ops/s, +50% every 5 "
+                          "minutes (FSMIGRATE_RAMP=START/PERCENT/MINUTES) [default: on for "
+                          "a real project, off on the emulator]."),
+        click.option("--ramp-start", type=click.FloatRange(0, min_open=True), default=None,
+                     metavar="OPS", help="Where the ramp starts (turns it on) [default: 500]."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
 def run_options(fn: Any) -> Any:
     """The options `upgrade` and `rerun` share."""
+    fn = traffic_options(fn)
     for option in reversed([
         click.option("--dry-run", is_flag=True,
                      help="Plan and report; write nothing to Firestore."),
@@ -467,9 +494,11 @@ def break_lock_cmd(cfg: Config) -> None:
 @click.option("--batch-bytes", type=click.IntRange(MIN_BATCH_BYTES, MAX_BATCH_BYTES),
               default=DEFAULT_BATCH_BYTES, show_default=True,
               help="Encoded bytes per commit.")
+@traffic_options
 @click.pass_obj
 def restore_cmd(cfg: Config, run_id: str, docs: tuple[str, ...], dry_run: bool, fmt: str,
-                report_path: Optional[Path], yes: bool, quiet: bool, batch_bytes: int) -> None:
+                report_path: Optional[Path], yes: bool, quiet: bool, batch_bytes: int,
+                **limits: Any) -> None:
     """Write a run's archived before-images back, where the document does not exist now.
 
     Forward, never a rollback: a new, audited run that creates each document deleted or
@@ -482,7 +511,7 @@ def restore_cmd(cfg: Config, run_id: str, docs: tuple[str, ...], dry_run: bool, 
     """
     _run_command(lambda **kw: api.restore(cfg.api, run_id, docs=docs, dry_run=dry_run, **kw),
                  fmt=fmt, report_path=report_path, yes=yes, quiet=quiet,
-                 batch_bytes=batch_bytes)
+                 batch_bytes=batch_bytes, **limits)
 
 
 # ---- audit --------------------------------------------------------------------------------

@@ -10,11 +10,13 @@ group always goes in one commit.
 from __future__ import annotations
 
 import datetime as dt
+from typing import Optional
 
 from . import reconcile
 from .errors import ReconcileError, RequestTooLarge, TransientError, WriteTooLarge
 from .plan import Operation, timestamp_text
-from .store import PRECONDITION_ERRORS, Store
+from .store import PRECONDITION_ERRORS, Store, status_code
+from .traffic import Limiter
 
 Numbered = list[tuple[int, Operation]]
 Settled = list[tuple[int, str]]
@@ -54,12 +56,33 @@ def _drop_broken_groups(numbered: Numbered, left: Numbered, skipped: Settled) ->
 
 
 class Committer:
-    """Sends batches through `store`; `splits` counts commits refused as too large."""
+    """Sends batches through `store`; `splits` counts commits refused as too large. With a
+    `traffic` limiter, every commit (retries and halves included) first waits for its
+    operations' tokens, and its answer goes back to the limiter."""
 
-    def __init__(self, store: Store, batch_bytes: int) -> None:
+    def __init__(self, store: Store, batch_bytes: int,
+                 traffic: Optional[Limiter] = None) -> None:
         self.store = store
         self.batch_bytes = batch_bytes
+        self.traffic = traffic
         self.splits = 0
+
+    def _send(self, numbered: Numbered) -> str:
+        """One commit of the operations' journaled writes; its commit time."""
+        writes = [op.write for _, op in numbered]
+        if self.traffic is None:
+            return timestamp_text(self.store.commit_writes(writes))
+        ticket = self.traffic.acquire(len(writes))
+        try:
+            when = self.store.commit_writes(writes)
+        except TransientError as exc:
+            self.traffic.done(ticket, status_code(exc.exc))
+            raise
+        except BaseException:
+            self.traffic.done(ticket)  # answered, but not an overload
+            raise
+        self.traffic.done(ticket)
+        return timestamp_text(when)
 
     def commit(self, numbered: Numbered) -> tuple[Settled, Settled]:
         """Commit what still holds; returns ((seq, commit time) committed, (seq, why) skipped).
@@ -75,7 +98,7 @@ class Committer:
         failures = 0
         while remaining:
             try:
-                when = timestamp_text(self.store.commit_writes([op.write for _, op in remaining]))
+                when = self._send(remaining)
                 return committed + [(seq, when) for seq, _ in remaining], skipped
             except RequestTooLarge as exc:
                 more_committed, more_skipped = self._split(remaining, exc)
@@ -133,7 +156,7 @@ class Committer:
         """Last resort when a re-read cannot tell which operation fails: halve and retry
         (never splitting an atomic group)."""
         try:
-            when = timestamp_text(self.store.commit_writes([op.write for _, op in numbered]))
+            when = self._send(numbered)
             return [(seq, when) for seq, _ in numbered], []
         except RequestTooLarge as exc:
             return self._split(numbered, exc)

@@ -29,6 +29,7 @@ class Context:
         self._note = note
         self._partitions = partitions
         self._notices: set[str] = set()
+        self.reads = 0  # documents read: returned by scans, looked up by get / get_many
 
     # reads
     def scan(self, collection: str, *, page_size: Optional[int] = None, group: bool = False,
@@ -37,10 +38,15 @@ class Context:
         """Every document of a collection (or, with group=True, a collection group), read
         as a stream with flat memory. `partitions` (default: the run's --concurrency)
         splits an unfiltered group scan into parallel parts where the server supports it."""
-        return self._store.scan(collection, page_size=page_size or self._page_size,
-                                group=group, where=where,
-                                partitions=partitions or self._partitions,
-                                notice=self._notice_once)
+        return self._counted(self._store.scan(collection, page_size=page_size or
+                                              self._page_size, group=group, where=where,
+                                              partitions=partitions or self._partitions,
+                                              notice=self._notice_once))
+
+    def _counted(self, docs: Iterator[Doc]) -> Iterator[Doc]:
+        for doc in docs:
+            self.reads += 1
+            yield doc
 
     def _notice_once(self, text: str) -> None:
         if text not in self._notices:
@@ -48,11 +54,15 @@ class Context:
             self._note(text)
 
     def get(self, path: str) -> Optional[Doc]:
-        return self._store.get(_path_of(path))
+        found = self._store.get(_path_of(path))
+        self.reads += 1
+        return found
 
     def get_many(self, paths: Iterable[str]) -> dict[str, Optional[Doc]]:
         """Read several documents in one call; None for the missing ones."""
-        return self._store.get_many(_path_of(p) for p in paths)
+        found = self._store.get_many(_path_of(p) for p in paths)
+        self.reads += len(found)
+        return found
 
     # operations
     def delete(self, doc: Doc) -> Operation:

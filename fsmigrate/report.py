@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
-from . import codec
+from . import codec, estimate
 from .plan import KINDS
+from .traffic import Limits, describe_stats
 
 TEXT_SAMPLE = 10
 APPLY_HINT = "the same command without --dry-run"
@@ -33,7 +34,17 @@ def run_dict(state: Any, row: sqlite3.Row) -> dict[str, Any]:
         "counts": json.loads(row["counts"] or "{}"), "error": row["error"],
         "source": row["source"], "plan_digest": row["plan_digest"],
         "notes": state.notes(row["id"]),
+        **_usage(state, row),
     }
+
+
+def _usage(state: Any, row: sqlite3.Row) -> dict[str, Any]:
+    """traffic (limits, throttling), and the figures of estimate.py: a dry-run's estimate,
+    an apply's actuals."""
+    traffic, figures = state.usage(row)
+    dry = row["mode"] == "dry-run"
+    return {"traffic": traffic, "estimate": figures if dry else None,
+            "actual": None if dry else figures}
 
 
 def op_dict(row: sqlite3.Row, *, images: bool = False) -> dict[str, Any]:
@@ -111,6 +122,11 @@ def _upgrade_text(state: Any, runs: Sequence[sqlite3.Row], target: Any, *,
             yield f"  error: {row['error']}\n"
         if row["retries"]:
             yield f"  retried {row['retries']} time(s); last error: {row['last_retry_error']}\n"
+        yield from _usage_lines(state, row)
+    total = _usage_total(state, runs)
+    if total is not None:
+        word = "estimate" if dry else "did"
+        yield f"\nTotal {word}: {estimate.describe(total)}\n"
     if dry and len(runs) > 1:
         yield ("\nNote: each migration was planned against the current data; later ones do not "
                "see the changes earlier ones would make.\n")
@@ -127,10 +143,19 @@ def _upgrade_markdown(state: Any, runs: Sequence[sqlite3.Row], target: Any) -> I
         return
     first = runs[0]
     yield f"- Operator: {first['operator']} on {first['host']}, fsmigrate {first['tool_version']}\n"
-    yield f"- Started: {first['started_at']}\n\n"
+    yield f"- Started: {first['started_at']}\n"
+    traffic, _ = state.usage(first)
+    if traffic:
+        yield f"- Traffic: {Limits.from_json(traffic).describe()}\n"
+    total = _usage_total(state, runs)
+    if total is not None:
+        yield f"- Total {'estimate' if title == 'Dry-run' else 'done'}: " \
+              f"{estimate.describe(total)}\n"
+    yield "\n"
     for row in runs:
         yield f"## {row['revision']} {row['description']}\n\n"
         yield f"Run `{row['id']}`, status **{row['status']}**, checksum `{row['checksum']}`\n\n"
+        yield from _usage_table(state, row)
         yield "| operation | planned |\n|---|---|\n"
         counts = json.loads(row["counts"] or "{}")
         for kind in KINDS:
@@ -161,9 +186,46 @@ def _upgrade_markdown(state: Any, runs: Sequence[sqlite3.Row], target: Any) -> I
         yield "\n"
 
 
+def _usage_lines(state: Any, row: sqlite3.Row) -> Iterator[str]:
+    """A run's estimate (dry-run) or what it did (apply), and its traffic."""
+    traffic, figures = state.usage(row)
+    if figures is not None:
+        word = "estimate" if row["mode"] == "dry-run" else "did"
+        yield f"  {word}: {estimate.describe(figures)}\n"
+    if traffic is not None and (row["mode"] == "apply" or traffic.get("ramp")
+                                or traffic.get("max_rate")):
+        yield f"  traffic: {describe_stats(traffic)}\n"
+
+
+def _usage_table(state: Any, row: sqlite3.Row) -> Iterator[str]:
+    traffic, figures = state.usage(row)
+    if figures is not None:
+        head = "Estimate" if row["mode"] == "dry-run" else "Done"
+        seconds = figures.get("seconds_at_ramp")
+        yield (f"| {head} | reads | writes | deletes | archive bytes | seconds at the rate "
+               f"limits |\n|---|---|---|---|---|---|\n| | {figures['reads']} | "
+               f"{figures['writes']} | {figures['deletes']} | {figures['archive_bytes']} | "
+               f"{'unlimited' if seconds is None else seconds} |\n\n")
+    if traffic is not None and row["mode"] == "apply":
+        yield f"Traffic: {describe_stats(traffic)}.\n\n"
+
+
+def _usage_total(state: Any, runs: Sequence[sqlite3.Row]) -> Optional[dict[str, Any]]:
+    """The runs' figures summed, the time at the limits of the first run (one command)."""
+    used = [state.usage(row) for row in runs]
+    figures = [f for _, f in used if f is not None]
+    if not figures:
+        return None
+    traffic = next((t for t, _ in used if t is not None), None)
+    return estimate.total(figures, Limits.from_json(traffic) if traffic else None)
+
+
 def _upgrade_json(state: Any, runs: Sequence[sqlite3.Row], target: Any) -> Iterator[str]:
-    head = {"project": target.project, "database": target.database,
-            "emulator": target.is_emulator, "mode": _mode_word(runs)}
+    head: dict[str, Any] = {"project": target.project, "database": target.database,
+                            "emulator": target.is_emulator, "mode": _mode_word(runs)}
+    total = _usage_total(state, runs)
+    if total is not None:
+        head["estimate" if head["mode"] == "dry-run" else "actual"] = total
     yield dumps(head)[:-1] + ', "migrations": ['
     for i, row in enumerate(runs):
         run = run_dict(state, row)
@@ -226,6 +288,7 @@ def audit_run_chunks(state: Any, run_id: str, fmt: str) -> Iterator[str]:
         yield f"  error: {row['error']}\n"
     if row["retries"]:
         yield f"  retried {row['retries']} time(s); last error: {row['last_retry_error']}\n"
+    yield from _usage_lines(state, row)
     for note in state.notes(run_id):
         yield f"  note: {note}\n"
     yield f"{'#':>6} {'BATCH':>5} {'OP':<7} {'STATUS':<10} DOCUMENT\n"

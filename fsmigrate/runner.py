@@ -11,6 +11,7 @@ Committing and settling one batch (skips, reconciling unknown outcomes, splittin
 from __future__ import annotations
 
 import json
+import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Protocol
 from . import codec, reconcile, testhooks
 from .commit import Committer, Numbered, Settled
 from .context import Barrier, Context
+from .estimate import Tally, figures
 from .errors import (FirestoreError, FsMigrateError, MigrationBlocked, MigrationFailed, PlanError,
                      ReconcileError, UsageError, WriteTooLarge)
 from .plan import (DELETE, KINDS, MUST_NOT_EXIST, Archived, Group,
@@ -26,6 +28,7 @@ from .plan import (DELETE, KINDS, MUST_NOT_EXIST, Archived, Group,
 from .scripts import Chain, Script
 from .state import OpRecord, State, new_id
 from .store import Store, _varint_len
+from .traffic import Limiter, Limits
 
 MAX_BATCH = 500
 # Commits are bounded by their encoded size too. The emulator refuses gRPC messages over
@@ -135,7 +138,8 @@ class Runner:
     def __init__(self, store: Store, state: State, chain: Chain, *, batch_size: int = MAX_BATCH,
                  page_size: Optional[int] = None, progress: Optional[Progress] = None,
                  guard: Optional[Callable[[], None]] = None, concurrency: int = 1,
-                 markers: Optional[Any] = None, batch_bytes: int = DEFAULT_BATCH_BYTES) -> None:
+                 markers: Optional[Any] = None, batch_bytes: int = DEFAULT_BATCH_BYTES,
+                 limits: Optional[Limits] = None, traffic: Optional[Limiter] = None) -> None:
         if not 1 <= batch_size <= MAX_BATCH:
             raise UsageError(f"--batch-size must be between 1 and {MAX_BATCH}, got {batch_size}")
         if not MIN_BATCH_BYTES <= batch_bytes <= MAX_BATCH_BYTES:
@@ -144,7 +148,11 @@ class Runner:
         self.batch_bytes = batch_bytes
         # what the writes of one commit may take: the request's own bytes come off the top
         self._payload_bytes = batch_bytes - store.commit_size(())
-        self.committer = Committer(store, batch_bytes)
+        self.committer = Committer(store, batch_bytes, traffic)
+        self.limits = limits  # recorded with each run; the estimate's time is at these
+        self.traffic = traffic  # the limiter every commit waits on (None: unlimited)
+        self._ctx: Optional[Context] = None
+        self._tally = Tally()
         if not 1 <= concurrency <= MAX_CONCURRENCY:
             raise UsageError(f"--concurrency must be between 1 and {MAX_CONCURRENCY}, "
                              f"got {concurrency}")
@@ -194,6 +202,9 @@ class Runner:
             result.notes.append(text)
 
         self.progress.start(script, mode)
+        self._tally, self._ctx, self._started = Tally(), None, time.monotonic()
+        if self.traffic is not None:
+            self.traffic.begin_run()
         self._seq = 0
         self.committer.splits = 0
         self._batch = 0
@@ -218,6 +229,7 @@ class Runner:
                 raise
         self.state.finish_run(run_id, status="succeeded", counts=counts)
         self._record_retries(run_id)
+        self._record_usage(run_id, dry_run, counts)
         if applies_revision and script.revision not in self.state.applied(
                 self.target.project, self.target.database):
             self.state.mark_applied(project=self.target.project, database=self.target.database,
@@ -234,6 +246,7 @@ class Runner:
                   dry_run: bool, counts: dict[str, int], note: Any) -> None:
         ctx = Context(self.store, script.revision, dry_run, self.page_size, note,
                       partitions=self.concurrency)
+        self._ctx = ctx
         self._pool = ThreadPoolExecutor(max_workers=self.concurrency,
                                         thread_name_prefix="fsmigrate-commit")
         self._inflight: deque[tuple[str, int, Future]] = deque()
@@ -331,10 +344,29 @@ class Runner:
         self.state.finish_run(run_id, status="failed", counts=counts, error=error,
                               error_kind=kind)
         self._record_retries(run_id)
+        self._record_usage(run_id, self.state.run(run_id)["mode"] == DRY_RUN, counts)
 
     def _record_retries(self, run_id: str) -> None:
         if self.store.retries:
             self.state.record_retries(run_id, self.store.retries, self.store.last_retry_error)
+
+    def _record_usage(self, run_id: str, dry_run: bool, counts: dict[str, int]) -> None:
+        """The run's traffic (the limits, and what throttling did) and its estimate (a
+        dry-run) or what it actually read, wrote and archived (an apply)."""
+        reads = (self._ctx.reads if self._ctx is not None else 0) + self._tally.blind_reads
+        if dry_run:
+            done = counts
+            traffic = self.limits.to_json() if self.limits is not None else None
+        else:
+            done = {kind: by_status.get("committed", 0)
+                    for kind, by_status in self.state.op_counts(run_id).items()}
+            traffic = (self.traffic.report() if self.traffic is not None
+                       else self.limits.to_json() if self.limits is not None else None)
+        usage = figures(reads=reads, counts=done, archive_bytes=self._tally.archive_bytes,
+                        limits=self.limits)
+        if not dry_run:
+            usage["seconds"] = round(time.monotonic() - self._started, 3)
+        self.state.record_usage(run_id, traffic=traffic, estimate=usage)
 
     def _committed(self, run_id: str) -> int:
         return int(self.state.run(run_id)["committed"])
@@ -375,13 +407,20 @@ class Runner:
         self._seq += len(batch)
         for op in batch:
             counts[op.kind] += 1
+        blind = sum(op.needs_read for op in batch)
         if dry_run:
-            if self.capture_writes:  # a reviewed plan: exact writes, guarded like an apply
-                self._read_before_blind_sets(batch)
+            # blind sets are read as the apply will read them: a reviewed plan guards them
+            # like an apply, and the estimate counts what they will archive
+            self._read_before_blind_sets(batch)
             self._record(run_id, self._batch, numbered, "planned")
         else:
             self._apply_batch(run_id, self._batch, numbered)
+        self._tally.add(batch, blind)
         self.progress.advance(len(batch))
+        if self.traffic is not None and not dry_run:
+            show_limit = getattr(self.progress, "limit", None)
+            if show_limit is not None:
+                show_limit(self.traffic.current())
 
     def _regroup(self, items: list[Any]) -> Iterator[Any]:
         for item in items:

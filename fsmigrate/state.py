@@ -322,6 +322,22 @@ class State:
             self.conn.execute("UPDATE runs SET retries=?, last_retry_error=? WHERE id=?",
                               (retries, last_error, run_id))
 
+    def record_usage(self, run_id: str, *, traffic: Optional[dict[str, Any]],
+                     estimate: Optional[dict[str, Any]]) -> None:
+        """The run's traffic (limits used, throttling) and its estimate (a dry-run) or
+        actuals (an apply), as JSON (`usage` reads them back)."""
+        with self.tx():
+            self.conn.execute("UPDATE runs SET traffic=?, estimate=? WHERE id=?",
+                              (json.dumps(traffic, sort_keys=True) if traffic else None,
+                               json.dumps(estimate, sort_keys=True) if estimate else None,
+                               run_id))
+
+    @staticmethod
+    def usage(row: sqlite3.Row) -> tuple[Optional[dict[str, Any]], Optional[dict[str, Any]]]:
+        """(traffic, estimate) of a run row, parsed."""
+        return (json.loads(row["traffic"]) if row["traffic"] else None,
+                json.loads(row["estimate"]) if row["estimate"] else None)
+
     def mark_interrupted(self, run_id: str, by: str) -> None:
         """A run found `running` while we hold the lock: its process died."""
         with self.tx():

@@ -143,6 +143,10 @@ class Doc:
     def document_bytes(self) -> bytes:
         return self._pb.SerializeToString()
 
+    def document_size(self) -> int:
+        """len(document_bytes()), without serializing."""
+        return self._pb.ByteSize()
+
     def __repr__(self) -> str:
         return f"Doc({self.path!r})"
 
@@ -433,14 +437,18 @@ class Store:
                                       f"({request.ByteSize():,} bytes)", exc) from exc
             if isinstance(exc, gexc.InvalidArgument):
                 raise FirestoreError(f"commit of {len(writes)} operations", exc) from exc
-            self.note_retry(exc)
             raise TransientError(f"commit of {len(writes)} operations", exc) from exc
-        except TRANSIENT_ERRORS as exc:
-            self.note_retry(exc)
+        except TRANSIENT_ERRORS as exc:  # counted by the caller's backoff when it retries
             raise TransientError(f"commit of {len(writes)} operations", exc) from exc
         except gexc.GoogleAPICallError as exc:
             raise FirestoreError(f"commit of {len(writes)} operations", exc) from exc
         return DatetimeWithNanoseconds.from_timestamp_pb(response._pb.commit_time)
+
+
+def status_code(exc: BaseException) -> Optional[str]:
+    """The gRPC status code name of a Firestore error ('RESOURCE_EXHAUSTED', ...), if any."""
+    code = getattr(exc, "grpc_status_code", None)
+    return getattr(code, "name", None)
 
 
 def _varint_len(n: int) -> int:
