@@ -16,7 +16,7 @@ from . import reconcile
 from .errors import ReconcileError, RequestTooLarge, TransientError, WriteTooLarge
 from .plan import Operation, timestamp_text
 from .store import PRECONDITION_ERRORS, Store, status_code
-from .traffic import Limiter
+from .traffic import Limiter, Ticket
 
 Numbered = list[tuple[int, Operation]]
 Settled = list[tuple[int, str]]
@@ -67,12 +67,14 @@ class Committer:
         self.traffic = traffic
         self.splits = 0
 
-    def _send(self, numbered: Numbered) -> str:
-        """One commit of the operations' journaled writes; its commit time."""
+    def _send(self, numbered: Numbered, ticket: Optional[Ticket] = None) -> str:
+        """One commit of the operations' journaled writes (admitted by `ticket`, or after
+        waiting for their tokens now); its commit time."""
         writes = [op.write for _, op in numbered]
         if self.traffic is None:
             return timestamp_text(self.store.commit_writes(writes))
-        ticket = self.traffic.acquire(len(writes))
+        if ticket is None:
+            ticket = self.traffic.acquire(len(writes))
         try:
             when = self.store.commit_writes(writes)
         except TransientError as exc:
@@ -84,8 +86,11 @@ class Committer:
         self.traffic.done(ticket)
         return timestamp_text(when)
 
-    def commit(self, numbered: Numbered) -> tuple[Settled, Settled]:
+    def commit(self, numbered: Numbered, admitted: Optional[Ticket] = None
+               ) -> tuple[Settled, Settled]:
         """Commit what still holds; returns ((seq, commit time) committed, (seq, why) skipped).
+        `admitted`: the limiter's ticket for the whole batch, taken by the caller (its
+        first try goes with it; retries and halves wait for tokens of their own).
 
         A precondition failure re-reads the batch and drops the operations whose document
         changed. A transient error leaves the outcome unknown: the batch is re-read and
@@ -97,8 +102,9 @@ class Committer:
         ambiguous = False
         failures = 0
         while remaining:
+            ticket, admitted = admitted, None
             try:
-                when = self._send(remaining)
+                when = self._send(remaining, ticket)
                 return committed + [(seq, when) for seq, _ in remaining], skipped
             except RequestTooLarge as exc:
                 more_committed, more_skipped = self._split(remaining, exc)

@@ -28,7 +28,7 @@ from .plan import (DELETE, KINDS, MUST_NOT_EXIST, Archived, Group,
 from .scripts import Chain, Script
 from .state import OpRecord, State, new_id
 from .store import Store, _varint_len
-from .traffic import Limiter, Limits
+from .traffic import Limiter, Limits, Ticket
 
 MAX_BATCH = 500
 # Commits are bounded by their encoded size too. The emulator refuses gRPC messages over
@@ -456,17 +456,22 @@ class Runner:
     def _apply_batch(self, run_id: str, number: int, numbered: Numbered) -> None:
         """Journal the batch, then hand its commit to a commit thread, so the next batch is
         planned (and read, and archived) while this one is on the wire. At most
-        `concurrency` batches are journaled and unsettled at any time."""
+        `concurrency` batches are journaled and unsettled at any time. With a traffic
+        limiter, the batch first waits for its slot, while the batches before it are still
+        in flight: settling them and journaling this one then take none of the slot's time
+        (the limiter counts from the slot, so such delays never add up)."""
+        ticket = self.traffic.acquire(len(numbered)) if self.traffic is not None else None
         self._settle_inflight(run_id, keep=self.concurrency - 1)
         self.guard()
         self._read_before_blind_sets([op for _, op in numbered])
         self._record(run_id, number, numbered, "pending")  # write-ahead
-        future = self._pool.submit(self._send, number, numbered)
+        future = self._pool.submit(self._send, number, numbered, ticket)
         self._inflight.append((run_id, number, future))
 
-    def _send(self, number: int, numbered: Numbered) -> tuple[Settled, Settled]:
+    def _send(self, number: int, numbered: Numbered,
+              ticket: Optional[Ticket] = None) -> tuple[Settled, Settled]:
         testhooks.reached("before-commit", number)
-        outcome = self.committer.commit(numbered)
+        outcome = self.committer.commit(numbered, ticket)
         testhooks.reached("after-commit", number)
         return outcome
 
