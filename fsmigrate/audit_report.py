@@ -1,35 +1,39 @@
-"""The audit report of one run, fit for a change ticket (markdown or HTML). No I/O: yields
-text.
+"""The audit report of one run, fit for a change ticket. No I/O: yields text.
 
 Who ran it, when, from which host and tool version, against which project and database;
 the script and its checksum; the dry-run it followed; planned / committed / skipped
-counts per operation and per collection; errors and notes; and how to get the
-before-images.
+counts per operation and per collection; documents merged per canonical ID (a
+normalisation); errors and notes; and how to get the before-images.
+
+`markdown()` is the report as markdown that reads the same in any renderer (every ID, path,
+note and error goes through fsmigrate.mdsafe); `html()` is the same report as a standalone
+page: each section's markdown rendered by markdown-it-py into a Jinja2 template, with SVG
+charts. A line of the summary table is a (label, value) pair in `summary_rows()`: a plain
+value is escaped as prose, an `mdsafe.Md` value (`md()`, `code()`...) is used as it is. A
+section is a method of `Report` named in `SECTIONS`; its charts come from `Report.charts`.
 """
 from __future__ import annotations
 
 import json
-import re
-from html import escape
-from typing import Any, Iterable, Iterator, Optional
+import shlex
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Optional
 
+from . import archive, charts
 from .estimate import describe
+from .mdsafe import Md, bold, code, fence, header, md, row, text
+from .normalize import merge_step
 from .traffic import describe_stats
 
 STATUSES = ("planned", "committed", "skipped", "failed", "pending")
+OUTCOMES = (("create", "created"), ("update", "updated"), ("keep", "kept"))
+SKIPPED_SHOWN = 200   # skipped operations listed (the export has all)
+MERGES_SHOWN = 1000   # canonical documents listed in the merge table
+CHART_ROWS = 30       # bars per chart (the tables list all)
 
 
 def collection_of(path: str) -> str:
     return path.rsplit("/", 1)[0]
-
-
-def per_collection(state: Any, run_id: str) -> dict[str, dict[str, int]]:
-    """{collection: {status: n}}, streamed over the run's operations (flat memory)."""
-    out: dict[str, dict[str, int]] = {}
-    for row in state.ops(run_id):
-        counts = out.setdefault(collection_of(row["path"]), {})
-        counts[row["status"]] = counts.get(row["status"], 0) + 1
-    return out
 
 
 def count_cells(by_status: dict[str, int]) -> list[int]:
@@ -44,8 +48,55 @@ def count_cells(by_status: dict[str, int]) -> list[int]:
             for s in STATUSES]
 
 
-def _count_row(label: str, by_status: dict[str, int]) -> str:
-    return f"| {label} | " + " | ".join(str(n) for n in count_cells(by_status)) + " |\n"
+@dataclass
+class Merge:
+    """What a run did to one canonical document: the documents merged into it (deleted),
+    by status, and what became of the canonical document itself."""
+
+    target: str
+    merged: dict[str, int] = field(default_factory=dict)
+    outcome: str = "keep"             # create / update / keep
+    source: Optional[str] = None      # the document whose data it was created or updated from
+    outcome_status: Optional[str] = None
+
+    @property
+    def total(self) -> int:
+        return sum(self.merged.values())
+
+
+@dataclass
+class Tally:
+    """One pass over a run's operations (flat memory but per collection and per canonical
+    document): counts per collection by status, and the merges (fsmigrate.normalize
+    labels)."""
+
+    by_collection: dict[str, dict[str, int]] = field(default_factory=dict)
+    merges: dict[str, Merge] = field(default_factory=dict)
+
+    def add(self, op: Any) -> None:
+        counts = self.by_collection.setdefault(collection_of(op["path"]), {})
+        counts[op["status"]] = counts.get(op["status"], 0) + 1
+        step = merge_step(op["kind"], op["path"], op["label"])
+        if step is None:
+            return
+        merge = self.merges.setdefault(step.target, Merge(step.target))
+        if step.role in ("merged", "kept"):
+            merge.merged[op["status"]] = merge.merged.get(op["status"], 0) + 1
+        else:
+            merge.outcome, merge.source, merge.outcome_status = \
+                step.role, step.source, op["status"]
+
+
+def tally(state: Any, run_id: str) -> Tally:
+    found = Tally()
+    for op in state.ops(run_id):
+        found.add(op)
+    return found
+
+
+def per_collection(state: Any, run_id: str) -> dict[str, dict[str, int]]:
+    """{collection: {status: n}}, streamed over the run's operations."""
+    return tally(state, run_id).by_collection
 
 
 def followed_dry_run(state: Any, run: Any) -> Optional[Any]:
@@ -63,82 +114,192 @@ def followed_dry_run(state: Any, run: Any) -> Optional[Any]:
         (run["project"], run["database"], run["revision"], run["started_at"])).fetchone()
 
 
-def markdown(state: Any, run_id: str, state_path: str) -> Iterator[str]:
-    run = state.run(run_id)
-    title = f"{run['kind']} {run['mode']} of migration {run['revision']}"
-    yield f"# fsmigrate audit: {title}\n\n"
-    yield f"_{run['description']}_\n\n"
-    yield "| | |\n|---|---|\n"
-    rows = [
-        ("Run", f"`{run['id']}`"),
-        ("Status", f"**{run['status']}**" + (f" ({run['error_kind']})" if run["error_kind"]
-                                               else "")),
-        ("Target", f"project `{run['project']}`, database `{run['database']}`"),
-        ("Operator", f"{run['operator']} on host `{run['host']}`"),
+def summary_rows(state: Any, run: Any) -> list[tuple[str, Any]]:
+    """The summary table: (label, value); plain values are escaped, `Md` ones kept."""
+    status = bold(run["status"])
+    rows: list[tuple[str, Any]] = [
+        ("Run", code(run["id"])),
+        ("Status", md("{} ({})", status, run["error_kind"]) if run["error_kind"] else status),
+        ("Target", md("project {}, database {}", code(run["project"]), code(run["database"]))),
+        ("Operator", md("{} on host {}", run["operator"], code(run["host"]))),
         ("Tool", f"fsmigrate {run['tool_version']}"),
         ("Started", run["started_at"]),
         ("Finished", run["finished_at"] or "(unfinished)"),
-        ("Script", f"revision `{run['revision']}`, sha256 `{run['checksum']}`"),
+        ("Script", md("revision {}, sha256 {}", code(run["revision"]), code(run["checksum"]))),
     ]
     if run["resumes"]:
-        rows.append(("Resumes", f"run `{run['resumes']}`"))
+        rows.append(("Resumes", md("run {}", code(run["resumes"]))))
     if run["mode"] == "apply":
-        dry = followed_dry_run(state, run)
-        if dry is None:
-            rows.append(("Dry-run", "**none** recorded before this apply"))
-        else:
-            same = "same script" if dry["checksum"] == run["checksum"] else \
-                f"**a different script** (sha256 `{dry['checksum'][:12]}..`)"
-            if run["kind"] == "plan":
-                rows.append(("Plan", f"applied the reviewed plan `{run['source']}` exactly "
-                                     f"(plan file sha256 `{run['plan_digest']}`)"))
-            rows.append(("Dry-run", f"`{dry['id']}` by {dry['operator']} at "
-                                    f"{dry['started_at']}, {dry['planned']} operations "
-                                    f"planned, {same}"))
+        rows.extend(_dry_run_rows(state, run))
     elif run["plan_digest"]:
-        rows.append(("Plan", f"wrote the plan `{run['invocation']}` for review (plan file "
-                             f"sha256 `{run['plan_digest']}`)"))
+        rows.append(("Plan", md("wrote the plan {} for review (plan file sha256 {})",
+                                code(run["invocation"]), code(run["plan_digest"]))))
     if run["retries"]:
         rows.append(("Retries", f"{run['retries']} (last: {run['last_retry_error']})"))
     rows.extend(_usage_rows(state, run))
-    for key, value in rows:
-        yield f"| {key} | {value} |\n"
+    return rows
 
-    yield "\n## Counts\n\n"
-    yield ("_planned_ counts every operation the run planned; the other columns say what "
-           "became of them.\n\n")
-    yield "| operation | " + " | ".join(STATUSES) + " |\n|---|" + "---|" * len(STATUSES) + "\n"
-    by_kind = state.op_counts(run_id)
-    for kind in sorted(by_kind):
-        yield _count_row(kind, by_kind[kind])
-    yield (f"| **total** | {run['planned']} planned | {run['committed']} committed | "
-           f"{run['skipped']} skipped | {run['failed']} failed or unsettled | |\n")
-    yield "\n### Per collection\n\n"
-    yield "| collection | " + " | ".join(STATUSES) + " |\n|---|" + "---|" * len(STATUSES) + "\n"
-    for collection, counts in sorted(per_collection(state, run_id).items()):
-        yield _count_row(f"`{collection}`", counts)
 
-    if run["error"]:
-        yield f"\n## Error\n\n```\n{run['error']}\n```\n"
-    notes = state.notes(run_id)
-    if notes:
-        yield "\n## Notes from the migration\n\n" + "".join(f"- {n}\n" for n in notes)
-    skipped = list(state.ops(run_id, status="skipped", limit=200))
-    if skipped:
-        yield "\n## Skipped operations\n\n| document | operation | why |\n|---|---|---|\n"
-        for op in skipped:
-            yield f"| `{op['path']}` | {op['kind']} | {op['reason']} |\n"
-        if run["skipped"] > len(skipped):
-            yield f"\n... and {run['skipped'] - len(skipped)} more.\n"
-    counts = json.loads(run["counts"] or "{}")
-    yield "\n## Before-images\n\n"
-    yield ("Every document this run changed or deleted was archived in the state file "
-           f"(`{state_path}`) before the write was sent. To get them:\n\n")
-    yield f"```sh\nfsmigrate --state {state_path} audit {run_id} --export before-images.jsonl\n"
-    yield f"fsmigrate --project {run['project']} --state {state_path} restore {run_id} --dry-run\n```\n"
-    if counts:
-        yield "\nPlanned by kind: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) \
-            + ".\n"
+def _dry_run_rows(state: Any, run: Any) -> list[tuple[str, Any]]:
+    dry = followed_dry_run(state, run)
+    if dry is None:
+        return [("Dry-run", md("{} recorded before this apply", bold("none")))]
+    same = "same script" if dry["checksum"] == run["checksum"] else \
+        md("{} (sha256 {})", bold("a different script"), code(dry["checksum"][:12] + ".."))
+    rows: list[tuple[str, Any]] = []
+    if run["kind"] == "plan":
+        rows.append(("Plan", md("applied the reviewed plan {} exactly (plan file sha256 {})",
+                                code(run["source"]), code(run["plan_digest"]))))
+    rows.append(("Dry-run", md("{} by {} at {}, {} operations planned, {}", code(dry["id"]),
+                               dry["operator"], dry["started_at"], dry["planned"], same)))
+    return rows
+
+
+SECTIONS = ("summary", "counts", "merges", "error", "notes", "skipped", "before_images")
+
+
+class Report:
+    """The report's sections, each yielding markdown, and the charts that go with them."""
+
+    def __init__(self, state: Any, run_id: str, state_path: str) -> None:
+        self.state, self.run, self.state_path = state, state.run(run_id), state_path
+        self._tally: Optional[Tally] = None
+
+    @property
+    def tally(self) -> Tally:
+        if self._tally is None:
+            self._tally = tally(self.state, self.run["id"])
+        return self._tally
+
+    def summary(self) -> Iterator[str]:
+        run = self.run
+        yield "# " + text(f"fsmigrate audit: {run['kind']} {run['mode']} of migration "
+                          f"{run['revision']}") + "\n\n"
+        if run["description"]:
+            yield text(run["description"]) + "\n\n"
+        yield "| | |\n|---|---|\n"
+        for label, value in summary_rows(self.state, run):
+            yield row([label, value])
+
+    def counts(self) -> Iterator[str]:
+        run = self.run
+        yield "\n## Counts\n\n"
+        yield ("**planned** counts every operation the run planned; the other columns say what "
+               "became of them.\n\n")
+        yield header(["operation", *STATUSES])
+        by_kind = self.state.op_counts(run["id"])
+        for kind in sorted(by_kind):
+            yield row([kind, *count_cells(by_kind[kind])])
+        yield row([bold("total"), f"{run['planned']} planned", f"{run['committed']} committed",
+                   f"{run['skipped']} skipped", f"{run['failed']} failed or unsettled", ""])
+        yield "\n### Per collection\n\n"
+        yield header(["collection", *STATUSES])
+        for collection, counts in sorted(self.tally.by_collection.items()):
+            yield row([code(collection), *count_cells(counts)])
+
+    def merges(self) -> Iterator[str]:
+        merges = self.tally.merges
+        if not merges:
+            return
+        outcomes = {key: sum(m.outcome == key for m in merges.values()) for key, _ in OUTCOMES}
+        yield "\n## Merged into canonical documents\n\n"
+        merged = sum(m.total for m in merges.values())
+        yield (f"{_plural(merged, 'document')} merged into "
+               f"{_plural(len(merges), 'canonical document')}: "
+               + ", ".join(f"{outcomes[key]} {word}" for key, word in OUTCOMES) + ".\n\n")
+        yield header(["canonical document", "documents merged", "canonical document is",
+                      "from", "status"])
+        for merge in sorted(merges.values(), key=lambda m: m.target)[:MERGES_SHOWN]:
+            yield row([code(merge.target), merge.total, dict(OUTCOMES)[merge.outcome],
+                       code(merge.source.rsplit("/", 1)[1]) if merge.source else "",
+                       _merge_status(merge)])
+        if len(merges) > MERGES_SHOWN:
+            yield f"\n... and {len(merges) - MERGES_SHOWN} more canonical documents.\n"
+
+    def error(self) -> Iterator[str]:
+        if self.run["error"]:
+            yield "\n## Error\n\n" + fence(self.run["error"])
+
+    def notes(self) -> Iterator[str]:
+        notes = self.state.notes(self.run["id"])
+        if notes:
+            yield "\n## Notes from the migration\n\n" + "".join(f"- {text(n)}\n" for n in notes)
+
+    def skipped(self) -> Iterator[str]:
+        run = self.run
+        shown = 0
+        for op in self.state.ops(run["id"], status="skipped", limit=SKIPPED_SHOWN):
+            if not shown:
+                yield "\n## Skipped operations\n\n" + header(["document", "operation", "why"])
+            shown += 1
+            yield row([code(op["path"]), op["kind"], op["reason"] or ""])
+        if run["skipped"] > shown:
+            yield f"\n... and {run['skipped'] - shown} more.\n"
+
+    def before_images(self) -> Iterator[str]:
+        run, path = self.run, shlex.quote(self.state_path)
+        yield "\n## Before-images\n\n"
+        if (run["archive_policy"] or "full") != "full" or run["pruned_at"]:
+            yield text(f"Archive: {archive.describe(run)}.") + "\n\n"
+        if archive.unavailable(run, "export") is None:
+            yield md("Every document this run changed or deleted was archived in the state "
+                     "file ({}) before the write was sent. To get them:\n\n",
+                     code(self.state_path))
+            yield fence(f"fsmigrate --state {path} audit {shlex.quote(run['id'])} --export "
+                        f"before-images.jsonl\nfsmigrate --project "
+                        f"{shlex.quote(run['project'])} --state {path} restore "
+                        f"{shlex.quote(run['id'])} --dry-run\n", "sh")
+        counts = json.loads(run["counts"] or "{}")
+        if counts:
+            yield "\n" + text("Planned by kind: " + ", ".join(
+                f"{v} {k}" for k, v in sorted(counts.items())) + ".") + "\n"
+
+    def charts(self, section: str) -> list[Any]:
+        """The charts drawn after a section in the HTML page."""
+        if section == "counts":
+            by_kind = self.state.op_counts(self.run["id"])
+            by_collection = sorted(self.tally.by_collection.items(),
+                                   key=lambda item: (-sum(item[1].values()), item[0]))
+            return [
+                charts.horizontal_bars("operations-per-kind", "operations per kind",
+                                       sorted(by_kind.items()), _legend(by_kind),
+                                       limit=CHART_ROWS, unit="operations"),
+                charts.horizontal_bars("operations-per-collection", "operations per collection",
+                                       by_collection, _legend(dict(by_collection)),
+                                       limit=CHART_ROWS, unit="operations")]
+        if section == "merges" and self.tally.merges:
+            merges = sorted(self.tally.merges.values(), key=lambda m: (-m.total, m.target))
+            return [charts.horizontal_bars(
+                "merged-per-canonical-id", "documents merged per canonical ID, by what "
+                "became of the canonical document",
+                [(m.target.rsplit("/", 1)[1], {m.outcome: m.total}) for m in merges],
+                OUTCOMES, limit=CHART_ROWS, unit="documents merged")]
+        return []
+
+
+def _legend(counts: dict[str, dict[str, int]]) -> list[tuple[str, str]]:
+    """The statuses that occur, in STATUSES order: `planned` for a dry-run, what became of
+    the operations for an apply."""
+    present = {status for by_status in counts.values() for status, n in by_status.items() if n}
+    return [(status, status) for status in STATUSES if status in present]
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def _merge_status(merge: Merge) -> str:
+    done = ", ".join(f"{n} {status}" for status in STATUSES
+                     if (n := merge.merged.get(status, 0)))
+    if merge.outcome_status not in (None, "planned", "committed"):
+        done += f"; the {merge.outcome} was {merge.outcome_status}"
+    return done
+
+
+def markdown(state: Any, run_id: str, state_path: str) -> Iterator[str]:
+    report = Report(state, run_id, state_path)
+    for section in SECTIONS:
+        yield from getattr(report, section)()
 
 
 def _usage_rows(state: Any, run: Any) -> list[tuple[str, str]]:
@@ -166,67 +327,23 @@ def export_before_images(state: Any, run_id: str) -> Iterator[str]:
                      "before": op["before"]}) + "\n"
 
 
+@dataclass(frozen=True)
+class Section:
+    name: str
+    html: Any           # markupsafe.Markup
+    charts: list[Any]
+
+
 def html(state: Any, run_id: str, state_path: str) -> Iterator[str]:
-    """The same report as a standalone HTML page (the markdown above, rendered)."""
-    run = state.run(run_id)
-    yield ("<!doctype html>\n<html><head><meta charset=\"utf-8\">"
-           f"<title>fsmigrate audit {escape(run['id'])}</title><style>"
-           "body{font-family:sans-serif;max-width:60em;margin:2em auto}"
-           "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .5em}"
-           "code,pre{background:#f4f4f4}</style></head><body>\n")
-    yield from _render(markdown(state, run_id, state_path))
-    yield "</body></html>\n"
+    """The same report as a standalone HTML page, with its charts (no script, no network)."""
+    from . import pages
 
+    report = Report(state, run_id, state_path)
 
-def _render(chunks: Iterable[str]) -> Iterator[str]:
-    """Our own markdown subset (headings, tables, lists, code blocks) to HTML."""
-    in_code = in_list = False
-    table: list[str] = []
-    for line in "".join(chunks).splitlines():
-        if line.startswith("```"):
-            yield "</pre>\n" if in_code else "<pre>"
-            in_code = not in_code
-            continue
-        if in_code:
-            yield escape(line) + "\n"
-            continue
-        if line.startswith("|"):
-            table.append(line)
-            continue
-        if table:
-            yield _table(table)
-            table = []
-        if in_list and not line.startswith("- "):
-            yield "</ul>\n"
-            in_list = False
-        if line.startswith("#"):
-            level = len(line) - len(line.lstrip("#"))
-            yield f"<h{level}>{_inline(line[level:].strip())}</h{level}>\n"
-        elif line.startswith("- "):
-            if not in_list:
-                yield "<ul>\n"
-                in_list = True
-            yield f"<li>{_inline(line[2:])}</li>\n"
-        elif line.strip():
-            yield f"<p>{_inline(line)}</p>\n"
-    if table:
-        yield _table(table)
-    if in_list:
-        yield "</ul>\n"
+    def sections() -> Iterator[Section]:
+        for name in SECTIONS:
+            markdown_text = "".join(getattr(report, name)())
+            if markdown_text:
+                yield Section(name, pages.markdown_html(markdown_text), report.charts(name))
 
-
-def _table(lines: list[str]) -> str:
-    rows = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in lines
-            if not set(line.replace("|", "").strip()) <= {"-"}]
-    out = ["<table>"]
-    for i, cells in enumerate(rows):
-        tag = "th" if i == 0 else "td"
-        out.append("<tr>" + "".join(f"<{tag}>{_inline(c)}</{tag}>" for c in cells) + "</tr>")
-    return "\n".join(out) + "</table>\n"
-
-
-def _inline(text: str) -> str:
-    text = escape(text)
-    text = re.sub(r"`([^`]*)`", r"<code>\1</code>", text)
-    text = re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", text)
-    return re.sub(r"(?<![\w])_([^_]+)_(?![\w])", r"<i>\1</i>", text)
+    return pages.render("audit.html.j2", run_id=report.run["id"], sections=sections())

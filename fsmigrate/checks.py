@@ -9,7 +9,10 @@ its summary (`fsmigrate check --list`). Register it in the distribution's metada
     [project.entry-points."fsmigrate.checks"]
     sessions = "mypkg.checks:sessions"
 
-Nothing here prints; renderers (text, json, OpenMetrics) turn a result into text.
+A check may also return time series (`Series`: a value per hour or day, and the alarm
+threshold), drawn by the html renderer and listed by the json one.
+
+Nothing here prints; renderers (text, json, OpenMetrics, html) turn a result into text.
 """
 from __future__ import annotations
 
@@ -64,10 +67,43 @@ class Metric:
     help: str = ""
 
 
+@dataclass(frozen=True)
+class Point:
+    """One bucket of a time series: its start (UTC) and its value."""
+
+    start: dt.datetime
+    value: float
+
+
+@dataclass(frozen=True)
+class Series:
+    """A time series: one `Point` per bucket of `bucket` width, oldest first. `threshold`
+    is the value the check alarms above (drawn as a line, with `threshold_label`);
+    `style` is "bars" (a count per bucket) or "line" (a level over time)."""
+
+    name: str
+    title: str
+    bucket: dt.timedelta
+    points: Sequence[Point]
+    threshold: Optional[float] = None
+    threshold_label: str = ""
+    style: str = "bars"
+    unit: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "title": self.title,
+                "bucket_seconds": int(self.bucket.total_seconds()), "style": self.style,
+                "unit": self.unit, "threshold": self.threshold,
+                "threshold_label": self.threshold_label,
+                "points": [{"start": _utc(p.start), "value": p.value} for p in self.points]}
+
+
 @dataclass
 class CheckResult:
     """What a check found. `details` is the check's own JSON (documented by the check);
-    `lines` its text report; `labels` apply to every metric (e.g. the collection)."""
+    `lines` its text report; `labels` apply to every metric (e.g. the collection);
+    `series` its time series, if any (--format html draws them; json lists them under
+    "series")."""
 
     check: str
     healthy: bool
@@ -77,10 +113,14 @@ class CheckResult:
     details: dict[str, Any] = field(default_factory=dict)
     lines: list[str] = field(default_factory=list)
     checked_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
+    series: list[Series] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {**self.details, "check": self.check, "healthy": self.healthy,
-                "reasons": list(self.reasons)}
+        out = {**self.details, "check": self.check, "healthy": self.healthy,
+               "reasons": list(self.reasons)}
+        if self.series:
+            out["series"] = [s.to_json() for s in self.series]
+        return out
 
 
 class CheckNotFound(UsageError):
@@ -235,7 +275,16 @@ def openmetrics_chunks(result: CheckResult) -> Iterator[str]:
     yield "# EOF\n"
 
 
-RENDERERS = {"text": text_chunks, "json": json_chunks, "openmetrics": openmetrics_chunks}
+def html_chunks(result: CheckResult) -> Iterator[str]:
+    """A standalone page: the verdict, the reasons, a bar chart per labelled metric family,
+    a chart per time series, the text report and the details (fsmigrate.check_page)."""
+    from .check_page import page
+
+    return page(result)
+
+
+RENDERERS = {"text": text_chunks, "json": json_chunks, "openmetrics": openmetrics_chunks,
+             "html": html_chunks}
 
 
 def _utc(when: dt.datetime) -> str:

@@ -603,7 +603,7 @@ def _check_command(info: checks.CheckInfo) -> click.Command:
         click.Option(["--format", "fmt"], type=click.Choice(sorted(checks.RENDERERS)),
                      default="text", show_default=True,
                      help="openmetrics: gauges for a node-exporter textfile collector or a "
-                          "Prometheus scrape."),
+                          "Prometheus scrape; html: a standalone page with charts."),
         click.Option(["--output", "-o", "output"],
                      type=click.Path(dir_okay=False, path_type=Path),
                      help="Write the result to this file instead of stdout.")]

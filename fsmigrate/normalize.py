@@ -39,6 +39,19 @@ def keep_newest(field: str) -> KeepNewest:
 Conflict = Union[str, KeepNewest]
 _NEVER = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
 
+# Operation labels (in the audit: `ops.label`); merge_step() reads them back.
+ARROW = " -> "
+MERGED_OLDER = " (merged: older)"
+
+
+def _kept_newer(target: str) -> str:
+    return f" (merged: {target} kept, newer)"
+
+
+def _overwrote(target: str) -> str:
+    return f" (overwrote {target})"
+
+
 
 def newness(doc: Any, field: Optional[str]) -> tuple:
     """Order documents by `field` (when it is a timestamp or number), then update time."""
@@ -69,7 +82,7 @@ class Renamer:
         new_path = _sibling(doc.path, new_id)
         if target == "read":
             target = self.ctx.get(new_path)
-        label = f"{doc.path} -> {new_path}"
+        label = f"{doc.path}{ARROW}{new_path}"
         children = self._subcollections(doc, new_path, subcollections, label)
         if children is None:
             return Group([])
@@ -85,8 +98,7 @@ class Renamer:
             if note_resolved:
                 self.ctx.note(f"CONFLICT {label}: {new_path} exists and is newer by "
                               f"{on_conflict.field}; kept it, {doc.path} deleted")
-            return Group([self._delete(doc, f"{label} (merged: {new_path} kept, newer)")],
-                         children)
+            return Group([self._delete(doc, label + _kept_newer(new_path))], children)
         if on_conflict != OVERWRITE and not isinstance(on_conflict, KeepNewest):
             raise ValueError(f"on_conflict must be 'skip', 'overwrite' or keep_newest(field), "
                              f"not {on_conflict!r}")
@@ -95,7 +107,7 @@ class Renamer:
             self.ctx.note(f"CONFLICT {label}: {new_path} exists; overwritten by {doc.path} "
                           f"(on_conflict={how})")
         write = self._write(SET, new_path, doc, Precondition(update_time=target.update_time),
-                            target, label + f" (overwrote {new_path})", transform)
+                            target, label + _overwrote(new_path), transform)
         return Group([write, delete_old], children)
 
     def _write(self, kind: str, path: str, doc: Any, pre: Precondition, before: Any,
@@ -183,7 +195,7 @@ def normalize(ctx: Any, collection: str, canonical_of: Callable[[str], Optional[
             continue
         if newness(doc, keep) > newness(current, keep):
             best[target], doc = doc, current
-        label = f"{doc.path} -> {collection}/{target} (merged: older)"
+        label = f"{doc.path}{ARROW}{collection}/{target}{MERGED_OLDER}"
         loser = renamer._subcollections(doc, None, subcollections, label)
         if loser is None:
             continue
@@ -217,3 +229,43 @@ def _show(doc: Any, field: Optional[str]) -> str:
     if isinstance(value, dt.datetime):
         value = value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     return f"{field} {value if value is not None else 'missing'}"
+
+
+@dataclass(frozen=True)
+class MergeStep:
+    """What one operation of a rename or merge did to `target` (a document path):
+    `merged` (`source` deleted into it), `kept` (`source` deleted, the existing target was
+    newer), `create` or `update` (the target written from `source`)."""
+
+    target: str
+    source: str
+    role: str
+
+
+def _parent(path: str) -> str:
+    return path.rsplit("/", 1)[0]
+
+
+def merge_step(kind: str, path: str, label: Optional[str]) -> Optional[MergeStep]:
+    """Read an operation's label back (the labels built above): which canonical document
+    it merged into, or None for anything else (moves of subcollections, plain writes).
+    Exact: the operation's own path anchors the label, so IDs may hold any text."""
+    if not label:
+        return None
+    if kind == DELETE:
+        if not label.startswith(path + ARROW):
+            return None
+        rest = label[len(path + ARROW):]
+        if rest.endswith(MERGED_OLDER):
+            return MergeStep(rest[:-len(MERGED_OLDER)], path, "merged")
+        size, odd = divmod(len(rest) - len(_kept_newer("")), 2)
+        if size > 0 and not odd and rest == rest[:size] + _kept_newer(rest[:size]):
+            return MergeStep(rest[:size], path, "kept")
+        return MergeStep(rest, path, "merged") if _parent(rest) == _parent(path) else None
+    if kind == CREATE and label.endswith(ARROW + path):
+        source = label[:-len(ARROW + path)]
+        return MergeStep(path, source, "create") if _parent(source) == _parent(path) else None
+    if kind == SET and label.endswith(ARROW + path + _overwrote(path)):
+        source = label[:-len(ARROW + path + _overwrote(path))]
+        return MergeStep(path, source, "update") if _parent(source) == _parent(path) else None
+    return None

@@ -7,6 +7,7 @@ import sqlite3
 from typing import Any, Iterator, Optional, Sequence
 
 from . import codec, estimate
+from .mdsafe import bold, code, header, md, row as md_row, text
 from .plan import KINDS
 from .traffic import Limits, describe_stats
 
@@ -137,24 +138,26 @@ def _upgrade_text(state: Any, runs: Sequence[sqlite3.Row], target: Any, *,
 def _upgrade_markdown(state: Any, runs: Sequence[sqlite3.Row], target: Any) -> Iterator[str]:
     title = "Dry-run" if _mode_word(runs) == "dry-run" else "Apply"
     yield f"# fsmigrate {title.lower()} report\n\n"
-    yield f"- Target: {target.describe()}\n"
+    yield f"- Target: {text(target.describe())}\n"
     if not runs:
         yield "\nNothing to do: up to date.\n"
         return
     first = runs[0]
-    yield f"- Operator: {first['operator']} on {first['host']}, fsmigrate {first['tool_version']}\n"
-    yield f"- Started: {first['started_at']}\n"
+    yield "- " + md("Operator: {} on {}, fsmigrate {}", first["operator"], code(first["host"]),
+                    first["tool_version"]) + "\n"
+    yield f"- Started: {text(first['started_at'])}\n"
     traffic, _ = state.usage(first)
     if traffic:
-        yield f"- Traffic: {Limits.from_json(traffic).describe()}\n"
+        yield f"- Traffic: {text(Limits.from_json(traffic).describe())}\n"
     total = _usage_total(state, runs)
     if total is not None:
         yield f"- Total {'estimate' if title == 'Dry-run' else 'done'}: " \
-              f"{estimate.describe(total)}\n"
+              f"{text(estimate.describe(total))}\n"
     yield "\n"
     for row in runs:
-        yield f"## {row['revision']} {row['description']}\n\n"
-        yield f"Run `{row['id']}`, status **{row['status']}**, checksum `{row['checksum']}`\n\n"
+        yield "## " + text(f"{row['revision']} {row['description']}".splitlines()[0]) + "\n\n"
+        yield md("Run {}, status {}, checksum {}\n\n", code(row["id"]), bold(row["status"]),
+                 code(row["checksum"]))
         yield from _usage_table(state, row)
         yield "| operation | planned |\n|---|---|\n"
         counts = json.loads(row["counts"] or "{}")
@@ -165,7 +168,7 @@ def _upgrade_markdown(state: Any, runs: Sequence[sqlite3.Row], target: Any) -> I
                    f"failed {row['failed']}, in {row['batches']} batches.\n")
         notes = sorted(state.notes(row["id"]), key=_problems_first)
         if notes:
-            yield "\n### Notes\n\n" + "".join(f"- {n}\n" for n in notes)
+            yield "\n### Notes\n\n" + "".join(f"- {text(n)}\n" for n in notes)
         labelled = state.conn.execute(
             "SELECT label, status, reason FROM ops WHERE run_id=? AND label LIKE '% -> %'"
             " AND kind='delete' ORDER BY substr(label, instr(label, ' -> ') + 4), label",
@@ -176,13 +179,13 @@ def _upgrade_markdown(state: Any, runs: Sequence[sqlite3.Row], target: Any) -> I
                 yield "\n### Old ID -> new ID (by new ID)\n\n| document | status |\n|---|---|\n"
                 first = False
             status = op["status"] + (f" ({op['reason']})" if op["reason"] else "")
-            yield f"| `{op['label']}` | {status} |\n"
+            yield md_row([code(op["label"]), status])
         if row["error"]:
-            yield f"\n**Error:** {row['error']}\n"
-        yield "\n### Documents\n\n| # | operation | document | status |\n|---|---|---|---|\n"
+            yield "\n" + md("{} {}", bold("Error:"), row["error"]) + "\n"
+        yield "\n### Documents\n\n" + header(["#", "operation", "document", "status"])
         for op in state.ops(row["id"]):
             status = op["status"] + (f" ({op['reason']})" if op["reason"] else "")
-            yield f"| {op['seq']} | {op['kind']} | `{op['path']}` | {status} |\n"
+            yield md_row([op["seq"], op["kind"], code(op["path"]), status])
         yield "\n"
 
 

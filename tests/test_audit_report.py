@@ -168,12 +168,20 @@ def test_since_lists_recent_runs_newest_first(applied) -> None:
 
 
 def test_html_report_is_the_same_report_as_a_page(applied) -> None:
+    from markdown_it import MarkdownIt
+
     fsm, _, run = applied
     page = fsm("audit", run["run_id"], "--format", "html").stdout
+    markdown = fsm("audit", run["run_id"], "--format", "markdown").stdout
     assert page.startswith("<!doctype html>") and page.rstrip().endswith("</html>")
     assert f"<code>{run['run_id']}</code>" in page and run["checksum"] in page
-    assert "<tr><td><code>sessions</code></td><td>5</td><td>5</td>" in page
-    from fsmigrate.audit_report import _render  # text from migrations is escaped
-    assert "".join(_render(["- a <script> & `c`\n"])) == \
-        "<ul>\n<li>a &lt;script&gt; &amp; <code>c</code></li>\n</ul>\n"
-    assert page.count("<table>") == page.count("</table>") >= 3
+    rendered = MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown)
+    tables = page.count("<table>")
+    assert tables == rendered.count("<table>") == 3  # summary, kinds, collections
+    assert "<td><code>sessions</code></td>\n<td>5</td>\n<td>5</td>" in page
+    # each section of the markdown, rendered, is in the page as it is (then its charts)
+    sections = rendered.split("<h2>")
+    assert len(sections) == 4 and sections[0] in page  # title + summary, 3 sections
+    for section in sections[1:]:
+        assert "<h2>" + section in page
+    assert page.count("<svg") == 2 and "<script" not in page

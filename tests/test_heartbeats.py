@@ -384,6 +384,7 @@ def test_plugin_text_and_json_are_the_reports_of_before():
 
     assert "".join(checks.text_chunks(found)) == GOLDEN_TEXT
     out = json.loads("".join(checks.json_chunks(found)))
+    assert [s["name"] for s in out.pop("series")] == ["legacy_written", "documents"]
     assert out == {**health.to_json(), "check": "heartbeats"}
     assert set(found.details) == JSON_KEYS
     assert (found.healthy, found.reasons, found.labels) == (
@@ -430,14 +431,15 @@ def test_plugin_function_reads_the_store_with_its_declared_options():
     store = FakeStore([FakeDoc("PlayerGameSummaryProcessor", now, now),
                        FakeDoc("FooProcessor_None_0a1b2c3d", None, now - 2 * HOUR)])
     declared = {o.name: o for o in heartbeats.fsmigrate_options}
-    assert list(declared) == ["max_docs", "window", "collection"]
+    assert list(declared) == ["max_docs", "window", "collection", "history"]
     assert (declared["max_docs"].default, declared["max_docs"].minimum) == (50, 0)
     assert declared["collection"].default == "processor_heartbeats"
     assert declared["window"].default == "1h" and declared["window"].parse is parse_window
 
     info = checks.CheckInfo("heartbeats", "", heartbeats.fsmigrate_options, heartbeats)
     options = checks.resolve_options(info, {"window": "3h", "collection": "hb"})
-    assert options == {"max_docs": 50, "window": 3 * HOUR, "collection": "hb"}
+    assert options == {"max_docs": 50, "window": 3 * HOUR, "collection": "hb",
+                       "history": 7 * 24 * HOUR}
     found = heartbeats(store, **options)
 
     assert store.scanned == ["hb"] and found.check == "heartbeats"
@@ -458,3 +460,48 @@ def test_the_installed_entry_point_is_this_function():
     assert info.fn is heartbeats
     assert info.summary == ("Count heartbeat documents by ID kind and flag growth and legacy "
                             "writers.")
+
+
+# ---- the time series of --format html ----------------------------------------------------
+
+
+def test_series_count_legacy_writes_per_hour_and_the_collection_by_last_write():
+    now = dt.datetime(2025, 3, 1, 12, 30, tzinfo=dt.timezone.utc)
+    docs = [("PlayerGameSummaryProcessor", now - dt.timedelta(minutes=1)),
+            ("FooProcessor_None_00000001", now - dt.timedelta(minutes=10)),   # 12:00 bucket
+            ("FooProcessor_None_00000002", now - dt.timedelta(minutes=20)),   # 12:00
+            ("FooProcessor_None_00000003", now - dt.timedelta(minutes=50)),   # 11:00
+            ("FooProcessor_2025-02-27_00000004", now - dt.timedelta(hours=47)),  # 2-27 13:00
+            ("FooProcessor_None_00000005", now - dt.timedelta(days=9)),      # before the chart
+            ("FooProcessor_None_00000006", now + dt.timedelta(hours=3)),     # clock ahead
+            ("weird id", now - dt.timedelta(hours=5))]
+    health = assess(docs, now=now, window=HOUR, max_docs=5, history=dt.timedelta(days=2))
+
+    legacy, level = health.series()
+
+    assert (legacy.name, legacy.bucket, legacy.style, legacy.threshold) == (
+        "legacy_written", HOUR, "bars", 0)
+    assert (level.name, level.style, level.threshold) == ("documents", "line", 5)
+    starts = [p.start for p in legacy.points]
+    assert starts[0] == dt.datetime(2025, 2, 27, 12, tzinfo=dt.timezone.utc)
+    assert starts[-1] == dt.datetime(2025, 3, 1, 12, tzinfo=dt.timezone.utc)
+    assert all(b - a == HOUR for a, b in zip(starts, starts[1:])) and len(starts) == 49
+    written = {p.start.strftime("%d %H"): p.value for p in legacy.points if p.value}
+    assert written == {"27 13": 1, "01 11": 1, "01 12": 3}  # the one ahead counts as now
+    assert [p.start for p in level.points] == starts
+    assert level.points[0].value == 1  # the 9-day-old document, before the chart
+    assert level.points[-1].value == health.total == 8
+    values = [p.value for p in level.points]
+    assert values == sorted(values)
+
+
+def test_series_are_daily_beyond_seven_days_and_cover_at_least_the_window():
+    now = dt.datetime(2025, 3, 1, 12, 30, tzinfo=dt.timezone.utc)
+    docs = [("FooProcessor_None_00000001", now - dt.timedelta(days=20))]
+    daily = assess(docs, now=now, window=HOUR, max_docs=5, history=dt.timedelta(days=30))
+    legacy = daily.series()[0]
+    assert legacy.bucket == dt.timedelta(days=1) and len(legacy.points) == 31
+    assert "per day" in legacy.title and sum(p.value for p in legacy.points) == 1
+    wide = assess(docs, now=now, window=dt.timedelta(days=10), max_docs=5,
+                  history=dt.timedelta(days=1))
+    assert wide.series()[0].points[0].start <= now - dt.timedelta(days=10)

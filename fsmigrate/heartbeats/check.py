@@ -4,21 +4,28 @@ Registered in pyproject.toml (entry-point group `fsmigrate.checks`). The computa
 (`assess`, `Health`) is pure; `heartbeats()` streams the collection through the store and
 turns the verdict into a `checks.CheckResult`: `details` is `Health.to_json()` (the JSON
 documented in the README, "Health check"), `lines` the text report, `metrics` the gauges
-of `--format openmetrics`.
+of `--format openmetrics`, `series` the time series that `--format html` draws (legacy
+documents written per hour or day, and the documents by time of their last write, with the
+alarm thresholds).
 """
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import math
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Union
+from typing import Any, Iterable, Iterator, Optional, Union
 
 from .. import checks
-from ..checks import CheckResult, Metric, Option
+from ..checks import CheckResult, Metric, Option, Point, Series
 from ..durations import format_window, parse_window
 from .classifier import CANONICAL_KINDS, COLLECTION, KINDS, LEGACY_KINDS, UNKNOWN, Classifier
 
 DEFAULT_MAX_DOCS = 50
 DEFAULT_WINDOW = "1h"
+DEFAULT_HISTORY = "7d"
+HOUR, DAY = dt.timedelta(hours=1), dt.timedelta(days=1)
+HOURLY_UP_TO = dt.timedelta(days=7)  # longer histories are charted per day
 TEXT_SAMPLE = 20  # IDs listed per kind in the text report (--format json lists all)
 KIND_LABELS = {"canonical_processor": "canonical processor",
                "canonical_phase2": "canonical phase 2", "legacy_run": "legacy run-suffixed",
@@ -47,6 +54,27 @@ class Health:
     new_in_window: int = 0
     legacy_in_window: list[str] = field(default_factory=list)
     unknown_ids: list[str] = field(default_factory=list)
+    history: dt.timedelta = DAY * 7
+    before_history: int = 0  # documents last active before the charts' first bucket
+    written: dict[int, int] = field(default_factory=dict)         # bucket -> documents
+    legacy_written: dict[int, int] = field(default_factory=dict)  # bucket -> legacy ones
+
+    @property
+    def span(self) -> dt.timedelta:
+        """What the charts cover: the history, and at least the window."""
+        return max(self.history, self.window)
+
+    @functools.cached_property
+    def bucket(self) -> dt.timedelta:
+        return HOUR if self.span <= HOURLY_UP_TO else DAY
+
+    def _bucket_of(self, when: dt.datetime) -> int:
+        return math.floor(when.timestamp() / self.bucket.total_seconds())
+
+    @functools.cached_property
+    def buckets(self) -> range:
+        return range(self._bucket_of(self.checked_at - self.span),
+                     self._bucket_of(self.checked_at) + 1)
 
     @property
     def legacy(self) -> int:
@@ -78,6 +106,7 @@ class Health:
         self.by_kind[kind] += 1
         if kind == UNKNOWN:
             self.unknown_ids.append(doc_id)
+        self._chart(kind, active_at)
         if active_at < self.checked_at - self.window:
             return
         self.updated_in_window += 1
@@ -85,6 +114,38 @@ class Health:
             self.new_in_window += 1
         if kind in LEGACY_KINDS:
             self.legacy_in_window.append(doc_id)
+
+    def _chart(self, kind: str, active_at: dt.datetime) -> None:
+        buckets = self.buckets
+        index = self._bucket_of(active_at)
+        if index < buckets.start:
+            self.before_history += 1
+            return
+        index = min(index, buckets.stop - 1)  # a clock ahead of ours: the last bucket
+        self.written[index] = self.written.get(index, 0) + 1
+        if kind in LEGACY_KINDS:
+            self.legacy_written[index] = self.legacy_written.get(index, 0) + 1
+
+    def series(self) -> list[Series]:
+        """Legacy documents written per bucket (alarm above 0), and the documents by time
+        of their last write, cumulative (alarm above max_docs)."""
+        width = "hour" if self.bucket == HOUR else "day"
+        starts = [(i, dt.datetime.fromtimestamp(i * self.bucket.total_seconds(),
+                                                dt.timezone.utc)) for i in self.buckets]
+        legacy = [Point(start, self.legacy_written.get(i, 0)) for i, start in starts]
+        level, running = [], self.before_history
+        for i, start in starts:
+            running += self.written.get(i, 0)
+            level.append(Point(start, running))
+        return [
+            Series("legacy_written", f"legacy documents written per {width} (by "
+                   "last_heartbeat, else the update time)", self.bucket, legacy, threshold=0,
+                   threshold_label="alarm above 0: any legacy document", unit="legacy documents"),
+            Series("documents", "documents by time of their last write, cumulative: how the "
+                   "collection grew (documents deleted since are not counted)", self.bucket,
+                   level, threshold=self.max_docs, style="line", unit="documents",
+                   threshold_label=f"alarm above {self.max_docs} (--max-docs)"),
+        ]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -111,9 +172,11 @@ def activity_time(last_heartbeat: object, update_time: dt.datetime) -> dt.dateti
 
 def assess(docs: Iterable[tuple[str, dt.datetime]], *, now: dt.datetime,
            window: dt.timedelta, max_docs: int, collection: str = COLLECTION,
-           classifier: Classifier = _default) -> Health:
+           classifier: Classifier = _default,
+           history: Optional[dt.timedelta] = None) -> Health:
     """Health of a collection from (doc id, activity time) pairs."""
-    health = Health(collection, now, window, max_docs)
+    health = Health(collection, now, window, max_docs,
+                    history=history or parse_window(DEFAULT_HISTORY))
     for doc_id, active_at in docs:
         health.add(doc_id, classifier.classify(doc_id).kind, active_at)
     return health
@@ -128,10 +191,13 @@ def assess(docs: Iterable[tuple[str, dt.datetime]], *, now: dt.datetime,
     Option("window", str, DEFAULT_WINDOW, "Recent-activity window: 90s, 30m, 1h, 7d.",
            parse=parse_window),
     Option("collection", str, COLLECTION, "The heartbeat collection to read."),
+    Option("history", str, DEFAULT_HISTORY, "What the charts of --format html cover (at "
+           "least the window): per hour up to 7d, per day beyond.", parse=parse_window),
 )
 def heartbeats(store: Any, *, max_docs: int = DEFAULT_MAX_DOCS,
                window: Union[dt.timedelta, str] = DEFAULT_WINDOW,
-               collection: str = COLLECTION) -> CheckResult:
+               collection: str = COLLECTION,
+               history: Union[dt.timedelta, str] = DEFAULT_HISTORY) -> CheckResult:
     """Count heartbeat documents by ID kind and flag growth and legacy writers.
 
     Reports the total (alarm above --max-docs), counts per ID kind, documents with a
@@ -139,17 +205,23 @@ def heartbeats(store: Any, *, max_docs: int = DEFAULT_MAX_DOCS,
     active in the window, scaled to a day), and the legacy documents written within the
     window (a sign an old image is still running). Exit 0
     when healthy; 1 when over the threshold or any legacy document exists, with the
-    reason in one line on stderr. The JSON form is documented in the README.
+    reason in one line on stderr. The JSON form is documented in the README. --format
+    html is a page with charts: documents by kind, legacy documents written per hour (or
+    day) over --history, and the collection's growth against --max-docs.
 
-    Example:
+    Examples:
 
         fsmigrate --project my-proj check heartbeats --max-docs 50 --window 1h
+
+        fsmigrate --project my-proj check heartbeats --format html -o health.html
     """
     span = parse_window(window) if isinstance(window, str) else window
+    charted = parse_window(history) if isinstance(history, str) else history
     now = dt.datetime.now(dt.timezone.utc)
     docs = ((d.id, activity_time(d.get("last_heartbeat"), d.update_time))
             for d in store.scan(collection))
-    health = assess(docs, now=now, window=span, max_docs=max_docs, collection=collection)
+    health = assess(docs, now=now, window=span, max_docs=max_docs, collection=collection,
+                    history=charted)
     return result(health)
 
 
@@ -159,7 +231,8 @@ def result(health: Health) -> CheckResult:
     return CheckResult(check="heartbeats", healthy=health.healthy,
                        reasons=list(health.reasons), metrics=metrics(health),
                        labels={"collection": health.collection}, details=details,
-                       lines=list(text_lines(details)), checked_at=health.checked_at)
+                       lines=list(text_lines(details)), checked_at=health.checked_at,
+                       series=health.series())
 
 
 def metrics(health: Health) -> list[Metric]:
