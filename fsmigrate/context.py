@@ -30,6 +30,7 @@ class Context:
         self._partitions = partitions
         self._notices: set[str] = set()
         self.reads = 0  # documents read: returned by scans, looked up by get / get_many
+        self.counts: dict[str, int] = {}
 
     # reads
     def scan(self, collection: str, *, page_size: Optional[int] = None, group: bool = False,
@@ -113,6 +114,11 @@ class Context:
     def note(self, text: str) -> None:
         """Flag something for the report (e.g. documents left alone and why)."""
         self._note(str(text))
+
+    def count(self, name: str, n: int = 1) -> None:
+        """Add `n` to the counter `name`; a distributable script's `finish(ctx, counts)`
+        gets the sums over every worker."""
+        self.counts[name] = self.counts.get(name, 0) + n
 
 
 def _guard(doc: Any, what: str) -> Precondition:

@@ -52,7 +52,6 @@ def _overwrote(target: str) -> str:
     return f" (overwrote {target})"
 
 
-
 def newness(doc: Any, field: Optional[str]) -> tuple:
     """Order documents by `field` (when it is a timestamp or number), then update time."""
     value = doc.get(field) if field else None
@@ -201,25 +200,101 @@ def normalize(ctx: Any, collection: str, canonical_of: Callable[[str], Optional[
             continue
         yield Group([renamer._delete(doc, label)], loser)
     for target in sorted(best):
-        survivor, existing = best[target], canonical.get(target)
-        field = on_conflict.field if isinstance(on_conflict, KeepNewest) else keep
-        if existing is None:
-            what = f"CREATE from {survivor.id} ({_show(survivor, field)})"
-        elif on_conflict == SKIP:
-            what = "KEEP (on_conflict=skip)"
-        elif isinstance(on_conflict, KeepNewest) and \
-                newness(survivor, field)[:2] <= newness(existing, field)[:2]:
-            what = f"KEEP (its {_show(existing, field)} is the newest)"
-        else:
-            what = (f"UPDATE from {survivor.id} ({_show(existing, field)} -> "
-                    f"{_show(survivor, field)})")
-        ctx.note(f"{target}: {counts[target]} to merge -> {what}")
-        yield renamer.rename(survivor, target, on_conflict=on_conflict,
-                             subcollections=subcollections, target=existing,
-                             transform=transform, note_resolved=False)  # noted just above
-    ctx.note(f"normalize {collection}: {len(canonical)} canonical documents kept, "
-             f"{sum(counts.values())} documents merged into {len(best)} canonical IDs, "
-             f"{unknown} unknown IDs left alone")
+        yield _merge_into(ctx, renamer, target, best[target], canonical.get(target),
+                          counts[target], keep, on_conflict, subcollections, transform)
+    ctx.note(_summary(collection, len(canonical), sum(counts.values()), len(best), unknown))
+
+
+def _summary(collection: str, kept: int, merged: int, targets: int, unknown: int) -> str:
+    return (f"normalize {collection}: {kept} canonical documents kept, {merged} documents "
+            f"merged into {targets} canonical IDs, {unknown} unknown IDs left alone")
+
+
+def _merge_into(ctx: Any, renamer: Renamer, target: str, survivor: Any, existing: Any,
+                count: int, keep: Optional[str], on_conflict: Conflict, subcollections: str,
+                transform: Optional[Callable[[dict, str], dict]]) -> Group:
+    """Note what happens to canonical ID `target`, and the group that renames the
+    survivor into it."""
+    field = on_conflict.field if isinstance(on_conflict, KeepNewest) else keep
+    if existing is None:
+        what = f"CREATE from {survivor.id} ({_show(survivor, field)})"
+    elif on_conflict == SKIP:
+        what = "KEEP (on_conflict=skip)"
+    elif isinstance(on_conflict, KeepNewest) and \
+            newness(survivor, field)[:2] <= newness(existing, field)[:2]:
+        what = f"KEEP (its {_show(existing, field)} is the newest)"
+    else:
+        what = (f"UPDATE from {survivor.id} ({_show(existing, field)} -> "
+                f"{_show(survivor, field)})")
+    ctx.note(f"{target}: {count} to merge -> {what}")
+    return renamer.rename(survivor, target, on_conflict=on_conflict,
+                          subcollections=subcollections, target=existing,
+                          transform=transform, note_resolved=False)  # noted just above
+
+
+UNKNOWN_KEY = ""  # the key of documents whose canonical ID is unknown (never a document id)
+
+
+class Normalization:
+    """`normalize` as a distributable, keyed migration (fsmigrate.distributed): one key per
+    canonical ID, so each canonical ID's documents are merged together on one worker.
+    Same decisions, notes and operations as `ctx.normalize` with the same arguments.
+
+        normalization = Normalization("users", canonical_of, keep="updated_at")
+        source, key, merge, finish = (normalization.source, normalization.key,
+                                      normalization.merge, normalization.finish)
+    """
+
+    def __init__(self, collection: str, canonical_of: Callable[[str], Optional[str]], *,
+                 keep: Optional[str] = None, on_conflict: Conflict = SKIP,
+                 subcollections: str = REFUSE,
+                 transform: Optional[Callable[[dict, str], dict]] = None) -> None:
+        from .distributed import scan
+
+        self.collection = collection
+        self.canonical_of = canonical_of
+        self.keep, self.on_conflict = keep, on_conflict
+        self.subcollections, self.transform = subcollections, transform
+        self.source = scan(collection)
+
+    def key(self, doc: Any) -> str:
+        target = self.canonical_of(doc.id)
+        return UNKNOWN_KEY if target is None else target
+
+    def merge(self, ctx: Any, key: str, docs: list[Any]) -> Iterator[Any]:
+        if key == UNKNOWN_KEY:
+            for doc in docs:
+                ctx.note(f"unknown ID left alone: {doc.id!r}")
+            ctx.count("normalize.unknown", len(docs))
+            return
+        existing = next((d for d in docs if d.id == key), None)
+        others = [d for d in docs if d.id != key]
+        if existing is not None:
+            ctx.count("normalize.canonical")
+        if not others:
+            return
+        ctx.count("normalize.merged", len(others))
+        ctx.count("normalize.targets")
+        best = others[0]
+        for doc in others[1:]:  # the first of the newest, in name order, as a scan sees it
+            if newness(doc, self.keep) > newness(best, self.keep):
+                best = doc
+        renamer = Renamer(ctx)
+        for doc in others:
+            if doc is best:
+                continue
+            label = f"{doc.path} -> {self.collection}/{key} (merged: older)"
+            loser = renamer._subcollections(doc, None, self.subcollections, label)
+            if loser is not None:
+                yield Group([renamer._delete(doc, label)], loser)
+        yield _merge_into(ctx, renamer, key, best, existing, len(others), self.keep,
+                          self.on_conflict, self.subcollections, self.transform)
+
+    def finish(self, ctx: Any, counts: dict[str, int]) -> None:
+        ctx.note(_summary(self.collection, counts.get("normalize.canonical", 0),
+                          counts.get("normalize.merged", 0),
+                          counts.get("normalize.targets", 0),
+                          counts.get("normalize.unknown", 0)))
 
 
 def _show(doc: Any, field: Optional[str]) -> str:

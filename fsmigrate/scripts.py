@@ -15,6 +15,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Callable, Collection, Iterable, Iterator, Sequence
 
+from .distributed import Forms, forms_of, local_plan
+from .archive import problem as archive_problem
 from .errors import (
     DuplicateRevision,
     MissingDownRevision,
@@ -91,6 +93,7 @@ class Script:
     checksum: str
     plan: Callable = field(compare=False, repr=False)
     module: ModuleType | None = field(default=None, compare=False, repr=False)
+    archive_spec: object = field(default=None, compare=False, repr=False)  # without a module
 
     @property
     def repeatable(self) -> bool:
@@ -98,9 +101,22 @@ class Script:
         return bool(getattr(self.module, "repeatable", False))
 
     @property
+    def archive(self) -> object:
+        """`archive = "full"` (default), `"paths"` or a function(data) -> dict of the fields
+        to keep: what the state file keeps of the documents it changes (fsmigrate.archive)."""
+        if self.archive_spec is not None:
+            return self.archive_spec
+        return getattr(self.module, "archive", "full")
+
+    @property
     def description(self) -> str:
         """First non-empty line of the docstring."""
         return next((line.strip() for line in self.doc.splitlines() if line.strip()), "")
+
+    @property
+    def forms(self) -> Forms:
+        """The forms the script declares (fsmigrate.distributed): plan, each, keyed."""
+        return forms_of(self.module)[0] if self.module is not None else Forms(plan=self.plan)
 
     @property
     def slug(self) -> str:
@@ -254,9 +270,13 @@ def load_script(path: Path, module_name: str | None = None) -> Script:
                                   "`down_revision = None` for the first migration")
     if not isinstance(getattr(module, "repeatable", False), bool):
         raise ScriptInvalid(path, "`repeatable` must be True or False")
-    plan = getattr(module, "plan", None)
-    if not callable(plan):
-        raise ScriptInvalid(path, "needs a function `def plan(ctx):` that yields operations")
+    bad_archive = archive_problem(getattr(module, "archive", "full"))
+    if bad_archive:
+        raise ScriptInvalid(path, bad_archive)
+    forms, problem = forms_of(module)
+    if problem:
+        raise ScriptInvalid(path, problem)
+    plan = local_plan(forms)
     match = SCRIPT_NAME.match(path.name)
     if match and match.group(1) != revision:
         raise ScriptInvalid(path, f"file name starts with {match.group(1)} but revision is "

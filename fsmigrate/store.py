@@ -231,7 +231,8 @@ class Store:
     def scan(self, collection: str, *, page_size: Optional[int] = None, group: bool = False,
              where: Sequence[tuple[str, str, Any]] = (), partitions: int = 1,
              notice: Optional[Callable[[str], None]] = None,
-             include_reserved: bool = False) -> Iterator[Doc]:
+             include_reserved: bool = False, start: Optional[str] = None,
+             end: Optional[str] = None) -> Iterator[Doc]:
         """Yield every document of `collection` (or collection group), ordered by name.
 
         One streamed query, consumed as it arrives (flow control keeps memory flat); with
@@ -255,7 +256,8 @@ class Store:
             if group:  # a collection group can reach into fsmigrate's own documents
                 prefix = self.reserved_root + "/"
                 docs = self.scan(collection, page_size=page_size, group=True, where=where,
-                                 partitions=partitions, notice=notice, include_reserved=True)
+                                 partitions=partitions, notice=notice, include_reserved=True,
+                                 start=start, end=end)
                 yield from (d for d in docs if not d.path.startswith(prefix))
                 return
         if group:
@@ -266,7 +268,7 @@ class Store:
             if not collection or collection.count("/") % 2:
                 raise UsageError(f"{collection!r} is not a collection path")
             query = self.client.collection(collection)
-        if partitions > 1 and group and not where and page_size is None:
+        if partitions > 1 and group and not where and page_size is None and not (start or end):
             parts = self.partition_queries(collection, partitions)
             if parts is None:
                 if notice:
@@ -280,12 +282,79 @@ class Store:
             query = query.where(filter=firestore.FieldFilter(field, op, value))
             if op in INEQUALITIES and field not in ordered:
                 ordered.append(field)
+        for bound, op in ((start, ">="), (end, "<")):  # a range of document names
+            if bound is not None:
+                if ordered:
+                    raise UsageError("a range of document names cannot be combined with "
+                                     "inequality filters")
+                query = query.where(filter=firestore.FieldFilter(
+                    FieldPath.document_id(), op, self.client.document(bound)))
         for field in ordered:
             query = query.order_by(field)
         query = query.order_by(FieldPath.document_id())
         if page_size is not None:
             query = query.limit(page_size)
         yield from self._scan_query(query, collection, ordered, page_size)
+
+    def split_points(self, collection: str, parts: int, *, group: bool = False,
+                     where: Sequence[tuple[str, str, Any]] = ()) -> list[str]:
+        """Document paths that cut a scan into about `parts` ranges of similar size
+        (each range starts at a point, inclusive, and ends before the next). PartitionQuery
+        where the server has it (an unfiltered collection group); otherwise a count, then
+        a keys-only scan that keeps every n-th name (memory: the points only)."""
+        if parts <= 1 or any(op in INEQUALITIES for _, op, _ in where):
+            return []
+        if group and not where:
+            cut = self._partition_points(collection, parts)
+            if cut is not None:
+                return cut
+        query = self._filtered(collection, group, where)
+        total = self.count(collection, group=group, where=where)
+        step = -(-total // parts)
+        if total < 2 or step < 1:
+            return []
+        names = query.select([FieldPath.document_id()]).order_by(FieldPath.document_id())
+        points = []
+        for i, doc in enumerate(self._scan_query(names, collection, [], None)):
+            if i and i % step == 0 and not doc.path.startswith(self.reserved_root + "/"):
+                points.append(doc.path)
+        return points
+
+    def _filtered(self, collection: str, group: bool,
+                  where: Sequence[tuple[str, str, Any]]) -> Any:
+        query = (self.client.collection_group(collection) if group
+                 else self.client.collection(collection))
+        for field, op, value in where:
+            query = query.where(filter=firestore.FieldFilter(field, op, value))
+        return query
+
+    def count(self, collection: str, *, group: bool = False,
+              where: Sequence[tuple[str, str, Any]] = ()) -> int:
+        """The number of documents a scan would read (a COUNT aggregation: no documents
+        are transferred)."""
+        query = self._filtered(collection, group, where)
+        found = self._read(f"count of {collection}",
+                           lambda: query.count().get(retry=None, timeout=self.policy.timeout))
+        return int(found[0][0].value)
+
+    def _partition_points(self, collection_id: str, parts: int) -> Optional[list[str]]:
+        group = self.client.collection_group(collection_id)
+        try:
+            found = self._read(f"partitioning of {collection_id}", lambda: list(
+                group.get_partitions(parts - 1, retry=None, timeout=self.policy.timeout)))
+        except FirestoreError as exc:
+            if isinstance(exc.exc, gexc.MethodNotImplemented):
+                return None
+            raise
+        points = []
+        for part in found[:-1]:
+            cursor = part.end_at
+            if isinstance(cursor, (list, tuple)):
+                cursor = cursor[0] if cursor else None
+            path = getattr(cursor, "path", None)
+            if path:
+                points.append(path)
+        return points
 
     def partition_queries(self, collection_id: str, count: int) -> Optional[list[Any]]:
         """Queries covering a collection group in up to `count` parts; None when the server

@@ -11,6 +11,9 @@ are left alone and listed in the report.
 
 Repeatable: backfill jobs still carrying the old code create legacy documents again, and
 `bin/cleanup-heartbeat-docs.py` (or `fsmigrate rerun 0001`) cleans them up again.
+
+Runs on both runners: `plan` in one streaming pass here, or keyed by canonical ID
+(`source`, `key`, `merge`, `finish`) on `--runner beam`; the decisions are the same.
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ from typing import Optional
 
 from fsmigrate.heartbeats import (COLLECTION, LEGACY_DATE, LEGACY_RUN, PHASE2_IDS, UNKNOWN,
                                   Classifier)
-from fsmigrate.normalize import UNCHECKED, keep_newest
+from fsmigrate.normalize import UNCHECKED, Normalization, keep_newest
 
 revision = "0001"
 down_revision = None
@@ -27,27 +30,60 @@ repeatable = True
 # Phase 2 processors: class name -> canonical ID. Extend it here when a phase 2 processor's
 # legacy documents show up in the report under its class name instead of its table.
 PHASE2 = dict(PHASE2_IDS)
+classifier = Classifier(PHASE2)
+
+
+def canonical_of(doc_id: str) -> Optional[str]:
+    found = classifier.classify(doc_id)
+    return None if found.kind == UNKNOWN else found.canonical_id
+
+
+def with_processor_name(data: dict, canonical_id: str) -> dict:
+    return {**data, "processor_name": canonical_id}
+
+
+# Heartbeat documents have no subcollections by design: not checked one by one.
+OPTIONS = dict(keep="last_heartbeat", on_conflict=keep_newest("last_heartbeat"),
+               subcollections=UNCHECKED, transform=with_processor_name)
+normalization = Normalization(COLLECTION, canonical_of, **OPTIONS)
+
+
+def observe(ctx, doc_id: str) -> None:
+    """Count the legacy formats; flag a document named after a phase 2 class."""
+    found = classifier.classify(doc_id)
+    if found.is_legacy:
+        ctx.count(found.kind)
+    elif doc_id in classifier.phase2:
+        ctx.note(f"{doc_id} is named after a phase 2 processor whose canonical ID is "
+                 f"{classifier.phase2[doc_id]}; left alone, check who writes it")
+
+
+def formats_note(ctx, counts: dict) -> None:
+    ctx.note(f"legacy documents: {counts.get(LEGACY_RUN, 0)} run-suffixed (_None_), "
+             f"{counts.get(LEGACY_DATE, 0)} date-suffixed")
 
 
 def plan(ctx):
-    classifier = Classifier(PHASE2)
-    formats = {LEGACY_RUN: 0, LEGACY_DATE: 0}
+    """The local runner: one streaming pass (memory per canonical ID)."""
+    def observed(doc_id: str) -> Optional[str]:
+        observe(ctx, doc_id)
+        return canonical_of(doc_id)
 
-    def canonical_of(doc_id: str) -> Optional[str]:
-        found = classifier.classify(doc_id)
-        if found.kind == UNKNOWN:
-            return None
-        if found.is_legacy:
-            formats[found.kind] += 1
-        elif doc_id in classifier.phase2:
-            ctx.note(f"{doc_id} is named after a phase 2 processor whose canonical ID is "
-                     f"{classifier.phase2[doc_id]}; left alone, check who writes it")
-        return found.canonical_id
+    yield from ctx.normalize(COLLECTION, observed, **OPTIONS)
+    formats_note(ctx, ctx.counts)
 
-    # Heartbeat documents have no subcollections by design: not checked one by one.
-    yield from ctx.normalize(
-        COLLECTION, canonical_of, keep="last_heartbeat",
-        on_conflict=keep_newest("last_heartbeat"), subcollections=UNCHECKED,
-        transform=lambda data, canonical_id: {**data, "processor_name": canonical_id})
-    ctx.note(f"legacy documents: {formats[LEGACY_RUN]} run-suffixed (_None_), "
-             f"{formats[LEGACY_DATE]} date-suffixed")
+
+# The Beam runner: keyed by canonical ID, each key merged on one worker.
+source = normalization.source
+key = normalization.key
+
+
+def merge(ctx, key, docs):
+    for doc in docs:
+        observe(ctx, doc.id)
+    yield from normalization.merge(ctx, key, docs)
+
+
+def finish(ctx, counts):
+    normalization.finish(ctx, counts)
+    formats_note(ctx, counts)

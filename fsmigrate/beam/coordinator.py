@@ -1,0 +1,235 @@
+"""The coordinator's side of a Beam run: split, run the pipeline, import the journal.
+
+`BeamDistributor.run` is called by the Runner in place of its local loop, after the lease
+is taken, drift checked, markers adopted and an interrupted earlier run settled; the
+Runner then records the run, writes the marker and releases the lease as for a local
+run. The journal is imported whether the pipeline succeeded or failed, so what committed
+is recorded either way; a batch a dead worker left without an outcome stays `pending`
+and the next run settles it by re-reading.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+from .. import reconcile
+from ..commit import Committer
+from ..context import Context
+from ..distributed import EACH
+from ..errors import FsMigrateError, UsageError
+from ..lease import LockLost
+from ..plan import Archived, Operation, Precondition
+from ..state import OpRecord
+from . import journal
+
+RANGES_PER_WORKER = 4
+DOCS_PER_BUCKET = 1_000
+
+
+def _share(limits: Any, workers: int) -> Optional[dict]:
+    """Each worker's part of the run's traffic limits: the cap and the ramp divided among
+    the workers (like FirestoreIO's hintMaxNumWorkers), so together they keep to them."""
+    if limits is None or not limits.active:
+        return None
+    shared = dataclasses.replace(
+        limits, max_rate=limits.max_rate / workers if limits.max_rate else None,
+        ramp=dataclasses.replace(limits.ramp, start=limits.ramp.start / workers)
+        if limits.ramp else None,
+        recovery=dataclasses.replace(limits.recovery,
+                                     start=limits.recovery.start / workers))
+    return shared.to_json()
+
+
+@contextlib.contextmanager
+def _stderr_to(path: Optional[Path]) -> Iterator[None]:
+    """Send this process's stderr (file descriptor 2, which the DirectRunner's worker
+    processes inherit) to `path` for the duration."""
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(fd, 2)
+    os.close(fd)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+class BeamPipelineFailed(FsMigrateError):
+    """The pipeline stopped (a worker died, Firestore kept failing...). What committed is
+    recorded; the same command again finishes the migration."""
+
+
+@dataclass
+class BeamDistributor:
+    """Runs one migration's plan-and-apply as a Beam pipeline (see fsmigrate.beam)."""
+
+    workers: int = 2
+    options: dict[str, str] = field(default_factory=dict)
+    journal_root: Optional[str] = None  # default: beside the state file
+    keep_journal: bool = False
+
+    def check(self, script: Any) -> None:
+        """Refuse, before anything runs, a script Beam cannot split."""
+        if script.forms.distributed is None:
+            raise UsageError(
+                f"revision {script.revision} ({script.path}) is a generator `plan(ctx)`, which "
+                "cannot be split across workers; declare `source = scan(...)` with `def "
+                "each(ctx, doc)` or `def key(doc)` + `def merge(ctx, key, docs)` "
+                "(fsmigrate.distributed), or run it with --runner local")
+
+    def run(self, runner: Any, script: Any, run_id: str, *, dry_run: bool,
+            counts: dict[str, int], note: Callable[[str], None], done: set) -> None:
+        self.check(script)
+        forms = script.forms
+        form = forms.distributed
+        store = runner.store
+        root = self.journal_root or str(Path(str(runner.state.path) + ".journal").resolve())
+        directory = journal.join(root, run_id)
+        source = forms.source
+        points = store.split_points(source.collection, self.workers * RANGES_PER_WORKER,
+                                    group=source.group, where=source.where)
+        # a bucket of keys is merged in one worker's memory: keep buckets small
+        buckets = max(self.workers * RANGES_PER_WORKER, len(points) + 1)
+        if form != EACH:
+            total = store.count(source.collection, group=source.group, where=source.where)
+            buckets = max(buckets, -(-total // DOCS_PER_BUCKET))
+        bounds = [None, *points, None]
+        ranges = [(i, bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
+        target = store.target
+        note(f"beam: {len(ranges)} ranges of {source.collection} on {self.workers} worker(s)"
+             f" ({'per document' if form == EACH else 'keyed'})")
+        failure: Optional[BaseException] = None
+        log = Path(root) / f"{run_id}.log" if "://" not in root else None
+        with _stderr_to(log):  # Beam's and its workers' chatter is not the report
+            try:
+                import apache_beam as beam
+
+                from . import pipeline as bp
+
+                spec = bp.WorkerSpec(
+                    project=target.project, database=target.database,
+                    emulator_host=target.emulator_host, markers_root=store.reserved_root,
+                    revision=script.revision, script_path=str(script.path),
+                    script_source=Path(script.path).read_bytes(), journal_dir=directory,
+                    dry_run=dry_run, capture_writes=runner.capture_writes,
+                    batch_size=runner.batch_size, batch_bytes=runner.batch_bytes,
+                    buckets=buckets,
+                    lease_holder=getattr(runner, "lease_holder", None), done=frozenset(done),
+                    limits=_share(runner.limits, self.workers))
+                with beam.Pipeline(options=bp.options(self.workers, self.options)) as p:
+                    bp.build(p, spec, form, ranges)
+            except Exception as exc:  # the worker's error arrives wrapped, as text
+                failure = exc
+        if failure is None and log is not None:
+            log.unlink(missing_ok=True)
+        elif log is not None:
+            note(f"beam: the pipeline's log is {log}")
+        self._import(runner, run_id, directory, dry_run, counts)
+        if failure is None:
+            notes, sums = journal.read_notes(directory)
+            for text in notes:
+                note(text)
+            if forms.finish is not None:
+                forms.finish(Context(store, script.revision, dry_run, None, note), sums)
+            if not dry_run:
+                self._settle_own(runner, run_id)
+        if not self.keep_journal:
+            journal.remove_tree(directory)
+        if failure is not None:
+            raise self._classify(failure, script.revision) from failure
+
+    # ---- after the pipeline -------------------------------------------------------------
+
+    def _import(self, runner: Any, run_id: str, directory: str, dry_run: bool,
+                counts: dict[str, int]) -> None:
+        """Record every journaled batch in the state file, with its outcome when known."""
+        groups: dict[tuple[str, int], int] = {}
+        status = "planned" if dry_run else "pending"
+        for batch in journal.read_batches(directory):
+            runner._batch += 1
+            base = runner._seq
+            records = []
+            for i, op in enumerate(batch.ops):
+                group = None
+                if op["group"] is not None:
+                    group = groups.setdefault((batch.worker, op["group"]), len(groups) + 1)
+                records.append(OpRecord(
+                    seq=base + i, kind=op["kind"], path=op["path"],
+                    precondition=op["precondition"], before=op["before"], after=op["after"],
+                    status=status, write=op["write"], group=group, label=op["label"]))
+                counts[op["kind"]] += 1
+            runner._seq += len(records)
+            runner.state.record_ops(run_id, runner._batch, records)
+            if batch.outcome is not None:
+                runner.state.settle_ops(
+                    run_id, committed=[(base + i, when) for i, when in batch.outcome["committed"]],
+                    skipped=[(base + i, why) for i, why in batch.outcome["skipped"]])
+            runner.progress.advance(len(records))
+
+    def _settle_own(self, runner: Any, run_id: str) -> None:
+        """Batches of a retried unit that have no outcome: settled by re-reading (landed:
+        committed; unchanged: sent again, the same journaled write; changed: skipped)."""
+        pending = runner.state.pending_ops([run_id])
+        if not pending:
+            return
+        docs = runner.store.get_many({r["path"] for r in pending})
+        found = {}
+        for row in pending:
+            pre = Precondition.from_json(row["precondition"])
+            found[row["seq"]] = reconcile.outcome(row["kind"], pre, row["write"],
+                                                  docs.get(row["path"]))
+            if found[row["seq"]] == reconcile.UNKNOWN:
+                from ..errors import ReconcileError
+
+                raise ReconcileError(row["path"], row["kind"], run_id)
+        broken = {r["grp"] for r in pending
+                  if r["grp"] is not None and found[r["seq"]] == reconcile.CHANGED}
+        committed, skipped, resend = [], [], []
+        for row in pending:
+            outcome = found[row["seq"]]
+            if outcome == reconcile.LANDED:
+                committed.append((row["seq"], "landed (re-read)"))
+            elif outcome == reconcile.CHANGED or row["grp"] in broken:
+                skipped.append((row["seq"], Precondition.from_json(
+                    row["precondition"]).why_not(docs.get(row["path"]))))
+            else:
+                op = Operation(row["kind"], row["path"],
+                               precondition=Precondition.from_json(row["precondition"]),
+                               before=Archived(row["path"], row["before"]), write=row["write"])
+                op.group = row["grp"]
+                resend.append((row["seq"], op))
+        committer = Committer(runner.store, runner.batch_bytes)
+        for start in range(0, len(resend), runner.batch_size):
+            done, gone = committer.commit(resend[start:start + runner.batch_size])
+            committed += done
+            skipped += gone
+        runner.state.settle_ops(run_id, committed=committed, skipped=skipped)
+
+    def _classify(self, exc: BaseException, revision: str) -> BaseException:
+        from .pipeline import MIGRATION_ERROR
+        from ..runner import _PlanFailed
+
+        text = str(exc)
+        if MIGRATION_ERROR in text:
+            found = re.search(re.escape(MIGRATION_ERROR) + r": ([^\n]*)", text)
+            return _PlanFailed(RuntimeError(found.group(1) if found else text.splitlines()[-1]))
+        if "lease is gone" in text:
+            return LockLost(revision, "the coordinator's lease is gone (broken or taken over)")
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        last = next((line for line in reversed(lines) if "Error" in line or "error" in line),
+                    lines[-1] if lines else type(exc).__name__)
+        return BeamPipelineFailed(f"the Beam pipeline failed: {last[:300]}; what committed is "
+                                  "recorded: run the same command again to finish")

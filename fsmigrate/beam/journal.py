@@ -1,0 +1,140 @@
+"""The journal a Beam run's workers write: one file per batch, then one per outcome.
+
+`batch-<worker>-<n>.json` holds the batch as planned (kind, path, precondition,
+before-image, the exact Write protobuf, atomic group, label) and is in place BEFORE the
+batch is sent; `batch-<worker>-<n>.outcome.json` holds what committed and what was
+skipped, and is written after. Both are written under a temporary name and renamed, so
+a file that exists is whole. A batch without an outcome may or may not have landed: the
+coordinator imports it as pending and the next run settles it by re-reading, like a local
+run killed mid-batch. Notes and counters of the migration go to `notes-*.json`.
+
+Paths are local or any scheme Beam's FileSystems knows (gs:// on Dataflow).
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from typing import Any, Iterator, Optional
+
+OUTCOME = ".outcome.json"
+
+
+def _is_local(path: str) -> bool:
+    return "://" not in path
+
+
+def join(directory: str, name: str) -> str:
+    if _is_local(directory):
+        return os.path.join(directory, name)
+    from apache_beam.io.filesystems import FileSystems
+
+    return FileSystems.join(directory, name)
+
+
+def write_file(path: str, data: bytes) -> None:
+    """Write `path` whole or not at all; durable on return (fsync for local files)."""
+    if _is_local(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        return
+    from apache_beam.io.filesystems import FileSystems
+
+    tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+    with FileSystems.create(tmp) as fh:
+        fh.write(data)
+    FileSystems.rename([tmp], [path])  # an object store's rename is a copy of a whole object
+
+
+def read_file(path: str) -> bytes:
+    if _is_local(path):
+        with open(path, "rb") as fh:
+            return fh.read()
+    from apache_beam.io.filesystems import FileSystems
+
+    with FileSystems.open(path) as fh:
+        return fh.read()
+
+
+def list_files(directory: str, prefix: str) -> list[str]:
+    if _is_local(directory):
+        if not os.path.isdir(directory):
+            return []
+        return sorted(os.path.join(directory, n) for n in os.listdir(directory)
+                      if n.startswith(prefix) and not n.endswith(".tmp"))
+    from apache_beam.io.filesystems import FileSystems
+
+    found = FileSystems.match([join(directory, prefix + "*")])[0].metadata_list
+    return sorted(m.path for m in found if not m.path.endswith(".tmp"))
+
+
+def remove_tree(directory: str) -> None:
+    if _is_local(directory):
+        import shutil
+
+        shutil.rmtree(directory, ignore_errors=True)
+        return
+    from apache_beam.io.filesystems import FileSystems
+
+    if FileSystems.exists(directory):
+        FileSystems.delete([directory])
+
+
+def _b64(raw: Optional[bytes]) -> Optional[str]:
+    return base64.b64encode(raw).decode() if raw is not None else None
+
+
+def _unb64(text: Optional[str]) -> Optional[bytes]:
+    return base64.b64decode(text) if text is not None else None
+
+
+def encode_batch(worker: str, number: int, ops: list[dict[str, Any]]) -> bytes:
+    items = [{**op, "before": _b64(op.get("before")), "write": _b64(op.get("write"))}
+             for op in ops]
+    return json.dumps({"worker": worker, "n": number, "ops": items}, sort_keys=True).encode()
+
+
+@dataclass
+class JournaledBatch:
+    worker: str
+    number: int
+    ops: list[dict[str, Any]]
+    outcome: Optional[dict[str, Any]]  # {"committed": [[i, time]], "skipped": [[i, why]]}
+
+
+def read_batches(directory: str) -> Iterator[JournaledBatch]:
+    """Every batch file of a run, with its outcome when there is one, in a stable order."""
+    paths = list_files(directory, "batch-")
+    outcomes = {p[:-len(OUTCOME)] for p in paths if p.endswith(OUTCOME)}
+    for path in paths:
+        if path.endswith(OUTCOME):
+            continue
+        body = json.loads(read_file(path))
+        ops = [{**op, "before": _unb64(op.get("before")), "write": _unb64(op.get("write"))}
+               for op in body["ops"]]
+        stem = path[:-len(".json")]
+        outcome = json.loads(read_file(stem + OUTCOME)) if stem in outcomes else None
+        yield JournaledBatch(body["worker"], body["n"], ops, outcome)
+
+
+def read_notes(directory: str) -> tuple[list[str], dict[str, int]]:
+    """The migration's notes (in a stable order) and the sums of its counters."""
+    notes: list[str] = []
+    counts: dict[str, int] = {}
+    for path in list_files(directory, "notes-"):
+        for line in read_file(path).decode().splitlines():
+            if not line.strip():
+                continue
+            item = json.loads(line)
+            if "note" in item:
+                notes.append(item["note"])
+            else:
+                counts[item["count"]] = counts.get(item["count"], 0) + item["n"]
+    return sorted(notes, key=lambda n: (not n.startswith(("CONFLICT", "REFUSED")), n)), counts

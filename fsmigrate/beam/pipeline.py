@@ -1,0 +1,370 @@
+"""The Beam pipeline of one migration: read ranges, plan, journal, commit.
+
+Everything a worker needs travels in a `WorkerSpec` (picklable: plain values and the
+script's source text, which the worker executes itself), so the same pipeline runs on
+the DirectRunner's worker processes and on Dataflow.
+
+Units of work: for a per-document script, one element per range of document names; for
+a keyed script, one element per bucket of keys (the keys of a bucket are merged one
+after the other). A unit that is retried (Dataflow retries a failed bundle; its writes
+stay done while its outputs are discarded) finds the journal files of its earlier
+attempts and does not plan again what they journaled; what they left without an
+outcome is settled by the coordinator by re-reading, like a crashed local run.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Optional
+
+import apache_beam as beam
+
+from .. import testhooks
+from ..commit import Committer
+from ..context import Barrier, Context
+from ..distributed import EACH, checked_key
+from ..errors import FsMigrateError, PlanError
+from ..lease import LockLost, lock_path
+from ..plan import DELETE, MUST_NOT_EXIST, Group, Operation, Precondition, check_operation
+from ..runner import _DELETE_SLACK, _READ_SLACK, _after_json
+from ..store import Doc, Store, Target, _varint_len
+from . import journal
+
+MIGRATION_ERROR = "fsmigrate: the migration's own code raised"
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What every worker gets (pickled with the pipeline)."""
+
+    project: str
+    database: str
+    emulator_host: Optional[str]
+    markers_root: str
+    revision: str
+    script_path: str
+    script_source: bytes
+    journal_dir: str
+    dry_run: bool
+    capture_writes: bool
+    batch_size: int
+    batch_bytes: int
+    buckets: int
+    lease_holder: Optional[str]
+    done: frozenset = field(default_factory=frozenset)  # (path, kind) applied earlier
+    limits: Optional[dict] = None  # this worker's share of the traffic limits (JSON)
+
+
+class _Refused(Exception):
+    """The migration's own code raised on a worker (reported as a migration failure)."""
+
+
+def _load_script(spec: WorkerSpec) -> Any:
+    from ..scripts import _exec_module
+
+    name = f"fsmigrate_beam_{spec.revision}_{uuid.uuid4().hex[:8]}"
+    return _exec_module(Path(spec.script_path), spec.script_source, name)
+
+
+class _WorkerContext(Context):
+    """plan's ctx on a worker: reads of single documents, operations, notes, counters;
+    no scans (the runner reads the source)."""
+
+    def scan(self, *args: Any, **kwargs: Any) -> Any:
+        raise PlanError(self.revision, "ctx.scan() is not available on Beam workers: the "
+                                       "runner reads the declared source")
+
+    def barrier(self) -> Barrier:
+        raise PlanError(self.revision, "ctx.barrier() orders batches of one process; on Beam "
+                                       "batches land in any order")
+
+
+class _Worker:
+    """Planning, batching, journaling and committing on one worker (one DoFn instance)."""
+
+    def __init__(self, spec: WorkerSpec) -> None:
+        self.spec = spec
+
+    def setup(self) -> None:
+        from ..distributed import forms_of
+
+        spec = self.spec
+        self.store = Store(Target(spec.project, spec.database, spec.emulator_host))
+        self.store.reserved_root = spec.markers_root
+        self.forms = forms_of(_load_script(spec))[0]
+        limiter = None
+        if spec.limits is not None and not spec.dry_run:
+            from .. import traffic
+
+            limiter = traffic.make(traffic.Limits.from_json(spec.limits))
+        self.committer = Committer(self.store, spec.batch_bytes, limiter)
+        self.payload = spec.batch_bytes - self.store.commit_size(())
+        self.worker = uuid.uuid4().hex[:12]
+        self.batches = 0
+        self.lock = lock_path(self.store)
+
+    # -- one unit -------------------------------------------------------------------------
+
+    def begin(self, unit: str) -> list[str]:
+        """Start a unit; what its earlier attempts journaled is skipped. The notes and
+        counters of the unit come back as JSON lines."""
+        self.unit = unit
+        self.attempt = uuid.uuid4().hex[:8]
+        self.skip = {path for path, _ in self.spec.done}  # documents written earlier
+        for path in journal.list_files(self.spec.journal_dir, f"batch-u{unit}-"):
+            if path.endswith(journal.OUTCOME):
+                continue
+            body = json.loads(journal.read_file(path))
+            self.skip.update(op["path"] for op in body["ops"])
+        self.batch: list[Operation] = []
+        self.used = 0
+        self.groups = 0
+        self.out: list[str] = []
+        self.ctx = _WorkerContext(self.store, self.spec.revision, self.spec.dry_run, None,
+                                  self._note)
+        return self.out
+
+    def _note(self, text: str) -> None:
+        self.out.append(json.dumps({"note": text}))
+
+    def end(self) -> list[str]:
+        self._flush()
+        for name, n in sorted(self.ctx.counts.items()):
+            self.out.append(json.dumps({"count": name, "n": n}))
+        return self.out
+
+    def plan(self, produced: Optional[Iterable[Any]]) -> None:
+        """Take the operations one call of the migration yields."""
+        try:
+            for item in produced or ():
+                if isinstance(item, Barrier):
+                    raise PlanError(self.spec.revision, "ctx.barrier() has no meaning on Beam")
+                for unit in self._units(item):
+                    self._add(unit)
+        except PlanError as exc:  # a bad operation is the migration's fault, as locally
+            raise _Refused(f"{MIGRATION_ERROR}: {exc}") from exc
+        except (FsMigrateError, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            raise _Refused(f"{MIGRATION_ERROR}: {type(exc).__name__}: {exc}") from exc
+
+    def _units(self, item: Any) -> Iterator[list[Operation]]:
+        if isinstance(item, Group):
+            for child in item.children:
+                yield from self._units(child)
+            if not item.ops:
+                return
+            if len(item.ops) > self.spec.batch_size:
+                raise PlanError(self.spec.revision, f"an atomic group of {len(item.ops)} "
+                                f"operations does not fit in a batch of {self.spec.batch_size}")
+            self.groups += 1
+            for op in item.ops:
+                self._check(op)
+                op.group = self.groups
+            if any(op.path in self.skip for op in item.ops):
+                return
+            yield list(item.ops)
+            return
+        self._check(item)
+        if item.path not in self.skip:
+            yield [item]
+
+    def _check(self, op: Any) -> None:
+        problem = check_operation(op)
+        if problem:
+            raise PlanError(self.spec.revision, problem)
+
+    def _size(self, op: Operation) -> int:
+        if op.kind == DELETE:
+            n = len(self.store.doc_name(op.path).encode()) + _DELETE_SLACK
+        elif op.needs_read:
+            n = len(self.store.build_write(op)) + _READ_SLACK
+        else:
+            op.write = self.store.build_write(op)
+            n = len(op.write)
+        return 1 + _varint_len(n) + n
+
+    def _add(self, unit: list[Operation]) -> None:
+        from ..errors import WriteTooLarge
+
+        need = sum(self._size(op) for op in unit)
+        if need > self.payload:
+            raise WriteTooLarge(unit[0].path, need, self.spec.batch_bytes)
+        if self.batch and (len(self.batch) + len(unit) > self.spec.batch_size
+                           or self.used + need > self.payload):
+            self._flush()
+        self.batch.extend(unit)
+        self.used += need
+        if len(self.batch) >= self.spec.batch_size:
+            self._flush()
+
+    # -- one batch ------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        batch, self.batch, self.used = self.batch, [], 0
+        if not batch:
+            return
+        spec = self.spec
+        blind = [op for op in batch if op.needs_read]
+        if blind:  # read what a blind set overwrites, and guard the write with it
+            current = self.store.get_many(op.path for op in blind)
+            for op in blind:
+                doc = current.get(op.path)
+                op.before = doc
+                op.precondition = (Precondition(update_time=doc.update_time) if doc
+                                   else MUST_NOT_EXIST)
+        archive = not spec.dry_run or spec.capture_writes
+        records = []
+        for op in batch:
+            write = self.store.build_write(op) if archive else None
+            op.write = write
+            records.append({
+                "kind": op.kind, "path": op.path, "precondition": op.precondition.to_json(),
+                "before": op.before.document_bytes() if archive and op.before else None,
+                "write": write, "group": op.group, "label": op.label,
+                "after": _after_json(op, write)})
+        self.batches += 1
+        stem = journal.join(spec.journal_dir,
+                            f"batch-u{self.unit}-{self.attempt}-{self.worker}-{self.batches:06d}")
+        journal.write_file(stem + ".json", journal.encode_batch(self.worker, self.batches,
+                                                                records))
+        if spec.dry_run:
+            return
+        self._check_lease()
+        numbered = list(enumerate(batch))
+        testhooks.reached("before-commit", self.batches)
+        committed, skipped = self.committer.commit(numbered)
+        testhooks.reached("after-commit", self.batches)
+        journal.write_file(stem + journal.OUTCOME, json.dumps(
+            {"committed": committed, "skipped": skipped}).encode())
+
+    def _check_lease(self) -> None:
+        """A worker never commits for a coordinator that lost the target's lease."""
+        holder = self.spec.lease_holder
+        if holder is None:
+            return
+        current = self.store.get(self.lock)
+        if current is None or current.get("holder") != holder:
+            raise LockLost(self.store.target.describe(),
+                           "the coordinator's lease is gone (broken or taken over)")
+
+
+def _doc(pb_bytes: bytes, store: Store) -> Doc:
+    from google.cloud.firestore_v1 import types
+
+    return Doc(types.Document.pb().FromString(pb_bytes), store.client)
+
+
+class ApplyEach(beam.DoFn):
+    """One range of document names: read it, run `each(ctx, doc)` per document, journal
+    and commit its batches."""
+
+    def __init__(self, spec: WorkerSpec) -> None:
+        self.spec = spec
+
+    def setup(self) -> None:
+        self.w = _Worker(self.spec)
+        self.w.setup()
+
+    def process(self, element: tuple[int, Optional[str], Optional[str]]) -> Iterator[str]:
+        index, start, end = element
+        w = self.w
+        w.begin(f"r{index}")
+        source = w.forms.source
+        for doc in w.store.scan(source.collection, group=source.group, where=source.where,
+                                start=start, end=end):
+            try:
+                produced = w.forms.each(w.ctx, doc)
+            except (FsMigrateError, KeyboardInterrupt):
+                raise
+            except Exception as exc:
+                raise _Refused(f"{MIGRATION_ERROR}: {type(exc).__name__}: {exc}") from exc
+            w.plan(produced)
+        yield from w.end()
+
+
+class ReadKeyed(beam.DoFn):
+    """One range of document names: each document with its key, to a bucket of keys."""
+
+    def __init__(self, spec: WorkerSpec) -> None:
+        self.spec = spec
+
+    def setup(self) -> None:
+        self.w = _Worker(self.spec)
+        self.w.setup()
+
+    def process(self, element: tuple[int, Optional[str], Optional[str]]
+                ) -> Iterator[tuple[int, tuple[str, bytes]]]:
+        _, start, end = element
+        w = self.w
+        source = w.forms.source
+        for doc in w.store.scan(source.collection, group=source.group, where=source.where,
+                                start=start, end=end):
+            try:
+                key = checked_key(w.forms.key(doc), doc)
+            except Exception as exc:
+                raise _Refused(f"{MIGRATION_ERROR}: {type(exc).__name__}: {exc}") from exc
+            if key is not None:
+                yield bucket_of(key, self.spec.buckets), (key, doc._pb.SerializeToString())
+
+
+def bucket_of(key: str, buckets: int) -> int:
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % buckets
+
+
+class ApplyMerged(beam.DoFn):
+    """One bucket of keys: `merge(ctx, key, docs)` per key (documents in name order), then
+    journal and commit the batches."""
+
+    def __init__(self, spec: WorkerSpec) -> None:
+        self.spec = spec
+
+    def setup(self) -> None:
+        self.w = _Worker(self.spec)
+        self.w.setup()
+
+    def process(self, element: tuple[int, Iterable[tuple[str, bytes]]]) -> Iterator[str]:
+        bucket, items = element
+        w = self.w
+        w.begin(f"b{bucket}")
+        by_key: dict[str, list[bytes]] = {}
+        for key, raw in items:
+            by_key.setdefault(key, []).append(raw)
+        for key in sorted(by_key):
+            docs = sorted((_doc(raw, w.store) for raw in by_key.pop(key)), key=lambda d: d.path)
+            try:
+                produced = w.forms.merge(w.ctx, key, docs)
+            except (FsMigrateError, KeyboardInterrupt):
+                raise
+            except Exception as exc:
+                raise _Refused(f"{MIGRATION_ERROR}: {type(exc).__name__}: {exc}") from exc
+            w.plan(produced)
+        yield from w.end()
+
+
+def build(pipeline: Any, spec: WorkerSpec, form: str, ranges: list[tuple]) -> None:
+    """The migration's transforms on `pipeline`: ranges -> plan/journal/commit -> notes."""
+    split = (pipeline | "Ranges" >> beam.Create(ranges) | "Spread" >> beam.Reshuffle())
+    if form == EACH:
+        notes = split | "Each" >> beam.ParDo(ApplyEach(spec))
+    else:
+        notes = (split | "Key" >> beam.ParDo(ReadKeyed(spec))
+                 | "Group" >> beam.GroupByKey()
+                 | "Merge" >> beam.ParDo(ApplyMerged(spec)))
+    _ = notes | "Notes" >> beam.io.WriteToText(
+        journal.join(spec.journal_dir, "notes"), file_name_suffix=".json")
+
+
+def options(workers: int, extra: dict[str, str]) -> Any:
+    """Pipeline options: the DirectRunner on `workers` processes unless `extra` names
+    another runner (e.g. runner=DataflowRunner, project=..., region=..., temp_location=gs://...)."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    flags = {"runner": "DirectRunner", "direct_running_mode": "multi_processing",
+             "direct_num_workers": str(workers), "default_sdk_harness_log_level": "WARNING",
+             **extra}
+    return PipelineOptions([f"--{k}={v}" for k, v in flags.items()])
+
