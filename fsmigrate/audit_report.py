@@ -19,7 +19,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
 
-from . import archive, charts
+from . import charts
 from .estimate import describe
 from .mdsafe import Md, bold, code, fence, header, md, row, text
 from .normalize import merge_step
@@ -239,16 +239,11 @@ class Report:
     def before_images(self) -> Iterator[str]:
         run, path = self.run, shlex.quote(self.state_path)
         yield "\n## Before-images\n\n"
-        if (run["archive_policy"] or "full") != "full" or run["pruned_at"]:
-            yield text(f"Archive: {archive.describe(run)}.") + "\n\n"
-        if archive.unavailable(run, "export") is None:
-            yield md("Every document this run changed or deleted was archived in the state "
-                     "file ({}) before the write was sent. To get them:\n\n",
-                     code(self.state_path))
-            yield fence(f"fsmigrate --state {path} audit {shlex.quote(run['id'])} --export "
-                        f"before-images.jsonl\nfsmigrate --project "
-                        f"{shlex.quote(run['project'])} --state {path} restore "
-                        f"{shlex.quote(run['id'])} --dry-run\n", "sh")
+        yield md("Every document this run changed or deleted was archived in the state file "
+                 "({}) before the write was sent. To get them:\n\n", code(self.state_path))
+        yield fence(f"fsmigrate --state {path} audit {shlex.quote(run['id'])} --export "
+                    f"before-images.jsonl\nfsmigrate --project {shlex.quote(run['project'])} "
+                    f"--state {path} restore {shlex.quote(run['id'])} --dry-run\n", "sh")
         counts = json.loads(run["counts"] or "{}")
         if counts:
             yield "\n" + text("Planned by kind: " + ", ".join(
