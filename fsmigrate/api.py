@@ -27,11 +27,14 @@ from typing import Any, Callable, Iterator, NamedTuple, Optional, Sequence, Unio
 from . import (audit_report, checks, commands, durations, planfile, report, scripts, testhooks,
                traffic)
 from .checks import CheckResult
-from .errors import FsMigrateError, RunNotFound, ScriptsChanged, UsageError
+from .archive import ArchiveUnavailable, unavailable as _archive_gone
+from .errors import (FsMigrateError, FsMigrateWarning, RunNotFound, ScriptsChanged,
+                     StateNotFound, UsageError)
 from .lease import DEFAULT_TTL, Lease, break_lock as _break_lock, describe as _describe
 from .lint import Report as LintReport, lint_paths
 from .markers import DEFAULT_ROOT, Markers
-from .restore import restore_script
+from .prune import PruneResult, parse_before, prune as _prune
+from .restore import check as _restorable, restore_script
 from .runner import (DEFAULT_BATCH_BYTES, MAX_BATCH, MAX_BATCH_BYTES, MAX_CONCURRENCY,
                      MIN_BATCH_BYTES, NoProgress, Progress, Runner)
 from .state import State, new_id
@@ -43,7 +46,7 @@ __all__ = [
     "ConfirmationRequired", "FsMigrateError",
     "upgrade", "rerun", "apply_plan", "restore", "status", "history", "verify", "audit",
     "stamp", "resolve", "break_lock", "check", "new", "check_names", "lint", "LintReport",
-    "RunOperation",
+    "RunOperation", "prune", "PruneResult", "ArchiveUnavailable", "FsMigrateWarning",
     "MAX_BATCH", "DEFAULT_BATCH_BYTES", "MIN_BATCH_BYTES", "MAX_BATCH_BYTES", "MAX_CONCURRENCY",
     "DEFAULT_MARKERS",
 ]
@@ -151,6 +154,9 @@ class RunResult:
     error_kind: Optional[str] = None
     source: Optional[str] = None
     plan_digest: Optional[str] = None
+    archive_policy: Optional[str] = None  # full / paths / redact:<function>
+    pruned_at: Optional[str] = None       # when its archive was pruned, and by which run
+    pruned_by: Optional[str] = None
     traffic: Optional[dict[str, Any]] = None   # limits used, throttling events
     estimate: Optional[dict[str, Any]] = None  # a dry-run's: reads, writes, deletes, ...
     actual: Optional[dict[str, Any]] = None    # an apply's: the same figures, as done
@@ -246,7 +252,11 @@ class RunAudit:
         return report.audit_run_chunks(self.state, self.run.run_id, fmt)
 
     def before_images(self) -> Iterator[str]:
-        """The run's before-images as JSON lines (the --export form)."""
+        """The run's before-images as JSON lines (the --export form); ArchiveUnavailable
+        when its archive was pruned or kept paths only."""
+        gone = _archive_gone(self.state.run(self.run.run_id), "export")
+        if gone is not None:
+            raise gone
         return audit_report.export_before_images(self.state, self.run.run_id)
 
     def operations(self) -> Iterator["RunOperation"]:
@@ -506,11 +516,43 @@ def restore(cfg: Config, run_id: str, *, docs: Sequence[str] = (), dry_run: bool
     if (source["project"], source["database"]) != (target.project, target.database):
         raise UsageError(f"run {run_id} changed {source['project']}/{source['database']}, not "
                          f"{target.project}/{target.database}; pass that --project/--database")
+    warnings = _restorable(state, source, docs)  # refuses a pruned or paths-only archive
     script = restore_script(state, source, docs)
-    return _execute(cfg, target, cfg._chain(), state, lambda: [script],
-                    command=f"restore {run_id}", kind="restore", dry_run=dry_run,
-                    batch_size=MAX_BATCH, batch_bytes=batch_bytes, concurrency=1,
-                    limits=limits, progress=progress, confirm=confirm)
+    result = _execute(cfg, target, cfg._chain(), state, lambda: [script],
+                      command=f"restore {run_id}", kind="restore", dry_run=dry_run,
+                      batch_size=MAX_BATCH, batch_bytes=batch_bytes, concurrency=1,
+                      limits=limits, progress=progress, confirm=confirm)
+    result.warnings.extend(warnings)
+    return result
+
+
+def prune(cfg: Config, *, before: str, dry_run: bool = False,
+          confirm: Optional[Confirm] = None) -> PruneResult:
+    """Drop the before-images and journaled writes of the target's runs finished before
+    `before` (an age such as '90d', or a date): runs, counts, checksums, notes and paths
+    stay; the prune is itself a run; the values are overwritten and the file rebuilt, so
+    they are gone from it and the space is given back. Runs whose journal is still needed
+    are kept (listed). `confirm(prompt)` is asked first; without it, refused."""
+    target = cfg.target()
+    try:
+        cutoff = parse_before(before)
+    except ValueError as exc:
+        raise UsageError(f"--before: {exc}") from exc
+    if cutoff > dt.datetime.now(dt.timezone.utc):
+        raise UsageError(f"--before {before} is in the future")
+    if not cfg.state_path.exists():
+        raise StateNotFound(cfg.state_path)
+
+    def ask(prompt: str) -> None:
+        if confirm is None:
+            raise ConfirmationRequired(prompt)
+        if not confirm(prompt):
+            from .errors import Aborted
+
+            raise Aborted("declined at the prompt")
+
+    return _prune(State.open(cfg.state_path), target.project, target.database, cutoff,
+                  dry_run=dry_run, confirm=ask)
 
 
 def _mark_by_hand(cfg: Config, revision: str, reason: str, kind: str,

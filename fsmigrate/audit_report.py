@@ -19,7 +19,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
 
-from . import charts
+from . import archive, charts
 from .estimate import describe
 from .mdsafe import Md, bold, code, fence, header, md, row, text
 from .normalize import merge_step
@@ -204,16 +204,13 @@ class Report:
         outcomes = {key: sum(m.outcome == key for m in merges.values()) for key, _ in OUTCOMES}
         yield "\n## Merged into canonical documents\n\n"
         merged = sum(m.total for m in merges.values())
-        collections = {collection_of(m.target) for m in merges.values()}
-        where = md(" of {}", code(next(iter(collections)))) if len(collections) == 1 else ""
         yield (f"{_plural(merged, 'document')} merged into "
-               f"{_plural(len(merges), 'canonical document')}{where}: "
+               f"{_plural(len(merges), 'canonical document')}: "
                + ", ".join(f"{outcomes[key]} {word}" for key, word in OUTCOMES) + ".\n\n")
         yield header(["canonical document", "documents merged", "canonical document is",
                       "from", "status"])
         for merge in sorted(merges.values(), key=lambda m: m.target)[:MERGES_SHOWN]:
-            shown = merge.target.rsplit("/", 1)[1] if where else merge.target
-            yield row([code(shown), merge.total, dict(OUTCOMES)[merge.outcome],
+            yield row([code(merge.target), merge.total, dict(OUTCOMES)[merge.outcome],
                        code(merge.source.rsplit("/", 1)[1]) if merge.source else "",
                        _merge_status(merge)])
         if len(merges) > MERGES_SHOWN:
@@ -242,11 +239,16 @@ class Report:
     def before_images(self) -> Iterator[str]:
         run, path = self.run, shlex.quote(self.state_path)
         yield "\n## Before-images\n\n"
-        yield md("Every document this run changed or deleted was archived in the state file "
-                 "({}) before the write was sent. To get them:\n\n", code(self.state_path))
-        yield fence(f"fsmigrate --state {path} audit {shlex.quote(run['id'])} --export "
-                    f"before-images.jsonl\nfsmigrate --project {shlex.quote(run['project'])} "
-                    f"--state {path} restore {shlex.quote(run['id'])} --dry-run\n", "sh")
+        if (run["archive_policy"] or "full") != "full" or run["pruned_at"]:
+            yield text(f"Archive: {archive.describe(run)}.") + "\n\n"
+        if archive.unavailable(run, "export") is None:
+            yield md("Every document this run changed or deleted was archived in the state "
+                     "file ({}) before the write was sent. To get them:\n\n",
+                     code(self.state_path))
+            yield fence(f"fsmigrate --state {path} audit {shlex.quote(run['id'])} --export "
+                        f"before-images.jsonl\nfsmigrate --project "
+                        f"{shlex.quote(run['project'])} --state {path} restore "
+                        f"{shlex.quote(run['id'])} --dry-run\n", "sh")
         counts = json.loads(run["counts"] or "{}")
         if counts:
             yield "\n" + text("Planned by kind: " + ", ".join(

@@ -10,6 +10,7 @@ import os
 import sqlite3
 import sys
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
@@ -137,6 +138,24 @@ def cli(ctx: click.Context, project: Optional[str], database: Optional[str], sta
     ctx.obj = Config(api.Config(project=project, database=database, state=state_path,
                                 migrations=migrations, markers_collection=markers_root),
                      traceback)
+    ctx.with_resource(_warnings_to_stderr())
+
+
+@contextlib.contextmanager
+def _warnings_to_stderr() -> Any:
+    """fsmigrate's warnings (api.FsMigrateWarning) as `WARNING: ...` lines on stderr."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", api.FsMigrateWarning)
+        shown = warnings.showwarning
+
+        def show(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:
+            if issubclass(category, api.FsMigrateWarning):
+                click.echo(f"WARNING: {message}", err=True)
+            else:
+                shown(message, category, *args, **kwargs)
+
+        warnings.showwarning = show
+        yield
 
 
 # ---- new -------------------------------------------------------------------------------
@@ -514,6 +533,35 @@ def restore_cmd(cfg: Config, run_id: str, docs: tuple[str, ...], dry_run: bool, 
                  batch_bytes=batch_bytes, **limits)
 
 
+@cli.command("prune")
+@click.option("--before", required=True,
+              help="Prune runs finished before this: an age (90d, 12h) or a date "
+                   "(2026-01-31, UTC unless it says otherwise).")
+@click.option("--dry-run", is_flag=True, help="List what would be pruned; change nothing.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True)
+@click.pass_obj
+def prune_cmd(cfg: Config, before: str, dry_run: bool, yes: bool, fmt: str) -> None:
+    """Drop the before-images and journaled writes of the target's old runs (retention).
+
+    The runs stay, with their counts, checksums, notes, and each document's path, update
+    time and outcome; the copies of the documents are overwritten and the file is rebuilt
+    (VACUUM), so they are gone from it and the space is given back. The prune is itself an
+    audited run. Runs whose journal is still needed (operations pending) are kept. Plan
+    files and exports are separate files: delete them yourself.
+
+    Example:
+
+        fsmigrate --project my-proj prune --before 90d --dry-run
+    """
+    result = api.prune(cfg.api, before=before, dry_run=dry_run,
+                       confirm=lambda prompt: yes or click.confirm(prompt, abort=True, err=True))
+    for warning in result.warnings:
+        click.echo(f"WARNING: {warning}", err=True)
+    _emit(report.prune_chunks(result, fmt))
+
+
 # ---- audit --------------------------------------------------------------------------------
 
 
@@ -557,7 +605,7 @@ def audit_cmd(cfg: Config, run_id: Optional[str], fmt: str, limit: Optional[int]
         _emit(found.before_images(), export_path, private=True)
         click.echo(f"before-images written to {export_path}", err=True)
         return
-    _emit(found.chunks(fmt), output)
+    _emit(found.chunks(fmt), output, private=fmt in ("json", "jsonl"))  # with before-images
 
 
 # ---- check ---------------------------------------------------------------------------------

@@ -122,7 +122,8 @@ def plan_scripts(plan: PlanFile, target: Any, chain: Chain,
                                  f"{plan.plan_id} is stale")
             out.append(Script(revision=item["revision"], down_revision=None, path=plan.path,
                               doc=item["description"], checksum=item["checksum"],
-                              plan=lambda ctx, item=item: _replay(ctx, plan, item)))
+                              plan=lambda ctx, item=item: _replay(ctx, plan, item),
+                              archive_spec=item.get("archive", "full")))
         if not out:
             raise UsageError(f"plan {plan.plan_id} was already applied")
         return out

@@ -14,6 +14,11 @@ class FsMigrateError(Exception):
     exit_code = 1
 
 
+class FsMigrateWarning(UserWarning):
+    """Something the user should know that does not stop the command (a state file others
+    can read). Raised through `warnings.warn`; the CLI prints `WARNING: ...` on stderr."""
+
+
 class UsageError(FsMigrateError):
     """Bad input from the user (a wrong option value, a missing project...)."""
 

@@ -3,12 +3,13 @@
 The file is JSON lines, written and read as a stream (a plan of 100,000 operations never
 sits in memory). Line 1 is the header: format version, plan id (the dry-run's invocation),
 target project and database, who made it and when, and per migration its revision,
-checksum, description, dry-run run id, the number of its operation lines and the sha256
-of those lines; `header_sha256` covers the rest of the header. Every other line is one
-operation: revision, sequence, kind, path, precondition, its atomic group (operations
-that commit together or not at all, such as a rename's create and delete), the exact
-`Write` protobuf (base64) that will be sent, and the before-image (base64 `Document`
-protobuf) that will be archived.
+checksum, description, dry-run run id, the number of its operation lines, the sha256
+of those lines and its archive policy (`archive`: full, paths, redact:<function>; with
+`paths` the lines carry no before-image); `header_sha256` covers the rest of the header.
+Every other line is one operation: revision, sequence, kind, path, precondition, its
+atomic group (operations that commit together or not at all, such as a rename's create
+and delete), the exact `Write` protobuf (base64) that will be sent, and the before-image
+(base64 `Document` protobuf) that will be archived.
 
 The plan's digest is the sha256 of the whole file (`sha256sum plan.jsonl`): recorded with
 the dry-run that wrote it and with the apply that used it, so a change ticket can cite
@@ -101,7 +102,8 @@ def write_plan(state: Any, run_ids: list[str], target: Any, invocation: str,
                 count += 1
             migrations.append({"revision": run["revision"], "checksum": run["checksum"],
                                "description": run["description"], "dry_run": run["id"],
-                               "operations": count, "sha256": digest.hexdigest()})
+                               "operations": count, "sha256": digest.hexdigest(),
+                               "archive": run["archive_policy"] or "full"})
         header: dict[str, Any] = {
             "format": FORMAT, "plan_id": invocation, "project": target.project,
             "database": target.database, "created_at": now_text(),

@@ -6,7 +6,7 @@ import json
 import sqlite3
 from typing import Any, Iterator, Optional, Sequence
 
-from . import codec, estimate
+from . import archive, codec, estimate
 from .mdsafe import bold, code, header, md, row as md_row, text
 from .plan import KINDS
 from .traffic import Limits, describe_stats
@@ -34,6 +34,8 @@ def run_dict(state: Any, row: sqlite3.Row) -> dict[str, Any]:
         "failed": row["failed"], "batches": row["batches"],
         "counts": json.loads(row["counts"] or "{}"), "error": row["error"],
         "source": row["source"], "plan_digest": row["plan_digest"],
+        "archive_policy": row["archive_policy"], "pruned_at": row["pruned_at"],
+        "pruned_by": row["pruned_by"],
         "notes": state.notes(row["id"]),
         **_usage(state, row),
     }
@@ -103,6 +105,8 @@ def _upgrade_text(state: Any, runs: Sequence[sqlite3.Row], target: Any, *,
     for row in runs:
         yield (f"\n{row['revision']} {row['description']}  [run {row['id']}, {row['status']}]\n"
                f"  planned: {_counts_line(row)}\n")
+        if row["archive_policy"] not in (None, "full"):
+            yield f"  archive: {archive.describe(row)}\n"
         if not dry:
             yield (f"  committed {row['committed']}, skipped {row['skipped']}, "
                    f"failed {row['failed']}, in {row['batches']} batches\n")
@@ -158,6 +162,7 @@ def _upgrade_markdown(state: Any, runs: Sequence[sqlite3.Row], target: Any) -> I
         yield "## " + text(f"{row['revision']} {row['description']}".splitlines()[0]) + "\n\n"
         yield md("Run {}, status {}, checksum {}\n\n", code(row["id"]), bold(row["status"]),
                  code(row["checksum"]))
+        yield f"Archive: {text(archive.describe(row))}.\n\n"
         yield from _usage_table(state, row)
         yield "| operation | planned |\n|---|---|\n"
         counts = json.loads(row["counts"] or "{}")
@@ -169,10 +174,7 @@ def _upgrade_markdown(state: Any, runs: Sequence[sqlite3.Row], target: Any) -> I
         notes = sorted(state.notes(row["id"]), key=_problems_first)
         if notes:
             yield "\n### Notes\n\n" + "".join(f"- {text(n)}\n" for n in notes)
-        labelled = state.conn.execute(
-            "SELECT label, status, reason FROM ops WHERE run_id=? AND label LIKE '% -> %'"
-            " AND kind='delete' ORDER BY substr(label, instr(label, ' -> ') + 4), label",
-            (row["id"],))
+        labelled = state.renamed(row["id"])
         first = True
         for op in labelled:
             if first:
@@ -287,6 +289,11 @@ def audit_run_chunks(state: Any, run_id: str, fmt: str) -> Iterator[str]:
         yield f"  {what} {row['source'] or row['invocation']}, sha256 {row['plan_digest']}\n"
     if row["resumes"]:
         yield f"  resumes run {row['resumes']}\n"
+    if row["planned"] or row["pruned_at"]:
+        yield f"  archive: {archive.describe(row)}\n"
+    if row["planned"] and not state.kept_ops(run_id):
+        yield ("  operations: not kept (a dry-run without --plan-out keeps its counts and "
+               "notes)\n")
     if row["error"]:
         yield f"  error: {row['error']}\n"
     if row["retries"]:
@@ -322,3 +329,25 @@ def findings_chunks(findings: Sequence[dict[str, Any]], fmt: str) -> Iterator[st
         yield "OK: every applied migration matches its script.\n"
     for f in findings:
         yield f"{f['problem'].upper()}: {f['message']}\n"
+
+
+def prune_chunks(result: Any, fmt: str) -> Iterator[str]:
+    """A prune (`fsmigrate.prune.PruneResult`) as text or json."""
+    if fmt == "json":
+        yield dumps(result.to_json()) + "\n"
+        return
+    images = sum(p.before_images for p in result.pruned)
+    if not result.pruned:
+        yield f"Nothing to prune: no run finished before {result.cutoff} holds archive data.\n"
+    elif result.dry_run:
+        yield (f"DRY-RUN: would prune {len(result.pruned)} run(s) finished before "
+               f"{result.cutoff} ({images:,} before-images); nothing was changed\n")
+    else:
+        yield (f"PRUNED by run {result.run_id}: {len(result.pruned)} run(s) finished before "
+               f"{result.cutoff}, {images:,} before-images; state file {result.bytes_before:,} "
+               f"-> {result.bytes_after:,} bytes\n")
+    for p in result.pruned:
+        yield (f"  {p.run_id}  {p.kind} {p.mode} of {p.revision}, finished {p.finished_at}: "
+               f"{p.before_images:,} before-images, {p.writes:,} writes, {p.bytes:,} bytes\n")
+    for k in result.kept:
+        yield f"  kept {k.run_id}: {k.why}\n"

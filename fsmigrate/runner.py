@@ -17,7 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Optional, Protocol
 
-from . import codec, reconcile, testhooks
+from . import archive, codec, reconcile, testhooks
 from .commit import Committer, Numbered, Settled
 from .context import Barrier, Context
 from .estimate import Tally, figures
@@ -159,6 +159,7 @@ class Runner:
         self.concurrency = concurrency
         self.markers = markers  # where applied revisions are recorded in the database
         self.capture_writes = False  # dry-runs journal exact writes (for --plan-out)
+        self._policy = archive.DEFAULT  # what a run archives (set per run from its script)
         self._pool: Any = None
         self.store = store
         self.state = state
@@ -193,6 +194,8 @@ class Runner:
             revision=script.revision, checksum=script.checksum, description=script.description,
             mode=mode, kind=kind, resumes=prior["id"] if prior else None, source=source,
             plan_digest=plan_digest)
+        self._policy = archive.policy(script.archive)
+        self.state.set_archive_policy(run_id, self._policy.name)
         result = RunResult(run_id, script.revision, script.description, mode, "running")
         counts = {k: 0 for k in KINDS}
         earlier = self.state.resume_chain(prior["id"]) if prior else []
@@ -435,17 +438,28 @@ class Runner:
         return [op for op in batch if (op.path, op.kind) not in done]
 
     def _record(self, run_id: str, number: int, numbered: Numbered, status: str) -> None:
-        archive = status != "planned" or self.capture_writes
+        keep = status != "planned" or self.capture_writes
+        check = keep or self._policy.kind == archive.REDACT  # every dry-run runs redaction
         records = []
         for seq, op in numbered:
-            write = self._write(op) if archive else None
+            write = self._write(op) if keep else None
+            before = self._image(op) if check else None
             records.append(OpRecord(
-                seq=seq, kind=op.kind, path=op.path, precondition=op.precondition.to_json(),
-                before=op.before.document_bytes() if archive and op.before else None,
-                after=_after_json(op, write), status=status, write=write, group=op.group,
-                label=op.label))
+                seq=seq, kind=op.kind, path=op.path, precondition=op.precondition,
+                before=before if keep else None, after=None, status=status, write=write,
+                group=op.group, label=op.label))
             op.write = write
         self.state.record_ops(run_id, number, records)
+
+    def _image(self, op: Operation) -> Optional[bytes]:
+        """What the run's archive policy keeps of the document `op` changes (None: nothing);
+        the migration's archive function failing stops the run like its plan failing."""
+        try:
+            return self._policy.image(op.before)
+        except Exception as exc:
+            raise _PlanFailed(RuntimeError(
+                f"the archive function ({self._policy.name}) failed on {op.path}: "
+                f"{type(exc).__name__}: {exc}")) from exc
 
     def _write(self, op: Operation) -> bytes:
         try:

@@ -2,7 +2,10 @@
 
 The backend owns its tables and versions its own schema (table `meta`). Everything is
 keyed by (project, database), so one file can serve the emulator and production.
-Read-only users open the file read-only and never create it.
+Read-only users open the file read-only and never create it. The file (and SQLite's -wal
+and -shm files beside it, which take its mode) is created readable by its owner only: it
+holds copies of the documents runs changed or deleted. The operations are kept compactly
+(`opstable`, `journal`).
 """
 from __future__ import annotations
 
@@ -13,20 +16,24 @@ import os
 import secrets
 import socket
 import sqlite3
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from . import __version__
-from .errors import RunNotFound, StateCorrupt, StateNotFound, StateSchemaTooNew
+from .errors import (FsMigrateWarning, RunNotFound, StateCorrupt, StateNotFound,
+                     StateSchemaTooNew)
+from .opstable import COMPACT, Operations
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 BUSY_TIMEOUT = 30.0  # seconds a reader or writer waits for another one's transaction
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
-    id TEXT PRIMARY KEY,
+    key INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
     invocation TEXT NOT NULL,
     project TEXT NOT NULL,
     database TEXT NOT NULL,
@@ -59,7 +66,8 @@ CREATE TABLE IF NOT EXISTS runs (
     traffic TEXT,
     estimate TEXT,
     archive_policy TEXT,
-    pruned_at TEXT
+    pruned_at TEXT,
+    pruned_by TEXT REFERENCES runs (id)
 );
 CREATE INDEX IF NOT EXISTS runs_target ON runs (project, database, started_at);
 CREATE TABLE IF NOT EXISTS applied (
@@ -72,25 +80,31 @@ CREATE TABLE IF NOT EXISTS applied (
     PRIMARY KEY (project, database, revision)
 );
 CREATE TABLE IF NOT EXISTS ops (
-    run_id TEXT NOT NULL REFERENCES runs (id),
+    run INTEGER NOT NULL REFERENCES runs (key),
     seq INTEGER NOT NULL,
     batch INTEGER NOT NULL,
     kind TEXT NOT NULL,
     path TEXT NOT NULL,
-    precondition TEXT,
-    before BLOB,
-    after TEXT,
-    write BLOB,
+    pre_time,
+    pre_exists INTEGER,
     grp INTEGER,
     label TEXT,
     status TEXT NOT NULL
         CHECK (status IN ('planned', 'pending', 'committed', 'skipped', 'failed')),
     reason TEXT,
-    commit_time TEXT,
+    commit_time,
     error TEXT,
-    PRIMARY KEY (run_id, seq)
+    blk INTEGER,
+    phash INTEGER NOT NULL,
+    PRIMARY KEY (run, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS ops_phash ON ops (phash);
+CREATE TABLE IF NOT EXISTS blocks (
+    run INTEGER NOT NULL REFERENCES runs (key),
+    blk INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (run, blk)
 );
-CREATE INDEX IF NOT EXISTS ops_path ON ops (path, run_id);
 CREATE TABLE IF NOT EXISTS notes (
     run_id TEXT NOT NULL REFERENCES runs (id),
     seq INTEGER NOT NULL,
@@ -106,14 +120,21 @@ _UPGRADES: dict[int, tuple[str, ...]] = {
     # policy, when its archive was pruned; and `prune` runs (a new kind: the table is
     # rebuilt, SQLite cannot change a CHECK constraint in place)
     2: ("@rebuild runs",),
+    # 4: the compact archive: runs get an integer key (`ops` and `blocks` refer to it) and
+    # `pruned_by`; operations move to the compact layout (`opstable`), then the file is
+    # vacuumed once
+    3: ("@rebuild runs", "@compact ops"),
 }
 # How a read-only reader of an older file sees the current shape (temporary views shadow
 # the file's tables on that connection only; the file is not changed).
+# Their operations are read in the old layout (`opstable`).
 _READ_SHIMS: dict[int, tuple[str, ...]] = {
-    1: ("CREATE TEMP VIEW runs AS SELECT *, NULL AS plan_digest, NULL AS traffic,"
-        " NULL AS estimate, NULL AS archive_policy, NULL AS pruned_at FROM main.runs",),
-    2: ("CREATE TEMP VIEW runs AS SELECT *, NULL AS traffic, NULL AS estimate,"
-        " NULL AS archive_policy, NULL AS pruned_at FROM main.runs",),
+    1: ("CREATE TEMP VIEW runs AS SELECT rowid AS key, *, NULL AS plan_digest, NULL AS traffic,"
+        " NULL AS estimate, NULL AS archive_policy, NULL AS pruned_at, NULL AS pruned_by"
+        " FROM main.runs",),
+    2: ("CREATE TEMP VIEW runs AS SELECT rowid AS key, *, NULL AS traffic, NULL AS estimate,"
+        " NULL AS archive_policy, NULL AS pruned_at, NULL AS pruned_by FROM main.runs",),
+    3: ("CREATE TEMP VIEW runs AS SELECT rowid AS key, *, NULL AS pruned_by FROM main.runs",),
 }
 
 
@@ -138,12 +159,13 @@ def operator_name() -> str:
 
 @dataclass
 class OpRecord:
-    """One row of the audit, as the runner writes it."""
+    """One row of the audit, as the runner writes it (`precondition`: a plan.Precondition
+    or its JSON; `after` need not be given when there is a write: it is rendered from it)."""
 
     seq: int
     kind: str
     path: str
-    precondition: Optional[str]
+    precondition: Optional[Any]
     before: Optional[bytes]
     after: Optional[str]
     status: str
@@ -153,10 +175,12 @@ class OpRecord:
     label: Optional[str] = None
 
 
-class State:
-    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+class State(Operations):
+    def __init__(self, conn: sqlite3.Connection, path: Path, layout: int = SCHEMA_VERSION
+                 ) -> None:
         self.conn = conn
         self.path = path
+        self._init_ops(layout)
 
     # ---- opening -------------------------------------------------------------------
 
@@ -166,6 +190,7 @@ class State:
         if path.exists() and not path.is_file():
             raise StateCorrupt(path, "it is not a file")
         path.parent.mkdir(parents=True, exist_ok=True)
+        created = _create_private(path)
         try:
             conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT, isolation_level=None)
             conn.row_factory = sqlite3.Row
@@ -179,6 +204,8 @@ class State:
             state._migrate()
         except sqlite3.DatabaseError as exc:
             raise StateCorrupt(path, str(exc)) from exc
+        if not created:
+            warn_if_exposed(path)
         return state
 
     @classmethod
@@ -195,6 +222,7 @@ class State:
             state = cls(conn, path)
             state._check()
             version = state._schema_version()
+            state.layout = version
         except sqlite3.DatabaseError as exc:
             raise StateCorrupt(path, str(exc)) from exc
         if version > SCHEMA_VERSION:
@@ -203,6 +231,7 @@ class State:
             raise StateCorrupt(path, "it is an SQLite file but not an fsmigrate state file")
         for stmt in _READ_SHIMS.get(version, ()):
             conn.execute(stmt)
+        warn_if_exposed(path)
         return state
 
     def _check(self) -> None:
@@ -242,6 +271,8 @@ class State:
             self._migrate_from(version)
         finally:
             self.conn.execute("PRAGMA foreign_keys=ON")
+        if 0 < version < COMPACT:  # the old layout's pages are free now: give them back
+            self.conn.execute("VACUUM")
 
     def _migrate_from(self, version: int) -> None:
         with self.tx():
@@ -254,6 +285,8 @@ class State:
                     for stmt in _UPGRADES[step]:
                         if stmt.startswith("@rebuild "):
                             self._rebuild(stmt.split()[1])
+                        elif stmt == "@compact ops":
+                            self._compact_ops()
                         else:
                             self.conn.execute(stmt)
             broken = self.conn.execute("PRAGMA foreign_key_check").fetchall()
@@ -300,6 +333,11 @@ class State:
                  mode, resumes, source, plan_digest, now_text(), operator_name(),
                  socket.gethostname(), __version__))
         return run_id
+
+    def set_archive_policy(self, run_id: str, policy: str) -> None:
+        """Record what the run keeps of the documents it changes (`archive.Policy.name`)."""
+        with self.tx():
+            self.conn.execute("UPDATE runs SET archive_policy=? WHERE id=?", (policy, run_id))
 
     def set_plan_digest(self, run_ids: Sequence[str], digest: str) -> None:
         """Record the digest of the plan file the dry-runs `run_ids` wrote."""
@@ -364,33 +402,6 @@ class State:
             row = self.conn.execute("SELECT resumes FROM runs WHERE id=?", (current,)).fetchone()
             current = row["resumes"] if row else None
         return chain
-
-    def pending_ops(self, run_ids: Sequence[str]) -> list[sqlite3.Row]:
-        """Operations journaled but with no recorded outcome (sent or not: unknown)."""
-        marks = ",".join("?" * len(run_ids))
-        return list(self.conn.execute(
-            f"SELECT * FROM ops WHERE run_id IN ({marks}) AND status='pending'"
-            " ORDER BY run_id, seq", list(run_ids)))
-
-    def committed_among(self, run_ids: Sequence[str], paths: Sequence[str]) -> set[tuple[str, str]]:
-        """(path, kind) of the operations on `paths` that committed in `run_ids`."""
-        if not run_ids or not paths:
-            return set()
-        runs = ",".join("?" * len(run_ids))
-        docs = ",".join("?" * len(paths))
-        return {(r["path"], r["kind"]) for r in self.conn.execute(
-            f"SELECT path, kind FROM ops WHERE path IN ({docs}) AND run_id IN ({runs})"
-            " AND status='committed'", [*paths, *run_ids])}
-
-    def _update_totals(self, run_id: str) -> None:
-        self.conn.execute(
-            "UPDATE runs SET"
-            " planned=(SELECT COUNT(*) FROM ops WHERE run_id=:r),"
-            " committed=(SELECT COUNT(*) FROM ops WHERE run_id=:r AND status='committed'),"
-            " skipped=(SELECT COUNT(*) FROM ops WHERE run_id=:r AND status='skipped'),"
-            " failed=(SELECT COUNT(*) FROM ops WHERE run_id=:r AND status IN ('failed','pending')),"
-            " batches=(SELECT COALESCE(MAX(batch), 0) FROM ops WHERE run_id=:r)"
-            " WHERE id=:r", {"r": run_id})
 
     def mark_applied(self, *, project: str, database: str, revision: str, checksum: str,
                      run_id: str) -> None:
@@ -480,73 +491,7 @@ class State:
             raise RunNotFound(run_id)
         return row
 
-    # ---- operations (the per-document audit) ---------------------------------------
-
-    def record_ops(self, run_id: str, batch: int, records: Sequence[OpRecord]) -> None:
-        """Write a batch's operations in ONE transaction (before it is sent, when applying)."""
-        with self.tx():
-            self.conn.executemany(
-                "INSERT INTO ops (run_id, seq, batch, kind, path, precondition, before, after,"
-                " write, grp, label, status, reason) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                [(run_id, r.seq, batch, r.kind, r.path, r.precondition, r.before, r.after,
-                  r.write, r.group, r.label, r.status, r.reason) for r in records])
-            open_ = sum(r.status == "pending" for r in records)
-            self.conn.execute(
-                "UPDATE runs SET planned=planned+?, failed=failed+?, batches=MAX(batches, ?)"
-                " WHERE id=?", (len(records), open_, batch, run_id))
-
-    def settle_old(self, updates: Sequence[tuple[str, str, int, str]]) -> None:
-        """(status, reason, seq, run_id): outcomes found for a crashed run's pending ops."""
-        with self.tx():
-            self.conn.executemany(
-                "UPDATE ops SET status=?, reason=? WHERE seq=? AND run_id=?", updates)
-            for run_id in {u[3] for u in updates}:
-                self._update_totals(run_id)
-
-    def settle_ops(self, run_id: str, *, committed: Iterable[tuple[int, str]],
-                   skipped: Iterable[tuple[int, str]] = (),
-                   failed: Iterable[tuple[int, str]] = ()) -> None:
-        """Record a batch's outcome: (seq, commit time) of what committed, (seq, reason) of
-        what was skipped, (seq, error) of what failed."""
-        committed, skipped = list(committed), list(skipped)
-        with self.tx():
-            self.conn.executemany(
-                "UPDATE ops SET status='committed', commit_time=? WHERE run_id=? AND seq=?",
-                [(commit_time, run_id, seq) for seq, commit_time in committed])
-            self.conn.executemany(
-                "UPDATE ops SET status='skipped', reason=? WHERE run_id=? AND seq=?",
-                [(reason, run_id, seq) for seq, reason in skipped])
-            failed = list(failed)
-            self.conn.executemany(
-                "UPDATE ops SET status='failed', error=? WHERE run_id=? AND seq=?",
-                [(error, run_id, seq) for seq, error in failed])
-            # counters move incrementally (a recount per batch would make a run quadratic)
-            done, gone = len(committed), len(skipped)
-            self.conn.execute(
-                "UPDATE runs SET committed=committed+?, skipped=skipped+?, failed=failed-?"
-                " WHERE id=?", (done, gone, done + gone, run_id))
-
-    def ops(self, run_id: str, *, status: Optional[str] = None,
-            limit: Optional[int] = None) -> Iterator[sqlite3.Row]:
-        sql = "SELECT * FROM ops WHERE run_id=?"
-        args: list[Any] = [run_id]
-        if status:
-            sql += " AND status=?"
-            args.append(status)
-        sql += " ORDER BY seq"
-        if limit is not None:
-            sql += " LIMIT ?"
-            args.append(limit)
-        yield from self.conn.execute(sql, args)
-
-    def op_counts(self, run_id: str) -> dict[str, dict[str, int]]:
-        """{kind: {status: n}} for a run."""
-        out: dict[str, dict[str, int]] = {}
-        for row in self.conn.execute(
-                "SELECT kind, status, COUNT(*) n FROM ops WHERE run_id=? GROUP BY kind, status",
-                (run_id,)):
-            out.setdefault(row["kind"], {})[row["status"]] = row["n"]
-        return out
+    # ---- notes -------------------------------------------------------------------
 
     def add_note(self, run_id: str, seq: int, text: str) -> None:
         with self.tx():
@@ -556,6 +501,34 @@ class State:
     def notes(self, run_id: str) -> list[str]:
         return [r["text"] for r in self.conn.execute(
             "SELECT text FROM notes WHERE run_id=? ORDER BY seq", (run_id,))]
+
+
+def _create_private(path: Path) -> bool:
+    """Create an empty state file readable by its owner only (SQLite gives the -wal and
+    -shm files the database file's mode); False when it exists already."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    os.close(fd)
+    return True
+
+
+def warn_if_exposed(path: Path) -> None:
+    """Warn (never chmod: the owner may share it on purpose) when the state file or its
+    -wal file (the -shm file holds no content) can be read by others than their owner."""
+    exposed = []
+    for file in (path, Path(f"{path}-wal")):
+        try:
+            mode = file.stat().st_mode & 0o777
+        except OSError:
+            continue
+        if mode & 0o077:
+            exposed.append(f"{file} ({mode:o})")
+    if exposed:
+        warnings.warn(FsMigrateWarning(
+            f"state file readable by others: {', '.join(exposed)}; it holds copies of the "
+            f"documents runs changed or deleted: `chmod 600 {path}*`"), stacklevel=3)
 
 
 class _Tx:

@@ -38,3 +38,17 @@ class Fsm:
         result = self(*args, "--format", "json")
         assert result.exit_code == 0, result.output
         return json.loads(result.stdout)
+
+
+def ops_of(state: Path, run_id: str | None = None, status: str | None = None) -> list[dict]:
+    """The operations the state file keeps (every run's, oldest first, or one run's), each
+    as a dict with its before-image and write decoded (the file keeps them compressed)."""
+    from fsmigrate.state import State
+
+    db = State.open_readonly(state)
+    assert db is not None, f"no state file {state}"
+    try:
+        runs = [run_id] if run_id else [r["id"] for r in reversed(db.runs())]
+        return [dict(op) for run in runs for op in db.ops(run, status=status)]
+    finally:
+        db.close()

@@ -39,8 +39,8 @@ def apply_delete_all(project: str, state_path: Path) -> State:
 
 
 def archived(state: State) -> dict[str, types.Document]:
-    rows = state.conn.execute("SELECT path, before FROM ops WHERE status='committed'")
-    return {path: codec.bytes_to_document(before) for path, before in rows}
+    rows = [op for run in state.runs() for op in state.ops(run["id"], status="committed")]
+    return {op["path"]: codec.bytes_to_document(op["before"]) for op in rows}
 
 
 def server_copy(client, path: str) -> types.Document:

@@ -12,7 +12,7 @@ from hypothesis import given, settings, strategies as st
 from fsmigrate.context import Barrier
 from fsmigrate.plan import DELETE, Group, Operation
 from fsmigrate.runner import DEFAULT_BATCH_BYTES, _batches
-from helpers import Fsm, write_script
+from helpers import Fsm, ops_of, write_script
 from test_crash_resume import run_cli
 
 BLOB = 600_000
@@ -33,10 +33,10 @@ def state_of(client) -> dict[str, tuple[int, int]]:
 
 
 def batch_bytes(state: Path, run_id: str) -> dict[int, int]:
-    db = sqlite3.connect(state)
-    rows = db.execute("SELECT batch, SUM(LENGTH(write)), COUNT(*) FROM ops WHERE run_id=? "
-                      "GROUP BY batch", (run_id,)).fetchall()
-    return {batch: size for batch, size, _ in rows}
+    sizes: dict[int, int] = {}
+    for op in ops_of(state, run_id):
+        sizes[op["batch"]] = sizes.get(op["batch"], 0) + len(op["write"])
+    return sizes
 
 
 @pytest.fixture
@@ -100,10 +100,10 @@ def plan(ctx):
     run = fsm.json("upgrade", "--quiet", "--batch-bytes", "1500000")["migrations"][0]
 
     assert (run["committed"], run["skipped"]) == (24, 0)
-    db = sqlite3.connect(fsm.state)
-    rows = db.execute("SELECT grp, COUNT(DISTINCT batch), COUNT(DISTINCT commit_time) FROM ops "
-                      "WHERE run_id=? GROUP BY grp", (run["run_id"],)).fetchall()
-    assert len(rows) == 12 and all(batches == 1 and times == 1 for _, batches, times in rows)
+    groups: dict[int, set[tuple[int, str]]] = {}
+    for op in ops_of(fsm.state, run["run_id"]):
+        groups.setdefault(op["grp"], set()).add((op["batch"], op["commit_time"]))
+    assert len(groups) == 12 and all(len(seen) == 1 for seen in groups.values())
     assert max(batch_bytes(fsm.state, run["run_id"]).values()) <= 1_500_000
     assert sorted(s.id for s in fs_client.collection("big").stream()) == [
         f"D{i:03d}" for i in range(12)]

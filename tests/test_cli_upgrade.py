@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from fsmigrate import codec
-from helpers import Fsm, write_script
+from helpers import Fsm, ops_of, write_script
 
 DELETE_OLD = """
 def plan(ctx):
@@ -128,8 +128,7 @@ def test_every_deleted_document_is_archived_exactly(fsm: Fsm, fs_client) -> None
 
     assert fsm("upgrade").exit_code == 0
 
-    db = sqlite3.connect(fsm.state)
-    rows = db.execute("SELECT path, before FROM ops WHERE status='committed'").fetchall()
+    rows = [(op["path"], op["before"]) for op in ops_of(fsm.state, status="committed")]
     assert len(rows) == 30
     for path, before in rows:
         archived = codec.bytes_to_document(before)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from fsmigrate import codec
-from helpers import Fsm, write_script
+from helpers import Fsm, ops_of, write_script
 
 N = 5000
 DELETE_ALL = """
@@ -76,11 +76,10 @@ def test_sigkill_during_third_batch_then_resume(fsm: Fsm, fs_client, point: str)
                           "GROUP BY path").fetchall()
     assert len(per_path) == N and {n for _, n in per_path} == {1}
     # ... and every deleted document has its full archived copy
-    for path, before in db.execute("SELECT path, before FROM ops WHERE status='committed'"):
-        doc = codec.bytes_to_document(before)
+    for op in ops_of(fsm.state, status="committed"):
+        path, doc = op["path"], codec.bytes_to_document(op["before"])
         assert codec.decode_fields(doc.fields, fs_client) == original[path]
-    reasons = {r for (r,) in db.execute(
-        "SELECT DISTINCT reason FROM ops WHERE run_id=? AND batch=3", (runs[0][0],))}
+    reasons = {op["reason"] for op in ops_of(fsm.state, runs[0][0]) if op["batch"] == 3}
     if point == "after-commit":  # batch 3 had landed: found by re-reading, not resent
         assert reasons == {"landed before the interruption (re-read)"}
     else:  # batch 3 never reached Firestore: resent by the second run

@@ -1,6 +1,7 @@
 """The SQLite state file: schema versioning, WAL, read-only access, the audit rows."""
 from __future__ import annotations
 
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -80,11 +81,17 @@ def test_a_reader_can_read_while_a_writer_holds_a_transaction(tmp_path: Path) ->
     assert reader.run(run)["status"] == "failed"
 
 
+V3 = Path(__file__).parent / "data" / "state-v3" / "state.db"  # made by fsmigrate itself
+
+
 def _as_version(path: Path, version: int) -> None:
-    """Make a state file as an older fsmigrate wrote it (columns and kinds of then)."""
+    """A state file as an older fsmigrate wrote it: the schema 3 file the last version of
+    that schema made, with the columns later added dropped again for versions 1 and 2."""
+    shutil.copy(V3, path)
+    path.chmod(0o600)
     db = sqlite3.connect(path)
     dropped = {1: ["plan_digest", "traffic", "estimate", "archive_policy", "pruned_at"],
-               2: ["traffic", "estimate", "archive_policy", "pruned_at"]}[version]
+               2: ["traffic", "estimate", "archive_policy", "pruned_at"], 3: []}[version]
     for column in dropped:
         db.execute(f"ALTER TABLE runs DROP COLUMN {column}")
     db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(version),))
@@ -92,39 +99,38 @@ def _as_version(path: Path, version: int) -> None:
     db.close()
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 def test_a_state_file_of_an_older_schema_is_migrated_on_open(tmp_path: Path,
                                                               version: int) -> None:
     path = tmp_path / "state.db"
-    state = State.open(path)
-    run_id = state.start_run(invocation="i", project="p", database="(default)", revision="0001",
-                             checksum="c", description="d", mode="apply")
-    state.record_ops(run_id, 1, [OpRecord(seq=0, kind="delete", path="c/d", precondition=None,
-                                          before=b"x", after=None, status="pending")])
-    state.finish_run(run_id, status="succeeded", counts={"delete": 1})
-    state.mark_applied(project="p", database="(default)", revision="0001", checksum="c",
-                       run_id=run_id)
-    state.close()
     _as_version(path, version)
+    db = sqlite3.connect(path)
+    old_ops = db.execute("SELECT run_id, seq, path, status FROM ops ORDER BY run_id, seq"
+                         ).fetchall()
+    (run_id,) = db.execute("SELECT run_id FROM applied").fetchone()
+    db.close()
     old = State.open_readonly(path)  # readable as it is, without changing it
     row = old.run(run_id)
-    assert row["plan_digest"] is None and row["traffic"] is None and row["pruned_at"] is None
-    assert old.runs()[0]["id"] == run_id
+    assert row["traffic"] is None and row["pruned_at"] is None and row["pruned_by"] is None
+    assert sorted((r["run_id"], r["seq"], r["path"], r["status"]) for run in old.runs()
+                  for r in old.ops(run["id"])) == sorted(old_ops)
     old.close()
     assert sqlite3.connect(path).execute("SELECT value FROM meta").fetchone() == (str(version),)
 
     state = State.open(path)
 
-    assert state._schema_version() == SCHEMA_VERSION == 3
+    assert state._schema_version() == SCHEMA_VERSION == 4
     row = state.run(run_id)  # old runs, their operations and applied rows kept
-    assert (row["revision"], row["status"], row["planned"]) == ("0001", "succeeded", 1)
-    assert [r["path"] for r in state.ops(run_id)] == ["c/d"]
-    assert state.applied("p", "(default)")["0001"]["run_id"] == run_id
+    assert (row["revision"], row["status"], row["planned"]) == ("0001", "succeeded", 8)
+    assert sorted((r["run_id"], r["seq"], r["path"], r["status"]) for run in state.runs()
+                  for r in state.ops(run["id"])) == sorted(old_ops)
+    assert state.applied("p", "(default)") == {}
+    assert state.applied("fsm-v3-fixture", "(default)")["0001"]["run_id"] == run_id
     state.set_plan_digest([run_id], "ab" * 32)
     assert state.run(run_id)["plan_digest"] == "ab" * 32
     pruned = state.start_run(invocation="j", project="p", database="(default)",
                              revision="0001", checksum="c", description="d", mode="apply",
-                             kind="prune")  # a kind the old CHECK constraint refused
+                             kind="prune")  # a kind the schema 2 CHECK constraint refused
     assert state.run(pruned)["kind"] == "prune"
     assert state.conn.execute("PRAGMA foreign_key_check").fetchall() == []
     assert state.conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
