@@ -204,13 +204,16 @@ class Report:
         outcomes = {key: sum(m.outcome == key for m in merges.values()) for key, _ in OUTCOMES}
         yield "\n## Merged into canonical documents\n\n"
         merged = sum(m.total for m in merges.values())
+        collections = {collection_of(m.target) for m in merges.values()}
+        where = md(" of {}", code(next(iter(collections)))) if len(collections) == 1 else ""
         yield (f"{_plural(merged, 'document')} merged into "
-               f"{_plural(len(merges), 'canonical document')}: "
+               f"{_plural(len(merges), 'canonical document')}{where}: "
                + ", ".join(f"{outcomes[key]} {word}" for key, word in OUTCOMES) + ".\n\n")
         yield header(["canonical document", "documents merged", "canonical document is",
                       "from", "status"])
         for merge in sorted(merges.values(), key=lambda m: m.target)[:MERGES_SHOWN]:
-            yield row([code(merge.target), merge.total, dict(OUTCOMES)[merge.outcome],
+            shown = merge.target.rsplit("/", 1)[1] if where else merge.target
+            yield row([code(shown), merge.total, dict(OUTCOMES)[merge.outcome],
                        code(merge.source.rsplit("/", 1)[1]) if merge.source else "",
                        _merge_status(merge)])
         if len(merges) > MERGES_SHOWN:
