@@ -69,9 +69,11 @@ def _seconds(limits: Optional[Limits], ops: int) -> Optional[float]:
 
 
 def describe(fig: Mapping[str, Any]) -> str:
-    """One line: '1,053 reads, 18 writes, 1,035 deletes, 1.4 MB to archive, ~2.1 s ...'."""
+    """One line: '1,053 reads, 5 writes, 1,035 deletes, 396.5 KB to archive, 2.1 s at the
+    rate limits' (an apply's figures, which have the `seconds` it took: 'archived')."""
+    done = fig.get("seconds") is not None
     text = (f"{fig['reads']:,} reads, {fig['writes']:,} writes, {fig['deletes']:,} deletes, "
-            f"{human_bytes(fig['archive_bytes'])} archived")
+            f"{human_bytes(fig['archive_bytes'])} {'archived' if done else 'to archive'}")
     if fig.get("seconds") is not None:
         text += f", in {human_seconds(fig['seconds'])}"
     if fig.get("seconds_at_ramp") is not None:

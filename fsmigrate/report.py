@@ -197,8 +197,7 @@ def _usage_lines(state: Any, row: sqlite3.Row) -> Iterator[str]:
     if figures is not None:
         word = "estimate" if row["mode"] == "dry-run" else "did"
         yield f"  {word}: {estimate.describe(figures)}\n"
-    if traffic is not None and (row["mode"] == "apply" or traffic.get("ramp")
-                                or traffic.get("max_rate")):
+    if traffic is not None and Limits.from_json(traffic).active:  # none: the emulator's
         yield f"  traffic: {describe_stats(traffic)}\n"
 
 

@@ -122,7 +122,8 @@ def test_the_dry_run_estimate_is_what_the_apply_then_does(fsm: Fsm, fs_client) -
     actual = applied["migrations"][0]["actual"]
     assert {k: actual[k] for k in expected} == expected
     assert applied["actual"]["writes"] == 202 and actual["seconds"] > 0
-    assert f"estimate: 604 reads, 202 writes, 200 deletes, {archived / 1000:,.1f} KB" in text
+    assert f"estimate: 604 reads, 202 writes, 200 deletes, {archived / 1000:,.1f} KB to archive" \
+        in text
     assert "Total estimate: 604 reads" in text and "0.4 s at the rate limits" in text
     assert f"| | 604 | 202 | 200 | {archived} | 0.402 |" in markdown
     history = {r["mode"]: r for r in fsm.json("history")}  # newest first: the last dry-run
