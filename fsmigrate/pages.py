@@ -17,7 +17,7 @@ def environment() -> Environment:
     env = Environment(loader=PackageLoader("fsmigrate", "templates"), autoescape=True,
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["px"] = lambda value: f"{float(value):.1f}"
-    env.filters["count"] = lambda value: f"{value:,.0f}" if float(value).is_integer() \
+    env.filters["number"] = lambda value: f"{value:,.0f}" if float(value).is_integer() \
         else f"{value:,.1f}"
     return env
 

@@ -94,3 +94,14 @@ def test_any_check_gets_a_page_with_its_labelled_metrics_and_series_drawn() -> N
     assert svg.charts["series-expired"]["line.threshold"] == 1
     assert "script" not in svg.tags and "&lt;b&gt;sessions&lt;/b&gt;" in page
     assert "<code>s_1</code>" in page and "UNHEALTHY" in page
+
+
+def test_a_chart_draws_up_to_its_limit_and_says_how_many_it_left_out() -> None:
+    result = CheckResult(check="c", healthy=True,
+                         metrics=[Metric("docs_by_shard", 1000 + i, {"shard": f"s{i}"})
+                                  for i in range(45)])
+    page = "".join(RENDERERS["html"](result))
+    svg = _Svg()
+    svg.feed(page)
+    assert svg.charts["metric-docs_by_shard"]["g.bar"] == 40
+    assert "5 more not drawn (5,210 in all)" in page  # 1040 + ... + 1044
