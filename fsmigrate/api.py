@@ -22,7 +22,7 @@ import datetime as dt
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, NamedTuple, Optional, Sequence, Union
+from typing import Any, Callable, Iterator, Mapping, NamedTuple, Optional, Sequence, Union
 
 from . import (audit_report, checks, commands, durations, planfile, report, scripts, testhooks,
                traffic)
@@ -371,13 +371,16 @@ def _execute(cfg: Config, target: Target, chain: scripts.Chain, state: State,
              batch_size: int, batch_bytes: int, concurrency: int, limits: traffic.Limits,
              progress: Optional[Progress], confirm: Optional[Confirm], kind: str = "upgrade",
              source: Optional[str] = None, plan_out: Optional[PathLike] = None,
-             plan_digest: Optional[str] = None) -> UpgradeResult:
+             plan_digest: Optional[str] = None,
+             distributor: Optional[Any] = None) -> UpgradeResult:
     """Run (or plan) the selected migrations in order; the one path for every command
     that writes. An apply holds the target's lease from before it reads what is pending
     until it is done, so two runners never both apply; its commits wait on one limiter
     (`limits`), shared by its migrations and commit threads. A failure is raised with the
     result so far attached (`exc.partial`), so the caller can still report it."""
     todo = select()
+    for script in todo if distributor is not None else ():
+        distributor.check(script)  # a script Beam cannot split is refused before anything
     _confirm(target, todo, dry_run, confirm)
     store = cfg._store(target)
     markers = cfg._markers(store)
@@ -393,6 +396,8 @@ def _execute(cfg: Config, target: Target, chain: scripts.Chain, state: State,
                             markers=markers, batch_bytes=batch_bytes, limits=limits,
                             traffic=None if dry_run else traffic.make(limits))
             runner.capture_writes = plan_out is not None
+            runner.distributor = distributor
+            runner.lease_holder = lease.holder_id if lease else None
             for script in todo:
                 runner.run(script, dry_run=dry_run, invocation=invocation, kind=kind,
                            source=source, plan_digest=plan_digest)
@@ -408,6 +413,30 @@ def _execute(cfg: Config, target: Target, chain: scripts.Chain, state: State,
     return result
 
 
+RUNNERS = ("local", "beam")
+
+
+def _distributor(runner: str, workers: int,
+                 beam_options: Optional[Mapping[str, str]]) -> Optional[Any]:
+    """None for the local runner; the Beam coordinator for `runner="beam"`."""
+    if runner not in RUNNERS:
+        raise UsageError(f"runner must be one of {', '.join(RUNNERS)}, got {runner!r}")
+    if runner == "local":
+        if beam_options:
+            raise UsageError("--beam-option needs --runner beam")
+        return None
+    if workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {workers}")
+    from . import beam
+
+    beam.require()
+    from .beam.coordinator import BeamDistributor
+
+    options = dict(beam_options or {})
+    journal = options.pop("journal", None)
+    return BeamDistributor(workers=workers, options=options, journal_root=journal)
+
+
 def _runs_of(state: State, invocation: str) -> list[RunResult]:
     return [RunResult._from(state, state.run(r)) for r in state.runs_of(invocation)]
 
@@ -420,9 +449,15 @@ def upgrade(cfg: Config, *, dry_run: bool = False, to: Optional[str] = None,
             concurrency: int = 1, plan_out: Optional[PathLike] = None,
             max_rate: Optional[float] = None, ramp: Optional[bool] = None,
             ramp_start: Optional[float] = None, progress: Optional[Progress] = None,
-            confirm: Optional[Confirm] = None) -> UpgradeResult:
+            confirm: Optional[Confirm] = None, runner: str = "local", workers: int = 2,
+            beam_options: Optional[Mapping[str, str]] = None) -> UpgradeResult:
     """Run the pending migrations in order (or plan them with `dry_run`); with `plan_out`
     (dry-run only), also write the reviewed plan file for `apply_plan`.
+
+    `runner="beam"` plans and applies each migration on an Apache Beam pipeline
+    (`workers` processes of the DirectRunner, or e.g. `beam_options={"runner":
+    "DataflowRunner", ...}`; `journal`: where workers write their batch files, default
+    beside the state file); its scripts must be distributable (fsmigrate.distributed).
 
     Traffic (every writing function takes the same): `max_rate` caps the operations per
     second of all commits together; `ramp` (default: on against a real project, off on the
@@ -433,6 +468,7 @@ def upgrade(cfg: Config, *, dry_run: bool = False, to: Optional[str] = None,
         raise UsageError("--plan-out needs --dry-run (a plan is reviewed, then applied with "
                          "`fsmigrate apply`)")
     limits = _limits(cfg, max_rate, ramp, ramp_start)
+    distributor = _distributor(runner, workers, beam_options)
     target, chain, state = _prepare(cfg)
     if to is not None:
         chain.get(to)
@@ -442,17 +478,20 @@ def upgrade(cfg: Config, *, dry_run: bool = False, to: Optional[str] = None,
 
     return _execute(cfg, target, chain, state, pending, command="upgrade", dry_run=dry_run,
                     batch_size=batch_size, batch_bytes=batch_bytes, concurrency=concurrency,
-                    limits=limits, progress=progress, confirm=confirm, plan_out=plan_out)
+                    limits=limits, progress=progress, confirm=confirm, plan_out=plan_out,
+                    distributor=distributor)
 
 
 def rerun(cfg: Config, revision: str, *, dry_run: bool = False, batch_size: int = MAX_BATCH,
           batch_bytes: int = DEFAULT_BATCH_BYTES, concurrency: int = 1,
           max_rate: Optional[float] = None, ramp: Optional[bool] = None,
           ramp_start: Optional[float] = None, progress: Optional[Progress] = None,
-          confirm: Optional[Confirm] = None) -> UpgradeResult:
-    """Run one `repeatable = True` migration again, applied or not (traffic options as
-    for `upgrade`)."""
+          confirm: Optional[Confirm] = None, runner: str = "local", workers: int = 2,
+          beam_options: Optional[Mapping[str, str]] = None) -> UpgradeResult:
+    """Run one `repeatable = True` migration again, applied or not (traffic and runner
+    options as for `upgrade`)."""
     limits = _limits(cfg, max_rate, ramp, ramp_start)
+    distributor = _distributor(runner, workers, beam_options)
     target, chain, state = _prepare(cfg)
     script = chain.get(revision)
     if not script.repeatable:
@@ -470,7 +509,7 @@ def rerun(cfg: Config, revision: str, *, dry_run: bool = False, batch_size: int 
     return _execute(cfg, target, chain, state, todo, command=f"rerun {revision}", kind="rerun",
                     dry_run=dry_run, batch_size=batch_size, batch_bytes=batch_bytes,
                     concurrency=concurrency, limits=limits, progress=progress,
-                    confirm=confirm)
+                    confirm=confirm, distributor=distributor)
 
 
 def apply_plan(cfg: Config, path: PathLike, *, batch_size: int = MAX_BATCH,

@@ -21,7 +21,7 @@ from typing import Any, Iterator, Optional
 
 from . import archive, charts
 from .estimate import describe
-from .mdsafe import Md, bold, code, fence, header, md, row, text
+from .mdsafe import bold, code, fence, header, md, row, text
 from .normalize import merge_step
 from .traffic import describe_stats
 
@@ -322,10 +322,10 @@ def export_before_images(state: Any, run_id: str) -> Iterator[str]:
     from .report import dumps, op_dict
 
     state.run(run_id)
-    for row in state.ops(run_id):
-        if row["before"] is None:
+    for found in state.ops(run_id):
+        if found["before"] is None:
             continue
-        op = op_dict(row, images=True)
+        op = op_dict(found, images=True)
         yield dumps({"path": op["path"], "kind": op["kind"], "status": op["status"],
                      "before": op["before"]}) + "\n"
 

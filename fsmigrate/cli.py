@@ -342,12 +342,44 @@ def run_options(fn: Any) -> Any:
     return fn
 
 
+def _beam_options(ctx: click.Context, param: click.Parameter,
+                  values: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for value in values:
+        key, sep, text = value.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{value!r} is not KEY=VALUE")
+        out[key.strip().lstrip("-")] = text
+    return out
+
+
+def runner_options(fn: Any) -> Any:
+    """Where `upgrade` and `rerun` plan and apply: here, or on Apache Beam."""
+    for option in reversed([
+        click.option("--runner", type=click.Choice(["local", "beam"]), default="local",
+                     show_default=True,
+                     help="beam: plan and apply on an Apache Beam pipeline (the script must "
+                          "declare a source with each/key+merge; needs fsmigrate[beam])."),
+        click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True,
+                     help="With --runner beam: worker processes of the local DirectRunner."),
+        click.option("--beam-option", "beam_options", multiple=True, callback=_beam_options,
+                     metavar="KEY=VALUE",
+                     help="With --runner beam: a pipeline option (repeatable), e.g. "
+                          "runner=DataflowRunner, project=..., region=..., "
+                          "temp_location=gs://...; journal=DIR or gs://... for the workers' "
+                          "batch files."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
 @cli.command("upgrade")
 @click.option("--to", "to", default=None, help="Stop after this revision.")
 @click.option("--plan-out", type=click.Path(dir_okay=False, path_type=Path),
               help="With --dry-run: write the exact plan (every write, precondition and "
                    "before-image) for `fsmigrate apply`.")
 @run_options
+@runner_options
 @click.pass_obj
 def upgrade_cmd(cfg: Config, to: Optional[str], plan_out: Optional[Path], **run: Any) -> None:
     """Run the pending migrations in order (or plan them with --dry-run).
@@ -387,6 +419,7 @@ def apply_cmd(cfg: Config, plan_path: Path, **run: Any) -> None:
 @cli.command("rerun")
 @click.argument("revision")
 @run_options
+@runner_options
 @click.option("--apply-hint", hidden=True, default=report.APPLY_HINT,
               help="How the dry-run report says to apply (for wrapper scripts).")
 @click.pass_obj

@@ -283,7 +283,7 @@ class Normalization:
         for doc in others:
             if doc is best:
                 continue
-            label = f"{doc.path} -> {self.collection}/{key} (merged: older)"
+            label = f"{doc.path}{ARROW}{self.collection}/{key}{MERGED_OLDER}"
             loser = renamer._subcollections(doc, None, self.subcollections, label)
             if loser is not None:
                 yield Group([renamer._delete(doc, label)], loser)

@@ -151,6 +151,8 @@ class Runner:
         self.committer = Committer(store, batch_bytes, traffic)
         self.limits = limits  # recorded with each run; the estimate's time is at these
         self.traffic = traffic  # the limiter every commit waits on (None: unlimited)
+        self.distributor: Optional[Any] = None  # e.g. fsmigrate.beam's: plans on workers
+        self.lease_holder: Optional[str] = None  # the lease workers check before commits
         self._ctx: Optional[Context] = None
         self._tally = Tally()
         if not 1 <= concurrency <= MAX_CONCURRENCY:
@@ -260,6 +262,11 @@ class Runner:
                     self.state.mark_interrupted(prior["id"], run_id)
                 note(f"resumes run {prior['id']} ({prior['status']}: {prior['error'] or ''})")
                 redone = self._resume(run_id, earlier, counts)
+            if self.distributor is not None:  # planned and applied by workers (Beam)
+                done = self.state.committed_among_runs(earlier) | redone if earlier else set()
+                self.distributor.run(self, script, run_id, dry_run=dry_run, counts=counts,
+                                     note=note, done=done)
+                return
             for batch, barrier in self._batched(self._operations(script, ctx)):
                 if earlier:  # resuming: what already committed is not applied again
                     batch = self._not_done(batch, earlier, redone)
@@ -434,8 +441,12 @@ class Runner:
 
     def _not_done(self, batch: list[Operation], earlier: list[str],
                   redone: set[tuple[str, str]]) -> list[Operation]:
+        """A document the interrupted runs already wrote is not written again, whatever
+        the plan now says of it (a re-plan of a changed document may differ: n + 1000
+        again, or a delete where an update landed)."""
         done = self.state.committed_among(earlier, [op.path for op in batch]) | redone
-        return [op for op in batch if (op.path, op.kind) not in done]
+        paths = {path for path, _ in done}
+        return [op for op in batch if op.path not in paths]
 
     def _record(self, run_id: str, number: int, numbered: Numbered, status: str) -> None:
         keep = status != "planned" or self.capture_writes

@@ -311,7 +311,7 @@ class State(Operations):
         self.conn.execute(f"DROP TABLE {table}")
         self.conn.execute(f"ALTER TABLE {table}_new RENAME TO {table}")
         for stmt in _SCHEMA.split(";"):
-            if f"INDEX IF NOT EXISTS" in stmt and f" ON {table} (" in stmt:
+            if "INDEX IF NOT EXISTS" in stmt and f" ON {table} (" in stmt:
                 self.conn.execute(stmt)
 
     def tx(self) -> "_Tx":
@@ -402,6 +402,15 @@ class State(Operations):
             row = self.conn.execute("SELECT resumes FROM runs WHERE id=?", (current,)).fetchone()
             current = row["resumes"] if row else None
         return chain
+
+    def committed_among_runs(self, run_ids: Sequence[str]) -> set[tuple[str, str]]:
+        """(path, kind) of every operation that committed in `run_ids`."""
+        if not run_ids:
+            return set()
+        runs = ",".join("?" * len(run_ids))
+        return {(r["path"], r["kind"]) for r in self.conn.execute(
+            f"SELECT path, kind FROM ops WHERE run IN (SELECT key FROM runs WHERE id IN "
+            f"({runs})) AND status='committed'", list(run_ids))}
 
     def mark_applied(self, *, project: str, database: str, revision: str, checksum: str,
                      run_id: str) -> None:

@@ -232,3 +232,43 @@ def test_check_through_the_api(cfg: api.Config, fs_client) -> None:
     assert not result.healthy and "1 legacy-format documents (expected 0)" in result.reasons
     totals = {m.name: m.value for m in result.metrics if not m.labels}
     assert totals["documents"] == 2
+
+
+def test_a_resume_never_writes_again_a_document_the_interrupted_run_wrote(
+        cfg: api.Config, fs_client, tmp_path) -> None:
+    """Re-planned after the crash, an updated document may now look like one to delete
+    (n + 1000 is a multiple of 3 for a third of them): the resume must leave it alone."""
+    write_script(cfg.migrations_path, "0001", None, """
+def plan(ctx):
+    for doc in ctx.scan("items"):
+        if doc.get("n") % 3 == 0:
+            yield ctx.delete(doc)
+        else:
+            yield ctx.update(doc, {"n": doc.get("n") + 1000})
+""")
+    seed(fs_client, 1500)
+    job = tmp_path / "job.py"
+    job.write_text(textwrap.dedent(f"""
+        from fsmigrate import api
+        cfg = api.Config(project={cfg.project!r}, state={str(cfg.state)!r},
+                         migrations={str(cfg.migrations)!r})
+        api.upgrade(cfg, batch_size=100)
+    """))
+    killed = subprocess.run([sys.executable, str(job)], capture_output=True, text=True,
+                            env={**os.environ, "FSMIGRATE_TEST_CRASH": "after-commit:4"},
+                            timeout=300, check=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+
+    api.upgrade(cfg, batch_size=100)
+
+    assert items(fs_client) == {f"i{i:05d}": i + 1000 for i in range(1500) if i % 3}
+
+
+def test_runner_beam_without_the_extra_says_how_to_get_it(tmp_path, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "apache_beam", None)  # as if it were not installed
+    cfg = api.Config(project="p", state=tmp_path / "state.db", migrations=tmp_path)
+    with pytest.raises(UsageError, match=r"pip install 'fsmigrate\[beam\]'"):
+        api.upgrade(cfg, runner="beam")
+    with pytest.raises(UsageError, match="runner must be one of"):
+        api.upgrade(cfg, runner="spark")
+    assert not (tmp_path / "state.db").exists()

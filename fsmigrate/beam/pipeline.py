@@ -94,7 +94,11 @@ class _Worker:
         spec = self.spec
         self.store = Store(Target(spec.project, spec.database, spec.emulator_host))
         self.store.reserved_root = spec.markers_root
-        self.forms = forms_of(_load_script(spec))[0]
+        from .. import archive
+
+        module = _load_script(spec)
+        self.forms = forms_of(module)[0]
+        self.policy = archive.policy(getattr(module, "archive", archive.FULL))
         limiter = None
         if spec.limits is not None and not spec.dry_run:
             from .. import traffic
@@ -223,7 +227,7 @@ class _Worker:
             op.write = write
             records.append({
                 "kind": op.kind, "path": op.path, "precondition": op.precondition.to_json(),
-                "before": op.before.document_bytes() if archive and op.before else None,
+                "before": self.policy.image(op.before) if archive else None,
                 "write": write, "group": op.group, "label": op.label,
                 "after": _after_json(op, write)})
         self.batches += 1
