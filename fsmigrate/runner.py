@@ -125,6 +125,20 @@ def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield batch
 
 
+def read_before_blind_sets(store: Store, ops: list[Operation]) -> None:
+    """Read what the blind sets among `ops` overwrite (their before-image) and guard each
+    write with what was read (its update time, or "must not exist")."""
+    blind = [op for op in ops if op.needs_read]
+    if not blind:
+        return
+    current = store.get_many(op.path for op in blind)
+    for op in blind:
+        doc = current.get(op.path)
+        op.before = doc
+        op.precondition = (Precondition(update_time=doc.update_time) if doc
+                           else MUST_NOT_EXIST)
+
+
 class _PlanFailed(Exception):
     """Wraps an exception raised by the migration's own code while planning."""
 
@@ -516,15 +530,7 @@ class Runner:
             self.state.settle_ops(owner, committed=committed, skipped=skipped)
 
     def _read_before_blind_sets(self, ops: list[Operation]) -> None:
-        blind = [op for op in ops if op.needs_read]
-        if not blind:
-            return
-        current = self.store.get_many(op.path for op in blind)
-        for op in blind:
-            doc = current.get(op.path)
-            op.before = doc
-            op.precondition = (Precondition(update_time=doc.update_time) if doc
-                               else MUST_NOT_EXIST)
+        read_before_blind_sets(self.store, ops)
 
     # ---- resuming ------------------------------------------------------------------
 

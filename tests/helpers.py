@@ -52,3 +52,17 @@ def ops_of(state: Path, run_id: str | None = None, status: str | None = None) ->
         return [dict(op) for run in runs for op in db.ops(run, status=status)]
     finally:
         db.close()
+
+
+def seed_items(client: Any, n: int) -> None:
+    """Documents items/i00000 .. with {"n": i}, in batches of 500."""
+    for start in range(0, n, 500):
+        batch = client.batch()
+        for i in range(start, min(n, start + 500)):
+            batch.set(client.document(f"items/i{i:05d}"), {"n": i})
+        batch.commit()
+
+
+def items_of(client: Any) -> dict[str, Any]:
+    """{id: n} of every document of `items`."""
+    return {s.id: s.get("n") for s in client.collection("items").stream()}

@@ -14,7 +14,7 @@ import pytest
 
 from fsmigrate import api
 from fsmigrate.errors import FsMigrateError, MigrationFailed, UsageError
-from helpers import write_script
+from helpers import items_of as items, seed_items, write_script
 
 DELETE_ODD = """
 def plan(ctx):
@@ -24,18 +24,6 @@ def plan(ctx):
         else:
             yield ctx.update(doc, {"n": doc.get("n") + 1000})
 """
-
-
-def seed(client, n: int) -> None:
-    for start in range(0, n, 500):
-        batch = client.batch()
-        for i in range(start, min(n, start + 500)):
-            batch.set(client.document(f"items/i{i:05d}"), {"n": i})
-        batch.commit()
-
-
-def items(client) -> dict[str, int]:
-    return {s.id: s.get("n") for s in client.collection("items").stream()}
 
 
 class Recorder:
@@ -62,7 +50,7 @@ def cfg(tmp_path: Path, project_id: str, emulator) -> api.Config:
 
 
 def test_dry_run_then_apply_through_the_api(cfg: api.Config, fs_client, capfd) -> None:
-    seed(fs_client, 1200)
+    seed_items(fs_client, 1200)
     progress = Recorder()
 
     dry = api.upgrade(cfg, dry_run=True, progress=progress)
@@ -91,7 +79,7 @@ def test_dry_run_then_apply_through_the_api(cfg: api.Config, fs_client, capfd) -
 
 def test_a_document_changed_after_planning_is_skipped_through_the_api(cfg: api.Config,
                                                                       fs_client) -> None:
-    seed(fs_client, 10)
+    seed_items(fs_client, 10)
     write_script(cfg.migrations_path, "0002", "0001", """
 from google.cloud import firestore
 
@@ -117,7 +105,7 @@ def plan(ctx):
 
 
 def test_a_failing_migration_raises_with_what_ran(cfg: api.Config, fs_client) -> None:
-    seed(fs_client, 4)
+    seed_items(fs_client, 4)
     write_script(cfg.migrations_path, "0002", "0001", """
 def plan(ctx):
     for doc in ctx.scan("items"):
@@ -135,7 +123,7 @@ def plan(ctx):
 
 
 def test_crash_then_resume_through_the_api(cfg: api.Config, fs_client, tmp_path) -> None:
-    seed(fs_client, 3000)
+    seed_items(fs_client, 3000)
     job = tmp_path / "job.py"
     job.write_text(textwrap.dedent(f"""
         from fsmigrate import api
@@ -246,7 +234,7 @@ def plan(ctx):
         else:
             yield ctx.update(doc, {"n": doc.get("n") + 1000})
 """)
-    seed(fs_client, 1500)
+    seed_items(fs_client, 1500)
     job = tmp_path / "job.py"
     job.write_text(textwrap.dedent(f"""
         from fsmigrate import api

@@ -17,7 +17,7 @@ pytest.importorskip("apache_beam", reason="the beam extra is not installed: "
 from fsmigrate import api  # noqa: E402
 from fsmigrate.errors import FsMigrateError, UsageError  # noqa: E402
 from fsmigrate.heartbeats import incident  # noqa: E402
-from helpers import Fsm, write_script  # noqa: E402
+from helpers import Fsm, items_of as items, seed_items, write_script  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.timezone.utc)
@@ -37,18 +37,6 @@ def each(ctx, doc):
 def finish(ctx, counts):
     ctx.note(f"seen {counts.get('seen', 0)} documents")
 """
-
-
-def seed_items(client, n: int) -> None:
-    for start in range(0, n, 500):
-        batch = client.batch()
-        for i in range(start, min(n, start + 500)):
-            batch.set(client.document(f"items/i{i:05d}"), {"n": i})
-        batch.commit()
-
-
-def items(client) -> dict[str, int]:
-    return {s.id: s.get("n") for s in client.collection("items").stream()}
 
 
 def expected_items(n: int) -> dict[str, int]:

@@ -28,8 +28,8 @@ from ..context import Barrier, Context
 from ..distributed import EACH, checked_key
 from ..errors import FsMigrateError, PlanError
 from ..lease import LockLost, lock_path
-from ..plan import DELETE, MUST_NOT_EXIST, Group, Operation, Precondition, check_operation
-from ..runner import _DELETE_SLACK, _READ_SLACK, _after_json
+from ..plan import DELETE, Group, Operation, check_operation
+from ..runner import _DELETE_SLACK, _READ_SLACK, _after_json, read_before_blind_sets
 from ..store import Doc, Store, Target, _varint_len
 from . import journal
 
@@ -212,14 +212,7 @@ class _Worker:
         if not batch:
             return
         spec = self.spec
-        blind = [op for op in batch if op.needs_read]
-        if blind:  # read what a blind set overwrites, and guard the write with it
-            current = self.store.get_many(op.path for op in blind)
-            for op in blind:
-                doc = current.get(op.path)
-                op.before = doc
-                op.precondition = (Precondition(update_time=doc.update_time) if doc
-                                   else MUST_NOT_EXIST)
+        read_before_blind_sets(self.store, batch)
         archive = not spec.dry_run or spec.capture_writes
         records = []
         for op in batch:
@@ -256,6 +249,16 @@ class _Worker:
                            "the coordinator's lease is gone (broken or taken over)")
 
 
+def _call(fn: Any, *args: Any) -> Any:
+    """Call the migration's own code; what it raises is reported as a migration failure."""
+    try:
+        return fn(*args)
+    except (FsMigrateError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        raise _Refused(f"{MIGRATION_ERROR}: {type(exc).__name__}: {exc}") from exc
+
+
 def _doc(pb_bytes: bytes, store: Store) -> Doc:
     from google.cloud.firestore_v1 import types
 
@@ -280,13 +283,7 @@ class ApplyEach(beam.DoFn):
         source = w.forms.source
         for doc in w.store.scan(source.collection, group=source.group, where=source.where,
                                 start=start, end=end):
-            try:
-                produced = w.forms.each(w.ctx, doc)
-            except (FsMigrateError, KeyboardInterrupt):
-                raise
-            except Exception as exc:
-                raise _Refused(f"{MIGRATION_ERROR}: {type(exc).__name__}: {exc}") from exc
-            w.plan(produced)
+            w.plan(_call(w.forms.each, w.ctx, doc))
         yield from w.end()
 
 
@@ -307,10 +304,7 @@ class ReadKeyed(beam.DoFn):
         source = w.forms.source
         for doc in w.store.scan(source.collection, group=source.group, where=source.where,
                                 start=start, end=end):
-            try:
-                key = checked_key(w.forms.key(doc), doc)
-            except Exception as exc:
-                raise _Refused(f"{MIGRATION_ERROR}: {type(exc).__name__}: {exc}") from exc
+            key = _call(lambda d: checked_key(w.forms.key(d), d), doc)
             if key is not None:
                 yield bucket_of(key, self.spec.buckets), (key, doc._pb.SerializeToString())
 
@@ -339,13 +333,7 @@ class ApplyMerged(beam.DoFn):
             by_key.setdefault(key, []).append(raw)
         for key in sorted(by_key):
             docs = sorted((_doc(raw, w.store) for raw in by_key.pop(key)), key=lambda d: d.path)
-            try:
-                produced = w.forms.merge(w.ctx, key, docs)
-            except (FsMigrateError, KeyboardInterrupt):
-                raise
-            except Exception as exc:
-                raise _Refused(f"{MIGRATION_ERROR}: {type(exc).__name__}: {exc}") from exc
-            w.plan(produced)
+            w.plan(_call(w.forms.merge, w.ctx, key, docs))
         yield from w.end()
 
 
