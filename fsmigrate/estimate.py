@@ -7,14 +7,16 @@ actually did (`actual`), so the two can be compared. Pure: no I/O.
   the document each blind `set(path, ...)` reads before it is written;
 - writes: set, update and create operations; deletes: delete operations (an apply counts
   those that committed);
-- archive_bytes: the serialized size of the before-images the apply keeps;
+- archive_bytes: the serialized size of the before-images the apply keeps (under the
+  migration's archive policy: all of each document, none with "paths", or what its
+  function keeps);
 - seconds_at_ramp: how long the writes take at the ramp schedule and --max-rate (None
   when nothing limits the rate, as on the emulator by default).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 from .plan import DELETE, KINDS, Operation
 from .traffic import Limits
@@ -29,12 +31,15 @@ class Tally:
     blind_reads: int = 0
     archive_bytes: int = 0
 
-    def add(self, batch: Iterable[Operation], blind_reads: int = 0) -> None:
-        """A journaled batch (its blind sets read), and how many blind sets it read."""
+    def add(self, batch: Iterable[Operation], blind_reads: int = 0,
+            size: Optional[Callable[[Any], int]] = None) -> None:
+        """A journaled batch (its blind sets read), how many blind sets it read, and what
+        the run keeps of a before-image (`size`: its archive policy)."""
         self.blind_reads += blind_reads
+        size = size or document_size
         for op in batch:
             if op.before is not None:
-                self.archive_bytes += document_size(op.before)
+                self.archive_bytes += size(op.before)
 
 
 def document_size(before: Any) -> int:

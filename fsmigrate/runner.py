@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Protocol
 from . import archive, codec, reconcile, testhooks
 from .commit import Committer, Numbered, Settled
 from .context import Barrier, Context
-from .estimate import Tally, figures
+from .estimate import Tally, document_size, figures
 from .errors import (FirestoreError, FsMigrateError, MigrationBlocked, MigrationFailed, PlanError,
                      ReconcileError, UsageError, WriteTooLarge)
 from .plan import (DELETE, KINDS, MUST_NOT_EXIST, Archived, Group,
@@ -439,7 +439,7 @@ class Runner:
             self._record(run_id, self._batch, numbered, "planned")
         else:
             self._apply_batch(run_id, self._batch, numbered)
-        self._tally.add(batch, blind)
+        self._tally.add(batch, blind, self._archived_size)
         self.progress.advance(len(batch))
         if self.traffic is not None and not dry_run:
             show_limit = getattr(self.progress, "limit", None)
@@ -475,6 +475,13 @@ class Runner:
                 group=op.group, label=op.label))
             op.write = write
         self.state.record_ops(run_id, number, records)
+
+    def _archived_size(self, before: Any) -> int:
+        """The bytes the run's archive policy keeps of a before-image (the estimate's
+        archive_bytes): all of it, none ("paths"), or the redacted document."""
+        if self._policy.kind == archive.FULL:
+            return document_size(before)
+        return len(self._policy.image(before) or b"")
 
     def _image(self, op: Operation) -> Optional[bytes]:
         """What the run's archive policy keeps of the document `op` changes (None: nothing);

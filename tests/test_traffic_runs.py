@@ -206,3 +206,27 @@ def test_the_progress_bar_shows_the_limit(fsm: Fsm, fs_client) -> None:
     limited = _run_on_a_terminal(base + ["--max-rate", "5000"])
 
     assert "limit 5,000 ops/s" in limited and "APPLIED" in limited
+
+
+@pytest.mark.parametrize("policy", ['"paths"', "keep_n"])
+def test_the_estimate_counts_what_the_archive_policy_keeps(fsm: Fsm, fs_client, policy) -> None:
+    seed(fs_client, 60)
+    write_script(fsm.migrations, "0001", None, f"""
+def keep_n(data):
+    return {{"n": data["n"]}}
+
+archive = {policy}
+""" + DELETE_ALL)
+    store = Store(Target(fsm.project, emulator_host="emulator"))
+    full = sum(d.document_size() for d in store.get_many(
+        [f"items/i{i:05d}" for i in range(60)]).values())
+
+    estimate = fsm.json("upgrade", "--dry-run")["estimate"]
+    actual = fsm.json("upgrade")["actual"]
+
+    assert estimate["deletes"] == actual["deletes"] == 60
+    assert estimate["archive_bytes"] == actual["archive_bytes"]
+    if policy == '"paths"':
+        assert estimate["archive_bytes"] == 0  # nothing of the documents is kept
+    else:
+        assert 0 < estimate["archive_bytes"] < full  # the redacted documents: n, no pad
