@@ -8,6 +8,7 @@ data as bench/cleanup.py) before every measurement, and applies migration 0001 w
   local     `fsmigrate upgrade` (one process)
   beam-1    `fsmigrate upgrade --runner beam --workers 1` (DirectRunner, multi_processing)
   beam-2    `fsmigrate upgrade --runner beam --workers 2`
+  each-2    the same deletes by a per-document script on 2 workers (no GroupByKey)
 
 each in a fresh process, in rotating order. It prints median seconds and documents per
 second, the ratio of each Beam run to the local one, and peak memory: the coordinator's
@@ -35,7 +36,22 @@ sys.path.insert(0, str(ROOT / "bench"))
 from cleanup import seed  # noqa: E402  (the same synthetic heartbeat documents)
 
 METHODS = {"local": [], "beam-1": ["--runner", "beam", "--workers", "1"],
-           "beam-2": ["--runner", "beam", "--workers", "2"]}
+           "beam-2": ["--runner", "beam", "--workers", "2"],
+           "each-2": ["--runner", "beam", "--workers", "2"]}
+# `each-2`: the same deletes by a per-document script (no GroupByKey: nothing shuffled)
+EACH = '''"""Delete the legacy heartbeat documents, one document at a time."""
+from fsmigrate.distributed import scan
+from fsmigrate.heartbeats import classify
+
+revision = "0001"
+down_revision = None
+source = scan("processor_heartbeats")
+
+
+def each(ctx, doc):
+    if classify(doc.id).is_legacy:
+        yield ctx.delete(doc)
+'''
 
 
 def worker(method: str, project: str) -> None:
@@ -43,8 +59,13 @@ def worker(method: str, project: str) -> None:
     from fsmigrate.cli import cli
 
     with tempfile.TemporaryDirectory() as tmp:
+        migrations = ROOT / "migrations"
+        if method.startswith("each"):
+            migrations = Path(tmp) / "migrations"
+            migrations.mkdir()
+            (migrations / "0001_delete_legacy.py").write_text(EACH)
         args = ["--project", project, "--state", f"{tmp}/state.db", "--migrations",
-                str(ROOT / "migrations"), "upgrade", "--quiet", "--format", "json",
+                str(migrations), "upgrade", "--quiet", "--format", "json",
                 *METHODS[method]]
         start = time.perf_counter()
         with open(os.devnull, "w") as sink:
