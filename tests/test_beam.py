@@ -257,3 +257,15 @@ def each(ctx, doc):
     assert all(not archived for *_, archived in ops_of(cfg, run.run_id))
     assert b"someone@example.org" not in cfg.state_path.read_bytes()
     assert not list(Path(str(cfg.state_path) + ".journal").glob("**/*.json"))
+
+
+def test_a_beam_dry_run_estimates_what_the_beam_apply_does(cfg: api.Config, fs_client) -> None:
+    seed_items(fs_client, 600)
+
+    dry = api.upgrade(cfg, dry_run=True, runner="beam", workers=2).runs[0]
+    applied = api.upgrade(cfg, runner="beam", workers=2).runs[0]
+
+    keys = ("reads", "writes", "deletes", "archive_bytes")
+    assert {k: dry.estimate[k] for k in keys} == {k: applied.actual[k] for k in keys}
+    assert dry.estimate["reads"] == 600 and dry.estimate["deletes"] == 200
+    assert dry.estimate["archive_bytes"] > 0

@@ -32,6 +32,23 @@ RANGES_PER_WORKER = 4
 DOCS_PER_BUCKET = 1_000
 
 
+def _add_usage(runner: Any, outputs: journal.Outputs) -> None:
+    """The workers' reads, archived bytes and throttling, into the run's record."""
+    if runner._ctx is not None:
+        runner._ctx.reads += outputs.usage.get("reads", 0)
+    runner._tally.archive_bytes += outputs.usage.get("archive_bytes", 0)
+    stats = getattr(runner.traffic, "stats", None)
+    for worker in outputs.traffic if stats is not None else ():
+        stats.throttle_events += worker.get("throttle_events", 0)
+        stats.cuts += worker.get("cuts", 0)
+        stats.waited_seconds += worker.get("waited_seconds", 0.0)
+        for code, n in (worker.get("by_code") or {}).items():
+            stats.by_code[code] = stats.by_code.get(code, 0) + n
+        low = worker.get("lowest_rate")
+        if low is not None and (stats.lowest_rate is None or low < stats.lowest_rate):
+            stats.lowest_rate = low
+
+
 def _share(limits: Any, workers: int) -> Optional[dict]:
     """Each worker's part of the run's traffic limits: the cap and the ramp divided among
     the workers (like FirestoreIO's hintMaxNumWorkers), so together they keep to them."""
@@ -139,11 +156,13 @@ class BeamDistributor:
             note(f"beam: the pipeline's log is {log}")
         self._import(runner, run_id, directory, dry_run, counts)
         if failure is None:
-            notes, sums = journal.read_notes(directory)
-            for text in notes:
+            outputs = journal.read_outputs(directory)
+            for text in outputs.notes:
                 note(text)
             if forms.finish is not None:
-                forms.finish(Context(store, script.revision, dry_run, None, note), sums)
+                forms.finish(Context(store, script.revision, dry_run, None, note),
+                             outputs.counts)
+            _add_usage(runner, outputs)
             if not dry_run:
                 self._settle_own(runner, run_id)
         if not self.keep_journal:

@@ -124,17 +124,33 @@ def read_batches(directory: str) -> Iterator[JournaledBatch]:
         yield JournaledBatch(body["worker"], body["n"], ops, outcome)
 
 
-def read_notes(directory: str) -> tuple[list[str], dict[str, int]]:
-    """The migration's notes (in a stable order) and the sums of its counters."""
-    notes: list[str] = []
-    counts: dict[str, int] = {}
+@dataclass
+class Outputs:
+    """What the workers reported besides their journal: the migration's notes (in a
+    stable order), the sums of its counters, of their usage (documents read, bytes
+    archived) and of their throttling statistics."""
+
+    notes: list[str]
+    counts: dict[str, int]
+    usage: dict[str, int]
+    traffic: list[dict[str, Any]]
+
+
+def read_outputs(directory: str) -> Outputs:
+    out = Outputs([], {}, {}, [])
     for path in list_files(directory, "notes-"):
         for line in read_file(path).decode().splitlines():
             if not line.strip():
                 continue
             item = json.loads(line)
             if "note" in item:
-                notes.append(item["note"])
+                out.notes.append(item["note"])
+            elif "usage" in item:
+                for name, n in item["usage"].items():
+                    out.usage[name] = out.usage.get(name, 0) + n
+            elif "traffic" in item:
+                out.traffic.append(item["traffic"])
             else:
-                counts[item["count"]] = counts.get(item["count"], 0) + item["n"]
-    return sorted(notes, key=lambda n: (not n.startswith(("CONFLICT", "REFUSED")), n)), counts
+                out.counts[item["count"]] = out.counts.get(item["count"], 0) + item["n"]
+    out.notes.sort(key=lambda n: (not n.startswith(("CONFLICT", "REFUSED")), n))
+    return out

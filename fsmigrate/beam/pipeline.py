@@ -34,6 +34,7 @@ from ..store import Doc, Store, Target, _varint_len
 from . import journal
 
 MIGRATION_ERROR = "fsmigrate: the migration's own code raised"
+NOTES = "notes"
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,9 @@ class _Worker:
         self.out: list[str] = []
         self.ctx = _WorkerContext(self.store, self.spec.revision, self.spec.dry_run, None,
                                   self._note)
+        self.usage = {"reads": 0, "archive_bytes": 0}
+        if self.committer.traffic is not None:
+            self.committer.traffic.begin_run()
         return self.out
 
     def _note(self, text: str) -> None:
@@ -138,6 +142,10 @@ class _Worker:
         self._flush()
         for name, n in sorted(self.ctx.counts.items()):
             self.out.append(json.dumps({"count": name, "n": n}))
+        self.usage["reads"] += self.ctx.reads
+        self.out.append(json.dumps({"usage": self.usage}))
+        if self.committer.traffic is not None:
+            self.out.append(json.dumps({"traffic": self.committer.traffic.report()}))
         return self.out
 
     def plan(self, produced: Optional[Iterable[Any]]) -> None:
@@ -212,6 +220,7 @@ class _Worker:
         if not batch:
             return
         spec = self.spec
+        self.usage["reads"] += sum(op.needs_read for op in batch)
         read_before_blind_sets(self.store, batch)
         archive = not spec.dry_run or spec.capture_writes
         records = []
@@ -220,9 +229,13 @@ class _Worker:
             op.write = write
             records.append({
                 "kind": op.kind, "path": op.path, "precondition": op.precondition.to_json(),
-                "before": self.policy.image(op.before) if archive else None,
+                "before": self.policy.image(op.before),
                 "write": write, "group": op.group, "label": op.label,
                 "after": _after_json(op, write)})
+        for record in records:  # what the apply archives (a dry-run: what it would)
+            self.usage["archive_bytes"] += len(record["before"] or b"")
+            if not archive:
+                record["before"] = None
         self.batches += 1
         stem = journal.join(spec.journal_dir,
                             f"batch-u{self.unit}-{self.attempt}-{self.worker}-{self.batches:06d}")
@@ -283,6 +296,7 @@ class ApplyEach(beam.DoFn):
         source = w.forms.source
         for doc in w.store.scan(source.collection, group=source.group, where=source.where,
                                 start=start, end=end):
+            w.usage["reads"] += 1
             w.plan(_call(w.forms.each, w.ctx, doc))
         yield from w.end()
 
@@ -302,11 +316,14 @@ class ReadKeyed(beam.DoFn):
         _, start, end = element
         w = self.w
         source = w.forms.source
+        reads = 0
         for doc in w.store.scan(source.collection, group=source.group, where=source.where,
                                 start=start, end=end):
+            reads += 1
             key = _call(lambda d: checked_key(w.forms.key(d), d), doc)
             if key is not None:
                 yield bucket_of(key, self.spec.buckets), (key, doc._pb.SerializeToString())
+        yield beam.pvalue.TaggedOutput(NOTES, json.dumps({"usage": {"reads": reads}}))
 
 
 def bucket_of(key: str, buckets: int) -> int:
@@ -343,9 +360,10 @@ def build(pipeline: Any, spec: WorkerSpec, form: str, ranges: list[tuple]) -> No
     if form == EACH:
         notes = split | "Each" >> beam.ParDo(ApplyEach(spec))
     else:
-        notes = (split | "Key" >> beam.ParDo(ReadKeyed(spec))
-                 | "Group" >> beam.GroupByKey()
-                 | "Merge" >> beam.ParDo(ApplyMerged(spec)))
+        keyed = split | "Key" >> beam.ParDo(ReadKeyed(spec)).with_outputs(NOTES, main="docs")
+        merged = (keyed.docs | "Group" >> beam.GroupByKey()
+                  | "Merge" >> beam.ParDo(ApplyMerged(spec)))
+        notes = (keyed[NOTES], merged) | "All notes" >> beam.Flatten()
     _ = notes | "Notes" >> beam.io.WriteToText(
         journal.join(spec.journal_dir, "notes"), file_name_suffix=".json")
 
