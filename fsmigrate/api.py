@@ -227,10 +227,11 @@ class StatusReport:
 @dataclass(frozen=True)
 class Finding:
     revision: str
-    problem: str  # changed / missing / no marker
+    problem: str  # changed / missing / no marker / changed (repeatable)
     message: str
     applied_checksum: Optional[str] = None
     script_checksum: Optional[str] = None
+    blocking: bool = True  # False: a repeatable script's new version (its next run records it)
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None}
@@ -302,7 +303,7 @@ def _prepare(cfg: Config) -> tuple[Target, scripts.Chain, State]:
     target = cfg.target()
     chain = cfg._chain()
     state = State.open(cfg.state_path)
-    drift = _findings(cfg, chain, target, state)
+    drift = commands.blocking(_findings(cfg, chain, target, state))
     if drift:
         raise ScriptsChanged(drift[0]["message"] + "; see `fsmigrate verify`")
     return target, chain, state
@@ -320,7 +321,8 @@ def _adopt_markers(cfg: Config, chain: scripts.Chain, target: Target, state: Sta
     """Record locally what the database's markers say is applied; refuse a marker whose
     script differs from ours (like a local checksum drift)."""
     found = markers.read()
-    drift = [f for f in _findings(cfg, chain, target, None, found) if f["problem"] != "no marker"]
+    drift = [f for f in commands.blocking(_findings(cfg, chain, target, None, found))
+             if f["problem"] != "no marker"]
     if drift:
         raise ScriptsChanged(drift[0]["message"] + "; see `fsmigrate verify`")
     local = state.applied(target.project, target.database)

@@ -222,7 +222,9 @@ def history_cmd(cfg: Config, fmt: str, limit: Optional[int]) -> None:
 def verify_cmd(cfg: Config, fmt: str, local: bool) -> None:
     """Check that applied migrations still match their scripts (exit 1 if not).
 
-    Reports scripts edited since they were applied and applied scripts now missing.
+    Reports scripts edited since they were applied and applied scripts now missing. A
+    repeatable script edited since its last run is listed but is not drift (exit 0): its
+    next run applies and records the new version.
 
     Example:
 
@@ -230,7 +232,7 @@ def verify_cmd(cfg: Config, fmt: str, local: bool) -> None:
     """
     findings = api.verify(cfg.api, local=local)
     _emit(report.findings_chunks([f.to_json() for f in findings], fmt))
-    if findings:
+    if any(f.blocking for f in findings):
         sys.exit(1)
 
 

@@ -51,6 +51,9 @@ def findings(chain: Chain, local: Mapping[str, Any],
     for rev, marker in sorted((markers or {}).items()):
         if rev in chain and chain.get(rev).checksum != marker.get("checksum"):
             script = chain.get(rev)
+            if script.repeatable:
+                found.append(_repeatable_changed(script, marker.get("checksum")))
+                continue
             found.append({
                 "revision": rev, "problem": "changed", "message":
                 f"revision {rev} ({script.path}) was edited after it was applied to the "
@@ -79,7 +82,9 @@ def findings(chain: Chain, local: Mapping[str, Any],
                              f"is no longer in {migrations}"})
             continue
         script = chain.get(rev)
-        if script.checksum != row["checksum"]:
+        if script.checksum != row["checksum"] and script.repeatable:
+            found.append(_repeatable_changed(script, row["checksum"]))
+        elif script.checksum != row["checksum"]:
             found.append({"revision": rev, "problem": "changed", "message":
                              f"revision {rev} ({script.path}) was edited after it was applied "
                              f"(checksum {row['checksum'][:12]}.. != {script.checksum[:12]}..); "
@@ -87,6 +92,25 @@ def findings(chain: Chain, local: Mapping[str, Any],
                              "migration", "applied_checksum": row["checksum"],
                              "script_checksum": script.checksum})
     return found
+
+
+REPEATABLE_CHANGED = "changed (repeatable)"
+
+
+def _repeatable_changed(script: Script, applied: Any) -> dict[str, Any]:
+    """A repeatable script edited since it was last applied is not drift: like a
+    repeatable migration elsewhere, its next run applies and records the new version."""
+    return {"revision": script.revision, "problem": REPEATABLE_CHANGED, "blocking": False,
+            "message": f"revision {script.revision} ({script.path}) is repeatable and changed "
+                       f"since it was last applied (checksum {str(applied)[:12]}.. != "
+                       f"{script.checksum[:12]}..); its next run (`fsmigrate rerun "
+                       f"{script.revision}`) applies and records this version",
+            "applied_checksum": applied, "script_checksum": script.checksum}
+
+
+def blocking(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The findings that stop an upgrade (all but a repeatable script's new version)."""
+    return [f for f in found if f.get("blocking", True)]
 
 
 def plan_scripts(plan: PlanFile, target: Any, chain: Chain,

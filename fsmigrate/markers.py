@@ -36,11 +36,23 @@ class Markers:
     def write(self, *, revision: str, checksum: str, description: str, run_id: str,
               kind: str, counts: Optional[dict[str, int]] = None,
               reason: Optional[str] = None) -> bool:
-        """Create the marker of `revision`; False when one exists already (kept as is:
-        it records where the revision was first applied)."""
+        """Create the marker of `revision`; False when one exists already (kept: it records
+        where the revision was first applied; a rerun of a repeatable revision from an
+        edited script records the new checksum in it)."""
         body = {"revision": revision, "checksum": checksum, "description": description,
                 "run_id": run_id, "kind": kind, "operator": operator_name(),
                 "host": socket.gethostname(), "tool_version": __version__,
                 "applied_at": dt.datetime.now(dt.timezone.utc), "counts": counts or {},
                 "reason": reason}
-        return Leases(self.store).create(self.path(revision), body) is not None
+        leases = Leases(self.store)
+        if leases.create(self.path(revision), body) is not None:
+            return True
+        current = self.store.get(self.path(revision))
+        if current is not None and current.get("checksum") != checksum and kind == "rerun":
+            # a repeatable revision run again from an edited script: the marker now names
+            # this version (where it was first applied stays as it was)
+            leases.replace(self.path(revision), {
+                **current.to_dict(), "checksum": checksum, "version_run_id": run_id,
+                "version_applied_at": body["applied_at"], "version_operator": body["operator"]},
+                current.update_time)
+        return False

@@ -322,7 +322,8 @@ def status_chunks(rows: Sequence[dict[str, Any]], target: Any, fmt: str) -> Iter
 
 def findings_chunks(findings: Sequence[dict[str, Any]], fmt: str) -> Iterator[str]:
     if fmt == "json":
-        yield dumps({"ok": not findings, "findings": findings}) + "\n"
+        yield dumps({"ok": not any(f.get("blocking", True) for f in findings),
+                     "findings": findings}) + "\n"
         return
     if not findings:
         yield "OK: every applied migration matches its script.\n"

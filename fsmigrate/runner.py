@@ -249,11 +249,17 @@ class Runner:
         self.state.finish_run(run_id, status="succeeded", counts=counts)
         self._record_retries(run_id)
         self._record_usage(run_id, dry_run, counts)
-        if applies_revision and script.revision not in self.state.applied(
-                self.target.project, self.target.database):
+        applied = self.state.applied(self.target.project, self.target.database)
+        if applies_revision and script.revision not in applied:
             self.state.mark_applied(project=self.target.project, database=self.target.database,
                                     revision=script.revision, checksum=script.checksum,
                                     run_id=run_id)
+        elif applies_revision and applied[script.revision]["checksum"] != script.checksum:
+            # a repeatable script's new version, run now: it is the one applied
+            self.state.record_new_version(project=self.target.project,
+                                          database=self.target.database,
+                                          revision=script.revision,
+                                          checksum=script.checksum, run_id=run_id)
         row = self.state.run(run_id)
         result.status = "succeeded"
         result.counts = counts

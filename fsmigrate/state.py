@@ -420,6 +420,15 @@ class State(Operations):
                 " VALUES (?,?,?,?,?,?)",
                 (project, database, revision, checksum, now_text(), run_id))
 
+    def record_new_version(self, *, project: str, database: str, revision: str,
+                           checksum: str, run_id: str) -> None:
+        """A repeatable revision applied again from an edited script: its checksum now."""
+        with self.tx():
+            self.conn.execute(
+                "UPDATE applied SET checksum=?, applied_at=?, run_id=? WHERE project=? AND"
+                " database=? AND revision=?",
+                (checksum, now_text(), run_id, project, database, revision))
+
     def record_by_hand(self, *, project: str, database: str, script: Any, reason: str,
                        invocation: str, kind: str) -> str:
         """Record `script` as applied without running it: a run of kind `resolve` (after a

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from fsmigrate import api
-from fsmigrate.errors import FsMigrateError, MigrationFailed, UsageError
-from helpers import items_of as items, seed_items, write_script
+from fsmigrate.errors import FsMigrateError, MigrationFailed, ScriptsChanged, UsageError
+from helpers import Fsm, items_of as items, seed_items, write_script
 
 DELETE_ODD = """
 def plan(ctx):
@@ -260,3 +260,28 @@ def test_runner_beam_without_the_extra_says_how_to_get_it(tmp_path, monkeypatch)
     with pytest.raises(UsageError, match="runner must be one of"):
         api.upgrade(cfg, runner="spark")
     assert not (tmp_path / "state.db").exists()
+
+
+def test_an_edited_repeatable_script_is_run_again_not_refused(cfg: api.Config, fs_client,
+                                                             tmp_path) -> None:
+    """A repeatable migration changes with the data it cleans (like migration 0001 gaining
+    its distributable form): its new version is not drift; its next run records it."""
+    write_script(cfg.migrations_path, "0001", None, "repeatable = True\n" + DELETE_ODD)
+    seed_items(fs_client, 10)
+    api.upgrade(cfg)
+    script = cfg.migrations_path / "0001_test_0001.py"
+    script.write_text(script.read_text() + "\n# a later version of the cleanup\n")
+    edited = write_script(tmp_path / "other", "0001", None, "\n" + DELETE_ODD)  # not repeatable
+
+    found = api.verify(cfg)
+
+    assert [(f.problem, f.blocking) for f in found] == [("changed (repeatable)", False)]
+    fsm = Fsm(cfg.project, cfg.state_path, cfg.migrations_path)
+    assert fsm("verify").exit_code == 0 and "its next run" in fsm("verify").stdout
+    assert api.upgrade(cfg).runs == []  # not refused: nothing pending
+    run = api.rerun(cfg, "0001").runs[0]
+    assert run.status == "succeeded" and api.verify(cfg) == []  # the new version recorded
+    assert [r.state for r in api.status(cfg).revisions] == ["applied"]  # marker agrees
+    strict = api.Config(project=cfg.project, state=cfg.state_path, migrations=edited.parent)
+    with pytest.raises(ScriptsChanged):  # a script that is not repeatable still may not change
+        api.upgrade(strict)
