@@ -297,7 +297,8 @@ class Store:
         yield from self._scan_query(query, collection, ordered, page_size)
 
     def split_points(self, collection: str, parts: int, *, group: bool = False,
-                     where: Sequence[tuple[str, str, Any]] = ()) -> list[str]:
+                     where: Sequence[tuple[str, str, Any]] = (),
+                     total: Optional[int] = None) -> list[str]:
         """Document paths that cut a scan into about `parts` ranges of similar size
         (each range starts at a point, inclusive, and ends before the next). PartitionQuery
         where the server has it (an unfiltered collection group); otherwise a count, then
@@ -309,7 +310,8 @@ class Store:
             if cut is not None:
                 return cut
         query = self._filtered(collection, group, where)
-        total = self.count(collection, group=group, where=where)
+        if total is None:  # the caller may know it already
+            total = self.count(collection, group=group, where=where)
         step = -(-total // parts)
         if total < 2 or step < 1:
             return []

@@ -116,12 +116,12 @@ class BeamDistributor:
         root = self.journal_root or str(Path(str(runner.state.path) + ".journal").resolve())
         directory = journal.join(root, run_id)
         source = forms.source
+        total = store.count(source.collection, group=source.group, where=source.where)
         points = store.split_points(source.collection, self.workers * RANGES_PER_WORKER,
-                                    group=source.group, where=source.where)
+                                    group=source.group, where=source.where, total=total)
         # a bucket of keys is merged in one worker's memory: keep buckets small
         buckets = max(self.workers * RANGES_PER_WORKER, len(points) + 1)
         if form != EACH:
-            total = store.count(source.collection, group=source.group, where=source.where)
             buckets = max(buckets, -(-total // DOCS_PER_BUCKET))
         bounds = [None, *points, None]
         ranges = [(i, bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
