@@ -93,29 +93,48 @@ def _after_json(op: Operation, write: Optional[bytes]) -> Optional[str]:
 
 def _batches(ops: Iterable[Any], size: int,
              weigh: Optional[Callable[[list[Operation]], int]] = None,
-             max_bytes: Optional[int] = None) -> Iterator[tuple[list[Any], bool]]:
+             max_bytes: Optional[int] = None,
+             in_flight: int = 0) -> Iterator[tuple[list[Any], bool]]:
     """(batch, barrier): batches of at most `size` operations and, with `weigh` (the encoded
     bytes of a unit of operations), at most `max_bytes`; an atomic group is never split. A
     Barrier in the stream ends the batch early and asks the runner to let every batch
-    before it land first."""
+    before it land first. A document written again acts the same way: one commit cannot
+    write a document twice (Firestore refuses it), and the second write must land after
+    the first (it then meets its precondition, or is skipped as changed): the batch ends
+    there with a barrier, when the first write is in it or in one of the `in_flight`
+    batches before it that may still be on the wire."""
     batch: list[Any] = []
+    paths: set[str] = set()
+    recent: deque[set[str]] = deque(maxlen=in_flight)  # the batches that may still fly
     used = 0
+
+    def cut(barrier: bool) -> tuple[list[Any], bool]:
+        nonlocal batch, paths, used
+        out = (batch, barrier)
+        if barrier:
+            recent.clear()
+        elif in_flight:
+            recent.append(paths)
+        batch, paths, used = [], set(), 0
+        return out
+
     for op in ops:
         if isinstance(op, Barrier):
-            yield batch, True
-            batch, used = [], 0
+            yield cut(True)
             continue
         unit = op.ops if isinstance(op, Group) else [op]  # a group is never split
         need = weigh(unit) if weigh is not None else 0
-        if batch and (len(batch) + len(unit) > size
-                      or (max_bytes is not None and used + need > max_bytes)):
-            yield batch, False
-            batch, used = [], 0
+        touched = {p for p in (getattr(u, "path", None) for u in unit) if p is not None}
+        if touched & paths or any(touched & earlier for earlier in recent):
+            yield cut(True)
+        elif batch and (len(batch) + len(unit) > size
+                        or (max_bytes is not None and used + need > max_bytes)):
+            yield cut(False)
         batch.extend(unit)
+        paths |= touched
         used += need
         if len(batch) >= size:
-            yield batch, False
-            batch, used = [], 0
+            yield cut(False)
     if batch:
         yield batch, False
 
@@ -404,7 +423,8 @@ class Runner:
     # ---- batches -------------------------------------------------------------------
 
     def _batched(self, ops: Iterable[Any]) -> Iterator[tuple[list[Any], bool]]:
-        return _batches(ops, self.batch_size, self._unit_bytes, self._payload_bytes)
+        return _batches(ops, self.batch_size, self._unit_bytes, self._payload_bytes,
+                        in_flight=self.concurrency - 1)
 
     def _unit_bytes(self, unit: list[Operation]) -> int:
         """The bytes a unit (one operation, or an atomic group) adds to a commit request;

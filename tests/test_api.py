@@ -285,3 +285,22 @@ def test_an_edited_repeatable_script_is_run_again_not_refused(cfg: api.Config, f
     strict = api.Config(project=cfg.project, state=cfg.state_path, migrations=edited.parent)
     with pytest.raises(ScriptsChanged):  # a script that is not repeatable still may not change
         api.upgrade(strict)
+
+
+def test_a_document_deleted_then_created_again_in_one_run_is_not_refused(cfg: api.Config,
+                                                                         fs_client) -> None:
+    """One commit cannot write a document twice: the second write goes in the next batch,
+    after the first landed (regression: the whole run failed with InvalidArgument)."""
+    write_script(cfg.migrations_path, "0001", None, """
+def plan(ctx):
+    for doc in ctx.scan("items"):
+        yield ctx.delete(doc)
+        yield ctx.create(doc.path, {"n": doc.get("n"), "v": 2})
+""")
+    seed_items(fs_client, 120)
+
+    run = api.upgrade(cfg, batch_size=50, concurrency=4).runs[0]
+
+    assert (run.status, run.committed, run.skipped) == ("succeeded", 240, 0)
+    assert {s.id: (s.get("n"), s.get("v")) for s in fs_client.collection("items").stream()} == {
+        f"i{i:05d}": (i, 2) for i in range(120)}

@@ -172,3 +172,21 @@ def test_batches_respect_count_and_bytes_and_keep_groups_and_order(items, size,
     for group in groups:
         assert len({where[p] for p in group}) == 1
     assert sum(barrier for _, barrier in out) == sum(isinstance(i, Barrier) for i in stream)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(0, 12), max_size=80), st.integers(1, 10), st.integers(0, 3))
+def test_no_batch_writes_a_document_twice_and_a_rewrite_waits_for_the_first(
+        ids, size, in_flight) -> None:
+    stream = [Operation(DELETE, f"c/d{i}") for i in ids]
+
+    out = list(_batches(stream, size, in_flight=in_flight))
+
+    assert [op.path for batch, _ in out for op in batch] == [op.path for op in stream]
+    for i, (batch, _) in enumerate(out):
+        paths = [op.path for op in batch]
+        assert len(paths) == len(set(paths))
+        for j in range(i + 1, min(len(out), i + 1 + in_flight)):  # sent while i may fly
+            if {op.path for op in out[j][0]} & set(paths):
+                # a rewrite while the first write may still be on the wire: a barrier between
+                assert any(barrier for _, barrier in out[i:j])

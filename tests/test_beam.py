@@ -269,3 +269,23 @@ def test_a_beam_dry_run_estimates_what_the_beam_apply_does(cfg: api.Config, fs_c
     assert {k: dry.estimate[k] for k in keys} == {k: applied.actual[k] for k in keys}
     assert dry.estimate["reads"] == 600 and dry.estimate["deletes"] == 200
     assert dry.estimate["archive_bytes"] > 0
+
+
+def test_a_document_written_twice_by_one_worker_goes_in_two_commits(cfg: api.Config,
+                                                                    fs_client) -> None:
+    seed_items(fs_client, 60)
+    write_script(cfg.migrations_path, "0001", None, """
+from fsmigrate.distributed import scan
+
+source = scan("items")
+
+def each(ctx, doc):
+    yield ctx.delete(doc)
+    yield ctx.create(doc.path, {"n": doc.get("n"), "v": 2})
+""")
+
+    run = api.upgrade(cfg, runner="beam", workers=2, batch_size=50).runs[0]
+
+    assert (run.committed, run.skipped) == (120, 0)
+    assert {s.id: s.get("v") for s in fs_client.collection("items").stream()} == {
+        f"i{i:05d}": 2 for i in range(60)}

@@ -125,6 +125,7 @@ class _Worker:
             body = json.loads(journal.read_file(path))
             self.skip.update(op["path"] for op in body["ops"])
         self.batch: list[Operation] = []
+        self.paths: set[str] = set()
         self.used = 0
         self.groups = 0
         self.out: list[str] = []
@@ -206,8 +207,10 @@ class _Worker:
         if need > self.payload:
             raise WriteTooLarge(unit[0].path, need, self.spec.batch_bytes)
         if self.batch and (len(self.batch) + len(unit) > self.spec.batch_size
-                           or self.used + need > self.payload):
-            self._flush()
+                           or self.used + need > self.payload
+                           or any(op.path in self.paths for op in unit)):
+            self._flush()  # (one commit cannot write a document twice)
+        self.paths.update(op.path for op in unit)
         self.batch.extend(unit)
         self.used += need
         if len(self.batch) >= self.spec.batch_size:
@@ -216,7 +219,7 @@ class _Worker:
     # -- one batch ------------------------------------------------------------------------
 
     def _flush(self) -> None:
-        batch, self.batch, self.used = self.batch, [], 0
+        batch, self.batch, self.used, self.paths = self.batch, [], 0, set()
         if not batch:
             return
         spec = self.spec
