@@ -57,12 +57,13 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 
 class ConfirmationRequired(FsMigrateError):
-    """An apply to a real project needs a `confirm` callback (the CLI's prompt or --yes)."""
+    """A step that needs an operator's yes (an apply to a real project, a prune) was called
+    without a `confirm` callback (the CLI's prompt, or --yes)."""
 
     def __init__(self, prompt: str) -> None:
         self.prompt = prompt
-        super().__init__(f"{prompt} not confirmed: pass confirm= (the CLI asks, or --yes) to "
-                         "apply to a real project")
+        super().__init__(f"{prompt} not confirmed: pass confirm= (the CLI asks, or takes "
+                         "--yes)")
 
 
 # ---- configuration -------------------------------------------------------------------------
