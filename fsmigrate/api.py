@@ -28,7 +28,7 @@ from . import (audit_report, checks, commands, durations, planfile, report, scri
                traffic)
 from .checks import CheckResult
 from .archive import ArchiveUnavailable, unavailable as _archive_gone
-from .errors import (FsMigrateError, FsMigrateWarning, RunNotFound, ScriptsChanged,
+from .errors import (Aborted, FsMigrateError, FsMigrateWarning, RunNotFound, ScriptsChanged,
                      StateNotFound, UsageError)
 from .lease import DEFAULT_TTL, Lease, break_lock as _break_lock, describe as _describe
 from .lint import Report as LintReport, lint_paths
@@ -353,12 +353,14 @@ def _confirm(target: Target, todo: Sequence[scripts.Script], dry_run: bool,
     if not todo or dry_run or target.is_emulator:
         return
     revs = ", ".join(s.revision for s in todo)
-    prompt = f"Apply {len(todo)} migration(s) ({revs}) to {target.describe()}?"
+    _ask(confirm, f"Apply {len(todo)} migration(s) ({revs}) to {target.describe()}?")
+
+
+def _ask(confirm: Optional[Confirm], prompt: str) -> None:
+    """The operator's yes, through `confirm`; refused without one, aborted on a no."""
     if confirm is None:
         raise ConfirmationRequired(prompt)
     if not confirm(prompt):
-        from .errors import Aborted
-
         raise Aborted("declined at the prompt")
 
 
@@ -586,12 +588,7 @@ def prune(cfg: Config, *, before: str, dry_run: bool = False,
         raise StateNotFound(cfg.state_path)
 
     def ask(prompt: str) -> None:
-        if confirm is None:
-            raise ConfirmationRequired(prompt)
-        if not confirm(prompt):
-            from .errors import Aborted
-
-            raise Aborted("declined at the prompt")
+        _ask(confirm, prompt)
 
     return _prune(State.open(cfg.state_path), target.project, target.database, cutoff,
                   dry_run=dry_run, confirm=ask)

@@ -158,6 +158,43 @@ def read_before_blind_sets(store: Store, ops: list[Operation]) -> None:
                            else MUST_NOT_EXIST)
 
 
+def encoded_bytes(store: Store, op: Operation, build: Callable[[Operation], bytes]) -> int:
+    """What `op` adds to a commit request (its Write, framed). A delete is sized without
+    encoding it (its name plus a precondition); a blind set's precondition is only known
+    once its document is read; any other write is built (by `build`) and kept."""
+    if op.write is not None:
+        n = len(op.write)
+    elif op.kind == DELETE:
+        n = len(store.doc_name(op.path).encode()) + _DELETE_SLACK
+    elif op.needs_read:
+        n = len(build(op)) + _READ_SLACK
+    else:
+        op.write = build(op)
+        n = len(op.write)
+    return 1 + _varint_len(n) + n
+
+
+def reread_pending(store: Store, pending: list[Any], chunk: int
+                   ) -> tuple[dict[tuple[str, int], str], dict[str, Any], set[tuple[str, Any]]]:
+    """Journaled operations whose outcome is unknown, settled by re-reading their documents:
+    the outcome of each ((run id, seq) -> reconcile.LANDED / NOT_SENT / CHANGED), the
+    documents read, and the atomic groups ((run id, group)) broken by a changed member.
+    An outcome that re-reading cannot tell stops with ReconcileError."""
+    found: dict[tuple[str, int], str] = {}
+    docs: dict[str, Any] = {}
+    for rows in _chunks(pending, chunk):
+        docs.update(store.get_many({r["path"] for r in rows}))
+        for row in rows:
+            outcome = reconcile.outcome(row["kind"], Precondition.from_json(
+                row["precondition"]), row["write"], docs.get(row["path"]))
+            if outcome == reconcile.UNKNOWN:
+                raise ReconcileError(row["path"], row["kind"], row["run_id"])
+            found[(row["run_id"], row["seq"])] = outcome
+    broken = {(r["run_id"], r["grp"]) for r in pending if r["grp"] is not None
+              and found[(r["run_id"], r["seq"])] == reconcile.CHANGED}
+    return found, docs, broken
+
+
 class _PlanFailed(Exception):
     """Wraps an exception raised by the migration's own code while planning."""
 
@@ -252,8 +289,8 @@ class Runner:
             self._run_checked(script, run_id, prior, earlier, dry_run, counts, note)
         finally:
             if self.committer.splits:
-                note(f"{self.committer.splits} commit(s) refused by Firestore as too large were split "
-                     f"and sent again (--batch-bytes {self.batch_bytes:,})")
+                note(f"{self.committer.splits} commit(s) refused by Firestore as too large "
+                     f"were split and sent again (--batch-bytes {self.batch_bytes:,})")
         applies_revision = not dry_run and kind != "restore"
         if applies_revision and self.markers is not None:
             testhooks.reached("before-marker")
@@ -437,16 +474,7 @@ class Runner:
         return total
 
     def _op_bytes(self, op: Operation) -> int:
-        if op.write is not None:
-            n = len(op.write)
-        elif op.kind == DELETE:  # exact enough without encoding it: name plus a precondition
-            n = len(self.store.doc_name(op.path).encode()) + _DELETE_SLACK
-        elif op.needs_read:  # its precondition is only known once its document is read
-            n = len(self._write(op)) + _READ_SLACK
-        else:
-            op.write = self._write(op)
-            n = len(op.write)
-        return 1 + _varint_len(n) + n
+        return encoded_bytes(self.store, op, self._write)
 
     def _run_batch(self, run_id: str, batch: list[Operation], counts: dict[str, int],
                    dry_run: bool) -> None:
@@ -573,18 +601,7 @@ class Runner:
         ones that never landed are redone (the same journaled write) in this run. The
         operations of an atomic group are settled together: if one changed, none is redone."""
         pending = self.state.pending_ops(earlier)
-        found: dict[tuple[str, int], str] = {}
-        docs: dict[str, Any] = {}
-        for rows in _chunks(pending, self.batch_size):
-            docs.update(self.store.get_many({r["path"] for r in rows}))
-            for row in rows:
-                outcome = reconcile.outcome(row["kind"], Precondition.from_json(
-                    row["precondition"]), row["write"], docs.get(row["path"]))
-                if outcome == reconcile.UNKNOWN:
-                    raise ReconcileError(row["path"], row["kind"], row["run_id"])
-                found[(row["run_id"], row["seq"])] = outcome
-        broken = {(r["run_id"], r["grp"]) for r in pending if r["grp"] is not None
-                  and found[(r["run_id"], r["seq"])] == reconcile.CHANGED}
+        found, docs, broken = reread_pending(self.store, pending, self.batch_size)
         updates = []
         redo: list[Any] = []
         groups: dict[tuple[str, int], Group] = {}

@@ -340,14 +340,9 @@ class Store:
         return int(found[0][0].value)
 
     def _partition_points(self, collection_id: str, parts: int) -> Optional[list[str]]:
-        group = self.client.collection_group(collection_id)
-        try:
-            found = self._read(f"partitioning of {collection_id}", lambda: list(
-                group.get_partitions(parts - 1, retry=None, timeout=self.policy.timeout)))
-        except FirestoreError as exc:
-            if isinstance(exc.exc, gexc.MethodNotImplemented):
-                return None
-            raise
+        found = self._partitions(collection_id, parts)
+        if found is None:
+            return None
         points = []
         for part in found[:-1]:
             cursor = part.end_at
@@ -361,15 +356,20 @@ class Store:
     def partition_queries(self, collection_id: str, count: int) -> Optional[list[Any]]:
         """Queries covering a collection group in up to `count` parts; None when the server
         does not implement PartitionQuery."""
+        parts = self._partitions(collection_id, count)
+        return None if parts is None else [part.query() for part in parts]
+
+    def _partitions(self, collection_id: str, count: int) -> Optional[list[Any]]:
+        """PartitionQuery's parts of a collection group; None when the server does not
+        implement it (the emulator)."""
         group = self.client.collection_group(collection_id)
         try:
-            parts = self._read(f"partitioning of {collection_id}", lambda: list(
+            return self._read(f"partitioning of {collection_id}", lambda: list(
                 group.get_partitions(count - 1, retry=None, timeout=self.policy.timeout)))
         except FirestoreError as exc:
             if isinstance(exc.exc, gexc.MethodNotImplemented):
                 return None
             raise
-        return [part.query() for part in parts]
 
     def _scan_query(self, query: Any, what: str, ordered: list[str],
                     page_size: Optional[int]) -> Iterator[Doc]:

@@ -10,6 +10,7 @@ and the next run settles it by re-reading.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import dataclasses
 import os
 import re
@@ -19,12 +20,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 from .. import reconcile
-from ..commit import Committer
 from ..context import Context
 from ..distributed import EACH
 from ..errors import FsMigrateError, UsageError
 from ..lease import LockLost
-from ..plan import Archived, Operation, Precondition
+from ..plan import Archived, Operation, Precondition, timestamp_text
 from ..state import OpRecord
 from . import journal
 
@@ -201,38 +201,28 @@ class BeamDistributor:
     def _settle_own(self, runner: Any, run_id: str) -> None:
         """Batches of a retried unit that have no outcome: settled by re-reading (landed:
         committed; unchanged: sent again, the same journaled write; changed: skipped)."""
+        from ..runner import reread_pending
+
         pending = runner.state.pending_ops([run_id])
         if not pending:
             return
-        docs = runner.store.get_many({r["path"] for r in pending})
-        found = {}
-        for row in pending:
-            pre = Precondition.from_json(row["precondition"])
-            found[row["seq"]] = reconcile.outcome(row["kind"], pre, row["write"],
-                                                  docs.get(row["path"]))
-            if found[row["seq"]] == reconcile.UNKNOWN:
-                from ..errors import ReconcileError
-
-                raise ReconcileError(row["path"], row["kind"], run_id)
-        broken = {r["grp"] for r in pending
-                  if r["grp"] is not None and found[r["seq"]] == reconcile.CHANGED}
+        found, docs, broken = reread_pending(runner.store, pending, runner.batch_size)
+        now = timestamp_text(dt.datetime.now(dt.timezone.utc))
         committed, skipped, resend = [], [], []
         for row in pending:
-            outcome = found[row["seq"]]
+            outcome = found[(run_id, row["seq"])]
+            pre = Precondition.from_json(row["precondition"])
             if outcome == reconcile.LANDED:
-                committed.append((row["seq"], "landed (re-read)"))
-            elif outcome == reconcile.CHANGED or row["grp"] in broken:
-                skipped.append((row["seq"], Precondition.from_json(
-                    row["precondition"]).why_not(docs.get(row["path"]))))
+                committed.append((row["seq"], now))
+            elif outcome == reconcile.CHANGED or (run_id, row["grp"]) in broken:
+                skipped.append((row["seq"], pre.why_not(docs.get(row["path"]))))
             else:
-                op = Operation(row["kind"], row["path"],
-                               precondition=Precondition.from_json(row["precondition"]),
+                op = Operation(row["kind"], row["path"], precondition=pre,
                                before=Archived(row["path"], row["before"]), write=row["write"])
                 op.group = row["grp"]
                 resend.append((row["seq"], op))
-        committer = Committer(runner.store, runner.batch_bytes)
-        for start in range(0, len(resend), runner.batch_size):
-            done, gone = committer.commit(resend[start:start + runner.batch_size])
+        for start in range(0, len(resend), runner.batch_size):  # the run's limiter applies
+            done, gone = runner.committer.commit(resend[start:start + runner.batch_size])
             committed += done
             skipped += gone
         runner.state.settle_ops(run_id, committed=committed, skipped=skipped)

@@ -28,9 +28,9 @@ from ..context import Barrier, Context
 from ..distributed import EACH, checked_key
 from ..errors import FsMigrateError, PlanError
 from ..lease import LockLost, lock_path
-from ..plan import DELETE, Group, Operation, check_operation
-from ..runner import _DELETE_SLACK, _READ_SLACK, _after_json, read_before_blind_sets
-from ..store import Doc, Store, Target, _varint_len
+from ..plan import Group, Operation, check_operation
+from ..runner import _after_json, encoded_bytes, read_before_blind_sets
+from ..store import Doc, Store, Target
 from . import journal
 
 MIGRATION_ERROR = "fsmigrate: the migration's own code raised"
@@ -190,20 +190,10 @@ class _Worker:
         if problem:
             raise PlanError(self.spec.revision, problem)
 
-    def _size(self, op: Operation) -> int:
-        if op.kind == DELETE:
-            n = len(self.store.doc_name(op.path).encode()) + _DELETE_SLACK
-        elif op.needs_read:
-            n = len(self.store.build_write(op)) + _READ_SLACK
-        else:
-            op.write = self.store.build_write(op)
-            n = len(op.write)
-        return 1 + _varint_len(n) + n
-
     def _add(self, unit: list[Operation]) -> None:
         from ..errors import WriteTooLarge
 
-        need = sum(self._size(op) for op in unit)
+        need = sum(encoded_bytes(self.store, op, self.store.build_write) for op in unit)
         if need > self.payload:
             raise WriteTooLarge(unit[0].path, need, self.spec.batch_bytes)
         if self.batch and (len(self.batch) + len(unit) > self.spec.batch_size
