@@ -37,7 +37,7 @@ PROJECT = "bench-archive"
 
 def worker(state: Path, migrations: Path, project: str) -> None:
     from fsmigrate.cli import cli
-    from fsmigrate.state import State
+    from fsmigrate.state.database import State
 
     seconds = {}
     for mode, extra in (("dry_run", ["--dry-run"]), ("apply", [])):
@@ -70,7 +70,7 @@ def file_bytes(state: Path) -> int:
 def measure(name: str, code: Path, migrations: Path, legacy: int, env: dict) -> dict:
     from google.cloud import firestore
 
-    from fsmigrate import emulator
+    from fsmigrate.firestore import emulator
     from fsmigrate.heartbeats import incident
 
     emulator.reset(env["FIRESTORE_EMULATOR_HOST"], PROJECT)
@@ -124,7 +124,7 @@ def main() -> int:
         worker(Path(args.worker), Path(args.migrations), PROJECT)
         return 0
     sys.path.insert(0, str(ROOT))
-    from fsmigrate import emulator
+    from fsmigrate.firestore import emulator
 
     emu = emulator.start(log_dir=Path(tempfile.mkdtemp()))
     env = {**os.environ, "FIRESTORE_EMULATOR_HOST": emu.host_port}

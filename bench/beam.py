@@ -82,7 +82,7 @@ def worker(method: str, project: str) -> None:
 
 
 def measure(method: str, docs: int, env: dict) -> dict:
-    from fsmigrate import emulator
+    from fsmigrate.firestore import emulator
 
     emulator.reset(env["FIRESTORE_EMULATOR_HOST"], "bench")
     seed("bench", docs)
@@ -106,7 +106,7 @@ def main() -> int:
         worker(args.worker, "bench")
         return 0
 
-    from fsmigrate import emulator
+    from fsmigrate.firestore import emulator
 
     emu = emulator.start(log_dir=Path(tempfile.mkdtemp()))
     env = {**os.environ, "FIRESTORE_EMULATOR_HOST": emu.host_port}

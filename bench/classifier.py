@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fsmigrate.heartbeats import Classifier  # noqa: E402
+from fsmigrate.heartbeats import Classifier
 
 
 def ids(n: int, seed: int = 5) -> list[str]:

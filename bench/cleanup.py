@@ -157,7 +157,7 @@ def worker(method: str, project: str, extra: list[str]) -> None:
 
 
 def measure(method: str, project: str, docs: int, env: dict, extra: list[str]) -> dict:
-    from fsmigrate import emulator
+    from fsmigrate.firestore import emulator
 
     emulator.reset(env["FIRESTORE_EMULATOR_HOST"], project)
     seed(project, docs)
@@ -184,7 +184,7 @@ def main() -> int:
         worker(args.worker, args.project, args.extra)
         return 0
 
-    from fsmigrate import emulator
+    from fsmigrate.firestore import emulator
 
     emu = emulator.start(log_dir=Path(tempfile.mkdtemp()))
     env = {**os.environ, "FIRESTORE_EMULATOR_HOST": emu.host_port}

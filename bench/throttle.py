@@ -77,7 +77,7 @@ def worker(project: str, migrations: str, max_rate: str) -> None:
     import fsmigrate.cli  # noqa: F401  (imports are not part of the measurement)
     from fsmigrate import api
     from fsmigrate.cli import cli
-    from fsmigrate.plan import parse_timestamp
+    from fsmigrate.scripts.operations import parse_timestamp
 
     with tempfile.TemporaryDirectory() as tmp:
         args = ["--project", project, "--state", f"{tmp}/state.db", "--migrations", migrations,
@@ -101,7 +101,7 @@ def worker(project: str, migrations: str, max_rate: str) -> None:
 
 
 def throttled(project: str, deletes: int, max_rate: float, env: dict, migrations: Path) -> dict:
-    from fsmigrate import emulator
+    from fsmigrate.firestore import emulator
 
     emulator.reset(env["FIRESTORE_EMULATOR_HOST"], project)
     seed(project, deletes)
@@ -130,8 +130,8 @@ def main() -> int:
         return 0
 
     import cleanup
-    from fsmigrate import emulator
-    from fsmigrate.traffic import Limits
+    from fsmigrate.firestore import emulator
+    from fsmigrate.engine.traffic import Limits
 
     emu = emulator.start(log_dir=Path(tempfile.mkdtemp()))
     env = {**os.environ, "FIRESTORE_EMULATOR_HOST": emu.host_port}

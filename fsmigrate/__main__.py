@@ -1,4 +1,4 @@
 """`python -m fsmigrate` is the `fsmigrate` command."""
-from .cli import main
+from fsmigrate.cli import main
 
 main()

@@ -24,21 +24,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, NamedTuple, Optional, Sequence, Union
 
-from . import (audit_report, checks, commands, durations, planfile, report, scripts, testhooks,
-               traffic)
-from .checks import CheckResult
-from .archive import ArchiveUnavailable, unavailable as _archive_gone
-from .errors import (Aborted, FsMigrateError, FsMigrateWarning, RunNotFound, ScriptsChanged,
-                     StateNotFound, UsageError)
-from .lease import DEFAULT_TTL, Lease, break_lock as _break_lock, describe as _describe
-from .lint import Report as LintReport, lint_paths
-from .markers import DEFAULT_ROOT, Markers
-from .prune import PruneResult, parse_before, prune as _prune
-from .restore import check as _restorable, restore_script
-from .runner import (DEFAULT_BATCH_BYTES, MAX_BATCH, MAX_BATCH_BYTES, MAX_CONCURRENCY,
-                     MIN_BATCH_BYTES, NoProgress, Progress, Runner)
-from .state import State, new_id
-from .store import Store, Target, target_from_env
+from fsmigrate import checks
+from fsmigrate.report import audit as audit_report
+from fsmigrate.scripts import drift
+from fsmigrate import times
+from fsmigrate.scripts import planfile
+from fsmigrate.report import runs as report
+from fsmigrate.scripts import loader as scripts
+from fsmigrate.engine import testhooks
+from fsmigrate.engine import traffic
+from fsmigrate.checks import CheckResult
+from fsmigrate.scripts.archive import ArchiveUnavailable, unavailable as _archive_gone
+from fsmigrate.errors import Aborted, FsMigrateError, FsMigrateWarning, RunNotFound, ScriptsChanged, StateNotFound, UsageError
+from fsmigrate.engine.lease import DEFAULT_TTL, Lease, break_lock as _break_lock, describe as _describe
+from fsmigrate.lint import Report as LintReport, lint_paths
+from fsmigrate.engine.markers import DEFAULT_ROOT, Markers
+from fsmigrate.state.prune import PruneResult, parse_before, prune as _prune
+from fsmigrate.scripts.restore import check as _restorable, restore_script
+from fsmigrate.engine.batching import DEFAULT_BATCH_BYTES, MAX_BATCH, MAX_BATCH_BYTES, MIN_BATCH_BYTES
+from fsmigrate.engine.run import Distributor, NoProgress, Progress
+from fsmigrate.engine.runner import MAX_CONCURRENCY, Runner
+from fsmigrate.state.database import State, new_id
+from fsmigrate.state.runs import RunResult
+from fsmigrate.firestore.store import Store, Target, target_from_env
 
 __all__ = [
     "Config", "Progress", "NoProgress", "RunResult", "UpgradeResult", "StatusRow",
@@ -119,55 +127,6 @@ class Config:
 
 
 # ---- results -------------------------------------------------------------------------------
-
-
-@dataclass
-class RunResult:
-    """One recorded run (an upgrade, rerun, plan apply, restore, stamp...), as the state
-    file holds it. `to_json()` is the documented JSON form."""
-
-    run_id: str
-    invocation: str
-    project: str
-    database: str
-    revision: str
-    description: str
-    checksum: str
-    kind: str
-    mode: str
-    status: str
-    planned: int
-    committed: int
-    skipped: int
-    failed: int
-    batches: int
-    counts: dict[str, int]
-    notes: list[str]
-    started_at: str
-    finished_at: Optional[str]
-    operator: str
-    host: str
-    tool_version: str
-    resumes: Optional[str] = None
-    retries: int = 0
-    last_retry_error: Optional[str] = None
-    error: Optional[str] = None
-    error_kind: Optional[str] = None
-    source: Optional[str] = None
-    plan_digest: Optional[str] = None
-    archive_policy: Optional[str] = None  # full / paths / redact:<function>
-    pruned_at: Optional[str] = None       # when its archive was pruned, and by which run
-    pruned_by: Optional[str] = None
-    traffic: Optional[dict[str, Any]] = None   # limits used, throttling events
-    estimate: Optional[dict[str, Any]] = None  # a dry-run's: reads, writes, deletes, ...
-    actual: Optional[dict[str, Any]] = None    # an apply's: the same figures, as done
-
-    @classmethod
-    def _from(cls, state: State, row: Any) -> "RunResult":
-        return cls(**report.run_dict(state, row))
-
-    def to_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
 
 @dataclass
@@ -304,16 +263,16 @@ def _prepare(cfg: Config) -> tuple[Target, scripts.Chain, State]:
     target = cfg.target()
     chain = cfg._chain()
     state = State.open(cfg.state_path)
-    drift = commands.blocking(_findings(cfg, chain, target, state))
-    if drift:
-        raise ScriptsChanged(drift[0]["message"] + "; see `fsmigrate verify`")
+    changed = drift.blocking(_findings(cfg, chain, target, state))
+    if changed:
+        raise ScriptsChanged(changed[0]["message"] + "; see `fsmigrate verify`")
     return target, chain, state
 
 
 def _findings(cfg: Config, chain: scripts.Chain, target: Target, state: Optional[State],
               markers: Optional[dict[str, dict[str, Any]]] = None) -> list[dict[str, Any]]:
     local = state.applied(target.project, target.database) if state else {}
-    return commands.findings(chain, local, markers, migrations=cfg.migrations_path,
+    return drift.findings(chain, local, markers, migrations=cfg.migrations_path,
                              state_path=cfg.state_path)
 
 
@@ -322,10 +281,10 @@ def _adopt_markers(cfg: Config, chain: scripts.Chain, target: Target, state: Sta
     """Record locally what the database's markers say is applied; refuse a marker whose
     script differs from ours (like a local checksum drift)."""
     found = markers.read()
-    drift = [f for f in commands.blocking(_findings(cfg, chain, target, None, found))
-             if f["problem"] != "no marker"]
-    if drift:
-        raise ScriptsChanged(drift[0]["message"] + "; see `fsmigrate verify`")
+    changed = [f for f in drift.blocking(_findings(cfg, chain, target, None, found))
+               if f["problem"] != "no marker"]
+    if changed:
+        raise ScriptsChanged(changed[0]["message"] + "; see `fsmigrate verify`")
     local = state.applied(target.project, target.database)
     for revision, marker in sorted(found.items()):
         if revision not in local:
@@ -377,7 +336,7 @@ def _execute(cfg: Config, target: Target, chain: scripts.Chain, state: State,
              progress: Optional[Progress], confirm: Optional[Confirm], kind: str = "upgrade",
              source: Optional[str] = None, plan_out: Optional[PathLike] = None,
              plan_digest: Optional[str] = None,
-             distributor: Optional[Any] = None) -> UpgradeResult:
+             distributor: Optional[Distributor] = None) -> UpgradeResult:
     """Run (or plan) the selected migrations in order; the one path for every command
     that writes. An apply holds the target's lease from before it reads what is pending
     until it is done, so two runners never both apply; its commits wait on one limiter
@@ -399,10 +358,9 @@ def _execute(cfg: Config, target: Target, chain: scripts.Chain, state: State,
             runner = Runner(store, state, chain, batch_size=batch_size, progress=progress,
                             guard=lease.check if lease else None, concurrency=concurrency,
                             markers=markers, batch_bytes=batch_bytes, limits=limits,
-                            traffic=None if dry_run else traffic.make(limits))
-            runner.capture_writes = plan_out is not None
-            runner.distributor = distributor
-            runner.lease_holder = lease.holder_id if lease else None
+                            traffic=None if dry_run else traffic.make(limits),
+                            capture_writes=plan_out is not None, distributor=distributor,
+                            lease_holder=lease.holder_id if lease else None)
             for script in todo:
                 runner.run(script, dry_run=dry_run, invocation=invocation, kind=kind,
                            source=source, plan_digest=plan_digest)
@@ -422,7 +380,7 @@ RUNNERS = ("local", "beam")
 
 
 def _distributor(runner: str, workers: int,
-                 beam_options: Optional[Mapping[str, str]]) -> Optional[Any]:
+                 beam_options: Optional[Mapping[str, str]]) -> Optional[Distributor]:
     """None for the local runner; the Beam coordinator for `runner="beam"`."""
     if runner not in RUNNERS:
         raise UsageError(f"runner must be one of {', '.join(RUNNERS)}, got {runner!r}")
@@ -432,10 +390,10 @@ def _distributor(runner: str, workers: int,
         return None
     if workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}")
-    from . import beam
+    from fsmigrate import beam
 
     beam.require()
-    from .beam.coordinator import BeamDistributor
+    from fsmigrate.beam.coordinator import BeamDistributor
 
     options = dict(beam_options or {})
     journal = options.pop("journal", None)
@@ -443,7 +401,7 @@ def _distributor(runner: str, workers: int,
 
 
 def _runs_of(state: State, invocation: str) -> list[RunResult]:
-    return [RunResult._from(state, state.run(r)) for r in state.runs_of(invocation)]
+    return [RunResult.from_row(state, state.run(r)) for r in state.runs_of(invocation)]
 
 
 # ---- commands that write -------------------------------------------------------------------
@@ -533,7 +491,7 @@ def apply_plan(cfg: Config, path: PathLike, *, batch_size: int = MAX_BATCH,
     try:
         target, chain, state = _prepare(cfg)
         plan.verify(max_write_bytes=batch_bytes)
-        select = commands.plan_scripts(plan, target, chain, state)
+        select = drift.plan_scripts(plan, target, chain, state)
         return _execute(cfg, target, chain, state, select, command=f"apply {plan_path.name}",
                         kind="plan", source=plan.plan_id, plan_digest=plan.digest,
                         dry_run=False, batch_size=batch_size, batch_bytes=batch_bytes,
@@ -659,7 +617,7 @@ def status(cfg: Config, *, local: bool = False) -> StatusReport:
     state = State.open_readonly(cfg.state_path)
     applied = state.applied(target.project, target.database) if state else {}
     markers = None if local else cfg._markers(cfg._store(target)).read()
-    rows = commands.status_rows(chain, applied, markers)
+    rows = drift.status_rows(chain, applied, markers)
     return StatusReport(target, [StatusRow(**r) for r in rows], markers is not None)
 
 
@@ -678,7 +636,7 @@ def history(cfg: Config, limit: Optional[int] = None) -> list[RunResult]:
     state = State.open_readonly(cfg.state_path)
     if state is None:
         return []
-    return [RunResult._from(state, r) for r in state.runs(target.project, target.database, limit)]
+    return [RunResult.from_row(state, r) for r in state.runs(target.project, target.database, limit)]
 
 
 def audit(cfg: Config, run_id: Optional[str] = None, *, since: Optional[str] = None,
@@ -689,17 +647,17 @@ def audit(cfg: Config, run_id: Optional[str] = None, *, since: Optional[str] = N
     if run_id is not None:
         if state is None:
             raise RunNotFound(run_id)
-        return RunAudit(RunResult._from(state, state.run(run_id)), state)
+        return RunAudit(RunResult.from_row(state, state.run(run_id)), state)
     if state is None:
         return []
     rows = state.runs(limit=limit)
     if since:
         try:
-            cutoff = dt.datetime.now(dt.timezone.utc) - durations.parse_window(since)
+            cutoff = dt.datetime.now(dt.timezone.utc) - times.parse_window(since)
         except ValueError as exc:
             raise UsageError(f"--since: {exc}") from exc
         rows = [r for r in rows if _parse_time(r["started_at"]) >= cutoff]
-    return [RunResult._from(state, r) for r in rows]
+    return [RunResult.from_row(state, r) for r in rows]
 
 
 def check(cfg: Config, name: str, **options: Any) -> CheckResult:

@@ -12,19 +12,18 @@ its summary (`fsmigrate check --list`). Register it in the distribution's metada
 A check may also return time series (`Series`: a value per hour or day, and the alarm
 threshold), drawn by the html renderer and listed by the json one.
 
-Nothing here prints; renderers (text, json, OpenMetrics, html) turn a result into text.
+Nothing here prints; `fsmigrate.report.checks` turns a result into text, JSON, OpenMetrics
+or an HTML page.
 """
 from __future__ import annotations
 
 import datetime as dt
-import json
-import math
-import re
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
-from .errors import FsMigrateError, UsageError
+from fsmigrate.errors import FsMigrateError, UsageError
+from fsmigrate.times import rfc3339
 
 GROUP = "fsmigrate.checks"
 
@@ -95,7 +94,7 @@ class Series:
                 "bucket_seconds": int(self.bucket.total_seconds()), "style": self.style,
                 "unit": self.unit, "threshold": self.threshold,
                 "threshold_label": self.threshold_label,
-                "points": [{"start": _utc(p.start), "value": p.value} for p in self.points]}
+                "points": [{"start": rfc3339(p.start, "auto"), "value": p.value} for p in self.points]}
 
 
 @dataclass
@@ -215,77 +214,3 @@ def run(store: Callable[[], Any], name: str, given: Mapping[str, Any]) -> CheckR
 
 
 # ---- rendering -------------------------------------------------------------------------------
-
-
-def text_chunks(result: CheckResult) -> Iterator[str]:
-    verdict = "HEALTHY" if result.healthy else "UNHEALTHY"
-    where = result.labels.get("collection", result.check)
-    yield f"{where}: {verdict} (checked {_utc(result.checked_at)})\n"
-    for line in result.lines:
-        yield f"  {line}\n"
-    for reason in result.reasons:
-        yield f"  reason: {reason}\n"
-
-
-def json_chunks(result: CheckResult) -> Iterator[str]:
-    yield json.dumps(result.to_json(), sort_keys=True, ensure_ascii=False, default=str) + "\n"
-
-
-_METRIC_NAME = re.compile(r"[^a-zA-Z0-9_]")
-
-
-def _escape(value: str) -> str:
-    return str(value).replace("\\", "\\\\").replace("\"", "\\\"").replace("\n", "\\n")
-
-
-def _number(value: float) -> str:
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, float) and math.isnan(value):
-        return "NaN"
-    if isinstance(value, float) and math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(value) if isinstance(value, float) else str(int(value))
-
-
-def openmetrics_chunks(result: CheckResult) -> Iterator[str]:
-    """OpenMetrics text: one gauge family per metric name, prefixed `fsmigrate_check_`
-    plus the check's name, the result's labels on every sample, `..._healthy` 0/1 and
-    `..._checked_timestamp_seconds`, then `# EOF` (for a node-exporter textfile collector
-    or a scrape)."""
-    prefix = "fsmigrate_check_" + _METRIC_NAME.sub("_", result.check)
-    families: dict[str, list[Metric]] = {}
-    built_in = [Metric("healthy", int(result.healthy), help="1 when the check passed, else 0"),
-                Metric("checked_timestamp_seconds", result.checked_at.timestamp(),
-                       help="when the check ran (Unix time)")]
-    for metric in [*built_in, *result.metrics]:
-        families.setdefault(_METRIC_NAME.sub("_", metric.name), []).append(metric)
-    for name, samples in families.items():
-        full = f"{prefix}_{name}"
-        yield f"# TYPE {full} gauge\n"
-        helps = [m.help for m in samples if m.help]
-        if helps:
-            yield f"# HELP {full} {_escape(helps[0])}\n"
-        for metric in samples:
-            labels = {**result.labels, **metric.labels}
-            text = ",".join(f'{_METRIC_NAME.sub("_", k)}="{_escape(v)}"'
-                            for k, v in sorted(labels.items()))
-            yield f"{full}{{{text}}} {_number(metric.value)}\n" if text else \
-                f"{full} {_number(metric.value)}\n"
-    yield "# EOF\n"
-
-
-def html_chunks(result: CheckResult) -> Iterator[str]:
-    """A standalone page: the verdict, the reasons, a bar chart per labelled metric family,
-    a chart per time series, the text report and the details (fsmigrate.check_page)."""
-    from .check_page import page
-
-    return page(result)
-
-
-RENDERERS = {"text": text_chunks, "json": json_chunks, "openmetrics": openmetrics_chunks,
-             "html": html_chunks}
-
-
-def _utc(when: dt.datetime) -> str:
-    return when.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")

@@ -18,11 +18,12 @@ from typing import Any, Callable, Iterable, Optional
 import click
 from tqdm import tqdm
 
-from . import __version__, api, checks, report
-from . import emulator as emu
-from .errors import Aborted, FsMigrateError, StateCorrupt, UsageError
-from .api import (DEFAULT_BATCH_BYTES, DEFAULT_MARKERS, MAX_BATCH, MAX_BATCH_BYTES,
-                  MAX_CONCURRENCY, MIN_BATCH_BYTES)
+from fsmigrate import __version__, api, checks
+from fsmigrate.report import checks as check_output
+from fsmigrate.report import runs as report
+from fsmigrate.firestore import emulator as emu
+from fsmigrate.errors import Aborted, FsMigrateError, StateCorrupt, UsageError
+from fsmigrate.api import DEFAULT_BATCH_BYTES, DEFAULT_MARKERS, MAX_BATCH, MAX_BATCH_BYTES, MAX_CONCURRENCY, MIN_BATCH_BYTES
 
 FORMATS_RUN = click.Choice(["text", "json", "markdown"])
 FORMATS_LIST = click.Choice(["text", "json", "jsonl"])
@@ -675,7 +676,7 @@ def _check_command(info: checks.CheckInfo) -> click.Command:
     def callback(fmt: str, output: Optional[Path], **given: Any) -> None:
         cfg = click.get_current_context().find_object(Config)
         result = api.check(cfg.api, info.name, **given)
-        _emit(checks.RENDERERS[fmt](result), output)
+        _emit(check_output.RENDERERS[fmt](result), output)
         if output is not None:
             click.echo(f"written to {output}", err=True)
         if not result.healthy:
@@ -683,7 +684,7 @@ def _check_command(info: checks.CheckInfo) -> click.Command:
             sys.exit(1)
 
     params = [_option_param(opt) for opt in info.options] + [
-        click.Option(["--format", "fmt"], type=click.Choice(sorted(checks.RENDERERS)),
+        click.Option(["--format", "fmt"], type=click.Choice(sorted(check_output.RENDERERS)),
                      default="text", show_default=True,
                      help="openmetrics: gauges for a node-exporter textfile collector or a "
                           "Prometheus scrape; html: a standalone page with charts."),

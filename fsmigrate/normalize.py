@@ -14,7 +14,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional, Union
 
-from .plan import (CREATE, DELETE, MUST_NOT_EXIST, SET, Group, Operation, Precondition)
+from fsmigrate.scripts.operations import CREATE, DELETE, MUST_NOT_EXIST, SET, Group, Operation, Precondition
 
 SKIP = "skip"
 OVERWRITE = "overwrite"
@@ -113,7 +113,7 @@ class Renamer:
                label: str, transform: Optional[Callable[[dict, str], dict]]) -> Operation:
         if transform is None:  # the old document's protobuf fields, exactly
             return Operation(kind, path, precondition=pre, before=before,
-                             fields=doc._pb.fields, label=label)
+                             fields=doc.pb.fields, label=label)
         return Operation(kind, path, transform(doc.to_dict(), path.rsplit("/", 1)[1]),
                          precondition=pre, before=before, label=label)
 
@@ -153,7 +153,7 @@ class Renamer:
         """Move one document (and what is under it) to `new_path`, which must be free."""
         label = f"{doc.path} -> {new_path} (moved)"
         children = self._subcollections(doc, new_path, mode, label) or []
-        write = Operation(CREATE, new_path, precondition=MUST_NOT_EXIST, fields=doc._pb.fields,
+        write = Operation(CREATE, new_path, precondition=MUST_NOT_EXIST, fields=doc.pb.fields,
                           label=label)
         return Group([write, self._delete(doc, label)], children)
 
@@ -249,7 +249,7 @@ class Normalization:
                  keep: Optional[str] = None, on_conflict: Conflict = SKIP,
                  subcollections: str = REFUSE,
                  transform: Optional[Callable[[dict, str], dict]] = None) -> None:
-        from .distributed import scan
+        from fsmigrate.distributed import scan
 
         self.collection = collection
         self.canonical_of = canonical_of

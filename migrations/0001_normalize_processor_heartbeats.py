@@ -19,8 +19,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from fsmigrate.heartbeats import (COLLECTION, LEGACY_DATE, LEGACY_RUN, PHASE2_IDS, UNKNOWN,
-                                  Classifier)
+from fsmigrate.heartbeats import COLLECTION, LEGACY_DATE, LEGACY_RUN, PHASE2_IDS, UNKNOWN, Classifier
 from fsmigrate.normalize import UNCHECKED, Normalization, keep_newest
 
 revision = "0001"

@@ -11,7 +11,7 @@ from typing import Iterator
 
 import pytest
 
-from fsmigrate import emulator as emu_mod
+from fsmigrate.firestore import emulator as emu_mod
 from fsmigrate.testing import SKIP_REASON, started_emulator
 
 

@@ -60,7 +60,7 @@ import threading
 import time
 from typing import Optional
 
-from fsmigrate.emulator import check_loopback
+from fsmigrate.firestore.emulator import check_loopback
 from fsmigrate.errors import UsageError
 
 __all__ = ["FaultProxy"]

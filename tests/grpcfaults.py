@@ -33,7 +33,7 @@ from typing import Any, Iterator, Optional
 import grpc
 from google.cloud.firestore_v1.types import CommitRequest
 
-from fsmigrate.emulator import check_loopback
+from fsmigrate.firestore.emulator import check_loopback
 
 __all__ = ["GrpcFaultProxy"]
 

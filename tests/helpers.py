@@ -43,7 +43,7 @@ class Fsm:
 def ops_of(state: Path, run_id: str | None = None, status: str | None = None) -> list[dict]:
     """The operations the state file keeps (every run's, oldest first, or one run's), each
     as a dict with its before-image and write decoded (the file keeps them compressed)."""
-    from fsmigrate.state import State
+    from fsmigrate.state.database import State
 
     db = State.open_readonly(state)
     assert db is not None, f"no state file {state}"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fsmigrate import journal
+from fsmigrate.state import compact
 from helpers import Fsm, ops_of, write_script
 
 ERASE = """
@@ -65,7 +65,7 @@ def block_contents(state: Path) -> bytes:
     db = sqlite3.connect(state)
     out = b""
     for (data,) in db.execute("SELECT data FROM blocks"):
-        for parts in journal.unpack(data).values():
+        for parts in compact.unpack(data).values():
             out += (parts.before or b"") + (parts.write or b"") + (parts.after or "").encode()
     db.close()
     return out

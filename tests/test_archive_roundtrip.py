@@ -11,11 +11,11 @@ from google.api_core.exceptions import InvalidArgument
 from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 
-from fsmigrate import codec
-from fsmigrate.runner import Runner
-from fsmigrate.scripts import Script, build_chain
-from fsmigrate.state import State
-from fsmigrate.store import Store, Target
+from fsmigrate.firestore import codec
+from fsmigrate.engine.runner import Runner
+from fsmigrate.scripts.loader import Script, build_chain
+from fsmigrate.state.database import State
+from fsmigrate.firestore.store import Store, Target
 from strategies import documents_equal, firestore_fields, python_document_data, python_equal
 
 SETTINGS = settings(max_examples=40, deadline=None,

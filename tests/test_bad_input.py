@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fsmigrate.state import SCHEMA_VERSION, State
+from fsmigrate.state.database import SCHEMA_VERSION, State
 from helpers import Fsm, write_script
 
 GOOD = """

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from fsmigrate.context import Barrier
-from fsmigrate.plan import DELETE, Group, Operation
-from fsmigrate.runner import DEFAULT_BATCH_BYTES, _batches
+from fsmigrate.scripts.context import Barrier
+from fsmigrate.scripts.operations import DELETE, Group, Operation
+from fsmigrate.engine.batching import DEFAULT_BATCH_BYTES, batches
 from helpers import Fsm, ops_of, write_script
 from test_crash_resume import run_cli
 
@@ -158,7 +158,7 @@ def test_batches_respect_count_and_bytes_and_keep_groups_and_order(items, size,
         elif what == "op":
             stream.append(ops[0])
 
-    out = list(_batches(stream, size, lambda unit: sum(weight[op.path] for op in unit),
+    out = list(batches(stream, size, lambda unit: sum(weight[op.path] for op in unit),
                         max_bytes))
 
     flat = [op.path for batch, _ in out for op in batch]
@@ -180,7 +180,7 @@ def test_no_batch_writes_a_document_twice_and_a_rewrite_waits_for_the_first(
         ids, size, in_flight) -> None:
     stream = [Operation(DELETE, f"c/d{i}") for i in ids]
 
-    out = list(_batches(stream, size, in_flight=in_flight))
+    out = list(batches(stream, size, in_flight=in_flight))
 
     assert [op.path for batch, _ in out for op in batch] == [op.path for op in stream]
     for i, (batch, _) in enumerate(out):

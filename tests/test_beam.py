@@ -14,9 +14,9 @@ pytestmark = pytest.mark.filterwarnings(  # Beam's threads, when a worker is kil
 pytest.importorskip("apache_beam", reason="the beam extra is not installed: "
                                           "pip install 'fsmigrate[beam]'")
 
-from fsmigrate import api  # noqa: E402
-from fsmigrate.errors import FsMigrateError, UsageError  # noqa: E402
-from fsmigrate.heartbeats import incident  # noqa: E402
+from fsmigrate import api
+from fsmigrate.errors import FsMigrateError, UsageError
+from fsmigrate.heartbeats import incident
 from helpers import Fsm, items_of as items, seed_items, write_script  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -191,8 +191,8 @@ def plan(ctx):
 
 def test_the_beam_run_refuses_when_another_runner_holds_the_lock(cfg: api.Config, fs_client,
                                                                  tmp_path) -> None:
-    from fsmigrate.lease import Lease
-    from fsmigrate.store import Store
+    from fsmigrate.engine.lease import Lease
+    from fsmigrate.firestore.store import Store
 
     seed_items(fs_client, 10)
     held = Lease(Store(cfg.target()), "upgrade elsewhere").acquire()

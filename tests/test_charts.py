@@ -1,4 +1,4 @@
-"""Chart layouts (fsmigrate.charts, pure) and the check page built from a CheckResult."""
+"""Chart layouts (fsmigrate.report.charts, pure) and the check page built from a CheckResult."""
 from __future__ import annotations
 
 import datetime as dt
@@ -6,8 +6,9 @@ from html.parser import HTMLParser
 
 import pytest
 
-from fsmigrate import charts
-from fsmigrate.checks import RENDERERS, CheckResult, Metric, Point, Series
+from fsmigrate.report import charts
+from fsmigrate.checks import CheckResult, Metric, Point, Series
+from fsmigrate.report.checks import RENDERERS
 
 
 def test_nice_scale_covers_the_value_with_whole_ticks() -> None:

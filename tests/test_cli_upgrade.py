@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from fsmigrate import codec
+from fsmigrate.firestore import codec
 from helpers import Fsm, ops_of, write_script
 
 DELETE_OLD = """

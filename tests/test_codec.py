@@ -1,4 +1,4 @@
-"""fsmigrate.codec: bytes, JSON and Python-data conversions are exact and reversible."""
+"""fsmigrate.firestore.codec: bytes, JSON and Python-data conversions are exact and reversible."""
 from __future__ import annotations
 
 import datetime as dt
@@ -14,7 +14,7 @@ from google.protobuf import timestamp_pb2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fsmigrate import codec
+from fsmigrate.firestore import codec
 from strategies import (
     DATABASE, document_names, documents_equal, fields_equal, firestore_fields,
     firestore_values, map_value, python_document_data, python_equal, timestamps,

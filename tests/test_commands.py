@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fsmigrate.commands import findings, status_rows
-from fsmigrate.scripts import Script, build_chain
+from fsmigrate.scripts.drift import findings, status_rows
+from fsmigrate.scripts.loader import Script, build_chain
 
 
 def chain(*specs: tuple[str, str]):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fsmigrate import codec
+from fsmigrate.firestore import codec
 from helpers import Fsm, ops_of, write_script
 
 N = 5000

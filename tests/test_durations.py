@@ -1,4 +1,4 @@
-"""fsmigrate.durations: the '90s' / '30m' / '1h' / '7d' windows of --window and --since."""
+"""fsmigrate.times: the '90s' / '30m' / '1h' / '7d' windows of --window and --since."""
 from __future__ import annotations
 
 import datetime as dt
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fsmigrate.durations import MAX_WINDOW, format_window, parse_window
+from fsmigrate.times import MAX_WINDOW, format_window, parse_window
 
 HOUR = dt.timedelta(hours=1)
 

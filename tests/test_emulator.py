@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fsmigrate import emulator as em
+from fsmigrate.firestore import emulator as em
 from fsmigrate.errors import EmulatorError, EmulatorNotFound, UsageError
 
 # ---- find_jar / find_java (no emulator needed) ------------------------------------------

@@ -14,12 +14,12 @@ import pytest
 from google.cloud import firestore
 
 from faultproxy import FaultProxy
-from fsmigrate import emulator as emu
+from fsmigrate.firestore import emulator as emu
 from fsmigrate.errors import TransientError
-from fsmigrate.runner import Runner
-from fsmigrate.scripts import Script, build_chain
-from fsmigrate.state import State
-from fsmigrate.store import RetryPolicy, Store, Target
+from fsmigrate.engine.runner import Runner
+from fsmigrate.scripts.loader import Script, build_chain
+from fsmigrate.state.database import State
+from fsmigrate.firestore.store import RetryPolicy, Store, Target
 from helpers import Fsm, write_script
 
 FAST = RetryPolicy(attempts=8, initial=0.05, maximum=0.5, timeout=5)
@@ -152,7 +152,7 @@ def plan(ctx):
         if point == "before-commit":
             next(faults, lambda: None)()
 
-    monkeypatch.setattr("fsmigrate.testhooks.reached", hook)
+    monkeypatch.setattr("fsmigrate.engine.testhooks.reached", hook)
     result = fsm("upgrade", "--batch-size", "200", "--format", "json")
 
     assert result.exit_code == 0, result.output

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from fsmigrate import api
-from fsmigrate.state import State
+from fsmigrate.state.database import State
 from helpers import Fsm, write_script
 
 DELETE_ALL = """

@@ -13,10 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fsmigrate.durations import MAX_WINDOW, format_window, parse_window
-from fsmigrate.heartbeats import (CANONICAL_KINDS, CANONICAL_PHASE2, CANONICAL_PROCESSOR,
-                                  KINDS, LEGACY_DATE, LEGACY_RUN, PHASE2_IDS,
-                                  UNKNOWN, Classifier, classify)
+from fsmigrate.times import MAX_WINDOW, format_window, parse_window
+from fsmigrate.heartbeats import CANONICAL_KINDS, CANONICAL_PHASE2, CANONICAL_PROCESSOR, KINDS, LEGACY_DATE, LEGACY_RUN, PHASE2_IDS, UNKNOWN, Classifier, classify
 from fsmigrate.heartbeats.check import activity_time, assess
 
 # ---- examples ---------------------------------------------------------------------------
@@ -334,7 +332,7 @@ def test_activity_time():
         assert activity_time(other, updated) == updated
 
 
-# ---- windows (fsmigrate.durations: tests/test_durations.py) ----------------------------
+# ---- windows (fsmigrate.times: tests/test_durations.py) ----------------------------
 
 
 def test_largest_window_is_usable_by_check():
@@ -376,7 +374,7 @@ processor_heartbeats: UNHEALTHY (checked 2025-03-01T12:00:00Z)
 
 
 def test_plugin_text_and_json_are_the_reports_of_before():
-    from fsmigrate import checks
+    from fsmigrate.report import checks
     from fsmigrate.heartbeats.check import result
 
     health = assess(GOLDEN_DOCS, now=NOW, window=HOUR, max_docs=5)

@@ -12,9 +12,10 @@ from google.cloud import firestore
 from hypothesis import given, settings, strategies as st
 from proto.datetime_helpers import DatetimeWithNanoseconds
 
-from fsmigrate import journal
-from fsmigrate.plan import DELETE, MUST_NOT_EXIST, NONE, Operation, Precondition, timestamp_text
-from fsmigrate.store import Store, Target
+from fsmigrate.state import compact
+from fsmigrate.scripts.operations import DELETE, MUST_NOT_EXIST, NONE, Operation, Precondition
+from fsmigrate.times import rfc3339
+from fsmigrate.firestore.store import Store, Target
 
 SECONDS = st.integers(-62_135_596_800, 253_402_300_799)
 NANOS = st.integers(0, 999_999_999)
@@ -33,26 +34,26 @@ def when(seconds: int, nanos: int) -> DatetimeWithNanoseconds:
 def test_an_update_time_precondition_reads_back_as_the_same_json(seconds: int,
                                                                   nanos: int) -> None:
     pre = Precondition(update_time=when(seconds, nanos))
-    stored = journal.encode_precondition(pre)
+    stored = compact.encode_precondition(pre)
     assert isinstance(stored[0], int)  # 8 bytes instead of ~50 of JSON
-    assert journal.decode_precondition(*stored) == pre.to_json()
-    assert journal.time_text(stored[0]) == timestamp_text(pre.update_time)
+    assert compact.decode_precondition(*stored) == pre.to_json()
+    assert compact.time_text(stored[0]) == rfc3339(pre.update_time)
     # the JSON form too (kept as text for years before 1000, which print with 3 digits)
-    from_json = journal.encode_precondition(pre.to_json())
-    assert journal.decode_precondition(*from_json) == pre.to_json()
+    from_json = compact.encode_precondition(pre.to_json())
+    assert compact.decode_precondition(*from_json) == pre.to_json()
     assert from_json == stored or pre.update_time.year < 1000
 
 
 @given(st.sampled_from([NONE, MUST_NOT_EXIST, Precondition(exists=True)]))
 def test_the_other_preconditions_read_back_too(pre: Precondition) -> None:
-    assert journal.decode_precondition(*journal.encode_precondition(pre)) == pre.to_json()
+    assert compact.decode_precondition(*compact.encode_precondition(pre)) == pre.to_json()
 
 
 @given(st.text(max_size=40))
 def test_text_that_is_not_a_timestamp_is_kept_as_it_is(text: str) -> None:
-    assert journal.decode_time(journal.encode_time(text)) == text
+    assert compact.decode_time(compact.encode_time(text)) == text
     odd = json.dumps({"something": text})
-    assert journal.decode_precondition(*journal.encode_precondition(odd)) == odd
+    assert compact.decode_precondition(*compact.encode_precondition(odd)) == odd
 
 
 @given(paths, st.text(max_size=30), st.sampled_from(["{p} -> {c}x", "{p}", "{c}{c}", "x {p} {p}"]))
@@ -60,8 +61,8 @@ def test_labels_read_back_exactly_with_the_path_left_out(path: str, extra: str,
                                                           shape: str) -> None:
     collection = path.rsplit("/", 1)[0] + "/"
     label = shape.format(p=path, c=collection) + extra
-    stored = journal.encode_label(label, path)
-    assert journal.decode_label(stored, path) == label
+    stored = compact.encode_label(label, path)
+    assert compact.decode_label(stored, path) == label
     if path in label and not any(m in label for m in "\x1d\x1e\x1f"):
         assert len(stored) < len(label)
 
@@ -74,42 +75,42 @@ def test_a_delete_write_is_rebuilt_byte_for_byte(path: str, time, exists) -> Non
         project="p", credentials=AnonymousCredentials()))
     pre = Precondition(update_time=when(*time)) if time else Precondition(exists=exists)
     built = store.build_write(Operation(DELETE, path, precondition=pre))
-    run = journal.RunInfo(1, "r", "projects/p/databases/(default)/documents/")
+    run = compact.RunInfo(1, "r", "projects/p/databases/(default)/documents/")
     record = SimpleNamespace(seq=0, kind=DELETE, path=path, precondition=pre, before=None,
                              write=built, after=None, group=None, label=None,
                              status="pending", reason=None)
-    rows, blocks = journal.encode(run, 1, [record], 0)
-    assert blocks == [] and rows[0][journal.COLUMNS.index("blk")] is None  # nothing stored
-    row = dict(zip(journal.COLUMNS, rows[0], strict=True))
-    assert journal.OpRow(row, run, journal.Blocks(lambda *a: None))["write"] == built
+    rows, blocks = compact.encode(run, 1, [record], 0)
+    assert blocks == [] and rows[0][compact.COLUMNS.index("blk")] is None  # nothing stored
+    row = dict(zip(compact.COLUMNS, rows[0], strict=True))
+    assert compact.OpRow(row, run, compact.Blocks(lambda *a: None))["write"] == built
 
 
 def test_blocks_hold_images_writes_and_afters_and_stay_under_their_size() -> None:
-    run = journal.RunInfo(1, "r", "projects/p/databases/(default)/documents/")
+    run = compact.RunInfo(1, "r", "projects/p/databases/(default)/documents/")
     big = bytes(range(256)) * 1200  # 300 KB: three fit in a block of 1 MiB, not four
-    writes = [journal._WritePb(update={"name": f"x/{i}"}).SerializeToString() for i in range(5)]
+    writes = [compact._WritePb(update={"name": f"x/{i}"}).SerializeToString() for i in range(5)]
     records = [SimpleNamespace(seq=i, kind="update", path=f"c/d{i}", precondition=None,
                                before=big[i:] + bytes([i]), write=writes[i],
                                after='{"a":1}' if i == 2 else None, group=None, label=None,
                                status="pending", reason=None) for i in range(5)]
-    rows, blocks = journal.encode(run, 1, records, 7)
+    rows, blocks = compact.encode(run, 1, records, 7)
     assert [blk for blk, _ in blocks] == [7, 8]
-    assert [row[journal.COLUMNS.index("blk")] for row in rows] == [7, 7, 7, 8, 8]
+    assert [row[compact.COLUMNS.index("blk")] for row in rows] == [7, 7, 7, 8, 8]
     by_blk = dict(blocks)
     for record, row in zip(records, rows, strict=True):
-        op = journal.OpRow(dict(zip(journal.COLUMNS, row, strict=True)), run,
-                           journal.Blocks(lambda _run, blk: by_blk.get(blk)))
+        op = compact.OpRow(dict(zip(compact.COLUMNS, row, strict=True)), run,
+                           compact.Blocks(lambda _run, blk: by_blk.get(blk)))
         after = record.after or "{}"  # given (kept: it is not the write's), or rendered
         assert (op["before"], op["write"], op["after"]) == (record.before, record.write, after)
     assert sum(len(data) for data in by_blk.values()) < len(big)  # compressed together
 
 
 def test_a_run_that_keeps_paths_only_stores_no_image_whoever_journals_it() -> None:
-    run = journal.RunInfo(1, "r", "projects/p/databases/(default)/documents/", archive="paths")
+    run = compact.RunInfo(1, "r", "projects/p/databases/(default)/documents/", archive="paths")
     record = SimpleNamespace(seq=0, kind="update", path="c/d", precondition=None,
                              before=b"SECRET document", write=b"\n\x03x/y", after=None,
                              group=None,
                              label=None, status="pending", reason=None)
-    _, blocks = journal.encode(run, 1, [record], 0)
-    assert b"SECRET" not in journal.unpack(blocks[0][1])[0].write
-    assert journal.unpack(blocks[0][1])[0].before is None
+    _, blocks = compact.encode(run, 1, [record], 0)
+    assert b"SECRET" not in compact.unpack(blocks[0][1])[0].write
+    assert compact.unpack(blocks[0][1])[0].before is None

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from fsmigrate.lease import LOCK_PATH, Lease, LockHeld
-from fsmigrate.store import Store, Target
+from fsmigrate.engine.lease import LOCK_PATH, Lease, LockHeld
+from fsmigrate.firestore.store import Store, Target
 from helpers import Fsm, write_script
 
 DELETE_ALL = """

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from fsmigrate.markers import Markers
-from fsmigrate.store import Store, Target
+from fsmigrate.engine.markers import Markers
+from fsmigrate.firestore.store import Store, Target
 from helpers import Fsm, write_script
 
 INCREMENT = """

@@ -1,4 +1,4 @@
-"""Markdown escaping (fsmigrate.mdsafe), checked by rendering with a real markdown library:
+"""Markdown escaping (fsmigrate.report.mdsafe), checked by rendering with a real markdown library:
 whatever the text, markdown-it-py shows it as written, in a paragraph, a list item and a
 table cell, and never as markup."""
 from __future__ import annotations
@@ -9,8 +9,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from markdown_it import MarkdownIt
 
-from fsmigrate import mdsafe
-from fsmigrate.mdsafe import Md, code, fence, md, row, text
+from fsmigrate.report import mdsafe
+from fsmigrate.report.mdsafe import Md, code, fence, md, row, text
 
 RENDERER = MarkdownIt("commonmark", {"html": False}).enable(["table", "strikethrough"])
 

@@ -10,9 +10,6 @@ import pytest
 
 from fsmigrate import heartbeats
 from fsmigrate.heartbeats import incident
-from fsmigrate.testing.checks import (test_dry_run_matches_apply,  # noqa: F401  (collected)
-                                      test_plan_never_writes, test_repeatable_is_idempotent,
-                                      test_single_head)
 
 COLLECTION = heartbeats.COLLECTION
 NOW = dt.datetime.now(dt.timezone.utc)

@@ -7,8 +7,8 @@ from typing import Optional
 
 import pytest
 
-from fsmigrate.plan import (MUST_NOT_EXIST, Operation, Precondition, check_operation, check_path,
-                            same_time, timestamp_text)
+from fsmigrate.scripts.operations import MUST_NOT_EXIST, Operation, Precondition, check_operation, check_path, same_time
+from fsmigrate.times import rfc3339
 
 T0 = dt.datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=dt.timezone.utc)
 
@@ -41,7 +41,7 @@ def test_must_not_exist() -> None:
 def test_same_time_ignores_timezone_representation() -> None:
     other_tz = T0.astimezone(dt.timezone(dt.timedelta(hours=5)))
     assert same_time(T0, other_tz)
-    assert timestamp_text(other_tz) == "2026-01-02T03:04:05.123456Z"
+    assert rfc3339(other_tz) == "2026-01-02T03:04:05.123456Z"
 
 
 @pytest.mark.parametrize("path,ok", [

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fsmigrate.planfile import header_digest
+from fsmigrate.scripts.planfile import header_digest
 from helpers import Fsm, write_script
 
 CLEANUP = """

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from fsmigrate import api
-from fsmigrate.prune import StateBusy, parse_before
-from fsmigrate.state import OpRecord, State
+from fsmigrate.state.prune import StateBusy, parse_before
+from fsmigrate.state.database import OpRecord, State
 from helpers import Fsm, write_script
 
 DELETE = """
@@ -37,7 +37,7 @@ def chunks_found(path: Path, secret: bytes = SECRET, size: int = 32) -> int:
 def plain_sqlite(monkeypatch):
     """SQLite as most builds ship it: deleted content stays in free pages (Debian's turns
     secure_delete on by default; the guarantee must not depend on that)."""
-    from fsmigrate import state as state_module
+    from fsmigrate.state import database as state_module
 
     real = sqlite3.connect
 

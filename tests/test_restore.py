@@ -71,7 +71,7 @@ def test_restore_of_one_document_and_of_nothing(applied, fs_client) -> None:
 def test_restore_skips_a_document_created_between_plan_and_write(applied, fs_client) -> None:
     """The precondition, not just the plan's read, protects a document that appears late."""
     fsm, run_id, _ = applied
-    from fsmigrate import restore as restore_mod
+    from fsmigrate.scripts import restore as restore_mod
 
     real = restore_mod._restore
 

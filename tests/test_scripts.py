@@ -12,26 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fsmigrate.errors import (
-    DuplicateRevision,
-    MissingDownRevision,
-    MultipleHeads,
-    RevisionCycle,
-    ScriptImportError,
-    ScriptInvalid,
-    UnknownRevision,
-    UsageError,
-)
-from fsmigrate.scripts import (
-    Chain,
-    Script,
-    ScriptMisnamed,
-    build_chain,
-    checksum_source,
-    load_chain,
-    new_script,
-    slugify,
-)
+from fsmigrate.errors import DuplicateRevision, MissingDownRevision, MultipleHeads, RevisionCycle, ScriptImportError, ScriptInvalid, UnknownRevision, UsageError
+from fsmigrate.scripts.loader import Chain, Script, ScriptMisnamed, build_chain, checksum_source, load_chain, new_script, slugify
 
 
 def plan(ctx):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from fsmigrate.errors import RunNotFound, StateNotFound, StateSchemaTooNew
-from fsmigrate.state import SCHEMA_VERSION, OpRecord, State
+from fsmigrate.state.database import SCHEMA_VERSION, OpRecord, State
 
 
 def start(state: State, project: str = "p", revision: str = "0001", mode: str = "apply") -> str:

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from fsmigrate import codec, emulator as emu
-from fsmigrate.state import SCHEMA_VERSION, State
+from fsmigrate.firestore import codec
+from fsmigrate.firestore import emulator as emu
+from fsmigrate.state.database import SCHEMA_VERSION, State
 from helpers import Fsm
 
 DATA = Path(__file__).parent / "data" / "state-v3"

@@ -6,7 +6,7 @@ import datetime as dt
 import pytest
 
 from fsmigrate.errors import UsageError
-from fsmigrate.store import Store, Target
+from fsmigrate.firestore.store import Store, Target
 
 
 @pytest.fixture

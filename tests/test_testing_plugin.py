@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from fsmigrate import emulator as emu_mod
+from fsmigrate.firestore import emulator as emu_mod
 from fsmigrate.errors import UsageError
 from fsmigrate.testing import checks, running_emulator
 from fsmigrate.testing.guard import ClientWriteError

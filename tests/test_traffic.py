@@ -6,10 +6,9 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from fsmigrate import estimate
+from fsmigrate.engine import estimate
 from fsmigrate.errors import UsageError
-from fsmigrate.traffic import (MIN_RATE, Limiter, Limits, Schedule, Ticket, describe_stats,
-                               resolve)
+from fsmigrate.engine.traffic import MIN_RATE, Limiter, Limits, Schedule, Ticket, describe_stats, resolve
 
 MINUTE = 60.0
 

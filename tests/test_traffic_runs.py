@@ -12,8 +12,8 @@ import grpc
 import pytest
 
 from fsmigrate import api
-from fsmigrate.plan import parse_timestamp
-from fsmigrate.store import Store, Target
+from fsmigrate.scripts.operations import parse_timestamp
+from fsmigrate.firestore.store import Store, Target
 from grpcfaults import GrpcFaultProxy
 from helpers import Fsm, write_script
 from test_cli_upgrade import _run_on_a_terminal

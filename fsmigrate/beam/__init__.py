@@ -14,7 +14,7 @@ work exactly as for a local run.
 """
 from __future__ import annotations
 
-from ..errors import UsageError
+from fsmigrate.errors import UsageError
 
 INSTALL = "pip install 'fsmigrate[beam]'"
 

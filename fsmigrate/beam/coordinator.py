@@ -1,43 +1,44 @@
 """The coordinator's side of a Beam run: split, run the pipeline, import the journal.
 
-`BeamDistributor.run` is called by the Runner in place of its local loop, after the lease
-is taken, drift checked, markers adopted and an interrupted earlier run settled; the
-Runner then records the run, writes the marker and releases the lease as for a local
-run. The journal is imported whether the pipeline succeeded or failed, so what committed
+`BeamDistributor` is a `fsmigrate.engine.run.Distributor`: the Runner hands it the `Run`
+in place of its local loop, after the lease is taken, drift checked, markers adopted and
+an interrupted earlier run settled; the Runner then records the run, writes the marker and
+releases the lease as for a local run. The journal is imported whether the pipeline succeeded or failed, so what committed
 is recorded either way; a batch a dead worker left without an outcome stays `pending`
 and the next run settles it by re-reading.
 """
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import dataclasses
 import os
 import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Iterator, Optional
 
-from .. import reconcile
-from ..context import Context
-from ..distributed import EACH
-from ..errors import FsMigrateError, UsageError
-from ..lease import LockLost
-from ..plan import Archived, Operation, Precondition, timestamp_text
-from ..state import OpRecord
-from . import journal
+from fsmigrate.engine import reconcile
+from fsmigrate.scripts.context import Context
+from fsmigrate.distributed import EACH
+from fsmigrate.errors import FsMigrateError, UsageError
+from fsmigrate.engine.lease import LockLost
+from fsmigrate.scripts.operations import Archived, Operation, Precondition
+from fsmigrate.times import now_text
+from fsmigrate.state.database import OpRecord
+from fsmigrate.beam import workfiles
+from fsmigrate.engine.run import Run, ScriptRaised
+from fsmigrate.engine.settle import reread_pending
 
 RANGES_PER_WORKER = 4
 DOCS_PER_BUCKET = 1_000
 
 
-def _add_usage(runner: Any, outputs: journal.Outputs) -> None:
+def _add_usage(run: Run, outputs: workfiles.Outputs) -> None:
     """The workers' reads, archived bytes and throttling, into the run's record."""
-    if runner._ctx is not None:
-        runner._ctx.reads += outputs.usage.get("reads", 0)
-    runner._tally.archive_bytes += outputs.usage.get("archive_bytes", 0)
-    stats = getattr(runner.traffic, "stats", None)
+    run.add_usage(reads=outputs.usage.get("reads", 0),
+                  archive_bytes=outputs.usage.get("archive_bytes", 0))
+    stats = getattr(run.traffic, "stats", None)
     for worker in outputs.traffic if stats is not None else ():
         stats.throttle_events += worker.get("throttle_events", 0)
         stats.cuts += worker.get("cuts", 0)
@@ -107,14 +108,15 @@ class BeamDistributor:
                 "each(ctx, doc)` or `def key(doc)` + `def merge(ctx, key, docs)` "
                 "(fsmigrate.distributed), or run it with --runner local")
 
-    def run(self, runner: Any, script: Any, run_id: str, *, dry_run: bool,
-            counts: dict[str, int], note: Callable[[str], None], done: set) -> None:
+    def distribute(self, run: Run) -> None:
+        script, run_id, dry_run, note = run.script, run.run_id, run.dry_run, run.note
         self.check(script)
         forms = script.forms
         form = forms.distributed
-        store = runner.store
-        root = self.journal_root or str(Path(str(runner.state.path) + ".journal").resolve())
-        directory = journal.join(root, run_id)
+        store = run.store
+        settings = run.settings
+        root = self.journal_root or str(Path(str(run.state.path) + ".journal").resolve())
+        directory = workfiles.join(root, run_id)
         source = forms.source
         total = store.count(source.collection, group=source.group, where=source.where)
         points = store.split_points(source.collection, self.workers * RANGES_PER_WORKER,
@@ -134,18 +136,18 @@ class BeamDistributor:
             try:
                 import apache_beam as beam
 
-                from . import pipeline as bp
+                from fsmigrate.beam import pipeline as bp
 
                 spec = bp.WorkerSpec(
                     project=target.project, database=target.database,
                     emulator_host=target.emulator_host, markers_root=store.reserved_root,
                     revision=script.revision, script_path=str(script.path),
                     script_source=Path(script.path).read_bytes(), journal_dir=directory,
-                    dry_run=dry_run, capture_writes=runner.capture_writes,
-                    batch_size=runner.batch_size, batch_bytes=runner.batch_bytes,
-                    buckets=buckets,
-                    lease_holder=getattr(runner, "lease_holder", None), done=frozenset(done),
-                    limits=_share(runner.limits, self.workers))
+                    dry_run=dry_run, capture_writes=settings.capture_writes,
+                    batch_size=settings.batch_size, batch_bytes=settings.batch_bytes,
+                    buckets=buckets, lease_holder=settings.lease_holder,
+                    done=frozenset(run.all_written_before()),
+                    limits=_share(run.limits, self.workers))
                 with beam.Pipeline(options=bp.options(self.workers, self.options)) as p:
                     bp.build(p, spec, form, ranges)
             except Exception as exc:  # the worker's error arrives wrapped, as text
@@ -154,32 +156,30 @@ class BeamDistributor:
             log.unlink(missing_ok=True)
         elif log is not None:
             note(f"beam: the pipeline's log is {log}")
-        self._import(runner, run_id, directory, dry_run, counts)
+        self._import(run, directory)
         if failure is None:
-            outputs = journal.read_outputs(directory)
+            outputs = workfiles.read_outputs(directory)
             for text in outputs.notes:
                 note(text)
             if forms.finish is not None:
                 forms.finish(Context(store, script.revision, dry_run, None, note),
                              outputs.counts)
-            _add_usage(runner, outputs)
+            _add_usage(run, outputs)
             if not dry_run:
-                self._settle_own(runner, run_id)
+                self._settle_own(run)
         if not self.keep_journal:
-            journal.remove_tree(directory)
+            workfiles.remove_tree(directory)
         if failure is not None:
             raise self._classify(failure, script.revision) from failure
 
     # ---- after the pipeline -------------------------------------------------------------
 
-    def _import(self, runner: Any, run_id: str, directory: str, dry_run: bool,
-                counts: dict[str, int]) -> None:
+    def _import(self, run: Run, directory: str) -> None:
         """Record every journaled batch in the state file, with its outcome when known."""
         groups: dict[tuple[str, int], int] = {}
-        status = "planned" if dry_run else "pending"
-        for batch in journal.read_batches(directory):
-            runner._batch += 1
-            base = runner._seq
+        status = "planned" if run.dry_run else "pending"
+        for batch in workfiles.read_batches(directory):
+            number, base = run.next_batch(len(batch.ops))
             records = []
             for i, op in enumerate(batch.ops):
                 group = None
@@ -189,25 +189,24 @@ class BeamDistributor:
                     seq=base + i, kind=op["kind"], path=op["path"],
                     precondition=op["precondition"], before=op["before"], after=op["after"],
                     status=status, write=op["write"], group=group, label=op["label"]))
-                counts[op["kind"]] += 1
-            runner._seq += len(records)
-            runner.state.record_ops(run_id, runner._batch, records)
+                run.counts[op["kind"]] += 1
+            run.state.record_ops(run.run_id, number, records)
             if batch.outcome is not None:
-                runner.state.settle_ops(
-                    run_id, committed=[(base + i, when) for i, when in batch.outcome["committed"]],
+                run.state.settle_ops(
+                    run.run_id,
+                    committed=[(base + i, when) for i, when in batch.outcome["committed"]],
                     skipped=[(base + i, why) for i, why in batch.outcome["skipped"]])
-            runner.progress.advance(len(records))
+            run.progress.advance(len(records))
 
-    def _settle_own(self, runner: Any, run_id: str) -> None:
+    def _settle_own(self, run: Run) -> None:
         """Batches of a retried unit that have no outcome: settled by re-reading (landed:
         committed; unchanged: sent again, the same journaled write; changed: skipped)."""
-        from ..runner import reread_pending
-
-        pending = runner.state.pending_ops([run_id])
+        run_id, size = run.run_id, run.settings.batch_size
+        pending = run.state.pending_ops([run_id])
         if not pending:
             return
-        found, docs, broken = reread_pending(runner.store, pending, runner.batch_size)
-        now = timestamp_text(dt.datetime.now(dt.timezone.utc))
+        found, docs, broken = reread_pending(run.store, pending, size)
+        now = now_text()
         committed, skipped, resend = [], [], []
         for row in pending:
             outcome = found[(run_id, row["seq"])]
@@ -221,20 +220,19 @@ class BeamDistributor:
                                before=Archived(row["path"], row["before"]), write=row["write"])
                 op.group = row["grp"]
                 resend.append((row["seq"], op))
-        for start in range(0, len(resend), runner.batch_size):  # the run's limiter applies
-            done, gone = runner.committer.commit(resend[start:start + runner.batch_size])
+        for start in range(0, len(resend), size):  # the run's limiter applies
+            done, gone = run.committer.commit(resend[start:start + size])
             committed += done
             skipped += gone
-        runner.state.settle_ops(run_id, committed=committed, skipped=skipped)
+        run.state.settle_ops(run_id, committed=committed, skipped=skipped)
 
     def _classify(self, exc: BaseException, revision: str) -> BaseException:
-        from .pipeline import MIGRATION_ERROR
-        from ..runner import _PlanFailed
+        from fsmigrate.beam.pipeline import MIGRATION_ERROR
 
         text = str(exc)
         if MIGRATION_ERROR in text:
             found = re.search(re.escape(MIGRATION_ERROR) + r": ([^\n]*)", text)
-            return _PlanFailed(RuntimeError(found.group(1) if found else text.splitlines()[-1]))
+            return ScriptRaised(RuntimeError(found.group(1) if found else text.splitlines()[-1]))
         if "lease is gone" in text:
             return LockLost(revision, "the coordinator's lease is gone (broken or taken over)")
         lines = [line.strip() for line in text.splitlines() if line.strip()]

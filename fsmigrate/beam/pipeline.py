@@ -22,16 +22,16 @@ from typing import Any, Iterable, Iterator, Optional
 
 import apache_beam as beam
 
-from .. import testhooks
-from ..commit import Committer
-from ..context import Barrier, Context
-from ..distributed import EACH, checked_key
-from ..errors import FsMigrateError, PlanError
-from ..lease import LockLost, lock_path
-from ..plan import Group, Operation, check_operation
-from ..runner import _after_json, encoded_bytes, read_before_blind_sets
-from ..store import Doc, Store, Target
-from . import journal
+from fsmigrate.engine import testhooks
+from fsmigrate.engine.commit import Committer
+from fsmigrate.scripts.context import Barrier, Context
+from fsmigrate.distributed import EACH, checked_key
+from fsmigrate.errors import FsMigrateError, PlanError
+from fsmigrate.engine.lease import LockLost, lock_path
+from fsmigrate.scripts.operations import Group, Operation, check_operation
+from fsmigrate.engine.batching import after_json, encoded_bytes, read_before_blind_sets
+from fsmigrate.firestore.store import Doc, Store, Target
+from fsmigrate.beam import workfiles
 
 MIGRATION_ERROR = "fsmigrate: the migration's own code raised"
 NOTES = "notes"
@@ -64,10 +64,10 @@ class _Refused(Exception):
 
 
 def _load_script(spec: WorkerSpec) -> Any:
-    from ..scripts import _exec_module
+    from fsmigrate.scripts.loader import exec_module
 
     name = f"fsmigrate_beam_{spec.revision}_{uuid.uuid4().hex[:8]}"
-    return _exec_module(Path(spec.script_path), spec.script_source, name)
+    return exec_module(Path(spec.script_path), spec.script_source, name)
 
 
 class _WorkerContext(Context):
@@ -90,19 +90,19 @@ class _Worker:
         self.spec = spec
 
     def setup(self) -> None:
-        from ..distributed import forms_of
+        from fsmigrate.distributed import forms_of
 
         spec = self.spec
         self.store = Store(Target(spec.project, spec.database, spec.emulator_host))
         self.store.reserved_root = spec.markers_root
-        from .. import archive
+        from fsmigrate.scripts import archive
 
         module = _load_script(spec)
         self.forms = forms_of(module)[0]
         self.policy = archive.policy(getattr(module, "archive", archive.FULL))
         limiter = None
         if spec.limits is not None and not spec.dry_run:
-            from .. import traffic
+            from fsmigrate.engine import traffic
 
             limiter = traffic.make(traffic.Limits.from_json(spec.limits))
         self.committer = Committer(self.store, spec.batch_bytes, limiter)
@@ -119,10 +119,10 @@ class _Worker:
         self.unit = unit
         self.attempt = uuid.uuid4().hex[:8]
         self.skip = {path for path, _ in self.spec.done}  # documents written earlier
-        for path in journal.list_files(self.spec.journal_dir, f"batch-u{unit}-"):
-            if path.endswith(journal.OUTCOME):
+        for path in workfiles.list_files(self.spec.journal_dir, f"batch-u{unit}-"):
+            if path.endswith(workfiles.OUTCOME):
                 continue
-            body = json.loads(journal.read_file(path))
+            body = json.loads(workfiles.read_file(path))
             self.skip.update(op["path"] for op in body["ops"])
         self.batch: list[Operation] = []
         self.paths: set[str] = set()
@@ -191,7 +191,7 @@ class _Worker:
             raise PlanError(self.spec.revision, problem)
 
     def _add(self, unit: list[Operation]) -> None:
-        from ..errors import WriteTooLarge
+        from fsmigrate.errors import WriteTooLarge
 
         need = sum(encoded_bytes(self.store, op, self.store.build_write) for op in unit)
         if need > self.payload:
@@ -224,15 +224,15 @@ class _Worker:
                 "kind": op.kind, "path": op.path, "precondition": op.precondition.to_json(),
                 "before": self.policy.image(op.before),
                 "write": write, "group": op.group, "label": op.label,
-                "after": _after_json(op, write)})
+                "after": after_json(op, write)})
         for record in records:  # what the apply archives (a dry-run: what it would)
             self.usage["archive_bytes"] += len(record["before"] or b"")
             if not archive:
                 record["before"] = None
         self.batches += 1
-        stem = journal.join(spec.journal_dir,
+        stem = workfiles.join(spec.journal_dir,
                             f"batch-u{self.unit}-{self.attempt}-{self.worker}-{self.batches:06d}")
-        journal.write_file(stem + ".json", journal.encode_batch(self.worker, self.batches,
+        workfiles.write_file(stem + ".json", workfiles.encode_batch(self.worker, self.batches,
                                                                 records))
         if spec.dry_run:
             return
@@ -241,7 +241,7 @@ class _Worker:
         testhooks.reached("before-commit", self.batches)
         committed, skipped = self.committer.commit(numbered)
         testhooks.reached("after-commit", self.batches)
-        journal.write_file(stem + journal.OUTCOME, json.dumps(
+        workfiles.write_file(stem + workfiles.OUTCOME, json.dumps(
             {"committed": committed, "skipped": skipped}).encode())
 
     def _check_lease(self) -> None:
@@ -315,7 +315,7 @@ class ReadKeyed(beam.DoFn):
             reads += 1
             key = _call(lambda d: checked_key(w.forms.key(d), d), doc)
             if key is not None:
-                yield bucket_of(key, self.spec.buckets), (key, doc._pb.SerializeToString())
+                yield bucket_of(key, self.spec.buckets), (key, doc.pb.SerializeToString())
         yield beam.pvalue.TaggedOutput(NOTES, json.dumps({"usage": {"reads": reads}}))
 
 
@@ -358,7 +358,7 @@ def build(pipeline: Any, spec: WorkerSpec, form: str, ranges: list[tuple]) -> No
                   | "Merge" >> beam.ParDo(ApplyMerged(spec)))
         notes = (keyed[NOTES], merged) | "All notes" >> beam.Flatten()
     _ = notes | "Notes" >> beam.io.WriteToText(
-        journal.join(spec.journal_dir, "notes"), file_name_suffix=".json")
+        workfiles.join(spec.journal_dir, "notes"), file_name_suffix=".json")
 
 
 def options(workers: int, extra: dict[str, str]) -> Any:

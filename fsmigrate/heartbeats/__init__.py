@@ -11,9 +11,7 @@ The classifier's API is re-exported here: `from fsmigrate.heartbeats import Clas
 """
 from __future__ import annotations
 
-from .classifier import (CANONICAL_KINDS, CANONICAL_PHASE2, CANONICAL_PROCESSOR, COLLECTION,
-                         KINDS, LEGACY_DATE, LEGACY_KINDS, LEGACY_RUN, PHASE2_IDS, UNKNOWN,
-                         Classification, Classifier, classify)
+from fsmigrate.heartbeats.classifier import CANONICAL_KINDS, CANONICAL_PHASE2, CANONICAL_PROCESSOR, COLLECTION, KINDS, LEGACY_DATE, LEGACY_KINDS, LEGACY_RUN, PHASE2_IDS, UNKNOWN, Classification, Classifier, classify
 
 __all__ = ["CANONICAL_KINDS", "CANONICAL_PHASE2", "CANONICAL_PROCESSOR", "COLLECTION", "KINDS",
            "LEGACY_DATE", "LEGACY_KINDS", "LEGACY_RUN", "PHASE2_IDS", "UNKNOWN",

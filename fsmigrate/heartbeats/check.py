@@ -16,10 +16,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Optional, Union
 
-from .. import checks
-from ..checks import CheckResult, Metric, Option, Point, Series
-from ..durations import format_window, parse_window
-from .classifier import CANONICAL_KINDS, COLLECTION, KINDS, LEGACY_KINDS, UNKNOWN, Classifier
+from fsmigrate import checks
+from fsmigrate.checks import CheckResult, Metric, Option, Point, Series
+from fsmigrate.times import format_window, parse_window
+from fsmigrate.heartbeats.classifier import CANONICAL_KINDS, COLLECTION, KINDS, LEGACY_KINDS, UNKNOWN, Classifier
 
 DEFAULT_MAX_DOCS = 50
 DEFAULT_WINDOW = "1h"

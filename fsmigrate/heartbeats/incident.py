@@ -10,7 +10,7 @@ import datetime as dt
 import random
 from typing import Any, Iterator, Optional
 
-from .classifier import COLLECTION, PHASE2_IDS
+from fsmigrate.heartbeats.classifier import COLLECTION, PHASE2_IDS
 
 PHASE3 = [
     "PlayerGameSummaryProcessor", "AsyncUpcomingPlayerGameContextProcessor",

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Optional, Sequence
 
-from .. import scripts
-from ..errors import ScriptError, UsageError
-from . import checker
-from .rules import ERROR, RULES, WARNING, Finding, Header
+from fsmigrate.scripts import loader as scripts
+from fsmigrate.errors import ScriptError, UsageError
+from fsmigrate.lint import checker
+from fsmigrate.lint.rules import ERROR, RULES, WARNING, Finding, Header
 
 __all__ = ["ERROR", "WARNING", "RULES", "Finding", "Report", "lint_paths", "lint_source",
            "chunks"]

@@ -8,11 +8,10 @@ from __future__ import annotations
 import ast
 from typing import Iterator, Optional
 
-from .. import scripts
-from .deletes import every_document_deleted
-from .rules import Finding, Header
-from .syntax import (Names, assigned, is_client_constructor, is_generator, is_none, is_str,
-                     show)
+from fsmigrate.scripts import loader as scripts
+from fsmigrate.lint.deletes import every_document_deleted
+from fsmigrate.lint.rules import Finding, Header
+from fsmigrate.lint.syntax import Names, assigned, is_client_constructor, is_generator, is_none, is_str, show
 
 # Method calls that only exist on the Firestore client's objects.
 CLIENT_WRITERS = {"batch", "bulk_writer", "transaction", "recursive_delete"}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ast
 from typing import Iterable, Iterator, Optional
 
-from .syntax import Names, assigned, is_none, own_nodes, show
+from fsmigrate.lint.syntax import Names, assigned, is_none, own_nodes, show
 
 
 def every_document_deleted(tree: ast.Module, names: Names) -> Iterator[tuple[ast.AST, str]]:

@@ -27,8 +27,8 @@ from typing import Any, Iterator, Optional
 
 import pytest
 
-from .. import emulator as emu_mod
-from ..errors import EmulatorError, UsageError
+from fsmigrate.firestore import emulator as emu_mod
+from fsmigrate.errors import EmulatorError, UsageError
 
 __all__ = ["FirestoreEmulator", "started_emulator", "SKIP_REASON", "INI_OPTION"]
 
@@ -140,7 +140,7 @@ def fsmigrate_seed() -> Any:
 def fsmigrate(firestore_emulator: Any, fsmigrate_migrations: Path,
               tmp_path: Path) -> Iterator[Any]:
     """A `Harness` on a fresh project of the session's emulator."""
-    from .harness import Harness
+    from fsmigrate.testing.harness import Harness
 
     try:
         harness = Harness(fsmigrate_migrations, tmp_path / "fsmigrate")

@@ -15,10 +15,10 @@ from typing import Any, Callable, NoReturn, TypeVar
 
 import pytest
 
-from .. import scripts
-from ..errors import FsMigrateError
-from .guard import ClientWriteError
-from .harness import Harness, describe_ops
+from fsmigrate.scripts import loader as scripts
+from fsmigrate.errors import FsMigrateError
+from fsmigrate.testing.guard import ClientWriteError
+from fsmigrate.testing.harness import Harness, describe_ops
 
 __all__ = ["test_single_head", "test_dry_run_matches_apply", "test_plan_never_writes",
            "test_repeatable_is_idempotent"]

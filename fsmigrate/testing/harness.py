@@ -13,11 +13,12 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional, Union
 
-from .. import api, scripts
-from ..checks import CheckResult
-from ..emulator import check_loopback
-from ..errors import UsageError
-from .guard import ClientWrites
+from fsmigrate import api
+from fsmigrate.scripts import loader as scripts
+from fsmigrate.checks import CheckResult
+from fsmigrate.firestore.emulator import check_loopback
+from fsmigrate.errors import UsageError
+from fsmigrate.testing.guard import ClientWrites
 
 Seed = Union[Mapping[str, Mapping[str, Mapping[str, Any]]], Callable[["Harness"], Any]]
 Operation = tuple[str, str]  # (kind, path)

@@ -1,0 +1,617 @@
+"""The only module that talks to Firestore (google.cloud.firestore).
+
+Scans page through a collection ordered by document name, one bounded page at a time,
+resuming after the last document seen, so memory stays flat whatever the collection size.
+Commits are atomic, carry each operation's precondition, and are sent exactly once per
+call: a commit that fails in a way that leaves its outcome unknown raises TransientError
+and the runner re-reads to find out. Reads are retried with bounded backoff.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import queue
+import random
+import re
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
+
+from google.api_core import exceptions as gexc
+from google.auth import exceptions as gauth_exceptions
+from google.cloud import firestore
+from google.cloud.firestore_v1 import _helpers, types
+from google.cloud.firestore_v1.field_path import FieldPath
+from proto.datetime_helpers import DatetimeWithNanoseconds
+
+from fsmigrate.errors import FirestoreError, RequestTooLarge, TransientError, UsageError
+from fsmigrate.scripts.operations import CREATE, DELETE, SET, UPDATE, Operation, Precondition, check_path
+
+DEFAULT_DATABASE = "(default)"
+MAX_PAGE = 10000
+RESERVED_ROOT = "_fsmigrate"
+INEQUALITIES = ("<", "<=", ">", ">=", "!=", "not-in")
+
+# Errors a commit answers with when one of its preconditions did not hold.
+PRECONDITION_ERRORS = (gexc.FailedPrecondition, gexc.NotFound, gexc.AlreadyExists)
+# How Firestore says a request is too big: the emulator's gRPC limit (RESOURCE_EXHAUSTED
+# "gRPC message exceeds maximum size 4194304"), production's request limit (INVALID_ARGUMENT
+# "Request payload size exceeds the limit"), a transaction with too many writes or index
+# entries ("Transaction too big"). Never transient: retrying the same request cannot help.
+TOO_LARGE = re.compile(r"exceeds maximum size|payload size exceeds|message larger than max|"
+                       r"transaction too big|request too large", re.IGNORECASE)
+# Errors worth another try: the server or the network had a moment. Anything else
+# (PERMISSION_DENIED, INVALID_ARGUMENT, NOT_FOUND of the database...) stops at once.
+TRANSIENT_ERRORS = (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.Aborted,
+                    gexc.ResourceExhausted, gexc.InternalServerError)
+
+
+@dataclass(frozen=True)
+class Target:
+    project: str
+    database: str = DEFAULT_DATABASE
+    emulator_host: Optional[str] = None
+
+    @property
+    def is_emulator(self) -> bool:
+        return bool(self.emulator_host)
+
+    def describe(self) -> str:
+        where = f"emulator {self.emulator_host}" if self.emulator_host else "Google Cloud"
+        return f"project {self.project}, database {self.database} ({where})"
+
+
+def target_from_env(project: Optional[str], database: Optional[str]) -> Target:
+    project = (project or os.environ.get("FSMIGRATE_PROJECT")
+               or os.environ.get("GOOGLE_CLOUD_PROJECT"))
+    if not project:
+        raise UsageError("no project: pass --project or set FSMIGRATE_PROJECT")
+    return Target(project=project, database=database or DEFAULT_DATABASE,
+                  emulator_host=os.environ.get("FIRESTORE_EMULATOR_HOST") or None)
+
+
+class Doc:
+    """A document read by a migration, kept as the raw `Document` protobuf the server sent.
+
+    Fields are decoded on demand, and the archive is the protobuf itself, so the
+    before-image is exactly what Firestore holds (no decode/encode round trip). It offers
+    the snapshot interface scripts use: id, path, reference, update_time, get(), to_dict().
+    """
+
+    __slots__ = ("_pb", "_client", "_data")
+
+    def __init__(self, pb: Any, client: Any) -> None:
+        self._pb = pb
+        self._client = client
+        self._data: Optional[dict] = None
+
+    @property
+    def pb(self) -> Any:
+        """The Document protobuf as Firestore sent it (its fields exactly, for the codec)."""
+        return self._pb
+
+    @property
+    def name(self) -> str:
+        return self._pb.name
+
+    @property
+    def id(self) -> str:
+        return self._pb.name.rsplit("/", 1)[1]
+
+    @property
+    def path(self) -> str:
+        return self._pb.name.split("/documents/", 1)[1]
+
+    @property
+    def reference(self) -> Any:
+        return self._client.document(self.path)
+
+    @property
+    def exists(self) -> bool:
+        return True
+
+    @property
+    def update_time(self) -> dt.datetime:
+        return DatetimeWithNanoseconds.from_timestamp_pb(self._pb.update_time)
+
+    @property
+    def create_time(self) -> dt.datetime:
+        return DatetimeWithNanoseconds.from_timestamp_pb(self._pb.create_time)
+
+    def get(self, field: str, default: Any = None) -> Any:
+        """The value at a dotted field path, or `default` when absent (decodes just it)."""
+        fields = self._pb.fields
+        parts = field.split(".")
+        for i, part in enumerate(parts):
+            if part not in fields:
+                return default
+            value = fields[part]
+            if i == len(parts) - 1:
+                return _helpers.decode_value(value, self._client)
+            if value.WhichOneof("value_type") != "map_value":
+                return default
+            fields = value.map_value.fields
+        return default
+
+    def __getitem__(self, field: str) -> Any:
+        return self.to_dict()[field]
+
+    def __contains__(self, field: str) -> bool:
+        return field in self._pb.fields
+
+    def to_dict(self) -> dict:
+        if self._data is None:
+            self._data = _helpers.decode_dict(self._pb.fields, self._client)
+        return dict(self._data)
+
+    def document_bytes(self) -> bytes:
+        return self._pb.SerializeToString()
+
+    def document_size(self) -> int:
+        """len(document_bytes()), without serializing."""
+        return self._pb.ByteSize()
+
+    def __repr__(self) -> str:
+        return f"Doc({self.path!r})"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded exponential backoff with jitter for transient Firestore errors."""
+
+    attempts: int = 6          # tries per call, the first included
+    initial: float = 0.25      # seconds before the first retry
+    maximum: float = 8.0       # longest wait between two tries
+    multiplier: float = 2.0
+    timeout: float = 60.0      # deadline of one call
+    stream_timeout: float = 600.0  # deadline of one scan stream (it resumes after it)
+
+    @classmethod
+    def from_env(cls) -> "RetryPolicy":
+        """FSMIGRATE_RETRY_ATTEMPTS, FSMIGRATE_RETRY_INITIAL, FSMIGRATE_RETRY_MAX,
+        FSMIGRATE_CALL_TIMEOUT, FSMIGRATE_STREAM_TIMEOUT override the defaults."""
+        env = os.environ
+        try:
+            return cls(attempts=int(env.get("FSMIGRATE_RETRY_ATTEMPTS", cls.attempts)),
+                       initial=float(env.get("FSMIGRATE_RETRY_INITIAL", cls.initial)),
+                       maximum=float(env.get("FSMIGRATE_RETRY_MAX", cls.maximum)),
+                       timeout=float(env.get("FSMIGRATE_CALL_TIMEOUT", cls.timeout)),
+                       stream_timeout=float(env.get("FSMIGRATE_STREAM_TIMEOUT",
+                                                    cls.stream_timeout)))
+        except ValueError as exc:
+            raise UsageError(f"bad FSMIGRATE_RETRY_* / FSMIGRATE_CALL_TIMEOUT value: {exc}") from exc
+
+    def delay(self, attempt: int) -> float:
+        """Wait before retry number `attempt` (0-based): full jitter over half..all."""
+        ceiling = min(self.maximum, self.initial * self.multiplier ** attempt)
+        return ceiling * random.uniform(0.5, 1.0)
+
+
+class Store:
+    def __init__(self, target: Target, client: Any = None,
+                 policy: Optional[RetryPolicy] = None) -> None:
+        self.target = target
+        self.reserved_root = RESERVED_ROOT  # markers and lock: never part of user scans
+        self.policy = policy or RetryPolicy.from_env()
+        self.retries = 0
+        self.last_retry_error: Optional[str] = None
+        if client is None:
+            try:
+                client = firestore.Client(project=target.project, database=target.database)
+            except gauth_exceptions.DefaultCredentialsError as exc:
+                raise UsageError(
+                    f"no Google credentials for project {target.project}: run `gcloud auth "
+                    "application-default login`, or set FIRESTORE_EMULATOR_HOST to use the "
+                    "emulator") from exc
+        self.client = client
+
+    # ---- errors and retries ----------------------------------------------------------
+
+    def note_retry(self, exc: BaseException) -> None:
+        self.retries += 1
+        self.last_retry_error = f"{type(exc).__name__}: {exc}"
+
+    def backoff(self, what: str, attempt: int, exc: BaseException) -> None:
+        """Sleep before the next try, or raise TransientError when the tries are used up."""
+        self.note_retry(exc)
+        if attempt + 1 >= self.policy.attempts:
+            raise TransientError(f"{what} (gave up after {attempt + 1} attempts)", exc) from exc
+        time.sleep(self.policy.delay(attempt))
+
+    def _read(self, what: str, fn: Any) -> Any:
+        """Run an idempotent read, retrying transient errors."""
+        attempt = 0
+        while True:
+            try:
+                return fn()
+            except TRANSIENT_ERRORS as exc:
+                self.backoff(what, attempt, exc)
+                attempt += 1
+            except gexc.GoogleAPICallError as exc:
+                raise FirestoreError(what, exc) from exc
+
+    # ---- reads ---------------------------------------------------------------------
+
+    def scan(self, collection: str, *, page_size: Optional[int] = None, group: bool = False,
+             where: Sequence[tuple[str, str, Any]] = (), partitions: int = 1,
+             notice: Optional[Callable[[str], None]] = None,
+             include_reserved: bool = False, start: Optional[str] = None,
+             end: Optional[str] = None) -> Iterator[Doc]:
+        """Yield every document of `collection` (or collection group), ordered by name.
+
+        One streamed query, consumed as it arrives (flow control keeps memory flat); with
+        `page_size`, a series of queries of that many documents instead. A stream that
+        breaks or times out is reopened after the last document received, so a dropped
+        connection gives neither duplicates nor gaps. (Not the client's own stream retry,
+        which does not resume; and not small pages, which the emulator serves in time
+        proportional to the offset.)
+
+        `partitions` > 1 on an unfiltered collection group scan splits it with
+        PartitionQuery and streams the parts in parallel (then the order is by part, not
+        overall). A server without PartitionQuery (the emulator) gets one stream, and
+        `notice` is told so.
+        """
+        if page_size is not None and not 1 <= page_size <= MAX_PAGE:
+            raise UsageError(f"page_size must be between 1 and {MAX_PAGE}, got {page_size}")
+        if not include_reserved:
+            if not group and collection.split("/", 1)[0] == self.reserved_root:
+                raise UsageError(f"{collection!r} is fsmigrate's own (markers and lock), not "
+                                 "user data")
+            if group:  # a collection group can reach into fsmigrate's own documents
+                prefix = self.reserved_root + "/"
+                docs = self.scan(collection, page_size=page_size, group=True, where=where,
+                                 partitions=partitions, notice=notice, include_reserved=True,
+                                 start=start, end=end)
+                yield from (d for d in docs if not d.path.startswith(prefix))
+                return
+        if group:
+            if "/" in collection:
+                raise UsageError(f"collection group id {collection!r} must not contain '/'")
+            query = self.client.collection_group(collection)
+        else:
+            if not collection or collection.count("/") % 2:
+                raise UsageError(f"{collection!r} is not a collection path")
+            query = self.client.collection(collection)
+        if partitions > 1 and group and not where and page_size is None and not (start or end):
+            parts = self.partition_queries(collection, partitions)
+            if parts is None:
+                if notice:
+                    notice(f"scan of {collection}: this server does not support PartitionQuery "
+                           "(the emulator does not); scanned in one stream")
+            elif len(parts) > 1:
+                yield from _merge([self._scan_query(q, collection, [], None) for q in parts])
+                return
+        ordered: list[str] = []  # Firestore orders by inequality fields first, then the key
+        for field, op, value in where:
+            query = query.where(filter=firestore.FieldFilter(field, op, value))
+            if op in INEQUALITIES and field not in ordered:
+                ordered.append(field)
+        for bound, op in ((start, ">="), (end, "<")):  # a range of document names
+            if bound is not None:
+                if ordered:
+                    raise UsageError("a range of document names cannot be combined with "
+                                     "inequality filters")
+                query = query.where(filter=firestore.FieldFilter(
+                    FieldPath.document_id(), op, self.client.document(bound)))
+        for field in ordered:
+            query = query.order_by(field)
+        query = query.order_by(FieldPath.document_id())
+        if page_size is not None:
+            query = query.limit(page_size)
+        yield from self._scan_query(query, collection, ordered, page_size)
+
+    def split_points(self, collection: str, parts: int, *, group: bool = False,
+                     where: Sequence[tuple[str, str, Any]] = (),
+                     total: Optional[int] = None) -> list[str]:
+        """Document paths that cut a scan into about `parts` ranges of similar size
+        (each range starts at a point, inclusive, and ends before the next). PartitionQuery
+        where the server has it (an unfiltered collection group); otherwise a count, then
+        a keys-only scan that keeps every n-th name (memory: the points only)."""
+        if parts <= 1 or any(op in INEQUALITIES for _, op, _ in where):
+            return []
+        if group and not where:
+            cut = self._partition_points(collection, parts)
+            if cut is not None:
+                return cut
+        query = self._filtered(collection, group, where)
+        if total is None:  # the caller may know it already
+            total = self.count(collection, group=group, where=where)
+        step = -(-total // parts)
+        if total < 2 or step < 1:
+            return []
+        names = query.select([FieldPath.document_id()]).order_by(FieldPath.document_id())
+        points = []
+        for i, doc in enumerate(self._scan_query(names, collection, [], None)):
+            if i and i % step == 0 and not doc.path.startswith(self.reserved_root + "/"):
+                points.append(doc.path)
+        return points
+
+    def _filtered(self, collection: str, group: bool,
+                  where: Sequence[tuple[str, str, Any]]) -> Any:
+        query = (self.client.collection_group(collection) if group
+                 else self.client.collection(collection))
+        for field, op, value in where:
+            query = query.where(filter=firestore.FieldFilter(field, op, value))
+        return query
+
+    def count(self, collection: str, *, group: bool = False,
+              where: Sequence[tuple[str, str, Any]] = ()) -> int:
+        """The number of documents a scan would read (a COUNT aggregation: no documents
+        are transferred)."""
+        query = self._filtered(collection, group, where)
+        found = self._read(f"count of {collection}",
+                           lambda: query.count().get(retry=None, timeout=self.policy.timeout))
+        return int(found[0][0].value)
+
+    def _partition_points(self, collection_id: str, parts: int) -> Optional[list[str]]:
+        found = self._partitions(collection_id, parts)
+        if found is None:
+            return None
+        points = []
+        for part in found[:-1]:
+            cursor = part.end_at
+            if isinstance(cursor, (list, tuple)):
+                cursor = cursor[0] if cursor else None
+            path = getattr(cursor, "path", None)
+            if path:
+                points.append(path)
+        return points
+
+    def partition_queries(self, collection_id: str, count: int) -> Optional[list[Any]]:
+        """Queries covering a collection group in up to `count` parts; None when the server
+        does not implement PartitionQuery."""
+        parts = self._partitions(collection_id, count)
+        return None if parts is None else [part.query() for part in parts]
+
+    def _partitions(self, collection_id: str, count: int) -> Optional[list[Any]]:
+        """PartitionQuery's parts of a collection group; None when the server does not
+        implement it (the emulator)."""
+        group = self.client.collection_group(collection_id)
+        try:
+            return self._read(f"partitioning of {collection_id}", lambda: list(
+                group.get_partitions(count - 1, retry=None, timeout=self.policy.timeout)))
+        except FirestoreError as exc:
+            if isinstance(exc.exc, gexc.MethodNotImplemented):
+                return None
+            raise
+
+    def _scan_query(self, query: Any, what: str, ordered: list[str],
+                    page_size: Optional[int]) -> Iterator[Doc]:
+        last: Optional[Doc] = None
+        failures = 0
+        while True:
+            page = query if last is None else query.start_after(
+                {**{f: last.get(f) for f in ordered},
+                 FieldPath.document_id(): self.client.document(last.path)})
+            received = 0
+            stream = self._stream(page)
+            while True:
+                try:
+                    doc = next(stream)
+                except StopIteration:
+                    break
+                except TRANSIENT_ERRORS as exc:
+                    self.backoff(f"scan of {what}", failures, exc)
+                    failures += 1
+                    received = -1  # reopen after `last`
+                    break
+                except gexc.GoogleAPICallError as exc:
+                    raise FirestoreError(f"scan of {what}", exc) from exc
+                failures = 0
+                received += 1
+                last = doc
+                yield doc
+            if received >= 0 and (page_size is None or received < page_size):
+                return
+
+    def _stream(self, query: Any) -> Iterator[Doc]:
+        """One page as raw protobufs (the client's snapshots would decode every field)."""
+        request, _, _ = query._prep_stream(retry=None)
+        responses = self.client._firestore_api.run_query(
+            request=request, metadata=self.client._rpc_metadata, retry=None,
+            timeout=self.policy.stream_timeout)
+        for response in responses:
+            pb = response._pb
+            if pb.HasField("document"):
+                yield Doc(pb.document, self.client)
+
+    def get(self, path: str) -> Optional[Doc]:
+        problem = check_path(path)
+        if problem:
+            raise UsageError(problem)
+        return self.get_many([path])[path]
+
+    def get_many(self, paths: Iterable[str]) -> dict[str, Optional[Doc]]:
+        """Read documents by path (one BatchGetDocuments call); None for missing ones."""
+        paths = list(dict.fromkeys(paths))
+        if not paths:
+            return {}
+        prefix = self.client._database_string + "/documents/"
+
+        def read() -> dict[str, Optional[Doc]]:
+            found: dict[str, Optional[Doc]] = {p: None for p in paths}
+            responses = self.client._firestore_api.batch_get_documents(
+                request={"database": self.client._database_string,
+                         "documents": [prefix + p for p in paths]},
+                metadata=self.client._rpc_metadata, retry=None, timeout=self.policy.timeout)
+            for response in responses:
+                pb = response._pb
+                if pb.HasField("found"):
+                    doc = Doc(pb.found, self.client)
+                    found[doc.path] = doc
+            return found
+
+        return self._read(f"read of {len(paths)} documents", read)
+
+    def subcollections(self, path: str) -> list[str]:
+        """Ids of the subcollections of the document at `path`."""
+        ref = self.client.document(path)
+        return sorted(self._read(f"listing subcollections of {path}",
+                                 lambda: [c.id for c in ref.collections(retry=None,
+                                                                        timeout=self.policy.timeout)]))
+
+    # ---- writes --------------------------------------------------------------------
+
+    def doc_name(self, path: str) -> str:
+        return f"{self.client._database_string}/documents/{path}"
+
+    def build_write(self, op: Operation) -> bytes:
+        """The serialized `Write` protobuf for `op`, precondition included. It is journaled
+        before it is sent, and sent byte for byte (also when a crashed run is redone)."""
+        if op.write is not None:
+            return op.write
+        name = self.doc_name(op.path)
+        pre = op.precondition
+        if op.fields is not None:  # archived protobuf fields (restore): written as they are
+            write = types.Write(update=types.Document(name=name))._pb
+            write.update.fields.MergeFrom(op.fields)
+        elif op.kind == DELETE:
+            write = _pb(_helpers.pb_for_delete(name, None))
+        elif op.kind == CREATE:
+            write = _pb(_helpers.pbs_for_create(name, dict(op.data or {}))[0])
+        elif op.kind == SET:
+            write = _pb(_helpers.pbs_for_set_no_merge(name, dict(op.data or {}))[0])
+        else:
+            write = _pb(_helpers.pbs_for_update(name, dict(op.data or {}), None)[0])
+        write.ClearField("current_document")
+        if pre.update_time is not None:
+            write.current_document.update_time.FromDatetime(pre.update_time)
+            nanos = getattr(pre.update_time, "nanosecond", None)
+            if nanos is not None:
+                write.current_document.update_time.nanos = nanos
+        elif pre.exists is not None:
+            write.current_document.exists = pre.exists
+        elif op.kind == UPDATE:
+            write.current_document.exists = True
+        return write.SerializeToString()
+
+    def commit_size(self, write_sizes: Iterable[int]) -> int:
+        """The encoded size of a CommitRequest carrying writes of these sizes (what the
+        server's request-size limit applies to)."""
+        total = len(self.client._database_string) + 3
+        for n in write_sizes:
+            total += 1 + varint_len(n) + n
+        return total
+
+    def commit_writes(self, writes: Sequence[bytes]) -> dt.datetime:
+        """Commit serialized writes atomically, once (no hidden retry). Precondition failures
+        raise the api_core error as is, transient ones TransientError (the commit may or may
+        not have landed: the caller re-reads), anything else FirestoreError."""
+        request = types.CommitRequest(database=self.client._database_string)._pb
+        for raw in writes:
+            request.writes.add().ParseFromString(raw)
+        try:
+            response = self.client._firestore_api.commit(
+                request=types.CommitRequest.wrap(request), metadata=self.client._rpc_metadata,
+                retry=None, timeout=self.policy.timeout)
+        except PRECONDITION_ERRORS:
+            raise
+        except (gexc.ResourceExhausted, gexc.InvalidArgument) as exc:
+            if TOO_LARGE.search(str(exc.message)):
+                raise RequestTooLarge(f"commit of {len(writes)} operations "
+                                      f"({request.ByteSize():,} bytes)", exc) from exc
+            if isinstance(exc, gexc.InvalidArgument):
+                raise FirestoreError(f"commit of {len(writes)} operations", exc) from exc
+            raise TransientError(f"commit of {len(writes)} operations", exc) from exc
+        except TRANSIENT_ERRORS as exc:  # counted by the caller's backoff when it retries
+            raise TransientError(f"commit of {len(writes)} operations", exc) from exc
+        except gexc.GoogleAPICallError as exc:
+            raise FirestoreError(f"commit of {len(writes)} operations", exc) from exc
+        return DatetimeWithNanoseconds.from_timestamp_pb(response._pb.commit_time)
+
+
+def status_code(exc: BaseException) -> Optional[str]:
+    """The gRPC status code name of a Firestore error ('RESOURCE_EXHAUSTED', ...), if any."""
+    code = getattr(exc, "grpc_status_code", None)
+    return getattr(code, "name", None)
+
+
+def varint_len(n: int) -> int:
+    return max(1, (n.bit_length() + 6) // 7)
+
+
+def _pb(message: Any) -> Any:
+    return getattr(message, "_pb", message)
+
+
+class Leases:
+    """The few single-document writes a lease needs, each guarded by a precondition."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def create(self, path: str, data: dict) -> Optional[dt.datetime]:
+        """Create `path`; its update time, or None when it already exists."""
+        op = Operation(CREATE, path, data, Precondition(exists=False))
+        return self._commit(op)
+
+    def replace(self, path: str, data: dict, update_time: dt.datetime) -> Optional[dt.datetime]:
+        """Overwrite `path` if it is still at `update_time`; the new update time or None."""
+        return self._commit(Operation(SET, path, data, Precondition(update_time=update_time)))
+
+    def delete(self, path: str, update_time: Optional[dt.datetime] = None) -> bool:
+        pre = Precondition(update_time=update_time) if update_time else Precondition()
+        return self._commit(Operation(DELETE, path, None, pre)) is not None
+
+    def _commit(self, op: Operation) -> Optional[dt.datetime]:
+        attempt = 0
+        while True:
+            try:
+                return self.store.commit_writes([self.store.build_write(op)])
+            except PRECONDITION_ERRORS:
+                return None
+            except TransientError as exc:
+                # a lost answer: the next try meets its own write as a failed precondition,
+                # so the caller re-reads the lease to learn who holds it
+                self.store.backoff(f"write of {op.path}", attempt, exc.exc)
+                attempt += 1
+
+
+_DONE = object()
+
+
+def _merge(streams: list[Iterator[Doc]], buffer: int = 1000) -> Iterator[Doc]:
+    """Run several scans on threads, yielding their documents as they come, with at most
+    `buffer` waiting (memory stays flat). The first error of any part is raised."""
+    out: queue.Queue = queue.Queue(maxsize=buffer)
+    stop = threading.Event()
+
+    def offer(item: Any) -> bool:
+        """Put `item` once there is room; False when the consumer has gone."""
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def pump(stream: Iterator[Doc]) -> None:
+        try:
+            for doc in stream:
+                if not offer(doc):
+                    return
+            item: Any = _DONE
+        except BaseException as exc:  # handed to the consumer
+            item = exc
+        offer(item)
+
+    threads = [threading.Thread(target=pump, args=(s,), name=f"fsmigrate-scan-{i}", daemon=True)
+               for i, s in enumerate(streams)]
+    for thread in threads:
+        thread.start()
+    try:
+        running = len(threads)
+        while running:
+            item = out.get()
+            if item is _DONE:
+                running -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield item
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=5)

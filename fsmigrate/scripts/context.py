@@ -1,0 +1,137 @@
+"""What a migration's plan(ctx) gets: reads, operation constructors, notes. Nothing here
+writes; every operation is a value the runner journals and sends."""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
+
+from fsmigrate.normalize import Renamer, normalize
+from fsmigrate.scripts.operations import CREATE, DELETE, MUST_NOT_EXIST, SET, UPDATE, Group, Operation, Precondition
+from fsmigrate.firestore.store import Doc, Store
+
+PathLike = Union[str, Doc, Any]
+
+
+class Barrier:
+    """See Context.barrier()."""
+
+
+class Context:
+    """What a migration's plan(ctx) gets: reads, operation constructors, notes."""
+
+    def __init__(self, store: Store, revision: str, dry_run: bool, page_size: Optional[int],
+                 note: Any, partitions: int = 1) -> None:
+        self._store = store
+        self.revision = revision
+        self.dry_run = dry_run
+        self.project = store.target.project
+        self.database = store.target.database
+        self._page_size = page_size
+        self._note = note
+        self._partitions = partitions
+        self._notices: set[str] = set()
+        self.reads = 0  # documents read: returned by scans, looked up by get / get_many
+        self.counts: dict[str, int] = {}
+
+    # reads
+    def scan(self, collection: str, *, page_size: Optional[int] = None, group: bool = False,
+             where: Sequence[tuple[str, str, Any]] = (),
+             partitions: Optional[int] = None) -> Iterator[Doc]:
+        """Every document of a collection (or, with group=True, a collection group), read
+        as a stream with flat memory. `partitions` (default: the run's --concurrency)
+        splits an unfiltered group scan into parallel parts where the server supports it."""
+        return self._counted(self._store.scan(collection, page_size=page_size or
+                                              self._page_size, group=group, where=where,
+                                              partitions=partitions or self._partitions,
+                                              notice=self._notice_once))
+
+    def _counted(self, docs: Iterator[Doc]) -> Iterator[Doc]:
+        for doc in docs:
+            self.reads += 1
+            yield doc
+
+    def _notice_once(self, text: str) -> None:
+        if text not in self._notices:
+            self._notices.add(text)
+            self._note(text)
+
+    def get(self, path: str) -> Optional[Doc]:
+        found = self._store.get(_path_of(path))
+        self.reads += 1
+        return found
+
+    def get_many(self, paths: Iterable[str]) -> dict[str, Optional[Doc]]:
+        """Read several documents in one call; None for the missing ones."""
+        found = self._store.get_many(_path_of(p) for p in paths)
+        self.reads += len(found)
+        return found
+
+    # operations
+    def delete(self, doc: Doc) -> Operation:
+        return Operation(DELETE, doc.path, None, _guard(doc, "delete"), doc)
+
+    def update(self, doc: Doc, fields: Mapping[str, Any]) -> Operation:
+        return Operation(UPDATE, doc.path, dict(fields), _guard(doc, "update"), doc)
+
+    def set(self, target: PathLike, data: Mapping[str, Any]) -> Operation:
+        """Overwrite a document. From a snapshot: guarded by its update_time. From a path:
+        the runner reads the document just before writing, archives and guards it."""
+        if isinstance(target, Doc):
+            return Operation(SET, target.path, dict(data), _guard(target, "set"), target)
+        return Operation(SET, _path_of(target), dict(data))
+
+    def create(self, path: PathLike, data: Mapping[str, Any]) -> Operation:
+        return Operation(CREATE, _path_of(path), dict(data), MUST_NOT_EXIST)
+
+    def subcollections(self, path: PathLike) -> list[str]:
+        """Ids of the subcollections of a document."""
+        return self._store.subcollections(_path_of(path))
+
+    def rename(self, doc: Doc, new_id: str, *, on_conflict: Any = "skip",
+               subcollections: str = "refuse",
+               transform: Optional[Callable[[dict, str], dict]] = None) -> Group:
+        """Give `doc` a new id in its collection: create the new document with its data and
+        delete the old one in ONE commit. If the new id exists: on_conflict="skip"
+        (default, reported), "overwrite", or keep_newest(field). A document with
+        subcollections is refused (default, reported) unless subcollections="move" or
+        "delete". Yield the result."""
+        return Renamer(self).rename(doc, new_id, on_conflict=on_conflict,
+                                    subcollections=subcollections, transform=transform)
+
+    def normalize(self, collection: str, canonical_of: Callable[[str], Optional[str]], *,
+                  keep: Optional[str] = None, on_conflict: Any = "skip",
+                  subcollections: str = "refuse",
+                  transform: Optional[Callable[[dict, str], dict]] = None) -> Iterator[Any]:
+        """Merge every document of `collection` into its canonical id (see
+        fsmigrate.normalize.normalize). Use: `yield from ctx.normalize(...)`."""
+        return normalize(self, collection, canonical_of, keep=keep, on_conflict=on_conflict,
+                         subcollections=subcollections, transform=transform)
+
+    def barrier(self) -> "Barrier":
+        """Yield this between operations whose order matters: everything yielded before it
+        has landed before anything after it is sent (batches otherwise overlap)."""
+        return Barrier()
+
+    def note(self, text: str) -> None:
+        """Flag something for the report (e.g. documents left alone and why)."""
+        self._note(str(text))
+
+    def count(self, name: str, n: int = 1) -> None:
+        """Add `n` to the counter `name`; a distributable script's `finish(ctx, counts)`
+        gets the sums over every worker."""
+        self.counts[name] = self.counts.get(name, 0) + n
+
+
+def _guard(doc: Any, what: str) -> Precondition:
+    if not isinstance(doc, Doc):
+        raise TypeError(f"ctx.{what}() takes a document from ctx.scan()/ctx.get(), "
+                        f"got {type(doc).__name__}")
+    return Precondition(update_time=doc.update_time)
+
+
+def _path_of(target: PathLike) -> str:
+    if isinstance(target, str):
+        return target
+    path = getattr(target, "path", None)
+    if isinstance(path, str):
+        return path
+    raise TypeError(f"expected a document path, got {type(target).__name__}")

@@ -1,0 +1,101 @@
+"""Restore from the archive: forward, never a rollback.
+
+A restore is planned like a migration: for each document a run deleted or changed, the
+archived before-image is written back with the precondition "must not exist", so a
+document that exists now is never overwritten; the ones left alone are noted.
+
+What the run's archive policy kept decides what can be restored (`check`): nothing from a
+run whose archive was pruned or that kept paths only (refused, naming the documents), and
+from redacted copies only the fields the migration's archive function kept (each such
+operation is labelled, and the command warns).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence
+
+from fsmigrate.scripts import archive
+from fsmigrate.firestore import codec
+from fsmigrate.scripts.operations import CREATE, MUST_NOT_EXIST, Operation
+from fsmigrate.scripts.loader import Script
+
+_GET_BATCH = 300
+_NAMED = 5  # documents named in the one line of a refusal
+
+
+def check(state: Any, source: Any, docs: Sequence[str]) -> list[str]:
+    """Refuse (ArchiveUnavailable) a restore from a run whose archive holds no document to
+    restore, naming the documents it changed; the warnings for one from redacted copies."""
+    gone = archive.unavailable(source, "restore")
+    if gone is not None:
+        wanted = set(docs)
+        lost = [r["path"] for r in state.ops(source["id"], status="committed")
+                if '"update_time"' in (r["precondition"] or "")
+                and (not wanted or r["path"] in wanted)]
+        if not lost:
+            raise gone
+        run_id = source["id"]
+        named = ", ".join(lost[:_NAMED]) + (f" and {len(lost) - _NAMED:,} more"
+                                           if len(lost) > _NAMED else "")
+        why = (f"its archive was pruned at {source['pruned_at']} by run {source['pruned_by']}"
+               if source["pruned_at"] else 'it kept paths and update times only '
+                                           '(archive = "paths")')
+        raise archive.ArchiveUnavailable(
+            f"run {run_id}: {why}; none of the {len(lost):,} document(s) it changed or "
+            f"deleted can be restored: {named} (`fsmigrate audit {run_id}` lists them)")
+    if (source["archive_policy"] or "").startswith(archive.REDACT + ":"):
+        return [f"run {source['id']} archived redacted copies "
+                f"({source['archive_policy'].split(':', 1)[1]}): the documents restored hold "
+                "only the fields that function kept (labelled `from a redacted copy` in the "
+                "report)"]
+    return []
+
+
+def restore_script(state: Any, source: Any, docs: Sequence[str]) -> Script:
+    """A one-off Script whose plan restores the before-images of run `source`."""
+    run_id = source["id"]
+    wanted = set(docs)
+    redacted = source["archive_policy"] or ""
+    label = (f"from a redacted copy ({redacted.split(':', 1)[1]}): only the fields it kept"
+             if redacted.startswith(archive.REDACT + ":") else None)
+
+    def plan(ctx: Any) -> Iterator[Operation]:
+        rows = (r for r in state.ops(run_id, status="committed")
+                if r["before"] is not None and (not wanted or r["path"] in wanted))
+        seen: set[str] = set()
+        chunk: list[Any] = []
+        for row in rows:
+            if row["path"] in seen:  # an earlier op of the run already archived it
+                continue
+            seen.add(row["path"])
+            chunk.append(row)
+            if len(chunk) == _GET_BATCH:
+                yield from _labelled(_restore(ctx, chunk), label)
+                chunk = []
+        yield from _labelled(_restore(ctx, chunk), label)
+        for path in sorted(wanted - seen):
+            ctx.note(f"{path}: run {run_id} has no archived copy of it; nothing to restore")
+
+    return Script(revision=source["revision"], down_revision=None,
+                  path=Path(f"restore-of-{run_id}"),
+                  doc=f"Restore the documents run {run_id} deleted or changed (where missing now).",
+                  checksum=source["checksum"], plan=plan)
+
+
+def _labelled(ops: Iterator[Operation], label: Optional[str]) -> Iterator[Operation]:
+    for op in ops:
+        op.label = op.label or label
+        yield op
+
+
+def _restore(ctx: Any, rows: list[Any]) -> Iterator[Operation]:
+    if not rows:
+        return
+    current = ctx.get_many([r["path"] for r in rows])
+    for row in rows:
+        if current.get(row["path"]) is not None:
+            ctx.note(f"{row['path']}: left alone, it exists now")
+            continue
+        before = codec.bytes_to_document(row["before"])
+        yield Operation(CREATE, row["path"], precondition=MUST_NOT_EXIST,
+                        fields=type(before).pb(before).fields)

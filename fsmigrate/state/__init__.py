@@ -1,0 +1,1 @@
+"""The SQLite state file: its schema and upgrades, runs, operations, the compact layout of before-images, prune."""

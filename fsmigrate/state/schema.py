@@ -1,0 +1,88 @@
+"""The state file's tables (schema 4: the compact layout of `compact`). `State` creates
+them and upgrades older files to them (`database`)."""
+
+SCHEMA_VERSION = 4
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    key INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    invocation TEXT NOT NULL,
+    project TEXT NOT NULL,
+    database TEXT NOT NULL,
+    revision TEXT NOT NULL,
+    checksum TEXT NOT NULL,
+    description TEXT NOT NULL DEFAULT '',
+    kind TEXT NOT NULL DEFAULT 'upgrade'
+        CHECK (kind IN ('upgrade', 'rerun', 'plan', 'restore', 'resolve', 'stamp', 'elsewhere',
+                        'prune')),
+    mode TEXT NOT NULL CHECK (mode IN ('dry-run', 'apply')),
+    status TEXT NOT NULL CHECK (status IN ('running', 'succeeded', 'failed', 'interrupted')),
+    resumes TEXT REFERENCES runs (id),
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    operator TEXT NOT NULL,
+    host TEXT NOT NULL,
+    tool_version TEXT NOT NULL,
+    planned INTEGER NOT NULL DEFAULT 0,
+    committed INTEGER NOT NULL DEFAULT 0,
+    skipped INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0,
+    batches INTEGER NOT NULL DEFAULT 0,
+    counts TEXT NOT NULL DEFAULT '{}',
+    error TEXT,
+    error_kind TEXT,
+    retries INTEGER NOT NULL DEFAULT 0,
+    last_retry_error TEXT,
+    source TEXT,
+    plan_digest TEXT,
+    traffic TEXT,
+    estimate TEXT,
+    archive_policy TEXT,
+    pruned_at TEXT,
+    pruned_by TEXT REFERENCES runs (id)
+);
+CREATE INDEX IF NOT EXISTS runs_target ON runs (project, database, started_at);
+CREATE TABLE IF NOT EXISTS applied (
+    project TEXT NOT NULL,
+    database TEXT NOT NULL,
+    revision TEXT NOT NULL,
+    checksum TEXT NOT NULL,
+    applied_at TEXT NOT NULL,
+    run_id TEXT NOT NULL REFERENCES runs (id),
+    PRIMARY KEY (project, database, revision)
+);
+CREATE TABLE IF NOT EXISTS ops (
+    run INTEGER NOT NULL REFERENCES runs (key),
+    seq INTEGER NOT NULL,
+    batch INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    path TEXT NOT NULL,
+    pre_time,
+    pre_exists INTEGER,
+    grp INTEGER,
+    label TEXT,
+    status TEXT NOT NULL
+        CHECK (status IN ('planned', 'pending', 'committed', 'skipped', 'failed')),
+    reason TEXT,
+    commit_time,
+    error TEXT,
+    blk INTEGER,
+    phash INTEGER NOT NULL,
+    PRIMARY KEY (run, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS ops_phash ON ops (phash);
+CREATE TABLE IF NOT EXISTS blocks (
+    run INTEGER NOT NULL REFERENCES runs (key),
+    blk INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (run, blk)
+);
+CREATE TABLE IF NOT EXISTS notes (
+    run_id TEXT NOT NULL REFERENCES runs (id),
+    seq INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    PRIMARY KEY (run_id, seq)
+);
+"""
