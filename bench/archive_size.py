@@ -14,6 +14,7 @@ from that state file), the ratio of the two, bytes per archived document, and ho
 dry-run and the apply took (medians of --reps, the versions taking turns). The goal: at
 most 2x the archived documents' bytes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,9 +46,22 @@ def worker(state: Path, migrations: Path, project: str) -> None:
         with open(os.devnull, "w") as sink:
             stdout, sys.stdout = sys.stdout, sink
             try:
-                cli.main(args=["--project", project, "--state", str(state), "--migrations",
-                               str(migrations), "upgrade", "--quiet", "--format", "json", *extra],
-                         standalone_mode=False)
+                cli.main(
+                    args=[
+                        "--project",
+                        project,
+                        "--state",
+                        str(state),
+                        "--migrations",
+                        str(migrations),
+                        "upgrade",
+                        "--quiet",
+                        "--format",
+                        "json",
+                        *extra,
+                    ],
+                    standalone_mode=False,
+                )
             finally:
                 sys.stdout = stdout
         seconds[mode] = time.perf_counter() - start
@@ -55,16 +69,25 @@ def worker(state: Path, migrations: Path, project: str) -> None:
     apply = next(r for r in db.runs() if r["mode"] == "apply")
     images = [len(op["before"]) for op in db.ops(apply["id"]) if op["before"]]
     db.close()
-    print(json.dumps({"archived_docs": len(images), "archived_bytes": sum(images),
-                      "operations": apply["planned"], "seconds": seconds}))
+    print(
+        json.dumps(
+            {
+                "archived_docs": len(images),
+                "archived_bytes": sum(images),
+                "operations": apply["planned"],
+                "seconds": seconds,
+            }
+        )
+    )
 
 
 # ---- the driver -----------------------------------------------------------------------------
 
 
 def file_bytes(state: Path) -> int:
-    return sum(p.stat().st_size for p in (state, Path(f"{state}-wal"), Path(f"{state}-shm"))
-               if p.exists())
+    return sum(
+        p.stat().st_size for p in (state, Path(f"{state}-wal"), Path(f"{state}-shm")) if p.exists()
+    )
 
 
 def measure(name: str, code: Path, migrations: Path, legacy: int, env: dict) -> dict:
@@ -80,9 +103,21 @@ def measure(name: str, code: Path, migrations: Path, legacy: int, env: dict) -> 
         site = sysconfig.get_paths()["purelib"]
         # -S and a neutral directory: the baseline's own package, not the editable install
         out = subprocess.run(
-            [sys.executable, "-S", __file__, "--worker", str(state), "--migrations",
-             str(migrations)], env={**env, "PYTHONPATH": f"{code}{os.pathsep}{site}"},
-            cwd=tmp, capture_output=True, text=True, check=False)
+            [
+                sys.executable,
+                "-S",
+                __file__,
+                "--worker",
+                str(state),
+                "--migrations",
+                str(migrations),
+            ],
+            env={**env, "PYTHONPATH": f"{code}{os.pathsep}{site}"},
+            cwd=tmp,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if out.returncode != 0:
             raise SystemExit(f"{name}: the worker failed:\n{out.stderr}")
         result = json.loads(out.stdout.strip().splitlines()[-1])
@@ -97,15 +132,19 @@ def median(found: list[dict]) -> dict:
     """The last repetition's sizes (they differ only by timestamps' varints), the median
     times of all of them."""
     out = dict(found[-1])
-    out["seconds"] = {mode: statistics.median(r["seconds"][mode] for r in found)
-                      for mode in ("dry_run", "apply")}
+    out["seconds"] = {
+        mode: statistics.median(r["seconds"][mode] for r in found) for mode in ("dry_run", "apply")
+    }
     out["sizes"] = [r["state_bytes"] for r in found]
     return out
 
 
 def export(rev: str, into: Path) -> Path:
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "fsmigrate", "migrations"],
-                             capture_output=True, check=True).stdout
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", rev, "fsmigrate", "migrations"],
+        capture_output=True,
+        check=True,
+    ).stdout
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
     return into
 
@@ -114,8 +153,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--legacy", type=int, default=5000, help="legacy documents to seed")
     parser.add_argument("--reps", type=int, default=3, help="repetitions (medians of times)")
-    parser.add_argument("--baseline", default=BASELINE,
-                        help="git revision of the old layout to compare with ('' for none)")
+    parser.add_argument(
+        "--baseline",
+        default=BASELINE,
+        help="git revision of the old layout to compare with ('' for none)",
+    )
     parser.add_argument("--json", dest="json_path")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--migrations", help=argparse.SUPPRESS)
@@ -137,30 +179,40 @@ def main() -> int:
                 variants.append((f"schema 3 ({args.baseline})", code, code / "migrations"))
             runs: dict[str, list[dict]] = {name: [] for name, _, _ in variants}
             for rep in range(args.reps):
-                turn = variants[rep % len(variants):] + variants[:rep % len(variants)]
+                turn = variants[rep % len(variants) :] + variants[: rep % len(variants)]
                 for name, code, migrations in turn:
                     runs[name].append(measure(name, code, migrations, args.legacy, env))
             results = [median(found) for found in runs.values()]
     finally:
         emulator.stop(emu.pid)
-    print(f"\nheartbeat cleanup, {args.legacy:,} legacy documents: upgrade --dry-run, then "
-          f"upgrade; times: medians of {args.reps}\n")
-    print(f"{'version':<22}{'state file':>12}{'archived':>12}{'ratio':>8}{'bytes/doc':>11}"
-          f"{'dry-run s':>11}{'apply s':>9}")
+    print(
+        f"\nheartbeat cleanup, {args.legacy:,} legacy documents: upgrade --dry-run, then "
+        f"upgrade; times: medians of {args.reps}\n"
+    )
+    print(
+        f"{'version':<22}{'state file':>12}{'archived':>12}{'ratio':>8}{'bytes/doc':>11}"
+        f"{'dry-run s':>11}{'apply s':>9}"
+    )
     for r in results:
-        print(f"{r['name']:<22}{r['state_bytes']:>12,}{r['archived_bytes']:>12,}"
-              f"{r['ratio']:>7.2f}x{r['bytes_per_doc']:>11,.0f}{r['seconds']['dry_run']:>11.2f}"
-              f"{r['seconds']['apply']:>9.2f}")
+        print(
+            f"{r['name']:<22}{r['state_bytes']:>12,}{r['archived_bytes']:>12,}"
+            f"{r['ratio']:>7.2f}x{r['bytes_per_doc']:>11,.0f}{r['seconds']['dry_run']:>11.2f}"
+            f"{r['seconds']['apply']:>9.2f}"
+        )
     summary = {"legacy": args.legacy, "reps": args.reps, "results": results, "goal_ratio": 2.0}
     if len(results) == 2:
         new, old_ = results
         summary["size_vs_baseline"] = new["state_bytes"] / old_["state_bytes"]
         summary["apply_time_vs_baseline"] = new["seconds"]["apply"] / old_["seconds"]["apply"]
-        print(f"\nstate file vs {old_['name']}: {summary['size_vs_baseline']:.2f}x; apply time "
-              f"{summary['apply_time_vs_baseline']:.2f}x; documents archived: "
-              f"{new['archived_docs']:,} and {old_['archived_docs']:,}")
-    print(f"goal: ratio <= 2.0x -> {'met' if results[0]['ratio'] <= 2.0 else 'NOT met'} "
-          f"({results[0]['ratio']:.2f}x)")
+        print(
+            f"\nstate file vs {old_['name']}: {summary['size_vs_baseline']:.2f}x; apply time "
+            f"{summary['apply_time_vs_baseline']:.2f}x; documents archived: "
+            f"{new['archived_docs']:,} and {old_['archived_docs']:,}"
+        )
+    print(
+        f"goal: ratio <= 2.0x -> {'met' if results[0]['ratio'] <= 2.0 else 'NOT met'} "
+        f"({results[0]['ratio']:.2f}x)"
+    )
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(summary, indent=2))
     return 0

@@ -16,6 +16,7 @@ own and the largest worker process's (ru_maxrss of the children). With --rss it 
 the peak memory at several sizes, to show how it grows with the number of documents.
 On this 2-core machine the emulator, the coordinator and the workers share the cores.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,9 +36,12 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from cleanup import seed  # noqa: E402  (the same synthetic heartbeat documents)
 
-METHODS = {"local": [], "beam-1": ["--runner", "beam", "--workers", "1"],
-           "beam-2": ["--runner", "beam", "--workers", "2"],
-           "each-2": ["--runner", "beam", "--workers", "2"]}
+METHODS = {
+    "local": [],
+    "beam-1": ["--runner", "beam", "--workers", "1"],
+    "beam-2": ["--runner", "beam", "--workers", "2"],
+    "each-2": ["--runner", "beam", "--workers", "2"],
+}
 # `each-2`: the same deletes by a per-document script (no GroupByKey: nothing shuffled)
 EACH = '''"""Delete the legacy heartbeat documents, one document at a time."""
 from fsmigrate.distributed import scan
@@ -64,9 +68,19 @@ def worker(method: str, project: str) -> None:
             migrations = Path(tmp) / "migrations"
             migrations.mkdir()
             (migrations / "0001_delete_legacy.py").write_text(EACH)
-        args = ["--project", project, "--state", f"{tmp}/state.db", "--migrations",
-                str(migrations), "upgrade", "--quiet", "--format", "json",
-                *METHODS[method]]
+        args = [
+            "--project",
+            project,
+            "--state",
+            f"{tmp}/state.db",
+            "--migrations",
+            str(migrations),
+            "upgrade",
+            "--quiet",
+            "--format",
+            "json",
+            *METHODS[method],
+        ]
         start = time.perf_counter()
         with open(os.devnull, "w") as sink:
             stdout, sys.stdout = sys.stdout, sink
@@ -77,8 +91,11 @@ def worker(method: str, project: str) -> None:
         seconds = time.perf_counter() - start
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(json.dumps({"method": method, "seconds": seconds, "coordinator_mb": own,
-                      "worker_mb": children}))
+    print(
+        json.dumps(
+            {"method": method, "seconds": seconds, "coordinator_mb": own, "worker_mb": children}
+        )
+    )
 
 
 def measure(method: str, docs: int, env: dict) -> dict:
@@ -86,8 +103,13 @@ def measure(method: str, docs: int, env: dict) -> dict:
 
     emulator.reset(env["FIRESTORE_EMULATOR_HOST"], "bench")
     seed("bench", docs)
-    out = subprocess.run([sys.executable, __file__, "--worker", method], env=env,
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--worker", method],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     result = json.loads(out.stdout.strip().splitlines()[-1])
     result["docs_per_s"] = docs / result["seconds"]
     return result
@@ -115,45 +137,72 @@ def main() -> int:
         methods = args.methods.split(",")
         runs: dict[str, list[dict]] = {m: [] for m in methods}
         for rep in range(args.reps):
-            for method in methods[rep % len(methods):] + methods[:rep % len(methods)]:
+            for method in methods[rep % len(methods) :] + methods[: rep % len(methods)]:
                 result = measure(method, args.docs, env)
                 runs[method].append(result)
-                print(f"rep {rep + 1} {method:<7} {result['seconds']:7.2f} s "
-                      f"{result['docs_per_s']:8.0f} docs/s  coordinator "
-                      f"{result['coordinator_mb']:6.1f} MB  worker {result['worker_mb']:6.1f} MB",
-                      file=sys.stderr)
-        summary = {m: {"median_seconds": statistics.median(r["seconds"] for r in rs),
-                       "median_docs_per_s": statistics.median(r["docs_per_s"] for r in rs),
-                       "coordinator_mb": max(r["coordinator_mb"] for r in rs),
-                       "worker_mb": max(r["worker_mb"] for r in rs), "runs": rs}
-                   for m, rs in runs.items()}
-        ratios = {f"{m}_seconds_vs_local": summary[m]["median_seconds"]
-                  / summary["local"]["median_seconds"]
-                  for m in summary if m != "local" and "local" in summary}
+                print(
+                    f"rep {rep + 1} {method:<7} {result['seconds']:7.2f} s "
+                    f"{result['docs_per_s']:8.0f} docs/s  coordinator "
+                    f"{result['coordinator_mb']:6.1f} MB  worker {result['worker_mb']:6.1f} MB",
+                    file=sys.stderr,
+                )
+        summary = {
+            m: {
+                "median_seconds": statistics.median(r["seconds"] for r in rs),
+                "median_docs_per_s": statistics.median(r["docs_per_s"] for r in rs),
+                "coordinator_mb": max(r["coordinator_mb"] for r in rs),
+                "worker_mb": max(r["worker_mb"] for r in rs),
+                "runs": rs,
+            }
+            for m, rs in runs.items()
+        }
+        ratios = {
+            f"{m}_seconds_vs_local": summary[m]["median_seconds"]
+            / summary["local"]["median_seconds"]
+            for m in summary
+            if m != "local" and "local" in summary
+        }
         growth: dict[str, dict[str, dict[str, float]]] = {}
         if args.rss:
             for method in methods:
                 growth[method] = {}
                 for n in (int(s) for s in args.rss.split(",")):
                     found = measure(method, n, env)
-                    growth[method][str(n)] = {"coordinator_mb": found["coordinator_mb"],
-                                              "worker_mb": found["worker_mb"]}
+                    growth[method][str(n)] = {
+                        "coordinator_mb": found["coordinator_mb"],
+                        "worker_mb": found["worker_mb"],
+                    }
         print(f"\nN = {args.docs} documents, {args.reps} repetitions, medians\n")
         print(f"{'method':<9}{'seconds':>9}{'docs/s':>9}{'coordinator MB':>16}{'worker MB':>11}")
         for m, s in summary.items():
-            print(f"{m:<9}{s['median_seconds']:>9.2f}{s['median_docs_per_s']:>9.0f}"
-                  f"{s['coordinator_mb']:>16.1f}{s['worker_mb']:>11.1f}")
+            print(
+                f"{m:<9}{s['median_seconds']:>9.2f}{s['median_docs_per_s']:>9.0f}"
+                f"{s['coordinator_mb']:>16.1f}{s['worker_mb']:>11.1f}"
+            )
         print()
         for name, value in ratios.items():
             print(f"{name:<28} {value:5.2f}x")
         for method, sizes in growth.items():
-            print(f"memory {method:<7} " + "  ".join(
-                f"N={n}: coordinator {v['coordinator_mb']:.0f} MB, worker {v['worker_mb']:.0f} MB"
-                for n, v in sizes.items()))
+            print(
+                f"memory {method:<7} "
+                + "  ".join(
+                    f"N={n}: coordinator {v['coordinator_mb']:.0f} MB, worker {v['worker_mb']:.0f} MB"
+                    for n, v in sizes.items()
+                )
+            )
         if args.json_path:
-            Path(args.json_path).write_text(json.dumps(
-                {"docs": args.docs, "reps": args.reps, "summary": summary, "ratios": ratios,
-                 "memory_growth": growth}, indent=2))
+            Path(args.json_path).write_text(
+                json.dumps(
+                    {
+                        "docs": args.docs,
+                        "reps": args.reps,
+                        "summary": summary,
+                        "ratios": ratios,
+                        "memory_growth": growth,
+                    },
+                    indent=2,
+                )
+            )
         return 0
     finally:
         emulator.stop(emu.pid)

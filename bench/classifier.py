@@ -7,6 +7,7 @@ prints the median IDs/s over the repetitions, with the ratio against a baseline 
 same run: the old cleanup's substring test (`"_202" in doc_id`), which is faster but wrong.
 Goal (README): at least 300,000 IDs/s.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,15 +61,20 @@ def main() -> int:
     for _ in range(args.reps):
         ours.append(timed(classify, items))
         base.append(timed(lambda s: substring(s), items))
-    result = {"ids": args.ids, "reps": args.reps,
-              "classify_ids_per_s": statistics.median(ours),
-              "substring_ids_per_s": statistics.median(base)}
+    result = {
+        "ids": args.ids,
+        "reps": args.reps,
+        "classify_ids_per_s": statistics.median(ours),
+        "substring_ids_per_s": statistics.median(base),
+    }
     result["ratio_vs_substring"] = result["classify_ids_per_s"] / result["substring_ids_per_s"]
     result["goal_ids_per_s"] = 300_000
     print(f"classify   {result['classify_ids_per_s']:>12,.0f} IDs/s (median of {args.reps})")
     print(f"substring  {result['substring_ids_per_s']:>12,.0f} IDs/s (the old, wrong test)")
-    print(f"ratio      {result['ratio_vs_substring']:>12.2f}x   goal: >= 300,000 IDs/s: "
-          f"{'met' if result['classify_ids_per_s'] >= 300_000 else 'NOT met'}")
+    print(
+        f"ratio      {result['ratio_vs_substring']:>12.2f}x   goal: >= 300,000 IDs/s: "
+        f"{'met' if result['classify_ids_per_s'] >= 300_000 else 'NOT met'}"
+    )
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(result, indent=2))
     return 0

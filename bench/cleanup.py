@@ -17,6 +17,7 @@ and prints median docs/s (documents in the collection / seconds), peak RSS, and 
 the README quotes, as a table and (with --json) as JSON. --rss measures how peak RSS grows
 with N for script, dry-run and apply.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,19 +49,34 @@ def documents(total: int, seed: int = 11):
     now = dt.datetime.now(dt.timezone.utc)
     processors = [f"Synthetic{i:04d}Processor" for i in range(max(30, total * 3 // 100))]
     for name in processors:
-        yield name, {"processor_name": name, "status": "running",
-                     "last_heartbeat": now - dt.timedelta(seconds=rng.uniform(5, 600)),
-                     "service": "bench"}
+        yield (
+            name,
+            {
+                "processor_name": name,
+                "status": "running",
+                "last_heartbeat": now - dt.timedelta(seconds=rng.uniform(5, 600)),
+                "service": "bench",
+            },
+        )
     for n in range(total - len(processors)):
         name = processors[n % len(processors)]
         run_id = f"{n:08x}"
         beat = now - dt.timedelta(seconds=rng.uniform(700, 4 * 86400))
-        doc_id = (f"{name}_{beat.date().isoformat()}_{run_id}" if n % 4 == 3
-                  else f"{name}_None_{run_id}")
-        yield doc_id, {"processor_name": name, "status": rng.choice(["running", "completed"]),
-                       "last_heartbeat": beat, "run_id": run_id, "data_date": None,
-                       "progress": {"rows": rng.randrange(50_000), "pct": rng.random() * 100},
-                       "service": "nba-phase3-analytics-processors"}
+        doc_id = (
+            f"{name}_{beat.date().isoformat()}_{run_id}" if n % 4 == 3 else f"{name}_None_{run_id}"
+        )
+        yield (
+            doc_id,
+            {
+                "processor_name": name,
+                "status": rng.choice(["running", "completed"]),
+                "last_heartbeat": beat,
+                "run_id": run_id,
+                "data_date": None,
+                "progress": {"rows": rng.randrange(50_000), "pct": rng.random() * 100},
+                "service": "nba-phase3-analytics-processors",
+            },
+        )
 
 
 def seed(project: str, total: int) -> None:
@@ -89,6 +105,7 @@ def run_stream(project: str) -> int:
 
 def run_script(project: str) -> int:
     from google.cloud import firestore
+
     from fsmigrate.heartbeats import classify
 
     client = firestore.Client(project=project)
@@ -96,7 +113,7 @@ def run_script(project: str) -> int:
     bad = [d for d in docs if classify(d.id).is_legacy]
     for start in range(0, len(bad), 500):
         batch = client.batch()
-        for doc in bad[start:start + 500]:
+        for doc in bad[start : start + 500]:
             batch.delete(doc.reference)
         batch.commit()
     return len(docs)
@@ -104,6 +121,7 @@ def run_script(project: str) -> int:
 
 def run_client(project: str) -> int:
     from google.cloud import firestore
+
     from fsmigrate.heartbeats import classify
 
     client = firestore.Client(project=project)
@@ -121,9 +139,21 @@ def run_fsmigrate(project: str, dry_run: bool, extra: list[str]) -> int:
     from fsmigrate.cli import cli
 
     with tempfile.TemporaryDirectory() as tmp:
-        args = ["--project", project, "--state", f"{tmp}/state.db",
-                "--migrations", str(ROOT / "migrations"), "upgrade", "--quiet",
-                "--format", "json", "--report", f"{tmp}/report.json", *extra]
+        args = [
+            "--project",
+            project,
+            "--state",
+            f"{tmp}/state.db",
+            "--migrations",
+            str(ROOT / "migrations"),
+            "upgrade",
+            "--quiet",
+            "--format",
+            "json",
+            "--report",
+            f"{tmp}/report.json",
+            *extra,
+        ]
         if dry_run:
             args.append("--dry-run")
         with open(os.devnull, "w") as sink:
@@ -136,8 +166,9 @@ def run_fsmigrate(project: str, dry_run: bool, extra: list[str]) -> int:
 
 
 def worker(method: str, project: str, extra: list[str]) -> None:
-    import fsmigrate.cli  # noqa: F401  (imports are not part of the measurement)
     from google.cloud import firestore  # noqa: F401
+
+    import fsmigrate.cli  # noqa: F401  (imports are not part of the measurement)
 
     start = time.perf_counter()
     if method == "stream":
@@ -161,8 +192,13 @@ def measure(method: str, project: str, docs: int, env: dict, extra: list[str]) -
 
     emulator.reset(env["FIRESTORE_EMULATOR_HOST"], project)
     seed(project, docs)
-    out = subprocess.run([sys.executable, __file__, "--worker", method, "--project", project,
-                          "--", *extra], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--worker", method, "--project", project, "--", *extra],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     result = json.loads(out.stdout.strip().splitlines()[-1])
     result["docs_per_s"] = docs / result["seconds"]
     return result
@@ -173,8 +209,9 @@ def main() -> int:
     parser.add_argument("--docs", type=int, default=50_000)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--rss", default="", help="sizes for the RSS growth check, e.g. "
-                                                  "10000,100000")
+    parser.add_argument(
+        "--rss", default="", help="sizes for the RSS growth check, e.g. 10000,100000"
+    )
     parser.add_argument("--json", dest="json_path")
     parser.add_argument("--worker")
     parser.add_argument("--project", default="bench")
@@ -193,17 +230,24 @@ def main() -> int:
         methods = args.methods.split(",")
         runs: dict[str, list[dict]] = {m: [] for m in methods}
         for rep in range(args.reps):
-            order = methods[rep % len(methods):] + methods[:rep % len(methods)]
+            order = methods[rep % len(methods) :] + methods[: rep % len(methods)]
             for method in order:
                 result = measure(method, "bench", args.docs, env, args.extra)
                 runs[method].append(result)
-                print(f"rep {rep + 1} {method:<8} {result['seconds']:7.2f} s "
-                      f"{result['docs_per_s']:9.0f} docs/s  {result['rss_mb']:6.1f} MB",
-                      file=sys.stderr)
-        summary = {m: {"median_docs_per_s": statistics.median(r["docs_per_s"] for r in rs),
-                       "median_seconds": statistics.median(r["seconds"] for r in rs),
-                       "peak_rss_mb": max(r["rss_mb"] for r in rs), "runs": rs}
-                   for m, rs in runs.items()}
+                print(
+                    f"rep {rep + 1} {method:<8} {result['seconds']:7.2f} s "
+                    f"{result['docs_per_s']:9.0f} docs/s  {result['rss_mb']:6.1f} MB",
+                    file=sys.stderr,
+                )
+        summary = {
+            m: {
+                "median_docs_per_s": statistics.median(r["docs_per_s"] for r in rs),
+                "median_seconds": statistics.median(r["seconds"] for r in rs),
+                "peak_rss_mb": max(r["rss_mb"] for r in rs),
+                "runs": rs,
+            }
+            for m, rs in runs.items()
+        }
         ratios = {}
 
         def ratio(name: str, a: str, b: str) -> None:
@@ -217,23 +261,34 @@ def main() -> int:
         if args.rss:
             sizes = [int(s) for s in args.rss.split(",")]
             for method in ("script", "dry-run", "apply"):
-                rss[method] = {str(n): measure(method, "bench", n, env, args.extra)["rss_mb"]
-                               for n in sizes}
+                rss[method] = {
+                    str(n): measure(method, "bench", n, env, args.extra)["rss_mb"] for n in sizes
+                }
         print(f"\nN = {args.docs} documents, {args.reps} repetitions, medians\n")
         print(f"{'method':<10}{'docs/s':>10}{'seconds':>10}{'peak RSS MB':>14}")
         for m, s in summary.items():
-            print(f"{m:<10}{s['median_docs_per_s']:>10.0f}{s['median_seconds']:>10.2f}"
-                  f"{s['peak_rss_mb']:>14.1f}")
+            print(
+                f"{m:<10}{s['median_docs_per_s']:>10.0f}{s['median_seconds']:>10.2f}"
+                f"{s['peak_rss_mb']:>14.1f}"
+            )
         print()
         for name, value in ratios.items():
             print(f"{name:<20} {value:6.2f}x")
         for method, sizes in rss.items():
             values = list(sizes.values())
-            print(f"peak RSS {method:<8} " + "  ".join(f"N={n}: {v:.1f} MB" for n, v in
-                                                      sizes.items())
-                  + f"  (growth {values[-1] - values[0]:+.1f} MB)")
-        report = {"docs": args.docs, "reps": args.reps, "summary": summary, "ratios": ratios,
-                  "rss_growth": rss, "fsmigrate_options": args.extra}
+            print(
+                f"peak RSS {method:<8} "
+                + "  ".join(f"N={n}: {v:.1f} MB" for n, v in sizes.items())
+                + f"  (growth {values[-1] - values[0]:+.1f} MB)"
+            )
+        report = {
+            "docs": args.docs,
+            "reps": args.reps,
+            "summary": summary,
+            "ratios": ratios,
+            "rss_growth": rss,
+            "fsmigrate_options": args.extra,
+        }
         if args.json_path:
             Path(args.json_path).write_text(json.dumps(report, indent=2))
         return 0

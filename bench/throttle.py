@@ -24,6 +24,7 @@ are not part of the measurement):
               `git archive COMMIT | tar -x -C DIR`), that code's apply is measured in the
               same rotation, so the comparison does not depend on the machine's load.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,8 +63,10 @@ def seed(project: str, total: int) -> None:
     client = firestore.Client(project=project)
     batch, count = client.batch(), 0
     for i in range(total):
-        batch.set(client.document(f"{COLLECTION}/d{i:07d}"),
-                  {"n": i, "status": "stale", "payload": "x" * 120})
+        batch.set(
+            client.document(f"{COLLECTION}/d{i:07d}"),
+            {"n": i, "status": "stale", "payload": "x" * 120},
+        )
         count += 1
         if count == 500:
             batch.commit()
@@ -80,8 +83,20 @@ def worker(project: str, migrations: str, max_rate: str) -> None:
     from fsmigrate.scripts.operations import parse_timestamp
 
     with tempfile.TemporaryDirectory() as tmp:
-        args = ["--project", project, "--state", f"{tmp}/state.db", "--migrations", migrations,
-                "upgrade", "--quiet", "--format", "json", "--max-rate", max_rate]
+        args = [
+            "--project",
+            project,
+            "--state",
+            f"{tmp}/state.db",
+            "--migrations",
+            migrations,
+            "upgrade",
+            "--quiet",
+            "--format",
+            "json",
+            "--max-rate",
+            max_rate,
+        ]
         out = io.StringIO()
         start = time.perf_counter()
         with contextlib.redirect_stdout(out):
@@ -95,9 +110,18 @@ def worker(project: str, migrations: str, max_rate: str) -> None:
             per_commit[when] = per_commit.get(when, 0) + 1
     commits = sorted((parse_timestamp(t).timestamp(), n) for t, n in per_commit.items())
     writing = commits[-1][0] - commits[0][0] + commits[0][1] / float(max_rate)
-    print(json.dumps({"seconds": seconds, "write_seconds": writing, "commits": len(commits),
-                      "committed": run["committed"], "actual": run["actual"],
-                      "traffic": run["traffic"]}))
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "write_seconds": writing,
+                "commits": len(commits),
+                "committed": run["committed"],
+                "actual": run["actual"],
+                "traffic": run["traffic"],
+            }
+        )
+    )
 
 
 def throttled(project: str, deletes: int, max_rate: float, env: dict, migrations: Path) -> dict:
@@ -105,9 +129,23 @@ def throttled(project: str, deletes: int, max_rate: float, env: dict, migrations
 
     emulator.reset(env["FIRESTORE_EMULATOR_HOST"], project)
     seed(project, deletes)
-    out = subprocess.run([sys.executable, __file__, "--worker", "--project", project,
-                          "--migrations", str(migrations), "--max-rate", str(max_rate)],
-                         env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--worker",
+            "--project",
+            project,
+            "--migrations",
+            str(migrations),
+            "--max-rate",
+            str(max_rate),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -116,8 +154,12 @@ def main() -> int:
     parser.add_argument("--deletes", type=int, default=20_000)
     parser.add_argument("--max-rate", type=float, default=2000.0)
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--docs", type=int, default=50_000,
-                        help="documents of the unthrottled comparison (0: skip it)")
+    parser.add_argument(
+        "--docs",
+        type=int,
+        default=50_000,
+        help="documents of the unthrottled comparison (0: skip it)",
+    )
     parser.add_argument("--cleanup-reps", type=int, default=3)
     parser.add_argument("--baseline", help="a copy of the code from before, measured too")
     parser.add_argument("--json", dest="json_path")
@@ -130,8 +172,9 @@ def main() -> int:
         return 0
 
     import cleanup
-    from fsmigrate.firestore import emulator
+
     from fsmigrate.engine.traffic import Limits
+    from fsmigrate.firestore import emulator
 
     emu = emulator.start(log_dir=Path(tempfile.mkdtemp()))
     env = {**os.environ, "FIRESTORE_EMULATOR_HOST": emu.host_port}
@@ -148,57 +191,83 @@ def main() -> int:
             result["ratio"] = result["write_seconds"] / schedule
             result["command_ratio"] = result["seconds"] / schedule
             capped.append(result)
-            print(f"rep {rep + 1} throttled: deletes {result['write_seconds']:6.2f} s, "
-                  f"command {result['seconds']:6.2f} s (schedule {schedule:.2f} s, ratios "
-                  f"{result['ratio']:.3f} and {result['command_ratio']:.3f}; waited "
-                  f"{result['traffic']['waited_seconds']:.2f} s)", file=sys.stderr)
+            print(
+                f"rep {rep + 1} throttled: deletes {result['write_seconds']:6.2f} s, "
+                f"command {result['seconds']:6.2f} s (schedule {schedule:.2f} s, ratios "
+                f"{result['ratio']:.3f} and {result['command_ratio']:.3f}; waited "
+                f"{result['traffic']['waited_seconds']:.2f} s)",
+                file=sys.stderr,
+            )
 
         benches = {"script": (cleanup, "script"), "apply": (cleanup, "apply")}
         if args.baseline:
             spec = importlib.util.spec_from_file_location(
-                "baseline_cleanup", Path(args.baseline) / "bench" / "cleanup.py")
+                "baseline_cleanup", Path(args.baseline) / "bench" / "cleanup.py"
+            )
             baseline = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(baseline)
             benches["apply-baseline"] = (baseline, "apply")
         names = list(benches)
         cleanup_runs: dict[str, list[dict]] = {name: [] for name in names}
         for rep in range(args.cleanup_reps if args.docs else 0):
-            for name in names[rep % len(names):] + names[:rep % len(names)]:
+            for name in names[rep % len(names) :] + names[: rep % len(names)]:
                 module, method = benches[name]
                 result = module.measure(method, "bench", args.docs, env, [])
                 cleanup_runs[name].append(result)
-                print(f"rep {rep + 1} {name:<15} {result['seconds']:7.2f} s "
-                      f"{result['docs_per_s']:9.0f} docs/s", file=sys.stderr)
+                print(
+                    f"rep {rep + 1} {name:<15} {result['seconds']:7.2f} s "
+                    f"{result['docs_per_s']:9.0f} docs/s",
+                    file=sys.stderr,
+                )
 
         report: dict = {}
         if capped:
             ratio = statistics.median(r["ratio"] for r in capped)
             command = statistics.median(r["command_ratio"] for r in capped)
-            print(f"\nthrottled: {args.deletes} deletes at --max-rate {args.max_rate:g}, "
-                  f"{args.reps} repetitions, medians")
-            print(f"  schedule {schedule:.2f} s; the deletes took "
-                  f"{statistics.median(r['write_seconds'] for r in capped):.2f} s, ratio "
-                  f"{ratio:.3f} ({'within' if abs(ratio - 1) <= 0.05 else 'NOT within'} 5%); "
-                  f"the whole command {statistics.median(r['seconds'] for r in capped):.2f} "
-                  f"s, ratio {command:.3f}")
-            report["throttled"] = {"deletes": args.deletes, "max_rate": args.max_rate,
-                                   "schedule_seconds": schedule, "median_ratio": ratio,
-                                   "median_command_ratio": command, "runs": capped}
+            print(
+                f"\nthrottled: {args.deletes} deletes at --max-rate {args.max_rate:g}, "
+                f"{args.reps} repetitions, medians"
+            )
+            print(
+                f"  schedule {schedule:.2f} s; the deletes took "
+                f"{statistics.median(r['write_seconds'] for r in capped):.2f} s, ratio "
+                f"{ratio:.3f} ({'within' if abs(ratio - 1) <= 0.05 else 'NOT within'} 5%); "
+                f"the whole command {statistics.median(r['seconds'] for r in capped):.2f} "
+                f"s, ratio {command:.3f}"
+            )
+            report["throttled"] = {
+                "deletes": args.deletes,
+                "max_rate": args.max_rate,
+                "schedule_seconds": schedule,
+                "median_ratio": ratio,
+                "median_command_ratio": command,
+                "runs": capped,
+            }
         if cleanup_runs["apply"]:
-            med = {m: statistics.median(r["docs_per_s"] for r in rs)
-                   for m, rs in cleanup_runs.items()}
-            print(f"unthrottled: {args.docs} heartbeat documents, {args.cleanup_reps} "
-                  f"repetitions, medians")
-            print(f"  script {med['script']:.0f} docs/s, apply {med['apply']:.0f} docs/s, "
-                  f"apply_vs_script {med['apply'] / med['script']:.2f}x")
-            report["unthrottled"] = {"docs": args.docs, "median_docs_per_s": med,
-                                     "apply_vs_script": med["apply"] / med["script"],
-                                     "runs": cleanup_runs}
+            med = {
+                m: statistics.median(r["docs_per_s"] for r in rs) for m, rs in cleanup_runs.items()
+            }
+            print(
+                f"unthrottled: {args.docs} heartbeat documents, {args.cleanup_reps} "
+                f"repetitions, medians"
+            )
+            print(
+                f"  script {med['script']:.0f} docs/s, apply {med['apply']:.0f} docs/s, "
+                f"apply_vs_script {med['apply'] / med['script']:.2f}x"
+            )
+            report["unthrottled"] = {
+                "docs": args.docs,
+                "median_docs_per_s": med,
+                "apply_vs_script": med["apply"] / med["script"],
+                "runs": cleanup_runs,
+            }
             if "apply-baseline" in med:
                 before = med["apply-baseline"]
-                print(f"  the code from before ({args.baseline}): apply {before:.0f} docs/s, "
-                      f"apply_vs_script {before / med['script']:.2f}x; apply now vs before "
-                      f"{med['apply'] / before:.2f}x")
+                print(
+                    f"  the code from before ({args.baseline}): apply {before:.0f} docs/s, "
+                    f"apply_vs_script {before / med['script']:.2f}x; apply now vs before "
+                    f"{med['apply'] / before:.2f}x"
+                )
                 report["unthrottled"]["baseline_apply_vs_script"] = before / med["script"]
                 report["unthrottled"]["apply_vs_baseline"] = med["apply"] / before
         if args.json_path:

@@ -17,6 +17,7 @@ Examples:
   bin/cleanup-heartbeat-docs.py --project my-proj            # dry-run: read the report
   bin/cleanup-heartbeat-docs.py --project my-proj --apply    # asks before a real project
 """
+
 from __future__ import annotations
 
 import os
@@ -28,12 +29,15 @@ VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
 
 try:
     import click
+
     from fsmigrate.cli import cli
 except ImportError:  # run with a python that lacks the install: use the project's .venv
     if VENV_PYTHON.exists() and Path(sys.prefix).resolve() != (ROOT / ".venv").resolve():
         os.execv(str(VENV_PYTHON), [str(VENV_PYTHON), *sys.argv])
-    sys.exit("cleanup-heartbeat-docs: fsmigrate is not installed; run bin/setup (or "
-             "bin/demo / bin/test, which run it) first")
+    sys.exit(
+        "cleanup-heartbeat-docs: fsmigrate is not installed; run bin/setup (or "
+        "bin/demo / bin/test, which run it) first"
+    )
 
 MIGRATION = "0001"
 
@@ -42,16 +46,38 @@ MIGRATION = "0001"
 @click.option("--apply", "apply_", is_flag=True, help="Execute (default: dry-run only).")
 @click.option("--project", envvar="FSMIGRATE_PROJECT", help="Google Cloud project.")
 @click.option("--database", default=None, help="Firestore database [default: (default)].")
-@click.option("--state", envvar="FSMIGRATE_STATE", default="state.db", show_default=True,
-              help="SQLite state file.")
-@click.option("--report", "report_path", default=None,
-              help="Also write the full report here (.md, .json or text).")
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]),
-              default="text", show_default=True)
+@click.option(
+    "--state",
+    envvar="FSMIGRATE_STATE",
+    default="state.db",
+    show_default=True,
+    help="SQLite state file.",
+)
+@click.option(
+    "--report",
+    "report_path",
+    default=None,
+    help="Also write the full report here (.md, .json or text).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "markdown"]),
+    default="text",
+    show_default=True,
+)
 @click.option("--yes", is_flag=True, help="Do not ask before applying to a real project.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def main(apply_: bool, project: str | None, database: str | None, state: str,
-         report_path: str | None, fmt: str, yes: bool, quiet: bool) -> None:
+def main(
+    apply_: bool,
+    project: str | None,
+    database: str | None,
+    state: str,
+    report_path: str | None,
+    fmt: str,
+    yes: bool,
+    quiet: bool,
+) -> None:
     args = ["--state", state, "--migrations", str(ROOT / "migrations")]
     if project:
         args += ["--project", project]

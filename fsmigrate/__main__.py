@@ -1,4 +1,5 @@
 """`python -m fsmigrate` is the `fsmigrate` command."""
+
 from fsmigrate.cli import main
 
 main()

@@ -15,47 +15,98 @@ them prints or exits: errors are `FsMigrateError` subclasses (each with the exit
 CLI uses), progress is reported through a `Progress` object, and an apply to a real
 project asks `confirm(prompt)`; without one it is refused (`ConfirmationRequired`).
 """
+
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
 import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, NamedTuple, Optional, Sequence, Union
+from typing import Any, NamedTuple, Optional, Union
 
-from fsmigrate import checks
-from fsmigrate.report import audit as audit_report
-from fsmigrate.scripts import drift
-from fsmigrate import times
-from fsmigrate.scripts import planfile
-from fsmigrate.report import runs as report
-from fsmigrate.scripts import loader as scripts
-from fsmigrate.engine import testhooks
-from fsmigrate.engine import traffic
+from fsmigrate import checks, times
 from fsmigrate.checks import CheckResult
-from fsmigrate.scripts.archive import ArchiveUnavailable, unavailable as _archive_gone
-from fsmigrate.errors import Aborted, FsMigrateError, FsMigrateWarning, RunNotFound, ScriptsChanged, StateNotFound, UsageError
-from fsmigrate.engine.lease import DEFAULT_TTL, Lease, break_lock as _break_lock, describe as _describe
-from fsmigrate.lint import Report as LintReport, lint_paths
+from fsmigrate.engine import testhooks, traffic
+from fsmigrate.engine.batching import (
+    DEFAULT_BATCH_BYTES,
+    MAX_BATCH,
+    MAX_BATCH_BYTES,
+    MIN_BATCH_BYTES,
+)
+from fsmigrate.engine.lease import DEFAULT_TTL, Lease
+from fsmigrate.engine.lease import break_lock as _break_lock
+from fsmigrate.engine.lease import describe as _describe
 from fsmigrate.engine.markers import DEFAULT_ROOT, Markers
-from fsmigrate.state.prune import PruneResult, parse_before, prune as _prune
-from fsmigrate.scripts.restore import check as _restorable, restore_script
-from fsmigrate.engine.batching import DEFAULT_BATCH_BYTES, MAX_BATCH, MAX_BATCH_BYTES, MIN_BATCH_BYTES
 from fsmigrate.engine.run import Distributor, NoProgress, Progress
 from fsmigrate.engine.runner import MAX_CONCURRENCY, Runner
-from fsmigrate.state.database import State, new_id
-from fsmigrate.state.runs import RunResult
+from fsmigrate.errors import (
+    Aborted,
+    FsMigrateError,
+    FsMigrateWarning,
+    RunNotFound,
+    ScriptsChanged,
+    StateNotFound,
+    UsageError,
+)
 from fsmigrate.firestore.store import Store, Target, target_from_env
+from fsmigrate.lint import Report as LintReport
+from fsmigrate.lint import lint_paths
+from fsmigrate.report import audit as audit_report
+from fsmigrate.report import runs as report
+from fsmigrate.scripts import drift, planfile
+from fsmigrate.scripts import loader as scripts
+from fsmigrate.scripts.archive import ArchiveUnavailable
+from fsmigrate.scripts.archive import unavailable as _archive_gone
+from fsmigrate.scripts.restore import check as _restorable
+from fsmigrate.scripts.restore import restore_script
+from fsmigrate.state.database import State, new_id
+from fsmigrate.state.prune import PruneResult, parse_before
+from fsmigrate.state.prune import prune as _prune
+from fsmigrate.state.runs import RunResult
 
 __all__ = [
-    "Config", "Progress", "NoProgress", "RunResult", "UpgradeResult", "StatusRow",
-    "StatusReport", "Finding", "RunAudit", "Marked", "LockHolder", "CheckResult",
-    "ConfirmationRequired", "FsMigrateError",
-    "upgrade", "rerun", "apply_plan", "restore", "status", "history", "verify", "audit",
-    "stamp", "resolve", "break_lock", "check", "new", "check_names", "lint", "LintReport",
-    "RunOperation", "prune", "PruneResult", "ArchiveUnavailable", "FsMigrateWarning",
-    "MAX_BATCH", "DEFAULT_BATCH_BYTES", "MIN_BATCH_BYTES", "MAX_BATCH_BYTES", "MAX_CONCURRENCY",
+    "Config",
+    "Progress",
+    "NoProgress",
+    "RunResult",
+    "UpgradeResult",
+    "StatusRow",
+    "StatusReport",
+    "Finding",
+    "RunAudit",
+    "Marked",
+    "LockHolder",
+    "CheckResult",
+    "ConfirmationRequired",
+    "FsMigrateError",
+    "upgrade",
+    "rerun",
+    "apply_plan",
+    "restore",
+    "status",
+    "history",
+    "verify",
+    "audit",
+    "stamp",
+    "resolve",
+    "break_lock",
+    "check",
+    "new",
+    "check_names",
+    "lint",
+    "LintReport",
+    "RunOperation",
+    "prune",
+    "PruneResult",
+    "ArchiveUnavailable",
+    "FsMigrateWarning",
+    "MAX_BATCH",
+    "DEFAULT_BATCH_BYTES",
+    "MIN_BATCH_BYTES",
+    "MAX_BATCH_BYTES",
+    "MAX_CONCURRENCY",
     "DEFAULT_MARKERS",
 ]
 DEFAULT_MARKERS = DEFAULT_ROOT
@@ -70,8 +121,7 @@ class ConfirmationRequired(FsMigrateError):
 
     def __init__(self, prompt: str) -> None:
         self.prompt = prompt
-        super().__init__(f"{prompt} not confirmed: pass confirm= (the CLI asks, or takes "
-                         "--yes)")
+        super().__init__(f"{prompt} not confirmed: pass confirm= (the CLI asks, or takes --yes)")
 
 
 # ---- configuration -------------------------------------------------------------------------
@@ -92,8 +142,9 @@ class Config:
 
     def __post_init__(self) -> None:
         if not self.markers_collection or "/" in self.markers_collection:
-            raise UsageError(f"markers collection {self.markers_collection!r} must be a "
-                             "top-level collection id")
+            raise UsageError(
+                f"markers collection {self.markers_collection!r} must be a top-level collection id"
+            )
 
     @property
     def state_path(self) -> Path:
@@ -158,7 +209,7 @@ class UpgradeResult:
     def planned(self) -> int:
         return sum(r.planned for r in self.runs)
 
-    def operations(self, run_id: str) -> Iterator["RunOperation"]:
+    def operations(self, run_id: str) -> Iterator[RunOperation]:
         """One of these runs' operations in order, as (kind, path, status). A dry-run's
         are read from this result's open state file (the file itself keeps only its counts
         unless it wrote a plan)."""
@@ -220,7 +271,7 @@ class RunAudit:
             raise gone
         return audit_report.export_before_images(self.state, self.run.run_id)
 
-    def operations(self) -> Iterator["RunOperation"]:
+    def operations(self) -> Iterator[RunOperation]:
         """The run's operations in order, as (kind, path, status)."""
         return _operations(self.state, self.run.run_id)
 
@@ -269,20 +320,30 @@ def _prepare(cfg: Config) -> tuple[Target, scripts.Chain, State]:
     return target, chain, state
 
 
-def _findings(cfg: Config, chain: scripts.Chain, target: Target, state: Optional[State],
-              markers: Optional[dict[str, dict[str, Any]]] = None) -> list[dict[str, Any]]:
+def _findings(
+    cfg: Config,
+    chain: scripts.Chain,
+    target: Target,
+    state: Optional[State],
+    markers: Optional[dict[str, dict[str, Any]]] = None,
+) -> list[dict[str, Any]]:
     local = state.applied(target.project, target.database) if state else {}
-    return drift.findings(chain, local, markers, migrations=cfg.migrations_path,
-                             state_path=cfg.state_path)
+    return drift.findings(
+        chain, local, markers, migrations=cfg.migrations_path, state_path=cfg.state_path
+    )
 
 
-def _adopt_markers(cfg: Config, chain: scripts.Chain, target: Target, state: State,
-                   markers: Markers) -> None:
+def _adopt_markers(
+    cfg: Config, chain: scripts.Chain, target: Target, state: State, markers: Markers
+) -> None:
     """Record locally what the database's markers say is applied; refuse a marker whose
     script differs from ours (like a local checksum drift)."""
     found = markers.read()
-    changed = [f for f in drift.blocking(_findings(cfg, chain, target, None, found))
-               if f["problem"] != "no marker"]
+    changed = [
+        f
+        for f in drift.blocking(_findings(cfg, chain, target, None, found))
+        if f["problem"] != "no marker"
+    ]
     if changed:
         raise ScriptsChanged(changed[0]["message"] + "; see `fsmigrate verify`")
     local = state.applied(target.project, target.database)
@@ -292,8 +353,9 @@ def _adopt_markers(cfg: Config, chain: scripts.Chain, target: Target, state: Sta
 
 
 @contextlib.contextmanager
-def _holding_lease(cfg: Config, store: Store, command: str, enabled: bool,
-                   warnings: list[str]) -> Iterator[Optional[Lease]]:
+def _holding_lease(
+    cfg: Config, store: Store, command: str, enabled: bool, warnings: list[str]
+) -> Iterator[Optional[Lease]]:
     if not enabled:
         yield None
         return
@@ -307,8 +369,9 @@ def _holding_lease(cfg: Config, store: Store, command: str, enabled: bool,
         lease.release()
 
 
-def _confirm(target: Target, todo: Sequence[scripts.Script], dry_run: bool,
-             confirm: Optional[Confirm]) -> None:
+def _confirm(
+    target: Target, todo: Sequence[scripts.Script], dry_run: bool, confirm: Optional[Confirm]
+) -> None:
     if not todo or dry_run or target.is_emulator:
         return
     revs = ", ".join(s.revision for s in todo)
@@ -323,20 +386,36 @@ def _ask(confirm: Optional[Confirm], prompt: str) -> None:
         raise Aborted("declined at the prompt")
 
 
-def _limits(cfg: Config, max_rate: Optional[float], ramp: Optional[bool],
-            ramp_start: Optional[float]) -> traffic.Limits:
+def _limits(
+    cfg: Config, max_rate: Optional[float], ramp: Optional[bool], ramp_start: Optional[float]
+) -> traffic.Limits:
     """The traffic limits of a writing command, checked before anything is written."""
-    return traffic.resolve(emulator=cfg.target().is_emulator, max_rate=max_rate, ramp=ramp,
-                           ramp_start=ramp_start)
+    return traffic.resolve(
+        emulator=cfg.target().is_emulator, max_rate=max_rate, ramp=ramp, ramp_start=ramp_start
+    )
 
 
-def _execute(cfg: Config, target: Target, chain: scripts.Chain, state: State,
-             select: Callable[[], list[scripts.Script]], *, command: str, dry_run: bool,
-             batch_size: int, batch_bytes: int, concurrency: int, limits: traffic.Limits,
-             progress: Optional[Progress], confirm: Optional[Confirm], kind: str = "upgrade",
-             source: Optional[str] = None, plan_out: Optional[PathLike] = None,
-             plan_digest: Optional[str] = None,
-             distributor: Optional[Distributor] = None) -> UpgradeResult:
+def _execute(
+    cfg: Config,
+    target: Target,
+    chain: scripts.Chain,
+    state: State,
+    select: Callable[[], list[scripts.Script]],
+    *,
+    command: str,
+    dry_run: bool,
+    batch_size: int,
+    batch_bytes: int,
+    concurrency: int,
+    limits: traffic.Limits,
+    progress: Optional[Progress],
+    confirm: Optional[Confirm],
+    kind: str = "upgrade",
+    source: Optional[str] = None,
+    plan_out: Optional[PathLike] = None,
+    plan_digest: Optional[str] = None,
+    distributor: Optional[Distributor] = None,
+) -> UpgradeResult:
     """Run (or plan) the selected migrations in order; the one path for every command
     that writes. An apply holds the target's lease from before it reads what is pending
     until it is done, so two runners never both apply; its commits wait on one limiter
@@ -355,18 +434,35 @@ def _execute(cfg: Config, target: Target, chain: scripts.Chain, state: State,
         with _holding_lease(cfg, store, command, bool(todo) and not dry_run, warnings) as lease:
             _adopt_markers(cfg, chain, target, state, markers)
             todo = select()  # what was applied meanwhile, here or elsewhere, is not pending
-            runner = Runner(store, state, chain, batch_size=batch_size, progress=progress,
-                            guard=lease.check if lease else None, concurrency=concurrency,
-                            markers=markers, batch_bytes=batch_bytes, limits=limits,
-                            traffic=None if dry_run else traffic.make(limits),
-                            capture_writes=plan_out is not None, distributor=distributor,
-                            lease_holder=lease.holder_id if lease else None)
+            runner = Runner(
+                store,
+                state,
+                chain,
+                batch_size=batch_size,
+                progress=progress,
+                guard=lease.check if lease else None,
+                concurrency=concurrency,
+                markers=markers,
+                batch_bytes=batch_bytes,
+                limits=limits,
+                traffic=None if dry_run else traffic.make(limits),
+                capture_writes=plan_out is not None,
+                distributor=distributor,
+                lease_holder=lease.holder_id if lease else None,
+            )
             for script in todo:
-                runner.run(script, dry_run=dry_run, invocation=invocation, kind=kind,
-                           source=source, plan_digest=plan_digest)
+                runner.run(
+                    script,
+                    dry_run=dry_run,
+                    invocation=invocation,
+                    kind=kind,
+                    source=source,
+                    plan_digest=plan_digest,
+                )
             if plan_out is not None:
-                result.plan = planfile.write_plan(state, state.runs_of(invocation), target,
-                                                  invocation, Path(plan_out))
+                result.plan = planfile.write_plan(
+                    state, state.runs_of(invocation), target, invocation, Path(plan_out)
+                )
                 state.set_plan_digest(state.runs_of(invocation), result.plan.digest)
     except FsMigrateError as exc:
         result.runs = _runs_of(state, invocation)
@@ -379,8 +475,9 @@ def _execute(cfg: Config, target: Target, chain: scripts.Chain, state: State,
 RUNNERS = ("local", "beam")
 
 
-def _distributor(runner: str, workers: int,
-                 beam_options: Optional[Mapping[str, str]]) -> Optional[Distributor]:
+def _distributor(
+    runner: str, workers: int, beam_options: Optional[Mapping[str, str]]
+) -> Optional[Distributor]:
     """None for the local runner; the Beam coordinator for `runner="beam"`."""
     if runner not in RUNNERS:
         raise UsageError(f"runner must be one of {', '.join(RUNNERS)}, got {runner!r}")
@@ -407,13 +504,24 @@ def _runs_of(state: State, invocation: str) -> list[RunResult]:
 # ---- commands that write -------------------------------------------------------------------
 
 
-def upgrade(cfg: Config, *, dry_run: bool = False, to: Optional[str] = None,
-            batch_size: int = MAX_BATCH, batch_bytes: int = DEFAULT_BATCH_BYTES,
-            concurrency: int = 1, plan_out: Optional[PathLike] = None,
-            max_rate: Optional[float] = None, ramp: Optional[bool] = None,
-            ramp_start: Optional[float] = None, progress: Optional[Progress] = None,
-            confirm: Optional[Confirm] = None, runner: str = "local", workers: int = 2,
-            beam_options: Optional[Mapping[str, str]] = None) -> UpgradeResult:
+def upgrade(
+    cfg: Config,
+    *,
+    dry_run: bool = False,
+    to: Optional[str] = None,
+    batch_size: int = MAX_BATCH,
+    batch_bytes: int = DEFAULT_BATCH_BYTES,
+    concurrency: int = 1,
+    plan_out: Optional[PathLike] = None,
+    max_rate: Optional[float] = None,
+    ramp: Optional[bool] = None,
+    ramp_start: Optional[float] = None,
+    progress: Optional[Progress] = None,
+    confirm: Optional[Confirm] = None,
+    runner: str = "local",
+    workers: int = 2,
+    beam_options: Optional[Mapping[str, str]] = None,
+) -> UpgradeResult:
     """Run the pending migrations in order (or plan them with `dry_run`); with `plan_out`
     (dry-run only), also write the reviewed plan file for `apply_plan`.
 
@@ -428,8 +536,9 @@ def upgrade(cfg: Config, *, dry_run: bool = False, to: Optional[str] = None,
     5 minutes. A dry-run estimates the apply's reads, writes, deletes, archive bytes and
     time at those limits."""
     if plan_out is not None and not dry_run:
-        raise UsageError("--plan-out needs --dry-run (a plan is reviewed, then applied with "
-                         "`fsmigrate apply`)")
+        raise UsageError(
+            "--plan-out needs --dry-run (a plan is reviewed, then applied with `fsmigrate apply`)"
+        )
     limits = _limits(cfg, max_rate, ramp, ramp_start)
     distributor = _distributor(runner, workers, beam_options)
     target, chain, state = _prepare(cfg)
@@ -439,18 +548,42 @@ def upgrade(cfg: Config, *, dry_run: bool = False, to: Optional[str] = None,
     def pending() -> list[scripts.Script]:
         return chain.pending(set(state.applied(target.project, target.database)), to)
 
-    return _execute(cfg, target, chain, state, pending, command="upgrade", dry_run=dry_run,
-                    batch_size=batch_size, batch_bytes=batch_bytes, concurrency=concurrency,
-                    limits=limits, progress=progress, confirm=confirm, plan_out=plan_out,
-                    distributor=distributor)
+    return _execute(
+        cfg,
+        target,
+        chain,
+        state,
+        pending,
+        command="upgrade",
+        dry_run=dry_run,
+        batch_size=batch_size,
+        batch_bytes=batch_bytes,
+        concurrency=concurrency,
+        limits=limits,
+        progress=progress,
+        confirm=confirm,
+        plan_out=plan_out,
+        distributor=distributor,
+    )
 
 
-def rerun(cfg: Config, revision: str, *, dry_run: bool = False, batch_size: int = MAX_BATCH,
-          batch_bytes: int = DEFAULT_BATCH_BYTES, concurrency: int = 1,
-          max_rate: Optional[float] = None, ramp: Optional[bool] = None,
-          ramp_start: Optional[float] = None, progress: Optional[Progress] = None,
-          confirm: Optional[Confirm] = None, runner: str = "local", workers: int = 2,
-          beam_options: Optional[Mapping[str, str]] = None) -> UpgradeResult:
+def rerun(
+    cfg: Config,
+    revision: str,
+    *,
+    dry_run: bool = False,
+    batch_size: int = MAX_BATCH,
+    batch_bytes: int = DEFAULT_BATCH_BYTES,
+    concurrency: int = 1,
+    max_rate: Optional[float] = None,
+    ramp: Optional[bool] = None,
+    ramp_start: Optional[float] = None,
+    progress: Optional[Progress] = None,
+    confirm: Optional[Confirm] = None,
+    runner: str = "local",
+    workers: int = 2,
+    beam_options: Optional[Mapping[str, str]] = None,
+) -> UpgradeResult:
     """Run one `repeatable = True` migration again, applied or not (traffic and runner
     options as for `upgrade`)."""
     limits = _limits(cfg, max_rate, ramp, ramp_start)
@@ -458,28 +591,53 @@ def rerun(cfg: Config, revision: str, *, dry_run: bool = False, batch_size: int 
     target, chain, state = _prepare(cfg)
     script = chain.get(revision)
     if not script.repeatable:
-        raise UsageError(f"revision {revision} ({script.path}) is not repeatable; only scripts "
-                         "with `repeatable = True` can be rerun")
+        raise UsageError(
+            f"revision {revision} ({script.path}) is not repeatable; only scripts "
+            "with `repeatable = True` can be rerun"
+        )
 
     def todo() -> list[scripts.Script]:
         applied = set(state.applied(target.project, target.database))
         before = [s.revision for s in chain.pending(applied, revision) if s.revision != revision]
         if before:
-            raise UsageError(f"revision(s) {', '.join(before)} come before {revision} and are "
-                             f"not applied; run `fsmigrate upgrade --to {before[-1]}` first")
+            raise UsageError(
+                f"revision(s) {', '.join(before)} come before {revision} and are "
+                f"not applied; run `fsmigrate upgrade --to {before[-1]}` first"
+            )
         return [script]
 
-    return _execute(cfg, target, chain, state, todo, command=f"rerun {revision}", kind="rerun",
-                    dry_run=dry_run, batch_size=batch_size, batch_bytes=batch_bytes,
-                    concurrency=concurrency, limits=limits, progress=progress,
-                    confirm=confirm, distributor=distributor)
+    return _execute(
+        cfg,
+        target,
+        chain,
+        state,
+        todo,
+        command=f"rerun {revision}",
+        kind="rerun",
+        dry_run=dry_run,
+        batch_size=batch_size,
+        batch_bytes=batch_bytes,
+        concurrency=concurrency,
+        limits=limits,
+        progress=progress,
+        confirm=confirm,
+        distributor=distributor,
+    )
 
 
-def apply_plan(cfg: Config, path: PathLike, *, batch_size: int = MAX_BATCH,
-               batch_bytes: int = DEFAULT_BATCH_BYTES, concurrency: int = 1,
-               max_rate: Optional[float] = None, ramp: Optional[bool] = None,
-               ramp_start: Optional[float] = None, progress: Optional[Progress] = None,
-               confirm: Optional[Confirm] = None) -> UpgradeResult:
+def apply_plan(
+    cfg: Config,
+    path: PathLike,
+    *,
+    batch_size: int = MAX_BATCH,
+    batch_bytes: int = DEFAULT_BATCH_BYTES,
+    concurrency: int = 1,
+    max_rate: Optional[float] = None,
+    ramp: Optional[bool] = None,
+    ramp_start: Optional[float] = None,
+    progress: Optional[Progress] = None,
+    confirm: Optional[Confirm] = None,
+) -> UpgradeResult:
     """Apply a reviewed plan file exactly: verified whole before any write (counts,
     digests, each line against its `Write`), then its operations, nothing re-planned
     (traffic options as for `upgrade`)."""
@@ -492,20 +650,41 @@ def apply_plan(cfg: Config, path: PathLike, *, batch_size: int = MAX_BATCH,
         target, chain, state = _prepare(cfg)
         plan.verify(max_write_bytes=batch_bytes)
         select = drift.plan_scripts(plan, target, chain, state)
-        return _execute(cfg, target, chain, state, select, command=f"apply {plan_path.name}",
-                        kind="plan", source=plan.plan_id, plan_digest=plan.digest,
-                        dry_run=False, batch_size=batch_size, batch_bytes=batch_bytes,
-                        concurrency=concurrency, limits=limits, progress=progress,
-                        confirm=confirm)
+        return _execute(
+            cfg,
+            target,
+            chain,
+            state,
+            select,
+            command=f"apply {plan_path.name}",
+            kind="plan",
+            source=plan.plan_id,
+            plan_digest=plan.digest,
+            dry_run=False,
+            batch_size=batch_size,
+            batch_bytes=batch_bytes,
+            concurrency=concurrency,
+            limits=limits,
+            progress=progress,
+            confirm=confirm,
+        )
     finally:
         plan.close()
 
 
-def restore(cfg: Config, run_id: str, *, docs: Sequence[str] = (), dry_run: bool = False,
-            batch_bytes: int = DEFAULT_BATCH_BYTES, max_rate: Optional[float] = None,
-            ramp: Optional[bool] = None, ramp_start: Optional[float] = None,
-            progress: Optional[Progress] = None,
-            confirm: Optional[Confirm] = None) -> UpgradeResult:
+def restore(
+    cfg: Config,
+    run_id: str,
+    *,
+    docs: Sequence[str] = (),
+    dry_run: bool = False,
+    batch_bytes: int = DEFAULT_BATCH_BYTES,
+    max_rate: Optional[float] = None,
+    ramp: Optional[bool] = None,
+    ramp_start: Optional[float] = None,
+    progress: Optional[Progress] = None,
+    confirm: Optional[Confirm] = None,
+) -> UpgradeResult:
     """Write run `run_id`'s archived before-images back where the document does not exist
     now (forward: a new audited run; existing documents are left alone and listed;
     traffic options as for `upgrade`)."""
@@ -516,20 +695,35 @@ def restore(cfg: Config, run_id: str, *, docs: Sequence[str] = (), dry_run: bool
     if source["mode"] != "apply":
         raise UsageError(f"run {run_id} is a {source['mode']}: it changed nothing to restore")
     if (source["project"], source["database"]) != (target.project, target.database):
-        raise UsageError(f"run {run_id} changed {source['project']}/{source['database']}, not "
-                         f"{target.project}/{target.database}; pass that --project/--database")
+        raise UsageError(
+            f"run {run_id} changed {source['project']}/{source['database']}, not "
+            f"{target.project}/{target.database}; pass that --project/--database"
+        )
     warnings = _restorable(state, source, docs)  # refuses a pruned or paths-only archive
     script = restore_script(state, source, docs)
-    result = _execute(cfg, target, cfg._chain(), state, lambda: [script],
-                      command=f"restore {run_id}", kind="restore", dry_run=dry_run,
-                      batch_size=MAX_BATCH, batch_bytes=batch_bytes, concurrency=1,
-                      limits=limits, progress=progress, confirm=confirm)
+    result = _execute(
+        cfg,
+        target,
+        cfg._chain(),
+        state,
+        lambda: [script],
+        command=f"restore {run_id}",
+        kind="restore",
+        dry_run=dry_run,
+        batch_size=MAX_BATCH,
+        batch_bytes=batch_bytes,
+        concurrency=1,
+        limits=limits,
+        progress=progress,
+        confirm=confirm,
+    )
     result.warnings.extend(warnings)
     return result
 
 
-def prune(cfg: Config, *, before: str, dry_run: bool = False,
-          confirm: Optional[Confirm] = None) -> PruneResult:
+def prune(
+    cfg: Config, *, before: str, dry_run: bool = False, confirm: Optional[Confirm] = None
+) -> PruneResult:
     """Drop the before-images and journaled writes of the target's runs finished before
     `before` (an age such as '90d', or a date): runs, counts, checksums, notes and paths
     stay; the prune is itself a run; the values are overwritten and the file rebuilt, so
@@ -548,12 +742,19 @@ def prune(cfg: Config, *, before: str, dry_run: bool = False,
     def ask(prompt: str) -> None:
         _ask(confirm, prompt)
 
-    return _prune(State.open(cfg.state_path), target.project, target.database, cutoff,
-                  dry_run=dry_run, confirm=ask)
+    return _prune(
+        State.open(cfg.state_path),
+        target.project,
+        target.database,
+        cutoff,
+        dry_run=dry_run,
+        confirm=ask,
+    )
 
 
-def _mark_by_hand(cfg: Config, revision: str, reason: str, kind: str,
-                  through: bool) -> list[Marked]:
+def _mark_by_hand(
+    cfg: Config, revision: str, reason: str, kind: str, through: bool
+) -> list[Marked]:
     target, chain, state = _prepare(cfg)
     chain.get(revision)  # an unknown revision is a usage error
     if not reason.strip():
@@ -568,16 +769,28 @@ def _mark_by_hand(cfg: Config, revision: str, reason: str, kind: str,
             raise UsageError(f"revision {revision} is already applied")
         todo = chain.pending(applied, revision)
         if not through and todo[:-1]:
-            raise UsageError(f"revision(s) {', '.join(s.revision for s in todo[:-1])} come "
-                             f"before {revision} and are not applied; resolve or apply them "
-                             "first")
+            raise UsageError(
+                f"revision(s) {', '.join(s.revision for s in todo[:-1])} come "
+                f"before {revision} and are not applied; resolve or apply them "
+                "first"
+            )
         for item in todo:
-            run_id = state.record_by_hand(project=target.project, database=target.database,
-                                          script=item, reason=reason, invocation=new_id(),
-                                          kind=kind)
-            markers.write(revision=item.revision, checksum=item.checksum,
-                          description=item.description, run_id=run_id, kind=kind,
-                          reason=reason)
+            run_id = state.record_by_hand(
+                project=target.project,
+                database=target.database,
+                script=item,
+                reason=reason,
+                invocation=new_id(),
+                kind=kind,
+            )
+            markers.write(
+                revision=item.revision,
+                checksum=item.checksum,
+                description=item.description,
+                run_id=run_id,
+                kind=kind,
+                reason=reason,
+            )
             done.append(Marked(item.revision, run_id, kind, reason))
     return done
 
@@ -636,11 +849,18 @@ def history(cfg: Config, limit: Optional[int] = None) -> list[RunResult]:
     state = State.open_readonly(cfg.state_path)
     if state is None:
         return []
-    return [RunResult.from_row(state, r) for r in state.runs(target.project, target.database, limit)]
+    return [
+        RunResult.from_row(state, r) for r in state.runs(target.project, target.database, limit)
+    ]
 
 
-def audit(cfg: Config, run_id: Optional[str] = None, *, since: Optional[str] = None,
-          limit: Optional[int] = None) -> Union[list[RunResult], RunAudit]:
+def audit(
+    cfg: Config,
+    run_id: Optional[str] = None,
+    *,
+    since: Optional[str] = None,
+    limit: Optional[int] = None,
+) -> Union[list[RunResult], RunAudit]:
     """Every recorded run, newest first (`since`: '7d', '12h'...), or one run with its
     operations. Read-only: never creates the state file."""
     state = State.open_readonly(cfg.state_path)

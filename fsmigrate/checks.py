@@ -15,12 +15,14 @@ threshold), drawn by the html renderer and listed by the json one.
 Nothing here prints; `fsmigrate.report.checks` turns a result into text, JSON, OpenMetrics
 or an HTML page.
 """
+
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Optional
 
 from fsmigrate.errors import FsMigrateError, UsageError
 from fsmigrate.times import rfc3339
@@ -90,11 +92,16 @@ class Series:
     unit: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "title": self.title,
-                "bucket_seconds": int(self.bucket.total_seconds()), "style": self.style,
-                "unit": self.unit, "threshold": self.threshold,
-                "threshold_label": self.threshold_label,
-                "points": [{"start": rfc3339(p.start, "auto"), "value": p.value} for p in self.points]}
+        return {
+            "name": self.name,
+            "title": self.title,
+            "bucket_seconds": int(self.bucket.total_seconds()),
+            "style": self.style,
+            "unit": self.unit,
+            "threshold": self.threshold,
+            "threshold_label": self.threshold_label,
+            "points": [{"start": rfc3339(p.start, "auto"), "value": p.value} for p in self.points],
+        }
 
 
 @dataclass
@@ -115,8 +122,12 @@ class CheckResult:
     series: list[Series] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        out = {**self.details, "check": self.check, "healthy": self.healthy,
-               "reasons": list(self.reasons)}
+        out = {
+            **self.details,
+            "check": self.check,
+            "healthy": self.healthy,
+            "reasons": list(self.reasons),
+        }
         if self.series:
             out["series"] = [s.to_json() for s in self.series]
         return out
@@ -126,8 +137,10 @@ class CheckNotFound(UsageError):
     def __init__(self, name: str, known: Sequence[str]) -> None:
         self.name = name
         listed = ", ".join(known) or "none installed"
-        super().__init__(f"no check named {name!r} (available: {listed}); checks are found "
-                         f"through the entry-point group {GROUP!r}")
+        super().__init__(
+            f"no check named {name!r} (available: {listed}); checks are found "
+            f"through the entry-point group {GROUP!r}"
+        )
 
 
 class CheckBroken(FsMigrateError):
@@ -186,8 +199,10 @@ def resolve_options(info: CheckInfo, given: Mapping[str, Any]) -> dict[str, Any]
     known = {o.name: o for o in info.options}
     unknown = sorted(set(given) - set(known))
     if unknown:
-        raise UsageError(f"check {info.name} has no option {', '.join(unknown)} (it has: "
-                         f"{', '.join(known) or 'none'})")
+        raise UsageError(
+            f"check {info.name} has no option {', '.join(unknown)} (it has: "
+            f"{', '.join(known) or 'none'})"
+        )
     out = {}
     for name, opt in known.items():
         value = given.get(name, opt.default)

@@ -3,6 +3,7 @@
 The only module that imports click or tqdm. Domain errors become one line on stderr,
 `FAILED: ...`, and the exit code the error carries (README: Exit codes).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -11,19 +12,27 @@ import sqlite3
 import sys
 import tempfile
 import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Optional
 
 import click
 from tqdm import tqdm
 
 from fsmigrate import __version__, api, checks
+from fsmigrate.api import (
+    DEFAULT_BATCH_BYTES,
+    DEFAULT_MARKERS,
+    MAX_BATCH,
+    MAX_BATCH_BYTES,
+    MAX_CONCURRENCY,
+    MIN_BATCH_BYTES,
+)
+from fsmigrate.errors import Aborted, FsMigrateError, StateCorrupt, UsageError
+from fsmigrate.firestore import emulator as emu
 from fsmigrate.report import checks as check_output
 from fsmigrate.report import runs as report
-from fsmigrate.firestore import emulator as emu
-from fsmigrate.errors import Aborted, FsMigrateError, StateCorrupt, UsageError
-from fsmigrate.api import DEFAULT_BATCH_BYTES, DEFAULT_MARKERS, MAX_BATCH, MAX_BATCH_BYTES, MAX_CONCURRENCY, MIN_BATCH_BYTES
 
 FORMATS_RUN = click.Choice(["text", "json", "markdown"])
 FORMATS_LIST = click.Choice(["text", "json", "jsonl"])
@@ -70,8 +79,11 @@ class FsMigrateGroup(click.Group):
         except Exception as exc:
             if _want_traceback(ctx):
                 raise
-            click.echo(f"FAILED: unexpected {type(exc).__name__}: {exc} "
-                       "(rerun with --traceback for details)", err=True)
+            click.echo(
+                f"FAILED: unexpected {type(exc).__name__}: {exc} "
+                "(rerun with --traceback for details)",
+                err=True,
+            )
             ctx.exit(1)
 
 
@@ -107,24 +119,50 @@ def _emit(chunks: Iterable[str], path: Optional[Path] = None, private: bool = Fa
 
 
 @click.group(cls=FsMigrateGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--project", envvar="FSMIGRATE_PROJECT",
-              help="Google Cloud project (or FSMIGRATE_PROJECT / GOOGLE_CLOUD_PROJECT).")
+@click.option(
+    "--project",
+    envvar="FSMIGRATE_PROJECT",
+    help="Google Cloud project (or FSMIGRATE_PROJECT / GOOGLE_CLOUD_PROJECT).",
+)
 @click.option("--database", default=None, help="Firestore database id [default: (default)].")
-@click.option("--state", "state_path", envvar="FSMIGRATE_STATE", default="state.db",
-              show_default=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="SQLite state file (or FSMIGRATE_STATE).")
-@click.option("--migrations", envvar="FSMIGRATE_MIGRATIONS", default="migrations",
-              show_default=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Directory of migration scripts (or FSMIGRATE_MIGRATIONS).")
-@click.option("--markers-collection", "markers_root", envvar="FSMIGRATE_MARKERS",
-              default=DEFAULT_MARKERS, show_default=True,
-              help="Top-level collection of fsmigrate's own documents in the target "
-                   "(markers of applied revisions, the lock); never scanned as user data.")
+@click.option(
+    "--state",
+    "state_path",
+    envvar="FSMIGRATE_STATE",
+    default="state.db",
+    show_default=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="SQLite state file (or FSMIGRATE_STATE).",
+)
+@click.option(
+    "--migrations",
+    envvar="FSMIGRATE_MIGRATIONS",
+    default="migrations",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory of migration scripts (or FSMIGRATE_MIGRATIONS).",
+)
+@click.option(
+    "--markers-collection",
+    "markers_root",
+    envvar="FSMIGRATE_MARKERS",
+    default=DEFAULT_MARKERS,
+    show_default=True,
+    help="Top-level collection of fsmigrate's own documents in the target "
+    "(markers of applied revisions, the lock); never scanned as user data.",
+)
 @click.option("--traceback", is_flag=True, help="Show the full traceback on errors.")
 @click.version_option(__version__, prog_name="fsmigrate")
 @click.pass_context
-def cli(ctx: click.Context, project: Optional[str], database: Optional[str], state_path: Path,
-        migrations: Path, markers_root: str, traceback: bool) -> None:
+def cli(
+    ctx: click.Context,
+    project: Optional[str],
+    database: Optional[str],
+    state_path: Path,
+    migrations: Path,
+    markers_root: str,
+    traceback: bool,
+) -> None:
     """Versioned, forward-only, audited migrations for Google Cloud Firestore.
 
     The emulator is used when FIRESTORE_EMULATOR_HOST is set.
@@ -134,11 +172,19 @@ def cli(ctx: click.Context, project: Optional[str], database: Optional[str], sta
         fsmigrate --project my-proj upgrade --dry-run
     """
     if not markers_root or "/" in markers_root:
-        raise click.BadParameter("must be a top-level collection id",
-                                 param_hint="--markers-collection")
-    ctx.obj = Config(api.Config(project=project, database=database, state=state_path,
-                                migrations=migrations, markers_collection=markers_root),
-                     traceback)
+        raise click.BadParameter(
+            "must be a top-level collection id", param_hint="--markers-collection"
+        )
+    ctx.obj = Config(
+        api.Config(
+            project=project,
+            database=database,
+            state=state_path,
+            migrations=migrations,
+            markers_collection=markers_root,
+        ),
+        traceback,
+    )
     ctx.with_resource(_warnings_to_stderr())
 
 
@@ -178,13 +224,15 @@ def new_cmd(cfg: Config, message: str) -> None:
 # ---- status / history / verify -------------------------------------------------------------
 
 
-LOCAL_OPTION = click.option("--local", is_flag=True,
-                            help="Only the state file: do not read the markers in the database.")
+LOCAL_OPTION = click.option(
+    "--local", is_flag=True, help="Only the state file: do not read the markers in the database."
+)
 
 
 @cli.command("status")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
 @LOCAL_OPTION
 @click.pass_obj
 def status_cmd(cfg: Config, fmt: str, local: bool) -> None:
@@ -216,8 +264,9 @@ def history_cmd(cfg: Config, fmt: str, limit: Optional[int]) -> None:
 
 
 @cli.command("verify")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
 @LOCAL_OPTION
 @click.pass_obj
 def verify_cmd(cfg: Config, fmt: str, local: bool) -> None:
@@ -239,8 +288,9 @@ def verify_cmd(cfg: Config, fmt: str, local: bool) -> None:
 
 @cli.command("lint")
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
 @click.pass_obj
 def lint_cmd(cfg: Config, paths: tuple[Path, ...], fmt: str) -> None:
     """Check migration scripts statically before review (exit 1 on errors).
@@ -272,8 +322,13 @@ class _Bar:
         self.shown = ""
 
     def start(self, script: Any, mode: str) -> None:
-        self.bar = tqdm(desc=f"{script.revision} {mode}", unit="doc", disable=self.disable,
-                        file=sys.stderr, dynamic_ncols=True)
+        self.bar = tqdm(
+            desc=f"{script.revision} {mode}",
+            unit="doc",
+            disable=self.disable,
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
 
     def advance(self, n: int) -> None:
         if self.bar is not None:
@@ -300,17 +355,31 @@ def _report_format(path: Path) -> str:
 
 def traffic_options(fn: Any) -> Any:
     """The traffic limits every writing command takes."""
-    for option in reversed([
-        click.option("--max-rate", type=click.FloatRange(0, min_open=True), default=None,
-                     metavar="OPS",
-                     help="Hard cap: operations per second, all commit threads together."),
-        click.option("--ramp/--no-ramp", default=None,
-                     help="Ramp up traffic: start at --ramp-start ops/s, +50% every 5 "
-                          "minutes (FSMIGRATE_RAMP=START/PERCENT/MINUTES) [default: on for "
-                          "a real project, off on the emulator]."),
-        click.option("--ramp-start", type=click.FloatRange(0, min_open=True), default=None,
-                     metavar="OPS", help="Where the ramp starts (turns it on) [default: 500]."),
-    ]):
+    for option in reversed(
+        [
+            click.option(
+                "--max-rate",
+                type=click.FloatRange(0, min_open=True),
+                default=None,
+                metavar="OPS",
+                help="Hard cap: operations per second, all commit threads together.",
+            ),
+            click.option(
+                "--ramp/--no-ramp",
+                default=None,
+                help="Ramp up traffic: start at --ramp-start ops/s, +50% every 5 "
+                "minutes (FSMIGRATE_RAMP=START/PERCENT/MINUTES) [default: on for "
+                "a real project, off on the emulator].",
+            ),
+            click.option(
+                "--ramp-start",
+                type=click.FloatRange(0, min_open=True),
+                default=None,
+                metavar="OPS",
+                help="Where the ramp starts (turns it on) [default: 500].",
+            ),
+        ]
+    ):
         fn = option(fn)
     return fn
 
@@ -318,35 +387,62 @@ def traffic_options(fn: Any) -> Any:
 def run_options(fn: Any) -> Any:
     """The options `upgrade` and `rerun` share."""
     fn = traffic_options(fn)
-    for option in reversed([
-        click.option("--dry-run", is_flag=True,
-                     help="Plan and report; write nothing to Firestore."),
-        click.option("--batch-size", type=click.IntRange(1, MAX_BATCH), default=MAX_BATCH,
-                     show_default=True, help="Operations per atomic commit."),
-        click.option("--batch-bytes", type=click.IntRange(MIN_BATCH_BYTES, MAX_BATCH_BYTES),
-                     default=DEFAULT_BATCH_BYTES, show_default=True,
-                     help="Encoded bytes per commit (the emulator refuses requests over 4 MiB, "
-                          "production over 10 MiB; up to 9.5 MiB is safe there)."),
-        click.option("--format", "fmt", type=FORMATS_RUN, default="text", show_default=True,
-                     help="Output on stdout (text shows a sample of the documents)."),
-        click.option("--report", "report_path",
-                     type=click.Path(dir_okay=False, path_type=Path),
-                     help="Also write the full report (every document) here; "
-                          ".json / .md / text."),
-        click.option("--concurrency", type=click.IntRange(1, MAX_CONCURRENCY), default=1,
-                     show_default=True,
-                     help="Batches committed at once while the next ones are planned. Above "
-                          "1, batches may land out of order (migrations yield ctx.barrier() "
-                          "where order matters)."),
-        click.option("--yes", is_flag=True, help="Do not ask for confirmation on a real project."),
-        click.option("--quiet", is_flag=True, help="No progress bar."),
-    ]):
+    for option in reversed(
+        [
+            click.option(
+                "--dry-run", is_flag=True, help="Plan and report; write nothing to Firestore."
+            ),
+            click.option(
+                "--batch-size",
+                type=click.IntRange(1, MAX_BATCH),
+                default=MAX_BATCH,
+                show_default=True,
+                help="Operations per atomic commit.",
+            ),
+            click.option(
+                "--batch-bytes",
+                type=click.IntRange(MIN_BATCH_BYTES, MAX_BATCH_BYTES),
+                default=DEFAULT_BATCH_BYTES,
+                show_default=True,
+                help="Encoded bytes per commit (the emulator refuses requests over 4 MiB, "
+                "production over 10 MiB; up to 9.5 MiB is safe there).",
+            ),
+            click.option(
+                "--format",
+                "fmt",
+                type=FORMATS_RUN,
+                default="text",
+                show_default=True,
+                help="Output on stdout (text shows a sample of the documents).",
+            ),
+            click.option(
+                "--report",
+                "report_path",
+                type=click.Path(dir_okay=False, path_type=Path),
+                help="Also write the full report (every document) here; .json / .md / text.",
+            ),
+            click.option(
+                "--concurrency",
+                type=click.IntRange(1, MAX_CONCURRENCY),
+                default=1,
+                show_default=True,
+                help="Batches committed at once while the next ones are planned. Above "
+                "1, batches may land out of order (migrations yield ctx.barrier() "
+                "where order matters).",
+            ),
+            click.option(
+                "--yes", is_flag=True, help="Do not ask for confirmation on a real project."
+            ),
+            click.option("--quiet", is_flag=True, help="No progress bar."),
+        ]
+    ):
         fn = option(fn)
     return fn
 
 
-def _beam_options(ctx: click.Context, param: click.Parameter,
-                  values: tuple[str, ...]) -> dict[str, str]:
+def _beam_options(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> dict[str, str]:
     out = {}
     for value in values:
         key, sep, text = value.partition("=")
@@ -358,29 +454,48 @@ def _beam_options(ctx: click.Context, param: click.Parameter,
 
 def runner_options(fn: Any) -> Any:
     """Where `upgrade` and `rerun` plan and apply: here, or on Apache Beam."""
-    for option in reversed([
-        click.option("--runner", type=click.Choice(["local", "beam"]), default="local",
-                     show_default=True,
-                     help="beam: plan and apply on an Apache Beam pipeline (the script must "
-                          "declare a source with each/key+merge; needs fsmigrate[beam])."),
-        click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True,
-                     help="With --runner beam: worker processes of the local DirectRunner."),
-        click.option("--beam-option", "beam_options", multiple=True, callback=_beam_options,
-                     metavar="KEY=VALUE",
-                     help="With --runner beam: a pipeline option (repeatable), e.g. "
-                          "runner=DataflowRunner, project=..., region=..., "
-                          "temp_location=gs://...; journal=DIR or gs://... for the workers' "
-                          "batch files."),
-    ]):
+    for option in reversed(
+        [
+            click.option(
+                "--runner",
+                type=click.Choice(["local", "beam"]),
+                default="local",
+                show_default=True,
+                help="beam: plan and apply on an Apache Beam pipeline (the script must "
+                "declare a source with each/key+merge; needs fsmigrate[beam]).",
+            ),
+            click.option(
+                "--workers",
+                type=click.IntRange(1, 64),
+                default=2,
+                show_default=True,
+                help="With --runner beam: worker processes of the local DirectRunner.",
+            ),
+            click.option(
+                "--beam-option",
+                "beam_options",
+                multiple=True,
+                callback=_beam_options,
+                metavar="KEY=VALUE",
+                help="With --runner beam: a pipeline option (repeatable), e.g. "
+                "runner=DataflowRunner, project=..., region=..., "
+                "temp_location=gs://...; journal=DIR or gs://... for the workers' "
+                "batch files.",
+            ),
+        ]
+    ):
         fn = option(fn)
     return fn
 
 
 @cli.command("upgrade")
 @click.option("--to", "to", default=None, help="Stop after this revision.")
-@click.option("--plan-out", type=click.Path(dir_okay=False, path_type=Path),
-              help="With --dry-run: write the exact plan (every write, precondition and "
-                   "before-image) for `fsmigrate apply`.")
+@click.option(
+    "--plan-out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With --dry-run: write the exact plan (every write, precondition and "
+    "before-image) for `fsmigrate apply`.",
+)
 @run_options
 @runner_options
 @click.pass_obj
@@ -423,8 +538,12 @@ def apply_cmd(cfg: Config, plan_path: Path, **run: Any) -> None:
 @click.argument("revision")
 @run_options
 @runner_options
-@click.option("--apply-hint", hidden=True, default=report.APPLY_HINT,
-              help="How the dry-run report says to apply (for wrapper scripts).")
+@click.option(
+    "--apply-hint",
+    hidden=True,
+    default=report.APPLY_HINT,
+    help="How the dry-run report says to apply (for wrapper scripts).",
+)
 @click.pass_obj
 def rerun_cmd(cfg: Config, revision: str, **run: Any) -> None:
     """Run one repeatable migration again, applied or not (e.g. a cleanup to repeat).
@@ -440,11 +559,19 @@ def rerun_cmd(cfg: Config, revision: str, **run: Any) -> None:
     _run_command(lambda **kw: api.rerun(cfg.api, revision, **kw), **run)
 
 
-def _run_command(call: Callable[..., api.UpgradeResult], *, fmt: str,
-                 report_path: Optional[Path], yes: bool, quiet: bool,
-                 apply_hint: str = report.APPLY_HINT, **options: Any) -> None:
+def _run_command(
+    call: Callable[..., api.UpgradeResult],
+    *,
+    fmt: str,
+    report_path: Optional[Path],
+    yes: bool,
+    quiet: bool,
+    apply_hint: str = report.APPLY_HINT,
+    **options: Any,
+) -> None:
     """Call one writing api function with the shared options, then print its report (also
     of the runs made before a failure, which is then raised)."""
+
     def confirm(prompt: str) -> bool:
         return yes or click.confirm(prompt, abort=True, err=True)
 
@@ -457,24 +584,41 @@ def _run_command(call: Callable[..., api.UpgradeResult], *, fmt: str,
         raise
     _report_runs(result, fmt, report_path, apply_hint)
     if result.plan is not None:
-        click.echo(f"plan {result.plan.plan_id} written to {result.plan.path} "
-                   f"({result.plan.operations} operations, sha256 {result.plan.digest}); "
-                   f"apply it with `fsmigrate apply {result.plan.path}`", err=True)
+        click.echo(
+            f"plan {result.plan.plan_id} written to {result.plan.path} "
+            f"({result.plan.operations} operations, sha256 {result.plan.digest}); "
+            f"apply it with `fsmigrate apply {result.plan.path}`",
+            err=True,
+        )
 
 
-def _report_runs(result: api.UpgradeResult, fmt: str, report_path: Optional[Path],
-                 apply_hint: str = report.APPLY_HINT) -> None:
+def _report_runs(
+    result: api.UpgradeResult,
+    fmt: str,
+    report_path: Optional[Path],
+    apply_hint: str = report.APPLY_HINT,
+) -> None:
     for warning in result.warnings:
         click.echo(f"WARNING: {warning}", err=True)
-    _emit(report.upgrade_chunks(result.state, result.run_ids, result.target, fmt, full=False,
-                                apply_hint=apply_hint))
+    _emit(
+        report.upgrade_chunks(
+            result.state, result.run_ids, result.target, fmt, full=False, apply_hint=apply_hint
+        )
+    )
     if report_path is not None:
-        _emit(report.upgrade_chunks(result.state, result.run_ids, result.target,
-                                    _report_format(report_path), full=True), report_path)
+        _emit(
+            report.upgrade_chunks(
+                result.state, result.run_ids, result.target, _report_format(report_path), full=True
+            ),
+            report_path,
+        )
         click.echo(f"report written to {report_path}", err=True)
     if result.skipped:
-        click.echo(f"WARNING: {result.skipped} operation(s) skipped because their document "
-                   "changed after it was planned; see the report", err=True)
+        click.echo(
+            f"WARNING: {result.skipped} operation(s) skipped because their document "
+            "changed after it was planned; see the report",
+            err=True,
+        )
 
 
 @cli.command("resolve")
@@ -492,8 +636,10 @@ def resolve_cmd(cfg: Config, revision: str, reason: str) -> None:
         fsmigrate --project my-proj resolve 0003 --reason "finished by hand, see INC-42"
     """
     marked = api.resolve(cfg.api, revision, reason=reason)
-    click.echo(f"revision {marked.revision} marked applied by run {marked.run_id} "
-               f"({marked.kind}: {marked.reason})")
+    click.echo(
+        f"revision {marked.revision} marked applied by run {marked.run_id} "
+        f"({marked.kind}: {marked.reason})"
+    )
 
 
 @cli.command("stamp")
@@ -512,8 +658,10 @@ def stamp_cmd(cfg: Config, revision: str, reason: str) -> None:
         fsmigrate --project my-proj stamp 0001 --reason "cleaned by hand on 2026-11-20"
     """
     for marked in api.stamp(cfg.api, revision, reason=reason):
-        click.echo(f"revision {marked.revision} marked applied by run {marked.run_id} "
-                   f"({marked.kind}: {marked.reason})")
+        click.echo(
+            f"revision {marked.revision} marked applied by run {marked.run_id} "
+            f"({marked.kind}: {marked.reason})"
+        )
 
 
 @cli.command("break-lock")
@@ -533,8 +681,11 @@ def break_lock_cmd(cfg: Config) -> None:
     if holder is None:
         click.echo("no lock is held")
         return
-    click.echo(f"WARNING: broke the lock held by {holder.description}; if that runner is "
-               "still working, two runners may now apply at once", err=True)
+    click.echo(
+        f"WARNING: broke the lock held by {holder.description}; if that runner is "
+        "still working, two runners may now apply at once",
+        err=True,
+    )
     click.echo("lock removed")
 
 
@@ -546,14 +697,27 @@ def break_lock_cmd(cfg: Config) -> None:
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation on a real project.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-@click.option("--batch-bytes", type=click.IntRange(MIN_BATCH_BYTES, MAX_BATCH_BYTES),
-              default=DEFAULT_BATCH_BYTES, show_default=True,
-              help="Encoded bytes per commit.")
+@click.option(
+    "--batch-bytes",
+    type=click.IntRange(MIN_BATCH_BYTES, MAX_BATCH_BYTES),
+    default=DEFAULT_BATCH_BYTES,
+    show_default=True,
+    help="Encoded bytes per commit.",
+)
 @traffic_options
 @click.pass_obj
-def restore_cmd(cfg: Config, run_id: str, docs: tuple[str, ...], dry_run: bool, fmt: str,
-                report_path: Optional[Path], yes: bool, quiet: bool, batch_bytes: int,
-                **limits: Any) -> None:
+def restore_cmd(
+    cfg: Config,
+    run_id: str,
+    docs: tuple[str, ...],
+    dry_run: bool,
+    fmt: str,
+    report_path: Optional[Path],
+    yes: bool,
+    quiet: bool,
+    batch_bytes: int,
+    **limits: Any,
+) -> None:
     """Write a run's archived before-images back, where the document does not exist now.
 
     Forward, never a rollback: a new, audited run that creates each document deleted or
@@ -564,19 +728,29 @@ def restore_cmd(cfg: Config, run_id: str, docs: tuple[str, ...], dry_run: bool, 
 
         fsmigrate --project my-proj restore 20261128T120000Z-a1b2c3 --doc users/u1 --dry-run
     """
-    _run_command(lambda **kw: api.restore(cfg.api, run_id, docs=docs, dry_run=dry_run, **kw),
-                 fmt=fmt, report_path=report_path, yes=yes, quiet=quiet,
-                 batch_bytes=batch_bytes, **limits)
+    _run_command(
+        lambda **kw: api.restore(cfg.api, run_id, docs=docs, dry_run=dry_run, **kw),
+        fmt=fmt,
+        report_path=report_path,
+        yes=yes,
+        quiet=quiet,
+        batch_bytes=batch_bytes,
+        **limits,
+    )
 
 
 @cli.command("prune")
-@click.option("--before", required=True,
-              help="Prune runs finished before this: an age (90d, 12h) or a date "
-                   "(2026-01-31, UTC unless it says otherwise).")
+@click.option(
+    "--before",
+    required=True,
+    help="Prune runs finished before this: an age (90d, 12h) or a date "
+    "(2026-01-31, UTC unless it says otherwise).",
+)
 @click.option("--dry-run", is_flag=True, help="List what would be pruned; change nothing.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
 @click.pass_obj
 def prune_cmd(cfg: Config, before: str, dry_run: bool, yes: bool, fmt: str) -> None:
     """Drop the before-images and journaled writes of the target's old runs (retention).
@@ -591,8 +765,12 @@ def prune_cmd(cfg: Config, before: str, dry_run: bool, yes: bool, fmt: str) -> N
 
         fsmigrate --project my-proj prune --before 90d --dry-run
     """
-    result = api.prune(cfg.api, before=before, dry_run=dry_run,
-                       confirm=lambda prompt: yes or click.confirm(prompt, abort=True, err=True))
+    result = api.prune(
+        cfg.api,
+        before=before,
+        dry_run=dry_run,
+        confirm=lambda prompt: yes or click.confirm(prompt, abort=True, err=True),
+    )
     for warning in result.warnings:
         click.echo(f"WARNING: {warning}", err=True)
     _emit(report.prune_chunks(result, fmt))
@@ -603,21 +781,45 @@ def prune_cmd(cfg: Config, before: str, dry_run: bool, yes: bool, fmt: str) -> N
 
 @cli.command("audit")
 @click.argument("run_id", required=False)
-@click.option("--format", "fmt",
-              type=click.Choice(["text", "json", "jsonl", "markdown", "html"]),
-              default="text", show_default=True,
-              help="jsonl/json include each document's before-image and after-image; "
-                   "markdown and html are a report for a change ticket (with RUN_ID).")
-@click.option("--limit", type=click.IntRange(min=1), default=None,
-              help="Newest N runs only (when listing runs).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "jsonl", "markdown", "html"]),
+    default="text",
+    show_default=True,
+    help="jsonl/json include each document's before-image and after-image; "
+    "markdown and html are a report for a change ticket (with RUN_ID).",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Newest N runs only (when listing runs).",
+)
 @click.option("--since", default=None, help="Only runs started within this long: 7d, 12h...")
-@click.option("--export", "export_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the run's before-images to this JSON-lines file.")
-@click.option("--output", "-o", "output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the report to this file instead of stdout.")
+@click.option(
+    "--export",
+    "export_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the run's before-images to this JSON-lines file.",
+)
+@click.option(
+    "--output",
+    "-o",
+    "output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the report to this file instead of stdout.",
+)
 @click.pass_obj
-def audit_cmd(cfg: Config, run_id: Optional[str], fmt: str, limit: Optional[int],
-              since: Optional[str], export_path: Optional[Path], output: Optional[Path]) -> None:
+def audit_cmd(
+    cfg: Config,
+    run_id: Optional[str],
+    fmt: str,
+    limit: Optional[int],
+    since: Optional[str],
+    export_path: Optional[Path],
+    output: Optional[Path],
+) -> None:
     """List recorded runs (newest first), or one run's operations, report or archive.
 
     Read-only: never creates the state file.
@@ -634,8 +836,12 @@ def audit_cmd(cfg: Config, run_id: Optional[str], fmt: str, limit: Optional[int]
         raise UsageError("--format markdown/html and --export need a RUN_ID")
     found = api.audit(cfg.api, run_id, since=since, limit=limit)
     if isinstance(found, list):
-        _emit(report.runs_chunks([r.to_json() for r in found],
-                                 fmt if fmt in ("json", "jsonl") else "text"), output)
+        _emit(
+            report.runs_chunks(
+                [r.to_json() for r in found], fmt if fmt in ("json", "jsonl") else "text"
+            ),
+            output,
+        )
         return
     if export_path is not None:
         _emit(found.before_images(), export_path, private=True)
@@ -668,8 +874,13 @@ def _option_param(opt: checks.Option) -> click.Option:
         kind = click.IntRange(min=int(opt.minimum))
     elif opt.type is float and opt.minimum is not None and opt.parse is None:
         kind = click.FloatRange(min=opt.minimum)
-    return click.Option([opt.flag, opt.name], type=kind, default=opt.default,
-                        show_default=opt.default is not None, help=opt.help)
+    return click.Option(
+        [opt.flag, opt.name],
+        type=kind,
+        default=opt.default,
+        show_default=opt.default is not None,
+        help=opt.help,
+    )
 
 
 def _check_command(info: checks.CheckInfo) -> click.Command:
@@ -684,17 +895,25 @@ def _check_command(info: checks.CheckInfo) -> click.Command:
             sys.exit(1)
 
     params = [_option_param(opt) for opt in info.options] + [
-        click.Option(["--format", "fmt"], type=click.Choice(sorted(check_output.RENDERERS)),
-                     default="text", show_default=True,
-                     help="openmetrics: gauges for a node-exporter textfile collector or a "
-                          "Prometheus scrape; html: a standalone page with charts."),
-        click.Option(["--output", "-o", "output"],
-                     type=click.Path(dir_okay=False, path_type=Path),
-                     help="Write the result to this file instead of stdout.")]
+        click.Option(
+            ["--format", "fmt"],
+            type=click.Choice(sorted(check_output.RENDERERS)),
+            default="text",
+            show_default=True,
+            help="openmetrics: gauges for a node-exporter textfile collector or a "
+            "Prometheus scrape; html: a standalone page with charts.",
+        ),
+        click.Option(
+            ["--output", "-o", "output"],
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Write the result to this file instead of stdout.",
+        ),
+    ]
     fn = info.fn
     doc = (fn.__doc__ or info.summary).strip()
-    return click.Command(info.name, params=params, callback=callback, help=doc,
-                         short_help=info.summary)
+    return click.Command(
+        info.name, params=params, callback=callback, help=doc, short_help=info.summary
+    )
 
 
 @cli.group("check", cls=CheckGroup, invoke_without_command=True)
@@ -731,9 +950,13 @@ def emulator_group() -> None:
     """
 
 
-RECORD_OPTION = click.option("--record", type=click.Path(dir_okay=False, path_type=Path),
-                             default=emu.DEFAULT_RECORD, show_default=True,
-                             help="Where the running emulator's PID and port are kept.")
+RECORD_OPTION = click.option(
+    "--record",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=emu.DEFAULT_RECORD,
+    show_default=True,
+    help="Where the running emulator's PID and port are kept.",
+)
 
 
 def _recorded_running(record: Path) -> Optional[emu.Emulator]:
@@ -744,8 +967,12 @@ def _recorded_running(record: Path) -> Optional[emu.Emulator]:
 
 
 @emulator_group.command("start")
-@click.option("--port", type=click.IntRange(1, 65535), default=None,
-              help="Port to listen on [default: a free one].")
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Port to listen on [default: a free one].",
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="A loopback address.")
 @RECORD_OPTION
 def emulator_start(port: Optional[int], host: str, record: Path) -> None:
@@ -757,16 +984,19 @@ def emulator_start(port: Optional[int], host: str, record: Path) -> None:
     """
     current = _recorded_running(record)
     if current:
-        raise FsMigrateError(f"an emulator is already running (pid {current.pid}, "
-                             f"{current.host_port}); stop it with `fsmigrate emulator stop`")
+        raise FsMigrateError(
+            f"an emulator is already running (pid {current.pid}, "
+            f"{current.host_port}); stop it with `fsmigrate emulator stop`"
+        )
     emu.check_loopback(host)
     log_dir = record.parent
     log_dir.mkdir(parents=True, exist_ok=True)
     started = emu.start(port=port, host=host, log_dir=log_dir)
     emu.save(started, record)
     click.echo(f"export FIRESTORE_EMULATOR_HOST={started.host_port}")
-    click.echo(f"emulator pid {started.pid} on {started.host_port}, log {started.log_path}",
-               err=True)
+    click.echo(
+        f"emulator pid {started.pid} on {started.host_port}, log {started.log_path}", err=True
+    )
 
 
 @emulator_group.command("stop")

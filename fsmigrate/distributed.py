@@ -30,10 +30,12 @@ The local runner runs every form (a keyed form holds the documents of a key toge
 so memory grows with the largest key, and it keeps every key's documents until the scan
 ends); `--runner beam` runs the two forms above and refuses a bare `plan(ctx)`.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Optional
 
 PLAN = "plan"
 EACH = "each"
@@ -50,8 +52,9 @@ class Source:
     where: tuple = ()
 
 
-def scan(collection: str, *, group: bool = False,
-         where: Sequence[tuple[str, str, Any]] = ()) -> Source:
+def scan(
+    collection: str, *, group: bool = False, where: Sequence[tuple[str, str, Any]] = ()
+) -> Source:
     """Declare the documents a distributable migration reads."""
     return Source(collection, group, tuple(tuple(w) for w in where))
 
@@ -85,25 +88,38 @@ class Forms:
 
 def forms_of(module: Any) -> tuple[Forms, Optional[str]]:
     """The module's forms, and what is wrong with them (None when they are usable)."""
+
     def fn(name: str) -> Optional[Callable[..., Any]]:
         value = getattr(module, name, None)
         return value if callable(value) else None
 
     source = getattr(module, "source", None)
-    forms = Forms(fn("plan"), source if isinstance(source, Source) else None, fn("each"),
-                  fn("key"), fn("merge"), fn("finish"))
+    forms = Forms(
+        fn("plan"),
+        source if isinstance(source, Source) else None,
+        fn("each"),
+        fn("key"),
+        fn("merge"),
+        fn("finish"),
+    )
     if source is not None and not isinstance(source, Source):
-        return forms, ("`source` must be declared with fsmigrate.distributed.scan(...), got "
-                       f"{type(source).__name__}")
+        return forms, (
+            "`source` must be declared with fsmigrate.distributed.scan(...), got "
+            f"{type(source).__name__}"
+        )
     if forms.source is not None and forms.distributed is None:
-        return forms, ("declares a `source` but neither `def each(ctx, doc)` nor both "
-                       "`def key(doc)` and `def merge(ctx, key, docs)`")
+        return forms, (
+            "declares a `source` but neither `def each(ctx, doc)` nor both "
+            "`def key(doc)` and `def merge(ctx, key, docs)`"
+        )
     if forms.each is not None and forms.key is not None:
         return forms, "declares both `each` and `key`: choose one form"
     if forms.plan is None and forms.distributed is None:
-        return forms, ("needs `def plan(ctx):` that yields operations, or a `source = "
-                       "scan(...)` with `def each(ctx, doc)` or `def key(doc)` and "
-                       "`def merge(ctx, key, docs)`")
+        return forms, (
+            "needs `def plan(ctx):` that yields operations, or a `source = "
+            "scan(...)` with `def each(ctx, doc)` or `def key(doc)` and "
+            "`def merge(ctx, key, docs)`"
+        )
     return forms, None
 
 
@@ -136,5 +152,4 @@ def local_plan(forms: Forms) -> Callable[[Any], Iterator[Any]]:
 def checked_key(key: Any, doc: Any) -> Optional[str]:
     if key is None or isinstance(key, str):
         return key
-    raise TypeError(f"key({doc.path}) returned {type(key).__name__}; it must return a str "
-                    "or None")
+    raise TypeError(f"key({doc.path}) returned {type(key).__name__}; it must return a str or None")

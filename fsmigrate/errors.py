@@ -2,10 +2,12 @@
 
 The core never prints and never exits: it raises one of these.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 
 class FsMigrateError(Exception):
@@ -80,21 +82,27 @@ class RevisionCycle(ScriptError):
         self.revisions = list(revisions)
         self.paths = list(paths)
         names = ", ".join(str(p) for p in self.paths)
-        super().__init__(f"the migration chain has a cycle ({' -> '.join(self.revisions)}): {names}")
+        super().__init__(
+            f"the migration chain has a cycle ({' -> '.join(self.revisions)}): {names}"
+        )
 
 
 class NoBase(ScriptError):
     def __init__(self, paths: Sequence[Path]) -> None:
         self.paths = list(paths)
-        super().__init__("no migration has down_revision = None, so the chain has no start: "
-                         + ", ".join(str(p) for p in self.paths))
+        super().__init__(
+            "no migration has down_revision = None, so the chain has no start: "
+            + ", ".join(str(p) for p in self.paths)
+        )
 
 
 class UnknownRevision(UsageError):
     def __init__(self, revision: str) -> None:
         self.revision = revision
-        super().__init__(f"revision {revision!r} is not in the migrations directory; "
-                         "run `fsmigrate status` to list revisions")
+        super().__init__(
+            f"revision {revision!r} is not in the migrations directory; "
+            "run `fsmigrate status` to list revisions"
+        )
 
 
 class ScriptsChanged(ScriptError):
@@ -111,14 +119,18 @@ class StateError(FsMigrateError):
 class StateNotFound(StateError):
     def __init__(self, path: Path) -> None:
         self.path = path
-        super().__init__(f"state file {path} does not exist (nothing has run yet with this --state)")
+        super().__init__(
+            f"state file {path} does not exist (nothing has run yet with this --state)"
+        )
 
 
 class StateCorrupt(StateError):
     def __init__(self, path: Path, problem: str) -> None:
         self.path, self.problem = path, problem
-        super().__init__(f"state file {path} cannot be used: {problem}; restore it from a "
-                         "backup, or pass another --state")
+        super().__init__(
+            f"state file {path} cannot be used: {problem}; restore it from a "
+            "backup, or pass another --state"
+        )
 
 
 class StateSchemaTooNew(StateError):
@@ -133,7 +145,9 @@ class StateSchemaTooNew(StateError):
 class RunNotFound(UsageError):
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
-        super().__init__(f"run {run_id!r} is not in the state file; run `fsmigrate audit` to list runs")
+        super().__init__(
+            f"run {run_id!r} is not in the state file; run `fsmigrate audit` to list runs"
+        )
 
 
 # ---- plans and runs ----------------------------------------------------------------
@@ -170,7 +184,8 @@ class MigrationBlocked(FsMigrateError):
         super().__init__(
             f"migration {revision} failed in run {run_id} ({error}); fix the script and run "
             f"upgrade again (it resumes after what committed), or accept it as applied with "
-            f"`fsmigrate resolve {revision} --reason \"...\"`")
+            f'`fsmigrate resolve {revision} --reason "..."`'
+        )
 
 
 class ReconcileError(FsMigrateError):
@@ -181,7 +196,8 @@ class ReconcileError(FsMigrateError):
         where = f" of run {run_id}" if run_id else ""
         super().__init__(
             f"cannot tell whether the {kind} of {path}{where} landed (it uses server-side "
-            "transforms); check the document, then `fsmigrate resolve` or rerun")
+            "transforms); check the document, then `fsmigrate resolve` or rerun"
+        )
 
 
 class FirestoreError(FsMigrateError):
@@ -210,7 +226,8 @@ class WriteTooLarge(FsMigrateError):
         super().__init__(
             f"the {what} of {path} is {size:,} bytes encoded and cannot fit in a commit of at "
             f"most {limit:,} bytes (--batch-bytes); raise --batch-bytes (production takes up "
-            "to 9.5 MiB, the emulator 4 MiB) or make the document smaller")
+            "to 9.5 MiB, the emulator 4 MiB) or make the document smaller"
+        )
 
 
 class PlanFileInvalid(FsMigrateError):
@@ -218,8 +235,10 @@ class PlanFileInvalid(FsMigrateError):
 
     def __init__(self, path: Any, problem: str) -> None:
         self.path, self.problem = path, problem
-        super().__init__(f"{path}: {problem}; nothing was applied: make and review a new plan "
-                         "(`fsmigrate upgrade --dry-run --plan-out FILE`)")
+        super().__init__(
+            f"{path}: {problem}; nothing was applied: make and review a new plan "
+            "(`fsmigrate upgrade --dry-run --plan-out FILE`)"
+        )
 
 
 class Aborted(FsMigrateError):

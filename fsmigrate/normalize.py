@@ -8,13 +8,23 @@ with subcollections is refused (default, reported), or its subcollections are mo
 deleted first, recursively, with the same preconditions and archive; "unchecked" skips the
 check for collections that have no subcollections by design.
 """
+
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Optional, Union
+from typing import Any, Optional, Union
 
-from fsmigrate.scripts.operations import CREATE, DELETE, MUST_NOT_EXIST, SET, Group, Operation, Precondition
+from fsmigrate.scripts.operations import (
+    CREATE,
+    DELETE,
+    MUST_NOT_EXIST,
+    SET,
+    Group,
+    Operation,
+    Precondition,
+)
 
 SKIP = "skip"
 OVERWRITE = "overwrite"
@@ -74,10 +84,17 @@ class Renamer:
     def __init__(self, ctx: Any) -> None:
         self.ctx = ctx
 
-    def rename(self, doc: Any, new_id: str, *, on_conflict: Conflict = SKIP,
-               subcollections: str = REFUSE, target: Any = "read",
-               transform: Optional[Callable[[dict, str], dict]] = None,
-               note_resolved: bool = True) -> Group:
+    def rename(
+        self,
+        doc: Any,
+        new_id: str,
+        *,
+        on_conflict: Conflict = SKIP,
+        subcollections: str = REFUSE,
+        target: Any = "read",
+        transform: Optional[Callable[[dict, str], dict]] = None,
+        note_resolved: bool = True,
+    ) -> Group:
         new_path = _sibling(doc.path, new_id)
         if target == "read":
             target = self.ctx.get(new_path)
@@ -92,37 +109,73 @@ class Renamer:
         if on_conflict == SKIP:
             self.ctx.note(f"CONFLICT {label}: {new_path} exists; skipped (on_conflict=skip)")
             return Group([])
-        if isinstance(on_conflict, KeepNewest) and \
-                newness(doc, on_conflict.field)[:2] <= newness(target, on_conflict.field)[:2]:
+        if (
+            isinstance(on_conflict, KeepNewest)
+            and newness(doc, on_conflict.field)[:2] <= newness(target, on_conflict.field)[:2]
+        ):
             if note_resolved:
-                self.ctx.note(f"CONFLICT {label}: {new_path} exists and is newer by "
-                              f"{on_conflict.field}; kept it, {doc.path} deleted")
+                self.ctx.note(
+                    f"CONFLICT {label}: {new_path} exists and is newer by "
+                    f"{on_conflict.field}; kept it, {doc.path} deleted"
+                )
             return Group([self._delete(doc, label + _kept_newer(new_path))], children)
         if on_conflict != OVERWRITE and not isinstance(on_conflict, KeepNewest):
-            raise ValueError(f"on_conflict must be 'skip', 'overwrite' or keep_newest(field), "
-                             f"not {on_conflict!r}")
+            raise ValueError(
+                f"on_conflict must be 'skip', 'overwrite' or keep_newest(field), "
+                f"not {on_conflict!r}"
+            )
         how = "overwrite" if on_conflict == OVERWRITE else f"keep_newest({on_conflict.field})"
         if note_resolved:
-            self.ctx.note(f"CONFLICT {label}: {new_path} exists; overwritten by {doc.path} "
-                          f"(on_conflict={how})")
-        write = self._write(SET, new_path, doc, Precondition(update_time=target.update_time),
-                            target, label + _overwrote(new_path), transform)
+            self.ctx.note(
+                f"CONFLICT {label}: {new_path} exists; overwritten by {doc.path} "
+                f"(on_conflict={how})"
+            )
+        write = self._write(
+            SET,
+            new_path,
+            doc,
+            Precondition(update_time=target.update_time),
+            target,
+            label + _overwrote(new_path),
+            transform,
+        )
         return Group([write, delete_old], children)
 
-    def _write(self, kind: str, path: str, doc: Any, pre: Precondition, before: Any,
-               label: str, transform: Optional[Callable[[dict, str], dict]]) -> Operation:
+    def _write(
+        self,
+        kind: str,
+        path: str,
+        doc: Any,
+        pre: Precondition,
+        before: Any,
+        label: str,
+        transform: Optional[Callable[[dict, str], dict]],
+    ) -> Operation:
         if transform is None:  # the old document's protobuf fields, exactly
-            return Operation(kind, path, precondition=pre, before=before,
-                             fields=doc.pb.fields, label=label)
-        return Operation(kind, path, transform(doc.to_dict(), path.rsplit("/", 1)[1]),
-                         precondition=pre, before=before, label=label)
+            return Operation(
+                kind, path, precondition=pre, before=before, fields=doc.pb.fields, label=label
+            )
+        return Operation(
+            kind,
+            path,
+            transform(doc.to_dict(), path.rsplit("/", 1)[1]),
+            precondition=pre,
+            before=before,
+            label=label,
+        )
 
     def _delete(self, doc: Any, label: str) -> Operation:
-        return Operation(DELETE, doc.path, precondition=Precondition(update_time=doc.update_time),
-                         before=doc, label=label)
+        return Operation(
+            DELETE,
+            doc.path,
+            precondition=Precondition(update_time=doc.update_time),
+            before=doc,
+            label=label,
+        )
 
-    def _subcollections(self, doc: Any, new_path: Optional[str], mode: str,
-                        label: str) -> Optional[list[Group]]:
+    def _subcollections(
+        self, doc: Any, new_path: Optional[str], mode: str, label: str
+    ) -> Optional[list[Group]]:
         """Groups moving or deleting what is under `doc` (children first); None = refused."""
         if mode == UNCHECKED:
             return []
@@ -130,38 +183,51 @@ class Renamer:
         if not names:
             return []
         if mode == REFUSE:
-            self.ctx.note(f"REFUSED {label}: {doc.path} has subcollections "
-                          f"{', '.join(names)} (subcollections='refuse')")
+            self.ctx.note(
+                f"REFUSED {label}: {doc.path} has subcollections "
+                f"{', '.join(names)} (subcollections='refuse')"
+            )
             return None
         if mode not in (MOVE, DELETE_SUBS):
-            raise ValueError(f"subcollections must be 'refuse', 'move', 'delete' or 'unchecked', "
-                             f"not {mode!r}")
+            raise ValueError(
+                f"subcollections must be 'refuse', 'move', 'delete' or 'unchecked', not {mode!r}"
+            )
         groups: list[Group] = []
         for name in names:
             for child in self.ctx.scan(f"{doc.path}/{name}"):
                 if mode == MOVE:
                     assert new_path is not None
-                    groups.append(self.rename_to(child, f"{new_path}/{name}/{child.id}",
-                                                 mode))
+                    groups.append(self.rename_to(child, f"{new_path}/{name}/{child.id}", mode))
                 else:
                     sub = self._subcollections(child, None, DELETE_SUBS, label)
-                    groups.append(Group([self._delete(child, f"{child.path} deleted (under "
-                                                             f"{doc.path})")], sub or []))
+                    groups.append(
+                        Group(
+                            [self._delete(child, f"{child.path} deleted (under {doc.path})")],
+                            sub or [],
+                        )
+                    )
         return groups
 
     def rename_to(self, doc: Any, new_path: str, mode: str) -> Group:
         """Move one document (and what is under it) to `new_path`, which must be free."""
         label = f"{doc.path} -> {new_path} (moved)"
         children = self._subcollections(doc, new_path, mode, label) or []
-        write = Operation(CREATE, new_path, precondition=MUST_NOT_EXIST, fields=doc.pb.fields,
-                          label=label)
+        write = Operation(
+            CREATE, new_path, precondition=MUST_NOT_EXIST, fields=doc.pb.fields, label=label
+        )
         return Group([write, self._delete(doc, label)], children)
 
 
-def normalize(ctx: Any, collection: str, canonical_of: Callable[[str], Optional[str]], *,
-              keep: Optional[str] = None, on_conflict: Conflict = SKIP,
-              subcollections: str = REFUSE,
-              transform: Optional[Callable[[dict, str], dict]] = None) -> Iterator[Any]:
+def normalize(
+    ctx: Any,
+    collection: str,
+    canonical_of: Callable[[str], Optional[str]],
+    *,
+    keep: Optional[str] = None,
+    on_conflict: Conflict = SKIP,
+    subcollections: str = REFUSE,
+    transform: Optional[Callable[[dict, str], dict]] = None,
+) -> Iterator[Any]:
     """Merge every document into its canonical ID.
 
     `canonical_of(doc_id)` gives the ID a document should have (itself when it is
@@ -200,19 +266,40 @@ def normalize(ctx: Any, collection: str, canonical_of: Callable[[str], Optional[
             continue
         yield Group([renamer._delete(doc, label)], loser)
     for target in sorted(best):
-        yield _merge_into(ctx, renamer, target, best[target], canonical.get(target),
-                          counts[target], keep, on_conflict, subcollections, transform)
+        yield _merge_into(
+            ctx,
+            renamer,
+            target,
+            best[target],
+            canonical.get(target),
+            counts[target],
+            keep,
+            on_conflict,
+            subcollections,
+            transform,
+        )
     ctx.note(_summary(collection, len(canonical), sum(counts.values()), len(best), unknown))
 
 
 def _summary(collection: str, kept: int, merged: int, targets: int, unknown: int) -> str:
-    return (f"normalize {collection}: {kept} canonical documents kept, {merged} documents "
-            f"merged into {targets} canonical IDs, {unknown} unknown IDs left alone")
+    return (
+        f"normalize {collection}: {kept} canonical documents kept, {merged} documents "
+        f"merged into {targets} canonical IDs, {unknown} unknown IDs left alone"
+    )
 
 
-def _merge_into(ctx: Any, renamer: Renamer, target: str, survivor: Any, existing: Any,
-                count: int, keep: Optional[str], on_conflict: Conflict, subcollections: str,
-                transform: Optional[Callable[[dict, str], dict]]) -> Group:
+def _merge_into(
+    ctx: Any,
+    renamer: Renamer,
+    target: str,
+    survivor: Any,
+    existing: Any,
+    count: int,
+    keep: Optional[str],
+    on_conflict: Conflict,
+    subcollections: str,
+    transform: Optional[Callable[[dict, str], dict]],
+) -> Group:
     """Note what happens to canonical ID `target`, and the group that renames the
     survivor into it."""
     field = on_conflict.field if isinstance(on_conflict, KeepNewest) else keep
@@ -220,16 +307,23 @@ def _merge_into(ctx: Any, renamer: Renamer, target: str, survivor: Any, existing
         what = f"CREATE from {survivor.id} ({_show(survivor, field)})"
     elif on_conflict == SKIP:
         what = "KEEP (on_conflict=skip)"
-    elif isinstance(on_conflict, KeepNewest) and \
-            newness(survivor, field)[:2] <= newness(existing, field)[:2]:
+    elif (
+        isinstance(on_conflict, KeepNewest)
+        and newness(survivor, field)[:2] <= newness(existing, field)[:2]
+    ):
         what = f"KEEP (its {_show(existing, field)} is the newest)"
     else:
-        what = (f"UPDATE from {survivor.id} ({_show(existing, field)} -> "
-                f"{_show(survivor, field)})")
+        what = f"UPDATE from {survivor.id} ({_show(existing, field)} -> {_show(survivor, field)})"
     ctx.note(f"{target}: {count} to merge -> {what}")
-    return renamer.rename(survivor, target, on_conflict=on_conflict,
-                          subcollections=subcollections, target=existing,
-                          transform=transform, note_resolved=False)  # noted just above
+    return renamer.rename(
+        survivor,
+        target,
+        on_conflict=on_conflict,
+        subcollections=subcollections,
+        target=existing,
+        transform=transform,
+        note_resolved=False,
+    )  # noted just above
 
 
 UNKNOWN_KEY = ""  # the key of documents whose canonical ID is unknown (never a document id)
@@ -245,10 +339,16 @@ class Normalization:
                                       normalization.merge, normalization.finish)
     """
 
-    def __init__(self, collection: str, canonical_of: Callable[[str], Optional[str]], *,
-                 keep: Optional[str] = None, on_conflict: Conflict = SKIP,
-                 subcollections: str = REFUSE,
-                 transform: Optional[Callable[[dict, str], dict]] = None) -> None:
+    def __init__(
+        self,
+        collection: str,
+        canonical_of: Callable[[str], Optional[str]],
+        *,
+        keep: Optional[str] = None,
+        on_conflict: Conflict = SKIP,
+        subcollections: str = REFUSE,
+        transform: Optional[Callable[[dict, str], dict]] = None,
+    ) -> None:
         from fsmigrate.distributed import scan
 
         self.collection = collection
@@ -287,14 +387,29 @@ class Normalization:
             loser = renamer._subcollections(doc, None, self.subcollections, label)
             if loser is not None:
                 yield Group([renamer._delete(doc, label)], loser)
-        yield _merge_into(ctx, renamer, key, best, existing, len(others), self.keep,
-                          self.on_conflict, self.subcollections, self.transform)
+        yield _merge_into(
+            ctx,
+            renamer,
+            key,
+            best,
+            existing,
+            len(others),
+            self.keep,
+            self.on_conflict,
+            self.subcollections,
+            self.transform,
+        )
 
     def finish(self, ctx: Any, counts: dict[str, int]) -> None:
-        ctx.note(_summary(self.collection, counts.get("normalize.canonical", 0),
-                          counts.get("normalize.merged", 0),
-                          counts.get("normalize.targets", 0),
-                          counts.get("normalize.unknown", 0)))
+        ctx.note(
+            _summary(
+                self.collection,
+                counts.get("normalize.canonical", 0),
+                counts.get("normalize.merged", 0),
+                counts.get("normalize.targets", 0),
+                counts.get("normalize.unknown", 0),
+            )
+        )
 
 
 def _show(doc: Any, field: Optional[str]) -> str:
@@ -330,17 +445,17 @@ def merge_step(kind: str, path: str, label: Optional[str]) -> Optional[MergeStep
     if kind == DELETE:
         if not label.startswith(path + ARROW):
             return None
-        rest = label[len(path + ARROW):]
+        rest = label[len(path + ARROW) :]
         if rest.endswith(MERGED_OLDER):
-            return MergeStep(rest[:-len(MERGED_OLDER)], path, "merged")
+            return MergeStep(rest[: -len(MERGED_OLDER)], path, "merged")
         size, odd = divmod(len(rest) - len(_kept_newer("")), 2)
         if size > 0 and not odd and rest == rest[:size] + _kept_newer(rest[:size]):
             return MergeStep(rest[:size], path, "kept")
         return MergeStep(rest, path, "merged") if _parent(rest) == _parent(path) else None
     if kind == CREATE and label.endswith(ARROW + path):
-        source = label[:-len(ARROW + path)]
+        source = label[: -len(ARROW + path)]
         return MergeStep(path, source, "create") if _parent(source) == _parent(path) else None
     if kind == SET and label.endswith(ARROW + path + _overwrote(path)):
-        source = label[:-len(ARROW + path + _overwrote(path))]
+        source = label[: -len(ARROW + path + _overwrote(path))]
         return MergeStep(path, source, "update") if _parent(source) == _parent(path) else None
     return None

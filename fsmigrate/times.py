@@ -1,5 +1,6 @@
 """Times as text, one way (RFC 3339, UTC, `Z`), and durations on the command line: '90s',
 '30m', '1h', '7d' (windows, --since)."""
+
 from __future__ import annotations
 
 import datetime as dt

@@ -15,11 +15,19 @@ Repeatable: backfill jobs still carrying the old code create legacy documents ag
 Runs on both runners: `plan` in one streaming pass here, or keyed by canonical ID
 (`source`, `key`, `merge`, `finish`) on `--runner beam`; the decisions are the same.
 """
+
 from __future__ import annotations
 
 from typing import Optional
 
-from fsmigrate.heartbeats import COLLECTION, LEGACY_DATE, LEGACY_RUN, PHASE2_IDS, UNKNOWN, Classifier
+from fsmigrate.heartbeats import (
+    COLLECTION,
+    LEGACY_DATE,
+    LEGACY_RUN,
+    PHASE2_IDS,
+    UNKNOWN,
+    Classifier,
+)
 from fsmigrate.normalize import UNCHECKED, Normalization, keep_newest
 
 revision = "0001"
@@ -42,8 +50,12 @@ def with_processor_name(data: dict, canonical_id: str) -> dict:
 
 
 # Heartbeat documents have no subcollections by design: not checked one by one.
-OPTIONS = dict(keep="last_heartbeat", on_conflict=keep_newest("last_heartbeat"),
-               subcollections=UNCHECKED, transform=with_processor_name)
+OPTIONS = dict(
+    keep="last_heartbeat",
+    on_conflict=keep_newest("last_heartbeat"),
+    subcollections=UNCHECKED,
+    transform=with_processor_name,
+)
 normalization = Normalization(COLLECTION, canonical_of, **OPTIONS)
 
 
@@ -53,17 +65,22 @@ def observe(ctx, doc_id: str) -> None:
     if found.is_legacy:
         ctx.count(found.kind)
     elif doc_id in classifier.phase2:
-        ctx.note(f"{doc_id} is named after a phase 2 processor whose canonical ID is "
-                 f"{classifier.phase2[doc_id]}; left alone, check who writes it")
+        ctx.note(
+            f"{doc_id} is named after a phase 2 processor whose canonical ID is "
+            f"{classifier.phase2[doc_id]}; left alone, check who writes it"
+        )
 
 
 def formats_note(ctx, counts: dict) -> None:
-    ctx.note(f"legacy documents: {counts.get(LEGACY_RUN, 0)} run-suffixed (_None_), "
-             f"{counts.get(LEGACY_DATE, 0)} date-suffixed")
+    ctx.note(
+        f"legacy documents: {counts.get(LEGACY_RUN, 0)} run-suffixed (_None_), "
+        f"{counts.get(LEGACY_DATE, 0)} date-suffixed"
+    )
 
 
 def plan(ctx):
     """The local runner: one streaming pass (memory per canonical ID)."""
+
     def observed(doc_id: str) -> Optional[str]:
         observe(ctx, doc_id)
         return canonical_of(doc_id)

@@ -7,21 +7,31 @@ with it when FSMIGRATE_REQUIRE_BROWSER=1 (CI sets it once the packages are insta
 
 Use: `from browser import browser` in a test module, then the `browser` fixture.
 """
+
 from __future__ import annotations
 
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import pytest
 
 CHROMIUM = Path(os.environ.get("FSMIGRATE_CHROMIUM", "/usr/bin/chromium"))
 CHROMEDRIVER = Path(os.environ.get("FSMIGRATE_CHROMEDRIVER", "/usr/bin/chromedriver"))
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--window-size=1280,1600")
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1280,1600",
+)
 INSTALL = "apt-get install chromium chromium-driver (as root; .ci/run does it)"
 
 
@@ -52,8 +62,11 @@ class Browser:
 
     def errors(self) -> list[str]:
         """The console's errors since the last call (SVG attribute errors included)."""
-        return [entry["message"] for entry in self.driver.get_log("browser")
-                if entry["level"] == "SEVERE"]
+        return [
+            entry["message"]
+            for entry in self.driver.get_log("browser")
+            if entry["level"] == "SEVERE"
+        ]
 
     def js(self, script: str, *args: Any) -> Any:
         return self.driver.execute_script(script, *args)

@@ -3,11 +3,12 @@
 FSMIGRATE_SKIP_EMULATOR=1 skips (visibly) every test that needs the emulator; otherwise a
 missing jar or java makes those tests fail with instructions, never silently skip.
 """
+
 from __future__ import annotations
 
 import os
 import uuid
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 

@@ -52,6 +52,7 @@ InternalServerError for up to 300 s, so ``doc.get(timeout=1)`` during an outage 
 the outage ends or 5 minutes pass; Commit retries ServiceUnavailable/ResourceExhausted (not
 DeadlineExceeded) for up to 60 s. Pass an explicit, bounded ``Retry`` in tests.
 """
+
 from __future__ import annotations
 
 import socket
@@ -60,8 +61,8 @@ import threading
 import time
 from typing import Optional
 
-from fsmigrate.firestore.emulator import check_loopback
 from fsmigrate.errors import UsageError
+from fsmigrate.firestore.emulator import check_loopback
 
 __all__ = ["FaultProxy"]
 
@@ -145,8 +146,9 @@ class FaultProxy:
     upstream->client), bytes_blackholed (bytes swallowed while blackholed).
     """
 
-    def __init__(self, upstream_host: str, upstream_port: int, host: str = "127.0.0.1",
-                 port: int = 0) -> None:
+    def __init__(
+        self, upstream_host: str, upstream_port: int, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
         _check_loopback(upstream_host)
         _check_loopback(host)
         self.upstream_host = upstream_host.strip("[]")
@@ -185,7 +187,7 @@ class FaultProxy:
         """Every thread of this proxy has a name starting with this."""
         return f"faultproxy-{self.port}-"
 
-    def start(self) -> "FaultProxy":
+    def start(self) -> FaultProxy:
         if self._listener is not None:
             raise RuntimeError("FaultProxy already started")
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
@@ -202,7 +204,8 @@ class FaultProxy:
         self.port = listener.getsockname()[1]
         self._stopping.clear()
         self._accept_thread = threading.Thread(
-            target=self._accept_loop, name=self.thread_prefix + "accept", daemon=True)
+            target=self._accept_loop, name=self.thread_prefix + "accept", daemon=True
+        )
         self._accept_thread.start()
         return self
 
@@ -234,7 +237,7 @@ class FaultProxy:
         with self._lock:
             self._conns.clear()
 
-    def __enter__(self) -> "FaultProxy":
+    def __enter__(self) -> FaultProxy:
         return self.start() if self._listener is None else self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -324,7 +327,7 @@ class FaultProxy:
         while not self._stopping.is_set():
             try:
                 client, _ = listener.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 if self._stopping.is_set():
@@ -346,7 +349,8 @@ class FaultProxy:
                 continue
             try:
                 upstream = socket.create_connection(
-                    (self.upstream_host, self.upstream_port), timeout=5)
+                    (self.upstream_host, self.upstream_port), timeout=5
+                )
             except OSError:  # upstream really down: behave like it
                 _set_linger_zero(client)
                 client.close()
@@ -365,10 +369,18 @@ class FaultProxy:
                 self._conns[conn.cid] = conn
                 name = f"{self.thread_prefix}c{conn.cid}-"
                 conn.threads = [
-                    threading.Thread(target=self._pump, args=(conn, client, upstream, "up"),
-                                     name=name + "up", daemon=True),
-                    threading.Thread(target=self._pump, args=(conn, upstream, client, "down"),
-                                     name=name + "down", daemon=True),
+                    threading.Thread(
+                        target=self._pump,
+                        args=(conn, client, upstream, "up"),
+                        name=name + "up",
+                        daemon=True,
+                    ),
+                    threading.Thread(
+                        target=self._pump,
+                        args=(conn, upstream, client, "down"),
+                        name=name + "down",
+                        daemon=True,
+                    ),
                 ]
                 for t in conn.threads:
                     t.start()
@@ -388,7 +400,7 @@ class FaultProxy:
                 return False
             try:
                 sent = sock.send(view)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return False
@@ -400,7 +412,7 @@ class FaultProxy:
             while not conn.aborting:
                 try:
                     data = src.recv(_CHUNK)
-                except socket.timeout:
+                except TimeoutError:
                     continue
                 except OSError:  # ECONNRESET from a peer: pass the reset on
                     conn.abort()

@@ -23,12 +23,14 @@ an injected status), and `committed_names`: the document names of the writes of 
 Commit the emulator answered with success, in order, so a test can tell that each write
 landed exactly once.
 """
+
 from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Iterator
 from concurrent import futures
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import grpc
 from google.cloud.firestore_v1.types import CommitRequest
@@ -45,8 +47,9 @@ _CommitPb = CommitRequest.pb()
 
 
 class GrpcFaultProxy:
-    def __init__(self, target_host: str, target_port: int, listen_host: str = "127.0.0.1",
-                 workers: int = 16) -> None:
+    def __init__(
+        self, target_host: str, target_port: int, listen_host: str = "127.0.0.1", workers: int = 16
+    ) -> None:
         for host in (target_host, listen_host):
             check_loopback(host)  # loopback only, as everything in the tests
         self.target = f"{target_host}:{target_port}"
@@ -67,8 +70,14 @@ class GrpcFaultProxy:
     def host_port(self) -> str:
         return f"{self.listen_host}:{self.port}"
 
-    def fail_next(self, method: str, code: grpc.StatusCode, times: int = 1,
-                  details: Optional[str] = None, after: int = 0) -> None:
+    def fail_next(
+        self,
+        method: str,
+        code: grpc.StatusCode,
+        times: int = 1,
+        details: Optional[str] = None,
+        after: int = 0,
+    ) -> None:
         """Answer `times` calls of `method` with `code`, without forwarding them: the next
         ones, or those after `after` more calls have gone through. Faults of one method
         are served in the order they were armed."""
@@ -82,10 +91,11 @@ class GrpcFaultProxy:
 
     # ---- lifecycle --------------------------------------------------------------------
 
-    def start(self) -> "GrpcFaultProxy":
+    def start(self) -> GrpcFaultProxy:
         self._channel = grpc.insecure_channel(self.target)
-        self._server = grpc.server(futures.ThreadPoolExecutor(
-            max_workers=self._workers, thread_name_prefix="grpcfaults"))
+        self._server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="grpcfaults")
+        )
         self._server.add_generic_rpc_handlers([_Handler(self)])
         self.port = self._server.add_insecure_port(f"{self.listen_host}:0")
         self._server.start()
@@ -99,7 +109,7 @@ class GrpcFaultProxy:
             self._channel.close()
             self._channel = None
 
-    def __enter__(self) -> "GrpcFaultProxy":
+    def __enter__(self) -> GrpcFaultProxy:
         return self.start()
 
     def __exit__(self, *_: Any) -> None:
@@ -123,15 +133,13 @@ class GrpcFaultProxy:
             self.failed[method] += 1
             return fault[0], fault[1]
 
-    def _forward_unary(self, method: str, request: bytes, context: grpc.ServicerContext
-                       ) -> bytes:
+    def _forward_unary(self, method: str, request: bytes, context: grpc.ServicerContext) -> bytes:
         fault = self._take_fault(method)
         if fault is not None:
             context.abort(*fault)
         call = self._channel.unary_unary(_SERVICE + method)  # bytes in, bytes out
         try:
-            response = call(request, metadata=_metadata(context),
-                            timeout=context.time_remaining())
+            response = call(request, metadata=_metadata(context), timeout=context.time_remaining())
         except grpc.RpcError as exc:
             context.abort(exc.code(), exc.details() or "")
         if method == "Commit":
@@ -140,15 +148,15 @@ class GrpcFaultProxy:
                 self.committed_names.extend(names)
         return response
 
-    def _forward_stream(self, method: str, request: bytes, context: grpc.ServicerContext
-                        ) -> Iterator[bytes]:
+    def _forward_stream(
+        self, method: str, request: bytes, context: grpc.ServicerContext
+    ) -> Iterator[bytes]:
         fault = self._take_fault(method)
         if fault is not None:
             context.abort(*fault)
         call = self._channel.unary_stream(_SERVICE + method)
         try:
-            yield from call(request, metadata=_metadata(context),
-                            timeout=context.time_remaining())
+            yield from call(request, metadata=_metadata(context), timeout=context.time_remaining())
         except grpc.RpcError as exc:
             context.abort(exc.code(), exc.details() or "")
 
@@ -160,17 +168,22 @@ class _Handler(grpc.GenericRpcHandler):
     def service(self, details: grpc.HandlerCallDetails) -> Optional[grpc.RpcMethodHandler]:
         if not details.method.startswith(_SERVICE):
             return None
-        method = details.method[len(_SERVICE):]
+        method = details.method[len(_SERVICE) :]
         if method in _BIDI:
             return None  # UNIMPLEMENTED
         if method in _STREAMING:
             return grpc.unary_stream_rpc_method_handler(
-                lambda request, context: self.proxy._forward_stream(method, request, context))
+                lambda request, context: self.proxy._forward_stream(method, request, context)
+            )
         return grpc.unary_unary_rpc_method_handler(
-            lambda request, context: self.proxy._forward_unary(method, request, context))
+            lambda request, context: self.proxy._forward_unary(method, request, context)
+        )
 
 
 def _metadata(context: grpc.ServicerContext) -> list[tuple[str, str]]:
     """The caller's metadata minus what gRPC sets per hop."""
-    return [(m.key, m.value) for m in context.invocation_metadata()
-            if not m.key.startswith(":") and not m.key.startswith(_HOP_HEADERS)]
+    return [
+        (m.key, m.value)
+        for m in context.invocation_metadata()
+        if not m.key.startswith(":") and not m.key.startswith(_HOP_HEADERS)
+    ]

@@ -1,4 +1,5 @@
 """Test helpers: write migration scripts into a temp directory, run the CLI in-process."""
+
 from __future__ import annotations
 
 import json
@@ -12,12 +13,15 @@ from click.testing import CliRunner, Result
 from fsmigrate.cli import cli
 
 
-def write_script(directory: Path, revision: str, down: str | None, body: str,
-                 doc: str = "A test migration.") -> Path:
+def write_script(
+    directory: Path, revision: str, down: str | None, body: str, doc: str = "A test migration."
+) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{revision}_test_{revision}.py"
-    path.write_text(f'"""{doc}"""\nrevision = "{revision}"\ndown_revision = {down!r}\n\n'
-                    + textwrap.dedent(body))
+    path.write_text(
+        f'"""{doc}"""\nrevision = "{revision}"\ndown_revision = {down!r}\n\n'
+        + textwrap.dedent(body)
+    )
     return path
 
 
@@ -31,8 +35,18 @@ class Fsm:
 
     def __call__(self, *args: str, input: str | None = None) -> Result:
         return CliRunner().invoke(
-            cli, ["--project", self.project, "--state", str(self.state),
-                  "--migrations", str(self.migrations), *args], input=input)
+            cli,
+            [
+                "--project",
+                self.project,
+                "--state",
+                str(self.state),
+                "--migrations",
+                str(self.migrations),
+                *args,
+            ],
+            input=input,
+        )
 
     def json(self, *args: str) -> Any:
         result = self(*args, "--format", "json")

@@ -1,4 +1,5 @@
 """Read a package's import graph and private-name uses from its source (ast, no imports)."""
+
 from __future__ import annotations
 
 import ast
@@ -20,7 +21,7 @@ class Package:
     modules: dict[str, Module]
 
     @classmethod
-    def read(cls, root: Path, name: str) -> "Package":
+    def read(cls, root: Path, name: str) -> Package:
         modules = {}
         for path in sorted(root.rglob("*.py")):
             parts = list(path.relative_to(root).with_suffix("").parts)
@@ -48,8 +49,13 @@ class Package:
                 for alias in node.names:
                     found.append((node.lineno, alias.name, []))
             elif isinstance(node, ast.ImportFrom):
-                found.append((node.lineno, self._absolute(module, node),
-                              [alias.name for alias in node.names]))
+                found.append(
+                    (
+                        node.lineno,
+                        self._absolute(module, node),
+                        [alias.name for alias in node.names],
+                    )
+                )
         return found
 
     def graph(self) -> dict[str, set[str]]:
@@ -106,8 +112,12 @@ def _defined_privates(module: Module) -> set[str]:
             names.add(node.id)
         elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
             names.add(node.target.id)
-        elif (isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store)
-              and isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
+        elif (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.ctx, ast.Store)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in ("self", "cls")
+        ):
             names.add(node.attr)
     return {n for n in names if _private(n)}
 
@@ -122,13 +132,19 @@ def private_reaches(package: Package) -> list[str]:
     for name, module in package.modules.items():
         own = defined[name]
         for line, target, names in package.imports(module):
-            if target.startswith(package.name) or target.startswith("."):
+            if target.startswith((package.name, ".")):
                 for n in names:
                     if _private(n):
                         found.append(f"{module.path.name}:{line} imports {n} from {target}")
         for node in ast.walk(module.tree):
-            if (isinstance(node, ast.Attribute) and _private(node.attr)
-                    and node.attr in everywhere and node.attr not in own):
-                found.append(f"{module.path.name}:{node.lineno} uses .{node.attr} of "
-                             f"{ast.unparse(node.value)}")
+            if (
+                isinstance(node, ast.Attribute)
+                and _private(node.attr)
+                and node.attr in everywhere
+                and node.attr not in own
+            ):
+                found.append(
+                    f"{module.path.name}:{node.lineno} uses .{node.attr} of "
+                    f"{ast.unparse(node.value)}"
+                )
     return sorted(found)

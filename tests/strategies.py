@@ -1,13 +1,15 @@
 """Hypothesis strategies for Firestore values, fields and Python document data,
 plus type-exact equality helpers (NaN == NaN, -0.0 != 0.0, map order ignored)."""
+
 from __future__ import annotations
 
 import datetime as dt
 import math
 import re
-import struct
 import string
-from typing import Any, Mapping
+import struct
+from collections.abc import Mapping
+from typing import Any
 
 from google.cloud.firestore_v1 import GeoPoint, types
 from hypothesis import strategies as st
@@ -70,22 +72,34 @@ def _is_array(v: types.Value) -> bool:
 
 # ---- pieces ----------------------------------------------------------------------
 
-doubles = st.floats() | st.sampled_from([-0.0, 0.0, 5e-324, -5e-324, 2.2250738585072009e-308,
-                                         math.nan, math.inf, -math.inf, 1.0, 1e300])
-nanos = (st.integers(0, 999_999_999) | st.integers(0, 999).map(lambda n: n * 1_000_000)
-         | st.integers(0, 999_999).map(lambda n: n * 1000) | st.just(0))
+doubles = st.floats() | st.sampled_from(
+    [-0.0, 0.0, 5e-324, -5e-324, 2.2250738585072009e-308, math.nan, math.inf, -math.inf, 1.0, 1e300]
+)
+nanos = (
+    st.integers(0, 999_999_999)
+    | st.integers(0, 999).map(lambda n: n * 1_000_000)
+    | st.integers(0, 999_999).map(lambda n: n * 1000)
+    | st.just(0)
+)
 timestamps = st.tuples(st.integers(*TIMESTAMP_SECONDS), nanos)
 _ids = st.text(string.ascii_letters + string.digits + "_-", min_size=1, max_size=12).filter(
-    lambda s: not _RESERVED.fullmatch(s))
+    lambda s: not _RESERVED.fullmatch(s)
+)
 document_paths = st.lists(st.tuples(_ids, _ids), min_size=1, max_size=3).map(
-    lambda pairs: "/".join(f"{c}/{i}" for c, i in pairs))
+    lambda pairs: "/".join(f"{c}/{i}" for c, i in pairs)
+)
 document_names = document_paths.map(lambda p: f"{DATABASE}/documents/{p}")
 
 
 def vector_values() -> st.SearchStrategy[types.Value]:
     return st.lists(st.floats(allow_nan=False, allow_infinity=False), max_size=4).map(
-        lambda xs: map_value({"__type__": _value(string_value="__vector__"),
-                              "value": array_value([_value(double_value=x) for x in xs])}))
+        lambda xs: map_value(
+            {
+                "__type__": _value(string_value="__vector__"),
+                "value": array_value([_value(double_value=x) for x in xs]),
+            }
+        )
+    )
 
 
 def _leaves() -> st.SearchStrategy[types.Value]:
@@ -124,8 +138,9 @@ def firestore_fields() -> st.SearchStrategy[dict[str, types.Value]]:
 
 # ---- python data as the client writes it -----------------------------------------
 
-_py_keys = st.text(st.characters(codec="utf-8", exclude_categories=("Cc", "Cs")),
-                   min_size=1, max_size=12).filter(lambda k: not _RESERVED.fullmatch(k))
+_py_keys = st.text(
+    st.characters(codec="utf-8", exclude_categories=("Cc", "Cs")), min_size=1, max_size=12
+).filter(lambda k: not _RESERVED.fullmatch(k))
 _py_leaves = st.one_of(
     st.none(),
     st.booleans(),
@@ -133,8 +148,11 @@ _py_leaves = st.one_of(
     doubles,
     _text,
     st.binary(max_size=32),
-    st.datetimes(min_value=dt.datetime(1, 1, 1), max_value=dt.datetime(9999, 12, 31, 23, 59, 59, 999999),
-                 timezones=st.just(dt.timezone.utc)),
+    st.datetimes(
+        min_value=dt.datetime(1, 1, 1),
+        max_value=dt.datetime(9999, 12, 31, 23, 59, 59, 999999),
+        timezones=st.just(dt.timezone.utc),
+    ),
     st.builds(GeoPoint, st.floats(-90, 90), st.floats(-180, 180)),
 )
 
@@ -151,7 +169,9 @@ def python_document_data() -> st.SearchStrategy[dict[str, Any]]:
     NaN, ±inf, -0.0), str, bytes, UTC datetimes (microseconds), GeoPoint, nested dicts,
     lists (never lists in lists). No DocumentReference (needs a client) and no
     ``__x__`` keys (the client decodes those maps as vectors / BSON types)."""
-    return st.dictionaries(_py_keys, st.recursive(_py_leaves, _py_extend, max_leaves=12), max_size=6)
+    return st.dictionaries(
+        _py_keys, st.recursive(_py_leaves, _py_extend, max_leaves=12), max_size=6
+    )
 
 
 # ---- equality ----------------------------------------------------------------------
@@ -195,8 +215,13 @@ def fields_equal(a: Mapping[str, types.Value], b: Mapping[str, types.Value]) -> 
 
 def documents_equal(a: types.Document, b: types.Document) -> bool:
     pa, pb = _raw(a), _raw(b)
-    times = lambda d: tuple((d.HasField(t), getattr(d, t).seconds, getattr(d, t).nanos)
-                            for t in ("create_time", "update_time"))
+
+    def times(d: Any) -> tuple:
+        return tuple(
+            (d.HasField(t), getattr(d, t).seconds, getattr(d, t).nanos)
+            for t in ("create_time", "update_time")
+        )
+
     return pa.name == pb.name and times(pa) == times(pb) and fields_equal(pa.fields, pb.fields)
 
 
@@ -212,5 +237,6 @@ def python_equal(a: Any, b: Any) -> bool:
         return _f(a.latitude) == _f(b.latitude) and _f(a.longitude) == _f(b.longitude)
     if isinstance(a, dt.datetime) and isinstance(b, dt.datetime):
         return a == b and getattr(a, "nanosecond", a.microsecond * 1000) == getattr(
-            b, "nanosecond", b.microsecond * 1000)
+            b, "nanosecond", b.microsecond * 1000
+        )
     return type(a) is type(b) and a == b

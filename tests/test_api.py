@@ -1,5 +1,6 @@
 """The Python API (`fsmigrate.api`) end to end against the emulator, without the CLI: the
 same dry-run, apply, skip-on-change and crash-resume behaviour as the command line."""
+
 from __future__ import annotations
 
 import ast
@@ -14,7 +15,8 @@ import pytest
 
 from fsmigrate import api
 from fsmigrate.errors import FsMigrateError, MigrationFailed, ScriptsChanged, UsageError
-from helpers import Fsm, items_of as items, seed_items, write_script
+from helpers import Fsm, seed_items, write_script
+from helpers import items_of as items
 
 DELETE_ODD = """
 def plan(ctx):
@@ -45,8 +47,9 @@ class Recorder:
 @pytest.fixture
 def cfg(tmp_path: Path, project_id: str, emulator) -> api.Config:
     write_script(tmp_path / "migrations", "0001", None, DELETE_ODD)
-    return api.Config(project=project_id, state=tmp_path / "state.db",
-                      migrations=tmp_path / "migrations")
+    return api.Config(
+        project=project_id, state=tmp_path / "state.db", migrations=tmp_path / "migrations"
+    )
 
 
 def test_dry_run_then_apply_through_the_api(cfg: api.Config, fs_client, capfd) -> None:
@@ -66,7 +69,13 @@ def test_dry_run_then_apply_through_the_api(cfg: api.Config, fs_client, capfd) -
 
     run = applied.runs[0]
     assert (run.status, run.mode, run.kind, run.planned, run.committed, run.skipped) == (
-        "succeeded", "apply", "upgrade", 1200, 1200, 0)
+        "succeeded",
+        "apply",
+        "upgrade",
+        1200,
+        1200,
+        0,
+    )
     assert run.batches == 3 and applied.committed == 1200
     assert items(fs_client) == {f"i{i:05d}": i + 1000 for i in range(0, 1200, 2)}
     assert [(r.revision, r.state) for r in api.status(cfg).revisions] == [("0001", "applied")]
@@ -77,10 +86,15 @@ def test_dry_run_then_apply_through_the_api(cfg: api.Config, fs_client, capfd) -
     assert out.out == "" and out.err == ""  # the API never prints
 
 
-def test_a_document_changed_after_planning_is_skipped_through_the_api(cfg: api.Config,
-                                                                      fs_client) -> None:
+def test_a_document_changed_after_planning_is_skipped_through_the_api(
+    cfg: api.Config, fs_client
+) -> None:
     seed_items(fs_client, 10)
-    write_script(cfg.migrations_path, "0002", "0001", """
+    write_script(
+        cfg.migrations_path,
+        "0002",
+        "0001",
+        """
 from google.cloud import firestore
 
 def plan(ctx):
@@ -89,7 +103,8 @@ def plan(ctx):
     firestore.Client(project=ctx.project).document("items/i00004").update({"n": 4444})
     for doc in docs:
         yield ctx.delete(doc)
-""")
+""",
+    )
     api.upgrade(cfg, to="0001")
 
     result = api.upgrade(cfg)
@@ -106,17 +121,24 @@ def plan(ctx):
 
 def test_a_failing_migration_raises_with_what_ran(cfg: api.Config, fs_client) -> None:
     seed_items(fs_client, 4)
-    write_script(cfg.migrations_path, "0002", "0001", """
+    write_script(
+        cfg.migrations_path,
+        "0002",
+        "0001",
+        """
 def plan(ctx):
     for doc in ctx.scan("items"):
         yield ctx.delete(doc)
     raise RuntimeError("boom")
-""")
+""",
+    )
     with pytest.raises(MigrationFailed) as caught:
         api.upgrade(cfg)
     partial = caught.value.partial
-    assert [(r.revision, r.status) for r in partial.runs] == [("0001", "succeeded"),
-                                                              ("0002", "failed")]
+    assert [(r.revision, r.status) for r in partial.runs] == [
+        ("0001", "succeeded"),
+        ("0002", "failed"),
+    ]
     assert caught.value.exit_code == 1
     with pytest.raises(UsageError):
         api.rerun(cfg, "0001")  # not repeatable
@@ -125,15 +147,22 @@ def plan(ctx):
 def test_crash_then_resume_through_the_api(cfg: api.Config, fs_client, tmp_path) -> None:
     seed_items(fs_client, 3000)
     job = tmp_path / "job.py"
-    job.write_text(textwrap.dedent(f"""
+    job.write_text(
+        textwrap.dedent(f"""
         from fsmigrate import api
         cfg = api.Config(project={cfg.project!r}, state={str(cfg.state)!r},
                          migrations={str(cfg.migrations)!r})
         api.upgrade(cfg)
-    """))
-    killed = subprocess.run([sys.executable, str(job)], capture_output=True, text=True,
-                            env={**os.environ, "FSMIGRATE_TEST_CRASH": "after-commit:3"},
-                            timeout=300, check=False)
+    """)
+    )
+    killed = subprocess.run(
+        [sys.executable, str(job)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "FSMIGRATE_TEST_CRASH": "after-commit:3"},
+        timeout=300,
+        check=False,
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr
 
     resumed = api.upgrade(cfg)
@@ -150,8 +179,9 @@ def test_crash_then_resume_through_the_api(cfg: api.Config, fs_client, tmp_path)
 def test_an_apply_to_a_real_project_needs_a_confirm_callback(tmp_path, monkeypatch) -> None:
     monkeypatch.delenv("FIRESTORE_EMULATOR_HOST", raising=False)
     write_script(tmp_path / "migrations", "0001", None, DELETE_ODD)
-    cfg = api.Config(project="a-real-project", state=tmp_path / "state.db",
-                     migrations=tmp_path / "migrations")
+    cfg = api.Config(
+        project="a-real-project", state=tmp_path / "state.db", migrations=tmp_path / "migrations"
+    )
 
     with pytest.raises(api.ConfirmationRequired) as caught:
         api.upgrade(cfg)  # refused before anything touches the network
@@ -183,8 +213,21 @@ def test_the_public_surface_is_listed_and_typed() -> None:
             assert hints.return_annotation is not inspect.Signature.empty, name
             for param in hints.parameters.values():
                 assert param.annotation is not inspect.Parameter.empty, (name, param.name)
-    commands = {"upgrade", "rerun", "apply_plan", "status", "history", "verify", "audit",
-                "stamp", "resolve", "restore", "break_lock", "check", "new"}
+    commands = {
+        "upgrade",
+        "rerun",
+        "apply_plan",
+        "status",
+        "history",
+        "verify",
+        "audit",
+        "stamp",
+        "resolve",
+        "restore",
+        "break_lock",
+        "check",
+        "new",
+    }
     assert commands <= set(api.__all__)
 
 
@@ -198,8 +241,9 @@ def test_the_cli_is_a_skin_over_the_api() -> None:
         elif isinstance(node, ast.Import):
             imported.update(a.name for a in node.names)
     engine = {"runner", "lease", "markers", "store", "state", "commands", "planfile"}
-    assert not {name for name in imported
-                if name.split(".")[-1] in engine or name.split(".")[0] in engine}
+    assert not {
+        name for name in imported if name.split(".")[-1] in engine or name.split(".")[0] in engine
+    }
 
 
 def test_check_options_are_refused_before_anything_connects(monkeypatch) -> None:
@@ -213,7 +257,8 @@ def test_check_options_are_refused_before_anything_connects(monkeypatch) -> None
 def test_check_through_the_api(cfg: api.Config, fs_client) -> None:
     fs_client.document("processor_heartbeats/PlayerGameSummaryProcessor").set({"n": 1})
     fs_client.document("processor_heartbeats/PlayerGameSummaryProcessor_None_0123abcd").set(
-        {"n": 1})
+        {"n": 1}
+    )
 
     result = api.check(cfg, "heartbeats", max_docs=50)
 
@@ -223,28 +268,41 @@ def test_check_through_the_api(cfg: api.Config, fs_client) -> None:
 
 
 def test_a_resume_never_writes_again_a_document_the_interrupted_run_wrote(
-        cfg: api.Config, fs_client, tmp_path) -> None:
+    cfg: api.Config, fs_client, tmp_path
+) -> None:
     """Re-planned after the crash, an updated document may now look like one to delete
     (n + 1000 is a multiple of 3 for a third of them): the resume must leave it alone."""
-    write_script(cfg.migrations_path, "0001", None, """
+    write_script(
+        cfg.migrations_path,
+        "0001",
+        None,
+        """
 def plan(ctx):
     for doc in ctx.scan("items"):
         if doc.get("n") % 3 == 0:
             yield ctx.delete(doc)
         else:
             yield ctx.update(doc, {"n": doc.get("n") + 1000})
-""")
+""",
+    )
     seed_items(fs_client, 1500)
     job = tmp_path / "job.py"
-    job.write_text(textwrap.dedent(f"""
+    job.write_text(
+        textwrap.dedent(f"""
         from fsmigrate import api
         cfg = api.Config(project={cfg.project!r}, state={str(cfg.state)!r},
                          migrations={str(cfg.migrations)!r})
         api.upgrade(cfg, batch_size=100)
-    """))
-    killed = subprocess.run([sys.executable, str(job)], capture_output=True, text=True,
-                            env={**os.environ, "FSMIGRATE_TEST_CRASH": "after-commit:4"},
-                            timeout=300, check=False)
+    """)
+    )
+    killed = subprocess.run(
+        [sys.executable, str(job)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "FSMIGRATE_TEST_CRASH": "after-commit:4"},
+        timeout=300,
+        check=False,
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr
 
     api.upgrade(cfg, batch_size=100)
@@ -262,8 +320,9 @@ def test_runner_beam_without_the_extra_says_how_to_get_it(tmp_path, monkeypatch)
     assert not (tmp_path / "state.db").exists()
 
 
-def test_an_edited_repeatable_script_is_run_again_not_refused(cfg: api.Config, fs_client,
-                                                             tmp_path) -> None:
+def test_an_edited_repeatable_script_is_run_again_not_refused(
+    cfg: api.Config, fs_client, tmp_path
+) -> None:
     """A repeatable migration changes with the data it cleans (like migration 0001 gaining
     its distributable form): its new version is not drift; its next run records it."""
     write_script(cfg.migrations_path, "0001", None, "repeatable = True\n" + DELETE_ODD)
@@ -287,20 +346,27 @@ def test_an_edited_repeatable_script_is_run_again_not_refused(cfg: api.Config, f
         api.upgrade(strict)
 
 
-def test_a_document_deleted_then_created_again_in_one_run_is_not_refused(cfg: api.Config,
-                                                                         fs_client) -> None:
+def test_a_document_deleted_then_created_again_in_one_run_is_not_refused(
+    cfg: api.Config, fs_client
+) -> None:
     """One commit cannot write a document twice: the second write goes in the next batch,
     after the first landed (regression: the whole run failed with InvalidArgument)."""
-    write_script(cfg.migrations_path, "0001", None, """
+    write_script(
+        cfg.migrations_path,
+        "0001",
+        None,
+        """
 def plan(ctx):
     for doc in ctx.scan("items"):
         yield ctx.delete(doc)
         yield ctx.create(doc.path, {"n": doc.get("n"), "v": 2})
-""")
+""",
+    )
     seed_items(fs_client, 120)
 
     run = api.upgrade(cfg, batch_size=50, concurrency=4).runs[0]
 
     assert (run.status, run.committed, run.skipped) == ("succeeded", 240, 0)
     assert {s.id: (s.get("n"), s.get("v")) for s in fs_client.collection("items").stream()} == {
-        f"i{i:05d}": (i, 2) for i in range(120)}
+        f"i{i:05d}": (i, 2) for i in range(120)
+    }

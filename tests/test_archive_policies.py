@@ -1,6 +1,7 @@
 """What a run keeps of the documents it changes: `archive = "full"` (default), `"paths"`
 (nothing of them: erasure migrations) or a function that redacts fields. Shown in the
 dry-run report, the plan file header and the audit; restore says what it cannot do."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -36,8 +37,15 @@ SECRET = os.urandom(12_000)  # incompressible: an archived copy keeps long runs 
 
 
 def seed(client) -> dict[str, dict]:
-    docs = {f"users/u{i}": {"email": f"person{i}-ERASE-ME@example.com", "blob": SECRET,
-                            "since": WHEN, "gone": i < 2} for i in range(4)}
+    docs = {
+        f"users/u{i}": {
+            "email": f"person{i}-ERASE-ME@example.com",
+            "blob": SECRET,
+            "since": WHEN,
+            "gone": i < 2,
+        }
+        for i in range(4)
+    }
     for path, data in docs.items():
         client.document(path).set(data)
     return docs
@@ -55,7 +63,7 @@ def raw_bytes(*paths: Path) -> bytes:
 def leaks(raw: bytes) -> list[str]:
     """Which of the documents' values occur in `raw` (a piece of the random blob is enough)."""
     found = [f"email {i}" for i in range(4) if f"person{i}-ERASE-ME".encode() in raw]
-    if any(SECRET[i:i + 32] in raw for i in range(0, len(SECRET) - 32, 32)):
+    if any(SECRET[i : i + 32] in raw for i in range(0, len(SECRET) - 32, 32)):
         found.append("blob")
     return found
 
@@ -76,8 +84,9 @@ def fsm(tmp_path: Path, project_id: str, emulator) -> Fsm:
     return Fsm(project_id, tmp_path / "state.db", tmp_path / "migrations")
 
 
-def test_paths_keeps_no_value_in_the_state_file_the_plan_or_an_export(fsm, fs_client,
-                                                                      tmp_path) -> None:
+def test_paths_keeps_no_value_in_the_state_file_the_plan_or_an_export(
+    fsm, fs_client, tmp_path
+) -> None:
     seed(fs_client)
     write_script(fsm.migrations, "0001", None, ERASE.format(policy='"paths"'))
     plan = tmp_path / "plan.jsonl"
@@ -97,15 +106,19 @@ def test_paths_keeps_no_value_in_the_state_file_the_plan_or_an_export(fsm, fs_cl
     assert all('"update_time"' in op["precondition"] for op in kept)
     audit = fsm.json("audit", run["run_id"])
     assert audit["archive_policy"] == "paths"
-    assert "paths and update times only" in fsm("audit", run["run_id"], "--format",
-                                                "markdown").stdout
+    assert (
+        "paths and update times only" in fsm("audit", run["run_id"], "--format", "markdown").stdout
+    )
     export = fsm("audit", run["run_id"], "--export", str(tmp_path / "x.jsonl"))
     assert export.exit_code == 1 and 'archive = "paths"' in export.stderr
     assert not (tmp_path / "x.jsonl").exists()
     restore = fsm("restore", run["run_id"])
     assert restore.exit_code == 1
-    assert "none of the 4 document(s)" in restore.stderr and "users/u0, users/u1" in \
-        restore.stderr and len(restore.stderr.strip().splitlines()) == 1
+    assert (
+        "none of the 4 document(s)" in restore.stderr
+        and "users/u0, users/u1" in restore.stderr
+        and len(restore.stderr.strip().splitlines()) == 1
+    )
 
 
 def test_a_redacting_function_archives_and_restores_only_what_it_keeps(fsm, fs_client) -> None:
@@ -119,7 +132,8 @@ def test_a_redacting_function_archives_and_restores_only_what_it_keeps(fsm, fs_c
     assert leaks(block_contents(fsm.state)) == ["blob"]  # the kept field, not the e-mails
     images = fsm.json("audit", run["run_id"])["operations"]
     assert {op["path"]: sorted(op["before"]["fields"]) for op in images} == {
-        path: ["blob", "gone", "since"] for path in docs}
+        path: ["blob", "gone", "since"] for path in docs
+    }
     assert images[0]["before"]["fields"]["since"] == {"$timestamp": "2001-02-03T04:05:06.789Z"}
     assert "redacted copies (archive = drop_email)" in fsm("audit", run["run_id"]).stdout
 
@@ -130,13 +144,15 @@ def test_a_redacting_function_archives_and_restores_only_what_it_keeps(fsm, fs_c
     ops = json.loads(restored.stdout)["migrations"][0]["operations"]
     assert [(op["path"], op["label"]) for op in ops] == [
         (f"users/u{i}", "from a redacted copy (drop_email): only the fields it kept")
-        for i in range(2)]  # the deleted ones; the updated ones exist
+        for i in range(2)
+    ]  # the deleted ones; the updated ones exist
     back = fs_client.document("users/u0").get().to_dict()
     assert back == {k: v for k, v in docs["users/u0"].items() if k != "email"}
 
 
 def test_an_archive_function_that_fails_stops_the_dry_run_and_a_bad_policy_is_refused(
-        fsm, fs_client) -> None:
+    fsm, fs_client
+) -> None:
     seed(fs_client)
     write_script(fsm.migrations, "0001", None, ERASE.format(policy="lambda data: 1 / 0"))
     dry = fsm("upgrade", "--dry-run")
@@ -154,7 +170,8 @@ def test_a_dry_run_keeps_counts_and_notes_not_copies(fsm, fs_client) -> None:
     dry = fsm.json("upgrade", "--dry-run")
 
     assert [op["path"] for op in dry["migrations"][0]["operations"]] == [
-        f"users/u{i}" for i in range(4)]  # its report lists every document
+        f"users/u{i}" for i in range(4)
+    ]  # its report lists every document
     run_id = dry["migrations"][0]["run_id"]
     db = sqlite3.connect(fsm.state)
     assert db.execute("SELECT COUNT(*) FROM ops").fetchone() == (0,)

@@ -1,26 +1,33 @@
 """Property: every document a migration deletes is archived exactly, through the real
 emulator. Documents are written with arbitrary values, read back by the server's own
 GetDocument, deleted by an apply, and the archive must equal what the server held."""
+
 from __future__ import annotations
 
 import itertools
 from pathlib import Path
 
-from google.cloud.firestore_v1 import types
 from google.api_core.exceptions import InvalidArgument
+from google.cloud.firestore_v1 import types
 from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 
-from fsmigrate.firestore import codec
 from fsmigrate.engine.runner import Runner
+from fsmigrate.firestore import codec
+from fsmigrate.firestore.store import Store, Target
 from fsmigrate.scripts.loader import Script, build_chain
 from fsmigrate.state.database import State
-from fsmigrate.firestore.store import Store, Target
 from strategies import documents_equal, firestore_fields, python_document_data, python_equal
 
-SETTINGS = settings(max_examples=40, deadline=None,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                           HealthCheck.too_slow, HealthCheck.filter_too_much])
+SETTINGS = settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.filter_too_much,
+    ],
+)
 _counter = itertools.count()
 
 
@@ -30,11 +37,18 @@ def delete_all(ctx):
 
 
 def apply_delete_all(project: str, state_path: Path) -> State:
-    script = Script(revision="0001", down_revision=None, path=Path("0001_delete_all.py"),
-                    doc="Delete every document of docs.", checksum="0" * 64, plan=delete_all)
+    script = Script(
+        revision="0001",
+        down_revision=None,
+        path=Path("0001_delete_all.py"),
+        doc="Delete every document of docs.",
+        checksum="0" * 64,
+        plan=delete_all,
+    )
     state = State.open(state_path)
     Runner(Store(Target(project, emulator_host="set")), state, build_chain([script])).upgrade(
-        dry_run=False)
+        dry_run=False
+    )
     return state
 
 
@@ -81,8 +95,9 @@ def _local_references(fields, database: str):
         for value in stack.pop().values():
             kind = value.WhichOneof("value_type")
             if kind == "reference_value":
-                value.reference_value = database + "/documents/" + \
-                    value.reference_value.split("/documents/", 1)[1]
+                value.reference_value = (
+                    database + "/documents/" + value.reference_value.split("/documents/", 1)[1]
+                )
             elif kind == "map_value":
                 stack.append(value.map_value.fields)
             elif kind == "array_value":
@@ -103,8 +118,9 @@ def test_archive_keeps_every_value_type_exactly(emulator, tmp_path, fields) -> N
     doc = types.Document(name=name)
     doc._pb.fields.MergeFrom(_local_references(fields, client._database_string))
     try:
-        client._firestore_api.commit(request={"database": client._database_string,
-                                              "writes": [{"update": doc}]})
+        client._firestore_api.commit(
+            request={"database": client._database_string, "writes": [{"update": doc}]}
+        )
     except InvalidArgument:  # e.g. an empty vector: no such document can exist
         reject()
     original = server_copy(client, "docs/raw")  # what Firestore kept (timestamps: to the µs)

@@ -1,4 +1,5 @@
 """The audit report of a run (markdown for a change ticket), the export, --since."""
+
 from __future__ import annotations
 
 import json
@@ -87,7 +88,8 @@ def count_table(text: str, heading: str) -> dict[str, list[int | str]]:
 
 
 def test_counts_per_kind_and_collection_are_the_runs_own_and_sum_to_the_total(
-        tmp_path, project_id, emulator, fs_client) -> None:
+    tmp_path, project_id, emulator, fs_client
+) -> None:
     for i in range(7):
         fs_client.document(f"sessions/s{i}").set({"old": i < 5, "i": i})
     for i in range(3):
@@ -96,11 +98,14 @@ def test_counts_per_kind_and_collection_are_the_runs_own_and_sum_to_the_total(
     write_script(fsm.migrations, "0001", None, EVERY_KIND, doc="Every kind of write.")
     # a dry-run's rows are all `planned`: the same breakdown, nothing committed
     dry = fsm.json("upgrade", "--dry-run")["migrations"][0]
-    dry_kinds = count_table(fsm("audit", dry["run_id"], "--format", "markdown").stdout,
-                            "## Counts")
+    dry_kinds = count_table(fsm("audit", dry["run_id"], "--format", "markdown").stdout, "## Counts")
     assert dry_kinds.pop("**total**")[:2] == ["11 planned", "0 committed"]
     assert {k: row[0] for k, row in dry_kinds.items()} == {
-        "create": 2, "delete": 5, "set": 1, "update": 3}
+        "create": 2,
+        "delete": 5,
+        "set": 1,
+        "update": 3,
+    }
     assert all(row[1:] == [0, 0, 0, 0] for row in dry_kinds.values())
 
     run = fsm.json("upgrade")["migrations"][0]
@@ -112,7 +117,11 @@ def test_counts_per_kind_and_collection_are_the_runs_own_and_sum_to_the_total(
 
     kinds = count_table(text, "## Counts")
     assert kinds.pop("**total**")[:4] == [
-        "11 planned", "9 committed", "2 skipped", "0 failed or unsettled"]
+        "11 planned",
+        "9 committed",
+        "2 skipped",
+        "0 failed or unsettled",
+    ]
     assert kinds == {
         "create": [2, 1, 1, 0, 0],
         "delete": [5, 4, 1, 0, 0],
@@ -147,17 +156,19 @@ def test_export_writes_every_before_image(applied, tmp_path, fs_client) -> None:
     out = tmp_path / "before.jsonl"
     assert fsm("audit", run["run_id"], "--export", str(out)).exit_code == 0
     lines = [json.loads(line) for line in out.read_text().splitlines()]
-    assert sorted(l["path"] for l in lines) == sorted(
-        [f"sessions/s{i}" for i in range(5)] + [f"users/u{i}" for i in range(3)])
-    s0 = next(l for l in lines if l["path"] == "sessions/s0")
+    assert sorted(line["path"] for line in lines) == sorted(
+        [f"sessions/s{i}" for i in range(5)] + [f"users/u{i}" for i in range(3)]
+    )
+    s0 = next(line for line in lines if line["path"] == "sessions/s0")
     assert s0["kind"] == "delete" and s0["before"]["fields"] == {"i": 0, "old": True}
 
 
 def test_since_lists_recent_runs_newest_first(applied) -> None:
     fsm, dry, run = applied
     db = sqlite3.connect(fsm.state)
-    db.execute("UPDATE runs SET started_at='2020-01-01T00:00:00.000000Z' WHERE id=?",
-               (dry["run_id"],))
+    db.execute(
+        "UPDATE runs SET started_at='2020-01-01T00:00:00.000000Z' WHERE id=?", (dry["run_id"],)
+    )
     db.commit()
     recent = json.loads(fsm("audit", "--since", "7d", "--format", "json").stdout)
     assert [r["run_id"] for r in recent] == [run["run_id"]]

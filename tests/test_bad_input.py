@@ -1,4 +1,5 @@
 """Bad input is refused with one line, a documented exit code, and nothing changed."""
+
 from __future__ import annotations
 
 import sqlite3
@@ -59,8 +60,15 @@ def test_misnamed_script_is_refused_by_every_command(fsm: Fsm, fs_client, name: 
     write_script(fsm.migrations, "0001", None, GOOD)
     bad = fsm.migrations / name
     bad.write_text('"""Never runs."""\nrevision = "0002"\ndown_revision = "0001"\n' + GOOD)
-    for args in (["status"], ["status", "--local"], ["verify"], ["verify", "--local"],
-                 ["upgrade", "--dry-run"], ["upgrade"], ["new", "next step"]):
+    for args in (
+        ["status"],
+        ["status", "--local"],
+        ["verify"],
+        ["verify", "--local"],
+        ["upgrade", "--dry-run"],
+        ["upgrade"],
+        ["new", "next step"],
+    ):
         result = fsm(*args)
         assert result.exit_code == 1, (args, result.output)
         line = one_line(result)
@@ -73,21 +81,32 @@ def test_misnamed_script_is_refused_by_every_command(fsm: Fsm, fs_client, name: 
 
 def test_duplicate_revision(fsm: Fsm, fs_client) -> None:
     write_script(fsm.migrations, "0001", None, GOOD)
-    (fsm.migrations / "0001_again.py").write_text('"""Again."""\nrevision = "0001"\n'
-                                                  'down_revision = None\n' + GOOD)
+    (fsm.migrations / "0001_again.py").write_text(
+        '"""Again."""\nrevision = "0001"\ndown_revision = None\n' + GOOD
+    )
     result = fsm("upgrade")
     assert result.exit_code == 1 and "more than one script" in one_line(result)
     assert items(fs_client) == 5
 
 
-@pytest.mark.parametrize("body,message", [
-    ("def plan(ctx):\n    yield {'delete': 'items/i0'}\n", "not an operation"),
-    ("def plan(ctx):\n    yield ctx.delete(ctx.get('items/i0'))\n"
-     "    yield ctx.set('items', {'x': 1})\n", "collection path"),
-    ("def plan(ctx):\n    yield ctx.create('items/x', {'bad': object()})\n", "create of items/x"),
-])
-def test_bad_operations_stop_the_run_before_anything_is_written(fsm: Fsm, fs_client, body: str,
-                                                                message: str) -> None:
+@pytest.mark.parametrize(
+    "body,message",
+    [
+        ("def plan(ctx):\n    yield {'delete': 'items/i0'}\n", "not an operation"),
+        (
+            "def plan(ctx):\n    yield ctx.delete(ctx.get('items/i0'))\n"
+            "    yield ctx.set('items', {'x': 1})\n",
+            "collection path",
+        ),
+        (
+            "def plan(ctx):\n    yield ctx.create('items/x', {'bad': object()})\n",
+            "create of items/x",
+        ),
+    ],
+)
+def test_bad_operations_stop_the_run_before_anything_is_written(
+    fsm: Fsm, fs_client, body: str, message: str
+) -> None:
     write_script(fsm.migrations, "0001", None, body)
     result = fsm("upgrade")
     assert result.exit_code == 1
@@ -156,8 +175,9 @@ def test_unreachable_emulator(tmp_path: Path, monkeypatch) -> None:
         assert "ServiceUnavailable" in line and "gave up after 2 attempts" in line
 
 
-@pytest.mark.parametrize("args", [["--batch-size", "0"], ["--batch-size", "501"],
-                                  ["--to", "0042"], ["--format", "yaml"]])
+@pytest.mark.parametrize(
+    "args", [["--batch-size", "0"], ["--batch-size", "501"], ["--to", "0042"], ["--format", "yaml"]]
+)
 def test_bad_options_exit_2(fsm: Fsm, fs_client, args: list[str]) -> None:
     write_script(fsm.migrations, "0001", None, GOOD)
     assert fsm("upgrade", *args).exit_code == 2

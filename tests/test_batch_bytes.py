@@ -1,5 +1,6 @@
 """Commits bounded by bytes as well as by count (regression: 40 documents of 600 KB went
 out as one 24 MB commit, the server refused it, and the refusal was retried as transient)."""
+
 from __future__ import annotations
 
 import signal
@@ -7,13 +8,14 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_crash_resume import run_cli
 
+from fsmigrate.engine.batching import DEFAULT_BATCH_BYTES, batches
 from fsmigrate.scripts.context import Barrier
 from fsmigrate.scripts.operations import DELETE, Group, Operation
-from fsmigrate.engine.batching import DEFAULT_BATCH_BYTES, batches
 from helpers import Fsm, ops_of, write_script
-from test_crash_resume import run_cli
 
 BLOB = 600_000
 REWRITE = """
@@ -46,8 +48,7 @@ def fsm(tmp_path: Path, project_id: str, emulator) -> Fsm:
     return fsm
 
 
-def test_forty_large_rewrites_go_out_in_commits_under_the_byte_bound(fsm: Fsm,
-                                                                    fs_client) -> None:
+def test_forty_large_rewrites_go_out_in_commits_under_the_byte_bound(fsm: Fsm, fs_client) -> None:
     seed(fs_client, 40)
 
     run = fsm.json("upgrade", "--quiet")["migrations"][0]
@@ -59,8 +60,7 @@ def test_forty_large_rewrites_go_out_in_commits_under_the_byte_bound(fsm: Fsm,
     assert max(sizes.values()) <= DEFAULT_BATCH_BYTES
 
 
-def test_a_commit_the_server_refuses_as_too_large_is_split_not_retried(fsm: Fsm,
-                                                                       fs_client) -> None:
+def test_a_commit_the_server_refuses_as_too_large_is_split_not_retried(fsm: Fsm, fs_client) -> None:
     seed(fs_client, 40)
 
     # 9 MB commits are fine for production but over the emulator's 4 MiB gRPC limit
@@ -86,14 +86,20 @@ def test_a_write_that_cannot_fit_is_one_line_naming_the_document(fsm: Fsm, fs_cl
     assert state_of(fs_client) == {f"d{i:03d}": (i + 1000, BLOB) for i in range(3)}
 
 
-def test_atomic_groups_are_never_split_by_the_byte_bound(tmp_path, project_id, fs_client,
-                                                        emulator) -> None:
+def test_atomic_groups_are_never_split_by_the_byte_bound(
+    tmp_path, project_id, fs_client, emulator
+) -> None:
     fsm = Fsm(project_id, tmp_path / "state.db", tmp_path / "migrations")
-    write_script(fsm.migrations, "0001", None, """
+    write_script(
+        fsm.migrations,
+        "0001",
+        None,
+        """
 def plan(ctx):
     for doc in ctx.scan("big"):
         yield ctx.rename(doc, doc.id.upper(), subcollections="unchecked")
-""")
+""",
+    )
     for i in range(12):
         fs_client.document(f"big/d{i:03d}").set({"n": i, "blob": "x" * BLOB})
 
@@ -106,16 +112,19 @@ def plan(ctx):
     assert len(groups) == 12 and all(len(seen) == 1 for seen in groups.values())
     assert max(batch_bytes(fsm.state, run["run_id"]).values()) <= 1_500_000
     assert sorted(s.id for s in fs_client.collection("big").stream()) == [
-        f"D{i:03d}" for i in range(12)]
+        f"D{i:03d}" for i in range(12)
+    ]
 
 
 @pytest.mark.parametrize("point", ["before-commit", "after-commit"])
-def test_resume_settles_a_journaled_batch_under_a_different_split(fsm: Fsm, fs_client,
-                                                                  point: str) -> None:
+def test_resume_settles_a_journaled_batch_under_a_different_split(
+    fsm: Fsm, fs_client, point: str
+) -> None:
     seed(fs_client, 30)
 
-    killed = run_cli(fsm, "upgrade", "--quiet", "--batch-bytes", "2000000",
-                     FSMIGRATE_TEST_CRASH=f"{point}:3")
+    killed = run_cli(
+        fsm, "upgrade", "--quiet", "--batch-bytes", "2000000", FSMIGRATE_TEST_CRASH=f"{point}:3"
+    )
     assert killed.returncode == -signal.SIGKILL
     resumed = run_cli(fsm, "upgrade", "--quiet", "--batch-bytes", "1300000")
 
@@ -125,24 +134,28 @@ def test_resume_settles_a_journaled_batch_under_a_different_split(fsm: Fsm, fs_c
     db = sqlite3.connect(fsm.state)
     runs = db.execute("SELECT id, status FROM runs ORDER BY started_at").fetchall()
     assert [status for _, status in runs] == ["interrupted", "succeeded"]
-    committed = db.execute("SELECT path, COUNT(*) FROM ops WHERE status='committed' "
-                           "GROUP BY path").fetchall()
+    committed = db.execute(
+        "SELECT path, COUNT(*) FROM ops WHERE status='committed' GROUP BY path"
+    ).fetchall()
     assert len(committed) == 30 and all(n == 1 for _, n in committed)
     assert max(batch_bytes(fsm.state, runs[1][0]).values()) <= 1_300_000
 
 
 # ---- the batching itself (pure) ------------------------------------------------------------
 
-units = st.lists(st.one_of(
-    st.integers(1, 300).map(lambda size: ("op", size)),
-    st.lists(st.integers(1, 300), min_size=1, max_size=4).map(lambda sizes: ("group", sizes)),
-    st.just(("barrier", 0))), max_size=60)
+units = st.lists(
+    st.one_of(
+        st.integers(1, 300).map(lambda size: ("op", size)),
+        st.lists(st.integers(1, 300), min_size=1, max_size=4).map(lambda sizes: ("group", sizes)),
+        st.just(("barrier", 0)),
+    ),
+    max_size=60,
+)
 
 
 @settings(max_examples=300, deadline=None)
 @given(units, st.integers(1, 8), st.integers(300, 2000))
-def test_batches_respect_count_and_bytes_and_keep_groups_and_order(items, size,
-                                                                   max_bytes) -> None:
+def test_batches_respect_count_and_bytes_and_keep_groups_and_order(items, size, max_bytes) -> None:
     stream, weight, groups = [], {}, []
     for n, (what, spec) in enumerate(items):
         if what == "barrier":
@@ -158,12 +171,15 @@ def test_batches_respect_count_and_bytes_and_keep_groups_and_order(items, size,
         elif what == "op":
             stream.append(ops[0])
 
-    out = list(batches(stream, size, lambda unit: sum(weight[op.path] for op in unit),
-                        max_bytes))
+    out = list(batches(stream, size, lambda unit: sum(weight[op.path] for op in unit), max_bytes))
 
     flat = [op.path for batch, _ in out for op in batch]
-    expected = [op.path for item in stream if not isinstance(item, Barrier)
-                for op in (item.ops if isinstance(item, Group) else [item])]
+    expected = [
+        op.path
+        for item in stream
+        if not isinstance(item, Barrier)
+        for op in (item.ops if isinstance(item, Group) else [item])
+    ]
     assert flat == expected  # nothing lost, duplicated or reordered
     where = {op.path: i for i, (batch, _) in enumerate(out) for op in batch}
     for batch, _ in out:
@@ -177,7 +193,8 @@ def test_batches_respect_count_and_bytes_and_keep_groups_and_order(items, size,
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.integers(0, 12), max_size=80), st.integers(1, 10), st.integers(0, 3))
 def test_no_batch_writes_a_document_twice_and_a_rewrite_waits_for_the_first(
-        ids, size, in_flight) -> None:
+    ids, size, in_flight
+) -> None:
     stream = [Operation(DELETE, f"c/d{i}") for i in ids]
 
     out = list(batches(stream, size, in_flight=in_flight))

@@ -1,4 +1,5 @@
 """Chart layouts (fsmigrate.report.charts, pure) and the check page built from a CheckResult."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -6,8 +7,8 @@ from html.parser import HTMLParser
 
 import pytest
 
-from fsmigrate.report import charts
 from fsmigrate.checks import CheckResult, Metric, Point, Series
+from fsmigrate.report import charts
 from fsmigrate.report.checks import RENDERERS
 
 
@@ -23,8 +24,9 @@ def test_nice_scale_covers_the_value_with_whole_ticks() -> None:
 
 def test_horizontal_bars_stack_segments_in_proportion_and_count_what_is_left_out() -> None:
     rows = [(f"id_{i}", {"committed": 10 * i, "skipped": i}) for i in range(1, 6)]
-    chart = charts.horizontal_bars("c", "t", rows, [("committed", "committed"),
-                                                    ("skipped", "skipped")], limit=3)
+    chart = charts.horizontal_bars(
+        "c", "t", rows, [("committed", "committed"), ("skipped", "skipped")], limit=3
+    )
     assert [b.label for b in chart.bars] == ["id_1", "id_2", "id_3"]
     assert (chart.omitted, chart.omitted_value) == (2, 44 + 55)
     third = chart.bars[2]
@@ -37,14 +39,16 @@ def test_horizontal_bars_stack_segments_in_proportion_and_count_what_is_left_out
     assert "id_3: 33 (30 committed, 3 skipped)" == third.title
     long = charts.horizontal_bars("c", "t", [("x" * 100, {"v": 1})], [("v", "v")])
     assert len(long.bars[0].label) == charts.MAX_LABEL_CHARS and long.bars[0].title.startswith(
-        "x" * 100)
+        "x" * 100
+    )
 
 
 def test_time_chart_has_a_column_per_bucket_and_the_threshold_inside_the_plot() -> None:
     start = dt.datetime(2025, 3, 1, tzinfo=dt.timezone.utc)
     points = [(start + dt.timedelta(hours=i), float(i % 5)) for i in range(48)]
-    chart = charts.time_chart("s", "t", points, dt.timedelta(hours=1), threshold=10,
-                              threshold_label="alarm")
+    chart = charts.time_chart(
+        "s", "t", points, dt.timedelta(hours=1), threshold=10, threshold_label="alarm"
+    )
     assert len(chart.columns) == 48 and len(chart.polyline.split()) == 48
     bottom = chart.plot_y + chart.plot_height
     assert chart.plot_y <= chart.threshold_y < bottom  # above every column: scale fits it
@@ -78,14 +82,29 @@ class _Svg(HTMLParser):
 def test_any_check_gets_a_page_with_its_labelled_metrics_and_series_drawn() -> None:
     start = dt.datetime(2025, 3, 1, tzinfo=dt.timezone.utc)
     result = CheckResult(
-        check="sessions", healthy=False, reasons=["3 expired <b>sessions</b>"],
+        check="sessions",
+        healthy=False,
+        reasons=["3 expired <b>sessions</b>"],
         labels={"collection": "sessions"},
-        metrics=[Metric("documents", 9), *(Metric("documents_by_state", n, {"state": s})
-                                           for s, n in (("live", 6), ("expired", 3)))],
+        metrics=[
+            Metric("documents", 9),
+            *(
+                Metric("documents_by_state", n, {"state": s})
+                for s, n in (("live", 6), ("expired", 3))
+            ),
+        ],
         details={"expired_ids": ["s_1", "s_2"], "total": 9},
-        series=[Series("expired", "expired per day", dt.timedelta(days=1),
-                       [Point(start + dt.timedelta(days=i), i) for i in range(4)],
-                       threshold=2, threshold_label="alarm above 2")])
+        series=[
+            Series(
+                "expired",
+                "expired per day",
+                dt.timedelta(days=1),
+                [Point(start + dt.timedelta(days=i), i) for i in range(4)],
+                threshold=2,
+                threshold_label="alarm above 2",
+            )
+        ],
+    )
     page = "".join(RENDERERS["html"](result))
     svg = _Svg()
     svg.feed(page)
@@ -98,9 +117,11 @@ def test_any_check_gets_a_page_with_its_labelled_metrics_and_series_drawn() -> N
 
 
 def test_a_chart_draws_up_to_its_limit_and_says_how_many_it_left_out() -> None:
-    result = CheckResult(check="c", healthy=True,
-                         metrics=[Metric("docs_by_shard", 1000 + i, {"shard": f"s{i}"})
-                                  for i in range(45)])
+    result = CheckResult(
+        check="c",
+        healthy=True,
+        metrics=[Metric("docs_by_shard", 1000 + i, {"shard": f"s{i}"}) for i in range(45)],
+    )
     page = "".join(RENDERERS["html"](result))
     svg = _Svg()
     svg.feed(page)

@@ -2,6 +2,7 @@
 `fsmigrate.checks`, offers their declared options, and renders text, JSON or OpenMetrics
 (parsed here with prometheus_client's parsers, never a regex). Against the real emulator
 where Firestore is involved."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -42,22 +43,26 @@ def gauges(text: str, parser=parse_om) -> dict[str, list]:
 
 
 def value(families: dict[str, list], name: str, **labels: str) -> float:
-    found = [s.value for s in families[name] if all(s.labels.get(k) == v
-                                                    for k, v in labels.items())]
+    found = [
+        s.value for s in families[name] if all(s.labels.get(k) == v for k, v in labels.items())
+    ]
     assert len(found) == 1, (name, labels, families[name])
     return found[0]
 
 
 def heartbeat_values(families: dict[str, list]) -> dict[str, float]:
-    out = {name[len(HB):]: value(families, name) for name in families
-           if name != HB + "documents_by_kind"}
-    out.update({f"kind:{s.labels['kind']}": s.value
-                for s in families[HB + "documents_by_kind"]})
+    out = {
+        name[len(HB) :]: value(families, name)
+        for name in families
+        if name != HB + "documents_by_kind"
+    }
+    out.update({f"kind:{s.labels['kind']}": s.value for s in families[HB + "documents_by_kind"]})
     return out
 
 
-def test_openmetrics_of_the_incident_then_after_the_cleanup(fsm: Fsm, fs_client,
-                                                            tmp_path: Path) -> None:
+def test_openmetrics_of_the_incident_then_after_the_cleanup(
+    fsm: Fsm, fs_client, tmp_path: Path
+) -> None:
     incident.seed(fs_client, NOW)
 
     before = fsm("check", "heartbeats", "--format", "openmetrics")
@@ -70,12 +75,22 @@ def test_openmetrics_of_the_incident_then_after_the_cleanup(fsm: Fsm, fs_client,
     got = heartbeat_values(families)
     checked = got.pop("checked_timestamp_seconds")
     assert abs(checked - dt.datetime.now(dt.timezone.utc).timestamp()) < 120
-    assert got == {"healthy": 0, "documents": 1053, "legacy_documents": 1035,
-                   "unknown_documents": 0, "documents_updated_in_window": 18 - 3 + 37,
-                   "growth_per_day": 37 * 24, "legacy_documents_in_window": 37,
-                   "max_docs": 50, "window_seconds": 3600,
-                   "kind:canonical_processor": 13, "kind:canonical_phase2": 5,
-                   "kind:legacy_run": 777, "kind:legacy_date": 258, "kind:unknown": 0}
+    assert got == {
+        "healthy": 0,
+        "documents": 1053,
+        "legacy_documents": 1035,
+        "unknown_documents": 0,
+        "documents_updated_in_window": 18 - 3 + 37,
+        "growth_per_day": 37 * 24,
+        "legacy_documents_in_window": 37,
+        "max_docs": 50,
+        "window_seconds": 3600,
+        "kind:canonical_processor": 13,
+        "kind:canonical_phase2": 5,
+        "kind:legacy_run": 777,
+        "kind:legacy_date": 258,
+        "kind:unknown": 0,
+    }
 
     assert fsm("upgrade").exit_code == 0
     prom = tmp_path / "textfile" / "heartbeats.prom"
@@ -86,8 +101,12 @@ def test_openmetrics_of_the_incident_then_after_the_cleanup(fsm: Fsm, fs_client,
     text = prom.read_text(encoding="utf-8")
     got = heartbeat_values(gauges(text))
     assert (got["healthy"], got["documents"], got["legacy_documents"]) == (1, 20, 0)
-    assert (got["kind:canonical_processor"], got["kind:canonical_phase2"],
-            got["kind:legacy_run"], got["kind:legacy_date"]) == (15, 5, 0, 0)
+    assert (
+        got["kind:canonical_processor"],
+        got["kind:canonical_phase2"],
+        got["kind:legacy_run"],
+        got["kind:legacy_date"],
+    ) == (15, 5, 0, 0)
     assert got["growth_per_day"] == 0 and got["legacy_documents_in_window"] == 0
     # what a node-exporter textfile collector reads: the Prometheus text format
     assert heartbeat_values(gauges(text, parse_prom)) == got
@@ -96,8 +115,18 @@ def test_openmetrics_of_the_incident_then_after_the_cleanup(fsm: Fsm, fs_client,
 def test_options_reach_the_check_and_its_output(fsm: Fsm, fs_client) -> None:
     incident.seed(fs_client, NOW, collection="hb_copy", legacy=12)
 
-    out = fsm("check", "heartbeats", "--collection", "hb_copy", "--max-docs", "100",
-              "--window", "2h", "--format", "openmetrics")
+    out = fsm(
+        "check",
+        "heartbeats",
+        "--collection",
+        "hb_copy",
+        "--max-docs",
+        "100",
+        "--window",
+        "2h",
+        "--format",
+        "openmetrics",
+    )
     text = fsm("check", "heartbeats", "--collection", "hb_copy", "--window", "2h")
     empty = fsm("check", "heartbeats", "--format", "json")  # the default collection
 
@@ -106,8 +135,10 @@ def test_options_reach_the_check_and_its_output(fsm: Fsm, fs_client) -> None:
     assert {s.labels["collection"] for v in families.values() for s in v} == {"hb_copy"}
     got = heartbeat_values(families)
     assert (got["documents"], got["max_docs"], got["window_seconds"]) == (30, 100, 7200)
-    assert out.stderr.strip() == "UNHEALTHY: 12 legacy-format documents (expected 0); 12 " \
+    assert (
+        out.stderr.strip() == "UNHEALTHY: 12 legacy-format documents (expected 0); 12 "
         "legacy documents written in the last 2h: an old image is still running"
+    )
     assert text.exit_code == 1
     lines = text.stdout.splitlines()
     assert lines[0].startswith("hb_copy: UNHEALTHY (checked ")
@@ -128,9 +159,19 @@ def test_check_list_and_help_come_from_the_plugin() -> None:
     assert f"heartbeats           {SUMMARY}" in listed.stdout.splitlines()
     assert helped.exit_code == 0, helped.output
     words = " ".join(helped.stdout.split())  # as wrapped to the terminal's width
-    for text in ("--max-docs", "--window", "--collection", "--format", "openmetrics",
-                 "--output", "default: 50", "default: 1h", "default: processor_heartbeats",
-                 "Example", SUMMARY):
+    for text in (
+        "--max-docs",
+        "--window",
+        "--collection",
+        "--format",
+        "openmetrics",
+        "--output",
+        "default: 50",
+        "default: 1h",
+        "default: processor_heartbeats",
+        "Example",
+        SUMMARY,
+    ):
         assert text in words, text
     assert group_help.exit_code == 0 and "heartbeats" in group_help.stdout
 
@@ -202,42 +243,93 @@ def plugin_dist(tmp_path: Path) -> Path:
     (site / "mycheck-0.1.dist-info").mkdir(parents=True)
     (site / "mymod.py").write_text(textwrap.dedent(PLUGIN), encoding="utf-8")
     (site / "mycheck-0.1.dist-info" / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: mycheck\nVersion: 0.1\n", encoding="utf-8")
+        "Metadata-Version: 2.1\nName: mycheck\nVersion: 0.1\n", encoding="utf-8"
+    )
     (site / "mycheck-0.1.dist-info" / "entry_points.txt").write_text(
-        "[fsmigrate.checks]\nmycheck = mymod:mycheck\n", encoding="utf-8")
+        "[fsmigrate.checks]\nmycheck = mymod:mycheck\n", encoding="utf-8"
+    )
     return site
 
 
 def run_fsmigrate(site: Path, *args: str, **extra_env: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(site), **extra_env}
-    return subprocess.run([sys.executable, "-m", "fsmigrate", *args], env=env,
-                          capture_output=True, text=True, check=False, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "fsmigrate", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
 
 
 def test_a_check_from_another_distribution_is_found_listed_and_run(
-        plugin_dist: Path, tmp_path: Path, fs_client, project_id: str) -> None:
+    plugin_dist: Path, tmp_path: Path, fs_client, project_id: str
+) -> None:
     col = fs_client.collection("logins")
-    for doc_id, status in [("a", "active"), ("b", "active"), ("c", "active"), ("d", "idle"),
-                           ("e", None)]:
+    for doc_id, status in [
+        ("a", "active"),
+        ("b", "active"),
+        ("c", "active"),
+        ("d", "idle"),
+        ("e", None),
+    ]:
         col.document(doc_id).set({"status": status} if status else {"user": doc_id})
     fs_client.collection("sessions").document("s1").set({"status": "open"})
     base = ["--project", project_id, "--state", str(tmp_path / "state.db")]
 
     listed = run_fsmigrate(plugin_dist, "check", "--list")
     helped = run_fsmigrate(plugin_dist, "check", "mycheck", "--help")
-    strict = run_fsmigrate(plugin_dist, *base, "check", "mycheck", "--format", "json",
-                           "--collection", "logins", "--max-open", "2", "--status", "active",
-                           "--strict")
-    lenient = run_fsmigrate(plugin_dist, *base, "check", "mycheck", "--format", "json",
-                            "--collection", "logins", "--max-open", "3", "--status", "active")
+    strict = run_fsmigrate(
+        plugin_dist,
+        *base,
+        "check",
+        "mycheck",
+        "--format",
+        "json",
+        "--collection",
+        "logins",
+        "--max-open",
+        "2",
+        "--status",
+        "active",
+        "--strict",
+    )
+    lenient = run_fsmigrate(
+        plugin_dist,
+        *base,
+        "check",
+        "mycheck",
+        "--format",
+        "json",
+        "--collection",
+        "logins",
+        "--max-open",
+        "3",
+        "--status",
+        "active",
+    )
     defaults = run_fsmigrate(plugin_dist, *base, "check", "mycheck", "--format", "json")
-    metrics = run_fsmigrate(plugin_dist, *base, "check", "mycheck", "--format",
-                            "openmetrics", "--collection", "logins", "--status", "active")
+    metrics = run_fsmigrate(
+        plugin_dist,
+        *base,
+        "check",
+        "mycheck",
+        "--format",
+        "openmetrics",
+        "--collection",
+        "logins",
+        "--status",
+        "active",
+    )
 
     assert listed.returncode == 0, listed.stderr
     lines = listed.stdout.splitlines()
-    assert any(line.split(None, 1) == ["mycheck", "Count documents of one status in a "
-                                       "collection (a throwaway plugin)."] for line in lines)
+    assert any(
+        line.split(None, 1)
+        == ["mycheck", "Count documents of one status in a collection (a throwaway plugin)."]
+        for line in lines
+    )
     assert any(line.split(None, 1) == ["heartbeats", SUMMARY] for line in lines)
     assert helped.returncode == 0, helped.stderr
     for text in ("--collection", "--max-open", "--status", "--strict", "default: 10"):
@@ -245,10 +337,13 @@ def test_a_check_from_another_distribution_is_found_listed_and_run(
 
     assert strict.returncode == 1, strict.stderr
     out = json.loads(strict.stdout)
-    assert out["options"] == {"collection": "logins", "max_open": 2, "status": "active",
-                              "strict": True}
-    assert (out["check"], out["matching"], out["missing"]) == ("mycheck", ["a", "b", "c"],
-                                                               ["e"])
+    assert out["options"] == {
+        "collection": "logins",
+        "max_open": 2,
+        "status": "active",
+        "strict": True,
+    }
+    assert (out["check"], out["matching"], out["missing"]) == ("mycheck", ["a", "b", "c"], ["e"])
     assert out["reasons"] == ["3 active documents, more than 2", "1 documents without a status"]
     assert strict.stderr.strip() == "UNHEALTHY: " + "; ".join(out["reasons"])
 
@@ -259,14 +354,25 @@ def test_a_check_from_another_distribution_is_found_listed_and_run(
 
     assert defaults.returncode == 0, defaults.stderr
     out = json.loads(defaults.stdout)
-    assert out["options"] == {"collection": "sessions", "max_open": 10, "status": "open",
-                              "strict": False}
+    assert out["options"] == {
+        "collection": "sessions",
+        "max_open": 10,
+        "status": "open",
+        "strict": False,
+    }
     assert out["matching"] == ["s1"]
 
     assert metrics.returncode == 0, metrics.stderr
     families = gauges(metrics.stdout)
-    assert value(families, "fsmigrate_check_mycheck_matching_documents",
-                 collection="logins", status="active") == 3
+    assert (
+        value(
+            families,
+            "fsmigrate_check_mycheck_matching_documents",
+            collection="logins",
+            status="active",
+        )
+        == 3
+    )
     assert value(families, "fsmigrate_check_mycheck_healthy", collection="logins") == 1
 
 

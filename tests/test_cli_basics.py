@@ -1,4 +1,5 @@
 """CLI contract: help with examples, one-line errors, exit codes, read-only commands."""
+
 from __future__ import annotations
 
 import json
@@ -34,8 +35,12 @@ def test_every_command_has_help_with_an_example(path: tuple[str, ...]) -> None:
 
 
 def test_python_dash_m_works() -> None:
-    result = subprocess.run([sys.executable, "-m", "fsmigrate", "--version"],
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "fsmigrate", "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0
     assert "fsmigrate" in result.stdout
 
@@ -75,13 +80,20 @@ def test_broken_scripts_fail_with_one_line_naming_the_file(offline: Fsm) -> None
 
 def test_read_only_commands_never_create_the_state_file(offline: Fsm) -> None:
     write_script(offline.migrations, "0001", None, "def plan(ctx):\n    return []\n")
-    for args in (["status", "--local"], ["history"], ["audit"], ["verify", "--local"],
-                 ["status", "--local", "--format", "json"]):
+    for args in (
+        ["status", "--local"],
+        ["history"],
+        ["audit"],
+        ["verify", "--local"],
+        ["status", "--local", "--format", "json"],
+    ):
         result = offline(*args)
         assert result.exit_code == 0, (args, result.output)
     assert not offline.state.exists()
-    assert json.loads(offline("status", "--local", "--format", "json").stdout)[
-        "revisions"][0]["state"] == "pending"
+    assert (
+        json.loads(offline("status", "--local", "--format", "json").stdout)["revisions"][0]["state"]
+        == "pending"
+    )
 
 
 def test_apply_on_a_real_project_asks_first(offline: Fsm) -> None:
@@ -121,6 +133,7 @@ def test_emulator_commands_start_status_stop(tmp_path: Path) -> None:
     assert stopped.exit_code == 0 and "stopped emulator pid" in stopped.stdout
     status = runner.invoke(cli, ["emulator", "status", "--record", str(record)])
     assert status.exit_code == 1 and "not running" in status.stdout
-    refused = runner.invoke(cli, ["emulator", "start", "--host", "10.1.2.3",
-                                  "--record", str(record)])
+    refused = runner.invoke(
+        cli, ["emulator", "start", "--host", "10.1.2.3", "--record", str(record)]
+    )
     assert refused.exit_code == 2

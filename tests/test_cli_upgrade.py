@@ -1,4 +1,5 @@
 """End to end through the CLI against the real Firestore emulator."""
+
 from __future__ import annotations
 
 import fcntl
@@ -35,8 +36,10 @@ def plan(ctx):
 def seed(client, n_old: int, n_new: int) -> None:
     batch, count = client.batch(), 0
     for i in range(n_old + n_new):
-        batch.set(client.document(f"items/i{i:05d}"),
-                  {"n": i, "old": i < n_old, "tags": ["a", i], "nested": {"x": i * 1.5}})
+        batch.set(
+            client.document(f"items/i{i:05d}"),
+            {"n": i, "old": i < n_old, "tags": ["a", i], "nested": {"x": i * 1.5}},
+        )
         count += 1
         if count == 400:
             batch.commit()
@@ -86,7 +89,9 @@ def test_apply_does_exactly_the_plan_then_is_a_no_op(fsm: Fsm, fs_client) -> Non
     for snap in fs_client.collection("items").stream():
         assert snap.get("seen") is True
     assert [(m["revision"], m["committed"], m["status"]) for m in out["migrations"]] == [
-        ("0001", 7, "succeeded"), ("0002", 5, "succeeded")]
+        ("0001", 7, "succeeded"),
+        ("0002", 5, "succeeded"),
+    ]
     again = fsm("upgrade")
     assert again.exit_code == 0
     assert "up to date" in again.stdout
@@ -103,10 +108,14 @@ def test_1234_deletes_go_out_in_batches_of_500_500_234(fsm: Fsm, fs_client) -> N
     assert result.exit_code == 0, result.output
     assert ids(fs_client) == {"i01234", "i01235", "i01236"}
     db = sqlite3.connect(fsm.state)
-    sizes = db.execute("SELECT batch, COUNT(*), MIN(status), MAX(status) FROM ops "
-                       "GROUP BY batch ORDER BY batch").fetchall()
-    assert sizes == [(1, 500, "committed", "committed"), (2, 500, "committed", "committed"),
-                     (3, 234, "committed", "committed")]
+    sizes = db.execute(
+        "SELECT batch, COUNT(*), MIN(status), MAX(status) FROM ops GROUP BY batch ORDER BY batch"
+    ).fetchall()
+    assert sizes == [
+        (1, 500, "committed", "committed"),
+        (2, 500, "committed", "committed"),
+        (3, 234, "committed", "committed"),
+    ]
 
 
 def test_batch_size_option_is_honoured_and_bounded(fsm: Fsm, fs_client) -> None:
@@ -159,7 +168,8 @@ def test_document_changed_after_plan_is_skipped_not_clobbered(fsm: Fsm, fs_clien
     assert (run["committed"], run["skipped"]) == (5, 1)
     skipped = [op for op in run["operations"] if op["status"] == "skipped"]
     assert [(op["path"], op["reason"]) for op in skipped] == [
-        ("items/i00002", "changed since plan")]
+        ("items/i00002", "changed since plan")
+    ]
     assert "1 operation(s) skipped" in result.stderr
 
 
@@ -171,8 +181,9 @@ def plan(ctx):
 """
 
 
-def test_blind_set_archives_what_it_overwrites_and_create_never_clobbers(fsm: Fsm,
-                                                                          fs_client) -> None:
+def test_blind_set_archives_what_it_overwrites_and_create_never_clobbers(
+    fsm: Fsm, fs_client
+) -> None:
     seed(fs_client, 3, 0)
     original = fs_client.document("items/i00000").get().to_dict()
     write_script(fsm.migrations, "0001", None, BLIND_SET)
@@ -183,9 +194,14 @@ def test_blind_set_archives_what_it_overwrites_and_create_never_clobbers(fsm: Fs
     assert fs_client.document("items/i00000").get().to_dict() == {"replaced": True}
     assert fs_client.document("items/fresh").get().to_dict() == {"replaced": True}
     assert "replaced" not in fs_client.document("items/i00001").get().to_dict()
-    ops = {op["path"]: op for op in
-           json.loads(fsm("audit", json.loads(result.stdout)["migrations"][0]["run_id"],
-                          "--format", "json").stdout)["operations"]}
+    ops = {
+        op["path"]: op
+        for op in json.loads(
+            fsm(
+                "audit", json.loads(result.stdout)["migrations"][0]["run_id"], "--format", "json"
+            ).stdout
+        )["operations"]
+    }
     assert ops["items/i00000"]["status"] == "committed"
     before = codec.json_to_document(ops["items/i00000"]["before"])
     assert codec.decode_fields(before.fields, fs_client) == original
@@ -203,8 +219,9 @@ def plan(ctx):
 """
 
 
-def test_migration_that_raises_is_recorded_failed_with_one_line_error(fsm: Fsm, fs_client,
-                                                                       tmp_path) -> None:
+def test_migration_that_raises_is_recorded_failed_with_one_line_error(
+    fsm: Fsm, fs_client, tmp_path
+) -> None:
     seed(fs_client, 12, 0)
     write_script(fsm.migrations, "0001", None, FAILS_HALFWAY)
 
@@ -224,9 +241,15 @@ def test_migration_that_raises_is_recorded_failed_with_one_line_error(fsm: Fsm, 
 
 def test_notes_and_markdown_report_list_every_document(fsm: Fsm, fs_client, tmp_path) -> None:
     seed(fs_client, 15, 2)
-    write_script(fsm.migrations, "0001", None, DELETE_OLD + """
+    write_script(
+        fsm.migrations,
+        "0001",
+        None,
+        DELETE_OLD
+        + """
     ctx.note("kept the new ones")
-""")
+""",
+    )
     report = tmp_path / "plan.md"
 
     result = fsm("upgrade", "--dry-run", "--report", str(report))
@@ -302,7 +325,8 @@ def plan(ctx):
 
 
 def test_concurrency_applies_everything_once_and_says_once_that_partitions_fell_back(
-        fsm: Fsm, fs_client) -> None:
+    fsm: Fsm, fs_client
+) -> None:
     for start in range(0, 1200, 400):
         batch = fs_client.batch()
         for i in range(start, start + 400):
@@ -317,16 +341,22 @@ def test_concurrency_applies_everything_once_and_says_once_that_partitions_fell_
     assert sum("does not support PartitionQuery" in n for n in run["notes"]) == 1
     assert list(fs_client.collection_group("events").stream()) == []
     db = sqlite3.connect(fsm.state)
-    assert db.execute("SELECT COUNT(DISTINCT path) FROM ops WHERE status='committed'"
-                      ).fetchone() == (1200,)
+    assert db.execute(
+        "SELECT COUNT(DISTINCT path) FROM ops WHERE status='committed'"
+    ).fetchone() == (1200,)
 
 
 def _run_on_a_terminal(args: list[str]) -> str:
     """Run the CLI with stdout/stderr on a pseudo-terminal; return what it printed."""
     leader, follower = pty.openpty()
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # 120 cols
-    proc = subprocess.Popen([sys.executable, "-m", "fsmigrate", *args], stdout=follower,
-                            stderr=follower, stdin=subprocess.DEVNULL, close_fds=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fsmigrate", *args],
+        stdout=follower,
+        stderr=follower,
+        stdin=subprocess.DEVNULL,
+        close_fds=True,
+    )
     os.close(follower)
     chunks = []
     while True:
@@ -345,8 +375,15 @@ def _run_on_a_terminal(args: list[str]) -> str:
 def test_progress_bar_on_a_terminal_and_not_with_quiet(fsm: Fsm, fs_client) -> None:
     seed(fs_client, 1200, 0)
     write_script(fsm.migrations, "0001", None, DELETE_OLD)
-    base = ["--project", fsm.project, "--state", str(fsm.state), "--migrations",
-            str(fsm.migrations), "upgrade"]
+    base = [
+        "--project",
+        fsm.project,
+        "--state",
+        str(fsm.state),
+        "--migrations",
+        str(fsm.migrations),
+        "upgrade",
+    ]
 
     quiet = _run_on_a_terminal(base + ["--dry-run", "--quiet"])
     shown = _run_on_a_terminal(base)

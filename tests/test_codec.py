@@ -1,4 +1,5 @@
 """fsmigrate.firestore.codec: bytes, JSON and Python-data conversions are exact and reversible."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -16,8 +17,16 @@ from hypothesis import strategies as st
 
 from fsmigrate.firestore import codec
 from strategies import (
-    DATABASE, document_names, documents_equal, fields_equal, firestore_fields,
-    firestore_values, map_value, python_document_data, python_equal, timestamps,
+    DATABASE,
+    document_names,
+    documents_equal,
+    fields_equal,
+    firestore_fields,
+    firestore_values,
+    map_value,
+    python_document_data,
+    python_equal,
+    timestamps,
     values_equal,
 )
 
@@ -38,9 +47,12 @@ def _through_text(obj):
     return json.loads(codec.render_json(obj))
 
 
-optional_times = st.none() | timestamps.map(lambda t: timestamp_pb2.Timestamp(seconds=t[0], nanos=t[1]))
-documents = st.builds(codec.make_document, document_names, firestore_fields(),
-                      optional_times, optional_times)
+optional_times = st.none() | timestamps.map(
+    lambda t: timestamp_pb2.Timestamp(seconds=t[0], nanos=t[1])
+)
+documents = st.builds(
+    codec.make_document, document_names, firestore_fields(), optional_times, optional_times
+)
 
 
 # ---- properties --------------------------------------------------------------------
@@ -86,8 +98,9 @@ def test_document_bytes_round_trip(doc):
     assert isinstance(raw, bytes) and isinstance(back, types.Document)
     assert documents_equal(doc, back)
     # bit-exact, NaN payloads included
-    assert types.Document.pb(back).SerializeToString(deterministic=True) == \
-        types.Document.pb(doc).SerializeToString(deterministic=True)
+    assert types.Document.pb(back).SerializeToString(deterministic=True) == types.Document.pb(
+        doc
+    ).SerializeToString(deterministic=True)
 
 
 @MANY
@@ -104,18 +117,21 @@ def test_encode_decode_python_data(data):
 # ---- the JSON mapping --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("value, expected", [
-    (_v(null_value=0), None),
-    (_v(boolean_value=False), False),
-    (_v(integer_value=0), 0),
-    (_v(double_value=0.0), 0.0),
-    (_v(string_value=""), ""),
-    (_v(bytes_value=b"\x00\xff"), {"$bytes": "AP8="}),
-    (_v(geo_point_value={"latitude": 1.5, "longitude": -2.0}), {"$geo": [1.5, -2.0]}),
-    (_v(reference_value=f"{DATABASE}/documents/c/d"), {"$ref": f"{DATABASE}/documents/c/d"}),
-    (_v(array_value={}), []),
-    (_v(map_value={}), {}),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        (_v(null_value=0), None),
+        (_v(boolean_value=False), False),
+        (_v(integer_value=0), 0),
+        (_v(double_value=0.0), 0.0),
+        (_v(string_value=""), ""),
+        (_v(bytes_value=b"\x00\xff"), {"$bytes": "AP8="}),
+        (_v(geo_point_value={"latitude": 1.5, "longitude": -2.0}), {"$geo": [1.5, -2.0]}),
+        (_v(reference_value=f"{DATABASE}/documents/c/d"), {"$ref": f"{DATABASE}/documents/c/d"}),
+        (_v(array_value={}), []),
+        (_v(map_value={}), {}),
+    ],
+)
 def test_each_kind(value, expected):
     got = codec.value_to_json(value)
     assert got == expected and type(got) is type(expected)
@@ -123,8 +139,9 @@ def test_each_kind(value, expected):
 
 
 def test_timestamps_keep_every_nanosecond():
-    assert codec.value_to_json(_ts_value(1704164645, 123456789)) == \
-        {"$timestamp": "2024-01-02T03:04:05.123456789Z"}
+    assert codec.value_to_json(_ts_value(1704164645, 123456789)) == {
+        "$timestamp": "2024-01-02T03:04:05.123456789Z"
+    }
     cases = {
         (1704164645, 0): "2024-01-02T03:04:05Z",
         (1704164645, 120_000_000): "2024-01-02T03:04:05.120Z",
@@ -151,7 +168,10 @@ def test_non_finite_doubles_are_strict_json():
 
 
 def test_int_and_float_stay_apart():
-    one_int, one_float = codec.value_to_json(_v(integer_value=1)), codec.value_to_json(_v(double_value=1.0))
+    one_int, one_float = (
+        codec.value_to_json(_v(integer_value=1)),
+        codec.value_to_json(_v(double_value=1.0)),
+    )
     assert codec.render_json(one_int) == "1" and codec.render_json(one_float) == "1.0"
     assert "integer_value" in codec.json_to_value(json.loads("1"))
     assert "double_value" in codec.json_to_value(json.loads("1.0"))
@@ -171,8 +191,9 @@ def test_dollar_maps_are_escaped():
     assert codec.value_to_json(nested) == {"$map": {"$map": {"$map": {"$x": 1}}}}
     assert values_equal(codec.json_to_value(codec.value_to_json(nested)), nested)
     # two keys, or a key without "$": no escaping
-    assert codec.value_to_json(map_value({"$a": _v(integer_value=1), "$b": _v(integer_value=2)})) == \
-        {"$a": 1, "$b": 2}
+    assert codec.value_to_json(
+        map_value({"$a": _v(integer_value=1), "$b": _v(integer_value=2)})
+    ) == {"$a": 1, "$b": 2}
     assert codec.value_to_json(map_value({"a$": _v(integer_value=1)})) == {"a$": 1}
     # document top-level fields never need escaping
     fields = {"$bytes": _v(string_value="abc")}
@@ -180,25 +201,28 @@ def test_dollar_maps_are_escaped():
     assert fields_equal(codec.json_to_fields({"$bytes": "abc"}), fields)
 
 
-@pytest.mark.parametrize("bad", [
-    {"$unknown": 1},
-    {"$double": "nan"},
-    {"$double": 1.0},
-    {"$double": []},
-    {"$timestamp": 0},
-    {"$bytes": "not base64!"},
-    {"$bytes": 3},
-    {"$timestamp": "2024-01-02T03:04:05+01:00"},
-    {"$timestamp": "2024-13-02T03:04:05Z"},
-    {"$timestamp": "2024-01-02T03:04:05.1234567890Z"},
-    {"$geo": [1.0]},
-    {"$geo": [True, 1.0]},
-    {"$ref": 5},
-    {"$map": [1]},
-    2**63,
-    -(2**63) - 1,
-    {1, 2},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"$unknown": 1},
+        {"$double": "nan"},
+        {"$double": 1.0},
+        {"$double": []},
+        {"$timestamp": 0},
+        {"$bytes": "not base64!"},
+        {"$bytes": 3},
+        {"$timestamp": "2024-01-02T03:04:05+01:00"},
+        {"$timestamp": "2024-13-02T03:04:05Z"},
+        {"$timestamp": "2024-01-02T03:04:05.1234567890Z"},
+        {"$geo": [1.0]},
+        {"$geo": [True, 1.0]},
+        {"$ref": 5},
+        {"$map": [1]},
+        2**63,
+        -(2**63) - 1,
+        {1, 2},
+    ],
+)
 def test_malformed_json_raises_value_error(bad):
     with pytest.raises(ValueError):
         codec.json_to_value(bad)
@@ -216,11 +240,15 @@ def test_unset_value_and_non_finite_geo_are_rejected():
 
 def test_document_json_shape():
     name = f"{DATABASE}/documents/users/u1/orders/o1"
-    doc = codec.make_document(name, {"n": _v(integer_value=1)},
-                              create_time=DatetimeWithNanoseconds(2024, 1, 2, 3, 4, 5, nanosecond=7, tzinfo=UTC),
-                              update_time="2024-01-02T03:04:06Z")
+    doc = codec.make_document(
+        name,
+        {"n": _v(integer_value=1)},
+        create_time=DatetimeWithNanoseconds(2024, 1, 2, 3, 4, 5, nanosecond=7, tzinfo=UTC),
+        update_time="2024-01-02T03:04:06Z",
+    )
     assert codec.document_to_json(doc) == {
-        "name": name, "path": "users/u1/orders/o1",
+        "name": name,
+        "path": "users/u1/orders/o1",
         "create_time": "2024-01-02T03:04:05.000000007Z",
         "update_time": "2024-01-02T03:04:06Z",
         "fields": {"n": 1},
@@ -234,7 +262,9 @@ def test_document_json_shape():
 
 def test_make_document_times():
     name = f"{DATABASE}/documents/c/d"
-    pre_epoch = DatetimeWithNanoseconds(1969, 12, 31, 23, 59, 59, nanosecond=500_000_001, tzinfo=UTC)
+    pre_epoch = DatetimeWithNanoseconds(
+        1969, 12, 31, 23, 59, 59, nanosecond=500_000_001, tzinfo=UTC
+    )
     for when, expected in [
         (pre_epoch, (-1, 500_000_001)),
         (dt.datetime(1969, 12, 31, 23, 59, 59, 500000, tzinfo=UTC), (-1, 500_000_000)),
@@ -250,14 +280,26 @@ def test_make_document_times():
 def test_document_path():
     assert codec.document_path(f"{DATABASE}/documents/c/d") == "c/d"
     assert codec.document_path("projects/p/databases/documents/documents/c/d/e/f") == "c/d/e/f"
-    for bad in ["", "c/d", f"{DATABASE}/documents/c", f"{DATABASE}/documents", "projects/p/x/d/documents/c/d",
-                f"{DATABASE}/documents/c//d"]:
+    for bad in [
+        "",
+        "c/d",
+        f"{DATABASE}/documents/c",
+        f"{DATABASE}/documents",
+        "projects/p/x/d/documents/c/d",
+        f"{DATABASE}/documents/c//d",
+    ]:
         with pytest.raises(ValueError):
             codec.document_path(bad)
 
 
 def test_json_to_document_rejects_garbage():
-    for bad in [[], {}, {"name": 1}, {"name": "x", "fields": []}, {"name": "x", "create_time": "yesterday"}]:
+    for bad in [
+        [],
+        {},
+        {"name": 1},
+        {"name": "x", "fields": []},
+        {"name": "x", "create_time": "yesterday"},
+    ]:
         with pytest.raises(ValueError):
             codec.json_to_document(bad)
 
@@ -272,7 +314,9 @@ def test_encode_data_keeps_nanoseconds_and_types():
     assert codec.fields_to_json({k: fields[k] for k in "fin"}) == {"f": 1.0, "i": 1, "n": None}
     assert codec.value_to_json(fields["nan"]) == {"$double": "NaN"}
     decoded = codec.decode_fields(fields, None)
-    assert isinstance(decoded["t"], DatetimeWithNanoseconds) and decoded["t"].nanosecond == 123456789
+    assert (
+        isinstance(decoded["t"], DatetimeWithNanoseconds) and decoded["t"].nanosecond == 123456789
+    )
 
 
 def test_client_bug_pre_1970_datetime_with_nanoseconds():
@@ -281,12 +325,14 @@ def test_client_bug_pre_1970_datetime_with_nanoseconds():
     pre-1970 value with a fraction is encoded one second late. Plain datetimes are fine.
     If this starts failing, the library was fixed: drop this test."""
     plain = dt.datetime(1969, 12, 31, 23, 59, 59, 500000, tzinfo=UTC)
-    assert codec.value_to_json(codec.encode_data({"t": plain})["t"]) == \
-        {"$timestamp": "1969-12-31T23:59:59.500Z"}
+    assert codec.value_to_json(codec.encode_data({"t": plain})["t"]) == {
+        "$timestamp": "1969-12-31T23:59:59.500Z"
+    }
     decoded = codec.decode_fields(codec.encode_data({"t": plain}), None)["t"]
     assert isinstance(decoded, DatetimeWithNanoseconds) and decoded == plain
-    assert codec.value_to_json(codec.encode_data({"t": decoded})["t"]) == \
-        {"$timestamp": "1970-01-01T00:00:00.500Z"}  # shifted by +1 s
+    assert codec.value_to_json(codec.encode_data({"t": decoded})["t"]) == {
+        "$timestamp": "1970-01-01T00:00:00.500Z"
+    }  # shifted by +1 s
 
 
 def test_references_need_a_client():
@@ -302,6 +348,7 @@ def test_references_need_a_client():
 
 def test_vectors_are_plain_maps():
     from google.cloud.firestore_v1.vector import Vector
+
     fields = codec.encode_data({"v": Vector([1.0, 2.5])})
     obj = codec.fields_to_json(fields)
     assert obj == {"v": {"__type__": "__vector__", "value": [1.0, 2.5]}}

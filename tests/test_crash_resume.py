@@ -1,4 +1,5 @@
 """Crash safety: a real apply killed with SIGKILL mid-run, then resumed by the next upgrade."""
+
 from __future__ import annotations
 
 import json
@@ -38,9 +39,24 @@ def seed(client, n: int) -> dict[str, dict]:
 
 def run_cli(fsm: Fsm, *args: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "fsmigrate", "--project", fsm.project, "--state", str(fsm.state),
-         "--migrations", str(fsm.migrations), *args],
-        env={**os.environ, **env}, capture_output=True, text=True, check=False, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "fsmigrate",
+            "--project",
+            fsm.project,
+            "--state",
+            str(fsm.state),
+            "--migrations",
+            str(fsm.migrations),
+            *args,
+        ],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
 
 
 @pytest.fixture
@@ -59,8 +75,9 @@ def test_sigkill_during_third_batch_then_resume(fsm: Fsm, fs_client, point: str)
     assert killed.returncode == -signal.SIGKILL
     db = sqlite3.connect(fsm.state)
     assert db.execute("SELECT status FROM runs").fetchall() == [("running",)]
-    assert db.execute("SELECT batch, COUNT(*) FROM ops WHERE status='pending' GROUP BY batch"
-                      ).fetchall() == [(3, 500)]  # journaled before it was sent
+    assert db.execute(
+        "SELECT batch, COUNT(*) FROM ops WHERE status='pending' GROUP BY batch"
+    ).fetchall() == [(3, 500)]  # journaled before it was sent
     left = len(list(fs_client.collection("items").list_documents()))
     assert left == (N - 1000 if point == "before-commit" else N - 1500)
 
@@ -72,8 +89,9 @@ def test_sigkill_during_third_batch_then_resume(fsm: Fsm, fs_client, point: str)
     assert [(status) for _, status, _ in runs] == ["interrupted", "succeeded"]
     assert runs[1][2] == runs[0][0]  # the second run says which one it finished
     # no operation ran twice: every document was deleted by exactly one committed operation
-    per_path = db.execute("SELECT path, COUNT(*) FROM ops WHERE status='committed' "
-                          "GROUP BY path").fetchall()
+    per_path = db.execute(
+        "SELECT path, COUNT(*) FROM ops WHERE status='committed' GROUP BY path"
+    ).fetchall()
     assert len(per_path) == N and {n for _, n in per_path} == {1}
     # ... and every deleted document has its full archived copy
     for op in ops_of(fsm.state, status="committed"):
@@ -105,8 +123,9 @@ def test_resume_does_not_replan_what_committed(fsm: Fsm, fs_client) -> None:
     (fsm.migrations / "0001_test_0001.py").unlink()
     write_script(fsm.migrations, "0001", None, COUNTER)
 
-    killed = run_cli(fsm, "upgrade", "--quiet", "--batch-size", "400",
-                     FSMIGRATE_TEST_CRASH="after-commit:2")
+    killed = run_cli(
+        fsm, "upgrade", "--quiet", "--batch-size", "400", FSMIGRATE_TEST_CRASH="after-commit:2"
+    )
     assert killed.returncode == -signal.SIGKILL
     resumed = run_cli(fsm, "upgrade", "--quiet", "--batch-size", "400")
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from fsmigrate.firestore import emulator as em
 from fsmigrate.errors import EmulatorError, EmulatorNotFound, UsageError
+from fsmigrate.firestore import emulator as em
 
 # ---- find_jar / find_java (no emulator needed) ------------------------------------------
 
@@ -21,7 +21,9 @@ def test_find_jar_honours_env_var(tmp_path: Path) -> None:
 def test_find_jar_env_var_missing_does_not_fall_through(tmp_path: Path) -> None:
     missing = tmp_path / "nope.jar"
     with pytest.raises(EmulatorNotFound) as exc:
-        em.find_jar({"FSMIGRATE_EMULATOR_JAR": str(missing), "PATH": "/usr/bin"})  # DEFAULT_JAR may exist
+        em.find_jar(
+            {"FSMIGRATE_EMULATOR_JAR": str(missing), "PATH": "/usr/bin"}
+        )  # DEFAULT_JAR may exist
     assert str(missing) in str(exc.value)
     assert "install" in str(exc.value) and "FSMIGRATE_EMULATOR_JAR" in str(exc.value)
     assert exc.value.searched == [f"{missing} (from FSMIGRATE_EMULATOR_JAR)"]
@@ -39,15 +41,20 @@ def _fake_sdk(root: Path, with_jar: bool) -> Path:
     return gcloud
 
 
-def test_find_jar_nothing_found_lists_every_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_find_jar_nothing_found_lists_every_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     missing_default = tmp_path / "default" / "emulator.jar"
     monkeypatch.setattr(em, "DEFAULT_JAR", missing_default)
     _fake_sdk(tmp_path / "gsdk", with_jar=False)
     env = {"CLOUDSDK_ROOT_DIR": str(tmp_path / "sdkroot"), "PATH": str(tmp_path / "gsdk" / "bin")}
     with pytest.raises(EmulatorNotFound) as exc:
         em.find_jar(env)
-    expected = [str(tmp_path / "sdkroot" / em.JAR_IN_SDK), str(tmp_path / "gsdk" / em.JAR_IN_SDK),
-                str(missing_default)]
+    expected = [
+        str(tmp_path / "sdkroot" / em.JAR_IN_SDK),
+        str(tmp_path / "gsdk" / em.JAR_IN_SDK),
+        str(missing_default),
+    ]
     assert exc.value.searched == expected
     for path in expected:
         assert path in str(exc.value)
@@ -58,12 +65,17 @@ def test_find_jar_nothing_found_lists_every_path(tmp_path: Path, monkeypatch: py
     assert exc.value.searched == [expected[0], expected[2]]
 
 
-def test_find_jar_uses_sdk_of_gcloud_behind_symlink(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_find_jar_uses_sdk_of_gcloud_behind_symlink(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(em, "DEFAULT_JAR", tmp_path / "missing.jar")
     gcloud = _fake_sdk(tmp_path / "sdk", with_jar=True)
     (tmp_path / "usrbin").mkdir()
     (tmp_path / "usrbin" / "gcloud").symlink_to(gcloud)
-    assert em.find_jar({"PATH": str(tmp_path / "usrbin")}) == (tmp_path / "sdk" / em.JAR_IN_SDK).resolve()
+    assert (
+        em.find_jar({"PATH": str(tmp_path / "usrbin")})
+        == (tmp_path / "sdk" / em.JAR_IN_SDK).resolve()
+    )
 
 
 def test_find_java(tmp_path: Path) -> None:
@@ -86,7 +98,9 @@ def test_check_loopback_refuses(host: str) -> None:
         em.check_loopback(host)
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", "127.5.6.7", "localhost", "LOCALHOST", "::1", "[::1]"])
+@pytest.mark.parametrize(
+    "host", ["127.0.0.1", "127.5.6.7", "localhost", "LOCALHOST", "::1", "[::1]"]
+)
 def test_check_loopback_accepts(host: str) -> None:
     em.check_loopback(host)
 

@@ -19,6 +19,7 @@ RunQuery) lasts 300 s and retries DeadlineExceeded/ServiceUnavailable/InternalSe
 `doc.get(timeout=1)` during an outage can block for up to 5 minutes; commits retry
 ServiceUnavailable (not DeadlineExceeded) for up to 60 s. Bound them with an explicit Retry.
 """
+
 from __future__ import annotations
 
 import socket
@@ -27,16 +28,18 @@ import time
 import uuid
 
 import pytest
-from faultproxy import FaultProxy
 from google.api_core import exceptions as gexc
 from google.api_core.retry import Retry, if_exception_type
+
+from faultproxy import FaultProxy
 
 N_DOCS = 2000
 SEED_COLLECTION = "items"
 
 # A bounded retry for "it must recover": never waits on the 60/300 s default deadlines.
-RECOVER = Retry(predicate=if_exception_type(gexc.ServiceUnavailable), initial=0.05,
-                maximum=0.5, timeout=10)
+RECOVER = Retry(
+    predicate=if_exception_type(gexc.ServiceUnavailable), initial=0.05, maximum=0.5, timeout=10
+)
 NEVER = Retry(predicate=lambda exc: False)
 
 
@@ -160,8 +163,14 @@ def test_refuse_fails_new_connections_then_recovers(proxy, doc):
     # A retrying call gives up when its Retry's own timeout is over -> RetryError.
     t0 = time.monotonic()
     with pytest.raises(gexc.RetryError) as info:
-        doc.get(retry=Retry(predicate=if_exception_type(gexc.ServiceUnavailable),
-                            initial=0.05, maximum=0.2, timeout=0.6))
+        doc.get(
+            retry=Retry(
+                predicate=if_exception_type(gexc.ServiceUnavailable),
+                initial=0.05,
+                maximum=0.2,
+                timeout=0.6,
+            )
+        )
     assert isinstance(info.value.cause, gexc.ServiceUnavailable)
     assert time.monotonic() - t0 < 5
     assert proxy.connections_refused >= 1
@@ -249,7 +258,7 @@ def echo_server():
         while not stop.is_set():
             try:
                 conn, _ = srv.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return

@@ -1,5 +1,6 @@
 """Real faults between fsmigrate and Firestore: a TCP proxy on loopback that resets, stalls
 or refuses connections, and an emulator stopped and restarted during a run."""
+
 from __future__ import annotations
 
 import json
@@ -14,12 +15,12 @@ import pytest
 from google.cloud import firestore
 
 from faultproxy import FaultProxy
-from fsmigrate.firestore import emulator as emu
-from fsmigrate.errors import TransientError
 from fsmigrate.engine.runner import Runner
+from fsmigrate.errors import TransientError
+from fsmigrate.firestore import emulator as emu
+from fsmigrate.firestore.store import RetryPolicy, Store, Target
 from fsmigrate.scripts.loader import Script, build_chain
 from fsmigrate.state.database import State
-from fsmigrate.firestore.store import RetryPolicy, Store, Target
 from helpers import Fsm, write_script
 
 FAST = RetryPolicy(attempts=8, initial=0.05, maximum=0.5, timeout=5)
@@ -44,7 +45,8 @@ def proxy(emulator, monkeypatch):
 
 @pytest.mark.parametrize("page_size", [None, 1000])
 def test_scan_resumes_after_a_dropped_stream_without_gaps_or_duplicates(
-        proxy, fs_client, project_id, page_size) -> None:
+    proxy, fs_client, project_id, page_size
+) -> None:
     seed(fs_client, 3000)
     store = Store(Target(project_id, emulator_host="proxy"), policy=FAST)
     ids = []
@@ -69,8 +71,14 @@ def delete_all(ctx):
 
 
 def script(plan) -> Script:
-    return Script(revision="0001", down_revision=None, path=Path("0001_t.py"), doc="t",
-                  checksum="0" * 64, plan=plan)
+    return Script(
+        revision="0001",
+        down_revision=None,
+        path=Path("0001_t.py"),
+        doc="t",
+        checksum="0" * 64,
+        plan=plan,
+    )
 
 
 class AnswerLost(Store):
@@ -90,14 +98,16 @@ class AnswerLost(Store):
         return when
 
 
-def test_ambiguous_commit_that_landed_is_recorded_not_resent(tmp_path, emulator, fs_client,
-                                                             project_id) -> None:
+def test_ambiguous_commit_that_landed_is_recorded_not_resent(
+    tmp_path, emulator, fs_client, project_id
+) -> None:
     seed(fs_client, 120)
     store = AnswerLost(Target(project_id, emulator_host="set"), policy=FAST, times=1)
     state = State.open(tmp_path / "s.db")
 
     result = Runner(store, state, build_chain([script(delete_all)]), batch_size=50).upgrade(
-        dry_run=False)[0]
+        dry_run=False
+    )[0]
 
     assert (result.committed, result.skipped) == (120, 0)
     assert store.sent == 3  # 3 batches, each sent once: the lost answer was re-read, not resent
@@ -122,8 +132,9 @@ class NeverSent(Store):
         return super().commit_writes(writes)
 
 
-def test_ambiguous_commit_that_did_not_land_is_resent_once(tmp_path, emulator, fs_client,
-                                                           project_id) -> None:
+def test_ambiguous_commit_that_did_not_land_is_resent_once(
+    tmp_path, emulator, fs_client, project_id
+) -> None:
     seed(fs_client, 40)
     store = NeverSent(Target(project_id, emulator_host="set"), policy=FAST, times=2)
     state = State.open(tmp_path / "s.db")
@@ -133,20 +144,32 @@ def test_ambiguous_commit_that_did_not_land_is_resent_once(tmp_path, emulator, f
 
 
 def test_apply_through_resets_stalls_and_refusals_applies_each_operation_once(
-        proxy, fs_client, project_id, tmp_path, monkeypatch) -> None:
+    proxy, fs_client, project_id, tmp_path, monkeypatch
+) -> None:
     seed(fs_client, 1500)
     monkeypatch.setenv("FSMIGRATE_RETRY_ATTEMPTS", "10")
     monkeypatch.setenv("FSMIGRATE_RETRY_INITIAL", "0.05")
     monkeypatch.setenv("FSMIGRATE_CALL_TIMEOUT", "3")
     fsm = Fsm(project_id, tmp_path / "state.db", tmp_path / "migrations")
-    write_script(fsm.migrations, "0001", None, """
+    write_script(
+        fsm.migrations,
+        "0001",
+        None,
+        """
 def plan(ctx):
     for doc in ctx.scan("items", page_size=300):
         yield ctx.delete(doc)
-""")
-    faults = iter([lambda: proxy.drop_after(2_000, "down"), lambda: proxy.reset_all(),
-                   lambda: proxy.stall(1.0), lambda: proxy.drop_after(500, "up"),
-                   lambda: proxy.drop_after(40_000, "down")])
+""",
+    )
+    faults = iter(
+        [
+            lambda: proxy.drop_after(2_000, "down"),
+            lambda: proxy.reset_all(),
+            lambda: proxy.stall(1.0),
+            lambda: proxy.drop_after(500, "up"),
+            lambda: proxy.drop_after(40_000, "down"),
+        ]
+    )
 
     def hook(point: str, batch: int = 0) -> None:
         if point == "before-commit":
@@ -170,14 +193,21 @@ def test_emulator_stopped_and_restarted_during_a_run(tmp_path: Path, project_id:
     an outcome. (A restarted emulator starts empty: the documents it lost count as gone.)"""
     port = emu.free_port()
     first = emu.start(port=port, log_dir=tmp_path)
-    env = {**os.environ, "FIRESTORE_EMULATOR_HOST": first.host_port,
-           "FSMIGRATE_RETRY_ATTEMPTS": "12", "FSMIGRATE_RETRY_INITIAL": "0.2",
-           "FSMIGRATE_RETRY_MAX": "1", "FSMIGRATE_CALL_TIMEOUT": "3",
-           "FSMIGRATE_TEST_PAUSE": "before-commit:0.25"}
+    env = {
+        **os.environ,
+        "FIRESTORE_EMULATOR_HOST": first.host_port,
+        "FSMIGRATE_RETRY_ATTEMPTS": "12",
+        "FSMIGRATE_RETRY_INITIAL": "0.2",
+        "FSMIGRATE_RETRY_MAX": "1",
+        "FSMIGRATE_CALL_TIMEOUT": "3",
+        "FSMIGRATE_TEST_PAUSE": "before-commit:0.25",
+    }
     second = None
     try:
-        os.environ["FIRESTORE_EMULATOR_HOST"], saved = first.host_port, os.environ.get(
-            "FIRESTORE_EMULATOR_HOST")
+        os.environ["FIRESTORE_EMULATOR_HOST"], saved = (
+            first.host_port,
+            os.environ.get("FIRESTORE_EMULATOR_HOST"),
+        )
         try:
             seed(firestore.Client(project=project_id), 2000)
         finally:
@@ -186,16 +216,39 @@ def test_emulator_stopped_and_restarted_during_a_run(tmp_path: Path, project_id:
             else:
                 os.environ["FIRESTORE_EMULATOR_HOST"] = saved
         fsm = Fsm(project_id, tmp_path / "state.db", tmp_path / "migrations")
-        write_script(fsm.migrations, "0001", None, """
+        write_script(
+            fsm.migrations,
+            "0001",
+            None,
+            """
 def plan(ctx):
     for doc in ctx.scan("items", page_size=200):
         yield ctx.delete(doc)
-""")
+""",
+        )
         proc = subprocess.Popen(
-            [sys.executable, "-m", "fsmigrate", "--project", project_id, "--state",
-             str(fsm.state), "--migrations", str(fsm.migrations), "upgrade", "--quiet",
-             "--batch-size", "100", "--format", "json"],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            [
+                sys.executable,
+                "-m",
+                "fsmigrate",
+                "--project",
+                project_id,
+                "--state",
+                str(fsm.state),
+                "--migrations",
+                str(fsm.migrations),
+                "upgrade",
+                "--quiet",
+                "--batch-size",
+                "100",
+                "--format",
+                "json",
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         time.sleep(2.0)
         assert proc.poll() is None, proc.communicate()
         emu.stop(first.pid)
@@ -209,8 +262,9 @@ def plan(ctx):
         db = sqlite3.connect(fsm.state)
         assert db.execute("SELECT COUNT(*) FROM ops WHERE status='pending'").fetchone() == (0,)
         assert run["committed"] >= 100
-        per_path = db.execute("SELECT MAX(n) FROM (SELECT COUNT(*) n FROM ops "
-                              "WHERE status='committed' GROUP BY path)").fetchone()
+        per_path = db.execute(
+            "SELECT MAX(n) FROM (SELECT COUNT(*) n FROM ops WHERE status='committed' GROUP BY path)"
+        ).fetchone()
         assert per_path == (1,)
     finally:
         emu.stop(first.pid)

@@ -1,6 +1,7 @@
 """Files that hold copies of documents are readable by their owner only: the state file
 with its -wal and -shm files, plan files, exports and audits with before-images. An
 existing state file that others can read gets a warning, and is left as it is."""
+
 from __future__ import annotations
 
 import os
@@ -31,9 +32,9 @@ def open_umask():
     os.umask(previous)
 
 
-def test_files_with_copies_of_documents_are_the_owners_only(tmp_path: Path, project_id: str,
-                                                            emulator, fs_client,
-                                                            open_umask) -> None:
+def test_files_with_copies_of_documents_are_the_owners_only(
+    tmp_path: Path, project_id: str, emulator, fs_client, open_umask
+) -> None:
     for i in range(3):
         fs_client.document(f"items/i{i}").set({"i": i})
     fsm = Fsm(project_id, tmp_path / "state.db", tmp_path / "migrations")
@@ -45,21 +46,23 @@ def test_files_with_copies_of_documents_are_the_owners_only(tmp_path: Path, proj
     assert all(Path(f"{fsm.state}{end}").exists() for end in ("", "-wal", "-shm"))
 
     assert {end: mode(Path(f"{fsm.state}{end}")) for end in ("", "-wal", "-shm")} == {
-        "": 0o600, "-wal": 0o600, "-shm": 0o600}
+        "": 0o600,
+        "-wal": 0o600,
+        "-shm": 0o600,
+    }
     assert mode(plan) == 0o600
     assert fsm("audit", run_id, "--export", str(tmp_path / "export.jsonl")).exit_code == 0
     assert mode(tmp_path / "export.jsonl") == 0o600
-    assert fsm("audit", run_id, "--format", "jsonl", "-o", str(tmp_path / "a.jsonl")
-               ).exit_code == 0
+    assert fsm("audit", run_id, "--format", "jsonl", "-o", str(tmp_path / "a.jsonl")).exit_code == 0
     assert mode(tmp_path / "a.jsonl") == 0o600  # it holds the before-images too
-    assert fsm("audit", run_id, "--format", "markdown", "-o", str(tmp_path / "a.md")
-               ).exit_code == 0
+    assert fsm("audit", run_id, "--format", "markdown", "-o", str(tmp_path / "a.md")).exit_code == 0
     assert mode(tmp_path / "a.md") == 0o644  # a report for a ticket: no document values
     held.close()
 
 
-def test_a_state_file_others_can_read_gets_a_warning_and_keeps_its_mode(tmp_path: Path,
-                                                                        open_umask) -> None:
+def test_a_state_file_others_can_read_gets_a_warning_and_keeps_its_mode(
+    tmp_path: Path, open_umask
+) -> None:
     path = tmp_path / "state.db"
     State.open(path).close()
     path.chmod(0o644)

@@ -1,6 +1,7 @@
 """The processor_heartbeats cleanup through the command line, its audit, its health check
 and its operators' script, against the real emulator. (The migration itself is tested
 with the pytest plugin, as a team would: test_migration_0001.py.)"""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -28,12 +29,13 @@ def fsm(tmp_path: Path, project_id: str, emulator) -> Fsm:
 
 
 def collection_state(client) -> dict[str, tuple]:
-    return {s.id: (s.update_time, s.to_dict())
-            for s in client.collection(heartbeats.COLLECTION).stream()}
+    return {
+        s.id: (s.update_time, s.to_dict())
+        for s in client.collection(heartbeats.COLLECTION).stream()
+    }
 
 
-def test_every_deleted_heartbeat_is_in_the_audit_with_its_before_image(fsm: Fsm,
-                                                                      fs_client) -> None:
+def test_every_deleted_heartbeat_is_in_the_audit_with_its_before_image(fsm: Fsm, fs_client) -> None:
     incident.seed(fs_client, NOW, legacy=60)
     original = collection_state(fs_client)
     run_id = fsm.json("upgrade")["migrations"][0]["run_id"]
@@ -61,8 +63,13 @@ def test_check_heartbeats_exit_codes_before_and_after(fsm: Fsm, fs_client) -> No
     assert before.exit_code == 1
     health = json.loads(before.stdout)
     assert (health["total"], health["legacy"], health["healthy"]) == (1053, 1035, False)
-    assert health["by_kind"] == {"canonical_processor": 13, "canonical_phase2": 5,
-                                 "legacy_run": 777, "legacy_date": 258, "unknown": 0}
+    assert health["by_kind"] == {
+        "canonical_processor": 13,
+        "canonical_phase2": 5,
+        "legacy_run": 777,
+        "legacy_date": 258,
+        "unknown": 0,
+    }
     assert len(health["legacy_in_window"]) == 37  # the incident's last hour
     assert health["growth_per_day"] == 37 * 24
     line = before.stderr.strip()
@@ -80,25 +87,36 @@ def test_check_heartbeats_exit_codes_before_and_after(fsm: Fsm, fs_client) -> No
     assert fsm("check", "heartbeats", "--window", "1y").exit_code == 2
 
 
-def test_cleanup_script_dry_run_changes_nothing_then_apply_cleans(tmp_path: Path, emulator,
-                                                                  fs_client,
-                                                                  project_id: str) -> None:
+def test_cleanup_script_dry_run_changes_nothing_then_apply_cleans(
+    tmp_path: Path, emulator, fs_client, project_id: str
+) -> None:
     incident.seed(fs_client, NOW, legacy=120)
     before = collection_state(fs_client)
     env = {**os.environ, "FSMIGRATE_PROJECT": project_id}
     state = tmp_path / "state.db"
 
-    dry = subprocess.run([sys.executable, str(CLEANUP), "--state", str(state)], env=env,
-                         capture_output=True, text=True, cwd=tmp_path, check=False)
+    dry = subprocess.run(
+        [sys.executable, str(CLEANUP), "--state", str(state)],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+    )
 
     assert dry.returncode == 0, dry.stderr
     assert "DRY-RUN" in dry.stdout and "planned: 120 delete" in dry.stdout
     assert "with --apply" in dry.stdout
     assert collection_state(fs_client) == before
 
-    applied = subprocess.run([sys.executable, str(CLEANUP), "--state", str(state), "--apply",
-                              "--format", "json"], env=env, capture_output=True, text=True,
-                             cwd=tmp_path, check=False)
+    applied = subprocess.run(
+        [sys.executable, str(CLEANUP), "--state", str(state), "--apply", "--format", "json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+    )
 
     assert applied.returncode == 0, applied.stderr
     run = json.loads(applied.stdout)["migrations"][0]
@@ -108,8 +126,9 @@ def test_cleanup_script_dry_run_changes_nothing_then_apply_cleans(tmp_path: Path
     assert [r["mode"] for r in history] == ["apply", "dry-run"]
 
 
-def test_rerun_refuses_scripts_that_are_not_repeatable(tmp_path: Path, emulator,
-                                                       project_id: str) -> None:
+def test_rerun_refuses_scripts_that_are_not_repeatable(
+    tmp_path: Path, emulator, project_id: str
+) -> None:
     from helpers import write_script
 
     fsm = Fsm(project_id, tmp_path / "state.db", tmp_path / "migrations")

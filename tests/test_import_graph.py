@@ -4,6 +4,7 @@ names (importing `_name` from it, or reading or setting `obj._name` defined else
 The graph is read from the source with `ast` (nothing is imported), so a circle hidden
 inside a function body counts as much as one at the top of a module.
 """
+
 from __future__ import annotations
 
 import ast
@@ -34,8 +35,14 @@ def test_no_private_reaches(package: Package) -> None:
 
 def test_imports_point_down(package: Package) -> None:
     """The lower layers never import the upper ones (README: Layout)."""
-    order = ["fsmigrate.cli", "fsmigrate.api", "fsmigrate.engine", "fsmigrate.state",
-             "fsmigrate.firestore", "fsmigrate.errors"]
+    order = [
+        "fsmigrate.cli",
+        "fsmigrate.api",
+        "fsmigrate.engine",
+        "fsmigrate.state",
+        "fsmigrate.firestore",
+        "fsmigrate.errors",
+    ]
 
     def rank(module: str) -> int | None:
         for i, prefix in enumerate(order):
@@ -62,23 +69,29 @@ def _plant(tmp_path: Path, files: dict[str, str]) -> Package:
 
 
 def test_a_planted_circle_is_found(tmp_path: Path) -> None:
-    package = _plant(tmp_path, {
-        "a.py": "from planted import b\n",
-        "b.py": "def f():\n    from .a import x\n    return x\n",
-        "c.py": "import planted.a\n",
-    })
+    package = _plant(
+        tmp_path,
+        {
+            "a.py": "from planted import b\n",
+            "b.py": "def f():\n    from .a import x\n    return x\n",
+            "c.py": "import planted.a\n",
+        },
+    )
     assert cycles(package.graph()) == [["planted.a", "planted.b", "planted.a"]]
 
 
 def test_a_planted_private_reach_is_found(tmp_path: Path) -> None:
-    package = _plant(tmp_path, {
-        "owner.py": "class Runner:\n    def __init__(self):\n        self._ctx = None\n"
-                    "def _helper():\n    pass\n",
-        "user.py": "from planted.owner import Runner, _helper\n"
-                   "def go(r: Runner):\n    r._ctx = 1\n    return _helper()\n",
-        "fine.py": "class Own:\n    def __init__(self):\n        self._x = 1\n"
-                   "def peek(o: Own):\n    return o._x\n",
-    })
+    package = _plant(
+        tmp_path,
+        {
+            "owner.py": "class Runner:\n    def __init__(self):\n        self._ctx = None\n"
+            "def _helper():\n    pass\n",
+            "user.py": "from planted.owner import Runner, _helper\n"
+            "def go(r: Runner):\n    r._ctx = 1\n    return _helper()\n",
+            "fine.py": "class Own:\n    def __init__(self):\n        self._x = 1\n"
+            "def peek(o: Own):\n    return o._x\n",
+        },
+    )
     found = private_reaches(package)
     assert len(found) == 2
     assert any("user.py:1" in line and "_helper" in line for line in found)

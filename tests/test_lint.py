@@ -1,6 +1,7 @@
 """`fsmigrate lint`: each rule on a failing example and the same example silenced on its
 line; the command's formats and exit codes; the project's own migrations pass; the README
 documents every code. Pure static checks: no emulator."""
+
 from __future__ import annotations
 
 import json
@@ -30,24 +31,38 @@ def codes(source: str, name: str = "0001_items.py") -> list[tuple[str, int]]:
 
 # (code, source, the line it must be reported on); every one is silenced below
 FAILING = [
-    ("FSM101", script('''
+    (
+        "FSM101",
+        script("""
         def plan(ctx):
             for doc in ctx.scan("items"):
                 doc.reference.update({"seen": True})
             yield from ()
-        '''), 7),
-    ("FSM101", script('''
+        """),
+        7,
+    ),
+    (
+        "FSM101",
+        script("""
         def plan(ctx):
             batch = ctx.get("items/a").reference._client.batch()
             yield from ()
-        '''), 6),
-    ("FSM101", script('''
+        """),
+        6,
+    ),
+    (
+        "FSM101",
+        script("""
         def plan(ctx):
             ref = ctx.get("items/a").reference
             ref.set({"a": 1})
             yield from ()
-        '''), 7),
-    ("FSM101", script('''
+        """),
+        7,
+    ),
+    (
+        "FSM101",
+        script("""
         from google.cloud import firestore
 
 
@@ -58,16 +73,24 @@ FAILING = [
 
         def plan(ctx):
             yield from ()
-        '''), 8),
-    ("FSM102", script('''
+        """),
+        8,
+    ),
+    (
+        "FSM102",
+        script("""
         from google.cloud import firestore
 
 
         def plan(ctx):
             client = firestore.Client(project=ctx.project)
             yield from ()
-        '''), 9),
-    ("FSM102", script('''
+        """),
+        9,
+    ),
+    (
+        "FSM102",
+        script("""
         from google.cloud.firestore_v1.client import Client as C
 
 
@@ -76,24 +99,40 @@ FAILING = [
 
 
         CLIENT = C()
-        '''), 12),
-    ("FSM201", script('''
+        """),
+        12,
+    ),
+    (
+        "FSM201",
+        script("""
         def plan(ctx):
             for doc in ctx.scan("sessions"):
                 yield ctx.delete(doc)
-        '''), 7),
-    ("FSM201", script('''
+        """),
+        7,
+    ),
+    (
+        "FSM201",
+        script("""
         def plan(ctx):
             docs = ctx.scan("sessions", where=())
             for doc in docs:
                 ctx.note(doc.id)
                 yield ctx.delete(doc)
-        '''), 9),
-    ("FSM201", script('''
+        """),
+        9,
+    ),
+    (
+        "FSM201",
+        script("""
         def plan(ctx):
             yield from (ctx.delete(d) for d in ctx.scan("sessions", group=True))
-        '''), 6),
-    ("FSM201", script('''
+        """),
+        6,
+    ),
+    (
+        "FSM201",
+        script("""
         from fsmigrate.distributed import scan
 
         source = scan("sessions")
@@ -101,51 +140,113 @@ FAILING = [
 
         def each(ctx, doc):
             yield ctx.delete(doc)
-        '''), 11),
-    ("FSM301", script('''
+        """),
+        11,
+    ),
+    (
+        "FSM301",
+        script("""
         def plan(ctx):
             return [ctx.delete(doc) for doc in ctx.scan("items") if doc.get("old")]
-        '''), 5),
-    ("FSM301", script('''
+        """),
+        5,
+    ),
+    (
+        "FSM301",
+        script("""
         async def plan(ctx):
             yield None
-        '''), 5),
-    ("FSM301", script('''
+        """),
+        5,
+    ),
+    (
+        "FSM301",
+        script("""
         def migrate(ctx):
             yield from ()
-        '''), 1),
-    ("FSM302", script('''
+        """),
+        1,
+    ),
+    (
+        "FSM302",
+        script(
+            """
         def plan(ctx):
             yield from ()
-        ''', header='revision = "0001"\ndown_revision = None\n'), 1),
-    ("FSM303", script('''
+        """,
+            header='revision = "0001"\ndown_revision = None\n',
+        ),
+        1,
+    ),
+    (
+        "FSM303",
+        script(
+            """
         def plan(ctx):
             yield from ()
-        ''', header='"""Tidy."""\nrevision = "0002"\ndown_revision = None\n'), 2),
-    ("FSM303", script('''
+        """,
+            header='"""Tidy."""\nrevision = "0002"\ndown_revision = None\n',
+        ),
+        2,
+    ),
+    (
+        "FSM303",
+        script(
+            """
         def plan(ctx):
             yield from ()
-        ''', header='"""Tidy."""\nrevision = 1\ndown_revision = None\n'), 2),
-    ("FSM303", script('''
+        """,
+            header='"""Tidy."""\nrevision = 1\ndown_revision = None\n',
+        ),
+        2,
+    ),
+    (
+        "FSM303",
+        script(
+            """
         def plan(ctx):
             yield from ()
-        ''', header='"""Tidy."""\ndown_revision = None\n'), 1),
-    ("FSM304", script('''
+        """,
+            header='"""Tidy."""\ndown_revision = None\n',
+        ),
+        1,
+    ),
+    (
+        "FSM304",
+        script(
+            """
         def plan(ctx):
             yield from ()
-        ''', header='"""Tidy."""\nrevision = "0001"\ndown_revision = "00" + "00"\n'), 3),
-    ("FSM304", script('''
+        """,
+            header='"""Tidy."""\nrevision = "0001"\ndown_revision = "00" + "00"\n',
+        ),
+        3,
+    ),
+    (
+        "FSM304",
+        script(
+            """
         def plan(ctx):
             yield from ()
-        ''', header='"""Tidy."""\nrevision = "0001"\n'), 1),
-    ("FSM401", script('''
+        """,
+            header='"""Tidy."""\nrevision = "0001"\n',
+        ),
+        1,
+    ),
+    (
+        "FSM401",
+        script("""
         import uuid
 
 
         def plan(ctx):
             yield ctx.create(f"audit/{uuid.uuid4().hex}", {})
-        '''), 9),
-    ("FSM401", script('''
+        """),
+        9,
+    ),
+    (
+        "FSM401",
+        script("""
         import datetime as dt
 
 
@@ -154,30 +255,42 @@ FAILING = [
             for doc in ctx.scan("sessions"):
                 if doc.get("expires") < cutoff:
                     yield ctx.delete(doc)
-        '''), 9),
-    ("FSM401", script('''
+        """),
+        9,
+    ),
+    (
+        "FSM401",
+        script("""
         from random import choice
 
 
         def plan(ctx):
             for doc in ctx.scan("items"):
                 yield ctx.update(doc, {"shard": choice("abc")})
-        '''), 10),
-    ("FSM401", script('''
+        """),
+        10,
+    ),
+    (
+        "FSM401",
+        script("""
         import time
 
 
         def plan(ctx):
             for doc in ctx.scan("items"):
                 yield ctx.update(doc, {"at": time.time()})
-        '''), 10),
+        """),
+        10,
+    ),
 ]
 
 
-@pytest.mark.parametrize("code, source, line", FAILING,
-                         ids=[f"{c}-{i}" for i, (c, _, _) in enumerate(FAILING)])
-def test_each_rule_fails_its_example_and_is_silenced_on_its_line(code: str, source: str,
-                                                                 line: int) -> None:
+@pytest.mark.parametrize(
+    "code, source, line", FAILING, ids=[f"{c}-{i}" for i, (c, _, _) in enumerate(FAILING)]
+)
+def test_each_rule_fails_its_example_and_is_silenced_on_its_line(
+    code: str, source: str, line: int
+) -> None:
     assert (code, line) in codes(source)
     lines = source.splitlines()
     lines[line - 1] += f"  # fsmigrate: allow {code}"
@@ -190,28 +303,31 @@ def test_each_rule_fails_its_example_and_is_silenced_on_its_line(code: str, sour
     assert "FSM002" not in [f.code for f in found]
 
 
-@pytest.mark.parametrize("body", [
-    # data methods that share a name with a client write
-    'def plan(ctx):\n    data = {}\n    data.update({"a": 1})\n    seen = set()\n    '
-    'seen.add(1)\n    for doc in ctx.scan("x"):\n        d = doc.to_dict()\n        '
-    'd.update({"b": 2})\n        yield ctx.update(doc, d)\n',
-    # sentinels of the client module are fine; so is a seeded generator and a fixed time
-    'import datetime as dt\nimport random\nimport uuid\nfrom google.cloud import firestore\n\n'
-    'RNG = random.Random(7)\nCUTOFF = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)\n\n'
-    'def plan(ctx):\n    for doc in ctx.scan("x"):\n        yield ctx.update(doc, {"old": '
-    'firestore.DELETE_FIELD, "id": str(uuid.uuid5(uuid.NAMESPACE_URL, doc.id)), '
-    '"s": RNG.random()})\n',
-    # a delete under a condition, after a skip, with a filter, or in a filtered comprehension
-    'def plan(ctx):\n    for doc in ctx.scan("s"):\n        if doc.get("old"):\n'
-    '            yield ctx.delete(doc)\n',
-    'def plan(ctx):\n    for doc in ctx.scan("s"):\n        if doc.get("keep"):\n'
-    '            continue\n        yield ctx.delete(doc)\n',
-    'def plan(ctx):\n    for doc in ctx.scan("s", where=[("old", "==", True)]):\n'
-    '        yield ctx.delete(doc)\n',
-    'def plan(ctx):\n    yield from (ctx.delete(d) for d in ctx.scan("s") if d.get("old"))\n',
-    'def plan(ctx):\n    for doc in ctx.scan("s"):\n'
-    '        yield ctx.delete(doc) if doc.get("old") else ctx.note("kept")\n',
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        # data methods that share a name with a client write
+        'def plan(ctx):\n    data = {}\n    data.update({"a": 1})\n    seen = set()\n    '
+        'seen.add(1)\n    for doc in ctx.scan("x"):\n        d = doc.to_dict()\n        '
+        'd.update({"b": 2})\n        yield ctx.update(doc, d)\n',
+        # sentinels of the client module are fine; so is a seeded generator and a fixed time
+        "import datetime as dt\nimport random\nimport uuid\nfrom google.cloud import firestore\n\n"
+        "RNG = random.Random(7)\nCUTOFF = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)\n\n"
+        'def plan(ctx):\n    for doc in ctx.scan("x"):\n        yield ctx.update(doc, {"old": '
+        'firestore.DELETE_FIELD, "id": str(uuid.uuid5(uuid.NAMESPACE_URL, doc.id)), '
+        '"s": RNG.random()})\n',
+        # a delete under a condition, after a skip, with a filter, or in a filtered comprehension
+        'def plan(ctx):\n    for doc in ctx.scan("s"):\n        if doc.get("old"):\n'
+        "            yield ctx.delete(doc)\n",
+        'def plan(ctx):\n    for doc in ctx.scan("s"):\n        if doc.get("keep"):\n'
+        "            continue\n        yield ctx.delete(doc)\n",
+        'def plan(ctx):\n    for doc in ctx.scan("s", where=[("old", "==", True)]):\n'
+        "        yield ctx.delete(doc)\n",
+        'def plan(ctx):\n    yield from (ctx.delete(d) for d in ctx.scan("s") if d.get("old"))\n',
+        'def plan(ctx):\n    for doc in ctx.scan("s"):\n'
+        '        yield ctx.delete(doc) if doc.get("old") else ctx.note("kept")\n',
+    ],
+)
 def test_what_is_not_a_finding(body: str) -> None:
     assert codes(HEADER + body) == []
 
@@ -219,16 +335,17 @@ def test_what_is_not_a_finding(body: str) -> None:
 def test_a_syntax_error_is_reported_and_cannot_be_silenced() -> None:
     broken = HEADER + "def plan(ctx):\n    yield (\n"
     assert [c for c, _ in codes(broken)] == ["FSM001"]
-    assert [c for c, _ in codes(broken.replace("yield (", "yield (  # fsmigrate: allow "
-                                                          "FSM001"))] == ["FSM001"]
+    assert [
+        c for c, _ in codes(broken.replace("yield (", "yield (  # fsmigrate: allow FSM001"))
+    ] == ["FSM001"]
 
 
 def test_allow_comments_that_silence_nothing_or_name_no_rule_are_warned() -> None:
-    source = script('''
+    source = script("""
         def plan(ctx):  # fsmigrate: allow FSM401
             yield from ()  # fsmigrate: allow FSM999
         x = "# fsmigrate: allow FSM101"
-        ''')
+        """)
     found, silenced = lint_source(source, "0001_items.py")
     assert [(f.code, f.line) for f in found] == [("FSM002", 5), ("FSM002", 6)]
     assert "silences nothing" in found[0].message and "FSM999" in found[1].message
@@ -243,31 +360,38 @@ def test_a_directory_is_read_like_the_loader_reads_it(tmp_path: Path) -> None:
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "0009_x.py").write_text("broken(")
     (tmp_path / "ran").mkdir()
-    (tmp_path / "0002_more.py").write_text(script(
-        f"open({str(tmp_path / 'ran' / 'x')!r}, 'w')\n\ndef plan(ctx):\n    yield from ()\n",
-        header='"""More."""\nrevision = "0002"\ndown_revision = "0001"\n\n'))
+    (tmp_path / "0002_more.py").write_text(
+        script(
+            f"open({str(tmp_path / 'ran' / 'x')!r}, 'w')\n\ndef plan(ctx):\n    yield from ()\n",
+            header='"""More."""\nrevision = "0002"\ndown_revision = "0001"\n\n',
+        )
+    )
 
     report = lint_paths([tmp_path])
 
     assert report.files == 4  # two scripts, a misnamed one, a helper
     assert sorted((Path(f.path).name, f.code) for f in report.findings) == [
-        ("1_bad.py", "FSM303"), ("_helpers.py", "FSM401")]  # helpers: code rules only
+        ("1_bad.py", "FSM303"),
+        ("_helpers.py", "FSM401"),
+    ]  # helpers: code rules only
     assert not list((tmp_path / "ran").iterdir())  # nothing was imported or run
 
 
 def test_the_chain_is_checked_across_a_directory(tmp_path: Path) -> None:
     for rev, down in (("0001", "None"), ("0002", '"0001"'), ("0003", '"0001"')):
-        (tmp_path / f"{rev}_x.py").write_text(script(
-            "def plan(ctx):\n    yield from ()\n",
-            header=f'"""Doc."""\nrevision = "{rev}"\ndown_revision = {down}\n\n'))
+        (tmp_path / f"{rev}_x.py").write_text(
+            script(
+                "def plan(ctx):\n    yield from ()\n",
+                header=f'"""Doc."""\nrevision = "{rev}"\ndown_revision = {down}\n\n',
+            )
+        )
 
     found = lint_paths([tmp_path]).findings
 
     assert [(Path(f.path).name, f.line, f.code) for f in found] == [("0002_x.py", 3, "FSM305")]
     assert "2 heads (0002, 0003)" in found[0].message
     third = tmp_path / "0003_x.py"
-    third.write_text(third.read_text().replace('down_revision = "0001"',
-                                               'down_revision = "0002"'))
+    third.write_text(third.read_text().replace('down_revision = "0001"', 'down_revision = "0002"'))
     assert lint_paths([tmp_path]).findings == []
 
 
@@ -277,13 +401,18 @@ def test_the_chain_is_checked_across_a_directory(tmp_path: Path) -> None:
 @pytest.fixture
 def offline(monkeypatch: pytest.MonkeyPatch) -> None:
     """No project, no emulator, no credentials: lint needs none."""
-    for var in ("FIRESTORE_EMULATOR_HOST", "FSMIGRATE_PROJECT", "GOOGLE_CLOUD_PROJECT",
-                "GOOGLE_APPLICATION_CREDENTIALS"):
+    for var in (
+        "FIRESTORE_EMULATOR_HOST",
+        "FSMIGRATE_PROJECT",
+        "GOOGLE_CLOUD_PROJECT",
+        "GOOGLE_APPLICATION_CREDENTIALS",
+    ):
         monkeypatch.delenv(var, raising=False)
 
 
-def test_lint_exits_1_on_errors_0_on_warnings_with_file_line_messages(tmp_path: Path,
-                                                                      offline: None) -> None:
+def test_lint_exits_1_on_errors_0_on_warnings_with_file_line_messages(
+    tmp_path: Path, offline: None
+) -> None:
     migrations = tmp_path / "migrations"
     migrations.mkdir()
     first = migrations / "0001_items.py"
@@ -292,23 +421,33 @@ def test_lint_exits_1_on_errors_0_on_warnings_with_file_line_messages(tmp_path: 
     warned = CliRunner().invoke(cli, ["--migrations", str(migrations), "lint"])
 
     assert warned.exit_code == 0, warned.output
-    assert warned.stdout.splitlines()[0].startswith(f"{first}:10:") and \
-        " FSM401 warning: `time.time()` differs from run to run" in warned.stdout
+    assert (
+        warned.stdout.splitlines()[0].startswith(f"{first}:10:")
+        and " FSM401 warning: `time.time()` differs from run to run" in warned.stdout
+    )
     assert warned.stdout.splitlines()[-1] == "1 file checked: 0 errors, 1 warning"
 
-    (migrations / "0002_drop.py").write_text(script(
-        'def plan(ctx):\n    for doc in ctx.scan("s"):\n        yield ctx.delete(doc)\n',
-        header='"""Drop."""\nrevision = "0002"\ndown_revision = "0001"\n\n'))
-    failed = CliRunner().invoke(cli, ["--migrations", str(migrations), "lint",
-                                      "--format", "json"])
+    (migrations / "0002_drop.py").write_text(
+        script(
+            'def plan(ctx):\n    for doc in ctx.scan("s"):\n        yield ctx.delete(doc)\n',
+            header='"""Drop."""\nrevision = "0002"\ndown_revision = "0001"\n\n',
+        )
+    )
+    failed = CliRunner().invoke(cli, ["--migrations", str(migrations), "lint", "--format", "json"])
 
     assert failed.exit_code == 1
     out = json.loads(failed.stdout)
     assert (out["files"], out["errors"], out["warnings"]) == (2, 1, 1)
     error = next(f for f in out["findings"] if f["severity"] == "error")
-    assert error == {"path": str(migrations / "0002_drop.py"), "line": 7, "column": 15,
-                     "code": "FSM201", "name": "delete-every-document", "severity": "error",
-                     "message": error["message"]}
+    assert error == {
+        "path": str(migrations / "0002_drop.py"),
+        "line": 7,
+        "column": 15,
+        "code": "FSM201",
+        "name": "delete-every-document",
+        "severity": "error",
+        "message": error["message"],
+    }
     only = CliRunner().invoke(cli, ["lint", str(first)])
     assert only.exit_code == 0 and "1 file checked" in only.stdout
     missing = CliRunner().invoke(cli, ["lint", str(tmp_path / "nope")])

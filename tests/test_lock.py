@@ -1,4 +1,5 @@
 """One runner at a time: the lease document in Firestore, against the real emulator."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -31,9 +32,23 @@ def seed(client, n: int) -> None:
 
 def cli(fsm: Fsm, *args: str, **env: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "fsmigrate", "--project", fsm.project, "--state", str(fsm.state),
-         "--migrations", str(fsm.migrations), *args],
-        env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "fsmigrate",
+            "--project",
+            fsm.project,
+            "--state",
+            str(fsm.state),
+            "--migrations",
+            str(fsm.migrations),
+            *args,
+        ],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 @pytest.fixture
@@ -50,8 +65,7 @@ def store(project_id: str, emulator) -> Store:
 
 def test_eight_runners_at_once_exactly_one_applies(fsm: Fsm, fs_client) -> None:
     seed(fs_client, 300)
-    procs = [cli(fsm, "upgrade", "--quiet", FSMIGRATE_TEST_PAUSE="after-lock:4")
-             for _ in range(8)]
+    procs = [cli(fsm, "upgrade", "--quiet", FSMIGRATE_TEST_PAUSE="after-lock:4") for _ in range(8)]
     results = [(p.wait(timeout=120), p.stdout.read(), p.stderr.read()) for p in procs]
 
     codes = sorted(code for code, _, _ in results)
@@ -63,7 +77,8 @@ def test_eight_runners_at_once_exactly_one_applies(fsm: Fsm, fs_client) -> None:
             assert "fsmigrate break-lock" in line and "pid " in line
     history = fsm.json("history")
     assert [(r["mode"], r["status"], r["committed"]) for r in history] == [
-        ("apply", "succeeded", 300)]
+        ("apply", "succeeded", 300)
+    ]
     assert list(fs_client.collection("items").list_documents()) == []
     assert fs_client.document(LOCK_PATH).get().exists is False  # released
 
@@ -74,9 +89,15 @@ def test_eight_runners_at_once_exactly_one_applies(fsm: Fsm, fs_client) -> None:
 
 def plant(fs_client, **holder) -> None:
     now = dt.datetime.now(dt.timezone.utc)
-    body = {"holder": "someone", "host": "elsewhere", "pid": 4242, "operator": "alice",
-            "command": "upgrade", "acquired_at": now,
-            "expires_at": now + dt.timedelta(minutes=10)}
+    body = {
+        "holder": "someone",
+        "host": "elsewhere",
+        "pid": 4242,
+        "operator": "alice",
+        "command": "upgrade",
+        "acquired_at": now,
+        "expires_at": now + dt.timedelta(minutes=10),
+    }
     body.update(holder)
     fs_client.document(LOCK_PATH).set(body)
 
@@ -106,8 +127,7 @@ def test_expired_lease_is_taken_over(fsm: Fsm, fs_client) -> None:
     assert list(fs_client.collection("items").list_documents()) == []
 
 
-def test_lease_of_a_dead_process_on_this_host_is_taken_over_at_once(fsm: Fsm,
-                                                                    fs_client) -> None:
+def test_lease_of_a_dead_process_on_this_host_is_taken_over_at_once(fsm: Fsm, fs_client) -> None:
     seed(fs_client, 3)
     pid = dead_pid()
     plant(fs_client, host=socket.gethostname(), pid=pid)
@@ -148,8 +168,9 @@ def test_lease_is_renewed_while_held_and_released(store: Store, fs_client) -> No
 
 def test_a_broken_lease_stops_the_run_before_its_next_commit(fsm: Fsm, fs_client) -> None:
     seed(fs_client, 20)
-    proc = cli(fsm, "upgrade", "--quiet", FSMIGRATE_TEST_PAUSE="after-lock:3",
-               FSMIGRATE_LOCK_TTL="1.5")
+    proc = cli(
+        fsm, "upgrade", "--quiet", FSMIGRATE_TEST_PAUSE="after-lock:3", FSMIGRATE_LOCK_TTL="1.5"
+    )
     deadline = time.time() + 20
     while not fs_client.document(LOCK_PATH).get().exists:
         assert time.time() < deadline

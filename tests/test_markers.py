@@ -1,4 +1,5 @@
 """Applied state follows the database: markers in Firestore, reconciled with state files."""
+
 from __future__ import annotations
 
 import json
@@ -78,8 +79,10 @@ def test_b_verify_catches_a_script_a_applied_with_other_content(operators, fs_cl
     result = b("verify")
 
     assert result.exit_code == 1
-    assert "revision 0001" in result.stdout and "edited after it was applied to the database" \
-        in result.stdout
+    assert (
+        "revision 0001" in result.stdout
+        and "edited after it was applied to the database" in result.stdout
+    )
     blocked = b("upgrade")
     assert blocked.exit_code == 1 and "edited after it was applied" in blocked.stderr
     assert values(fs_client) == [1] * 5
@@ -107,8 +110,10 @@ def test_stamp_marks_every_earlier_revision_too(operators, fs_client) -> None:
     a, _ = operators
     write_script(a.migrations, "0002", "0001", TOUCH)
     assert a("stamp", "0002", "--reason", "adopted").exit_code == 0
-    assert sorted(d.id for d in fs_client.collection("_fsmigrate/meta/revisions").stream()) \
-        == ["0001", "0002"]
+    assert sorted(d.id for d in fs_client.collection("_fsmigrate/meta/revisions").stream()) == [
+        "0001",
+        "0002",
+    ]
 
 
 def test_a_local_record_without_marker_is_reported(operators, fs_client) -> None:
@@ -150,13 +155,30 @@ def test_markers_collection_is_configurable(operators, fs_client) -> None:
 
 @pytest.mark.parametrize("point", ["before-marker", "after-marker"])
 def test_crash_between_last_batch_and_marker_is_resolved_without_double_apply(
-        operators, fs_client, point: str) -> None:
+    operators, fs_client, point: str
+) -> None:
     a, _ = operators
     seed(fs_client)
-    args = [sys.executable, "-m", "fsmigrate", "--project", a.project, "--state", str(a.state),
-            "--migrations", str(a.migrations), "upgrade", "--quiet"]
-    killed = subprocess.run(args, env={**os.environ, "FSMIGRATE_TEST_CRASH": f"{point}:0"},
-                            capture_output=True, text=True, check=False)
+    args = [
+        sys.executable,
+        "-m",
+        "fsmigrate",
+        "--project",
+        a.project,
+        "--state",
+        str(a.state),
+        "--migrations",
+        str(a.migrations),
+        "upgrade",
+        "--quiet",
+    ]
+    killed = subprocess.run(
+        args,
+        env={**os.environ, "FSMIGRATE_TEST_CRASH": f"{point}:0"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert killed.returncode == -signal.SIGKILL
     assert values(fs_client) == [1] * 5
     assert fs_client.document(MARKER).get().exists is (point == "after-marker")

@@ -1,6 +1,7 @@
 """Markdown escaping (fsmigrate.report.mdsafe), checked by rendering with a real markdown library:
 whatever the text, markdown-it-py shows it as written, in a paragraph, a list item and a
 table cell, and never as markup."""
+
 from __future__ import annotations
 
 from html.parser import HTMLParser
@@ -15,11 +16,33 @@ from fsmigrate.report.mdsafe import Md, code, fence, md, row, text
 RENDERER = MarkdownIt("commonmark", {"html": False}).enable(["table", "strikethrough"])
 
 SPECIALS = list("\\`*_[]<>|~&#!-+=.():;'\"/1234567890 aZé\n\t") + [
-    "<script>", "</script>", "&amp;", "_None_", "**", "```", "~~", "    ", "1. ", "- ",
-    "# ", "> ", "---", "===", "|---|", "\x00", "\r\n", "[x](http://a)", "![i](x)", "<b>"]
-TEXTS = st.lists(st.one_of(st.sampled_from(SPECIALS),
-                           st.text(st.characters(blacklist_categories=("Cs",)), max_size=5)),
-                 max_size=12).map("".join)
+    "<script>",
+    "</script>",
+    "&amp;",
+    "_None_",
+    "**",
+    "```",
+    "~~",
+    "    ",
+    "1. ",
+    "- ",
+    "# ",
+    "> ",
+    "---",
+    "===",
+    "|---|",
+    "\x00",
+    "\r\n",
+    "[x](http://a)",
+    "![i](x)",
+    "<b>",
+]
+TEXTS = st.lists(
+    st.one_of(
+        st.sampled_from(SPECIALS), st.text(st.characters(blacklist_categories=("Cs",)), max_size=5)
+    ),
+    max_size=12,
+).map("".join)
 
 
 class _Text(HTMLParser):
@@ -60,8 +83,10 @@ def as_prose(value: str) -> str:
 @example("a <script>alert(1)</script> | b * c `d` __e__")
 @example("1. not a list\n# not a heading\n> not a quote\n    not code\n---")
 def test_text_renders_as_written_in_a_paragraph_and_a_list_item(value: str) -> None:
-    for markdown, tags in ((text(value) + "\n", {"p", "br"}),
-                           ("- " + text(value) + "\n", {"ul", "li", "p", "br"})):
+    for markdown, tags in (
+        (text(value) + "\n", {"p", "br"}),
+        ("- " + text(value) + "\n", {"ul", "li", "p", "br"}),
+    ):
         found = rendered(markdown)
         assert "".join(found.parts).strip("\n") == as_prose(value), markdown
         assert set(found.tags) <= tags, (markdown, found.tags)
@@ -72,8 +97,9 @@ def test_text_renders_as_written_in_a_paragraph_and_a_list_item(value: str) -> N
 @example("Foo_None_1a2b3c4d", "a|b")
 @example("`x`|y\\|z", "<script>")
 def test_a_table_row_keeps_every_cell_whole(first: str, second: str) -> None:
-    markdown = mdsafe.header(["id", "note"]) + row([code(first), text(second)]) + \
-        row([first, Md("**x**")])
+    markdown = (
+        mdsafe.header(["id", "note"]) + row([code(first), text(second)]) + row([first, Md("**x**")])
+    )
     found = rendered(markdown)
     assert found.tags.count("td") == 4 and found.tags.count("tr") == 3
     cells = RENDERER.parse(markdown)
@@ -87,8 +113,11 @@ def test_a_table_row_keeps_every_cell_whole(first: str, second: str) -> None:
 
 
 def _text_of(token) -> str:
-    return "".join(child.content for child in token.children
-                   if child.type in ("text", "code_inline", "softbreak"))
+    return "".join(
+        child.content
+        for child in token.children
+        if child.type in ("text", "code_inline", "softbreak")
+    )
 
 
 def _expected_code(value: str) -> str:

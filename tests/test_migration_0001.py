@@ -1,6 +1,7 @@
 """Migration 0001 (the processor_heartbeats cleanup) tested with fsmigrate's pytest plugin,
 the way a team tests its own migrations: the built-in tests on the incident's data, and the
 cleanup's own expectations through the `fsmigrate` harness, against the real emulator."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -69,10 +70,23 @@ def test_a_second_run_changes_nothing(fsmigrate, fsmigrate_seed) -> None:
 
 def test_unknown_ids_are_left_alone_and_reported(fsmigrate) -> None:
     beat = NOW - dt.timedelta(minutes=5)
-    odd = ["PlayerGameSummaryProcessor_None_", "p2_nba_raw.x_2024_totals",
-           "Team2025Processor", "some-other-doc"]
-    fsmigrate.seed(COLLECTION, {doc_id: {"last_heartbeat": beat} for doc_id in [
-        "PlayerGameSummaryProcessor", "PlayerGameSummaryProcessor_None_0a1b2c3d", *odd]})
+    odd = [
+        "PlayerGameSummaryProcessor_None_",
+        "p2_nba_raw.x_2024_totals",
+        "Team2025Processor",
+        "some-other-doc",
+    ]
+    fsmigrate.seed(
+        COLLECTION,
+        {
+            doc_id: {"last_heartbeat": beat}
+            for doc_id in [
+                "PlayerGameSummaryProcessor",
+                "PlayerGameSummaryProcessor_None_0a1b2c3d",
+                *odd,
+            ]
+        },
+    )
 
     planned = fsmigrate.plan("0001")
     notes = fsmigrate.upgrade(dry_run=True).runs[0].notes

@@ -1,4 +1,5 @@
 """Doc-ID normalisation primitives: ctx.rename and ctx.normalize, against the emulator."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -49,11 +50,14 @@ def test_rename_without_conflicts_moves_data_exactly(fsm: Fsm, fs_client) -> Non
     assert labels["things/a"]["kind"] == "create" and labels["things/old-a"]["kind"] == "delete"
 
 
-@pytest.mark.parametrize("conflict,expected", [
-    ('"skip"', {"old-x": {"v": "old", "t": T}, "x": {"v": "new", "t": T - dt.timedelta(1)}}),
-    ('"overwrite"', {"x": {"v": "old", "t": T}}),
-    ('keep_newest("t")', {"x": {"v": "old", "t": T}}),
-])
+@pytest.mark.parametrize(
+    "conflict,expected",
+    [
+        ('"skip"', {"old-x": {"v": "old", "t": T}, "x": {"v": "new", "t": T - dt.timedelta(1)}}),
+        ('"overwrite"', {"x": {"v": "old", "t": T}}),
+        ('keep_newest("t")', {"x": {"v": "old", "t": T}}),
+    ],
+)
 def test_rename_conflicts(fsm: Fsm, fs_client, conflict: str, expected: dict) -> None:
     fs_client.document("things/old-x").set({"v": "old", "t": T})
     fs_client.document("things/x").set({"v": "new", "t": T - dt.timedelta(1)})
@@ -69,8 +73,9 @@ def test_rename_conflicts(fsm: Fsm, fs_client, conflict: str, expected: dict) ->
 def test_keep_newest_keeps_a_newer_target(fsm: Fsm, fs_client) -> None:
     fs_client.document("things/old-x").set({"v": "old", "t": T - dt.timedelta(1)})
     fs_client.document("things/x").set({"v": "new", "t": T})
-    write_script(fsm.migrations, "0001", None,
-                 RENAME.format(conflict='keep_newest("t")', subs="refuse"))
+    write_script(
+        fsm.migrations, "0001", None, RENAME.format(conflict='keep_newest("t")', subs="refuse")
+    )
     fsm.json("upgrade")
     assert docs(fs_client) == {"x": {"v": "new", "t": T}}
 
@@ -85,23 +90,25 @@ def test_subcollections_refused_moved_or_deleted(fsm: Fsm, fs_client, tmp_path) 
         # each pass is its own "project history": separate markers
         out = work.json("--markers-collection", f"fsm_{mode}", "upgrade")
         if mode == "refuse":
-            assert "REFUSED things/old-p -> things/p" in "\n".join(
-                out["migrations"][0]["notes"])
+            assert "REFUSED things/old-p -> things/p" in "\n".join(out["migrations"][0]["notes"])
             assert set(docs(fs_client)) == {"old-p"}
     assert set(docs(fs_client)) == {"p"}
     assert fs_client.document("things/p/items/i1").get().to_dict() == {"n": 1}
     assert fs_client.document("things/p/items/i1/deep/d1").get().to_dict() == {"n": 2}
     assert not fs_client.document("things/old-p/items/i1").get().exists
-    assert list(fs_client.collection_group("deep").stream())[0].reference.path == \
-        "things/p/items/i1/deep/d1"
+    assert (
+        list(fs_client.collection_group("deep").stream())[0].reference.path
+        == "things/p/items/i1/deep/d1"
+    )
 
 
 def test_subcollections_deleted_with_archive(fsm: Fsm, fs_client) -> None:
     fs_client.document("things/old-q").set({"v": 1})
     fs_client.document("things/q").set({"v": 9, "t": T})
     fs_client.document("things/old-q/items/i1").set({"n": 1})
-    write_script(fsm.migrations, "0001", None,
-                 RENAME.format(conflict='keep_newest("t")', subs="delete"))
+    write_script(
+        fsm.migrations, "0001", None, RENAME.format(conflict='keep_newest("t")', subs="delete")
+    )
     out = fsm.json("upgrade")
     assert docs(fs_client) == {"q": {"v": 9, "t": T}}
     assert not fs_client.document("things/old-q/items/i1").get().exists
@@ -138,14 +145,21 @@ def test_normalize_merges_each_group_into_its_canonical_id(fsm: Fsm, fs_client) 
 
     dry = fsm.json("upgrade", "--dry-run")["migrations"][0]
     assert sorted((op["kind"], op["path"]) for op in dry["operations"]) == [
-        ("create", "things/Beta"), ("delete", "things/Alpha_run_1"),
-        ("delete", "things/Alpha_run_2"), ("delete", "things/Alpha_run_3"),
-        ("delete", "things/Beta_run_1"), ("set", "things/Alpha")]
+        ("create", "things/Beta"),
+        ("delete", "things/Alpha_run_1"),
+        ("delete", "things/Alpha_run_2"),
+        ("delete", "things/Alpha_run_3"),
+        ("delete", "things/Beta_run_1"),
+        ("set", "things/Alpha"),
+    ]
     out = fsm.json("upgrade")
 
-    assert docs(fs_client) == {"Alpha": {"t": T, "name": "alpha"},
-                               "Beta": {"t": T, "name": "beta"}, "Gamma": {"t": T},
-                               "weird id": {"t": T}}
+    assert docs(fs_client) == {
+        "Alpha": {"t": T, "name": "alpha"},
+        "Beta": {"t": T, "name": "beta"},
+        "Gamma": {"t": T},
+        "weird id": {"t": T},
+    }
     assert "unknown ID left alone: 'weird id'" in out["migrations"][0]["notes"]
 
 
@@ -156,11 +170,28 @@ def test_crash_mid_rename_plan_never_duplicates_or_loses(fsm: Fsm, fs_client) ->
             batch.set(fs_client.document(f"things/old-{i:04d}"), {"i": i})
         batch.commit()
     write_script(fsm.migrations, "0001", None, RENAME.format(conflict='"skip"', subs="refuse"))
-    args = [sys.executable, "-m", "fsmigrate", "--project", fsm.project, "--state",
-            str(fsm.state), "--migrations", str(fsm.migrations), "upgrade", "--quiet",
-            "--batch-size", "100"]
-    killed = subprocess.run(args, env={**os.environ, "FSMIGRATE_TEST_CRASH": "before-commit:4"},
-                            capture_output=True, text=True, check=False)
+    args = [
+        sys.executable,
+        "-m",
+        "fsmigrate",
+        "--project",
+        fsm.project,
+        "--state",
+        str(fsm.state),
+        "--migrations",
+        str(fsm.migrations),
+        "upgrade",
+        "--quiet",
+        "--batch-size",
+        "100",
+    ]
+    killed = subprocess.run(
+        args,
+        env={**os.environ, "FSMIGRATE_TEST_CRASH": "before-commit:4"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert killed.returncode == -signal.SIGKILL
     middle = docs(fs_client)
     ids = {int(k[-4:]) for k in middle}
@@ -171,5 +202,7 @@ def test_crash_mid_rename_plan_never_duplicates_or_loses(fsm: Fsm, fs_client) ->
     assert resumed.returncode == 0, resumed.stderr
     assert docs(fs_client) == {f"{i:04d}": {"i": i} for i in range(1200)}
     db = sqlite3.connect(fsm.state)
-    assert db.execute("SELECT MAX(n) FROM (SELECT COUNT(*) n FROM ops WHERE status='committed'"
-                      " GROUP BY path, kind)").fetchone() == (1,)
+    assert db.execute(
+        "SELECT MAX(n) FROM (SELECT COUNT(*) n FROM ops WHERE status='committed'"
+        " GROUP BY path, kind)"
+    ).fetchone() == (1,)

@@ -4,6 +4,7 @@ pages (audit and health check, before and after) opened in a real browser: no co
 errors, every chart drawn with as many bars or points as the data says, legacy IDs
 verbatim, a screenshot. Also text made to break a report (`<script>`, `|`, `*`, backticks,
 underscores) in IDs, collection names, notes and descriptions: shown as text everywhere."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -83,8 +84,15 @@ def cleanup(tmp_path_factory: pytest.TempPathFactory, emulator) -> Cleanup:
     for fmt, name in (("markdown", "ticket.md"), ("html", "ticket.html")):
         made = fsm("audit", run["run_id"], "--format", fmt, "-o", str(out / name))
         assert made.exit_code == 0, made.output
-    return Cleanup(fsm, out, list(incident.documents(NOW, legacy=LEGACY)),
-                   json.loads(dry_out.stdout)["migrations"][0], run, before, after)
+    return Cleanup(
+        fsm,
+        out,
+        list(incident.documents(NOW, legacy=LEGACY)),
+        json.loads(dry_out.stdout)["migrations"][0],
+        run,
+        before,
+        after,
+    )
 
 
 def _check(fsm: Fsm, page: Path) -> dict:
@@ -103,12 +111,16 @@ def survivors(docs: list[tuple[str, dict]]) -> dict[str, str]:
         found = heartbeats.classify(doc_id)
         beat = data["last_heartbeat"]
         if found.is_legacy:
-            best[found.canonical_id] = max(best.get(found.canonical_id, (beat, doc_id)),
-                                           (beat, doc_id))
+            best[found.canonical_id] = max(
+                best.get(found.canonical_id, (beat, doc_id)), (beat, doc_id)
+            )
         elif found.kind != heartbeats.UNKNOWN:
             canonical[doc_id] = beat
-    return {target: doc_id for target, (beat, doc_id) in best.items()
-            if target not in canonical or canonical[target] < beat}
+    return {
+        target: doc_id
+        for target, (beat, doc_id) in best.items()
+        if target not in canonical or canonical[target] < beat
+    }
 
 
 def legacy_ids(docs: list[tuple[str, dict]]) -> list[str]:
@@ -159,7 +171,9 @@ def svg_counts(browser: Browser, chart: str, selector: str) -> dict:
         " labels: items.map(e => (e.querySelector('text.label') || {}).textContent),"
         " line: svg.querySelector('polyline') ? svg.querySelector('polyline').points.numberOfItems"
         " : null, threshold: svg.querySelectorAll('line.threshold').length};",
-        chart, selector)
+        chart,
+        selector,
+    )
 
 
 def drawn(browser: Browser, chart: str, selector: str) -> dict:
@@ -174,8 +188,9 @@ def test_the_audit_page_in_a_browser(cleanup: Cleanup, browser: Browser, tmp_pat
 
     assert browser.errors() == []
     assert browser.js("return document.querySelectorAll('script').length") == 0
-    operations = json.loads(cleanup.fsm("audit", cleanup.run["run_id"], "--format",
-                                        "json").stdout)["operations"]
+    operations = json.loads(cleanup.fsm("audit", cleanup.run["run_id"], "--format", "json").stdout)[
+        "operations"
+    ]
     kinds = {op["kind"] for op in operations}
     per_kind = drawn(browser, "operations-per-kind", "g.bar")
     assert per_kind["count"] == len(kinds) and sum(per_kind["values"]) == len(operations)
@@ -194,8 +209,9 @@ def test_the_audit_page_in_a_browser(cleanup: Cleanup, browser: Browser, tmp_pat
 
 
 @pytest.mark.parametrize("when", ["before", "after"])
-def test_the_health_pages_in_a_browser(cleanup: Cleanup, browser: Browser, tmp_path,
-                                       when: str) -> None:
+def test_the_health_pages_in_a_browser(
+    cleanup: Cleanup, browser: Browser, tmp_path, when: str
+) -> None:
     data = getattr(cleanup, when)
     browser.open(cleanup.dir / f"health-{when}.html")
 
@@ -224,9 +240,11 @@ def test_the_health_pages_in_a_browser(cleanup: Cleanup, browser: Browser, tmp_p
 # ---- text made to break a report -----------------------------------------------------------
 
 EVIL_COLLECTION = "c|o*l_`x`<i>"
-EVIL_IDS = {"source": "Evil_None_<script>alert(1)|*a*`b`__c__&amp;",
-            "target": "Evil|*``*_d_<b>",
-            "exists": "x`|`<script>y_None_z"}
+EVIL_IDS = {
+    "source": "Evil_None_<script>alert(1)|*a*`b`__c__&amp;",
+    "target": "Evil|*``*_d_<b>",
+    "exists": "x`|`<script>y_None_z",
+}
 EVIL_NOTE = "note <script>alert('n')</script> | *bold* `tick` _None_ [l](http://a) &lt; #1"
 EVIL_DESC = "Evil <b>docstring</b> with _underscores_, *stars*, `ticks` | pipes"
 EVIL_SCRIPT = """
@@ -251,14 +269,27 @@ def evil(tmp_path_factory: pytest.TempPathFactory, emulator) -> tuple[Fsm, Path,
     unknown = client.collection(EVIL_COLLECTION).document(EVIL_IDS["exists"] + "_unknown")
     unknown.set({"v": 0})
     client.close()
-    write_script(fsm.migrations, "0001", None, EVIL_SCRIPT.format(
-        collection=EVIL_COLLECTION, note=EVIL_NOTE, **EVIL_IDS), doc=EVIL_DESC)
+    write_script(
+        fsm.migrations,
+        "0001",
+        None,
+        EVIL_SCRIPT.format(collection=EVIL_COLLECTION, note=EVIL_NOTE, **EVIL_IDS),
+        doc=EVIL_DESC,
+    )
     run = fsm.json("upgrade")["migrations"][0]
     assert (run["committed"], run["skipped"]) == (2, 1)
     for fmt, name in (("markdown", "evil.md"), ("html", "evil.html")):
         assert fsm("audit", run["run_id"], "--format", fmt, "-o", str(out / name)).exit_code == 0
-    made = fsm("check", "heartbeats", "--collection", EVIL_COLLECTION, "--format", "html",
-               "-o", str(out / "evil-check.html"))
+    made = fsm(
+        "check",
+        "heartbeats",
+        "--collection",
+        EVIL_COLLECTION,
+        "--format",
+        "html",
+        "-o",
+        str(out / "evil-check.html"),
+    )
     assert made.exit_code == 0, made.output  # unknown IDs only: reported, not an alarm
     return fsm, out, run
 
@@ -271,8 +302,10 @@ def evil_texts() -> list[str]:
 
 def test_ids_and_notes_made_of_markup_are_text_in_markdown_and_html(evil) -> None:
     _, out, _ = evil
-    for page in (markdown_text((out / "evil.md").read_text()),
-                 Page((out / "evil.html").read_text())):
+    for page in (
+        markdown_text((out / "evil.md").read_text()),
+        Page((out / "evil.html").read_text()),
+    ):
         for text in evil_texts():
             assert text in page.text, text
         assert not {"script", "i", "b", "em", "a", "img"} & set(page.tags)
@@ -283,8 +316,10 @@ def test_ids_and_notes_made_of_markup_are_text_in_markdown_and_html(evil) -> Non
 
 def test_ids_and_notes_made_of_markup_are_text_in_a_browser(evil, browser: Browser) -> None:
     _, out, _ = evil
-    for name, texts in (("evil.html", evil_texts()),
-                        ("evil-check.html", [EVIL_COLLECTION, EVIL_IDS["exists"] + "_unknown"])):
+    for name, texts in (
+        ("evil.html", evil_texts()),
+        ("evil-check.html", [EVIL_COLLECTION, EVIL_IDS["exists"] + "_unknown"]),
+    ):
         browser.open(out / name)
         assert browser.errors() == []
         assert browser.js("return document.querySelectorAll('script, i, b, a').length") == 0

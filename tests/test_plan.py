@@ -1,4 +1,5 @@
 """Operations and preconditions (pure)."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -7,7 +8,14 @@ from typing import Optional
 
 import pytest
 
-from fsmigrate.scripts.operations import MUST_NOT_EXIST, Operation, Precondition, check_operation, check_path, same_time
+from fsmigrate.scripts.operations import (
+    MUST_NOT_EXIST,
+    Operation,
+    Precondition,
+    check_operation,
+    check_path,
+    same_time,
+)
 from fsmigrate.times import rfc3339
 
 T0 = dt.datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=dt.timezone.utc)
@@ -44,9 +52,19 @@ def test_same_time_ignores_timezone_representation() -> None:
     assert rfc3339(other_tz) == "2026-01-02T03:04:05.123456Z"
 
 
-@pytest.mark.parametrize("path,ok", [
-    ("c/d", True), ("c/d/e/f", True), ("c", False), ("c/d/e", False), ("", False),
-    ("c//d", False), ("c/__x__", False), ("c/..", False)])
+@pytest.mark.parametrize(
+    "path,ok",
+    [
+        ("c/d", True),
+        ("c/d/e/f", True),
+        ("c", False),
+        ("c/d/e", False),
+        ("", False),
+        ("c//d", False),
+        ("c/__x__", False),
+        ("c/..", False),
+    ],
+)
 def test_check_path(path: str, ok: bool) -> None:
     assert (check_path(path) is None) == ok
 

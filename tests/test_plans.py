@@ -1,4 +1,5 @@
 """Reviewed plans: `upgrade --dry-run --plan-out` then `apply PLAN`, exactly as reviewed."""
+
 from __future__ import annotations
 
 import json
@@ -58,8 +59,7 @@ def test_plan_then_apply_does_exactly_the_plan(fsm: Fsm, fs_client, tmp_path) ->
 
     run = out["migrations"][0]
     assert (run["kind"], run["committed"], run["skipped"]) == ("plan", 9, 1)
-    assert [op["path"] for op in run["operations"] if op["status"] == "skipped"] == [
-        "items/i00004"]
+    assert [op["path"] for op in run["operations"] if op["status"] == "skipped"] == ["items/i00004"]
     expected = {f"i{i:05d}": i + 100 for i in range(0, 10, 2)}
     expected["i00004"] = 4000
     assert state_of(fs_client) == expected
@@ -72,8 +72,7 @@ def test_plan_then_apply_does_exactly_the_plan(fsm: Fsm, fs_client, tmp_path) ->
     assert again.exit_code == 2 and "already applied" in again.stderr
 
 
-def test_apply_refuses_a_changed_script_or_another_target(fsm: Fsm, fs_client,
-                                                         tmp_path) -> None:
+def test_apply_refuses_a_changed_script_or_another_target(fsm: Fsm, fs_client, tmp_path) -> None:
     seed(fs_client, 4)
     plan = tmp_path / "plan.jsonl"
     assert fsm("upgrade", "--dry-run", "--plan-out", str(plan)).exit_code == 0
@@ -91,15 +90,33 @@ def test_apply_refuses_a_changed_script_or_another_target(fsm: Fsm, fs_client,
     assert fsm("apply", str(junk)).exit_code == 2
 
 
-def test_plan_of_many_operations_streams_and_resumes_after_a_crash(fsm: Fsm, fs_client,
-                                                                   tmp_path) -> None:
+def test_plan_of_many_operations_streams_and_resumes_after_a_crash(
+    fsm: Fsm, fs_client, tmp_path
+) -> None:
     seed(fs_client, 3000)
     plan = tmp_path / "plan.jsonl"
     assert fsm("upgrade", "--dry-run", "--plan-out", str(plan), "--quiet").exit_code == 0
-    args = [sys.executable, "-m", "fsmigrate", "--project", fsm.project, "--state",
-            str(fsm.state), "--migrations", str(fsm.migrations), "apply", str(plan), "--quiet"]
-    killed = subprocess.run(args, env={**os.environ, "FSMIGRATE_TEST_CRASH": "after-commit:3"},
-                            capture_output=True, text=True, check=False)
+    args = [
+        sys.executable,
+        "-m",
+        "fsmigrate",
+        "--project",
+        fsm.project,
+        "--state",
+        str(fsm.state),
+        "--migrations",
+        str(fsm.migrations),
+        "apply",
+        str(plan),
+        "--quiet",
+    ]
+    killed = subprocess.run(
+        args,
+        env={**os.environ, "FSMIGRATE_TEST_CRASH": "after-commit:3"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert killed.returncode == -signal.SIGKILL
 
     resumed = subprocess.run(args, capture_output=True, text=True, check=False)
@@ -108,7 +125,9 @@ def test_plan_of_many_operations_streams_and_resumes_after_a_crash(fsm: Fsm, fs_
     assert state_of(fs_client) == {f"i{i:05d}": i + 100 for i in range(0, 3000, 2)}
     history = fsm.json("history")
     assert [(r["kind"], r["status"]) for r in history[:2]] == [
-        ("plan", "succeeded"), ("plan", "interrupted")]
+        ("plan", "succeeded"),
+        ("plan", "interrupted"),
+    ]
 
 
 # ---- atomic groups and integrity (regressions: a plan split a rename; a cut plan applied) ----
@@ -121,8 +140,9 @@ def plan(ctx):
 """
 
 
-def test_apply_keeps_atomic_groups_whole_and_skips_a_group_as_one(tmp_path, project_id,
-                                                                   fs_client, emulator) -> None:
+def test_apply_keeps_atomic_groups_whole_and_skips_a_group_as_one(
+    tmp_path, project_id, fs_client, emulator
+) -> None:
     fsm = Fsm(project_id, tmp_path / "state.db", tmp_path / "migrations")
     write_script(fsm.migrations, "0001", None, RENAME_LOWER)
     batch = fs_client.batch()
@@ -157,10 +177,15 @@ def test_apply_keeps_atomic_groups_whole_and_skips_a_group_as_one(tmp_path, proj
 
 
 def _seeded_plan(fsm: Fsm, fs_client, tmp_path: Path, n: int) -> Path:
-    write_script(fsm.migrations, "0002", "0001", """
+    write_script(
+        fsm.migrations,
+        "0002",
+        "0001",
+        """
 def plan(ctx):
     yield ctx.barrier()
-""")
+""",
+    )
     seed(fs_client, n)
     plan = tmp_path / "plan.jsonl"
     made = fsm("upgrade", "--dry-run", "--plan-out", str(plan), "--quiet")
@@ -207,17 +232,21 @@ def _not_json(lines: list[str]) -> list[str]:
     return [*lines[:300], lines[300][:40], *lines[301:]]
 
 
-@pytest.mark.parametrize("tamper, says", [
-    (_truncate, "has 200 operation lines, the plan reviewed 500"),
-    (_edit_a_line_consistently, "were edited after the plan was written"),
-    (_fix_the_header_count, "header was edited"),
-    (_path_unlike_its_write, "is not the document its Write protobuf names"),
-    (_drop_a_migration, "which the header does not list"),
-    (_reorder, "out of order"),
-    (_not_json, "is not JSON"),
-])
-def test_a_plan_cut_short_or_edited_is_refused_before_any_write(fsm: Fsm, fs_client, tmp_path,
-                                                                 tamper, says) -> None:
+@pytest.mark.parametrize(
+    "tamper, says",
+    [
+        (_truncate, "has 200 operation lines, the plan reviewed 500"),
+        (_edit_a_line_consistently, "were edited after the plan was written"),
+        (_fix_the_header_count, "header was edited"),
+        (_path_unlike_its_write, "is not the document its Write protobuf names"),
+        (_drop_a_migration, "which the header does not list"),
+        (_reorder, "out of order"),
+        (_not_json, "is not JSON"),
+    ],
+)
+def test_a_plan_cut_short_or_edited_is_refused_before_any_write(
+    fsm: Fsm, fs_client, tmp_path, tamper, says
+) -> None:
     plan = _seeded_plan(fsm, fs_client, tmp_path, 500)
     lines = plan.read_text().splitlines()
     assert len(lines) == 501
@@ -233,8 +262,9 @@ def test_a_plan_cut_short_or_edited_is_refused_before_any_write(fsm: Fsm, fs_cli
     assert [r for r in fsm.json("history") if r["kind"] == "plan"] == []  # no run at all
 
 
-def test_the_applied_plan_digest_is_recorded_and_shown_in_the_audit(fsm: Fsm, fs_client,
-                                                                     tmp_path) -> None:
+def test_the_applied_plan_digest_is_recorded_and_shown_in_the_audit(
+    fsm: Fsm, fs_client, tmp_path
+) -> None:
     import hashlib
 
     seed(fs_client, 6)

@@ -1,6 +1,7 @@
 """Retention: `fsmigrate prune` drops old runs' before-images for good (not even in free pages
 or the WAL), gives the space back, keeps the runs, is itself audited, and keeps a journal
 that is still needed; audit, export and restore of a pruned run say what is gone."""
+
 from __future__ import annotations
 
 import base64
@@ -14,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from fsmigrate import api
-from fsmigrate.state.prune import StateBusy, parse_before
 from fsmigrate.state.database import OpRecord, State
+from fsmigrate.state.prune import StateBusy, parse_before
 from helpers import Fsm, write_script
 
 DELETE = """
@@ -28,9 +29,10 @@ SECRET = os.urandom(24_000)  # incompressible: an archived copy keeps long runs 
 
 def chunks_found(path: Path, secret: bytes = SECRET, size: int = 32) -> int:
     """How many 32-byte pieces of `secret` occur in the state file, its WAL or SHM."""
-    raw = b"".join(p.read_bytes() for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm"))
-                   if p.exists())
-    return sum(secret[i:i + size] in raw for i in range(0, len(secret) - size, size))
+    raw = b"".join(
+        p.read_bytes() for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")) if p.exists()
+    )
+    return sum(secret[i : i + size] in raw for i in range(0, len(secret) - size, size))
 
 
 @pytest.fixture
@@ -92,7 +94,8 @@ def test_prune_drops_the_values_for_good_and_keeps_the_runs(two_runs, tmp_path) 
     assert prune_run["kind"] == "prune" and any(run_a in n for n in prune_run["notes"])
     ops = fsm.json("audit", run_a)["operations"]
     assert [(op["path"], op["status"], op["before"]) for op in ops] == [
-        (f"old/o{i}", "committed", None) for i in range(3)]
+        (f"old/o{i}", "committed", None) for i in range(3)
+    ]
     assert "pruned at" in fsm("audit", run_a).stdout
     ticket = fsm("audit", run_a, "--format", "markdown").stdout
     assert "pruned at" in ticket and "--export" not in ticket  # no instructions that fail
@@ -118,10 +121,18 @@ def test_prune_asks_first_and_refuses_bad_ages(two_runs) -> None:
 
 
 def journal_of(state: State, mode: str, status: str, ops: str) -> str:
-    run = state.start_run(invocation="i", project="p", database="(default)", revision="0001",
-                          checksum="c", description="d", mode=mode)
-    state.record_ops(run, 1, [OpRecord(i, "delete", f"c/d{i}", None, b"doc", None, s)
-                              for i, s in enumerate(ops)])
+    run = state.start_run(
+        invocation="i",
+        project="p",
+        database="(default)",
+        revision="0001",
+        checksum="c",
+        description="d",
+        mode=mode,
+    )
+    state.record_ops(
+        run, 1, [OpRecord(i, "delete", f"c/d{i}", None, b"doc", None, s) for i, s in enumerate(ops)]
+    )
     if status != "running":
         state.finish_run(run, status=status, counts={"delete": len(ops)})
     return run
@@ -134,8 +145,9 @@ def test_a_journal_still_needed_is_kept_and_a_running_apply_holds_the_prune(tmp_
     cfg = api.Config(project="p", state=tmp_path / "state.db")
     time.sleep(0.01)
 
-    result = api.prune(cfg, before=dt.datetime.now(dt.timezone.utc).isoformat(),
-                       confirm=lambda prompt: True)
+    result = api.prune(
+        cfg, before=dt.datetime.now(dt.timezone.utc).isoformat(), confirm=lambda prompt: True
+    )
 
     assert [p.run_id for p in result.pruned] == [done]
     assert [k.run_id for k in result.kept] == [needed] and "pending" in result.kept[0].why
@@ -144,8 +156,7 @@ def test_a_journal_still_needed_is_kept_and_a_running_apply_holds_the_prune(tmp_
     journal_of(state, "apply", "succeeded", ["committed"])
     time.sleep(0.01)
     with pytest.raises(StateBusy) as busy:
-        api.prune(cfg, before=dt.datetime.now(dt.timezone.utc).isoformat(),
-                  confirm=lambda p: True)
+        api.prune(cfg, before=dt.datetime.now(dt.timezone.utc).isoformat(), confirm=lambda p: True)
     assert busy.value.exit_code == 3 and "fsmigrate upgrade" in str(busy.value)
 
 

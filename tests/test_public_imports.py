@@ -12,9 +12,27 @@ import pytest
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 DOCUMENTED = [
-    ("fsmigrate.api", ["Config", "upgrade", "rerun", "apply_plan", "restore", "status",
-                       "history", "verify", "audit", "check", "prune", "RunResult",
-                       "UpgradeResult", "Progress", "NoProgress", "FsMigrateError"]),
+    (
+        "fsmigrate.api",
+        [
+            "Config",
+            "upgrade",
+            "rerun",
+            "apply_plan",
+            "restore",
+            "status",
+            "history",
+            "verify",
+            "audit",
+            "check",
+            "prune",
+            "RunResult",
+            "UpgradeResult",
+            "Progress",
+            "NoProgress",
+            "FsMigrateError",
+        ],
+    ),
     ("fsmigrate.distributed", ["scan"]),
     ("fsmigrate.normalize", ["keep_newest"]),
     ("fsmigrate.checks", ["CheckResult", "Metric", "Option", "options", "Series", "Point"]),
@@ -23,8 +41,15 @@ DOCUMENTED = [
     ("fsmigrate.errors", ["FsMigrateError", "UsageError"]),
     ("fsmigrate.testing", ["FirestoreEmulator", "started_emulator"]),
     ("fsmigrate.testing.harness", ["Harness"]),
-    ("fsmigrate.testing.checks", ["test_dry_run_matches_apply", "test_plan_never_writes",
-                                  "test_repeatable_is_idempotent", "test_single_head"]),
+    (
+        "fsmigrate.testing.checks",
+        [
+            "test_dry_run_matches_apply",
+            "test_plan_never_writes",
+            "test_repeatable_is_idempotent",
+            "test_single_head",
+        ],
+    ),
 ]
 
 

@@ -1,4 +1,5 @@
 """Restore from the archive: forward, audited, never overwriting a document that exists."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -24,8 +25,13 @@ OLD = dt.datetime(1969, 7, 20, 20, 17, 40, 500000, tzinfo=dt.timezone.utc)
 def applied(tmp_path: Path, project_id: str, emulator, fs_client) -> tuple[Fsm, str, dict]:
     original = {}
     for i in range(6):
-        data = {"n": i, "when": OLD, "raw": bytes([i, 0, 255]), "geo": GeoPoint(1.5, -2.25),
-                "nested": {"list": [i, None, "x"], "nan": float("inf")}}
+        data = {
+            "n": i,
+            "when": OLD,
+            "raw": bytes([i, 0, 255]),
+            "geo": GeoPoint(1.5, -2.25),
+            "nested": {"list": [i, None, "x"], "nan": float("inf")},
+        }
         fs_client.document(f"items/i{i}").set(data)
         original[f"items/i{i}"] = fs_client.document(f"items/i{i}").get().to_dict()
     fsm = Fsm(project_id, tmp_path / "state.db", tmp_path / "migrations")
@@ -40,7 +46,10 @@ def test_restore_writes_back_deleted_documents_exactly(applied, fs_client) -> No
 
     dry = fsm.json("restore", run_id, "--dry-run")
     assert sorted(op["path"] for op in dry["migrations"][0]["operations"]) == [
-        "items/i0", "items/i2", "items/i3"]
+        "items/i0",
+        "items/i2",
+        "items/i3",
+    ]
     assert not fs_client.document("items/i0").get().exists  # the dry-run wrote nothing
 
     out = fsm.json("restore", run_id)

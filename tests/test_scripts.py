@@ -1,4 +1,5 @@
 """Tests for fsmigrate.scripts: chain building (pure), loading from disk, new scripts."""
+
 from __future__ import annotations
 
 import random
@@ -12,8 +13,26 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fsmigrate.errors import DuplicateRevision, MissingDownRevision, MultipleHeads, RevisionCycle, ScriptImportError, ScriptInvalid, UnknownRevision, UsageError
-from fsmigrate.scripts.loader import Chain, Script, ScriptMisnamed, build_chain, checksum_source, load_chain, new_script, slugify
+from fsmigrate.errors import (
+    DuplicateRevision,
+    MissingDownRevision,
+    MultipleHeads,
+    RevisionCycle,
+    ScriptImportError,
+    ScriptInvalid,
+    UnknownRevision,
+    UsageError,
+)
+from fsmigrate.scripts.loader import (
+    Chain,
+    Script,
+    ScriptMisnamed,
+    build_chain,
+    checksum_source,
+    load_chain,
+    new_script,
+    slugify,
+)
 
 
 def plan(ctx):
@@ -21,8 +40,9 @@ def plan(ctx):
 
 
 def mk(revision: str, down: str | None) -> Script:
-    return Script(revision, down, Path(f"migrations/{revision}_x.py"), f"Migration {revision}",
-                  "0" * 64, plan)
+    return Script(
+        revision, down, Path(f"migrations/{revision}_x.py"), f"Migration {revision}", "0" * 64, plan
+    )
 
 
 def linear(n: int) -> list[Script]:
@@ -126,8 +146,10 @@ def test_pending():
 @settings(max_examples=60, deadline=None)
 @given(st.data())
 def test_property_any_permutation_gives_same_order(data):
-    revs = data.draw(st.lists(st.from_regex(r"\A[0-9]{4}\Z"), min_size=1, max_size=25,
-                              unique=True), label="chain order")
+    revs = data.draw(
+        st.lists(st.from_regex(r"\A[0-9]{4}\Z"), min_size=1, max_size=25, unique=True),
+        label="chain order",
+    )
     scripts = [mk(r, revs[i - 1] if i else None) for i, r in enumerate(revs)]
     permuted = data.draw(st.permutations(scripts), label="input order")
     chain = build_chain(permuted)
@@ -203,10 +225,25 @@ def test_non_migration_files_are_ignored(tmp_path):
 
 # A good migration 0002 under names that are not `NNNN_slug.py`: each would never run
 # and nothing would say so. (issue 10, part 4)
-MISNAMED = ["0002-bad-name.py", "2_x.py", "02_x.py", "00002_x.py", "abc.py", "readme.py",
-            "0002_.py", "0002.py", "0002_x.PY", "0002_x.Py", "0002-x_y.py", "0002 x.py",
-            "x0002_x.py", "\u0660\u0660\u0660\u0662_x.py", "0002_ .py", "0002_a\tb.py",
-            "0002_a\nb.py"]
+MISNAMED = [
+    "0002-bad-name.py",
+    "2_x.py",
+    "02_x.py",
+    "00002_x.py",
+    "abc.py",
+    "readme.py",
+    "0002_.py",
+    "0002.py",
+    "0002_x.PY",
+    "0002_x.Py",
+    "0002-x_y.py",
+    "0002 x.py",
+    "x0002_x.py",
+    "\u0660\u0660\u0660\u0662_x.py",
+    "0002_ .py",
+    "0002_a\tb.py",
+    "0002_a\nb.py",
+]
 
 
 @pytest.mark.parametrize("name", MISNAMED)
@@ -235,8 +272,17 @@ def test_every_misnamed_file_is_named_in_one_line_before_anything_is_imported(tm
     assert all(str(p) in message for p in paths)
 
 
-@pytest.mark.parametrize("name", ["0002_second.py", "0002__second.py", "0002_Second-Step.py",
-                                  "0002_v1.2.py", "0002_caf\u00e9.py", "0002_x.py.py"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "0002_second.py",
+        "0002__second.py",
+        "0002_Second-Step.py",
+        "0002_v1.2.py",
+        "0002_caf\u00e9.py",
+        "0002_x.py.py",
+    ],
+)
 def test_well_named_scripts_load(tmp_path, name):
     write(tmp_path, "0001_create.py", GOOD_1)
     path = write(tmp_path, name, GOOD_2)
@@ -255,8 +301,10 @@ NAME_CHARS = st.characters(blacklist_categories=("Cs",), blacklist_characters="/
 FILE_NAMES = st.one_of(
     st.text(NAME_CHARS, min_size=1, max_size=12).map(lambda s: s + ".py"),
     st.text(NAME_CHARS, min_size=1, max_size=16),
-    st.from_regex(r"\A[_.]?[0-9\u0660-\u0669]{0,6}[-_ .]?[A-Za-z0-9_. -]{0,6}"
-                  r"\.(py|PY|Py|pY|pyc|txt|md|py\.orig)\Z"),
+    st.from_regex(
+        r"\A[_.]?[0-9\u0660-\u0669]{0,6}[-_ .]?[A-Za-z0-9_. -]{0,6}"
+        r"\.(py|PY|Py|pY|pyc|txt|md|py\.orig)\Z"
+    ),
 ).filter(lambda n: n not in (".", "..") and len(n.encode("utf-8")) < 200)
 
 
@@ -268,8 +316,11 @@ def test_property_a_file_is_loaded_or_refused_never_silently_ignored(name):
     revision = name[:4] if re.match(r"[0-9]{4}_", name) else "0001"
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / name
-        path.write_text(f'"""Any."""\nrevision = "{revision}"\ndown_revision = None\n'
-                        "def plan(ctx):\n    yield from ()\n", encoding="utf-8")
+        path.write_text(
+            f'"""Any."""\nrevision = "{revision}"\ndown_revision = None\n'
+            "def plan(ctx):\n    yield from ()\n",
+            encoding="utf-8",
+        )
         try:
             chain = load_chain(Path(folder))
         except ScriptMisnamed as err:
@@ -286,14 +337,18 @@ def test_property_a_file_is_loaded_or_refused_never_silently_ignored(name):
 
 def test_script_can_import_helper_from_its_directory(tmp_path):
     write(tmp_path, "_helpers.py", "VALUE = 'helped'\n")
-    write(tmp_path, "0001_x.py", '''\
+    write(
+        tmp_path,
+        "0001_x.py",
+        '''\
         """Uses a helper."""
         from _helpers import VALUE
         revision = "0001"
         down_revision = None
         def plan(ctx):
             yield VALUE
-        ''')
+        ''',
+    )
     path_before = list(sys.path)
     assert list(load_chain(tmp_path).get("0001").plan(None)) == ["helped"]
     assert sys.path == path_before and "_helpers" not in sys.modules
@@ -330,17 +385,20 @@ def test_import_error_and_sys_exit(tmp_path):
         load_chain(tmp_path)
 
 
-@pytest.mark.parametrize("source, problem", [
-    (GOOD_1.replace("def plan(ctx):\n    yield \"one\"\n", ""), "plan"),
-    (GOOD_1.replace("def plan(ctx):", "plan = 3\ndef other(ctx):"), "plan"),
-    (GOOD_1.split('"""\n', 1)[1], "docstring"),
-    ('""""""\n' + GOOD_1.split('"""\n', 1)[1], "docstring"),
-    (GOOD_1.replace('revision = "0001"\n', ""), "revision"),
-    (GOOD_1.replace('revision = "0001"', "revision = 1"), "revision"),
-    (GOOD_1.replace("down_revision = None\n", ""), "down_revision"),
-    (GOOD_1.replace("down_revision = None", "down_revision = 0"), "down_revision"),
-    (GOOD_1.replace('revision = "0001"', 'revision = "0007"'), "0007"),
-])
+@pytest.mark.parametrize(
+    "source, problem",
+    [
+        (GOOD_1.replace('def plan(ctx):\n    yield "one"\n', ""), "plan"),
+        (GOOD_1.replace("def plan(ctx):", "plan = 3\ndef other(ctx):"), "plan"),
+        (GOOD_1.split('"""\n', 1)[1], "docstring"),
+        ('""""""\n' + GOOD_1.split('"""\n', 1)[1], "docstring"),
+        (GOOD_1.replace('revision = "0001"\n', ""), "revision"),
+        (GOOD_1.replace('revision = "0001"', "revision = 1"), "revision"),
+        (GOOD_1.replace("down_revision = None\n", ""), "down_revision"),
+        (GOOD_1.replace("down_revision = None", "down_revision = 0"), "down_revision"),
+        (GOOD_1.replace('revision = "0001"', 'revision = "0007"'), "0007"),
+    ],
+)
 def test_invalid_scripts(tmp_path, source, problem):
     path = write(tmp_path, "0001_create.py", source)
     with pytest.raises(ScriptInvalid) as err:
@@ -413,9 +471,15 @@ def test_new_script_first_and_second(tmp_path):
     assert chain.get("0001").description == "Delete legacy heartbeat docs"
     assert list(chain.get("0002").plan(object())) == []
     text = first.read_text()
-    for example in ('ctx.scan("collection")', "yield ctx.delete(doc)",
-                    'ctx.update(doc, {"field": value})', 'ctx.set("col/id"',
-                    'ctx.create("col/id"', 'ctx.get("col/id")', 'ctx.note("text")'):
+    for example in (
+        'ctx.scan("collection")',
+        "yield ctx.delete(doc)",
+        'ctx.update(doc, {"field": value})',
+        'ctx.set("col/id"',
+        'ctx.create("col/id"',
+        'ctx.get("col/id")',
+        'ctx.note("text")',
+    ):
         assert example in text
 
 
@@ -449,14 +513,17 @@ def test_new_script_refuses_empty_message(tmp_path):
     assert not (tmp_path / "m").exists()
 
 
-@pytest.mark.parametrize("message, slug", [
-    ("Delete legacy heartbeats", "delete_legacy_heartbeats"),
-    ("  --Fix: p2_nba_raw.Tables!!  ", "fix_p2_nba_raw_tables"),
-    ("Café résumé", "cafe_resume"),
-    ("a" * 60, "a" * 50),
-    ("a" * 49 + " b", "a" * 49),  # truncation does not leave a trailing _
-    ("0042", "0042"),
-])
+@pytest.mark.parametrize(
+    "message, slug",
+    [
+        ("Delete legacy heartbeats", "delete_legacy_heartbeats"),
+        ("  --Fix: p2_nba_raw.Tables!!  ", "fix_p2_nba_raw_tables"),
+        ("Café résumé", "cafe_resume"),
+        ("a" * 60, "a" * 50),
+        ("a" * 49 + " b", "a" * 49),  # truncation does not leave a trailing _
+        ("0042", "0042"),
+    ],
+)
 def test_slugify(message, slug):
     assert slugify(message) == slug
 

@@ -1,4 +1,5 @@
 """The SQLite state file: schema versioning, WAL, read-only access, the audit rows."""
+
 from __future__ import annotations
 
 import shutil
@@ -12,8 +13,15 @@ from fsmigrate.state.database import SCHEMA_VERSION, OpRecord, State
 
 
 def start(state: State, project: str = "p", revision: str = "0001", mode: str = "apply") -> str:
-    return state.start_run(invocation="inv", project=project, database="(default)",
-                           revision=revision, checksum="c" * 64, description="d", mode=mode)
+    return state.start_run(
+        invocation="inv",
+        project=project,
+        database="(default)",
+        revision=revision,
+        checksum="c" * 64,
+        description="d",
+        mode=mode,
+    )
 
 
 def test_new_file_uses_wal_and_records_its_schema_version(tmp_path: Path) -> None:
@@ -47,13 +55,25 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
 def test_ops_lifecycle_and_totals(tmp_path: Path) -> None:
     state = State.open(tmp_path / "s.db")
     run = start(state)
-    state.record_ops(run, 1, [OpRecord(i, "delete", f"c/{i}", None, b"\x00raw", None, "pending")
-                              for i in range(4)])
-    state.settle_ops(run, committed=[(0, "t0"), (1, "t0")], skipped=[(2, "changed since plan")],
-                     failed=[(3, "boom")])
+    state.record_ops(
+        run,
+        1,
+        [OpRecord(i, "delete", f"c/{i}", None, b"\x00raw", None, "pending") for i in range(4)],
+    )
+    state.settle_ops(
+        run,
+        committed=[(0, "t0"), (1, "t0")],
+        skipped=[(2, "changed since plan")],
+        failed=[(3, "boom")],
+    )
     row = state.run(run)
-    assert (row["planned"], row["committed"], row["skipped"], row["failed"], row["batches"]) \
-        == (4, 2, 1, 1, 1)
+    assert (row["planned"], row["committed"], row["skipped"], row["failed"], row["batches"]) == (
+        4,
+        2,
+        1,
+        1,
+        1,
+    )
     assert state.op_counts(run) == {"delete": {"committed": 2, "skipped": 1, "failed": 1}}
     assert [r["before"] for r in state.ops(run, status="committed")] == [b"\x00raw", b"\x00raw"]
     with pytest.raises(RunNotFound):
@@ -63,8 +83,7 @@ def test_ops_lifecycle_and_totals(tmp_path: Path) -> None:
 def test_applied_is_keyed_by_project_and_database(tmp_path: Path) -> None:
     state = State.open(tmp_path / "s.db")
     run = start(state)
-    state.mark_applied(project="p", database="(default)", revision="0001", checksum="x",
-                       run_id=run)
+    state.mark_applied(project="p", database="(default)", revision="0001", checksum="x", run_id=run)
     assert set(state.applied("p", "(default)")) == {"0001"}
     assert state.applied("p", "other") == {}
     assert state.applied("q", "(default)") == {}
@@ -90,8 +109,11 @@ def _as_version(path: Path, version: int) -> None:
     shutil.copy(V3, path)
     path.chmod(0o600)
     db = sqlite3.connect(path)
-    dropped = {1: ["plan_digest", "traffic", "estimate", "archive_policy", "pruned_at"],
-               2: ["traffic", "estimate", "archive_policy", "pruned_at"], 3: []}[version]
+    dropped = {
+        1: ["plan_digest", "traffic", "estimate", "archive_policy", "pruned_at"],
+        2: ["traffic", "estimate", "archive_policy", "pruned_at"],
+        3: [],
+    }[version]
     for column in dropped:
         db.execute(f"ALTER TABLE runs DROP COLUMN {column}")
     db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(version),))
@@ -100,20 +122,23 @@ def _as_version(path: Path, version: int) -> None:
 
 
 @pytest.mark.parametrize("version", [1, 2, 3])
-def test_a_state_file_of_an_older_schema_is_migrated_on_open(tmp_path: Path,
-                                                              version: int) -> None:
+def test_a_state_file_of_an_older_schema_is_migrated_on_open(tmp_path: Path, version: int) -> None:
     path = tmp_path / "state.db"
     _as_version(path, version)
     db = sqlite3.connect(path)
-    old_ops = db.execute("SELECT run_id, seq, path, status FROM ops ORDER BY run_id, seq"
-                         ).fetchall()
+    old_ops = db.execute(
+        "SELECT run_id, seq, path, status FROM ops ORDER BY run_id, seq"
+    ).fetchall()
     (run_id,) = db.execute("SELECT run_id FROM applied").fetchone()
     db.close()
     old = State.open_readonly(path)  # readable as it is, without changing it
     row = old.run(run_id)
     assert row["traffic"] is None and row["pruned_at"] is None and row["pruned_by"] is None
-    assert sorted((r["run_id"], r["seq"], r["path"], r["status"]) for run in old.runs()
-                  for r in old.ops(run["id"])) == sorted(old_ops)
+    assert sorted(
+        (r["run_id"], r["seq"], r["path"], r["status"])
+        for run in old.runs()
+        for r in old.ops(run["id"])
+    ) == sorted(old_ops)
     old.close()
     assert sqlite3.connect(path).execute("SELECT value FROM meta").fetchone() == (str(version),)
 
@@ -122,15 +147,25 @@ def test_a_state_file_of_an_older_schema_is_migrated_on_open(tmp_path: Path,
     assert state._schema_version() == SCHEMA_VERSION == 4
     row = state.run(run_id)  # old runs, their operations and applied rows kept
     assert (row["revision"], row["status"], row["planned"]) == ("0001", "succeeded", 8)
-    assert sorted((r["run_id"], r["seq"], r["path"], r["status"]) for run in state.runs()
-                  for r in state.ops(run["id"])) == sorted(old_ops)
+    assert sorted(
+        (r["run_id"], r["seq"], r["path"], r["status"])
+        for run in state.runs()
+        for r in state.ops(run["id"])
+    ) == sorted(old_ops)
     assert state.applied("p", "(default)") == {}
     assert state.applied("fsm-v3-fixture", "(default)")["0001"]["run_id"] == run_id
     state.set_plan_digest([run_id], "ab" * 32)
     assert state.run(run_id)["plan_digest"] == "ab" * 32
-    pruned = state.start_run(invocation="j", project="p", database="(default)",
-                             revision="0001", checksum="c", description="d", mode="apply",
-                             kind="prune")  # a kind the schema 2 CHECK constraint refused
+    pruned = state.start_run(
+        invocation="j",
+        project="p",
+        database="(default)",
+        revision="0001",
+        checksum="c",
+        description="d",
+        mode="apply",
+        kind="prune",
+    )  # a kind the schema 2 CHECK constraint refused
     assert state.run(pruned)["kind"] == "prune"
     assert state.conn.execute("PRAGMA foreign_key_check").fetchall() == []
     assert state.conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1

@@ -1,4 +1,5 @@
 """The Firestore layer against the real emulator: paging scans, reads, raw documents."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -25,8 +26,13 @@ def test_scan_pages_through_everything_in_order_without_duplicates(store, fs_cli
 
     assert paths == [f"things/t{i:03d}" for i in range(23)]
     assert [d.get("i") for d in store.scan("things", page_size=23)] == list(range(23))
-    assert [d.id for d in store.scan("things", where=[("i", ">=", 18)], page_size=2)] == \
-        ["t018", "t019", "t020", "t021", "t022"]
+    assert [d.id for d in store.scan("things", where=[("i", ">=", 18)], page_size=2)] == [
+        "t018",
+        "t019",
+        "t020",
+        "t021",
+        "t022",
+    ]
     assert [d.id for d in store.scan("things", where=[("i", "==", 4)])] == ["t004"]
 
 
@@ -77,14 +83,12 @@ def test_doc_interface_and_reads(store, fs_client) -> None:
         store.get("c")
 
 
-def test_partitioned_group_scan_falls_back_to_one_stream_on_the_emulator(store,
-                                                                          fs_client) -> None:
+def test_partitioned_group_scan_falls_back_to_one_stream_on_the_emulator(store, fs_client) -> None:
     for i in range(30):
         fs_client.document(f"users/u{i % 3}/events/e{i:02d}").set({"i": i})
     notices: list[str] = []
 
-    paths = [d.path for d in store.scan("events", group=True, partitions=4,
-                                        notice=notices.append)]
+    paths = [d.path for d in store.scan("events", group=True, partitions=4, notice=notices.append)]
 
     assert sorted(paths) == sorted(f"users/u{i % 3}/events/e{i:02d}" for i in range(30))
     assert len(paths) == 30
@@ -92,8 +96,9 @@ def test_partitioned_group_scan_falls_back_to_one_stream_on_the_emulator(store,
     assert store.partition_queries("events", 4) is None  # the emulator answers 501
 
 
-def test_parallel_parts_are_merged_without_loss_or_duplicates(store, fs_client,
-                                                              monkeypatch) -> None:
+def test_parallel_parts_are_merged_without_loss_or_duplicates(
+    store, fs_client, monkeypatch
+) -> None:
     """The parallel path, with real queries over split points chosen here (the emulator
     cannot compute partitions itself)."""
     from google.cloud.firestore_v1.field_path import FieldPath
@@ -104,9 +109,11 @@ def test_parallel_parts_are_merged_without_loss_or_duplicates(store, fs_client,
     cuts = [fs_client.document(names[80]), fs_client.document(names[170])]
     base = fs_client.collection_group("events").order_by(FieldPath.document_id())
     key = FieldPath.document_id()
-    parts = [base.end_before({key: cuts[0]}),
-             base.start_at({key: cuts[0]}).end_before({key: cuts[1]}),
-             base.start_at({key: cuts[1]})]
+    parts = [
+        base.end_before({key: cuts[0]}),
+        base.start_at({key: cuts[0]}).end_before({key: cuts[1]}),
+        base.start_at({key: cuts[1]}),
+    ]
     monkeypatch.setattr(store, "partition_queries", lambda collection, count: parts)
 
     paths = [d.path for d in store.scan("events", group=True, partitions=3)]

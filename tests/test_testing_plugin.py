@@ -1,6 +1,7 @@
 """The pytest plugin (`fsmigrate.testing`) as a team uses it: a throwaway project of its own,
 run with `pytest` in a subprocess (the plugin found through its entry point), and the
 harness and built-in tests in-process, against the real emulator."""
+
 from __future__ import annotations
 
 import os
@@ -13,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from fsmigrate.firestore import emulator as emu_mod
 from fsmigrate.errors import UsageError
+from fsmigrate.firestore import emulator as emu_mod
 from fsmigrate.testing import checks, running_emulator
 from fsmigrate.testing.guard import ClientWriteError
 
@@ -65,17 +66,19 @@ def plan(ctx):
     for doc in ctx.scan("items"):
         yield ctx.create(f"audit/{uuid.uuid4().hex}", {"item": doc.id})
 '''
-SEED = '''
+SEED = """
 import pytest
 
 
 @pytest.fixture
 def fsmigrate_seed():
     return {"items": {"a": {"n": 1}, "b": {"n": 2, "status": "retired"}}}
-'''
-BUILT_INS = ("from fsmigrate.testing.checks import (test_dry_run_matches_apply, "
-             "test_plan_never_writes,\n    test_repeatable_is_idempotent, test_single_head)\n")
-OVERRIDE = '''
+"""
+BUILT_INS = (
+    "from fsmigrate.testing.checks import (test_dry_run_matches_apply, "
+    "test_plan_never_writes,\n    test_repeatable_is_idempotent, test_single_head)\n"
+)
+OVERRIDE = """
 import pathlib
 
 import pytest
@@ -84,7 +87,7 @@ import pytest
 @pytest.fixture
 def fsmigrate_migrations():
     return pathlib.Path(__file__).parent / "{name}"
-'''
+"""
 
 
 def write(path: Path, text: str) -> Path:
@@ -96,17 +99,25 @@ def write(path: Path, text: str) -> Path:
 def run_pytest(project: Path) -> tuple[subprocess.CompletedProcess, dict[str, tuple[str, str]]]:
     """`pytest` in the project (the emulator of this session, through
     FIRESTORE_EMULATOR_HOST); each test's (outcome, message) from its JUnit report."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PYTEST_", "FSMIGRATE_SKIP"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "FSMIGRATE_SKIP"))}
     report = project / "report.xml"
-    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
-                           f"--junitxml={report}"], cwd=project, env=env,
-                          capture_output=True, text=True, timeout=300, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--junitxml={report}"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     outcomes: dict[str, tuple[str, str]] = {}
     for case in ET.parse(report).iter("testcase"):
         module = case.get("classname", "").rpartition(".")[2]
-        found = [(child.tag, child.get("message", "")) for child in case
-                 if child.tag in ("failure", "error", "skipped")]
+        found = [
+            (child.tag, child.get("message", ""))
+            for child in case
+            if child.tag in ("failure", "error", "skipped")
+        ]
         outcomes[f"{module}::{case.get('name')}"] = found[0] if found else ("passed", "")
     return done, outcomes
 
@@ -121,27 +132,36 @@ def test_the_readmes_example_project_passes(tmp_path: Path, emulator) -> None:
     """README's pytest.ini, migration and test file, with a repeatable second migration."""
     project = tmp_path / "team"
     write(project / "pytest.ini", readme_block("# pytest.ini"))
-    write(project / "migrations" / "0001_delete_expired_sessions.py",
-          readme_block('"""Delete login sessions'))
-    write(project / "migrations" / "0002_item_status.py",
-          GOOD.replace('"0001"', '"0002"').replace("down_revision = None",
-                                                   'down_revision = "0001"'))
+    write(
+        project / "migrations" / "0001_delete_expired_sessions.py",
+        readme_block('"""Delete login sessions'),
+    )
+    write(
+        project / "migrations" / "0002_item_status.py",
+        GOOD.replace('"0001"', '"0002"').replace("down_revision = None", 'down_revision = "0001"'),
+    )
     write(project / "tests" / "test_migrations.py", readme_block("# tests/test_migrations.py"))
 
     done, outcomes = run_pytest(project)
 
     assert done.returncode == 0, done.stdout + done.stderr
-    assert outcomes == {f"test_migrations::{name}": ("passed", "") for name in
-                        [*checks.__all__, "test_expired_sessions_are_deleted"]}
+    assert outcomes == {
+        f"test_migrations::{name}": ("passed", "")
+        for name in [*checks.__all__, "test_expired_sessions_are_deleted"]
+    }
 
 
-def test_a_team_project_fails_clearly_for_each_kind_of_bad_migration(tmp_path: Path,
-                                                                     emulator) -> None:
+def test_a_team_project_fails_clearly_for_each_kind_of_bad_migration(
+    tmp_path: Path, emulator
+) -> None:
     project = tmp_path / "team"
     write(project / "pytest.ini", "[pytest]\n")
     write(project / "conftest.py", SEED)
-    for name, source in (("writes", WRITES_IN_PLAN), ("counts", NOT_IDEMPOTENT),
-                         ("differs", DIFFERS)):
+    for name, source in (
+        ("writes", WRITES_IN_PLAN),
+        ("counts", NOT_IDEMPOTENT),
+        ("differs", DIFFERS),
+    ):
         write(project / name / "0001_items.py", source)
         write(project / f"test_{name}.py", BUILT_INS + OVERRIDE.replace("{name}", name))
 
@@ -151,12 +171,14 @@ def test_a_team_project_fails_clearly_for_each_kind_of_bad_migration(tmp_path: P
     outcome, message = outcomes["test_writes::test_plan_never_writes"]
     assert outcome == "failure"
     assert f"{project / 'writes' / '0001_items.py'}:8 " in message
-    assert "doc.reference.update({\"seen\": True})" in message
+    assert 'doc.reference.update({"seen": True})' in message
     assert "writes to Firestore through the client" in message
     outcome, message = outcomes["test_counts::test_repeatable_is_idempotent"]
     assert outcome == "failure"
-    assert "migration 0001 (0001_items.py) is repeatable, but run again right after it was " \
-           "applied it plans 2 operations: update items/a, update items/b" in message
+    assert (
+        "migration 0001 (0001_items.py) is repeatable, but run again right after it was "
+        "applied it plans 2 operations: update items/a, update items/b" in message
+    )
     outcome, message = outcomes["test_differs::test_dry_run_matches_apply"]
     assert outcome == "failure"
     assert "the dry-run planned 2 operations, the apply committed 2" in message
@@ -167,8 +189,10 @@ def test_a_team_project_fails_clearly_for_each_kind_of_bad_migration(tmp_path: P
     assert outcomes["test_counts::test_plan_never_writes"] == ("passed", "")
     assert outcomes["test_differs::test_plan_never_writes"] == ("passed", "")
     assert outcomes["test_differs::test_repeatable_is_idempotent"][0] == "skipped"
-    assert all(outcomes[f"test_{n}::test_single_head"] == ("passed", "")
-               for n in ("writes", "counts", "differs"))
+    assert all(
+        outcomes[f"test_{n}::test_single_head"] == ("passed", "")
+        for n in ("writes", "counts", "differs")
+    )
 
 
 # ---- the harness and the built-in tests, in-process -------------------------------------------
@@ -180,8 +204,11 @@ def fsmigrate_migrations(tmp_path: Path) -> Path:
 
 
 def test_a_client_write_is_refused_with_its_file_and_line_even_when_the_plan_catches_it(
-        fsmigrate, fsmigrate_migrations: Path) -> None:
-    script = write(fsmigrate_migrations / "0001_items.py", '''
+    fsmigrate, fsmigrate_migrations: Path
+) -> None:
+    script = write(
+        fsmigrate_migrations / "0001_items.py",
+        '''
         """Mark items seen behind fsmigrate's back, and hide the failure."""
         revision = "0001"
         down_revision = None
@@ -194,7 +221,8 @@ def test_a_client_write_is_refused_with_its_file_and_line_even_when_the_plan_cat
                 except Exception:
                     pass
                 yield ctx.update(doc, {"n": 2})
-    ''')
+    ''',
+    )
     fsmigrate.seed("items", {"a": {"n": 1}})
 
     with pytest.raises(ClientWriteError) as dry:
@@ -204,14 +232,19 @@ def test_a_client_write_is_refused_with_its_file_and_line_even_when_the_plan_cat
 
     for caught in (dry, applied):
         assert caught.value.sites[0].line == 9
-        assert str(caught.value).startswith(f"{script}:9 (`doc.reference.update({{\"seen\": "
-                                            "True})`) writes to Firestore through the client")
+        assert str(caught.value).startswith(
+            f'{script}:9 (`doc.reference.update({{"seen": '
+            "True})`) writes to Firestore through the client"
+        )
     assert fsmigrate.docs("items") == {"a": {"n": 2}}  # the apply's own write, not the client's
 
 
 def test_a_write_the_guard_cannot_see_is_caught_by_the_snapshot(
-        fsmigrate, fsmigrate_migrations: Path) -> None:
-    write(fsmigrate_migrations / "0001_items.py", '''
+    fsmigrate, fsmigrate_migrations: Path
+) -> None:
+    write(
+        fsmigrate_migrations / "0001_items.py",
+        '''
         """Write from a pool thread, where no frame of this file is on the stack."""
         from concurrent.futures import ThreadPoolExecutor
 
@@ -224,17 +257,23 @@ def test_a_write_the_guard_cannot_see_is_caught_by_the_snapshot(
                 for doc in ctx.scan("items"):
                     pool.submit(doc.reference.update, {"seen": True}).result()
             yield from ()
-    ''')
+    ''',
+    )
 
-    with pytest.raises(pytest.fail.Exception,
-                       match=r"the dry-run of migration 0001 \(0001_items.py\) wrote to "
-                             r"Firestore: changed items/a"):
+    with pytest.raises(
+        pytest.fail.Exception,
+        match=r"the dry-run of migration 0001 \(0001_items.py\) wrote to "
+        r"Firestore: changed items/a",
+    ):
         checks.test_plan_never_writes(fsmigrate, {"items": {"a": {"n": 1}}})
 
 
 def test_a_plan_that_depends_on_ctx_dry_run_fails_dry_run_matches_apply(
-        fsmigrate, fsmigrate_migrations: Path) -> None:
-    write(fsmigrate_migrations / "0001_items.py", '''
+    fsmigrate, fsmigrate_migrations: Path
+) -> None:
+    write(
+        fsmigrate_migrations / "0001_items.py",
+        '''
         """Shows less in the dry-run than it does."""
         revision = "0001"
         down_revision = None
@@ -244,7 +283,8 @@ def test_a_plan_that_depends_on_ctx_dry_run_fails_dry_run_matches_apply(
             for doc in ctx.scan("items"):
                 if not ctx.dry_run or doc.id == "a":
                     yield ctx.delete(doc)
-    ''')
+    ''',
+    )
     seed = {"items": {"a": {"n": 1}, "b": {"n": 2}}}
 
     with pytest.raises(pytest.fail.Exception) as failed:
@@ -256,9 +296,12 @@ def test_a_plan_that_depends_on_ctx_dry_run_fails_dry_run_matches_apply(
 
 
 def test_plan_lists_a_revisions_operations_when_it_can_be_planned(
-        fsmigrate, fsmigrate_migrations: Path) -> None:
+    fsmigrate, fsmigrate_migrations: Path
+) -> None:
     write(fsmigrate_migrations / "0001_status.py", GOOD)
-    write(fsmigrate_migrations / "0002_drop.py", '''
+    write(
+        fsmigrate_migrations / "0002_drop.py",
+        '''
         """Delete retired items."""
         revision = "0002"
         down_revision = "0001"
@@ -268,7 +311,8 @@ def test_plan_lists_a_revisions_operations_when_it_can_be_planned(
             for doc in ctx.scan("items"):
                 if doc.get("status") == "retired":
                     yield ctx.delete(doc)
-    ''')
+    ''',
+    )
     fsmigrate.seed_all(lambda h: h.seed("items", {"a": {}, "b": {"status": "retired"}}))
 
     with pytest.raises(UsageError, match=r"revision\(s\) 0001 come before 0002"):
@@ -284,7 +328,8 @@ def test_plan_lists_a_revisions_operations_when_it_can_be_planned(
 
 
 def test_repeatable_is_idempotent_skips_when_no_migration_is_repeatable(
-        fsmigrate, fsmigrate_migrations: Path) -> None:
+    fsmigrate, fsmigrate_migrations: Path
+) -> None:
     write(fsmigrate_migrations / "0001_items.py", DIFFERS)
     with pytest.raises(pytest.skip.Exception, match="no migration in .* is repeatable"):
         checks.test_repeatable_is_idempotent(fsmigrate, {})
@@ -294,10 +339,18 @@ def test_single_head_fails_with_the_loaders_message(tmp_path: Path) -> None:
     migrations = tmp_path / "migrations"
     write(migrations / "0001_a.py", GOOD)
     checks.test_single_head(migrations)  # passes
-    write(migrations / "0002_b.py", GOOD.replace('"0001"', '"0002"', 1)
-          .replace("down_revision = None", 'down_revision = "0001"'))
-    write(migrations / "0003_c.py", GOOD.replace('"0001"', '"0003"', 1)
-          .replace("down_revision = None", 'down_revision = "0001"'))
+    write(
+        migrations / "0002_b.py",
+        GOOD.replace('"0001"', '"0002"', 1).replace(
+            "down_revision = None", 'down_revision = "0001"'
+        ),
+    )
+    write(
+        migrations / "0003_c.py",
+        GOOD.replace('"0001"', '"0003"', 1).replace(
+            "down_revision = None", 'down_revision = "0001"'
+        ),
+    )
     with pytest.raises(pytest.fail.Exception, match=r"2 heads \(0002, 0003\)"):
         checks.test_single_head(migrations)
     (migrations / "0003_c.py").rename(migrations / "0003-c.py")
@@ -311,8 +364,9 @@ def test_single_head_fails_with_the_loaders_message(tmp_path: Path) -> None:
 
 def test_the_emulator_at_firestore_emulator_host_must_be_loopback_and_answer() -> None:
     silent = f"127.0.0.1:{emu_mod.free_port()}"
-    with pytest.raises(pytest.fail.Exception, match=f"FIRESTORE_EMULATOR_HOST={silent} does "
-                                                    "not answer"):
+    with pytest.raises(
+        pytest.fail.Exception, match=f"FIRESTORE_EMULATOR_HOST={silent} does not answer"
+    ):
         running_emulator(silent)
     with pytest.raises(pytest.fail.Exception, match="is not a loopback address"):
         running_emulator("10.1.2.3:8080")

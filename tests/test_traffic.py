@@ -1,5 +1,6 @@
 """Traffic control, pure: the ramp schedule, the token bucket and adaptive throttling, with
 a fake clock (no Firestore, no real sleeping)."""
+
 from __future__ import annotations
 
 import pytest
@@ -7,8 +8,16 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from fsmigrate.engine import estimate
+from fsmigrate.engine.traffic import (
+    MIN_RATE,
+    Limiter,
+    Limits,
+    Schedule,
+    Ticket,
+    describe_stats,
+    resolve,
+)
 from fsmigrate.errors import UsageError
-from fsmigrate.engine.traffic import MIN_RATE, Limiter, Limits, Schedule, Ticket, describe_stats, resolve
 
 MINUTE = 60.0
 
@@ -30,8 +39,9 @@ def limiter(limits: Limits) -> tuple[Limiter, FakeClock]:
     return Limiter(limits, clock=clock, sleep=clock.sleep), clock
 
 
-def drive(lim: Limiter, clock: FakeClock, seconds: float, batch: int = 100
-          ) -> list[tuple[float, int, float]]:
+def drive(
+    lim: Limiter, clock: FakeClock, seconds: float, batch: int = 100
+) -> list[tuple[float, int, float]]:
     """Commit `batch` operations at a time, each accepted, for `seconds`; returns
     (when it asked, operations, the limit in force then) of each commit."""
     out = []
@@ -46,8 +56,15 @@ def drive(lim: Limiter, clock: FakeClock, seconds: float, batch: int = 100
 
 def test_the_schedule_is_500_750_1125_per_5_minutes() -> None:
     ramp = Schedule()
-    assert [ramp.rate_at(m * MINUTE) for m in (0, 4.99, 5, 9.99, 10, 15, 20)] == \
-        [500, 500, 750, 750, 1125, 1687.5, 2531.25]
+    assert [ramp.rate_at(m * MINUTE) for m in (0, 4.99, 5, 9.99, 10, 15, 20)] == [
+        500,
+        500,
+        750,
+        750,
+        1125,
+        1687.5,
+        2531.25,
+    ]
     custom = Schedule.parse("200/100/1")
     assert (custom.start, custom.factor, custom.period) == (200, 2.0, 60)
     assert [custom.rate_at(s) for s in (0, 60, 120)] == [200, 400, 800]
@@ -88,8 +105,13 @@ def test_max_rate_caps_the_ramp() -> None:
 @settings(max_examples=60, deadline=None)
 @example([(25, 0.0)] * 120)  # back to back: the bound is tight
 @example([(7, 0.0)] * 300)
-@given(st.lists(st.tuples(st.integers(1, 50), st.sampled_from([0.0, 0.0, 0.0, 0.01, 0.3])),
-                min_size=5, max_size=300))
+@given(
+    st.lists(
+        st.tuples(st.integers(1, 50), st.sampled_from([0.0, 0.0, 0.0, 0.01, 0.3])),
+        min_size=5,
+        max_size=300,
+    )
+)
 def test_no_window_of_two_seconds_takes_more_than_the_cap_plus_one_commit(commits) -> None:
     lim, clock = limiter(Limits(max_rate=400))
     released = []
@@ -189,8 +211,17 @@ def test_seconds_at_the_limits() -> None:
     assert Schedule().seconds_for(150_000) == 300  # 5 minutes at 500/s
     assert Schedule().seconds_for(150_000 + 225_000) == 600  # then 5 at 750/s
     assert Schedule().seconds_for(150_000 + 60_000, cap=600) == 400
-    total = estimate.total([{"reads": 1, "writes": 2, "deletes": 100_000, "archive_bytes": 7},
-                            {"reads": 3, "writes": 0, "deletes": 50_000, "archive_bytes": 5}],
-                           Limits(ramp=Schedule()))
-    assert total == {"reads": 4, "writes": 2, "deletes": 150_000, "archive_bytes": 12,
-                     "seconds_at_ramp": pytest.approx(300 + 2 / 750, abs=0.001)}
+    total = estimate.total(
+        [
+            {"reads": 1, "writes": 2, "deletes": 100_000, "archive_bytes": 7},
+            {"reads": 3, "writes": 0, "deletes": 50_000, "archive_bytes": 5},
+        ],
+        Limits(ramp=Schedule()),
+    )
+    assert total == {
+        "reads": 4,
+        "writes": 2,
+        "deletes": 150_000,
+        "archive_bytes": 12,
+        "seconds_at_ramp": pytest.approx(300 + 2 / 750, abs=0.001),
+    }

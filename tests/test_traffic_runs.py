@@ -1,6 +1,7 @@
 """Traffic control and the estimate against the real emulator: the cap measured on the
 journal's commit times, throttling answers injected at the gRPC level, and a dry-run's
 estimate against what the apply that follows does."""
+
 from __future__ import annotations
 
 import json
@@ -10,13 +11,13 @@ from pathlib import Path
 
 import grpc
 import pytest
+from test_cli_upgrade import _run_on_a_terminal
 
 from fsmigrate import api
-from fsmigrate.scripts.operations import parse_timestamp
 from fsmigrate.firestore.store import Store, Target
+from fsmigrate.scripts.operations import parse_timestamp
 from grpcfaults import GrpcFaultProxy
 from helpers import Fsm, write_script
-from test_cli_upgrade import _run_on_a_terminal
 
 DELETE_ALL = """
 def plan(ctx):
@@ -115,15 +116,22 @@ def test_the_dry_run_estimate_is_what_the_apply_then_does(fsm: Fsm, fs_client) -
     markdown = fsm("upgrade", "--dry-run", "--max-rate", "1000", "--format", "markdown").output
     applied = fsm.json("upgrade", "--max-rate", "1000")
 
-    expected = {"reads": 600 + 1 + 2 + 1, "writes": 200 + 1 + 1, "deletes": 200,
-                "archive_bytes": archived, "seconds_at_ramp": 402 / 1000}
+    expected = {
+        "reads": 600 + 1 + 2 + 1,
+        "writes": 200 + 1 + 1,
+        "deletes": 200,
+        "archive_bytes": archived,
+        "seconds_at_ramp": 402 / 1000,
+    }
     estimate = dry["migrations"][0]["estimate"]
     assert estimate == expected and dry["estimate"] == expected  # the total: one migration
     actual = applied["migrations"][0]["actual"]
     assert {k: actual[k] for k in expected} == expected
     assert applied["actual"]["writes"] == 202 and actual["seconds"] > 0
-    assert f"estimate: 604 reads, 202 writes, 200 deletes, {archived / 1000:,.1f} KB to archive" \
+    assert (
+        f"estimate: 604 reads, 202 writes, 200 deletes, {archived / 1000:,.1f} KB to archive"
         in text
+    )
     assert "Total estimate: 604 reads" in text and "0.4 s at the rate limits" in text
     assert f"| | 604 | 202 | 200 | {archived} | 0.402 |" in markdown
     history = {r["mode"]: r for r in fsm.json("history")}  # newest first: the last dry-run
@@ -132,21 +140,27 @@ def test_the_dry_run_estimate_is_what_the_apply_then_does(fsm: Fsm, fs_client) -
 
 
 def test_throttling_answers_cut_the_rate_and_every_operation_lands_once(
-        emulator, fs_client, project_id, tmp_path: Path, monkeypatch) -> None:
+    emulator, fs_client, project_id, tmp_path: Path, monkeypatch
+) -> None:
     seed(fs_client, 600)
     write_script(tmp_path / "migrations", "0001", None, DELETE_ALL)
-    cfg = api.Config(project=project_id, state=tmp_path / "state.db",
-                     migrations=tmp_path / "migrations")
+    cfg = api.Config(
+        project=project_id, state=tmp_path / "state.db", migrations=tmp_path / "migrations"
+    )
     monkeypatch.setenv("FSMIGRATE_RAMP", "800/100/0.02")  # doubles every 1.2 s
     monkeypatch.setenv("FSMIGRATE_RETRY_INITIAL", "0.05")
     monkeypatch.setenv("FSMIGRATE_RETRY_MAX", "0.2")
     with GrpcFaultProxy(emulator.host, emulator.port) as proxy:
         monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", proxy.host_port)
         # after the lease and the first batch: three answers in a row, one of each code
-        proxy.fail_next("Commit", grpc.StatusCode.RESOURCE_EXHAUSTED, after=2,
-                        details="Quota exceeded.")
-        proxy.fail_next("Commit", grpc.StatusCode.ABORTED,
-                        details="Too much contention on these documents. Please try again.")
+        proxy.fail_next(
+            "Commit", grpc.StatusCode.RESOURCE_EXHAUSTED, after=2, details="Quota exceeded."
+        )
+        proxy.fail_next(
+            "Commit",
+            grpc.StatusCode.ABORTED,
+            details="Too much contention on these documents. Please try again.",
+        )
         proxy.fail_next("Commit", grpc.StatusCode.DEADLINE_EXCEEDED)
         result = api.upgrade(cfg, ramp=True, batch_size=20)
 
@@ -163,8 +177,10 @@ def test_throttling_answers_cut_the_rate_and_every_operation_lands_once(
     assert len(items) == len(set(items)) == 600  # every delete landed exactly once
     assert list(fs_client.collection("items").limit(1).stream()) == []
     audit = "".join(api.audit(cfg, run.run_id).chunks("text"))
-    assert "3 throttling event(s) (ABORTED 1, DEADLINE_EXCEEDED 1, RESOURCE_EXHAUSTED 1)" \
-        in audit and "lowest limit 100 ops/s" in audit
+    assert (
+        "3 throttling event(s) (ABORTED 1, DEADLINE_EXCEEDED 1, RESOURCE_EXHAUSTED 1)" in audit
+        and "lowest limit 100 ops/s" in audit
+    )
 
 
 def test_apply_rerun_and_restore_take_the_limits_too(fsm: Fsm, fs_client) -> None:
@@ -181,7 +197,8 @@ def test_apply_rerun_and_restore_take_the_limits_too(fsm: Fsm, fs_client) -> Non
     assert applied["traffic"]["max_rate"] == 1000 and applied["actual"]["deletes"] == 10
     assert rerun["migrations"][0]["traffic"]["ramp"]["start"] == 50
     assert rerun["migrations"][0]["estimate"]["seconds_at_ramp"] == pytest.approx(
-        rerun["migrations"][0]["planned"] / 50, abs=0.001)
+        rerun["migrations"][0]["planned"] / 50, abs=0.001
+    )
     run = restored["migrations"][0]
     assert run["traffic"]["max_rate"] == 700 and run["actual"]["writes"] == 10
 
@@ -200,8 +217,15 @@ def test_bad_limits_are_refused_before_anything_is_written(fsm: Fsm, monkeypatch
 def test_the_progress_bar_shows_the_limit(fsm: Fsm, fs_client) -> None:
     seed(fs_client, 1200)
     write_script(fsm.migrations, "0001", None, DELETE_ALL)
-    base = ["--project", fsm.project, "--state", str(fsm.state), "--migrations",
-            str(fsm.migrations), "upgrade"]
+    base = [
+        "--project",
+        fsm.project,
+        "--state",
+        str(fsm.state),
+        "--migrations",
+        str(fsm.migrations),
+        "upgrade",
+    ]
 
     limited = _run_on_a_terminal(base + ["--max-rate", "5000"])
 
@@ -211,15 +235,22 @@ def test_the_progress_bar_shows_the_limit(fsm: Fsm, fs_client) -> None:
 @pytest.mark.parametrize("policy", ['"paths"', "keep_n"])
 def test_the_estimate_counts_what_the_archive_policy_keeps(fsm: Fsm, fs_client, policy) -> None:
     seed(fs_client, 60)
-    write_script(fsm.migrations, "0001", None, f"""
+    write_script(
+        fsm.migrations,
+        "0001",
+        None,
+        f"""
 def keep_n(data):
     return {{"n": data["n"]}}
 
 archive = {policy}
-""" + DELETE_ALL)
+"""
+        + DELETE_ALL,
+    )
     store = Store(Target(fsm.project, emulator_host="emulator"))
-    full = sum(d.document_size() for d in store.get_many(
-        [f"items/i{i:05d}" for i in range(60)]).values())
+    full = sum(
+        d.document_size() for d in store.get_many([f"items/i{i:05d}" for i in range(60)]).values()
+    )
 
     estimate = fsm.json("upgrade", "--dry-run")["estimate"]
     actual = fsm.json("upgrade")["actual"]

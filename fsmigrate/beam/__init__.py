@@ -12,6 +12,7 @@ bundle while the writes it sent stay done. After the pipeline, the coordinator i
 the journal into the state file, so history, audit, --export, restore and the reports
 work exactly as for a local run.
 """
+
 from __future__ import annotations
 
 from fsmigrate.errors import UsageError
@@ -24,5 +25,6 @@ def require() -> None:
     try:
         import apache_beam  # noqa: F401
     except ImportError as exc:
-        raise UsageError(f"--runner beam needs Apache Beam, which is not installed: "
-                         f"{INSTALL}") from exc
+        raise UsageError(
+            f"--runner beam needs Apache Beam, which is not installed: {INSTALL}"
+        ) from exc

@@ -7,6 +7,7 @@ releases the lease as for a local run. The journal is imported whether the pipel
 is recorded either way; a batch a dead worker left without an outcome stays `pending`
 and the next run settles it by re-reading.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -14,21 +15,22 @@ import dataclasses
 import os
 import re
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
-from fsmigrate.engine import reconcile
-from fsmigrate.scripts.context import Context
-from fsmigrate.distributed import EACH
-from fsmigrate.errors import FsMigrateError, UsageError
-from fsmigrate.engine.lease import LockLost
-from fsmigrate.scripts.operations import Archived, Operation, Precondition
-from fsmigrate.times import now_text
-from fsmigrate.state.database import OpRecord
 from fsmigrate.beam import workfiles
+from fsmigrate.distributed import EACH
+from fsmigrate.engine import reconcile
+from fsmigrate.engine.lease import LockLost
 from fsmigrate.engine.run import Run, ScriptRaised
 from fsmigrate.engine.settle import reread_pending
+from fsmigrate.errors import FsMigrateError, UsageError
+from fsmigrate.scripts.context import Context
+from fsmigrate.scripts.operations import Archived, Operation, Precondition
+from fsmigrate.state.database import OpRecord
+from fsmigrate.times import now_text
 
 RANGES_PER_WORKER = 4
 DOCS_PER_BUCKET = 1_000
@@ -36,8 +38,9 @@ DOCS_PER_BUCKET = 1_000
 
 def _add_usage(run: Run, outputs: workfiles.Outputs) -> None:
     """The workers' reads, archived bytes and throttling, into the run's record."""
-    run.add_usage(reads=outputs.usage.get("reads", 0),
-                  archive_bytes=outputs.usage.get("archive_bytes", 0))
+    run.add_usage(
+        reads=outputs.usage.get("reads", 0), archive_bytes=outputs.usage.get("archive_bytes", 0)
+    )
     stats = getattr(run.traffic, "stats", None)
     for worker in outputs.traffic if stats is not None else ():
         stats.throttle_events += worker.get("throttle_events", 0)
@@ -56,11 +59,13 @@ def _share(limits: Any, workers: int) -> Optional[dict]:
     if limits is None or not limits.active:
         return None
     shared = dataclasses.replace(
-        limits, max_rate=limits.max_rate / workers if limits.max_rate else None,
+        limits,
+        max_rate=limits.max_rate / workers if limits.max_rate else None,
         ramp=dataclasses.replace(limits.ramp, start=limits.ramp.start / workers)
-        if limits.ramp else None,
-        recovery=dataclasses.replace(limits.recovery,
-                                     start=limits.recovery.start / workers))
+        if limits.ramp
+        else None,
+        recovery=dataclasses.replace(limits.recovery, start=limits.recovery.start / workers),
+    )
     return shared.to_json()
 
 
@@ -106,7 +111,8 @@ class BeamDistributor:
                 f"revision {script.revision} ({script.path}) is a generator `plan(ctx)`, which "
                 "cannot be split across workers; declare `source = scan(...)` with `def "
                 "each(ctx, doc)` or `def key(doc)` + `def merge(ctx, key, docs)` "
-                "(fsmigrate.distributed), or run it with --runner local")
+                "(fsmigrate.distributed), or run it with --runner local"
+            )
 
     def distribute(self, run: Run) -> None:
         script, run_id, dry_run, note = run.script, run.run_id, run.dry_run, run.note
@@ -119,8 +125,13 @@ class BeamDistributor:
         directory = workfiles.join(root, run_id)
         source = forms.source
         total = store.count(source.collection, group=source.group, where=source.where)
-        points = store.split_points(source.collection, self.workers * RANGES_PER_WORKER,
-                                    group=source.group, where=source.where, total=total)
+        points = store.split_points(
+            source.collection,
+            self.workers * RANGES_PER_WORKER,
+            group=source.group,
+            where=source.where,
+            total=total,
+        )
         # a bucket of keys is merged in one worker's memory: keep buckets small
         buckets = max(self.workers * RANGES_PER_WORKER, len(points) + 1)
         if form != EACH:
@@ -128,8 +139,10 @@ class BeamDistributor:
         bounds = [None, *points, None]
         ranges = [(i, bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
         target = store.target
-        note(f"beam: {len(ranges)} ranges of {source.collection} on {self.workers} worker(s)"
-             f" ({'per document' if form == EACH else 'keyed'})")
+        note(
+            f"beam: {len(ranges)} ranges of {source.collection} on {self.workers} worker(s)"
+            f" ({'per document' if form == EACH else 'keyed'})"
+        )
         failure: Optional[BaseException] = None
         log = Path(root) / f"{run_id}.log" if "://" not in root else None
         with _stderr_to(log):  # Beam's and its workers' chatter is not the report
@@ -139,15 +152,23 @@ class BeamDistributor:
                 from fsmigrate.beam import pipeline as bp
 
                 spec = bp.WorkerSpec(
-                    project=target.project, database=target.database,
-                    emulator_host=target.emulator_host, markers_root=store.reserved_root,
-                    revision=script.revision, script_path=str(script.path),
-                    script_source=Path(script.path).read_bytes(), journal_dir=directory,
-                    dry_run=dry_run, capture_writes=settings.capture_writes,
-                    batch_size=settings.batch_size, batch_bytes=settings.batch_bytes,
-                    buckets=buckets, lease_holder=settings.lease_holder,
+                    project=target.project,
+                    database=target.database,
+                    emulator_host=target.emulator_host,
+                    markers_root=store.reserved_root,
+                    revision=script.revision,
+                    script_path=str(script.path),
+                    script_source=Path(script.path).read_bytes(),
+                    journal_dir=directory,
+                    dry_run=dry_run,
+                    capture_writes=settings.capture_writes,
+                    batch_size=settings.batch_size,
+                    batch_bytes=settings.batch_bytes,
+                    buckets=buckets,
+                    lease_holder=settings.lease_holder,
                     done=frozenset(run.all_written_before()),
-                    limits=_share(run.limits, self.workers))
+                    limits=_share(run.limits, self.workers),
+                )
                 with beam.Pipeline(options=bp.options(self.workers, self.options)) as p:
                     bp.build(p, spec, form, ranges)
             except Exception as exc:  # the worker's error arrives wrapped, as text
@@ -162,8 +183,7 @@ class BeamDistributor:
             for text in outputs.notes:
                 note(text)
             if forms.finish is not None:
-                forms.finish(Context(store, script.revision, dry_run, None, note),
-                             outputs.counts)
+                forms.finish(Context(store, script.revision, dry_run, None, note), outputs.counts)
             _add_usage(run, outputs)
             if not dry_run:
                 self._settle_own(run)
@@ -185,17 +205,28 @@ class BeamDistributor:
                 group = None
                 if op["group"] is not None:
                     group = groups.setdefault((batch.worker, op["group"]), len(groups) + 1)
-                records.append(OpRecord(
-                    seq=base + i, kind=op["kind"], path=op["path"],
-                    precondition=op["precondition"], before=op["before"], after=op["after"],
-                    status=status, write=op["write"], group=group, label=op["label"]))
+                records.append(
+                    OpRecord(
+                        seq=base + i,
+                        kind=op["kind"],
+                        path=op["path"],
+                        precondition=op["precondition"],
+                        before=op["before"],
+                        after=op["after"],
+                        status=status,
+                        write=op["write"],
+                        group=group,
+                        label=op["label"],
+                    )
+                )
                 run.counts[op["kind"]] += 1
             run.state.record_ops(run.run_id, number, records)
             if batch.outcome is not None:
                 run.state.settle_ops(
                     run.run_id,
                     committed=[(base + i, when) for i, when in batch.outcome["committed"]],
-                    skipped=[(base + i, why) for i, why in batch.outcome["skipped"]])
+                    skipped=[(base + i, why) for i, why in batch.outcome["skipped"]],
+                )
             run.progress.advance(len(records))
 
     def _settle_own(self, run: Run) -> None:
@@ -216,12 +247,17 @@ class BeamDistributor:
             elif outcome == reconcile.CHANGED or (run_id, row["grp"]) in broken:
                 skipped.append((row["seq"], pre.why_not(docs.get(row["path"]))))
             else:
-                op = Operation(row["kind"], row["path"], precondition=pre,
-                               before=Archived(row["path"], row["before"]), write=row["write"])
+                op = Operation(
+                    row["kind"],
+                    row["path"],
+                    precondition=pre,
+                    before=Archived(row["path"], row["before"]),
+                    write=row["write"],
+                )
                 op.group = row["grp"]
                 resend.append((row["seq"], op))
         for start in range(0, len(resend), size):  # the run's limiter applies
-            done, gone = run.committer.commit(resend[start:start + size])
+            done, gone = run.committer.commit(resend[start : start + size])
             committed += done
             skipped += gone
         run.state.settle_ops(run_id, committed=committed, skipped=skipped)
@@ -236,7 +272,11 @@ class BeamDistributor:
         if "lease is gone" in text:
             return LockLost(revision, "the coordinator's lease is gone (broken or taken over)")
         lines = [line.strip() for line in text.splitlines() if line.strip()]
-        last = next((line for line in reversed(lines) if "Error" in line or "error" in line),
-                    lines[-1] if lines else type(exc).__name__)
-        return BeamPipelineFailed(f"the Beam pipeline failed: {last[:300]}; what committed is "
-                                  "recorded: run the same command again to finish")
+        last = next(
+            (line for line in reversed(lines) if "Error" in line or "error" in line),
+            lines[-1] if lines else type(exc).__name__,
+        )
+        return BeamPipelineFailed(
+            f"the Beam pipeline failed: {last[:300]}; what committed is "
+            "recorded: run the same command again to finish"
+        )

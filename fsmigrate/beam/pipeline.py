@@ -11,27 +11,29 @@ stay done while its outputs are discarded) finds the journal files of its earlie
 attempts and does not plan again what they journaled; what they left without an
 outcome is settled by the coordinator by re-reading, like a crashed local run.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any, Optional
 
 import apache_beam as beam
 
-from fsmigrate.engine import testhooks
-from fsmigrate.engine.commit import Committer
-from fsmigrate.scripts.context import Barrier, Context
-from fsmigrate.distributed import EACH, checked_key
-from fsmigrate.errors import FsMigrateError, PlanError
-from fsmigrate.engine.lease import LockLost, lock_path
-from fsmigrate.scripts.operations import Group, Operation, check_operation
-from fsmigrate.engine.batching import after_json, encoded_bytes, read_before_blind_sets
-from fsmigrate.firestore.store import Doc, Store, Target
 from fsmigrate.beam import workfiles
+from fsmigrate.distributed import EACH, checked_key
+from fsmigrate.engine import testhooks
+from fsmigrate.engine.batching import after_json, encoded_bytes, read_before_blind_sets
+from fsmigrate.engine.commit import Committer
+from fsmigrate.engine.lease import LockLost, lock_path
+from fsmigrate.errors import FsMigrateError, PlanError
+from fsmigrate.firestore.store import Doc, Store, Target
+from fsmigrate.scripts.context import Barrier, Context
+from fsmigrate.scripts.operations import Group, Operation, check_operation
 
 MIGRATION_ERROR = "fsmigrate: the migration's own code raised"
 NOTES = "notes"
@@ -75,12 +77,16 @@ class _WorkerContext(Context):
     no scans (the runner reads the source)."""
 
     def scan(self, *args: Any, **kwargs: Any) -> Any:
-        raise PlanError(self.revision, "ctx.scan() is not available on Beam workers: the "
-                                       "runner reads the declared source")
+        raise PlanError(
+            self.revision,
+            "ctx.scan() is not available on Beam workers: the runner reads the declared source",
+        )
 
     def barrier(self) -> Barrier:
-        raise PlanError(self.revision, "ctx.barrier() orders batches of one process; on Beam "
-                                       "batches land in any order")
+        raise PlanError(
+            self.revision,
+            "ctx.barrier() orders batches of one process; on Beam batches land in any order",
+        )
 
 
 class _Worker:
@@ -129,8 +135,9 @@ class _Worker:
         self.used = 0
         self.groups = 0
         self.out: list[str] = []
-        self.ctx = _WorkerContext(self.store, self.spec.revision, self.spec.dry_run, None,
-                                  self._note)
+        self.ctx = _WorkerContext(
+            self.store, self.spec.revision, self.spec.dry_run, None, self._note
+        )
         self.usage = {"reads": 0, "archive_bytes": 0}
         if self.committer.traffic is not None:
             self.committer.traffic.begin_run()
@@ -171,8 +178,11 @@ class _Worker:
             if not item.ops:
                 return
             if len(item.ops) > self.spec.batch_size:
-                raise PlanError(self.spec.revision, f"an atomic group of {len(item.ops)} "
-                                f"operations does not fit in a batch of {self.spec.batch_size}")
+                raise PlanError(
+                    self.spec.revision,
+                    f"an atomic group of {len(item.ops)} "
+                    f"operations does not fit in a batch of {self.spec.batch_size}",
+                )
             self.groups += 1
             for op in item.ops:
                 self._check(op)
@@ -196,9 +206,11 @@ class _Worker:
         need = sum(encoded_bytes(self.store, op, self.store.build_write) for op in unit)
         if need > self.payload:
             raise WriteTooLarge(unit[0].path, need, self.spec.batch_bytes)
-        if self.batch and (len(self.batch) + len(unit) > self.spec.batch_size
-                           or self.used + need > self.payload
-                           or any(op.path in self.paths for op in unit)):
+        if self.batch and (
+            len(self.batch) + len(unit) > self.spec.batch_size
+            or self.used + need > self.payload
+            or any(op.path in self.paths for op in unit)
+        ):
             self._flush()  # (one commit cannot write a document twice)
         self.paths.update(op.path for op in unit)
         self.batch.extend(unit)
@@ -220,20 +232,29 @@ class _Worker:
         for op in batch:
             write = self.store.build_write(op) if archive else None
             op.write = write
-            records.append({
-                "kind": op.kind, "path": op.path, "precondition": op.precondition.to_json(),
-                "before": self.policy.image(op.before),
-                "write": write, "group": op.group, "label": op.label,
-                "after": after_json(op, write)})
+            records.append(
+                {
+                    "kind": op.kind,
+                    "path": op.path,
+                    "precondition": op.precondition.to_json(),
+                    "before": self.policy.image(op.before),
+                    "write": write,
+                    "group": op.group,
+                    "label": op.label,
+                    "after": after_json(op, write),
+                }
+            )
         for record in records:  # what the apply archives (a dry-run: what it would)
             self.usage["archive_bytes"] += len(record["before"] or b"")
             if not archive:
                 record["before"] = None
         self.batches += 1
-        stem = workfiles.join(spec.journal_dir,
-                            f"batch-u{self.unit}-{self.attempt}-{self.worker}-{self.batches:06d}")
-        workfiles.write_file(stem + ".json", workfiles.encode_batch(self.worker, self.batches,
-                                                                records))
+        stem = workfiles.join(
+            spec.journal_dir, f"batch-u{self.unit}-{self.attempt}-{self.worker}-{self.batches:06d}"
+        )
+        workfiles.write_file(
+            stem + ".json", workfiles.encode_batch(self.worker, self.batches, records)
+        )
         if spec.dry_run:
             return
         self._check_lease()
@@ -241,8 +262,10 @@ class _Worker:
         testhooks.reached("before-commit", self.batches)
         committed, skipped = self.committer.commit(numbered)
         testhooks.reached("after-commit", self.batches)
-        workfiles.write_file(stem + workfiles.OUTCOME, json.dumps(
-            {"committed": committed, "skipped": skipped}).encode())
+        workfiles.write_file(
+            stem + workfiles.OUTCOME,
+            json.dumps({"committed": committed, "skipped": skipped}).encode(),
+        )
 
     def _check_lease(self) -> None:
         """A worker never commits for a coordinator that lost the target's lease."""
@@ -251,8 +274,10 @@ class _Worker:
             return
         current = self.store.get(self.lock)
         if current is None or current.get("holder") != holder:
-            raise LockLost(self.store.target.describe(),
-                           "the coordinator's lease is gone (broken or taken over)")
+            raise LockLost(
+                self.store.target.describe(),
+                "the coordinator's lease is gone (broken or taken over)",
+            )
 
 
 def _call(fn: Any, *args: Any) -> Any:
@@ -287,8 +312,9 @@ class ApplyEach(beam.DoFn):
         w = self.w
         w.begin(f"r{index}")
         source = w.forms.source
-        for doc in w.store.scan(source.collection, group=source.group, where=source.where,
-                                start=start, end=end):
+        for doc in w.store.scan(
+            source.collection, group=source.group, where=source.where, start=start, end=end
+        ):
             w.usage["reads"] += 1
             w.plan(_call(w.forms.each, w.ctx, doc))
         yield from w.end()
@@ -304,14 +330,16 @@ class ReadKeyed(beam.DoFn):
         self.w = _Worker(self.spec)
         self.w.setup()
 
-    def process(self, element: tuple[int, Optional[str], Optional[str]]
-                ) -> Iterator[tuple[int, tuple[str, bytes]]]:
+    def process(
+        self, element: tuple[int, Optional[str], Optional[str]]
+    ) -> Iterator[tuple[int, tuple[str, bytes]]]:
         _, start, end = element
         w = self.w
         source = w.forms.source
         reads = 0
-        for doc in w.store.scan(source.collection, group=source.group, where=source.where,
-                                start=start, end=end):
+        for doc in w.store.scan(
+            source.collection, group=source.group, where=source.where, start=start, end=end
+        ):
             reads += 1
             key = _call(lambda d: checked_key(w.forms.key(d), d), doc)
             if key is not None:
@@ -349,16 +377,18 @@ class ApplyMerged(beam.DoFn):
 
 def build(pipeline: Any, spec: WorkerSpec, form: str, ranges: list[tuple]) -> None:
     """The migration's transforms on `pipeline`: ranges -> plan/journal/commit -> notes."""
-    split = (pipeline | "Ranges" >> beam.Create(ranges) | "Spread" >> beam.Reshuffle())
+    split = pipeline | "Ranges" >> beam.Create(ranges) | "Spread" >> beam.Reshuffle()
     if form == EACH:
         notes = split | "Each" >> beam.ParDo(ApplyEach(spec))
     else:
         keyed = split | "Key" >> beam.ParDo(ReadKeyed(spec)).with_outputs(NOTES, main="docs")
-        merged = (keyed.docs | "Group" >> beam.GroupByKey()
-                  | "Merge" >> beam.ParDo(ApplyMerged(spec)))
+        merged = (
+            keyed.docs | "Group" >> beam.GroupByKey() | "Merge" >> beam.ParDo(ApplyMerged(spec))
+        )
         notes = (keyed[NOTES], merged) | "All notes" >> beam.Flatten()
     _ = notes | "Notes" >> beam.io.WriteToText(
-        workfiles.join(spec.journal_dir, "notes"), file_name_suffix=".json")
+        workfiles.join(spec.journal_dir, "notes"), file_name_suffix=".json"
+    )
 
 
 def options(workers: int, extra: dict[str, str]) -> Any:
@@ -366,8 +396,11 @@ def options(workers: int, extra: dict[str, str]) -> Any:
     another runner (e.g. runner=DataflowRunner, project=..., region=..., temp_location=gs://...)."""
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    flags = {"runner": "DirectRunner", "direct_running_mode": "multi_processing",
-             "direct_num_workers": str(workers), "default_sdk_harness_log_level": "WARNING",
-             **extra}
+    flags = {
+        "runner": "DirectRunner",
+        "direct_running_mode": "multi_processing",
+        "direct_num_workers": str(workers),
+        "default_sdk_harness_log_level": "WARNING",
+        **extra,
+    }
     return PipelineOptions([f"--{k}={v}" for k, v in flags.items()])
-

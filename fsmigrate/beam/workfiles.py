@@ -10,14 +10,16 @@ run killed mid-batch. Notes and counters of the migration go to `notes-*.json`.
 
 Paths are local or any scheme Beam's FileSystems knows (gs:// on Dataflow).
 """
+
 from __future__ import annotations
 
 import base64
 import json
 import os
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 OUTCOME = ".outcome.json"
 
@@ -67,8 +69,11 @@ def list_files(directory: str, prefix: str) -> list[str]:
     if _is_local(directory):
         if not os.path.isdir(directory):
             return []
-        return sorted(os.path.join(directory, n) for n in os.listdir(directory)
-                      if n.startswith(prefix) and not n.endswith(".tmp"))
+        return sorted(
+            os.path.join(directory, n)
+            for n in os.listdir(directory)
+            if n.startswith(prefix) and not n.endswith(".tmp")
+        )
     from apache_beam.io.filesystems import FileSystems
 
     found = FileSystems.match([join(directory, prefix + "*")])[0].metadata_list
@@ -96,8 +101,7 @@ def _unb64(text: Optional[str]) -> Optional[bytes]:
 
 
 def encode_batch(worker: str, number: int, ops: list[dict[str, Any]]) -> bytes:
-    items = [{**op, "before": _b64(op.get("before")), "write": _b64(op.get("write"))}
-             for op in ops]
+    items = [{**op, "before": _b64(op.get("before")), "write": _b64(op.get("write"))} for op in ops]
     return json.dumps({"worker": worker, "n": number, "ops": items}, sort_keys=True).encode()
 
 
@@ -112,14 +116,16 @@ class JournaledBatch:
 def read_batches(directory: str) -> Iterator[JournaledBatch]:
     """Every batch file of a run, with its outcome when there is one, in a stable order."""
     paths = list_files(directory, "batch-")
-    outcomes = {p[:-len(OUTCOME)] for p in paths if p.endswith(OUTCOME)}
+    outcomes = {p[: -len(OUTCOME)] for p in paths if p.endswith(OUTCOME)}
     for path in paths:
         if path.endswith(OUTCOME):
             continue
         body = json.loads(read_file(path))
-        ops = [{**op, "before": _unb64(op.get("before")), "write": _unb64(op.get("write"))}
-               for op in body["ops"]]
-        stem = path[:-len(".json")]
+        ops = [
+            {**op, "before": _unb64(op.get("before")), "write": _unb64(op.get("write"))}
+            for op in body["ops"]
+        ]
+        stem = path[: -len(".json")]
         outcome = json.loads(read_file(stem + OUTCOME)) if stem in outcomes else None
         yield JournaledBatch(body["worker"], body["n"], ops, outcome)
 

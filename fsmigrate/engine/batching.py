@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from typing import Any, Callable, Iterable, Iterator, Optional
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Optional
 
 from fsmigrate.engine import reconcile
 from fsmigrate.firestore import codec
@@ -22,8 +23,9 @@ DEFAULT_BATCH_BYTES = 4_000_000
 MAX_BATCH_BYTES = 9_961_472  # 9.5 MiB
 MIN_BATCH_BYTES = 16_384
 _DELETE_SLACK = 32  # a delete's Write beyond its document name: precondition and framing
-_READ_SLACK = 24    # what the precondition of a blind set adds once its document is read
+_READ_SLACK = 24  # what the precondition of a blind set adds once its document is read
 MAX_CONCURRENCY = 16
+
 
 def after_json(op: Operation, write: Optional[bytes]) -> Optional[str]:
     """What the operation writes, as JSON for people (from the journaled Write when sent)."""
@@ -40,10 +42,13 @@ def after_json(op: Operation, write: Optional[bytes]) -> Optional[str]:
         return json.dumps({k: repr(v) for k, v in (op.data or {}).items()}, sort_keys=True)
 
 
-def batches(ops: Iterable[Any], size: int,
-             weigh: Optional[Callable[[list[Operation]], int]] = None,
-             max_bytes: Optional[int] = None,
-             in_flight: int = 0) -> Iterator[tuple[list[Any], bool]]:
+def batches(
+    ops: Iterable[Any],
+    size: int,
+    weigh: Optional[Callable[[list[Operation]], int]] = None,
+    max_bytes: Optional[int] = None,
+    in_flight: int = 0,
+) -> Iterator[tuple[list[Any], bool]]:
     """(batch, barrier): batches of at most `size` operations and, with `weigh` (the encoded
     bytes of a unit of operations), at most `max_bytes`; an atomic group is never split. A
     Barrier in the stream ends the batch early and asks the runner to let every batch
@@ -76,8 +81,9 @@ def batches(ops: Iterable[Any], size: int,
         touched = {p for p in (getattr(u, "path", None) for u in unit) if p is not None}
         if touched & paths or any(touched & earlier for earlier in recent):
             yield cut(True)
-        elif batch and (len(batch) + len(unit) > size
-                        or (max_bytes is not None and used + need > max_bytes)):
+        elif batch and (
+            len(batch) + len(unit) > size or (max_bytes is not None and used + need > max_bytes)
+        ):
             yield cut(False)
         batch.extend(unit)
         paths |= touched
@@ -103,8 +109,7 @@ def read_before_blind_sets(store: Store, ops: list[Operation]) -> None:
     for op in blind:
         doc = current.get(op.path)
         op.before = doc
-        op.precondition = (Precondition(update_time=doc.update_time) if doc
-                           else MUST_NOT_EXIST)
+        op.precondition = Precondition(update_time=doc.update_time) if doc else MUST_NOT_EXIST
 
 
 def encoded_bytes(store: Store, op: Operation, build: Callable[[Operation], bytes]) -> int:

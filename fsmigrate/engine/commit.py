@@ -7,16 +7,17 @@ the batch is re-read and each operation found to have landed is recorded as comm
 never resent. A commit the server refuses as too large is split in halves. An atomic
 group always goes in one commit.
 """
+
 from __future__ import annotations
 
 from typing import Optional
 
 from fsmigrate.engine import reconcile
+from fsmigrate.engine.traffic import Limiter, Ticket
 from fsmigrate.errors import ReconcileError, RequestTooLarge, TransientError, WriteTooLarge
+from fsmigrate.firestore.store import PRECONDITION_ERRORS, Store, status_code
 from fsmigrate.scripts.operations import Operation
 from fsmigrate.times import now_text, rfc3339
-from fsmigrate.firestore.store import PRECONDITION_ERRORS, Store, status_code
-from fsmigrate.engine.traffic import Limiter, Ticket
 
 Numbered = list[tuple[int, Operation]]
 Settled = list[tuple[int, str]]
@@ -41,15 +42,17 @@ def _units(numbered: Numbered) -> list[Numbered]:
 def _drop_broken_groups(numbered: Numbered, left: Numbered, skipped: Settled) -> Numbered:
     """When one operation of an atomic group is skipped, the rest of it is skipped too."""
     skipped_seqs = {seq for seq, _ in skipped}
-    broken = {op.group: op.path for seq, op in numbered
-              if op.group is not None and seq in skipped_seqs}
+    broken = {
+        op.group: op.path for seq, op in numbered if op.group is not None and seq in skipped_seqs
+    }
     if not broken:
         return left
     keep: Numbered = []
     for seq, op in left:
         if op.group in broken:
-            skipped.append((seq, f"its atomic group was skipped ({broken[op.group]} changed "
-                                 "since plan)"))
+            skipped.append(
+                (seq, f"its atomic group was skipped ({broken[op.group]} changed since plan)")
+            )
         else:
             keep.append((seq, op))
     return keep
@@ -60,8 +63,7 @@ class Committer:
     `traffic` limiter, every commit (retries and halves included) first waits for its
     operations' tokens, and its answer goes back to the limiter."""
 
-    def __init__(self, store: Store, batch_bytes: int,
-                 traffic: Optional[Limiter] = None) -> None:
+    def __init__(self, store: Store, batch_bytes: int, traffic: Optional[Limiter] = None) -> None:
         self.store = store
         self.batch_bytes = batch_bytes
         self.traffic = traffic
@@ -86,8 +88,9 @@ class Committer:
         self.traffic.done(ticket)
         return rfc3339(when)
 
-    def commit(self, numbered: Numbered, admitted: Optional[Ticket] = None
-               ) -> tuple[Settled, Settled]:
+    def commit(
+        self, numbered: Numbered, admitted: Optional[Ticket] = None
+    ) -> tuple[Settled, Settled]:
         """Commit what still holds; returns ((seq, commit time) committed, (seq, why) skipped).
         `admitted`: the limiter's ticket for the whole batch, taken by the caller (its
         first try goes with it; retries and halves wait for tokens of their own).
@@ -122,8 +125,9 @@ class Committer:
                 return committed + more_committed, skipped + more_skipped
         return committed, skipped
 
-    def _sort_out(self, numbered: Numbered, committed: Settled, skipped: Settled,
-                  ambiguous: bool) -> Numbered:
+    def _sort_out(
+        self, numbered: Numbered, committed: Settled, skipped: Settled, ambiguous: bool
+    ) -> Numbered:
         """Re-read the batch; move landed ops to `committed`, stale ones to `skipped`;
         return the ones still to send."""
         current = self.store.get_many({op.path for _, op in numbered})
@@ -150,8 +154,12 @@ class Committer:
         if len(units) == 1:
             size = sum(len(op.write or b"") for _, op in numbered)
             what = "write" if len(numbered) == 1 else f"atomic group of {len(numbered)} writes"
-            raise WriteTooLarge(numbered[0][1].path, size, self.batch_bytes,
-                                f"{what} (refused by the server: {exc.exc})") from exc
+            raise WriteTooLarge(
+                numbered[0][1].path,
+                size,
+                self.batch_bytes,
+                f"{what} (refused by the server: {exc.exc})",
+            ) from exc
         self.splits += 1
         half = len(units) // 2
         left = self.commit([x for unit in units[:half] for x in unit])
@@ -174,4 +182,3 @@ class Committer:
         left = self._bisect([x for unit in units[:half] for x in unit])
         right = self._bisect([x for unit in units[half:] for x in unit])
         return left[0] + right[0], left[1] + right[1]
-

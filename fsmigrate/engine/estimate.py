@@ -13,13 +13,15 @@ actually did (`actual`), so the two can be compared. Pure: no I/O.
 - seconds_at_ramp: how long the writes take at the ramp schedule and --max-rate (None
   when nothing limits the rate, as on the emulator by default).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+from typing import Any, Optional
 
-from fsmigrate.scripts.operations import DELETE, KINDS, Operation
 from fsmigrate.engine.traffic import Limits
+from fsmigrate.scripts.operations import DELETE, KINDS, Operation
 
 KEYS = ("reads", "writes", "deletes", "archive_bytes", "seconds_at_ramp")
 
@@ -31,8 +33,12 @@ class Tally:
     blind_reads: int = 0
     archive_bytes: int = 0
 
-    def add(self, batch: Iterable[Operation], blind_reads: int = 0,
-            size: Optional[Callable[[Any], int]] = None) -> None:
+    def add(
+        self,
+        batch: Iterable[Operation],
+        blind_reads: int = 0,
+        size: Optional[Callable[[Any], int]] = None,
+    ) -> None:
         """A journaled batch (its blind sets read), how many blind sets it read, and what
         the run keeps of a before-image (`size`: its archive policy)."""
         self.blind_reads += blind_reads
@@ -48,14 +54,19 @@ def document_size(before: Any) -> int:
     return size() if size is not None else len(before.document_bytes())
 
 
-def figures(*, reads: int, counts: Mapping[str, int], archive_bytes: int,
-            limits: Optional[Limits]) -> dict[str, Any]:
+def figures(
+    *, reads: int, counts: Mapping[str, int], archive_bytes: int, limits: Optional[Limits]
+) -> dict[str, Any]:
     """The estimate (or actuals) of one run, from its operation counts by kind."""
     deletes = int(counts.get(DELETE, 0))
     writes = sum(int(counts.get(k, 0)) for k in KINDS if k != DELETE)
-    return {"reads": reads, "writes": writes, "deletes": deletes,
-            "archive_bytes": archive_bytes,
-            "seconds_at_ramp": _seconds(limits, writes + deletes)}
+    return {
+        "reads": reads,
+        "writes": writes,
+        "deletes": deletes,
+        "archive_bytes": archive_bytes,
+        "seconds_at_ramp": _seconds(limits, writes + deletes),
+    }
 
 
 def total(items: Sequence[Mapping[str, Any]], limits: Optional[Limits]) -> dict[str, Any]:
@@ -77,8 +88,10 @@ def describe(fig: Mapping[str, Any]) -> str:
     """One line: '1,053 reads, 5 writes, 1,035 deletes, 396.5 KB to archive, 2.1 s at the
     rate limits' (an apply's figures, which have the `seconds` it took: 'archived')."""
     done = fig.get("seconds") is not None
-    text = (f"{fig['reads']:,} reads, {fig['writes']:,} writes, {fig['deletes']:,} deletes, "
-            f"{human_bytes(fig['archive_bytes'])} {'archived' if done else 'to archive'}")
+    text = (
+        f"{fig['reads']:,} reads, {fig['writes']:,} writes, {fig['deletes']:,} deletes, "
+        f"{human_bytes(fig['archive_bytes'])} {'archived' if done else 'to archive'}"
+    )
     if fig.get("seconds") is not None:
         text += f", in {human_seconds(fig['seconds'])}"
     if fig.get("seconds_at_ramp") is not None:

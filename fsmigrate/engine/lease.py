@@ -8,6 +8,7 @@ stopped renewing: killed, or cut off) or when its holder ran on this host with a
 is no longer alive; a stale lease is taken over with a precondition on the stale one, so
 two processes cannot both take it over.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -18,10 +19,10 @@ import uuid
 from typing import Any, Optional
 
 from fsmigrate import __version__
-from fsmigrate.firestore.emulator import pid_alive
 from fsmigrate.errors import FsMigrateError
-from fsmigrate.state.database import operator_name
+from fsmigrate.firestore.emulator import pid_alive
 from fsmigrate.firestore.store import RESERVED_ROOT, Leases, Store
+from fsmigrate.state.database import operator_name
 
 LOCK_PATH = f"{RESERVED_ROOT}/lock"  # with the default root; see lock_path()
 DEFAULT_TTL = 60.0
@@ -37,23 +38,28 @@ class LockHeld(FsMigrateError):
         super().__init__(
             f"another fsmigrate holds the lock on {target}: {describe(holder)}; wait for it to "
             "finish, or if that process is dead and you cannot wait for the lock to expire, "
-            "run `fsmigrate break-lock`")
+            "run `fsmigrate break-lock`"
+        )
 
 
 class LockLost(FsMigrateError):
     """The lease was taken from us (broken or expired) while the run was going on."""
 
     def __init__(self, target: str, why: str) -> None:
-        super().__init__(f"lost the lock on {target} during the run ({why}); stopped before "
-                         "the next batch; run `fsmigrate upgrade` again to resume")
+        super().__init__(
+            f"lost the lock on {target} during the run ({why}); stopped before "
+            "the next batch; run `fsmigrate upgrade` again to resume"
+        )
 
 
 def describe(holder: dict[str, Any]) -> str:
     expires = holder.get("expires_at")
     when = expires.isoformat(timespec="seconds") if isinstance(expires, dt.datetime) else "?"
-    return (f"{holder.get('operator', '?')}@{holder.get('host', '?')} pid {holder.get('pid', '?')}"
-            f" ({holder.get('command', '?')}, since {_iso(holder.get('acquired_at'))}, "
-            f"expires {when})")
+    return (
+        f"{holder.get('operator', '?')}@{holder.get('host', '?')} pid {holder.get('pid', '?')}"
+        f" ({holder.get('command', '?')}, since {_iso(holder.get('acquired_at'))}, "
+        f"expires {when})"
+    )
 
 
 def _iso(value: Any) -> str:
@@ -94,14 +100,20 @@ class Lease:
         self._lock = threading.Lock()
 
     def _body(self) -> dict[str, Any]:
-        return {"holder": self.holder_id, "host": self.host, "pid": os.getpid(),
-                "operator": operator_name(), "command": self.command,
-                "tool_version": __version__, "acquired_at": self.acquired_at,
-                "expires_at": _now() + dt.timedelta(seconds=self.ttl)}
+        return {
+            "holder": self.holder_id,
+            "host": self.host,
+            "pid": os.getpid(),
+            "operator": operator_name(),
+            "command": self.command,
+            "tool_version": __version__,
+            "acquired_at": self.acquired_at,
+            "expires_at": _now() + dt.timedelta(seconds=self.ttl),
+        }
 
     # ---- taking and giving back ------------------------------------------------------
 
-    def acquire(self) -> "Lease":
+    def acquire(self) -> Lease:
         for _ in range(5):
             created = self.docs.create(self.path, self._body())
             if created is not None:
@@ -122,10 +134,11 @@ class Lease:
         current = self.store.get(self.path)
         raise LockHeld(current.to_dict() if current else {}, self.target)
 
-    def _held(self, update_time: dt.datetime) -> "Lease":
+    def _held(self, update_time: dt.datetime) -> Lease:
         self.update_time = update_time
-        self._thread = threading.Thread(target=self._renew_loop, name="fsmigrate-lease",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._renew_loop, name="fsmigrate-lease", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -138,7 +151,7 @@ class Lease:
                 self.docs.delete(self.path, self.update_time)
             self.update_time = None
 
-    def __enter__(self) -> "Lease":
+    def __enter__(self) -> Lease:
         return self.acquire()
 
     def __exit__(self, *_: Any) -> None:

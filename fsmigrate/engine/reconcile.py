@@ -10,6 +10,7 @@ operation is compared with the document as it is now:
   CHANGED    neither: someone else changed the document; the operation is skipped;
   UNKNOWN    cannot be told apart (a write with server-side transforms): stop and ask.
 """
+
 from __future__ import annotations
 
 from typing import Any, Optional
@@ -34,8 +35,9 @@ def parse_write(raw: bytes) -> Any:
     return write
 
 
-def outcome(kind: str, precondition: Precondition, write_raw: Optional[bytes],
-            current: Optional[Any]) -> str:
+def outcome(
+    kind: str, precondition: Precondition, write_raw: Optional[bytes], current: Optional[Any]
+) -> str:
     """Classify one journaled operation against `current` (a store Doc or None)."""
     if precondition.holds_for(current) and not (kind == DELETE and current is None):
         return NOT_SENT

@@ -162,4 +162,3 @@ class ScriptRaised(Exception):
     def __init__(self, exc: BaseException) -> None:
         super().__init__(str(exc))
         self.exc = exc
-

@@ -13,8 +13,9 @@ hands the same `Run` to its coordinator instead (`run.Distributor`).
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Iterable, Iterator, Optional
+from typing import Any, Optional
 
 from fsmigrate.engine import reconcile, testhooks
 from fsmigrate.engine.batching import (
@@ -59,8 +60,17 @@ from fsmigrate.state.database import OpRecord, State, new_id
 from fsmigrate.state.runs import RunResult
 
 __all__ = [
-    "APPLY", "DEFAULT_BATCH_BYTES", "DRY_RUN", "MAX_BATCH", "MAX_BATCH_BYTES",
-    "MAX_CONCURRENCY", "MIN_BATCH_BYTES", "NoProgress", "Progress", "Run", "Runner",
+    "APPLY",
+    "DEFAULT_BATCH_BYTES",
+    "DRY_RUN",
+    "MAX_BATCH",
+    "MAX_BATCH_BYTES",
+    "MAX_CONCURRENCY",
+    "MIN_BATCH_BYTES",
+    "NoProgress",
+    "Progress",
+    "Run",
+    "Runner",
 ]
 
 MAX_CONCURRENCY = 16
@@ -70,8 +80,9 @@ class _InFlight:
     """The batches of one run handed to commit threads and not yet settled."""
 
     def __init__(self, concurrency: int) -> None:
-        self.pool = ThreadPoolExecutor(max_workers=concurrency,
-                                       thread_name_prefix="fsmigrate-commit")
+        self.pool = ThreadPoolExecutor(
+            max_workers=concurrency, thread_name_prefix="fsmigrate-commit"
+        )
         self.batches: deque[tuple[str, int, Future]] = deque()
 
 
@@ -79,24 +90,43 @@ class Runner:
     """Runs migrations against one target; the local `Distributor` (plans and commits in
     this process, `concurrency` commit threads), unless another one is given."""
 
-    def __init__(self, store: Store, state: State, chain: Chain, *, batch_size: int = MAX_BATCH,
-                 page_size: Optional[int] = None, progress: Optional[Progress] = None,
-                 guard: Optional[Callable[[], None]] = None, concurrency: int = 1,
-                 markers: Optional[Any] = None, batch_bytes: int = DEFAULT_BATCH_BYTES,
-                 limits: Optional[Limits] = None, traffic: Optional[Limiter] = None,
-                 capture_writes: bool = False, distributor: Optional[Distributor] = None,
-                 lease_holder: Optional[str] = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        state: State,
+        chain: Chain,
+        *,
+        batch_size: int = MAX_BATCH,
+        page_size: Optional[int] = None,
+        progress: Optional[Progress] = None,
+        guard: Optional[Callable[[], None]] = None,
+        concurrency: int = 1,
+        markers: Optional[Any] = None,
+        batch_bytes: int = DEFAULT_BATCH_BYTES,
+        limits: Optional[Limits] = None,
+        traffic: Optional[Limiter] = None,
+        capture_writes: bool = False,
+        distributor: Optional[Distributor] = None,
+        lease_holder: Optional[str] = None,
+    ) -> None:
         if not 1 <= batch_size <= MAX_BATCH:
             raise UsageError(f"--batch-size must be between 1 and {MAX_BATCH}, got {batch_size}")
         if not MIN_BATCH_BYTES <= batch_bytes <= MAX_BATCH_BYTES:
-            raise UsageError(f"--batch-bytes must be between {MIN_BATCH_BYTES} and "
-                             f"{MAX_BATCH_BYTES}, got {batch_bytes}")
+            raise UsageError(
+                f"--batch-bytes must be between {MIN_BATCH_BYTES} and "
+                f"{MAX_BATCH_BYTES}, got {batch_bytes}"
+            )
         if not 1 <= concurrency <= MAX_CONCURRENCY:
-            raise UsageError(f"--concurrency must be between 1 and {MAX_CONCURRENCY}, "
-                             f"got {concurrency}")
-        self.settings = RunSettings(batch_size=batch_size, batch_bytes=batch_bytes,
-                                    concurrency=concurrency, capture_writes=capture_writes,
-                                    lease_holder=lease_holder)
+            raise UsageError(
+                f"--concurrency must be between 1 and {MAX_CONCURRENCY}, got {concurrency}"
+            )
+        self.settings = RunSettings(
+            batch_size=batch_size,
+            batch_bytes=batch_bytes,
+            concurrency=concurrency,
+            capture_writes=capture_writes,
+            lease_holder=lease_holder,
+        )
         # what the writes of one commit may take: the request's own bytes come off the top
         self._payload_bytes = batch_bytes - store.commit_size(())
         self.committer = Committer(store, batch_bytes, traffic)
@@ -126,30 +156,55 @@ class Runner:
 
     def upgrade(self, *, dry_run: bool, to: Optional[str] = None) -> list[RunResult]:
         invocation = new_id()
-        return [self.run(script, dry_run=dry_run, invocation=invocation)
-                for script in self.pending(to)]
+        return [
+            self.run(script, dry_run=dry_run, invocation=invocation) for script in self.pending(to)
+        ]
 
     # ---- one migration -------------------------------------------------------------
 
-    def run(self, script: Script, *, dry_run: bool, invocation: str,
-            kind: str = "upgrade", source: Optional[str] = None,
-            plan_digest: Optional[str] = None) -> RunResult:
+    def run(
+        self,
+        script: Script,
+        *,
+        dry_run: bool,
+        invocation: str,
+        kind: str = "upgrade",
+        source: Optional[str] = None,
+        plan_digest: Optional[str] = None,
+    ) -> RunResult:
         """Plan (dry-run) or apply one migration. An apply first resumes an unfinished
         earlier apply of the same revision: it settles that run's in-flight operations by
         re-reading them, redoes the ones that never landed, and skips what committed."""
         mode = DRY_RUN if dry_run else APPLY
         prior = None if dry_run or kind == "restore" else self._unfinished(script)
         run_id = self.state.start_run(
-            invocation=invocation, project=self.target.project, database=self.target.database,
-            revision=script.revision, checksum=script.checksum, description=script.description,
-            mode=mode, kind=kind, resumes=prior["id"] if prior else None, source=source,
-            plan_digest=plan_digest)
+            invocation=invocation,
+            project=self.target.project,
+            database=self.target.database,
+            revision=script.revision,
+            checksum=script.checksum,
+            description=script.description,
+            mode=mode,
+            kind=kind,
+            resumes=prior["id"] if prior else None,
+            source=source,
+            plan_digest=plan_digest,
+        )
         policy = archive.policy(script.archive)
         self.state.set_archive_policy(run_id, policy.name)
-        run = Run(run_id=run_id, script=script, dry_run=dry_run, store=self.store,
-                  state=self.state, committer=self.committer, progress=self.progress,
-                  settings=self.settings, limits=self.limits,
-                  traffic=None if dry_run else self.traffic, policy=policy)
+        run = Run(
+            run_id=run_id,
+            script=script,
+            dry_run=dry_run,
+            store=self.store,
+            state=self.state,
+            committer=self.committer,
+            progress=self.progress,
+            settings=self.settings,
+            limits=self.limits,
+            traffic=None if dry_run else self.traffic,
+            policy=policy,
+        )
         earlier = self.state.resume_chain(prior["id"]) if prior else []
         self.progress.start(script, mode)
         if self.traffic is not None:
@@ -159,15 +214,22 @@ class Runner:
             self._run_checked(run, prior, earlier)
         finally:
             if self.committer.splits:
-                run.note(f"{self.committer.splits} commit(s) refused by Firestore as too large "
-                         f"were split and sent again (--batch-bytes {self.batch_bytes:,})")
+                run.note(
+                    f"{self.committer.splits} commit(s) refused by Firestore as too large "
+                    f"were split and sent again (--batch-bytes {self.batch_bytes:,})"
+                )
         applies_revision = not dry_run and kind != "restore"
         if applies_revision and self.markers is not None:
             testhooks.reached("before-marker")
             try:  # the shared record first: a crash after it is completed from the marker
-                self.markers.write(revision=script.revision, checksum=script.checksum,
-                                   description=script.description, run_id=run_id, kind=kind,
-                                   counts={k: v for k, v in run.counts.items() if v})
+                self.markers.write(
+                    revision=script.revision,
+                    checksum=script.checksum,
+                    description=script.description,
+                    run_id=run_id,
+                    kind=kind,
+                    counts={k: v for k, v in run.counts.items() if v},
+                )
                 testhooks.reached("after-marker")
             except FirestoreError as exc:
                 self._fail(run, exc, "firestore")
@@ -184,14 +246,22 @@ class Runner:
         target = self.target
         applied = self.state.applied(target.project, target.database)
         if script.revision not in applied:
-            self.state.mark_applied(project=target.project, database=target.database,
-                                    revision=script.revision, checksum=script.checksum,
-                                    run_id=run_id)
+            self.state.mark_applied(
+                project=target.project,
+                database=target.database,
+                revision=script.revision,
+                checksum=script.checksum,
+                run_id=run_id,
+            )
         elif applied[script.revision]["checksum"] != script.checksum:
             # a repeatable script's new version, run now: it is the one applied
-            self.state.record_new_version(project=target.project, database=target.database,
-                                          revision=script.revision,
-                                          checksum=script.checksum, run_id=run_id)
+            self.state.record_new_version(
+                project=target.project,
+                database=target.database,
+                revision=script.revision,
+                checksum=script.checksum,
+                run_id=run_id,
+            )
 
     def _run_checked(self, run: Run, prior: Any, earlier: list[str]) -> None:
         """Resume what an interrupted run left, then plan and write through the
@@ -206,8 +276,9 @@ class Runner:
             self.distributor.distribute(run)
         except ScriptRaised as wrapped:
             self._fail(run, wrapped.exc, "migration")
-            raise MigrationFailed(run.revision, run.run_id, wrapped.exc,
-                                  self._committed(run.run_id)) from wrapped.exc
+            raise MigrationFailed(
+                run.revision, run.run_id, wrapped.exc, self._committed(run.run_id)
+            ) from wrapped.exc
         except PlanError as exc:
             self._fail(run, exc, "migration")
             raise
@@ -228,8 +299,14 @@ class Runner:
     def distribute(self, run: Run) -> None:
         """Plan and write in this process: batches journaled, then committed by up to
         `concurrency` commit threads while the next batch is planned."""
-        run.context = Context(self.store, run.revision, run.dry_run, self.page_size, run.note,
-                              partitions=self.settings.concurrency)
+        run.context = Context(
+            self.store,
+            run.revision,
+            run.dry_run,
+            self.page_size,
+            run.note,
+            partitions=self.settings.concurrency,
+        )
         flight = _InFlight(self.settings.concurrency)
         try:
             for batch, barrier in self._batched(run, self._operations(run, run.context)):
@@ -252,8 +329,11 @@ class Runner:
         last = self.state.last_apply(self.target.project, self.target.database, script.revision)
         if last is None or last["status"] == "succeeded":
             return None
-        if (last["status"] == "failed" and last["error_kind"] == "migration"
-                and last["checksum"] == script.checksum):
+        if (
+            last["status"] == "failed"
+            and last["error_kind"] == "migration"
+            and last["checksum"] == script.checksum
+        ):
             raise MigrationBlocked(script.revision, last["id"], last["error"] or "")
         return last
 
@@ -283,8 +363,11 @@ class Runner:
         if not group.ops:
             return
         if len(group.ops) > self.batch_size:
-            raise PlanError(run.revision, f"an atomic group of {len(group.ops)} operations "
-                                          f"does not fit in a batch of {self.batch_size}")
+            raise PlanError(
+                run.revision,
+                f"an atomic group of {len(group.ops)} operations "
+                f"does not fit in a batch of {self.batch_size}",
+            )
         run.groups += 1
         for op in group.ops:
             problem = check_operation(op)
@@ -295,8 +378,9 @@ class Runner:
 
     def _fail(self, run: Run, exc: BaseException, kind: str) -> None:
         error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        self.state.finish_run(run.run_id, status="failed", counts=run.counts, error=error,
-                              error_kind=kind)
+        self.state.finish_run(
+            run.run_id, status="failed", counts=run.counts, error=error, error_kind=kind
+        )
         self._record_retries(run.run_id)
         self._record_usage(run)
 
@@ -311,12 +395,20 @@ class Runner:
             done = run.counts
             traffic = self.limits.to_json() if self.limits is not None else None
         else:
-            done = {kind: by_status.get("committed", 0)
-                    for kind, by_status in self.state.op_counts(run.run_id).items()}
-            traffic = (self.traffic.report() if self.traffic is not None
-                       else self.limits.to_json() if self.limits is not None else None)
-        usage = figures(reads=run.reads, counts=done, archive_bytes=run.tally.archive_bytes,
-                        limits=self.limits)
+            done = {
+                kind: by_status.get("committed", 0)
+                for kind, by_status in self.state.op_counts(run.run_id).items()
+            }
+            traffic = (
+                self.traffic.report()
+                if self.traffic is not None
+                else self.limits.to_json()
+                if self.limits is not None
+                else None
+            )
+        usage = figures(
+            reads=run.reads, counts=done, archive_bytes=run.tally.archive_bytes, limits=self.limits
+        )
         if not run.dry_run:
             usage["seconds"] = round(run.elapsed(), 3)
         self.state.record_usage(run.run_id, traffic=traffic, estimate=usage)
@@ -327,18 +419,26 @@ class Runner:
     # ---- batches -------------------------------------------------------------------
 
     def _batched(self, run: Run, ops: Iterable[Any]) -> Iterator[tuple[list[Any], bool]]:
-        return batches(ops, self.batch_size, lambda unit: self._unit_bytes(run, unit),
-                       self._payload_bytes, in_flight=self.settings.concurrency - 1)
+        return batches(
+            ops,
+            self.batch_size,
+            lambda unit: self._unit_bytes(run, unit),
+            self._payload_bytes,
+            in_flight=self.settings.concurrency - 1,
+        )
 
     def _unit_bytes(self, run: Run, unit: list[Operation]) -> int:
         """The bytes a unit (one operation, or an atomic group) adds to a commit request;
         a unit that cannot fit in any commit is refused, naming its document."""
-        total = sum(encoded_bytes(self.store, op, lambda o: self._write(run, o))
-                    for op in unit)
+        total = sum(encoded_bytes(self.store, op, lambda o: self._write(run, o)) for op in unit)
         if total > self._payload_bytes:
             what = "write" if len(unit) == 1 else f"atomic group of {len(unit)} writes"
-            raise WriteTooLarge(unit[0].path, self.store.commit_size(
-                [total]) - 1 - varint_len(total), self.batch_bytes, what)
+            raise WriteTooLarge(
+                unit[0].path,
+                self.store.commit_size([total]) - 1 - varint_len(total),
+                self.batch_bytes,
+                what,
+            )
         return total
 
     def _run_batch(self, run: Run, flight: _InFlight, batch: list[Operation]) -> None:
@@ -377,10 +477,20 @@ class Runner:
         for seq, op in numbered:
             write = self._write(run, op) if keep else None
             before = self._image(run, op) if check else None
-            records.append(OpRecord(
-                seq=seq, kind=op.kind, path=op.path, precondition=op.precondition,
-                before=before if keep else None, after=None, status=status, write=write,
-                group=op.group, label=op.label))
+            records.append(
+                OpRecord(
+                    seq=seq,
+                    kind=op.kind,
+                    path=op.path,
+                    precondition=op.precondition,
+                    before=before if keep else None,
+                    after=None,
+                    status=status,
+                    write=write,
+                    group=op.group,
+                    label=op.label,
+                )
+            )
             op.write = write
         self.state.record_ops(run.run_id, number, records)
 
@@ -397,9 +507,12 @@ class Runner:
         try:
             return run.policy.image(op.before)
         except Exception as exc:
-            raise ScriptRaised(RuntimeError(
-                f"the archive function ({run.policy.name}) failed on {op.path}: "
-                f"{type(exc).__name__}: {exc}")) from exc
+            raise ScriptRaised(
+                RuntimeError(
+                    f"the archive function ({run.policy.name}) failed on {op.path}: "
+                    f"{type(exc).__name__}: {exc}"
+                )
+            ) from exc
 
     def _write(self, run: Run, op: Operation) -> bytes:
         try:
@@ -407,8 +520,7 @@ class Runner:
         except (TypeError, ValueError) as exc:
             raise PlanError(run.revision, f"{op.kind} of {op.path}: {exc}") from exc
 
-    def _apply_batch(self, run: Run, flight: _InFlight, number: int,
-                     numbered: Numbered) -> None:
+    def _apply_batch(self, run: Run, flight: _InFlight, number: int, numbered: Numbered) -> None:
         """Journal the batch, then hand its commit to a commit thread, so the next batch is
         planned (and read, and archived) while this one is on the wire. At most
         `concurrency` batches are journaled and unsettled at any time. With a traffic
@@ -423,8 +535,9 @@ class Runner:
         future = flight.pool.submit(self._send, number, numbered, ticket)
         flight.batches.append((run.run_id, number, future))
 
-    def _send(self, number: int, numbered: Numbered,
-              ticket: Optional[Ticket] = None) -> tuple[Settled, Settled]:
+    def _send(
+        self, number: int, numbered: Numbered, ticket: Optional[Ticket] = None
+    ) -> tuple[Settled, Settled]:
         testhooks.reached("before-commit", number)
         outcome = self.committer.commit(numbered, ticket)
         testhooks.reached("after-commit", number)
@@ -461,18 +574,38 @@ class Runner:
             outcome = found[(row["run_id"], row["seq"])]
             key = (row["run_id"], row["grp"])
             if outcome == reconcile.LANDED:
-                updates.append(("committed", "landed before the interruption (re-read)",
-                                row["seq"], row["run_id"]))
+                updates.append(
+                    (
+                        "committed",
+                        "landed before the interruption (re-read)",
+                        row["seq"],
+                        row["run_id"],
+                    )
+                )
             elif outcome == reconcile.CHANGED or key in broken:
-                why = pre.why_not(docs.get(row["path"])) if outcome == reconcile.CHANGED \
+                why = (
+                    pre.why_not(docs.get(row["path"]))
+                    if outcome == reconcile.CHANGED
                     else "its atomic group was skipped (changed since plan)"
+                )
                 updates.append(("skipped", why, row["seq"], row["run_id"]))
             else:
-                updates.append(("failed", f"not applied before the interruption; redone "
-                                f"by run {run.run_id}", row["seq"], row["run_id"]))
-                op = Operation(row["kind"], row["path"], precondition=pre,
-                               before=Archived(row["path"], row["before"]),
-                               write=row["write"], label=row["label"])
+                updates.append(
+                    (
+                        "failed",
+                        f"not applied before the interruption; redone by run {run.run_id}",
+                        row["seq"],
+                        row["run_id"],
+                    )
+                )
+                op = Operation(
+                    row["kind"],
+                    row["path"],
+                    precondition=pre,
+                    before=Archived(row["path"], row["before"]),
+                    write=row["write"],
+                    label=row["label"],
+                )
                 if row["grp"] is None:
                     redo.append(op)
                 elif key in groups:

@@ -12,8 +12,9 @@ from fsmigrate.firestore.store import Store
 from fsmigrate.scripts.operations import Precondition
 
 
-def reread_pending(store: Store, pending: list[Any], chunk: int
-                   ) -> tuple[dict[tuple[str, int], str], dict[str, Any], set[tuple[str, Any]]]:
+def reread_pending(
+    store: Store, pending: list[Any], chunk: int
+) -> tuple[dict[tuple[str, int], str], dict[str, Any], set[tuple[str, Any]]]:
     """Journaled operations whose outcome is unknown, settled by re-reading their documents:
     the outcome of each ((run id, seq) -> reconcile.LANDED / NOT_SENT / CHANGED), the
     documents read, and the atomic groups ((run id, group)) broken by a changed member.
@@ -23,11 +24,18 @@ def reread_pending(store: Store, pending: list[Any], chunk: int
     for rows in chunks(pending, chunk):
         docs.update(store.get_many({r["path"] for r in rows}))
         for row in rows:
-            outcome = reconcile.outcome(row["kind"], Precondition.from_json(
-                row["precondition"]), row["write"], docs.get(row["path"]))
+            outcome = reconcile.outcome(
+                row["kind"],
+                Precondition.from_json(row["precondition"]),
+                row["write"],
+                docs.get(row["path"]),
+            )
             if outcome == reconcile.UNKNOWN:
                 raise ReconcileError(row["path"], row["kind"], row["run_id"])
             found[(row["run_id"], row["seq"])] = outcome
-    broken = {(r["run_id"], r["grp"]) for r in pending if r["grp"] is not None
-              and found[(r["run_id"], r["seq"])] == reconcile.CHANGED}
+    broken = {
+        (r["run_id"], r["grp"])
+        for r in pending
+        if r["grp"] is not None and found[(r["run_id"], r["seq"])] == reconcile.CHANGED
+    }
     return found, docs, broken

@@ -6,6 +6,7 @@ FSMIGRATE_TEST_CRASH="<point>:<batch>"  SIGKILL this process when it reaches tha
 FSMIGRATE_TEST_PAUSE="<point>:<seconds>"  sleep at that point (points: after-lock).
 The crash tests use them to stop a real apply at an exact place.
 """
+
 from __future__ import annotations
 
 import os

@@ -28,6 +28,7 @@ Pure and thread-safe; the clock and sleep are injectable for tests. (The Firesto
 client's own `RateLimiter` cannot serve: it does not block, is not thread-safe, reads the
 wall clock and knows no throttling.)
 """
+
 from __future__ import annotations
 
 import math
@@ -35,22 +36,23 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Optional
 
 from fsmigrate.errors import UsageError
 
-DEFAULT_START = 500.0      # operations per second
-DEFAULT_FACTOR = 1.5       # +50% ...
-DEFAULT_PERIOD = 300.0     # ... every 5 minutes
-MIN_RATE = 10.0            # throttling never cuts below this (or below --max-rate)
-CUT = 0.5                  # what a throttling answer leaves of the limit
-OVERLOAD_RATIO = 1.25      # the SRE book's K: recover only while attempted <= K x accepted
-SAMPLE_SECONDS = 120.0     # the window of that ratio (Beam's samplePeriod)
+DEFAULT_START = 500.0  # operations per second
+DEFAULT_FACTOR = 1.5  # +50% ...
+DEFAULT_PERIOD = 300.0  # ... every 5 minutes
+MIN_RATE = 10.0  # throttling never cuts below this (or below --max-rate)
+CUT = 0.5  # what a throttling answer leaves of the limit
+OVERLOAD_RATIO = 1.25  # the SRE book's K: recover only while attempted <= K x accepted
+SAMPLE_SECONDS = 120.0  # the window of that ratio (Beam's samplePeriod)
 SAMPLE_BUCKET = 10.0
 THROTTLING_CODES = ("RESOURCE_EXHAUSTED", "ABORTED", "DEADLINE_EXCEEDED")
 RAMP_ENV = "FSMIGRATE_RAMP"
-_MAX_STEPS = 400           # 1.5 ** 400 is beyond any real rate; avoids overflow
+_MAX_STEPS = 400  # 1.5 ** 400 is beyond any real rate; avoids overflow
 
 
 @dataclass(frozen=True)
@@ -63,12 +65,14 @@ class Schedule:
 
     def __post_init__(self) -> None:
         if not (self.start > 0 and self.factor >= 1 and self.period > 0):
-            raise UsageError(f"a ramp needs start > 0, growth >= 0% and a period > 0, got "
-                             f"{self.start:g}/{(self.factor - 1) * 100:g}/"
-                             f"{self.period / 60:g}")
+            raise UsageError(
+                f"a ramp needs start > 0, growth >= 0% and a period > 0, got "
+                f"{self.start:g}/{(self.factor - 1) * 100:g}/"
+                f"{self.period / 60:g}"
+            )
 
     @classmethod
-    def parse(cls, text: str) -> "Schedule":
+    def parse(cls, text: str) -> Schedule:
         """'START/PERCENT/MINUTES', e.g. '500/50/5' (the default): 500 ops/s, +50% every
         5 minutes."""
         parts = text.strip().split("/")
@@ -77,8 +81,9 @@ class Schedule:
                 raise ValueError("three numbers expected")
             start, percent, minutes = (float(p) for p in parts)
         except ValueError as exc:
-            raise UsageError(f"{RAMP_ENV}={text!r}: expected START/PERCENT/MINUTES such as "
-                             f"500/50/5 ({exc})") from exc
+            raise UsageError(
+                f"{RAMP_ENV}={text!r}: expected START/PERCENT/MINUTES such as 500/50/5 ({exc})"
+            ) from exc
         if not all(math.isfinite(x) for x in (start, percent, minutes)):
             raise UsageError(f"{RAMP_ENV}={text!r}: numbers must be finite")
         return cls(start=start, factor=1 + percent / 100, period=minutes * 60)
@@ -86,7 +91,7 @@ class Schedule:
     def rate_at(self, elapsed: float) -> float:
         """The limit `elapsed` seconds into a ramp whose traffic kept up with it."""
         steps = min(_MAX_STEPS, int(max(0.0, elapsed) // self.period))
-        return self.start * self.factor ** steps
+        return self.start * self.factor**steps
 
     def seconds_for(self, ops: int, cap: Optional[float] = None) -> float:
         """How long `ops` operations take at this schedule (at most `cap` per second)."""
@@ -108,12 +113,13 @@ class Schedule:
         return {"start": self.start, "factor": self.factor, "period_seconds": self.period}
 
     @classmethod
-    def from_json(cls, obj: Mapping[str, Any]) -> "Schedule":
+    def from_json(cls, obj: Mapping[str, Any]) -> Schedule:
         return cls(float(obj["start"]), float(obj["factor"]), float(obj["period_seconds"]))
 
     def describe(self) -> str:
-        return (f"{self.start:,.0f} ops/s, +{(self.factor - 1) * 100:g}% every "
-                f"{_duration(self.period)}")
+        return (
+            f"{self.start:,.0f} ops/s, +{(self.factor - 1) * 100:g}% every {_duration(self.period)}"
+        )
 
 
 @dataclass(frozen=True)
@@ -140,18 +146,21 @@ class Limits:
         return None
 
     def to_json(self) -> dict[str, Any]:
-        return {"max_rate": self.max_rate,
-                "ramp": self.ramp.to_json() if self.ramp else None,
-                "adaptive": self.adaptive,
-                "recovery": self.recovery.to_json()}
+        return {
+            "max_rate": self.max_rate,
+            "ramp": self.ramp.to_json() if self.ramp else None,
+            "adaptive": self.adaptive,
+            "recovery": self.recovery.to_json(),
+        }
 
     @classmethod
-    def from_json(cls, obj: Mapping[str, Any]) -> "Limits":
-        return cls(max_rate=obj.get("max_rate"),
-                   ramp=Schedule.from_json(obj["ramp"]) if obj.get("ramp") else None,
-                   adaptive=bool(obj.get("adaptive")),
-                   recovery=Schedule.from_json(obj["recovery"]) if obj.get("recovery")
-                   else Schedule())
+    def from_json(cls, obj: Mapping[str, Any]) -> Limits:
+        return cls(
+            max_rate=obj.get("max_rate"),
+            ramp=Schedule.from_json(obj["ramp"]) if obj.get("ramp") else None,
+            adaptive=bool(obj.get("adaptive")),
+            recovery=Schedule.from_json(obj["recovery"]) if obj.get("recovery") else Schedule(),
+        )
 
     def describe(self) -> str:
         parts = []
@@ -166,30 +175,39 @@ class Limits:
         return ", ".join(parts)
 
 
-def resolve(*, emulator: bool, max_rate: Optional[float] = None, ramp: Optional[bool] = None,
-            ramp_start: Optional[float] = None,
-            environ: Optional[Mapping[str, str]] = None) -> Limits:
+def resolve(
+    *,
+    emulator: bool,
+    max_rate: Optional[float] = None,
+    ramp: Optional[bool] = None,
+    ramp_start: Optional[float] = None,
+    environ: Optional[Mapping[str, str]] = None,
+) -> Limits:
     """The limits of a command: the ramp is on against a real project and off on the
     emulator unless `ramp` says otherwise (a `ramp_start` turns it on); FSMIGRATE_RAMP
     sets the schedule; adaptive throttling comes with any limit, and always against a real
     project. Bad values are a UsageError, raised before anything is written."""
     env = os.environ if environ is None else environ
     if max_rate is not None and not (max_rate > 0 and math.isfinite(max_rate)):
-        raise UsageError(f"--max-rate must be a positive number of operations per second, "
-                         f"got {max_rate}")
+        raise UsageError(
+            f"--max-rate must be a positive number of operations per second, got {max_rate}"
+        )
     if ramp_start is not None and not (ramp_start > 0 and math.isfinite(ramp_start)):
-        raise UsageError(f"--ramp-start must be a positive number of operations per second, "
-                         f"got {ramp_start}")
+        raise UsageError(
+            f"--ramp-start must be a positive number of operations per second, got {ramp_start}"
+        )
     if ramp is False and ramp_start is not None:
         raise UsageError("--ramp-start sets the ramp that --no-ramp turns off; pass one of them")
     schedule = Schedule.parse(env[RAMP_ENV]) if env.get(RAMP_ENV) else Schedule()
     if ramp_start is not None:
         schedule = replace(schedule, start=float(ramp_start))
     on = ramp if ramp is not None else (not emulator or ramp_start is not None)
-    return Limits(max_rate=float(max_rate) if max_rate is not None else None,
-                  ramp=schedule if on else None,
-                  adaptive=on or max_rate is not None or not emulator,
-                  recovery=schedule)
+    return Limits(
+        max_rate=float(max_rate) if max_rate is not None else None,
+        ramp=schedule if on else None,
+        adaptive=on or max_rate is not None or not emulator,
+        recovery=schedule,
+    )
 
 
 @dataclass(frozen=True)
@@ -213,18 +231,25 @@ class Stats:
     waited_seconds: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
-        return {"throttle_events": self.throttle_events, "by_code": dict(self.by_code),
-                "cuts": self.cuts,
-                "lowest_rate": _rounded(self.lowest_rate),
-                "final_rate": _rounded(self.final_rate),
-                "waited_seconds": round(self.waited_seconds, 3)}
+        return {
+            "throttle_events": self.throttle_events,
+            "by_code": dict(self.by_code),
+            "cuts": self.cuts,
+            "lowest_rate": _rounded(self.lowest_rate),
+            "final_rate": _rounded(self.final_rate),
+            "waited_seconds": round(self.waited_seconds, 3),
+        }
 
 
 class Limiter:
     """The token bucket every commit waits on (see the module docstring)."""
 
-    def __init__(self, limits: Limits, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        limits: Limits,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.limits = limits
         self._clock = clock
         self._sleep = sleep
@@ -327,9 +352,12 @@ class Limiter:
         if periods <= 0:
             return
         rate = min(self._limit, self._cap)
-        if (self._limit < self._cap and rate < math.inf
-                and self._used >= 0.5 * rate * self._growth.period
-                and not self._overloaded(now)):
+        if (
+            self._limit < self._cap
+            and rate < math.inf
+            and self._used >= 0.5 * rate * self._growth.period
+            and not self._overloaded(now)
+        ):
             self._limit = min(self._cap, self._limit * self._growth.factor)
         self._period_start += periods * self._growth.period  # idle periods earn nothing
         self._used = 0.0

@@ -25,6 +25,7 @@ map                     object; a map with exactly one key that starts with
 Functions accept proto-plus wrappers (``types.Value``, ``types.Document``) or the
 raw protobuf messages underneath; they never touch the network.
 """
+
 from __future__ import annotations
 
 import base64
@@ -33,17 +34,28 @@ import datetime as dt
 import json
 import math
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from google.cloud.firestore_v1 import _helpers, types
 from google.protobuf import timestamp_pb2
 
 __all__ = [
-    "document_to_bytes", "bytes_to_document", "make_document", "document_path",
-    "encode_data", "decode_fields",
-    "format_timestamp", "parse_timestamp",
-    "value_to_json", "json_to_value", "fields_to_json", "json_to_fields",
-    "document_to_json", "json_to_document", "render_json",
+    "document_to_bytes",
+    "bytes_to_document",
+    "make_document",
+    "document_path",
+    "encode_data",
+    "decode_fields",
+    "format_timestamp",
+    "parse_timestamp",
+    "value_to_json",
+    "json_to_value",
+    "fields_to_json",
+    "json_to_fields",
+    "document_to_json",
+    "json_to_document",
+    "render_json",
 ]
 
 _ValuePb = types.Value.pb()
@@ -51,9 +63,7 @@ _DocumentPb = types.Document.pb()
 _UTC = dt.timezone.utc
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=_UTC)
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-_TIMESTAMP_RE = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?Z"
-)
+_TIMESTAMP_RE = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?Z")
 _NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
@@ -93,8 +103,14 @@ def make_document(
 def document_path(name: str) -> str:
     """``projects/p/databases/d/documents/a/b`` -> ``a/b``."""
     parts = name.split("/")
-    if (len(parts) < 7 or len(parts) % 2 == 0 or parts[0] != "projects"
-            or parts[2] != "databases" or parts[4] != "documents" or "" in parts):
+    if (
+        len(parts) < 7
+        or len(parts) % 2 == 0
+        or parts[0] != "projects"
+        or parts[2] != "databases"
+        or parts[4] != "documents"
+        or "" in parts
+    ):
         raise ValueError(f"not a document resource name: {name!r}")
     return "/".join(parts[5:])
 
@@ -126,12 +142,16 @@ def format_timestamp(ts: timestamp_pb2.Timestamp) -> str:
         t = _EPOCH + dt.timedelta(seconds=ts.seconds)
     except OverflowError:
         raise ValueError(f"timestamp seconds out of range: {ts.seconds}") from None
-    text = (f"{t.year:04d}-{t.month:02d}-{t.day:02d}"
-            f"T{t.hour:02d}:{t.minute:02d}:{t.second:02d}")
+    text = f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}"
     n = ts.nanos
     if n:
-        text += (f".{n // 1_000_000:03d}" if n % 1_000_000 == 0
-                 else f".{n // 1000:06d}" if n % 1000 == 0 else f".{n:09d}")
+        text += (
+            f".{n // 1_000_000:03d}"
+            if n % 1_000_000 == 0
+            else f".{n // 1000:06d}"
+            if n % 1000 == 0
+            else f".{n:09d}"
+        )
     return text + "Z"
 
 
@@ -271,9 +291,14 @@ def _fill_typed(pb: Any, key: str, arg: Any) -> None:
     elif key == "$timestamp":
         pb.timestamp_value.CopyFrom(parse_timestamp(arg))
     elif key == "$geo":
-        if not (isinstance(arg, list) and len(arg) == 2 and all(
-                isinstance(x, (int, float)) and not isinstance(x, bool)
-                and math.isfinite(x) for x in arg)):
+        if not (
+            isinstance(arg, list)
+            and len(arg) == 2
+            and all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+                for x in arg
+            )
+        ):
             raise ValueError(f"$geo must be [latitude, longitude]: {arg!r}")
         pb.geo_point_value.SetInParent()
         pb.geo_point_value.latitude, pb.geo_point_value.longitude = float(arg[0]), float(arg[1])
@@ -282,7 +307,7 @@ def _fill_typed(pb: Any, key: str, arg: Any) -> None:
             raise ValueError(f"$ref must be a string: {arg!r}")
         pb.reference_value = arg
     else:
-        raise ValueError(f"unknown typed value {key!r} (escape maps like this as {{\"$map\": ...}})")
+        raise ValueError(f'unknown typed value {key!r} (escape maps like this as {{"$map": ...}})')
 
 
 def fields_to_json(fields: Mapping[str, types.Value]) -> dict[str, Any]:
@@ -310,11 +335,11 @@ def document_to_json(doc: types.Document) -> dict[str, Any]:
 
 def json_to_document(obj: Mapping[str, Any]) -> types.Document:
     if not isinstance(obj, Mapping) or not isinstance(obj.get("name"), str):
-        raise ValueError("a document must be a JSON object with a string \"name\"")
+        raise ValueError('a document must be a JSON object with a string "name"')
     pb = _DocumentPb(name=obj["name"])
     fields = obj.get("fields", {})
     if not isinstance(fields, Mapping):
-        raise ValueError("document \"fields\" must be a JSON object")
+        raise ValueError('document "fields" must be a JSON object')
     for key, item in fields.items():
         _fill(pb.fields[key], item)
     for attr in ("create_time", "update_time"):
@@ -324,5 +349,6 @@ def json_to_document(obj: Mapping[str, Any]) -> types.Document:
 
 
 def render_json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, ensure_ascii=False, allow_nan=False,
-                      separators=(",", ":"))
+    return json.dumps(
+        obj, sort_keys=True, ensure_ascii=False, allow_nan=False, separators=(",", ":")
+    )

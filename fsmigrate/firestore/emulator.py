@@ -3,6 +3,7 @@
 Only loopback addresses are accepted, and only processes started here (recorded by
 PID) are ever stopped. Errors are raised from `fsmigrate.errors`; nothing is printed.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -17,9 +18,9 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Mapping
 
 from fsmigrate.errors import EmulatorError, EmulatorNotFound, UsageError
 
@@ -61,7 +62,9 @@ def find_java(env: Mapping[str, str] = os.environ) -> str:
         java = Path(env["JAVA_HOME"]) / "bin" / "java"
         if java.is_file():
             return str(java)
-        raise EmulatorError(f"JAVA_HOME is {env['JAVA_HOME']} but {java} does not exist; {JAVA_HINT}")
+        raise EmulatorError(
+            f"JAVA_HOME is {env['JAVA_HOME']} but {java} does not exist; {JAVA_HINT}"
+        )
     java_on_path = shutil.which("java", path=env.get("PATH", os.defpath))
     if java_on_path:
         return java_on_path
@@ -80,7 +83,9 @@ def check_loopback(host: str) -> None:
             return
     except ValueError:
         pass
-    raise UsageError(f"emulator host {host!r} is not a loopback address; use 127.0.0.1, ::1 or localhost")
+    raise UsageError(
+        f"emulator host {host!r} is not a loopback address; use 127.0.0.1, ::1 or localhost"
+    )
 
 
 def _family(host: str) -> socket.AddressFamily:
@@ -195,9 +200,13 @@ def wait_ready(host: str, port: int, timeout: float, pid: int | None = None) -> 
     deadline = time.monotonic() + timeout
     while not is_ready(host, port):
         if pid is not None and not pid_alive(pid):
-            raise EmulatorError(f"the emulator process {pid} exited before {_join(host, port)} was ready")
+            raise EmulatorError(
+                f"the emulator process {pid} exited before {_join(host, port)} was ready"
+            )
         if time.monotonic() >= deadline:
-            raise EmulatorError(f"the emulator on {_join(host, port)} was not ready after {timeout:g} s")
+            raise EmulatorError(
+                f"the emulator on {_join(host, port)} was not ready after {timeout:g} s"
+            )
         time.sleep(0.1)
 
 
@@ -206,13 +215,16 @@ def reset(host_port: str, project: str, database: str = "(default)") -> None:
     host, port = _split(host_port)
     check_loopback(host)
     path = "/emulator/v1/projects/{}/databases/{}/documents".format(
-        urllib.parse.quote(project, safe=""), urllib.parse.quote(database, safe="()"))
+        urllib.parse.quote(project, safe=""), urllib.parse.quote(database, safe="()")
+    )
     req = urllib.request.Request(f"http://{_join(host, port)}{path}", method="DELETE")
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:
             resp.read()
     except urllib.error.HTTPError as e:
-        raise EmulatorError(f"resetting {project}/{database} on {host_port} failed: HTTP {e.code} {e.reason}") from e
+        raise EmulatorError(
+            f"resetting {project}/{database} on {host_port} failed: HTTP {e.code} {e.reason}"
+        ) from e
     except OSError as e:
         raise EmulatorError(f"resetting {project}/{database} on {host_port} failed: {e}") from e
 
@@ -230,11 +242,24 @@ def _log_tail(path: Path, lines: int = 8) -> str:
 
 
 def _spawn(java: str, jar: Path, host: str, port: int, log_path: Path, timeout: float) -> Emulator:
-    cmd = [java, "-cp", str(jar), MAIN_CLASS, "start", f"--host={host}", f"--port={port}",
-           "--database-mode=firestore-native"]
+    cmd = [
+        java,
+        "-cp",
+        str(jar),
+        MAIN_CLASS,
+        "start",
+        f"--host={host}",
+        f"--port={port}",
+        "--database-mode=firestore-native",
+    ]
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     _children[proc.pid] = proc
     try:
         wait_ready(host, port, timeout, pid=proc.pid)
@@ -247,12 +272,20 @@ def _spawn(java: str, jar: Path, host: str, port: int, log_path: Path, timeout: 
     return Emulator(pid=proc.pid, host=host, port=port, log_path=str(log_path))
 
 
-def start(port: int | None = None, host: str = "127.0.0.1", log_dir: Path | None = None,
-          timeout: float = 60) -> Emulator:
+def start(
+    port: int | None = None,
+    host: str = "127.0.0.1",
+    log_dir: Path | None = None,
+    timeout: float = 60,
+) -> Emulator:
     """Start an emulator on host:port (a free port if None) and wait until it answers."""
     check_loopback(host)
     java, jar = find_java(), find_jar()
-    log_dir = Path(log_dir) if log_dir is not None else Path(tempfile.mkdtemp(prefix="fsmigrate-emulator-"))
+    log_dir = (
+        Path(log_dir)
+        if log_dir is not None
+        else Path(tempfile.mkdtemp(prefix="fsmigrate-emulator-"))
+    )
     log_dir.mkdir(parents=True, exist_ok=True)
     attempts = 3 if port is None else 1
     for attempt in range(attempts):
@@ -282,8 +315,12 @@ def load(path: Path = DEFAULT_RECORD) -> Emulator | None:
     path = Path(path)
     try:
         data = json.loads(path.read_text())
-        return Emulator(pid=int(data["pid"]), host=str(data["host"]), port=int(data["port"]),
-                        log_path=str(data["log_path"]))
+        return Emulator(
+            pid=int(data["pid"]),
+            host=str(data["host"]),
+            port=int(data["port"]),
+            log_path=str(data["log_path"]),
+        )
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError) as e:

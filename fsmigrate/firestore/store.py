@@ -6,6 +6,7 @@ Commits are atomic, carry each operation's precondition, and are sent exactly on
 call: a commit that fails in a way that leaves its outcome unknown raises TransientError
 and the runner re-reads to find out. Reads are retried with bounded backoff.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -15,8 +16,9 @@ import random
 import re
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
+from typing import Any, Optional
 
 from google.api_core import exceptions as gexc
 from google.auth import exceptions as gauth_exceptions
@@ -26,7 +28,15 @@ from google.cloud.firestore_v1.field_path import FieldPath
 from proto.datetime_helpers import DatetimeWithNanoseconds
 
 from fsmigrate.errors import FirestoreError, RequestTooLarge, TransientError, UsageError
-from fsmigrate.scripts.operations import CREATE, DELETE, SET, UPDATE, Operation, Precondition, check_path
+from fsmigrate.scripts.operations import (
+    CREATE,
+    DELETE,
+    SET,
+    UPDATE,
+    Operation,
+    Precondition,
+    check_path,
+)
 
 DEFAULT_DATABASE = "(default)"
 MAX_PAGE = 10000
@@ -39,12 +49,20 @@ PRECONDITION_ERRORS = (gexc.FailedPrecondition, gexc.NotFound, gexc.AlreadyExist
 # "gRPC message exceeds maximum size 4194304"), production's request limit (INVALID_ARGUMENT
 # "Request payload size exceeds the limit"), a transaction with too many writes or index
 # entries ("Transaction too big"). Never transient: retrying the same request cannot help.
-TOO_LARGE = re.compile(r"exceeds maximum size|payload size exceeds|message larger than max|"
-                       r"transaction too big|request too large", re.IGNORECASE)
+TOO_LARGE = re.compile(
+    r"exceeds maximum size|payload size exceeds|message larger than max|"
+    r"transaction too big|request too large",
+    re.IGNORECASE,
+)
 # Errors worth another try: the server or the network had a moment. Anything else
 # (PERMISSION_DENIED, INVALID_ARGUMENT, NOT_FOUND of the database...) stops at once.
-TRANSIENT_ERRORS = (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.Aborted,
-                    gexc.ResourceExhausted, gexc.InternalServerError)
+TRANSIENT_ERRORS = (
+    gexc.ServiceUnavailable,
+    gexc.DeadlineExceeded,
+    gexc.Aborted,
+    gexc.ResourceExhausted,
+    gexc.InternalServerError,
+)
 
 
 @dataclass(frozen=True)
@@ -63,12 +81,16 @@ class Target:
 
 
 def target_from_env(project: Optional[str], database: Optional[str]) -> Target:
-    project = (project or os.environ.get("FSMIGRATE_PROJECT")
-               or os.environ.get("GOOGLE_CLOUD_PROJECT"))
+    project = (
+        project or os.environ.get("FSMIGRATE_PROJECT") or os.environ.get("GOOGLE_CLOUD_PROJECT")
+    )
     if not project:
         raise UsageError("no project: pass --project or set FSMIGRATE_PROJECT")
-    return Target(project=project, database=database or DEFAULT_DATABASE,
-                  emulator_host=os.environ.get("FIRESTORE_EMULATOR_HOST") or None)
+    return Target(
+        project=project,
+        database=database or DEFAULT_DATABASE,
+        emulator_host=os.environ.get("FIRESTORE_EMULATOR_HOST") or None,
+    )
 
 
 class Doc:
@@ -160,37 +182,41 @@ class Doc:
 class RetryPolicy:
     """Bounded exponential backoff with jitter for transient Firestore errors."""
 
-    attempts: int = 6          # tries per call, the first included
-    initial: float = 0.25      # seconds before the first retry
-    maximum: float = 8.0       # longest wait between two tries
+    attempts: int = 6  # tries per call, the first included
+    initial: float = 0.25  # seconds before the first retry
+    maximum: float = 8.0  # longest wait between two tries
     multiplier: float = 2.0
-    timeout: float = 60.0      # deadline of one call
+    timeout: float = 60.0  # deadline of one call
     stream_timeout: float = 600.0  # deadline of one scan stream (it resumes after it)
 
     @classmethod
-    def from_env(cls) -> "RetryPolicy":
+    def from_env(cls) -> RetryPolicy:
         """FSMIGRATE_RETRY_ATTEMPTS, FSMIGRATE_RETRY_INITIAL, FSMIGRATE_RETRY_MAX,
         FSMIGRATE_CALL_TIMEOUT, FSMIGRATE_STREAM_TIMEOUT override the defaults."""
         env = os.environ
         try:
-            return cls(attempts=int(env.get("FSMIGRATE_RETRY_ATTEMPTS", cls.attempts)),
-                       initial=float(env.get("FSMIGRATE_RETRY_INITIAL", cls.initial)),
-                       maximum=float(env.get("FSMIGRATE_RETRY_MAX", cls.maximum)),
-                       timeout=float(env.get("FSMIGRATE_CALL_TIMEOUT", cls.timeout)),
-                       stream_timeout=float(env.get("FSMIGRATE_STREAM_TIMEOUT",
-                                                    cls.stream_timeout)))
+            return cls(
+                attempts=int(env.get("FSMIGRATE_RETRY_ATTEMPTS", cls.attempts)),
+                initial=float(env.get("FSMIGRATE_RETRY_INITIAL", cls.initial)),
+                maximum=float(env.get("FSMIGRATE_RETRY_MAX", cls.maximum)),
+                timeout=float(env.get("FSMIGRATE_CALL_TIMEOUT", cls.timeout)),
+                stream_timeout=float(env.get("FSMIGRATE_STREAM_TIMEOUT", cls.stream_timeout)),
+            )
         except ValueError as exc:
-            raise UsageError(f"bad FSMIGRATE_RETRY_* / FSMIGRATE_CALL_TIMEOUT value: {exc}") from exc
+            raise UsageError(
+                f"bad FSMIGRATE_RETRY_* / FSMIGRATE_CALL_TIMEOUT value: {exc}"
+            ) from exc
 
     def delay(self, attempt: int) -> float:
         """Wait before retry number `attempt` (0-based): full jitter over half..all."""
-        ceiling = min(self.maximum, self.initial * self.multiplier ** attempt)
+        ceiling = min(self.maximum, self.initial * self.multiplier**attempt)
         return ceiling * random.uniform(0.5, 1.0)
 
 
 class Store:
-    def __init__(self, target: Target, client: Any = None,
-                 policy: Optional[RetryPolicy] = None) -> None:
+    def __init__(
+        self, target: Target, client: Any = None, policy: Optional[RetryPolicy] = None
+    ) -> None:
         self.target = target
         self.reserved_root = RESERVED_ROOT  # markers and lock: never part of user scans
         self.policy = policy or RetryPolicy.from_env()
@@ -203,7 +229,8 @@ class Store:
                 raise UsageError(
                     f"no Google credentials for project {target.project}: run `gcloud auth "
                     "application-default login`, or set FIRESTORE_EMULATOR_HOST to use the "
-                    "emulator") from exc
+                    "emulator"
+                ) from exc
         self.client = client
 
     # ---- errors and retries ----------------------------------------------------------
@@ -233,11 +260,19 @@ class Store:
 
     # ---- reads ---------------------------------------------------------------------
 
-    def scan(self, collection: str, *, page_size: Optional[int] = None, group: bool = False,
-             where: Sequence[tuple[str, str, Any]] = (), partitions: int = 1,
-             notice: Optional[Callable[[str], None]] = None,
-             include_reserved: bool = False, start: Optional[str] = None,
-             end: Optional[str] = None) -> Iterator[Doc]:
+    def scan(
+        self,
+        collection: str,
+        *,
+        page_size: Optional[int] = None,
+        group: bool = False,
+        where: Sequence[tuple[str, str, Any]] = (),
+        partitions: int = 1,
+        notice: Optional[Callable[[str], None]] = None,
+        include_reserved: bool = False,
+        start: Optional[str] = None,
+        end: Optional[str] = None,
+    ) -> Iterator[Doc]:
         """Yield every document of `collection` (or collection group), ordered by name.
 
         One streamed query, consumed as it arrives (flow control keeps memory flat); with
@@ -256,13 +291,22 @@ class Store:
             raise UsageError(f"page_size must be between 1 and {MAX_PAGE}, got {page_size}")
         if not include_reserved:
             if not group and collection.split("/", 1)[0] == self.reserved_root:
-                raise UsageError(f"{collection!r} is fsmigrate's own (markers and lock), not "
-                                 "user data")
+                raise UsageError(
+                    f"{collection!r} is fsmigrate's own (markers and lock), not user data"
+                )
             if group:  # a collection group can reach into fsmigrate's own documents
                 prefix = self.reserved_root + "/"
-                docs = self.scan(collection, page_size=page_size, group=True, where=where,
-                                 partitions=partitions, notice=notice, include_reserved=True,
-                                 start=start, end=end)
+                docs = self.scan(
+                    collection,
+                    page_size=page_size,
+                    group=True,
+                    where=where,
+                    partitions=partitions,
+                    notice=notice,
+                    include_reserved=True,
+                    start=start,
+                    end=end,
+                )
                 yield from (d for d in docs if not d.path.startswith(prefix))
                 return
         if group:
@@ -277,8 +321,10 @@ class Store:
             parts = self.partition_queries(collection, partitions)
             if parts is None:
                 if notice:
-                    notice(f"scan of {collection}: this server does not support PartitionQuery "
-                           "(the emulator does not); scanned in one stream")
+                    notice(
+                        f"scan of {collection}: this server does not support PartitionQuery "
+                        "(the emulator does not); scanned in one stream"
+                    )
             elif len(parts) > 1:
                 yield from _merge([self._scan_query(q, collection, [], None) for q in parts])
                 return
@@ -290,10 +336,14 @@ class Store:
         for bound, op in ((start, ">="), (end, "<")):  # a range of document names
             if bound is not None:
                 if ordered:
-                    raise UsageError("a range of document names cannot be combined with "
-                                     "inequality filters")
-                query = query.where(filter=firestore.FieldFilter(
-                    FieldPath.document_id(), op, self.client.document(bound)))
+                    raise UsageError(
+                        "a range of document names cannot be combined with inequality filters"
+                    )
+                query = query.where(
+                    filter=firestore.FieldFilter(
+                        FieldPath.document_id(), op, self.client.document(bound)
+                    )
+                )
         for field in ordered:
             query = query.order_by(field)
         query = query.order_by(FieldPath.document_id())
@@ -301,9 +351,15 @@ class Store:
             query = query.limit(page_size)
         yield from self._scan_query(query, collection, ordered, page_size)
 
-    def split_points(self, collection: str, parts: int, *, group: bool = False,
-                     where: Sequence[tuple[str, str, Any]] = (),
-                     total: Optional[int] = None) -> list[str]:
+    def split_points(
+        self,
+        collection: str,
+        parts: int,
+        *,
+        group: bool = False,
+        where: Sequence[tuple[str, str, Any]] = (),
+        total: Optional[int] = None,
+    ) -> list[str]:
         """Document paths that cut a scan into about `parts` ranges of similar size
         (each range starts at a point, inclusive, and ends before the next). PartitionQuery
         where the server has it (an unfiltered collection group); otherwise a count, then
@@ -327,21 +383,26 @@ class Store:
                 points.append(doc.path)
         return points
 
-    def _filtered(self, collection: str, group: bool,
-                  where: Sequence[tuple[str, str, Any]]) -> Any:
-        query = (self.client.collection_group(collection) if group
-                 else self.client.collection(collection))
+    def _filtered(self, collection: str, group: bool, where: Sequence[tuple[str, str, Any]]) -> Any:
+        query = (
+            self.client.collection_group(collection)
+            if group
+            else self.client.collection(collection)
+        )
         for field, op, value in where:
             query = query.where(filter=firestore.FieldFilter(field, op, value))
         return query
 
-    def count(self, collection: str, *, group: bool = False,
-              where: Sequence[tuple[str, str, Any]] = ()) -> int:
+    def count(
+        self, collection: str, *, group: bool = False, where: Sequence[tuple[str, str, Any]] = ()
+    ) -> int:
         """The number of documents a scan would read (a COUNT aggregation: no documents
         are transferred)."""
         query = self._filtered(collection, group, where)
-        found = self._read(f"count of {collection}",
-                           lambda: query.count().get(retry=None, timeout=self.policy.timeout))
+        found = self._read(
+            f"count of {collection}",
+            lambda: query.count().get(retry=None, timeout=self.policy.timeout),
+        )
         return int(found[0][0].value)
 
     def _partition_points(self, collection_id: str, parts: int) -> Optional[list[str]]:
@@ -369,21 +430,33 @@ class Store:
         implement it (the emulator)."""
         group = self.client.collection_group(collection_id)
         try:
-            return self._read(f"partitioning of {collection_id}", lambda: list(
-                group.get_partitions(count - 1, retry=None, timeout=self.policy.timeout)))
+            return self._read(
+                f"partitioning of {collection_id}",
+                lambda: list(
+                    group.get_partitions(count - 1, retry=None, timeout=self.policy.timeout)
+                ),
+            )
         except FirestoreError as exc:
             if isinstance(exc.exc, gexc.MethodNotImplemented):
                 return None
             raise
 
-    def _scan_query(self, query: Any, what: str, ordered: list[str],
-                    page_size: Optional[int]) -> Iterator[Doc]:
+    def _scan_query(
+        self, query: Any, what: str, ordered: list[str], page_size: Optional[int]
+    ) -> Iterator[Doc]:
         last: Optional[Doc] = None
         failures = 0
         while True:
-            page = query if last is None else query.start_after(
-                {**{f: last.get(f) for f in ordered},
-                 FieldPath.document_id(): self.client.document(last.path)})
+            page = (
+                query
+                if last is None
+                else query.start_after(
+                    {
+                        **{f: last.get(f) for f in ordered},
+                        FieldPath.document_id(): self.client.document(last.path),
+                    }
+                )
+            )
             received = 0
             stream = self._stream(page)
             while True:
@@ -409,8 +482,11 @@ class Store:
         """One page as raw protobufs (the client's snapshots would decode every field)."""
         request, _, _ = query._prep_stream(retry=None)
         responses = self.client._firestore_api.run_query(
-            request=request, metadata=self.client._rpc_metadata, retry=None,
-            timeout=self.policy.stream_timeout)
+            request=request,
+            metadata=self.client._rpc_metadata,
+            retry=None,
+            timeout=self.policy.stream_timeout,
+        )
         for response in responses:
             pb = response._pb
             if pb.HasField("document"):
@@ -432,9 +508,14 @@ class Store:
         def read() -> dict[str, Optional[Doc]]:
             found: dict[str, Optional[Doc]] = {p: None for p in paths}
             responses = self.client._firestore_api.batch_get_documents(
-                request={"database": self.client._database_string,
-                         "documents": [prefix + p for p in paths]},
-                metadata=self.client._rpc_metadata, retry=None, timeout=self.policy.timeout)
+                request={
+                    "database": self.client._database_string,
+                    "documents": [prefix + p for p in paths],
+                },
+                metadata=self.client._rpc_metadata,
+                retry=None,
+                timeout=self.policy.timeout,
+            )
             for response in responses:
                 pb = response._pb
                 if pb.HasField("found"):
@@ -447,9 +528,12 @@ class Store:
     def subcollections(self, path: str) -> list[str]:
         """Ids of the subcollections of the document at `path`."""
         ref = self.client.document(path)
-        return sorted(self._read(f"listing subcollections of {path}",
-                                 lambda: [c.id for c in ref.collections(retry=None,
-                                                                        timeout=self.policy.timeout)]))
+        return sorted(
+            self._read(
+                f"listing subcollections of {path}",
+                lambda: [c.id for c in ref.collections(retry=None, timeout=self.policy.timeout)],
+            )
+        )
 
     # ---- writes --------------------------------------------------------------------
 
@@ -503,14 +587,18 @@ class Store:
             request.writes.add().ParseFromString(raw)
         try:
             response = self.client._firestore_api.commit(
-                request=types.CommitRequest.wrap(request), metadata=self.client._rpc_metadata,
-                retry=None, timeout=self.policy.timeout)
+                request=types.CommitRequest.wrap(request),
+                metadata=self.client._rpc_metadata,
+                retry=None,
+                timeout=self.policy.timeout,
+            )
         except PRECONDITION_ERRORS:
             raise
         except (gexc.ResourceExhausted, gexc.InvalidArgument) as exc:
             if TOO_LARGE.search(str(exc.message)):
-                raise RequestTooLarge(f"commit of {len(writes)} operations "
-                                      f"({request.ByteSize():,} bytes)", exc) from exc
+                raise RequestTooLarge(
+                    f"commit of {len(writes)} operations ({request.ByteSize():,} bytes)", exc
+                ) from exc
             if isinstance(exc, gexc.InvalidArgument):
                 raise FirestoreError(f"commit of {len(writes)} operations", exc) from exc
             raise TransientError(f"commit of {len(writes)} operations", exc) from exc
@@ -597,8 +685,10 @@ def _merge(streams: list[Iterator[Doc]], buffer: int = 1000) -> Iterator[Doc]:
             item = exc
         offer(item)
 
-    threads = [threading.Thread(target=pump, args=(s,), name=f"fsmigrate-scan-{i}", daemon=True)
-               for i, s in enumerate(streams)]
+    threads = [
+        threading.Thread(target=pump, args=(s,), name=f"fsmigrate-scan-{i}", daemon=True)
+        for i, s in enumerate(streams)
+    ]
     for thread in threads:
         thread.start()
     try:

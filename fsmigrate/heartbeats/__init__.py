@@ -9,10 +9,37 @@
 
 The classifier's API is re-exported here: `from fsmigrate.heartbeats import Classifier`.
 """
+
 from __future__ import annotations
 
-from fsmigrate.heartbeats.classifier import CANONICAL_KINDS, CANONICAL_PHASE2, CANONICAL_PROCESSOR, COLLECTION, KINDS, LEGACY_DATE, LEGACY_KINDS, LEGACY_RUN, PHASE2_IDS, UNKNOWN, Classification, Classifier, classify
+from fsmigrate.heartbeats.classifier import (
+    CANONICAL_KINDS,
+    CANONICAL_PHASE2,
+    CANONICAL_PROCESSOR,
+    COLLECTION,
+    KINDS,
+    LEGACY_DATE,
+    LEGACY_KINDS,
+    LEGACY_RUN,
+    PHASE2_IDS,
+    UNKNOWN,
+    Classification,
+    Classifier,
+    classify,
+)
 
-__all__ = ["CANONICAL_KINDS", "CANONICAL_PHASE2", "CANONICAL_PROCESSOR", "COLLECTION", "KINDS",
-           "LEGACY_DATE", "LEGACY_KINDS", "LEGACY_RUN", "PHASE2_IDS", "UNKNOWN",
-           "Classification", "Classifier", "classify"]
+__all__ = [
+    "CANONICAL_KINDS",
+    "CANONICAL_PHASE2",
+    "CANONICAL_PROCESSOR",
+    "COLLECTION",
+    "KINDS",
+    "LEGACY_DATE",
+    "LEGACY_KINDS",
+    "LEGACY_RUN",
+    "PHASE2_IDS",
+    "UNKNOWN",
+    "Classification",
+    "Classifier",
+    "classify",
+]

@@ -10,11 +10,13 @@ Legacy IDs (old code built them from run data; they must be normalised away):
 Everything else is UNKNOWN: reported, never deleted. Patterns are matched exactly
 (whole ID, ASCII only); there are no substring tests.
 """
+
 from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Mapping, NamedTuple, Optional
+from collections.abc import Mapping
+from typing import NamedTuple, Optional
 
 COLLECTION = "processor_heartbeats"
 
@@ -31,7 +33,9 @@ _CLASS = r"[A-Z][A-Za-z0-9]*Processor"
 _RUN = r"[0-9a-f]{8}"
 _CLASS_RE = re.compile(_CLASS)
 _LEGACY_RUN_RE = re.compile(rf"(?P<name>{_CLASS})_None_(?P<run>{_RUN})")
-_LEGACY_DATE_RE = re.compile(rf"(?P<name>{_CLASS})_(?P<date>[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}})_(?P<run>{_RUN})")
+_LEGACY_DATE_RE = re.compile(
+    rf"(?P<name>{_CLASS})_(?P<date>[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}})_(?P<run>{_RUN})"
+)
 _PHASE2_RE = re.compile(r"p2_[a-z0-9_]+\.[a-z0-9_]+")
 _PHASE2_ANY_RE = re.compile(r"p2_[a-z0-9_]+(\.[a-z0-9_]+)?")
 
@@ -64,10 +68,16 @@ class Classifier:
     def __init__(self, phase2: Mapping[str, str] = PHASE2_IDS) -> None:
         self.phase2 = dict(phase2)
         for name, target in self.phase2.items():
-            if not (isinstance(name, str) and isinstance(target, str)
-                    and _CLASS_RE.fullmatch(name) and _PHASE2_ANY_RE.fullmatch(target)):
-                raise ValueError(f"bad phase 2 mapping {name!r} -> {target!r}: expected a "
-                                 "processor class name -> p2_<dataset>.<table> (or p2_<table>)")
+            if not (
+                isinstance(name, str)
+                and isinstance(target, str)
+                and _CLASS_RE.fullmatch(name)
+                and _PHASE2_ANY_RE.fullmatch(target)
+            ):
+                raise ValueError(
+                    f"bad phase 2 mapping {name!r} -> {target!r}: expected a "
+                    "processor class name -> p2_<dataset>.<table> (or p2_<table>)"
+                )
         # canonical phase 2 IDs without a dataset part exist only when configured
         self.phase2_ids = frozenset(self.phase2.values())
 
@@ -88,8 +98,9 @@ class Classifier:
         match = _LEGACY_DATE_RE.fullmatch(doc_id)
         if match and _is_date(match["date"]):
             name = match["name"]
-            return Classification(LEGACY_DATE, self.canonical_for(name), name, match["run"],
-                                  match["date"])
+            return Classification(
+                LEGACY_DATE, self.canonical_for(name), name, match["run"], match["date"]
+            )
         return Classification(UNKNOWN, None)
 
 

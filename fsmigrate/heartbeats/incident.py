@@ -4,21 +4,30 @@ As it was: 1,053 documents where ~30 were expected; 18 canonical, 1,035 legacy i
 formats (mostly `_None_`, which the old cleanup script missed), spread over the last days
 with ~900 new legacy documents a day, some written within the last hour by old images.
 """
+
 from __future__ import annotations
 
 import datetime as dt
 import random
-from typing import Any, Iterator, Optional
+from collections.abc import Iterator
+from typing import Any, Optional
 
 from fsmigrate.heartbeats.classifier import COLLECTION, PHASE2_IDS
 
 PHASE3 = [
-    "PlayerGameSummaryProcessor", "AsyncUpcomingPlayerGameContextProcessor",
-    "TeamDefenseGameSummaryProcessor", "PlayerCompositeFactorsProcessor",
-    "TeamOffenseGameSummaryProcessor", "UpcomingTeamGameContextProcessor",
-    "PlayerShotZoneAnalysisProcessor", "TeamDefenseZoneAnalysisProcessor",
-    "PlayerDailyCacheProcessor", "MlFeatureStoreProcessor", "PredictionAccuracyProcessor",
-    "GameRefereeAssignmentProcessor", "InjuryReportSummaryProcessor",
+    "PlayerGameSummaryProcessor",
+    "AsyncUpcomingPlayerGameContextProcessor",
+    "TeamDefenseGameSummaryProcessor",
+    "PlayerCompositeFactorsProcessor",
+    "TeamOffenseGameSummaryProcessor",
+    "UpcomingTeamGameContextProcessor",
+    "PlayerShotZoneAnalysisProcessor",
+    "TeamDefenseZoneAnalysisProcessor",
+    "PlayerDailyCacheProcessor",
+    "MlFeatureStoreProcessor",
+    "PredictionAccuracyProcessor",
+    "GameRefereeAssignmentProcessor",
+    "InjuryReportSummaryProcessor",
 ]
 # Processors whose canonical document is missing: only legacy documents exist for them
 # (a cleanup that only deleted would have lost their last heartbeat).
@@ -27,21 +36,38 @@ LEGACY_ONLY = ["PlayerPropPredictionProcessor", "GamebookBackfillProcessor"]
 CANONICAL_IDS = PHASE3 + sorted(PHASE2_IDS.values())  # 13 + 5 = 18
 
 
-def _heartbeat(name: str, beat: dt.datetime, rng: random.Random, run_id: Optional[str],
-               data_date: Optional[str]) -> dict[str, Any]:
-    doc: dict[str, Any] = {"processor_name": name, "status": rng.choice(
-        ["running", "running", "running", "completed", "failed"]), "last_heartbeat": beat}
+def _heartbeat(
+    name: str,
+    beat: dt.datetime,
+    rng: random.Random,
+    run_id: Optional[str],
+    data_date: Optional[str],
+) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "processor_name": name,
+        "status": rng.choice(["running", "running", "running", "completed", "failed"]),
+        "last_heartbeat": beat,
+    }
     if run_id is not None:
         doc["run_id"] = run_id
         doc["data_date"] = data_date
         doc["progress"] = {"rows": rng.randrange(0, 50_000), "pct": round(rng.random() * 100, 1)}
-    doc["service"] = "nba-phase2-raw-processors" if name.startswith("p2_") or \
-        name in PHASE2_IDS else "nba-phase3-analytics-processors"
+    doc["service"] = (
+        "nba-phase2-raw-processors"
+        if name.startswith("p2_") or name in PHASE2_IDS
+        else "nba-phase3-analytics-processors"
+    )
     return doc
 
 
-def documents(now: dt.datetime, *, legacy: int = 1035, days: float = 4.0, seed: int = 7,
-              per_hour: float = 37.5) -> Iterator[tuple[str, dict[str, Any]]]:
+def documents(
+    now: dt.datetime,
+    *,
+    legacy: int = 1035,
+    days: float = 4.0,
+    seed: int = 7,
+    per_hour: float = 37.5,
+) -> Iterator[tuple[str, dict[str, Any]]]:
     """(doc id, data) of the incident: the 18 canonical documents, then `legacy` legacy
     ones; the newest `per_hour` legacy documents have heartbeats within the last hour."""
     rng = random.Random(seed)
@@ -71,8 +97,14 @@ def documents(now: dt.datetime, *, legacy: int = 1035, days: float = 4.0, seed: 
         yield doc_id, _heartbeat(name, beat, rng, run_id, date)
 
 
-def seed(client: Any, now: Optional[dt.datetime] = None, *, collection: str = COLLECTION,
-         batch_size: int = 500, **options: Any) -> int:
+def seed(
+    client: Any,
+    now: Optional[dt.datetime] = None,
+    *,
+    collection: str = COLLECTION,
+    batch_size: int = 500,
+    **options: Any,
+) -> int:
     """Write the incident into `collection` (emulator only: callers check); return count."""
     now = now or dt.datetime.now(dt.timezone.utc)
     batch, pending, count = client.batch(), 0, 0
@@ -95,15 +127,19 @@ def main(argv: Optional[list[str]] = None) -> int:
     import os
     import sys
 
-    parser = argparse.ArgumentParser(prog="python -m fsmigrate.heartbeats.incident",
-                                     description="Seed the processor_heartbeats incident "
-                                                 "into the Firestore emulator.")
+    parser = argparse.ArgumentParser(
+        prog="python -m fsmigrate.heartbeats.incident",
+        description="Seed the processor_heartbeats incident into the Firestore emulator.",
+    )
     parser.add_argument("--project", default=os.environ.get("FSMIGRATE_PROJECT"))
     parser.add_argument("--legacy", type=int, default=1035, help="legacy documents to write")
     args = parser.parse_args(argv)
     if not os.environ.get("FIRESTORE_EMULATOR_HOST"):
-        print("FAILED: FIRESTORE_EMULATOR_HOST is not set; the incident is only seeded into "
-              "an emulator", file=sys.stderr)
+        print(
+            "FAILED: FIRESTORE_EMULATOR_HOST is not set; the incident is only seeded into "
+            "an emulator",
+            file=sys.stderr,
+        )
         return 2
     if not args.project:
         print("FAILED: no project: pass --project or set FSMIGRATE_PROJECT", file=sys.stderr)
@@ -111,8 +147,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     from google.cloud import firestore
 
     count = seed(firestore.Client(project=args.project), legacy=args.legacy)
-    print(f"seeded {count} documents into {COLLECTION} of project {args.project} "
-          f"({len(CANONICAL_IDS)} canonical, {args.legacy} legacy)")
+    print(
+        f"seeded {count} documents into {COLLECTION} of project {args.project} "
+        f"({len(CANONICAL_IDS)} canonical, {args.legacy} legacy)"
+    )
     return 0
 
 

@@ -8,23 +8,24 @@ The rules are listed in `rules`, checked on each file's syntax tree by `checker`
 FSM201 analysis in `deletes`); this module finds the files, silences, checks the revision
 chain, and renders.
 """
+
 from __future__ import annotations
 
 import io
 import json
 import re
 import tokenize
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Optional, Sequence
+from typing import Optional
 
-from fsmigrate.scripts import loader as scripts
 from fsmigrate.errors import ScriptError, UsageError
 from fsmigrate.lint import checker
 from fsmigrate.lint.rules import ERROR, RULES, WARNING, Finding, Header
+from fsmigrate.scripts import loader as scripts
 
-__all__ = ["ERROR", "WARNING", "RULES", "Finding", "Report", "lint_paths", "lint_source",
-           "chunks"]
+__all__ = ["ERROR", "WARNING", "RULES", "Finding", "Report", "lint_paths", "lint_source", "chunks"]
 
 ALLOW = re.compile(r"#\s*fsmigrate:\s*allow\b(.*)$", re.IGNORECASE)
 CODE = re.compile(r"^[A-Z]{3}[0-9]{3}$")
@@ -54,8 +55,13 @@ class Report:
         return self.errors == 0
 
     def to_json(self) -> dict:
-        return {"files": self.files, "errors": self.errors, "warnings": self.warnings,
-                "silenced": self.silenced, "findings": [f.to_json() for f in self.findings]}
+        return {
+            "files": self.files,
+            "errors": self.errors,
+            "warnings": self.warnings,
+            "silenced": self.silenced,
+            "findings": [f.to_json() for f in self.findings],
+        }
 
     def chunks(self, fmt: str) -> Iterator[str]:
         """The report as text (one `path:line:col: CODE severity: message` line per
@@ -88,8 +94,7 @@ def allows(source: str) -> list[_Allow]:
             words = [w for w in re.split(r"[\s,]+", match.group(1).strip()) if w]
             codes = [w.upper() for w in words if CODE.match(w.upper())]
             bad = [w for w in words if not CODE.match(w.upper()) or w.upper() not in RULES]
-            found.append(_Allow(tok.start[0], tok.start[1], [c for c in codes if c in RULES],
-                                bad))
+            found.append(_Allow(tok.start[0], tok.start[1], [c for c in codes if c in RULES], bad))
     except (tokenize.TokenError, SyntaxError):  # the parse error is reported as FSM001
         pass
     return found
@@ -110,14 +115,27 @@ def _silence(path: str, source: str, findings: list[Finding]) -> tuple[list[Find
         kept.append(f)
     for c in comments:
         for word in c.bad:
-            kept.append(Finding(path, c.line, c.column + 1, "FSM002",
-                                f"`# fsmigrate: allow {word}` names no rule; the codes are "
-                                "listed in the README (Lint)"))
+            kept.append(
+                Finding(
+                    path,
+                    c.line,
+                    c.column + 1,
+                    "FSM002",
+                    f"`# fsmigrate: allow {word}` names no rule; the codes are "
+                    "listed in the README (Lint)",
+                )
+            )
         for code in c.codes:
             if (c.line, code) not in used:
-                kept.append(Finding(path, c.line, c.column + 1, "FSM002",
-                                    f"`# fsmigrate: allow {code}` silences nothing on this "
-                                    "line; remove it"))
+                kept.append(
+                    Finding(
+                        path,
+                        c.line,
+                        c.column + 1,
+                        "FSM002",
+                        f"`# fsmigrate: allow {code}` silences nothing on this line; remove it",
+                    )
+                )
     return kept, len(used)
 
 
@@ -147,12 +165,16 @@ def _files(paths: Sequence[Path]) -> Iterator[tuple[Path, str]]:
                     yield entry, HELPER
         elif path.is_file():
             if not path.name.lower().endswith(".py"):
-                raise UsageError(f"{path} is not a Python file; lint takes migration scripts "
-                                 "or the migrations directory")
+                raise UsageError(
+                    f"{path} is not a Python file; lint takes migration scripts "
+                    "or the migrations directory"
+                )
             yield path, HELPER if path.name.startswith("_") else SCRIPT
         elif not path.exists():
-            raise UsageError(f"{path} does not exist; pass migration scripts or the "
-                             "migrations directory (--migrations)")
+            raise UsageError(
+                f"{path} does not exist; pass migration scripts or the "
+                "migrations directory (--migrations)"
+            )
         else:
             raise UsageError(f"{path} is neither a file nor a directory")
 
@@ -161,8 +183,9 @@ def _read(path: Path) -> tuple[Optional[str], Optional[Finding]]:
     try:
         return path.read_bytes().decode("utf-8"), None
     except UnicodeDecodeError as exc:
-        return None, Finding(str(path), 1, 1, "FSM001", f"is not UTF-8 text ({exc.reason} at "
-                                                       f"byte {exc.start})")
+        return None, Finding(
+            str(path), 1, 1, "FSM001", f"is not UTF-8 text ({exc.reason} at byte {exc.start})"
+        )
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
@@ -197,8 +220,11 @@ def _chain(headers: list[Header]) -> list[Finding]:
     header is not literal (already reported)."""
     if any(h is None or h.revision is None or not h.down_known for h in headers):
         return []
-    built = [scripts.Script(h.revision, h.down_revision, Path(h.path), "", "", plan=None)
-             for h in headers if h.revision is not None]
+    built = [
+        scripts.Script(h.revision, h.down_revision, Path(h.path), "", "", plan=None)
+        for h in headers
+        if h.revision is not None
+    ]
     try:
         scripts.build_chain(built)
     except ScriptError as exc:
@@ -226,5 +252,7 @@ def _summary(report: Report) -> str:
     silenced = f", {report.silenced} silenced" if report.silenced else ""
     if not report.findings:
         return f"{files} checked: no problems{silenced}"
-    return (f"{files} checked: {report.errors} error{'s' if report.errors != 1 else ''}, "
-            f"{report.warnings} warning{'s' if report.warnings != 1 else ''}{silenced}")
+    return (
+        f"{files} checked: {report.errors} error{'s' if report.errors != 1 else ''}, "
+        f"{report.warnings} warning{'s' if report.warnings != 1 else ''}{silenced}"
+    )

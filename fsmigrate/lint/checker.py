@@ -3,27 +3,53 @@
 `check(source, path)` returns the findings of one file; `header(source, path)` its literal
 revision and down_revision for the chain check.
 """
+
 from __future__ import annotations
 
 import ast
-from typing import Iterator, Optional
+from collections.abc import Iterator
+from typing import Optional
 
-from fsmigrate.scripts import loader as scripts
 from fsmigrate.lint.deletes import every_document_deleted
 from fsmigrate.lint.rules import Finding, Header
-from fsmigrate.lint.syntax import Names, assigned, is_client_constructor, is_generator, is_none, is_str, show
+from fsmigrate.lint.syntax import (
+    Names,
+    assigned,
+    is_client_constructor,
+    is_generator,
+    is_none,
+    is_str,
+    show,
+)
+from fsmigrate.scripts import loader as scripts
 
 # Method calls that only exist on the Firestore client's objects.
 CLIENT_WRITERS = {"batch", "bulk_writer", "transaction", "recursive_delete"}
 # Writes, when called on a document/collection reference, batch or transaction.
 WRITE_METHODS = {"set", "update", "delete", "create", "add", "commit", "recursive_delete"}
 # Calls and attributes that give a reference (or a client, batch, transaction).
-REF_CALLS = {"document", "collection", "collection_group", "collections", "list_documents",
-             "batch", "bulk_writer", "transaction"}
+REF_CALLS = {
+    "document",
+    "collection",
+    "collection_group",
+    "collections",
+    "list_documents",
+    "batch",
+    "bulk_writer",
+    "transaction",
+}
 REF_ATTRS = {"reference", "_reference", "client", "_client", "parent"}
-NON_DETERMINISTIC = {"uuid.uuid1", "uuid.uuid4", "datetime.datetime.now",
-                     "datetime.datetime.utcnow", "datetime.datetime.today",
-                     "datetime.date.today", "time.time", "time.time_ns", "os.urandom"}
+NON_DETERMINISTIC = {
+    "uuid.uuid1",
+    "uuid.uuid4",
+    "datetime.datetime.now",
+    "datetime.datetime.utcnow",
+    "datetime.datetime.today",
+    "datetime.date.today",
+    "time.time",
+    "time.time_ns",
+    "os.urandom",
+}
 # Functions that yield the operations of a script, in each of its forms.
 PRODUCERS = ("plan", "each", "merge")
 
@@ -56,8 +82,13 @@ def header(source: str, path: str) -> Header:
     down = assigned(tree, "down_revision")
     revision = rev.value if rev is not None and is_str(rev) else None
     down_known = down is not None and (is_str(down) or is_none(down))
-    return Header(path, revision, down.value if down_known and is_str(down) else None,
-                  down_known, down.lineno if down is not None else 1)
+    return Header(
+        path,
+        revision,
+        down.value if down_known and is_str(down) else None,
+        down_known,
+        down.lineno if down is not None else 1,
+    )
 
 
 class Checker:
@@ -83,8 +114,10 @@ class Checker:
                 for deco in node.decorator_list:
                     target = deco.func if isinstance(deco, ast.Call) else deco
                     name = self.names.resolve(target) or ""
-                    if name.startswith("google.cloud.firestore") and \
-                            name.rsplit(".", 1)[-1] in ("transactional", "async_transactional"):
+                    if name.startswith("google.cloud.firestore") and name.rsplit(".", 1)[-1] in (
+                        "transactional",
+                        "async_transactional",
+                    ):
                         yield self.finding(deco, "FSM101", _client_write(f"@{show(target)}"))
         for node, scan in every_document_deleted(self.tree, self.names):
             yield self._delete_all(node, scan)
@@ -92,20 +125,31 @@ class Checker:
     def _call(self, node: ast.Call) -> Iterator[Finding]:
         name = self.names.resolve(node.func)
         if is_client_constructor(name):
-            yield self.finding(node, "FSM102", (
-                f"`{show(node)}` creates a Firestore client of its own: read through ctx "
-                "(scan, get, get_many), which uses the run's project, database and retries; "
-                "writes made with another client are not planned, guarded or archived"))
+            yield self.finding(
+                node,
+                "FSM102",
+                (
+                    f"`{show(node)}` creates a Firestore client of its own: read through ctx "
+                    "(scan, get, get_many), which uses the run's project, database and retries; "
+                    "writes made with another client are not planned, guarded or archived"
+                ),
+            )
         if name is not None and self._non_deterministic(name, node):
-            yield self.finding(node, "FSM401", (
-                f"`{show(node)}` differs from run to run: operations built from it differ "
-                "between the dry-run, the reviewed plan and a resumed apply; derive values "
-                "from the data (or a fixed constant), or acknowledge it with "
-                "`# fsmigrate: allow FSM401`"))
+            yield self.finding(
+                node,
+                "FSM401",
+                (
+                    f"`{show(node)}` differs from run to run: operations built from it differ "
+                    "between the dry-run, the reviewed plan and a resumed apply; derive values "
+                    "from the data (or a fixed constant), or acknowledge it with "
+                    "`# fsmigrate: allow FSM401`"
+                ),
+            )
         func = node.func
         if isinstance(func, ast.Attribute):
-            if func.attr in CLIENT_WRITERS or (func.attr in WRITE_METHODS
-                                               and self._is_ref(func.value)):
+            if func.attr in CLIENT_WRITERS or (
+                func.attr in WRITE_METHODS and self._is_ref(func.value)
+            ):
                 yield self.finding(node, "FSM101", _client_write(f"{show(func)}(...)"))
 
     def _non_deterministic(self, name: str, node: ast.Call) -> bool:
@@ -122,8 +166,9 @@ class Checker:
         if isinstance(node, ast.Attribute):
             return node.attr in REF_ATTRS or self._is_ref(node.value)
         if isinstance(node, ast.Call):
-            return (isinstance(node.func, ast.Attribute) and node.func.attr in REF_CALLS) \
-                or is_client_constructor(self.names.resolve(node.func))
+            return (
+                isinstance(node.func, ast.Attribute) and node.func.attr in REF_CALLS
+            ) or is_client_constructor(self.names.resolve(node.func))
         if isinstance(node, (ast.Subscript, ast.Await, ast.Starred)):
             return self._is_ref(node.value)
         return False
@@ -142,8 +187,11 @@ class Checker:
                 elif isinstance(node, (ast.For, ast.AsyncFor, ast.comprehension)):
                     pairs = [(node.target, node.iter)]
                 elif isinstance(node, (ast.With, ast.AsyncWith)):
-                    pairs = [(i.optional_vars, i.context_expr) for i in node.items
-                             if i.optional_vars is not None]
+                    pairs = [
+                        (i.optional_vars, i.context_expr)
+                        for i in node.items
+                        if i.optional_vars is not None
+                    ]
                 for target, value in pairs:
                     if isinstance(target, ast.Name) and self._is_ref(value):
                         self.refs.add(target.id)
@@ -151,79 +199,132 @@ class Checker:
                 return
 
     def _delete_all(self, node: ast.AST, scan: str) -> Finding:
-        return self.finding(node, "FSM201", (
-            f"deletes every document of `{scan}` with no condition in between: add the "
-            "condition (or a where= filter), or acknowledge it with "
-            "`# fsmigrate: allow FSM201` on this line"))
+        return self.finding(
+            node,
+            "FSM201",
+            (
+                f"deletes every document of `{scan}` with no condition in between: add the "
+                "condition (or a where= filter), or acknowledge it with "
+                "`# fsmigrate: allow FSM201` on this line"
+            ),
+        )
 
     # -- script rules: migration scripts only --
 
     def script_rules(self) -> Iterator[Finding]:
         name = self.path.replace("\\", "/").rsplit("/", 1)[-1]
         if not ast.get_docstring(self.tree):
-            yield self.finding(None, "FSM302", (
-                "has no module docstring: start the script with one that says what it "
-                "changes and why (its first line is the migration's description)"))
+            yield self.finding(
+                None,
+                "FSM302",
+                (
+                    "has no module docstring: start the script with one that says what it "
+                    "changes and why (its first line is the migration's description)"
+                ),
+            )
         yield from self._revision(name)
         down = assigned(self.tree, "down_revision")
         if down is None:
-            yield self.finding(None, "FSM304", 'has no `down_revision = "NNNN"` (or `= None` '
-                                               "for the first migration)")
+            yield self.finding(
+                None,
+                "FSM304",
+                'has no `down_revision = "NNNN"` (or `= None` for the first migration)',
+            )
         elif not (is_str(down) or is_none(down)):
-            yield self.finding(down, "FSM304", (
-                f"down_revision is `{show(down)}`, not a literal: write the previous "
-                'revision as a string ("0003") or None, so the chain can be read without '
-                "running the script"))
+            yield self.finding(
+                down,
+                "FSM304",
+                (
+                    f"down_revision is `{show(down)}`, not a literal: write the previous "
+                    'revision as a string ("0003") or None, so the chain can be read without '
+                    "running the script"
+                ),
+            )
         yield from self._producers()
 
     def _revision(self, name: str) -> Iterator[Finding]:
         if scripts.name_kind(name) == "misnamed":
-            yield self.finding(None, "FSM303", (
-                f"{name} is not a migration script name: {scripts.EXPECTED_NAME}"))
+            yield self.finding(
+                None, "FSM303", (f"{name} is not a migration script name: {scripts.EXPECTED_NAME}")
+            )
         rev = assigned(self.tree, "revision")
         if rev is None:
             yield self.finding(None, "FSM303", 'has no `revision = "NNNN"`')
             return
         if not is_str(rev):
-            yield self.finding(rev, "FSM303", f"revision is `{show(rev)}`, not a string "
-                                              'literal such as "0004"')
+            yield self.finding(
+                rev, "FSM303", f'revision is `{show(rev)}`, not a string literal such as "0004"'
+            )
             return
         match = scripts.SCRIPT_NAME.match(name)
         if match and match.group(1) != rev.value:
-            yield self.finding(rev, "FSM303", (
-                f"revision is {rev.value!r} but the file name starts with {match.group(1)}: "
-                "rename the file or fix the revision"))
+            yield self.finding(
+                rev,
+                "FSM303",
+                (
+                    f"revision is {rev.value!r} but the file name starts with {match.group(1)}: "
+                    "rename the file or fix the revision"
+                ),
+            )
 
     def _producers(self) -> Iterator[Finding]:
-        defs = {n.name: n for n in self.tree.body
-                if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
-        assigned = {t.id for n in self.tree.body if isinstance(n, ast.Assign)
-                    for t in n.targets if isinstance(t, ast.Name)}
+        defs = {
+            n.name: n
+            for n in self.tree.body
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+        }
+        assigned = {
+            t.id
+            for n in self.tree.body
+            if isinstance(n, ast.Assign)
+            for t in n.targets
+            if isinstance(t, ast.Name)
+        }
         producers = [defs[p] for p in PRODUCERS if p in defs]
         if not producers and "plan" not in assigned:
-            yield self.finding(None, "FSM301", "has no `def plan(ctx):` that yields the "
-                                               "migration's operations")
+            yield self.finding(
+                None, "FSM301", "has no `def plan(ctx):` that yields the migration's operations"
+            )
         for fn in producers:
-            args = "ctx" if fn.name == "plan" else "ctx, doc" if fn.name == "each" \
+            args = (
+                "ctx"
+                if fn.name == "plan"
+                else "ctx, doc"
+                if fn.name == "each"
                 else "ctx, key, docs"
+            )
             if isinstance(fn, ast.AsyncFunctionDef):
-                yield self.finding(fn, "FSM301", (
-                    f"`{fn.name}` is async: write `def {fn.name}({args}):`, a plain generator "
-                    "that yields each operation"))
+                yield self.finding(
+                    fn,
+                    "FSM301",
+                    (
+                        f"`{fn.name}` is async: write `def {fn.name}({args}):`, a plain generator "
+                        "that yields each operation"
+                    ),
+                )
             elif not is_generator(fn):
-                yield self.finding(fn, "FSM301", (
-                    f"`{fn.name}({args})` does not yield: yield each operation as it is "
-                    "found (a returned list is built whole in memory before the first "
-                    "batch, and is not streamed)"))
+                yield self.finding(
+                    fn,
+                    "FSM301",
+                    (
+                        f"`{fn.name}({args})` does not yield: yield each operation as it is "
+                        "found (a returned list is built whole in memory before the first "
+                        "batch, and is not streamed)"
+                    ),
+                )
 
 
 def _client_write(what: str) -> str:
-    return (f"`{what}` writes through the Firestore client, around fsmigrate: yield "
-            "ctx.set / ctx.update / ctx.delete / ctx.create instead, so the write is in the "
-            "dry-run, guarded by a precondition and archived")
+    return (
+        f"`{what}` writes through the Firestore client, around fsmigrate: yield "
+        "ctx.set / ctx.update / ctx.delete / ctx.create instead, so the write is in the "
+        "dry-run, guarded by a precondition and archived"
+    )
 
 
 def _client_write(what: str) -> str:
-    return (f"`{what}` writes through the Firestore client, around fsmigrate: yield "
-            "ctx.set / ctx.update / ctx.delete / ctx.create instead, so the write is in the "
-            "dry-run, guarded by a precondition and archived")
+    return (
+        f"`{what}` writes through the Firestore client, around fsmigrate: yield "
+        "ctx.set / ctx.update / ctx.delete / ctx.create instead, so the write is in the "
+        "dry-run, guarded by a precondition and archived"
+    )

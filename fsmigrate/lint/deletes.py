@@ -4,10 +4,12 @@ A delete of the loop's document counts when it runs on every pass: not under a b
 not after a statement that can skip it (`if ...: continue`), not in half of `a if c else
 b` or `a and b`. A scan with a `where=` filter is not every document.
 """
+
 from __future__ import annotations
 
 import ast
-from typing import Iterable, Iterator, Optional
+from collections.abc import Iterable, Iterator
+from typing import Optional
 
 from fsmigrate.lint.syntax import Names, assigned, is_none, own_nodes, show
 
@@ -16,8 +18,13 @@ def every_document_deleted(tree: ast.Module, names: Names) -> Iterator[tuple[ast
     """(the delete, the scan it deletes all of) in a module: `for` loops and
     comprehensions over `ctx.scan(...)` (or a name bound to one), and the per-document form
     (`source = scan(...)` with `def each(ctx, doc)`)."""
-    scans = {t.id for node in ast.walk(tree) if isinstance(node, ast.Assign)
-             and unfiltered_scan(node.value) for t in node.targets if isinstance(t, ast.Name)}
+    scans = {
+        t.id
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Assign) and unfiltered_scan(node.value)
+        for t in node.targets
+        if isinstance(t, ast.Name)
+    }
 
     def every(node: ast.expr) -> Optional[str]:
         if unfiltered_scan(node):
@@ -32,12 +39,18 @@ def every_document_deleted(tree: ast.Module, names: Names) -> Iterator[tuple[ast
             if scan is not None:
                 for call in unconditional_deletes(node.body, node.target.id):
                     yield call, scan
-        elif isinstance(node, (ast.GeneratorExp, ast.ListComp, ast.SetComp)) \
-                and len(node.generators) == 1:
+        elif (
+            isinstance(node, (ast.GeneratorExp, ast.ListComp, ast.SetComp))
+            and len(node.generators) == 1
+        ):
             gen = node.generators[0]
             scan = every(gen.iter)
-            if scan is not None and not gen.ifs and isinstance(gen.target, ast.Name) \
-                    and deletes(node.elt, gen.target.id):
+            if (
+                scan is not None
+                and not gen.ifs
+                and isinstance(gen.target, ast.Name)
+                and deletes(node.elt, gen.target.id)
+            ):
                 yield node.elt, scan
     yield from _each_deletes_all(tree, names)
 
@@ -60,8 +73,7 @@ def has_filter(call: ast.Call) -> bool:
     for kw in call.keywords:
         if kw.arg == "where":
             value = kw.value
-            empty = (isinstance(value, (ast.Tuple, ast.List)) and not value.elts) \
-                or is_none(value)
+            empty = (isinstance(value, (ast.Tuple, ast.List)) and not value.elts) or is_none(value)
             return not empty
         if kw.arg is None:  # **options: cannot tell
             return True
@@ -69,16 +81,25 @@ def has_filter(call: ast.Call) -> bool:
 
 
 def unfiltered_scan(node: ast.AST) -> bool:
-    return isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
-        and node.func.attr == "scan" and not has_filter(node)
+    return (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "scan"
+        and not has_filter(node)
+    )
 
 
 def deletes(node: ast.AST, target: str) -> bool:
     """`<name>.delete(target)`: ctx.delete of the loop's document."""
-    return isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
-        and node.func.attr == "delete" and isinstance(node.func.value, ast.Name) \
-        and len(node.args) >= 1 and isinstance(node.args[0], ast.Name) \
+    return (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "delete"
+        and isinstance(node.func.value, ast.Name)
+        and len(node.args) >= 1
+        and isinstance(node.args[0], ast.Name)
         and node.args[0].id == target
+    )
 
 
 _STOPS = (ast.Continue, ast.Break, ast.Return, ast.Raise)
@@ -118,9 +139,20 @@ def expression_nodes(stmt: ast.AST) -> Iterator[ast.AST]:
     while stack:
         node = stack.pop()
         yield node
-        if isinstance(node, (ast.IfExp, ast.Lambda, ast.FunctionDef, ast.AsyncFunctionDef,
-                             ast.ClassDef, ast.GeneratorExp, ast.ListComp, ast.SetComp,
-                             ast.DictComp)):
+        if isinstance(
+            node,
+            (
+                ast.IfExp,
+                ast.Lambda,
+                ast.FunctionDef,
+                ast.AsyncFunctionDef,
+                ast.ClassDef,
+                ast.GeneratorExp,
+                ast.ListComp,
+                ast.SetComp,
+                ast.DictComp,
+            ),
+        ):
             continue
         if isinstance(node, ast.BoolOp):
             stack.append(node.values[0])

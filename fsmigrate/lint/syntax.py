@@ -1,8 +1,10 @@
 """Helpers on a script's syntax tree for the lint checks (pure)."""
+
 from __future__ import annotations
 
 import ast
-from typing import Iterator, Optional, Union
+from collections.abc import Iterator
+from typing import Optional, Union
 
 Def = Union[ast.FunctionDef, ast.AsyncFunctionDef]
 
@@ -12,10 +14,15 @@ def assigned(tree: ast.Module, name: str) -> Optional[ast.expr]:
     value = None
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(
-                isinstance(t, ast.Name) and t.id == name for t in node.targets):
+            isinstance(t, ast.Name) and t.id == name for t in node.targets
+        ):
             value = node.value
-        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) \
-                and node.target.id == name and node.value is not None:
+        elif (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and node.target.id == name
+            and node.value is not None
+        ):
             value = node.value
     return value
 
@@ -34,8 +41,7 @@ def own_nodes(fn: ast.AST) -> Iterator[ast.AST]:
     while stack:
         node = stack.pop()
         yield node
-        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda,
-                                 ast.ClassDef)):
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
             stack.extend(ast.iter_child_nodes(node))
 
 
@@ -45,15 +51,19 @@ def is_generator(fn: Def) -> bool:
 
 def show(node: ast.AST, limit: int = 60) -> str:
     text = ast.unparse(node)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def is_client_constructor(name: Optional[str]) -> bool:
     if not name:
         return False
     parts = name.split(".")
-    if parts[:2] == ["google", "cloud"] and len(parts) >= 4 and \
-            parts[2].startswith("firestore") and parts[-1] in ("Client", "AsyncClient"):
+    if (
+        parts[:2] == ["google", "cloud"]
+        and len(parts) >= 4
+        and parts[2].startswith("firestore")
+        and parts[-1] in ("Client", "AsyncClient")
+    ):
         return True
     return name in ("firebase_admin.firestore.client", "firebase_admin.firestore_async.client")
 

@@ -12,25 +12,27 @@ charts. A line of the summary table is a (label, value) pair in `summary_rows()`
 value is escaped as prose, an `mdsafe.Md` value (`md()`, `code()`...) is used as it is. A
 section is a method of `Report` named in `SECTIONS`; its charts come from `Report.charts`.
 """
+
 from __future__ import annotations
 
 import json
 import shlex
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
-from fsmigrate.scripts import archive
-from fsmigrate.report import charts
 from fsmigrate.engine.estimate import describe
-from fsmigrate.report.mdsafe import bold, code, fence, header, md, row, text
-from fsmigrate.normalize import merge_step
 from fsmigrate.engine.traffic import describe_stats
+from fsmigrate.normalize import merge_step
+from fsmigrate.report import charts
+from fsmigrate.report.mdsafe import bold, code, fence, header, md, row, text
+from fsmigrate.scripts import archive
 
 STATUSES = ("planned", "committed", "skipped", "failed", "pending")
 OUTCOMES = (("create", "created"), ("update", "updated"), ("keep", "kept"))
-SKIPPED_SHOWN = 200   # skipped operations listed (the export has all)
-MERGES_SHOWN = 1000   # canonical documents listed in the merge table
-CHART_ROWS = 30       # bars per chart (the tables list all)
+SKIPPED_SHOWN = 200  # skipped operations listed (the export has all)
+MERGES_SHOWN = 1000  # canonical documents listed in the merge table
+CHART_ROWS = 30  # bars per chart (the tables list all)
 
 
 def collection_of(path: str) -> str:
@@ -45,8 +47,7 @@ def count_cells(by_status: dict[str, int]) -> list[int]:
     never `planned`, so the status alone would say 0 planned. The other columns are the
     operations with that status.
     """
-    return [sum(by_status.values()) if s == "planned" else by_status.get(s, 0)
-            for s in STATUSES]
+    return [sum(by_status.values()) if s == "planned" else by_status.get(s, 0) for s in STATUSES]
 
 
 @dataclass
@@ -56,8 +57,8 @@ class Merge:
 
     target: str
     merged: dict[str, int] = field(default_factory=dict)
-    outcome: str = "keep"             # create / update / keep
-    source: Optional[str] = None      # the document whose data it was created or updated from
+    outcome: str = "keep"  # create / update / keep
+    source: Optional[str] = None  # the document whose data it was created or updated from
     outcome_status: Optional[str] = None
 
     @property
@@ -84,8 +85,7 @@ class Tally:
         if step.role in ("merged", "kept"):
             merge.merged[op["status"]] = merge.merged.get(op["status"], 0) + 1
         else:
-            merge.outcome, merge.source, merge.outcome_status = \
-                step.role, step.source, op["status"]
+            merge.outcome, merge.source, merge.outcome_status = step.role, step.source, op["status"]
 
 
 def tally(state: Any, run_id: str) -> Tally:
@@ -106,13 +106,15 @@ def followed_dry_run(state: Any, run: Any) -> Optional[Any]:
     if run["kind"] == "plan" and run["source"]:
         found = state.conn.execute(
             "SELECT * FROM runs WHERE mode='dry-run' AND invocation=? AND revision=?",
-            (run["source"], run["revision"])).fetchone()
+            (run["source"], run["revision"]),
+        ).fetchone()
         if found is not None:
             return found
     return state.conn.execute(
         "SELECT * FROM runs WHERE mode='dry-run' AND project=? AND database=? AND revision=?"
         " AND started_at < ? ORDER BY started_at DESC LIMIT 1",
-        (run["project"], run["database"], run["revision"], run["started_at"])).fetchone()
+        (run["project"], run["database"], run["revision"], run["started_at"]),
+    ).fetchone()
 
 
 def summary_rows(state: Any, run: Any) -> list[tuple[str, Any]]:
@@ -133,8 +135,16 @@ def summary_rows(state: Any, run: Any) -> list[tuple[str, Any]]:
     if run["mode"] == "apply":
         rows.extend(_dry_run_rows(state, run))
     elif run["plan_digest"]:
-        rows.append(("Plan", md("wrote the plan {} for review (plan file sha256 {})",
-                                code(run["invocation"]), code(run["plan_digest"]))))
+        rows.append(
+            (
+                "Plan",
+                md(
+                    "wrote the plan {} for review (plan file sha256 {})",
+                    code(run["invocation"]),
+                    code(run["plan_digest"]),
+                ),
+            )
+        )
     if run["retries"]:
         rows.append(("Retries", f"{run['retries']} (last: {run['last_retry_error']})"))
     rows.extend(_usage_rows(state, run))
@@ -145,14 +155,36 @@ def _dry_run_rows(state: Any, run: Any) -> list[tuple[str, Any]]:
     dry = followed_dry_run(state, run)
     if dry is None:
         return [("Dry-run", md("{} recorded before this apply", bold("none")))]
-    same = "same script" if dry["checksum"] == run["checksum"] else \
-        md("{} (sha256 {})", bold("a different script"), code(dry["checksum"][:12] + ".."))
+    same = (
+        "same script"
+        if dry["checksum"] == run["checksum"]
+        else md("{} (sha256 {})", bold("a different script"), code(dry["checksum"][:12] + ".."))
+    )
     rows: list[tuple[str, Any]] = []
     if run["kind"] == "plan":
-        rows.append(("Plan", md("applied the reviewed plan {} exactly (plan file sha256 {})",
-                                code(run["source"]), code(run["plan_digest"]))))
-    rows.append(("Dry-run", md("{} by {} at {}, {} operations planned, {}", code(dry["id"]),
-                               dry["operator"], dry["started_at"], dry["planned"], same)))
+        rows.append(
+            (
+                "Plan",
+                md(
+                    "applied the reviewed plan {} exactly (plan file sha256 {})",
+                    code(run["source"]),
+                    code(run["plan_digest"]),
+                ),
+            )
+        )
+    rows.append(
+        (
+            "Dry-run",
+            md(
+                "{} by {} at {}, {} operations planned, {}",
+                code(dry["id"]),
+                dry["operator"],
+                dry["started_at"],
+                dry["planned"],
+                same,
+            ),
+        )
+    )
     return rows
 
 
@@ -174,8 +206,11 @@ class Report:
 
     def summary(self) -> Iterator[str]:
         run = self.run
-        yield "# " + text(f"fsmigrate audit: {run['kind']} {run['mode']} of migration "
-                          f"{run['revision']}") + "\n\n"
+        yield (
+            "# "
+            + text(f"fsmigrate audit: {run['kind']} {run['mode']} of migration {run['revision']}")
+            + "\n\n"
+        )
         if run["description"]:
             yield text(run["description"]) + "\n\n"
         yield "| | |\n|---|---|\n"
@@ -185,14 +220,24 @@ class Report:
     def counts(self) -> Iterator[str]:
         run = self.run
         yield "\n## Counts\n\n"
-        yield ("**planned** counts every operation the run planned; the other columns say what "
-               "became of them.\n\n")
+        yield (
+            "**planned** counts every operation the run planned; the other columns say what "
+            "became of them.\n\n"
+        )
         yield header(["operation", *STATUSES])
         by_kind = self.state.op_counts(run["id"])
         for kind in sorted(by_kind):
             yield row([kind, *count_cells(by_kind[kind])])
-        yield row([bold("total"), f"{run['planned']} planned", f"{run['committed']} committed",
-                   f"{run['skipped']} skipped", f"{run['failed']} failed or unsettled", ""])
+        yield row(
+            [
+                bold("total"),
+                f"{run['planned']} planned",
+                f"{run['committed']} committed",
+                f"{run['skipped']} skipped",
+                f"{run['failed']} failed or unsettled",
+                "",
+            ]
+        )
         yield "\n### Per collection\n\n"
         yield header(["collection", *STATUSES])
         for collection, counts in sorted(self.tally.by_collection.items()):
@@ -207,16 +252,26 @@ class Report:
         merged = sum(m.total for m in merges.values())
         collections = {collection_of(m.target) for m in merges.values()}
         where = md(" of {}", code(next(iter(collections)))) if len(collections) == 1 else ""
-        yield (f"{_plural(merged, 'document')} merged into "
-               f"{_plural(len(merges), 'canonical document')}{where}: "
-               + ", ".join(f"{outcomes[key]} {word}" for key, word in OUTCOMES) + ".\n\n")
-        yield header(["canonical document", "documents merged", "canonical document is",
-                      "from", "status"])
+        yield (
+            f"{_plural(merged, 'document')} merged into "
+            f"{_plural(len(merges), 'canonical document')}{where}: "
+            + ", ".join(f"{outcomes[key]} {word}" for key, word in OUTCOMES)
+            + ".\n\n"
+        )
+        yield header(
+            ["canonical document", "documents merged", "canonical document is", "from", "status"]
+        )
         for merge in sorted(merges.values(), key=lambda m: m.target)[:MERGES_SHOWN]:
             shown = merge.target.rsplit("/", 1)[1] if where else merge.target
-            yield row([code(shown), merge.total, dict(OUTCOMES)[merge.outcome],
-                       code(merge.source.rsplit("/", 1)[1]) if merge.source else "",
-                       _merge_status(merge)])
+            yield row(
+                [
+                    code(shown),
+                    merge.total,
+                    dict(OUTCOMES)[merge.outcome],
+                    code(merge.source.rsplit("/", 1)[1]) if merge.source else "",
+                    _merge_status(merge),
+                ]
+            )
         if len(merges) > MERGES_SHOWN:
             yield f"\n... and {len(merges) - MERGES_SHOWN} more canonical documents.\n"
 
@@ -246,38 +301,67 @@ class Report:
         if (run["archive_policy"] or "full") != "full" or run["pruned_at"]:
             yield text(f"Archive: {archive.describe(run)}.") + "\n\n"
         if archive.unavailable(run, "export") is None:
-            yield md("Every document this run changed or deleted was archived in the state "
-                     "file ({}) before the write was sent. To get them:\n\n",
-                     code(self.state_path))
-            yield fence(f"fsmigrate --state {path} audit {shlex.quote(run['id'])} --export "
-                        f"before-images.jsonl\nfsmigrate --project "
-                        f"{shlex.quote(run['project'])} --state {path} restore "
-                        f"{shlex.quote(run['id'])} --dry-run\n", "sh")
+            yield md(
+                "Every document this run changed or deleted was archived in the state "
+                "file ({}) before the write was sent. To get them:\n\n",
+                code(self.state_path),
+            )
+            yield fence(
+                f"fsmigrate --state {path} audit {shlex.quote(run['id'])} --export "
+                f"before-images.jsonl\nfsmigrate --project "
+                f"{shlex.quote(run['project'])} --state {path} restore "
+                f"{shlex.quote(run['id'])} --dry-run\n",
+                "sh",
+            )
         counts = json.loads(run["counts"] or "{}")
         if counts:
-            yield "\n" + text("Planned by kind: " + ", ".join(
-                f"{v} {k}" for k, v in sorted(counts.items())) + ".") + "\n"
+            yield (
+                "\n"
+                + text(
+                    "Planned by kind: "
+                    + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+                    + "."
+                )
+                + "\n"
+            )
 
     def charts(self, section: str) -> list[Any]:
         """The charts drawn after a section in the HTML page."""
         if section == "counts":
             by_kind = self.state.op_counts(self.run["id"])
-            by_collection = sorted(self.tally.by_collection.items(),
-                                   key=lambda item: (-sum(item[1].values()), item[0]))
+            by_collection = sorted(
+                self.tally.by_collection.items(), key=lambda item: (-sum(item[1].values()), item[0])
+            )
             return [
-                charts.horizontal_bars("operations-per-kind", "operations per kind",
-                                       sorted(by_kind.items()), _legend(by_kind),
-                                       limit=CHART_ROWS, unit="operations"),
-                charts.horizontal_bars("operations-per-collection", "operations per collection",
-                                       by_collection, _legend(dict(by_collection)),
-                                       limit=CHART_ROWS, unit="operations")]
+                charts.horizontal_bars(
+                    "operations-per-kind",
+                    "operations per kind",
+                    sorted(by_kind.items()),
+                    _legend(by_kind),
+                    limit=CHART_ROWS,
+                    unit="operations",
+                ),
+                charts.horizontal_bars(
+                    "operations-per-collection",
+                    "operations per collection",
+                    by_collection,
+                    _legend(dict(by_collection)),
+                    limit=CHART_ROWS,
+                    unit="operations",
+                ),
+            ]
         if section == "merges" and self.tally.merges:
             merges = sorted(self.tally.merges.values(), key=lambda m: (-m.total, m.target))
-            return [charts.horizontal_bars(
-                "merged-per-canonical-id", "documents merged per canonical ID, by what "
-                "became of the canonical document",
-                [(m.target.rsplit("/", 1)[1], {m.outcome: m.total}) for m in merges],
-                OUTCOMES, limit=CHART_ROWS, unit="documents merged")]
+            return [
+                charts.horizontal_bars(
+                    "merged-per-canonical-id",
+                    "documents merged per canonical ID, by what became of the canonical document",
+                    [(m.target.rsplit("/", 1)[1], {m.outcome: m.total}) for m in merges],
+                    OUTCOMES,
+                    limit=CHART_ROWS,
+                    unit="documents merged",
+                )
+            ]
         return []
 
 
@@ -293,8 +377,7 @@ def _plural(n: int, word: str) -> str:
 
 
 def _merge_status(merge: Merge) -> str:
-    done = ", ".join(f"{n} {status}" for status in STATUSES
-                     if (n := merge.merged.get(status, 0)))
+    done = ", ".join(f"{n} {status}" for status in STATUSES if (n := merge.merged.get(status, 0)))
     if merge.outcome_status not in (None, "planned", "committed"):
         done += f"; the {merge.outcome} was {merge.outcome_status}"
     return done
@@ -327,14 +410,23 @@ def export_before_images(state: Any, run_id: str) -> Iterator[str]:
         if found["before"] is None:
             continue
         op = op_dict(found, images=True)
-        yield dumps({"path": op["path"], "kind": op["kind"], "status": op["status"],
-                     "before": op["before"]}) + "\n"
+        yield (
+            dumps(
+                {
+                    "path": op["path"],
+                    "kind": op["kind"],
+                    "status": op["status"],
+                    "before": op["before"],
+                }
+            )
+            + "\n"
+        )
 
 
 @dataclass(frozen=True)
 class Section:
     name: str
-    html: Any           # markupsafe.Markup
+    html: Any  # markupsafe.Markup
     charts: list[Any]
 
 

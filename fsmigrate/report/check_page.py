@@ -5,13 +5,14 @@ Charts: every metric family with one sample per value of one label (heartbeats:
 `documents_by_kind{kind=...}`) is drawn as bars, and every time series the check returns
 (`CheckResult.series`) as columns or a line, with its threshold.
 """
+
 from __future__ import annotations
 
-from typing import Any, Iterator, Union
+from collections.abc import Iterator
+from typing import Any, Union
 
-from fsmigrate.report import charts
-from fsmigrate.report import pages
 from fsmigrate.checks import CheckResult, Metric
+from fsmigrate.report import charts, pages
 from fsmigrate.times import rfc3339
 
 LIST_LIMIT = 1000  # IDs shown per list in the details (--format json lists all)
@@ -26,10 +27,14 @@ def metric_charts(metrics: list[Metric]) -> list[charts.BarChart]:
     out = []
     for name, samples in families.items():
         keys = {k for m in samples for k in m.labels}
-        varying = [k for k in sorted(keys)
-                   if len({m.labels.get(k) for m in samples}) == len(samples)]
-        if len(samples) < 2 or len(varying) != 1 or \
-                any(varying[0] not in m.labels for m in samples):
+        varying = [
+            k for k in sorted(keys) if len({m.labels.get(k) for m in samples}) == len(samples)
+        ]
+        if (
+            len(samples) < 2
+            or len(varying) != 1
+            or any(varying[0] not in m.labels for m in samples)
+        ):
             continue
         key = varying[0]
         words = name.replace("_", " ")
@@ -40,14 +45,24 @@ def metric_charts(metrics: list[Metric]) -> list[charts.BarChart]:
 
 
 def series_charts(result: CheckResult) -> list[charts.TimeChart]:
-    return [charts.time_chart(f"series-{s.name}", s.title, [(p.start, p.value) for p in s.points],
-                              s.bucket, style=s.style, threshold=s.threshold,
-                              threshold_label=s.threshold_label, unit=s.unit)
-            for s in result.series]
+    return [
+        charts.time_chart(
+            f"series-{s.name}",
+            s.title,
+            [(p.start, p.value) for p in s.points],
+            s.bucket,
+            style=s.style,
+            threshold=s.threshold,
+            threshold_label=s.threshold_label,
+            unit=s.unit,
+        )
+        for s in result.series
+    ]
 
 
-def _details(details: dict[str, Any]) -> tuple[list[tuple[str, str]],
-                                               list[tuple[str, list[str], int]]]:
+def _details(
+    details: dict[str, Any],
+) -> tuple[list[tuple[str, str]], list[tuple[str, list[str], int]]]:
     """(key, value) rows for scalars and maps; (key, first items, all) for lists."""
     rows: list[tuple[str, str]] = []
     lists: list[tuple[str, list[str], int]] = []
@@ -70,7 +85,12 @@ def _scalar(value: Union[str, int, float, bool, None]) -> str:
 def page(result: CheckResult) -> Iterator[str]:
     rows, lists = _details(result.details)
     return pages.render(
-        "check.html.j2", result=result, where=result.labels.get("collection", result.check),
-        checked_at=rfc3339(result.checked_at, "auto"), charts=[*metric_charts(result.metrics),
-                                                    *series_charts(result)],
-        rows=rows, lists=lists, list_limit=LIST_LIMIT)
+        "check.html.j2",
+        result=result,
+        where=result.labels.get("collection", result.check),
+        checked_at=rfc3339(result.checked_at, "auto"),
+        charts=[*metric_charts(result.metrics), *series_charts(result)],
+        rows=rows,
+        lists=lists,
+        list_limit=LIST_LIMIT,
+    )

@@ -1,11 +1,12 @@
 """A check's result as people and machines read it: text, JSON, OpenMetrics (for a
 scraper) and a standalone HTML page (`check_page`)."""
+
 from __future__ import annotations
 
 import json
 import math
 import re
-from typing import Iterator
+from collections.abc import Iterator
 
 from fsmigrate.checks import CheckResult, Metric
 from fsmigrate.report.check_page import page
@@ -30,7 +31,7 @@ _METRIC_NAME = re.compile(r"[^a-zA-Z0-9_]")
 
 
 def _escape(value: str) -> str:
-    return str(value).replace("\\", "\\\\").replace("\"", "\\\"").replace("\n", "\\n")
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def _number(value: float) -> str:
@@ -50,9 +51,14 @@ def openmetrics_chunks(result: CheckResult) -> Iterator[str]:
     or a scrape)."""
     prefix = "fsmigrate_check_" + _METRIC_NAME.sub("_", result.check)
     families: dict[str, list[Metric]] = {}
-    built_in = [Metric("healthy", int(result.healthy), help="1 when the check passed, else 0"),
-                Metric("checked_timestamp_seconds", result.checked_at.timestamp(),
-                       help="when the check ran (Unix time)")]
+    built_in = [
+        Metric("healthy", int(result.healthy), help="1 when the check passed, else 0"),
+        Metric(
+            "checked_timestamp_seconds",
+            result.checked_at.timestamp(),
+            help="when the check ran (Unix time)",
+        ),
+    ]
     for metric in [*built_in, *result.metrics]:
         families.setdefault(_METRIC_NAME.sub("_", metric.name), []).append(metric)
     for name, samples in families.items():
@@ -63,10 +69,14 @@ def openmetrics_chunks(result: CheckResult) -> Iterator[str]:
             yield f"# HELP {full} {_escape(helps[0])}\n"
         for metric in samples:
             labels = {**result.labels, **metric.labels}
-            text = ",".join(f'{_METRIC_NAME.sub("_", k)}="{_escape(v)}"'
-                            for k, v in sorted(labels.items()))
-            yield f"{full}{{{text}}} {_number(metric.value)}\n" if text else \
-                f"{full} {_number(metric.value)}\n"
+            text = ",".join(
+                f'{_METRIC_NAME.sub("_", k)}="{_escape(v)}"' for k, v in sorted(labels.items())
+            )
+            yield (
+                f"{full}{{{text}}} {_number(metric.value)}\n"
+                if text
+                else f"{full} {_number(metric.value)}\n"
+            )
     yield "# EOF\n"
 
 
@@ -76,7 +86,9 @@ def html_chunks(result: CheckResult) -> Iterator[str]:
     return page(result)
 
 
-RENDERERS = {"text": text_chunks, "json": json_chunks, "openmetrics": openmetrics_chunks,
-             "html": html_chunks}
-
-
+RENDERERS = {
+    "text": text_chunks,
+    "json": json_chunks,
+    "openmetrics": openmetrics_chunks,
+    "html": html_chunks,
+}

@@ -8,11 +8,13 @@ paths, `bold()`, `md()` to fill a markdown template, `fence()` for a block shown
 given where markdown is expected (a plain `str` cell, an argument of `md()`) is escaped as
 prose. Pure functions; tested by rendering with markdown-it-py.
 """
+
 from __future__ import annotations
 
 import re
 import unicodedata
-from typing import Iterable, Union
+from collections.abc import Iterable
+from typing import Union
 
 # Every character that starts inline markup somewhere (CommonMark + GFM): escaped anywhere.
 _INLINE = re.compile(r"([\\`*_\[\]<>|~&#!])")
@@ -32,8 +34,10 @@ def _visible(value: str) -> str:
     code span has no line to break."""
     if not any(unicodedata.category(ch) == "Cc" for ch in value):
         return value
-    return "".join(ch.encode("unicode_escape").decode("ascii")
-                   if unicodedata.category(ch) == "Cc" else ch for ch in value)
+    return "".join(
+        ch.encode("unicode_escape").decode("ascii") if unicodedata.category(ch) == "Cc" else ch
+        for ch in value
+    )
 
 
 def text(value: object) -> Md:
@@ -49,7 +53,7 @@ def text(value: object) -> Md:
             continue
         match = _BLOCK_START.match(line)
         if match and match.group(2):
-            line = f"{match.group(2)}\\{match.group(3)}{line[match.end():]}"
+            line = f"{match.group(2)}\\{match.group(3)}{line[match.end() :]}"
         elif match:
             line = "\\" + line
         lines.append(line)

@@ -2,10 +2,12 @@
 markdown of a report rendered by markdown-it-py. A page carries its CSS and its charts as
 inline SVG, loads nothing and runs no script (its Content-Security-Policy says so), so it
 works offline, as a ticket attachment."""
+
 from __future__ import annotations
 
 import functools
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from markdown_it import MarkdownIt
@@ -14,11 +16,17 @@ from markupsafe import Markup
 
 @functools.lru_cache(maxsize=1)
 def environment() -> Environment:
-    env = Environment(loader=PackageLoader("fsmigrate.report", "templates"), autoescape=True,
-                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env = Environment(
+        loader=PackageLoader("fsmigrate.report", "templates"),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     env.filters["px"] = lambda value: f"{float(value):.1f}"
-    env.filters["number"] = lambda value: f"{value:,.0f}" if float(value).is_integer() \
-        else f"{value:,.1f}"
+    env.filters["number"] = lambda value: (
+        f"{value:,.0f}" if float(value).is_integer() else f"{value:,.1f}"
+    )
     return env
 
 

@@ -1,17 +1,20 @@
 """Render runs, plans and audit rows as text / markdown / json / jsonl. No I/O here:
 every renderer yields chunks of text, so a report of 100,000 operations streams."""
+
 from __future__ import annotations
 
 import json
 import sqlite3
-from typing import Any, Iterator, Optional, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any, Optional
 
-from fsmigrate.scripts import archive
-from fsmigrate.firestore import codec
 from fsmigrate.engine import estimate
-from fsmigrate.report.mdsafe import bold, code, header, md, row as md_row, text
-from fsmigrate.scripts.operations import KINDS
 from fsmigrate.engine.traffic import Limits, describe_stats
+from fsmigrate.firestore import codec
+from fsmigrate.report.mdsafe import bold, code, header, md, text
+from fsmigrate.report.mdsafe import row as md_row
+from fsmigrate.scripts import archive
+from fsmigrate.scripts.operations import KINDS
 from fsmigrate.state.runs import run_dict
 
 TEXT_SAMPLE = 10
@@ -24,9 +27,14 @@ def dumps(obj: Any) -> str:
 
 def op_dict(row: sqlite3.Row, *, images: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "seq": row["seq"], "batch": row["batch"], "kind": row["kind"], "path": row["path"],
+        "seq": row["seq"],
+        "batch": row["batch"],
+        "kind": row["kind"],
+        "path": row["path"],
         "label": row["label"],
-        "status": row["status"], "reason": row["reason"], "commit_time": row["commit_time"],
+        "status": row["status"],
+        "reason": row["reason"],
+        "commit_time": row["commit_time"],
         "error": row["error"],
         "precondition": json.loads(row["precondition"]) if row["precondition"] else None,
     }
@@ -40,8 +48,15 @@ def op_dict(row: sqlite3.Row, *, images: bool = False) -> dict[str, Any]:
 # ---- upgrade (dry-run or apply) ------------------------------------------------------
 
 
-def upgrade_chunks(state: Any, run_ids: Sequence[str], target: Any, fmt: str, *,
-                   full: bool, apply_hint: str = APPLY_HINT) -> Iterator[str]:
+def upgrade_chunks(
+    state: Any,
+    run_ids: Sequence[str],
+    target: Any,
+    fmt: str,
+    *,
+    full: bool,
+    apply_hint: str = APPLY_HINT,
+) -> Iterator[str]:
     runs = [state.run(r) for r in run_ids]
     if fmt == "json":
         yield from _upgrade_json(state, runs, target)
@@ -66,8 +81,9 @@ def _counts_line(row: sqlite3.Row) -> str:
     return ", ".join(parts) or "no operations"
 
 
-def _upgrade_text(state: Any, runs: Sequence[sqlite3.Row], target: Any, *,
-                  full: bool, apply_hint: str) -> Iterator[str]:
+def _upgrade_text(
+    state: Any, runs: Sequence[sqlite3.Row], target: Any, *, full: bool, apply_hint: str
+) -> Iterator[str]:
     if not runs:
         yield f"Nothing to do: {target.describe()} is up to date.\n"
         return
@@ -75,13 +91,17 @@ def _upgrade_text(state: Any, runs: Sequence[sqlite3.Row], target: Any, *,
     head = "DRY-RUN (nothing was written to Firestore)" if dry else "APPLIED"
     yield f"{head}: {target.describe()}\n"
     for row in runs:
-        yield (f"\n{row['revision']} {row['description']}  [run {row['id']}, {row['status']}]\n"
-               f"  planned: {_counts_line(row)}\n")
+        yield (
+            f"\n{row['revision']} {row['description']}  [run {row['id']}, {row['status']}]\n"
+            f"  planned: {_counts_line(row)}\n"
+        )
         if row["archive_policy"] not in (None, "full"):
             yield f"  archive: {archive.describe(row)}\n"
         if not dry:
-            yield (f"  committed {row['committed']}, skipped {row['skipped']}, "
-                   f"failed {row['failed']}, in {row['batches']} batches\n")
+            yield (
+                f"  committed {row['committed']}, skipped {row['skipped']}, "
+                f"failed {row['failed']}, in {row['batches']} batches\n"
+            )
         limit = None if full else TEXT_SAMPLE
         shown = 0
         for op in state.ops(row["id"], limit=limit):
@@ -89,8 +109,10 @@ def _upgrade_text(state: Any, runs: Sequence[sqlite3.Row], target: Any, *,
             label = f"  ({op['label']})" if op["label"] else ""
             yield f"    {op['kind']:<7} {op['path']}{label}\n"
         if not full and row["planned"] > shown:
-            yield (f"    ... and {row['planned'] - shown} more "
-                   "(all of them: --report FILE, or --format json)\n")
+            yield (
+                f"    ... and {row['planned'] - shown} more "
+                "(all of them: --report FILE, or --format json)\n"
+            )
         for op in state.ops(row["id"], status="skipped"):
             yield f"  skipped {op['kind']} {op['path']}: {op['reason']}\n"
         for note in sorted(state.notes(row["id"]), key=_problems_first):
@@ -105,8 +127,10 @@ def _upgrade_text(state: Any, runs: Sequence[sqlite3.Row], target: Any, *,
         word = "estimate" if dry else "did"
         yield f"\nTotal {word}: {estimate.describe(total)}\n"
     if dry and len(runs) > 1:
-        yield ("\nNote: each migration was planned against the current data; later ones do not "
-               "see the changes earlier ones would make.\n")
+        yield (
+            "\nNote: each migration was planned against the current data; later ones do not "
+            "see the changes earlier ones would make.\n"
+        )
     if dry:
         yield f"\nTo apply: {apply_hint}\n"
 
@@ -119,21 +143,35 @@ def _upgrade_markdown(state: Any, runs: Sequence[sqlite3.Row], target: Any) -> I
         yield "\nNothing to do: up to date.\n"
         return
     first = runs[0]
-    yield "- " + md("Operator: {} on {}, fsmigrate {}", first["operator"], code(first["host"]),
-                    first["tool_version"]) + "\n"
+    yield (
+        "- "
+        + md(
+            "Operator: {} on {}, fsmigrate {}",
+            first["operator"],
+            code(first["host"]),
+            first["tool_version"],
+        )
+        + "\n"
+    )
     yield f"- Started: {text(first['started_at'])}\n"
     traffic, _ = state.usage(first)
     if traffic:
         yield f"- Traffic: {text(Limits.from_json(traffic).describe())}\n"
     total = _usage_total(state, runs)
     if total is not None:
-        yield f"- Total {'estimate' if title == 'Dry-run' else 'done'}: " \
-              f"{text(estimate.describe(total))}\n"
+        yield (
+            f"- Total {'estimate' if title == 'Dry-run' else 'done'}: "
+            f"{text(estimate.describe(total))}\n"
+        )
     yield "\n"
     for row in runs:
         yield "## " + text(f"{row['revision']} {row['description']}".splitlines()[0]) + "\n\n"
-        yield md("Run {}, status {}, checksum {}\n\n", code(row["id"]), bold(row["status"]),
-                 code(row["checksum"]))
+        yield md(
+            "Run {}, status {}, checksum {}\n\n",
+            code(row["id"]),
+            bold(row["status"]),
+            code(row["checksum"]),
+        )
         yield f"Archive: {text(archive.describe(row))}.\n\n"
         yield from _usage_table(state, row)
         yield "| operation | planned |\n|---|---|\n"
@@ -141,8 +179,10 @@ def _upgrade_markdown(state: Any, runs: Sequence[sqlite3.Row], target: Any) -> I
         for kind in KINDS:
             yield f"| {kind} | {counts.get(kind, 0)} |\n"
         if row["mode"] == "apply":
-            yield (f"\nCommitted {row['committed']}, skipped {row['skipped']}, "
-                   f"failed {row['failed']}, in {row['batches']} batches.\n")
+            yield (
+                f"\nCommitted {row['committed']}, skipped {row['skipped']}, "
+                f"failed {row['failed']}, in {row['batches']} batches.\n"
+            )
         notes = sorted(state.notes(row["id"]), key=_problems_first)
         if notes:
             yield "\n### Notes\n\n" + "".join(f"- {text(n)}\n" for n in notes)
@@ -178,10 +218,12 @@ def _usage_table(state: Any, row: sqlite3.Row) -> Iterator[str]:
     if figures is not None:
         head = "Estimate" if row["mode"] == "dry-run" else "Done"
         seconds = figures.get("seconds_at_ramp")
-        yield (f"| {head} | reads | writes | deletes | archive bytes | seconds at the rate "
-               f"limits |\n|---|---|---|---|---|---|\n| | {figures['reads']} | "
-               f"{figures['writes']} | {figures['deletes']} | {figures['archive_bytes']} | "
-               f"{'unlimited' if seconds is None else seconds} |\n\n")
+        yield (
+            f"| {head} | reads | writes | deletes | archive bytes | seconds at the rate "
+            f"limits |\n|---|---|---|---|---|---|\n| | {figures['reads']} | "
+            f"{figures['writes']} | {figures['deletes']} | {figures['archive_bytes']} | "
+            f"{'unlimited' if seconds is None else seconds} |\n\n"
+        )
     if traffic is not None and row["mode"] == "apply":
         yield f"Traffic: {describe_stats(traffic)}.\n\n"
 
@@ -197,8 +239,12 @@ def _usage_total(state: Any, runs: Sequence[sqlite3.Row]) -> Optional[dict[str, 
 
 
 def _upgrade_json(state: Any, runs: Sequence[sqlite3.Row], target: Any) -> Iterator[str]:
-    head: dict[str, Any] = {"project": target.project, "database": target.database,
-                            "emulator": target.is_emulator, "mode": _mode_word(runs)}
+    head: dict[str, Any] = {
+        "project": target.project,
+        "database": target.database,
+        "emulator": target.is_emulator,
+        "mode": _mode_word(runs),
+    }
     total = _usage_total(state, runs)
     if total is not None:
         head["estimate" if head["mode"] == "dry-run" else "actual"] = total
@@ -227,13 +273,17 @@ def runs_chunks(runs: Sequence[dict[str, Any]], fmt: str) -> Iterator[str]:
     if not runs:
         yield "No runs recorded.\n"
         return
-    yield (f"{'RUN':<24} {'REV':<6} {'MODE':<8} {'STATUS':<11}{'PLANNED':>8} {'DONE':>8} "
-           f"{'SKIP':>6}  {'STARTED':<27} OPERATOR@HOST  TARGET\n")
+    yield (
+        f"{'RUN':<24} {'REV':<6} {'MODE':<8} {'STATUS':<11}{'PLANNED':>8} {'DONE':>8} "
+        f"{'SKIP':>6}  {'STARTED':<27} OPERATOR@HOST  TARGET\n"
+    )
     for r in runs:
         mode = r["mode"] if r["kind"] in ("upgrade", "rerun") else r["kind"]
-        yield (f"{r['run_id']:<24} {r['revision']:<6} {mode:<8} {r['status']:<11}"
-               f"{r['planned']:>8} {r['committed']:>8} {r['skipped']:>6}  {r['started_at']:<27} "
-               f"{r['operator']}@{r['host']}  {r['project']}/{r['database']}\n")
+        yield (
+            f"{r['run_id']:<24} {r['revision']:<6} {mode:<8} {r['status']:<11}"
+            f"{r['planned']:>8} {r['committed']:>8} {r['skipped']:>6}  {r['started_at']:<27} "
+            f"{r['operator']}@{r['host']}  {r['project']}/{r['database']}\n"
+        )
 
 
 def audit_run_chunks(state: Any, run_id: str, fmt: str) -> Iterator[str]:
@@ -249,12 +299,14 @@ def audit_run_chunks(state: Any, run_id: str, fmt: str) -> Iterator[str]:
             yield ("," if i else "") + dumps(op_dict(op, images=True))
         yield "]}\n"
         return
-    yield (f"run {row['id']}: {row['kind']} {row['mode']} of {row['revision']} {row['description']} "
-           f"on {row['project']}/{row['database']}, {row['status']}\n"
-           f"  by {row['operator']}@{row['host']}, fsmigrate {row['tool_version']}, "
-           f"{row['started_at']} .. {row['finished_at'] or '(unfinished)'}\n"
-           f"  planned {row['planned']}, committed {row['committed']}, skipped {row['skipped']}, "
-           f"failed {row['failed']}, batches {row['batches']}\n")
+    yield (
+        f"run {row['id']}: {row['kind']} {row['mode']} of {row['revision']} {row['description']} "
+        f"on {row['project']}/{row['database']}, {row['status']}\n"
+        f"  by {row['operator']}@{row['host']}, fsmigrate {row['tool_version']}, "
+        f"{row['started_at']} .. {row['finished_at'] or '(unfinished)'}\n"
+        f"  planned {row['planned']}, committed {row['committed']}, skipped {row['skipped']}, "
+        f"failed {row['failed']}, batches {row['batches']}\n"
+    )
     if row["plan_digest"]:
         what = "applies plan" if row["mode"] == "apply" else "wrote plan"
         yield f"  {what} {row['source'] or row['invocation']}, sha256 {row['plan_digest']}\n"
@@ -263,8 +315,7 @@ def audit_run_chunks(state: Any, run_id: str, fmt: str) -> Iterator[str]:
     if row["planned"] or row["pruned_at"]:
         yield f"  archive: {archive.describe(row)}\n"
     if row["planned"] and not state.kept_ops(run_id):
-        yield ("  operations: not kept (a dry-run without --plan-out keeps its counts and "
-               "notes)\n")
+        yield ("  operations: not kept (a dry-run without --plan-out keeps its counts and notes)\n")
     if row["error"]:
         yield f"  error: {row['error']}\n"
     if row["retries"]:
@@ -281,8 +332,10 @@ def audit_run_chunks(state: Any, run_id: str, fmt: str) -> Iterator[str]:
 
 def status_chunks(rows: Sequence[dict[str, Any]], target: Any, fmt: str) -> Iterator[str]:
     if fmt == "json":
-        yield dumps({"project": target.project, "database": target.database,
-                     "revisions": rows}) + "\n"
+        yield (
+            dumps({"project": target.project, "database": target.database, "revisions": rows})
+            + "\n"
+        )
         return
     yield f"{target.describe()}\n"
     if not rows:
@@ -294,8 +347,10 @@ def status_chunks(rows: Sequence[dict[str, Any]], target: Any, fmt: str) -> Iter
 
 def findings_chunks(findings: Sequence[dict[str, Any]], fmt: str) -> Iterator[str]:
     if fmt == "json":
-        yield dumps({"ok": not any(f.get("blocking", True) for f in findings),
-                     "findings": findings}) + "\n"
+        yield (
+            dumps({"ok": not any(f.get("blocking", True) for f in findings), "findings": findings})
+            + "\n"
+        )
         return
     if not findings:
         yield "OK: every applied migration matches its script.\n"
@@ -312,14 +367,20 @@ def prune_chunks(result: Any, fmt: str) -> Iterator[str]:
     if not result.pruned:
         yield f"Nothing to prune: no run finished before {result.cutoff} holds archive data.\n"
     elif result.dry_run:
-        yield (f"DRY-RUN: would prune {len(result.pruned)} run(s) finished before "
-               f"{result.cutoff} ({images:,} before-images); nothing was changed\n")
+        yield (
+            f"DRY-RUN: would prune {len(result.pruned)} run(s) finished before "
+            f"{result.cutoff} ({images:,} before-images); nothing was changed\n"
+        )
     else:
-        yield (f"PRUNED by run {result.run_id}: {len(result.pruned)} run(s) finished before "
-               f"{result.cutoff}, {images:,} before-images; state file {result.bytes_before:,} "
-               f"-> {result.bytes_after:,} bytes\n")
+        yield (
+            f"PRUNED by run {result.run_id}: {len(result.pruned)} run(s) finished before "
+            f"{result.cutoff}, {images:,} before-images; state file {result.bytes_before:,} "
+            f"-> {result.bytes_after:,} bytes\n"
+        )
     for p in result.pruned:
-        yield (f"  {p.run_id}  {p.kind} {p.mode} of {p.revision}, finished {p.finished_at}: "
-               f"{p.before_images:,} before-images, {p.writes:,} writes, {p.bytes:,} bytes\n")
+        yield (
+            f"  {p.run_id}  {p.kind} {p.mode} of {p.revision}, finished {p.finished_at}: "
+            f"{p.before_images:,} before-images, {p.writes:,} writes, {p.bytes:,} bytes\n"
+        )
     for k in result.kept:
         yield f"  kept {k.run_id}: {k.why}\n"

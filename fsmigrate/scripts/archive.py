@@ -16,10 +16,12 @@ The policy is recorded with the run (`runs.archive_policy`: `full`, `paths`, or
 `redact:<function name>`), shown in the dry-run report, the plan file header and the
 audit. This module also says, in one line, what a run's archive still holds.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Optional
 
 from google.cloud.firestore_v1 import _helpers, types
 
@@ -59,8 +61,10 @@ def problem(spec: Any) -> Optional[str]:
     """Why a script's `archive` attribute is not a policy, else None."""
     if spec in (FULL, PATHS) or callable(spec):
         return None
-    return ('`archive` must be "full", "paths" or a function(data) -> dict of the fields to '
-            f"keep, not {spec!r}")
+    return (
+        '`archive` must be "full", "paths" or a function(data) -> dict of the fields to '
+        f"keep, not {spec!r}"
+    )
 
 
 def policy(spec: Any) -> Policy:
@@ -103,14 +107,17 @@ def describe(run: Mapping[str, Any]) -> str:
     name = run["archive_policy"] or FULL
     if run["pruned_at"]:
         by = f" by run {run['pruned_by']}" if run["pruned_by"] else ""
-        return (f"pruned at {run['pruned_at']}{by}: the before-images, journaled writes and "
-                "after-images are gone; paths, update times and outcomes remain")
+        return (
+            f"pruned at {run['pruned_at']}{by}: the before-images, journaled writes and "
+            "after-images are gone; paths, update times and outcomes remain"
+        )
     if name == PATHS:
-        return ("paths and update times only (archive = \"paths\"): no copy of the documents "
-                "was kept")
+        return 'paths and update times only (archive = "paths"): no copy of the documents was kept'
     if name.startswith(REDACT + ":"):
-        return (f"redacted copies (archive = {name.split(':', 1)[1]}): only the fields the "
-                "migration's archive function kept")
+        return (
+            f"redacted copies (archive = {name.split(':', 1)[1]}): only the fields the "
+            "migration's archive function kept"
+        )
     return "full copies of the documents as Firestore held them"
 
 
@@ -122,9 +129,11 @@ def unavailable(run: Mapping[str, Any], what: str) -> Optional[ArchiveUnavailabl
         return ArchiveUnavailable(
             f"run {run['id']}: its archive was pruned at {run['pruned_at']}{by}; the "
             f"before-images are gone, nothing to {what} (`fsmigrate audit {run['id']}` lists "
-            "the paths it changed)")
+            "the paths it changed)"
+        )
     if (run["archive_policy"] or FULL) == PATHS:
         return ArchiveUnavailable(
-            f"run {run['id']} kept paths and update times only (archive = \"paths\"): no "
-            f"before-images to {what} (`fsmigrate audit {run['id']}` lists the paths it changed)")
+            f'run {run["id"]} kept paths and update times only (archive = "paths"): no '
+            f"before-images to {what} (`fsmigrate audit {run['id']}` lists the paths it changed)"
+        )
     return None

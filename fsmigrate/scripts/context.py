@@ -1,12 +1,23 @@
 """What a migration's plan(ctx) gets: reads, operation constructors, notes. Nothing here
 writes; every operation is a value the runner journals and sends."""
+
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Optional, Union
 
-from fsmigrate.normalize import Renamer, normalize
-from fsmigrate.scripts.operations import CREATE, DELETE, MUST_NOT_EXIST, SET, UPDATE, Group, Operation, Precondition
 from fsmigrate.firestore.store import Doc, Store
+from fsmigrate.normalize import Renamer, normalize
+from fsmigrate.scripts.operations import (
+    CREATE,
+    DELETE,
+    MUST_NOT_EXIST,
+    SET,
+    UPDATE,
+    Group,
+    Operation,
+    Precondition,
+)
 
 PathLike = Union[str, Doc, Any]
 
@@ -18,8 +29,15 @@ class Barrier:
 class Context:
     """What a migration's plan(ctx) gets: reads, operation constructors, notes."""
 
-    def __init__(self, store: Store, revision: str, dry_run: bool, page_size: Optional[int],
-                 note: Any, partitions: int = 1) -> None:
+    def __init__(
+        self,
+        store: Store,
+        revision: str,
+        dry_run: bool,
+        page_size: Optional[int],
+        note: Any,
+        partitions: int = 1,
+    ) -> None:
         self._store = store
         self.revision = revision
         self.dry_run = dry_run
@@ -33,16 +51,28 @@ class Context:
         self.counts: dict[str, int] = {}
 
     # reads
-    def scan(self, collection: str, *, page_size: Optional[int] = None, group: bool = False,
-             where: Sequence[tuple[str, str, Any]] = (),
-             partitions: Optional[int] = None) -> Iterator[Doc]:
+    def scan(
+        self,
+        collection: str,
+        *,
+        page_size: Optional[int] = None,
+        group: bool = False,
+        where: Sequence[tuple[str, str, Any]] = (),
+        partitions: Optional[int] = None,
+    ) -> Iterator[Doc]:
         """Every document of a collection (or, with group=True, a collection group), read
         as a stream with flat memory. `partitions` (default: the run's --concurrency)
         splits an unfiltered group scan into parallel parts where the server supports it."""
-        return self._counted(self._store.scan(collection, page_size=page_size or
-                                              self._page_size, group=group, where=where,
-                                              partitions=partitions or self._partitions,
-                                              notice=self._notice_once))
+        return self._counted(
+            self._store.scan(
+                collection,
+                page_size=page_size or self._page_size,
+                group=group,
+                where=where,
+                partitions=partitions or self._partitions,
+                notice=self._notice_once,
+            )
+        )
 
     def _counted(self, docs: Iterator[Doc]) -> Iterator[Doc]:
         for doc in docs:
@@ -86,27 +116,47 @@ class Context:
         """Ids of the subcollections of a document."""
         return self._store.subcollections(_path_of(path))
 
-    def rename(self, doc: Doc, new_id: str, *, on_conflict: Any = "skip",
-               subcollections: str = "refuse",
-               transform: Optional[Callable[[dict, str], dict]] = None) -> Group:
+    def rename(
+        self,
+        doc: Doc,
+        new_id: str,
+        *,
+        on_conflict: Any = "skip",
+        subcollections: str = "refuse",
+        transform: Optional[Callable[[dict, str], dict]] = None,
+    ) -> Group:
         """Give `doc` a new id in its collection: create the new document with its data and
         delete the old one in ONE commit. If the new id exists: on_conflict="skip"
         (default, reported), "overwrite", or keep_newest(field). A document with
         subcollections is refused (default, reported) unless subcollections="move" or
         "delete". Yield the result."""
-        return Renamer(self).rename(doc, new_id, on_conflict=on_conflict,
-                                    subcollections=subcollections, transform=transform)
+        return Renamer(self).rename(
+            doc, new_id, on_conflict=on_conflict, subcollections=subcollections, transform=transform
+        )
 
-    def normalize(self, collection: str, canonical_of: Callable[[str], Optional[str]], *,
-                  keep: Optional[str] = None, on_conflict: Any = "skip",
-                  subcollections: str = "refuse",
-                  transform: Optional[Callable[[dict, str], dict]] = None) -> Iterator[Any]:
+    def normalize(
+        self,
+        collection: str,
+        canonical_of: Callable[[str], Optional[str]],
+        *,
+        keep: Optional[str] = None,
+        on_conflict: Any = "skip",
+        subcollections: str = "refuse",
+        transform: Optional[Callable[[dict, str], dict]] = None,
+    ) -> Iterator[Any]:
         """Merge every document of `collection` into its canonical id (see
         fsmigrate.normalize.normalize). Use: `yield from ctx.normalize(...)`."""
-        return normalize(self, collection, canonical_of, keep=keep, on_conflict=on_conflict,
-                         subcollections=subcollections, transform=transform)
+        return normalize(
+            self,
+            collection,
+            canonical_of,
+            keep=keep,
+            on_conflict=on_conflict,
+            subcollections=subcollections,
+            transform=transform,
+        )
 
-    def barrier(self) -> "Barrier":
+    def barrier(self) -> Barrier:
         """Yield this between operations whose order matters: everything yielded before it
         has landed before anything after it is sent (batches otherwise overlap)."""
         return Barrier()
@@ -123,8 +173,9 @@ class Context:
 
 def _guard(doc: Any, what: str) -> Precondition:
     if not isinstance(doc, Doc):
-        raise TypeError(f"ctx.{what}() takes a document from ctx.scan()/ctx.get(), "
-                        f"got {type(doc).__name__}")
+        raise TypeError(
+            f"ctx.{what}() takes a document from ctx.scan()/ctx.get(), got {type(doc).__name__}"
+        )
     return Precondition(update_time=doc.update_time)
 
 

@@ -1,17 +1,20 @@
 """What the commands decide, without click: status rows, verify findings, marker
 adoption, plan checks. The CLI parses options, calls these, and prints."""
+
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Optional
+from typing import Any, Optional
 
 from fsmigrate.errors import ScriptsChanged, UsageError
-from fsmigrate.scripts.planfile import PlanFile
 from fsmigrate.scripts.loader import Chain, Script
+from fsmigrate.scripts.planfile import PlanFile
 
 
-def status_rows(chain: Chain, applied: Mapping[str, Any],
-                markers: Optional[dict[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+def status_rows(
+    chain: Chain, applied: Mapping[str, Any], markers: Optional[dict[str, dict[str, Any]]]
+) -> list[dict[str, Any]]:
     """One row per revision: applied, applied elsewhere, pending, or applied but changed,
     missing, or without a marker (markers None: not read)."""
     rows = []
@@ -29,22 +32,38 @@ def status_rows(chain: Chain, applied: Mapping[str, Any],
         else:
             label = "applied"
         when = row["applied_at"] if row else marker and str(marker.get("applied_at"))
-        rows.append({"revision": s.revision, "description": s.description, "state": label,
-                     "applied_at": when or None,
-                     "run_id": row["run_id"] if row else marker and marker.get("run_id")})
+        rows.append(
+            {
+                "revision": s.revision,
+                "description": s.description,
+                "state": label,
+                "applied_at": when or None,
+                "run_id": row["run_id"] if row else marker and marker.get("run_id"),
+            }
+        )
     for rev in sorted(set(applied) | set(markers or {})):
         if rev not in chain:
             row, marker = applied.get(rev), (markers or {}).get(rev, {})
-            rows.append({"revision": rev, "description": "(script missing)",
-                         "state": "applied (missing)",
-                         "applied_at": row["applied_at"] if row else str(marker.get("applied_at")),
-                         "run_id": row["run_id"] if row else marker.get("run_id")})
+            rows.append(
+                {
+                    "revision": rev,
+                    "description": "(script missing)",
+                    "state": "applied (missing)",
+                    "applied_at": row["applied_at"] if row else str(marker.get("applied_at")),
+                    "run_id": row["run_id"] if row else marker.get("run_id"),
+                }
+            )
     return rows
 
 
-def findings(chain: Chain, local: Mapping[str, Any],
-             markers: Optional[dict[str, dict[str, Any]]], *, migrations: Path,
-             state_path: Path) -> list[dict[str, Any]]:
+def findings(
+    chain: Chain,
+    local: Mapping[str, Any],
+    markers: Optional[dict[str, dict[str, Any]]],
+    *,
+    migrations: Path,
+    state_path: Path,
+) -> list[dict[str, Any]]:
     """Applied scripts that changed or vanished since, per the state file (`local`: its
     applied rows) and, when given, the markers; and local records without a marker."""
     found: list[dict[str, Any]] = []
@@ -54,43 +73,69 @@ def findings(chain: Chain, local: Mapping[str, Any],
             if script.repeatable:
                 found.append(_repeatable_changed(script, marker.get("checksum")))
                 continue
-            found.append({
-                "revision": rev, "problem": "changed", "message":
-                f"revision {rev} ({script.path}) was edited after it was applied to the "
-                f"database by {marker.get('operator')}@{marker.get('host')} (run "
-                f"{marker.get('run_id')}; checksum {str(marker.get('checksum'))[:12]}.. != "
-                f"{script.checksum[:12]}..); restore the applied version, and make further "
-                "changes a new migration", "applied_checksum": marker.get("checksum"),
-                "script_checksum": script.checksum})
+            found.append(
+                {
+                    "revision": rev,
+                    "problem": "changed",
+                    "message": f"revision {rev} ({script.path}) was edited after it was applied to the "
+                    f"database by {marker.get('operator')}@{marker.get('host')} (run "
+                    f"{marker.get('run_id')}; checksum {str(marker.get('checksum'))[:12]}.. != "
+                    f"{script.checksum[:12]}..); restore the applied version, and make further "
+                    "changes a new migration",
+                    "applied_checksum": marker.get("checksum"),
+                    "script_checksum": script.checksum,
+                }
+            )
         elif rev not in chain:
-            found.append({"revision": rev, "problem": "missing", "message":
-                             f"revision {rev} is applied to the database (marker, run "
-                             f"{marker.get('run_id')}) but its script is not in "
-                             f"{migrations}"})
+            found.append(
+                {
+                    "revision": rev,
+                    "problem": "missing",
+                    "message": f"revision {rev} is applied to the database (marker, run "
+                    f"{marker.get('run_id')}) but its script is not in "
+                    f"{migrations}",
+                }
+            )
     if markers is not None:
         for rev in sorted(set(local) - set(markers)):
-            found.append({"revision": rev, "problem": "no marker", "message":
-                             f"revision {rev} is applied in {state_path} (run "
-                             f"{local[rev]['run_id']}) but the database has no marker for it; "
-                             f"if it is applied there, `fsmigrate stamp {rev} --reason ...`"})
+            found.append(
+                {
+                    "revision": rev,
+                    "problem": "no marker",
+                    "message": f"revision {rev} is applied in {state_path} (run "
+                    f"{local[rev]['run_id']}) but the database has no marker for it; "
+                    f"if it is applied there, `fsmigrate stamp {rev} --reason ...`",
+                }
+            )
     for rev, row in local.items():
         if markers is not None and rev in markers:
             continue  # judged by the marker above
         if rev not in chain:
-            found.append({"revision": rev, "problem": "missing", "message":
-                             f"revision {rev} was applied (run {row['run_id']}) but its script "
-                             f"is no longer in {migrations}"})
+            found.append(
+                {
+                    "revision": rev,
+                    "problem": "missing",
+                    "message": f"revision {rev} was applied (run {row['run_id']}) but its script "
+                    f"is no longer in {migrations}",
+                }
+            )
             continue
         script = chain.get(rev)
         if script.checksum != row["checksum"] and script.repeatable:
             found.append(_repeatable_changed(script, row["checksum"]))
         elif script.checksum != row["checksum"]:
-            found.append({"revision": rev, "problem": "changed", "message":
-                             f"revision {rev} ({script.path}) was edited after it was applied "
-                             f"(checksum {row['checksum'][:12]}.. != {script.checksum[:12]}..); "
-                             "restore the applied version, and make further changes a new "
-                             "migration", "applied_checksum": row["checksum"],
-                             "script_checksum": script.checksum})
+            found.append(
+                {
+                    "revision": rev,
+                    "problem": "changed",
+                    "message": f"revision {rev} ({script.path}) was edited after it was applied "
+                    f"(checksum {row['checksum'][:12]}.. != {script.checksum[:12]}..); "
+                    "restore the applied version, and make further changes a new "
+                    "migration",
+                    "applied_checksum": row["checksum"],
+                    "script_checksum": script.checksum,
+                }
+            )
     return found
 
 
@@ -100,12 +145,17 @@ REPEATABLE_CHANGED = "changed (repeatable)"
 def _repeatable_changed(script: Script, applied: Any) -> dict[str, Any]:
     """A repeatable script edited since it was last applied is not drift: like a
     repeatable migration elsewhere, its next run applies and records the new version."""
-    return {"revision": script.revision, "problem": REPEATABLE_CHANGED, "blocking": False,
-            "message": f"revision {script.revision} ({script.path}) is repeatable and changed "
-                       f"since it was last applied (checksum {str(applied)[:12]}.. != "
-                       f"{script.checksum[:12]}..); its next run (`fsmigrate rerun "
-                       f"{script.revision}`) applies and records this version",
-            "applied_checksum": applied, "script_checksum": script.checksum}
+    return {
+        "revision": script.revision,
+        "problem": REPEATABLE_CHANGED,
+        "blocking": False,
+        "message": f"revision {script.revision} ({script.path}) is repeatable and changed "
+        f"since it was last applied (checksum {str(applied)[:12]}.. != "
+        f"{script.checksum[:12]}..); its next run (`fsmigrate rerun "
+        f"{script.revision}`) applies and records this version",
+        "applied_checksum": applied,
+        "script_checksum": script.checksum,
+    }
 
 
 def blocking(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -113,41 +163,61 @@ def blocking(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [f for f in found if f.get("blocking", True)]
 
 
-def plan_scripts(plan: PlanFile, target: Any, chain: Chain,
-                 state: Any) -> Callable[[], list[Script]]:
+def plan_scripts(
+    plan: PlanFile, target: Any, chain: Chain, state: Any
+) -> Callable[[], list[Script]]:
     """Check a reviewed plan against the target and the scripts on disk; return what
     selects the migrations of it still to apply (each replaying its planned operations)."""
     header = plan.header
     if (header["project"], header["database"]) != (target.project, target.database):
-        raise UsageError(f"{plan.path} is a plan for {header['project']}/{header['database']}, "
-                         f"not {target.project}/{target.database}")
+        raise UsageError(
+            f"{plan.path} is a plan for {header['project']}/{header['database']}, "
+            f"not {target.project}/{target.database}"
+        )
     if plan.digest is None:
         raise UsageError(f"{plan.path}: verify the plan before applying it")
     for item in header["migrations"]:
         script = chain.get(item["revision"])
         if script.checksum != item["checksum"]:
-            raise ScriptsChanged(f"{script.path} changed since plan {plan.plan_id} was made "
-                                 f"(checksum {item['checksum'][:12]}.. != "
-                                 f"{script.checksum[:12]}..); make and review a new plan")
-    done = state.conn.execute("SELECT id FROM runs WHERE source=? AND kind='plan' AND "
-                              "status='succeeded' LIMIT 1", (plan.plan_id,)).fetchone()
+            raise ScriptsChanged(
+                f"{script.path} changed since plan {plan.plan_id} was made "
+                f"(checksum {item['checksum'][:12]}.. != "
+                f"{script.checksum[:12]}..); make and review a new plan"
+            )
+    done = state.conn.execute(
+        "SELECT id FROM runs WHERE source=? AND kind='plan' AND status='succeeded' LIMIT 1",
+        (plan.plan_id,),
+    ).fetchone()
 
     def select() -> list[Script]:
         applied = state.applied(target.project, target.database)
-        ours = {r["id"] for r in state.conn.execute(
-            "SELECT id FROM runs WHERE source=? AND kind='plan'", (plan.plan_id,))}
+        ours = {
+            r["id"]
+            for r in state.conn.execute(
+                "SELECT id FROM runs WHERE source=? AND kind='plan'", (plan.plan_id,)
+            )
+        }
         out = []
         for item in header["migrations"]:
             if item["revision"] in applied:
                 if done is not None or applied[item["revision"]]["run_id"] in ours:
                     continue
-                raise UsageError(f"revision {item['revision']} is already applied (run "
-                                 f"{applied[item['revision']]['run_id']}); plan "
-                                 f"{plan.plan_id} is stale")
-            out.append(Script(revision=item["revision"], down_revision=None, path=plan.path,
-                              doc=item["description"], checksum=item["checksum"],
-                              plan=lambda ctx, item=item: _replay(ctx, plan, item),
-                              archive_spec=item.get("archive", "full")))
+                raise UsageError(
+                    f"revision {item['revision']} is already applied (run "
+                    f"{applied[item['revision']]['run_id']}); plan "
+                    f"{plan.plan_id} is stale"
+                )
+            out.append(
+                Script(
+                    revision=item["revision"],
+                    down_revision=None,
+                    path=plan.path,
+                    doc=item["description"],
+                    checksum=item["checksum"],
+                    plan=lambda ctx, item=item: _replay(ctx, plan, item),
+                    archive_spec=item.get("archive", "full"),
+                )
+            )
         if not out:
             raise UsageError(f"plan {plan.plan_id} was already applied")
         return out
@@ -157,7 +227,9 @@ def plan_scripts(plan: PlanFile, target: Any, chain: Chain,
 
 def _replay(ctx: Any, plan: PlanFile, item: dict[str, Any]) -> Iterator[Any]:
     header = plan.header
-    ctx.note(f"applies plan {plan.plan_id} ({plan.path.name}, sha256 {plan.digest}): dry-run "
-             f"run {item['dry_run']} by {header['created_by']} at {header['created_at']}, "
-             f"{item['operations']} operations reviewed")
+    ctx.note(
+        f"applies plan {plan.plan_id} ({plan.path.name}, sha256 {plan.digest}): dry-run "
+        f"run {item['dry_run']} by {header['created_by']} at {header['created_at']}, "
+        f"{item['operations']} operations reviewed"
+    )
     yield from plan.operations(item["revision"])

@@ -3,6 +3,7 @@
 `build_chain` is pure (scripts built inline in tests); `load_chain` reads a directory.
 Nothing here prints, exits, or touches Firestore or the state file.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -10,20 +11,33 @@ import importlib.util
 import re
 import sys
 import unicodedata
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Callable, Collection, Iterable, Iterator, Sequence
 
 from fsmigrate.distributed import Forms, forms_of, local_plan
+from fsmigrate.errors import (
+    DuplicateRevision,
+    MissingDownRevision,
+    MultipleHeads,
+    NoBase,
+    RevisionCycle,
+    ScriptError,
+    ScriptImportError,
+    ScriptInvalid,
+    UnknownRevision,
+    UsageError,
+)
 from fsmigrate.scripts.archive import problem as archive_problem
-from fsmigrate.errors import DuplicateRevision, MissingDownRevision, MultipleHeads, NoBase, RevisionCycle, ScriptError, ScriptImportError, ScriptInvalid, UnknownRevision, UsageError
 
 # A migration script's file name: 4 ASCII digits (the revision), "_", a slug of printable
 # characters, ".py" (lowercase). See `name_kind` for the rest of the directory.
 SCRIPT_NAME = re.compile(r"^([0-9]{4})_(.+)\.py$")
-EXPECTED_NAME = ("expected NNNN_slug.py (4 digits, an underscore, a name, lowercase .py), "
-                 "or a name starting with _ for a helper module")
+EXPECTED_NAME = (
+    "expected NNNN_slug.py (4 digits, an underscore, a name, lowercase .py), "
+    "or a name starting with _ for a helper module"
+)
 _NO_VALUE = object()
 
 
@@ -167,7 +181,9 @@ def build_chain(scripts: Iterable[Script]) -> Chain:
     by_rev: dict[str, Script] = {}
     for s in scripts:
         if s.revision in by_rev:
-            raise DuplicateRevision(s.revision, [x.path for x in scripts if x.revision == s.revision])
+            raise DuplicateRevision(
+                s.revision, [x.path for x in scripts if x.revision == s.revision]
+            )
         by_rev[s.revision] = s
     for s in scripts:
         if s.down_revision is not None and s.down_revision not in by_rev:
@@ -200,7 +216,7 @@ def _check_cycles(scripts: Sequence[Script], by_rev: dict[str, Script]) -> None:
         rev: str | None = start.revision
         while rev is not None and rev not in safe:
             if rev in walk:
-                cycle = walk[walk.index(rev):] + [rev]
+                cycle = walk[walk.index(rev) :] + [rev]
                 raise RevisionCycle(cycle, [by_rev[r].path for r in cycle[:-1]])
             walk.append(rev)
             rev = by_rev[rev].down_revision
@@ -218,13 +234,17 @@ def load_chain(directory: Path) -> Chain:
     """
     directory = Path(directory)
     if not directory.exists():
-        raise UsageError(f"migrations directory {directory} does not exist; create it with "
-                         '`fsmigrate new "..."` or pass --migrations DIR')
+        raise UsageError(
+            f"migrations directory {directory} does not exist; create it with "
+            '`fsmigrate new "..."` or pass --migrations DIR'
+        )
     if not directory.is_dir():
-        raise UsageError(f"migrations directory {directory} is not a directory; "
-                         "pass --migrations DIR")
-    package = "fsmigrate_migrations_" + hashlib.sha1(
-        str(directory.resolve()).encode()).hexdigest()[:12]
+        raise UsageError(
+            f"migrations directory {directory} is not a directory; pass --migrations DIR"
+        )
+    package = (
+        "fsmigrate_migrations_" + hashlib.sha1(str(directory.resolve()).encode()).hexdigest()[:12]
+    )
     entries = sorted(p for p in directory.iterdir() if not p.is_dir())
     misnamed = [p for p in entries if name_kind(p.name) == "misnamed"]
     if misnamed:
@@ -248,15 +268,21 @@ def load_script(path: Path, module_name: str | None = None) -> Script:
 
     doc = module.__doc__
     if not isinstance(doc, str) or not doc.strip():
-        raise ScriptInvalid(path, "has no module docstring; start the file with a docstring "
-                                  "that says what the migration does")
+        raise ScriptInvalid(
+            path,
+            "has no module docstring; start the file with a docstring "
+            "that says what the migration does",
+        )
     revision = getattr(module, "revision", _NO_VALUE)
     if revision is _NO_VALUE or not isinstance(revision, str):
         raise ScriptInvalid(path, 'needs `revision = "NNNN"` (a string)')
     down = getattr(module, "down_revision", _NO_VALUE)
     if down is _NO_VALUE or not (down is None or isinstance(down, str)):
-        raise ScriptInvalid(path, 'needs `down_revision = "NNNN"` (a string) or '
-                                  "`down_revision = None` for the first migration")
+        raise ScriptInvalid(
+            path,
+            'needs `down_revision = "NNNN"` (a string) or '
+            "`down_revision = None` for the first migration",
+        )
     if not isinstance(getattr(module, "repeatable", False), bool):
         raise ScriptInvalid(path, "`repeatable` must be True or False")
     bad_archive = archive_problem(getattr(module, "archive", "full"))
@@ -268,8 +294,11 @@ def load_script(path: Path, module_name: str | None = None) -> Script:
     plan = local_plan(forms)
     match = SCRIPT_NAME.match(path.name)
     if match and match.group(1) != revision:
-        raise ScriptInvalid(path, f"file name starts with {match.group(1)} but revision is "
-                                  f"{revision!r}; rename the file or fix the revision")
+        raise ScriptInvalid(
+            path,
+            f"file name starts with {match.group(1)} but revision is "
+            f"{revision!r}; rename the file or fix the revision",
+        )
     return Script(revision, down, path, doc.strip(), checksum_source(data), plan, module)
 
 
@@ -317,8 +346,10 @@ def slugify(message: str) -> str:
     text = unicodedata.normalize("NFKD", message).encode("ascii", "ignore").decode().lower()
     slug = re.sub(r"[^a-z0-9]+", "_", text).strip("_")[:50].strip("_")
     if not slug:
-        raise UsageError(f"message {message!r} has no letters or digits to name the file with; "
-                         'pass a description, e.g. `fsmigrate new "delete legacy heartbeats"`')
+        raise UsageError(
+            f"message {message!r} has no letters or digits to name the file with; "
+            'pass a description, e.g. `fsmigrate new "delete legacy heartbeats"`'
+        )
     return slug
 
 
@@ -364,8 +395,9 @@ def new_script(directory: Path, message: str) -> Path:
     if target.exists():
         raise UsageError(f"{target} already exists; choose another message")
     text = message.strip().replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
-    source = TEMPLATE.format(message=text, revision=revision,
-                             down_revision=f'"{chain.head}"' if chain.head else "None")
+    source = TEMPLATE.format(
+        message=text, revision=revision, down_revision=f'"{chain.head}"' if chain.head else "None"
+    )
     with open(target, "x", encoding="utf-8", newline="\n") as f:
         f.write(source)
     return target

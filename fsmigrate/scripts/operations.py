@@ -6,12 +6,14 @@ itself as the before-image. `create` carries "must not exist". A blind `set` has
 snapshot: the runner reads the document just before writing it, so that what the set
 overwrites is archived and guarded the same way.
 """
+
 from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Protocol
+from typing import Any, Optional, Protocol
 
 from fsmigrate.times import rfc3339
 
@@ -49,7 +51,7 @@ class Precondition:
         return None
 
     @classmethod
-    def from_json(cls, text: Optional[str]) -> "Precondition":
+    def from_json(cls, text: Optional[str]) -> Precondition:
         if not text:
             return NONE
         obj = json.loads(text)
@@ -104,7 +106,7 @@ class Group:
     that go first (the documents of moved subcollections)."""
 
     ops: list[Operation]
-    children: list["Group"] = field(default_factory=list)
+    children: list[Group] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -149,8 +151,10 @@ def check_path(path: str) -> Optional[str]:
 def check_operation(op: Any) -> Optional[str]:
     """Return why `op` is not a valid operation, else None (used on every yielded item)."""
     if not isinstance(op, Operation):
-        return (f"plan() yielded {type(op).__name__}, not an operation; "
-                "yield ctx.delete/set/update/create(...)")
+        return (
+            f"plan() yielded {type(op).__name__}, not an operation; "
+            "yield ctx.delete/set/update/create(...)"
+        )
     if op.kind not in KINDS:
         return f"unknown operation kind {op.kind!r}"
     problem = check_path(op.path)

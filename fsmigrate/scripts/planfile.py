@@ -19,6 +19,7 @@ exactly which reviewed plan was applied.
 short, edited after review, or whose operation lines do not match their `Write`
 protobufs is refused, naming what differs.
 """
+
 from __future__ import annotations
 
 import base64
@@ -27,18 +28,29 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 from google.cloud.firestore_v1 import types
 from google.protobuf.message import DecodeError
 
 from fsmigrate.engine import reconcile
 from fsmigrate.errors import PlanFileInvalid, UsageError
-from fsmigrate.scripts.operations import DELETE, KINDS, Archived, Group, Operation, Precondition, check_path, parse_timestamp, same_time
-from fsmigrate.times import now_text
+from fsmigrate.scripts.operations import (
+    DELETE,
+    KINDS,
+    Archived,
+    Group,
+    Operation,
+    Precondition,
+    check_path,
+    parse_timestamp,
+    same_time,
+)
 from fsmigrate.state.database import operator_name
+from fsmigrate.times import now_text
 
 FORMAT = "fsmigrate-plan/2"
 OLD_FORMATS = ("fsmigrate-plan/1",)
@@ -75,8 +87,7 @@ class Written:
     operations: int
 
 
-def write_plan(state: Any, run_ids: list[str], target: Any, invocation: str,
-               path: Path) -> Written:
+def write_plan(state: Any, run_ids: list[str], target: Any, invocation: str, path: Path) -> Written:
     """Write the plan file of the dry-run runs `run_ids` (streamed from the state file),
     readable by its owner only. The operation lines go to a temporary file first (their
     digests belong in the header, line 1); the plan appears at `path` complete or not at
@@ -90,24 +101,48 @@ def write_plan(state: Any, run_ids: list[str], target: Any, invocation: str,
             for row in state.ops(run["id"]):
                 if row["write"] is None:
                     raise UsageError(f"run {run['id']} was not planned with --plan-out")
-                line = (json.dumps({
-                    "revision": run["revision"], "seq": row["seq"], "kind": row["kind"],
-                    "path": row["path"],
-                    "precondition": json.loads(row["precondition"]) if row["precondition"]
-                    else None, "group": row["grp"], "label": row["label"],
-                    "write": _b64(row["write"]), "before": _b64(row["before"])},
-                    sort_keys=True) + "\n").encode()
+                line = (
+                    json.dumps(
+                        {
+                            "revision": run["revision"],
+                            "seq": row["seq"],
+                            "kind": row["kind"],
+                            "path": row["path"],
+                            "precondition": json.loads(row["precondition"])
+                            if row["precondition"]
+                            else None,
+                            "group": row["grp"],
+                            "label": row["label"],
+                            "write": _b64(row["write"]),
+                            "before": _b64(row["before"]),
+                        },
+                        sort_keys=True,
+                    )
+                    + "\n"
+                ).encode()
                 body.write(line)
                 digest.update(line)
                 count += 1
-            migrations.append({"revision": run["revision"], "checksum": run["checksum"],
-                               "description": run["description"], "dry_run": run["id"],
-                               "operations": count, "sha256": digest.hexdigest(),
-                               "archive": run["archive_policy"] or "full"})
+            migrations.append(
+                {
+                    "revision": run["revision"],
+                    "checksum": run["checksum"],
+                    "description": run["description"],
+                    "dry_run": run["id"],
+                    "operations": count,
+                    "sha256": digest.hexdigest(),
+                    "archive": run["archive_policy"] or "full",
+                }
+            )
         header: dict[str, Any] = {
-            "format": FORMAT, "plan_id": invocation, "project": target.project,
-            "database": target.database, "created_at": now_text(),
-            "created_by": operator_name(), "migrations": migrations}
+            "format": FORMAT,
+            "plan_id": invocation,
+            "project": target.project,
+            "database": target.database,
+            "created_at": now_text(),
+            "created_by": operator_name(),
+            "migrations": migrations,
+        }
         header["header_sha256"] = header_digest(header)
         whole = hashlib.sha256()
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
@@ -132,11 +167,15 @@ def write_plan(state: Any, run_ids: list[str], target: Any, invocation: str,
 
 def _same_precondition(planned: Precondition, write: Any) -> bool:
     """Does the `Write` protobuf carry the precondition the operation line states?"""
-    which = (write.current_document.WhichOneof("condition_type")
-             if write.HasField("current_document") else None)
+    which = (
+        write.current_document.WhichOneof("condition_type")
+        if write.HasField("current_document")
+        else None
+    )
     if planned.update_time is not None:
-        return which == "update_time" and same_time(planned.update_time, parse_timestamp(
-            write.current_document.update_time.ToJsonString()))
+        return which == "update_time" and same_time(
+            planned.update_time, parse_timestamp(write.current_document.update_time.ToJsonString())
+        )
     if planned.exists is not None:
         return which == "exists" and write.current_document.exists == planned.exists
     return which is None or (which == "exists" and write.current_document.exists)
@@ -166,11 +205,15 @@ class PlanFile:
             raise UsageError(f"{path} is not a readable plan file: {exc}") from exc
         fmt = self.header.get("format") if isinstance(self.header, dict) else None
         if fmt in OLD_FORMATS:
-            raise UsageError(f"{path} is a plan of an older fsmigrate ({fmt}) without the "
-                             "integrity data apply needs; make and review a new plan")
+            raise UsageError(
+                f"{path} is a plan of an older fsmigrate ({fmt}) without the "
+                "integrity data apply needs; make and review a new plan"
+            )
         if fmt != FORMAT:
-            raise UsageError(f"{path} is not an fsmigrate plan ({FORMAT}); make one with "
-                             "`fsmigrate upgrade --dry-run --plan-out FILE`")
+            raise UsageError(
+                f"{path} is not an fsmigrate plan ({FORMAT}); make one with "
+                "`fsmigrate upgrade --dry-run --plan-out FILE`"
+            )
         self._check_header()
         self._stat = os.fstat(self._fh.fileno())
 
@@ -185,8 +228,9 @@ class PlanFile:
         if missing:
             raise self._bad(f"the header lacks {', '.join(missing)}")
         if self.header.get("header_sha256") != header_digest(self.header):
-            raise self._bad("the header was edited after the plan was written (header_sha256 "
-                            "does not match)")
+            raise self._bad(
+                "the header was edited after the plan was written (header_sha256 does not match)"
+            )
         revisions = [m.get("revision") for m in self.header["migrations"]]
         if len(set(revisions)) != len(revisions):
             raise self._bad("the header lists a revision twice")
@@ -196,8 +240,10 @@ class PlanFile:
         return self.header["plan_id"]
 
     def _doc_name(self, path: str) -> str:
-        return (f"projects/{self.header['project']}/databases/{self.header['database']}"
-                f"/documents/{path}")
+        return (
+            f"projects/{self.header['project']}/databases/{self.header['database']}"
+            f"/documents/{path}"
+        )
 
     def _lines(self) -> Iterator[tuple[int, bytes, dict[str, Any]]]:
         """(line number, raw line, parsed item) of every operation line, from the start."""
@@ -230,8 +276,10 @@ class PlanFile:
             whole.update(line)
             rev = item.get("revision")
             if rev not in tallies:
-                raise self._bad(f"line {number} is an operation of revision {rev!r}, which the "
-                                "header does not list")
+                raise self._bad(
+                    f"line {number} is an operation of revision {rev!r}, which the "
+                    "header does not list"
+                )
             tally = tallies[rev]
             tally.count += 1
             tally.digest.update(line)
@@ -239,17 +287,22 @@ class PlanFile:
         for rev, item in expected.items():
             tally = tallies[rev]
             if tally.count != item.get("operations"):
-                raise self._bad(f"revision {rev} has {tally.count} operation lines, the plan "
-                                f"reviewed {item.get('operations')} (cut short or edited)")
+                raise self._bad(
+                    f"revision {rev} has {tally.count} operation lines, the plan "
+                    f"reviewed {item.get('operations')} (cut short or edited)"
+                )
             if tally.digest.hexdigest() != item.get("sha256"):
-                raise self._bad(f"the operation lines of revision {rev} were edited after the "
-                                f"plan was written (sha256 {tally.digest.hexdigest()[:12]}.. "
-                                f"!= {str(item.get('sha256'))[:12]}..)")
+                raise self._bad(
+                    f"the operation lines of revision {rev} were edited after the "
+                    f"plan was written (sha256 {tally.digest.hexdigest()[:12]}.. "
+                    f"!= {str(item.get('sha256'))[:12]}..)"
+                )
         self.digest = whole.hexdigest()
         return self.digest
 
-    def _check_line(self, number: int, item: dict[str, Any], tally: _Tally,
-                    max_write_bytes: Optional[int]) -> None:
+    def _check_line(
+        self, number: int, item: dict[str, Any], tally: _Tally, max_write_bytes: Optional[int]
+    ) -> None:
         where = f"line {number}"
         kind, path, seq = item.get("kind"), item.get("path"), item.get("seq")
         if kind not in KINDS or not isinstance(seq, int) or check_path(path) is not None:
@@ -260,32 +313,40 @@ class PlanFile:
         group = item.get("group")
         if group is not None and group != tally.last_group:
             if group in tally.groups:
-                raise self._bad(f"{where}: the operations of atomic group {group} are not "
-                                "together")
+                raise self._bad(f"{where}: the operations of atomic group {group} are not together")
             tally.groups.add(group)
         tally.last_group = group
         try:
             write = reconcile.parse_write(_unb64(item.get("write")) or b"")
             before = _unb64(item.get("before"))
         except (binascii.Error, DecodeError, TypeError, ValueError) as exc:
-            raise self._bad(f"{where}: its write or before-image does not decode ({exc})") \
-                from exc
+            raise self._bad(f"{where}: its write or before-image does not decode ({exc})") from exc
         if max_write_bytes is not None and write.ByteSize() > max_write_bytes:
-            raise self._bad(f"{where}: the {kind} of {path} is {write.ByteSize():,} bytes, more "
-                            f"than a commit of --batch-bytes may carry")
+            raise self._bad(
+                f"{where}: the {kind} of {path} is {write.ByteSize():,} bytes, more "
+                f"than a commit of --batch-bytes may carry"
+            )
         target = write.WhichOneof("operation")
-        named = write.delete if target == "delete" else write.update.name \
-            if target == "update" else None
+        named = (
+            write.delete
+            if target == "delete"
+            else write.update.name
+            if target == "update"
+            else None
+        )
         if named != self._doc_name(path):
-            raise self._bad(f"{where}: path {path} is not the document its Write protobuf "
-                            f"names ({named})")
+            raise self._bad(
+                f"{where}: path {path} is not the document its Write protobuf names ({named})"
+            )
         if (kind == DELETE) != (target == "delete"):
             raise self._bad(f"{where}: a {kind} of {path} whose Write protobuf is not")
-        planned = Precondition.from_json(json.dumps(item["precondition"])
-                                         if item.get("precondition") else None)
+        planned = Precondition.from_json(
+            json.dumps(item["precondition"]) if item.get("precondition") else None
+        )
         if not _same_precondition(planned, write):
-            raise self._bad(f"{where}: the precondition of {path} is not the one its Write "
-                            "protobuf carries")
+            raise self._bad(
+                f"{where}: the precondition of {path} is not the one its Write protobuf carries"
+            )
         if before:
             try:
                 doc = _DocumentPb.FromString(before)
@@ -302,11 +363,17 @@ class PlanFile:
         for _, _, item in self._lines():
             if item.get("revision") != revision:
                 continue
-            pre = Precondition.from_json(json.dumps(item["precondition"])
-                                         if item.get("precondition") else None)
-            op = Operation(item["kind"], item["path"], precondition=pre,
-                           before=Archived(item["path"], _unb64(item.get("before"))),
-                           write=_unb64(item["write"]), label=item.get("label"))
+            pre = Precondition.from_json(
+                json.dumps(item["precondition"]) if item.get("precondition") else None
+            )
+            op = Operation(
+                item["kind"],
+                item["path"],
+                precondition=pre,
+                before=Archived(item["path"], _unb64(item.get("before"))),
+                write=_unb64(item["write"]),
+                label=item.get("label"),
+            )
             gid = item.get("group")
             if group is not None and gid != group_id:
                 yield group

@@ -9,15 +9,17 @@ run whose archive was pruned or that kept paths only (refused, naming the docume
 from redacted copies only the fields the migration's archive function kept (each such
 operation is labelled, and the command warns).
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Optional
 
-from fsmigrate.scripts import archive
 from fsmigrate.firestore import codec
-from fsmigrate.scripts.operations import CREATE, MUST_NOT_EXIST, Operation
+from fsmigrate.scripts import archive
 from fsmigrate.scripts.loader import Script
+from fsmigrate.scripts.operations import CREATE, MUST_NOT_EXIST, Operation
 
 _GET_BATCH = 300
 _NAMED = 5  # documents named in the one line of a refusal
@@ -29,25 +31,33 @@ def check(state: Any, source: Any, docs: Sequence[str]) -> list[str]:
     gone = archive.unavailable(source, "restore")
     if gone is not None:
         wanted = set(docs)
-        lost = [r["path"] for r in state.ops(source["id"], status="committed")
-                if '"update_time"' in (r["precondition"] or "")
-                and (not wanted or r["path"] in wanted)]
+        lost = [
+            r["path"]
+            for r in state.ops(source["id"], status="committed")
+            if '"update_time"' in (r["precondition"] or "") and (not wanted or r["path"] in wanted)
+        ]
         if not lost:
             raise gone
         run_id = source["id"]
-        named = ", ".join(lost[:_NAMED]) + (f" and {len(lost) - _NAMED:,} more"
-                                           if len(lost) > _NAMED else "")
-        why = (f"its archive was pruned at {source['pruned_at']} by run {source['pruned_by']}"
-               if source["pruned_at"] else 'it kept paths and update times only '
-                                           '(archive = "paths")')
+        named = ", ".join(lost[:_NAMED]) + (
+            f" and {len(lost) - _NAMED:,} more" if len(lost) > _NAMED else ""
+        )
+        why = (
+            f"its archive was pruned at {source['pruned_at']} by run {source['pruned_by']}"
+            if source["pruned_at"]
+            else 'it kept paths and update times only (archive = "paths")'
+        )
         raise archive.ArchiveUnavailable(
             f"run {run_id}: {why}; none of the {len(lost):,} document(s) it changed or "
-            f"deleted can be restored: {named} (`fsmigrate audit {run_id}` lists them)")
+            f"deleted can be restored: {named} (`fsmigrate audit {run_id}` lists them)"
+        )
     if (source["archive_policy"] or "").startswith(archive.REDACT + ":"):
-        return [f"run {source['id']} archived redacted copies "
-                f"({source['archive_policy'].split(':', 1)[1]}): the documents restored hold "
-                "only the fields that function kept (labelled `from a redacted copy` in the "
-                "report)"]
+        return [
+            f"run {source['id']} archived redacted copies "
+            f"({source['archive_policy'].split(':', 1)[1]}): the documents restored hold "
+            "only the fields that function kept (labelled `from a redacted copy` in the "
+            "report)"
+        ]
     return []
 
 
@@ -56,12 +66,18 @@ def restore_script(state: Any, source: Any, docs: Sequence[str]) -> Script:
     run_id = source["id"]
     wanted = set(docs)
     redacted = source["archive_policy"] or ""
-    label = (f"from a redacted copy ({redacted.split(':', 1)[1]}): only the fields it kept"
-             if redacted.startswith(archive.REDACT + ":") else None)
+    label = (
+        f"from a redacted copy ({redacted.split(':', 1)[1]}): only the fields it kept"
+        if redacted.startswith(archive.REDACT + ":")
+        else None
+    )
 
     def plan(ctx: Any) -> Iterator[Operation]:
-        rows = (r for r in state.ops(run_id, status="committed")
-                if r["before"] is not None and (not wanted or r["path"] in wanted))
+        rows = (
+            r
+            for r in state.ops(run_id, status="committed")
+            if r["before"] is not None and (not wanted or r["path"] in wanted)
+        )
         seen: set[str] = set()
         chunk: list[Any] = []
         for row in rows:
@@ -76,10 +92,14 @@ def restore_script(state: Any, source: Any, docs: Sequence[str]) -> Script:
         for path in sorted(wanted - seen):
             ctx.note(f"{path}: run {run_id} has no archived copy of it; nothing to restore")
 
-    return Script(revision=source["revision"], down_revision=None,
-                  path=Path(f"restore-of-{run_id}"),
-                  doc=f"Restore the documents run {run_id} deleted or changed (where missing now).",
-                  checksum=source["checksum"], plan=plan)
+    return Script(
+        revision=source["revision"],
+        down_revision=None,
+        path=Path(f"restore-of-{run_id}"),
+        doc=f"Restore the documents run {run_id} deleted or changed (where missing now).",
+        checksum=source["checksum"],
+        plan=plan,
+    )
 
 
 def _labelled(ops: Iterator[Operation], label: Optional[str]) -> Iterator[Operation]:
@@ -97,5 +117,6 @@ def _restore(ctx: Any, rows: list[Any]) -> Iterator[Operation]:
             ctx.note(f"{row['path']}: left alone, it exists now")
             continue
         before = codec.bytes_to_document(row["before"])
-        yield Operation(CREATE, row["path"], precondition=MUST_NOT_EXIST,
-                        fields=type(before).pb(before).fields)
+        yield Operation(
+            CREATE, row["path"], precondition=MUST_NOT_EXIST, fields=type(before).pb(before).fields
+        )

@@ -18,6 +18,7 @@ run_id, seq, batch, kind, path, precondition (JSON), before, after (JSON), write
 label, status, reason, commit_time, error. Values that do not fit the compact form (a
 commit time that is not a timestamp, a precondition in another shape) are kept as text.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -26,9 +27,9 @@ import json
 import re
 import struct
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Optional
 
 from google.cloud.firestore_v1 import types
 from google.protobuf.message import DecodeError
@@ -36,8 +37,8 @@ from google.protobuf.message import DecodeError
 from fsmigrate.firestore import codec
 from fsmigrate.scripts.operations import DELETE, Precondition
 
-BLOCK_FORMAT = b"\x01"      # first byte of a block: zlib of the entries below
-BLOCK_BYTES = 1 << 20       # entries per block, uncompressed (a document is at most 1 MiB)
+BLOCK_FORMAT = b"\x01"  # first byte of a block: zlib of the entries below
+BLOCK_BYTES = 1 << 20  # entries per block, uncompressed (a document is at most 1 MiB)
 ZLIB_LEVEL = 6
 _ENTRY = struct.Struct("<QB")  # seq, flags; then per part present: <I length, bytes
 _LEN = struct.Struct("<I")
@@ -48,12 +49,42 @@ _EPOCH_DAY = _EPOCH.date().toordinal()
 _NS = 1_000_000_000
 _TIME_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.(\d{6}|\d{9})Z")
 _WritePb = types.Write.pb()
-KEYS = ("run_id", "seq", "batch", "kind", "path", "precondition", "before", "after", "write",
-        "grp", "label", "status", "reason", "commit_time", "error")
+KEYS = (
+    "run_id",
+    "seq",
+    "batch",
+    "kind",
+    "path",
+    "precondition",
+    "before",
+    "after",
+    "write",
+    "grp",
+    "label",
+    "status",
+    "reason",
+    "commit_time",
+    "error",
+)
 _PLAIN = frozenset(("seq", "batch", "kind", "path", "grp", "status", "reason", "error"))
 # the columns of `ops` (and of the dry-run scratch table) in the order `encode` fills them
-COLUMNS = ("run", "seq", "batch", "kind", "path", "pre_time", "pre_exists", "grp", "label",
-           "status", "reason", "commit_time", "error", "blk", "phash")
+COLUMNS = (
+    "run",
+    "seq",
+    "batch",
+    "kind",
+    "path",
+    "pre_time",
+    "pre_exists",
+    "grp",
+    "label",
+    "status",
+    "reason",
+    "commit_time",
+    "error",
+    "blk",
+    "phash",
+)
 
 
 # ---- times and preconditions ----------------------------------------------------------------
@@ -85,8 +116,12 @@ def parse_time(text: str) -> Optional[int]:
         day = dt.date(int(text[0:4]), int(text[5:7]), int(text[8:10])).toordinal()
     except ValueError:
         return None
-    seconds = ((day - _EPOCH_DAY) * 86400 + int(text[11:13]) * 3600 + int(text[14:16]) * 60
-               + int(text[17:19]))
+    seconds = (
+        (day - _EPOCH_DAY) * 86400
+        + int(text[11:13]) * 3600
+        + int(text[14:16]) * 60
+        + int(text[17:19])
+    )
     digits = match.group(1)
     nanos = seconds * _NS + int(digits) * (1000 if len(digits) == 6 else 1)
     return nanos if time_text(nanos) == text else None
@@ -116,13 +151,20 @@ def encode_precondition(pre: Any) -> tuple[Any, Optional[int]]:
         obj = json.loads(pre)
     except ValueError:
         obj = None
-    if isinstance(obj, dict) and set(obj) == {"update_time"} and isinstance(
-            obj["update_time"], str):
+    if (
+        isinstance(obj, dict)
+        and set(obj) == {"update_time"}
+        and isinstance(obj["update_time"], str)
+    ):
         nanos = parse_time(obj["update_time"])
         if nanos is not None and decode_precondition(nanos, None) == pre:
             return nanos, None
-    if isinstance(obj, dict) and set(obj) == {"exists"} and isinstance(obj["exists"], bool) \
-            and decode_precondition(None, int(obj["exists"])) == pre:
+    if (
+        isinstance(obj, dict)
+        and set(obj) == {"exists"}
+        and isinstance(obj["exists"], bool)
+        and decode_precondition(None, int(obj["exists"])) == pre
+    ):
         return None, int(obj["exists"])
     return pre, None  # any other shape: kept as it came
 
@@ -209,11 +251,18 @@ class Parts:
 
 
 def _entry(seq: int, parts: Parts) -> bytes:
-    flags = ((BEFORE if parts.before is not None else 0) | (WRITE if parts.write is not None else 0)
-             | (AFTER if parts.after is not None else 0) | (NO_WRITE if parts.no_write else 0))
+    flags = (
+        (BEFORE if parts.before is not None else 0)
+        | (WRITE if parts.write is not None else 0)
+        | (AFTER if parts.after is not None else 0)
+        | (NO_WRITE if parts.no_write else 0)
+    )
     out = [_ENTRY.pack(seq, flags)]
-    for raw in (parts.before, parts.write,
-                parts.after.encode() if parts.after is not None else None):
+    for raw in (
+        parts.before,
+        parts.write,
+        parts.after.encode() if parts.after is not None else None,
+    ):
         if raw is not None:
             out += [_LEN.pack(len(raw)), raw]
     return b"".join(out)
@@ -238,21 +287,21 @@ def unpack(data: bytes) -> dict[int, Parts]:
             if flags & bit:
                 (size,) = _LEN.unpack_from(raw, at)
                 at += _LEN.size
-                found.append(raw[at:at + size])
+                found.append(raw[at : at + size])
                 at += size
             else:
                 found.append(None)
         before, write, after = found
-        out[seq] = Parts(before, write, after.decode() if after is not None else None,
-                         bool(flags & NO_WRITE))
+        out[seq] = Parts(
+            before, write, after.decode() if after is not None else None, bool(flags & NO_WRITE)
+        )
     return out
 
 
 def entry_count(data: bytes) -> tuple[int, int]:
     """(before-images, writes) a block holds."""
     parts = unpack(data).values()
-    return (sum(p.before is not None for p in parts),
-            sum(p.write is not None for p in parts))
+    return (sum(p.before is not None for p in parts), sum(p.write is not None for p in parts))
 
 
 # ---- encoding a batch -----------------------------------------------------------------------
@@ -272,8 +321,9 @@ class RunInfo:
     mode: str = "apply"
 
 
-def encode(run: RunInfo, batch: int, records: Sequence[Any], next_blk: int, *,
-           keep_parts: bool = True) -> tuple[list[tuple], list[tuple[int, bytes]]]:
+def encode(
+    run: RunInfo, batch: int, records: Sequence[Any], next_blk: int, *, keep_parts: bool = True
+) -> tuple[list[tuple], list[tuple[int, bytes]]]:
     """Rows (in COLUMNS order) and blocks ((blk, data), numbered from `next_blk`) for the
     records of one batch. A record has seq, kind, path, precondition (a Precondition or its
     JSON), before, write, after, group, label, status, reason and optionally
@@ -295,10 +345,25 @@ def encode(run: RunInfo, batch: int, records: Sequence[Any], next_blk: int, *,
             entries.append(entry)
             used += len(entry)
             blk = next_blk
-        rows.append((run.key, r.seq, batch, r.kind, r.path, pre_time, pre_exists, r.group,
-                     encode_label(r.label, r.path), r.status, r.reason,
-                     encode_time(getattr(r, "commit_time", None)), getattr(r, "error", None),
-                     blk, path_hash(r.path)))
+        rows.append(
+            (
+                run.key,
+                r.seq,
+                batch,
+                r.kind,
+                r.path,
+                pre_time,
+                pre_exists,
+                r.group,
+                encode_label(r.label, r.path),
+                r.status,
+                r.reason,
+                encode_time(getattr(r, "commit_time", None)),
+                getattr(r, "error", None),
+                blk,
+                path_hash(r.path),
+            )
+        )
     if entries:
         blocks.append((next_blk, pack(entries)))
     return rows, blocks
@@ -311,8 +376,11 @@ def _parts(run: RunInfo, r: Any, pre_time: Any, pre_exists: Optional[int]) -> Op
     before = None if run.archive == "paths" else r.before or None
     write = r.write
     no_write = bool(getattr(r, "no_write", False))
-    if write is not None and r.kind == DELETE and \
-            write == delete_write(run.documents + r.path, pre_time, pre_exists):
+    if (
+        write is not None
+        and r.kind == DELETE
+        and write == delete_write(run.documents + r.path, pre_time, pre_exists)
+    ):
         write = None  # rebuilt when read
     after = r.after
     if after is not None and after == after_of(r.write, r.kind):
@@ -395,8 +463,7 @@ class OpRow(Mapping):
         row = self._row
         if row["kind"] != DELETE:
             return None
-        return delete_write(self._run.documents + row["path"], row["pre_time"],
-                            row["pre_exists"])
+        return delete_write(self._run.documents + row["path"], row["pre_time"], row["pre_exists"])
 
     def __iter__(self) -> Iterator[str]:
         return iter(KEYS)

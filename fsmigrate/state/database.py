@@ -7,6 +7,7 @@ and -shm files beside it, which take its mode) is created readable by its owner 
 holds copies of the documents runs changed or deleted. The operations are kept compactly
 (`opstable`, `journal`).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -17,15 +18,22 @@ import secrets
 import socket
 import sqlite3
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 from fsmigrate import __version__
-from fsmigrate.times import now_text
-from fsmigrate.errors import FsMigrateWarning, RunNotFound, StateCorrupt, StateNotFound, StateSchemaTooNew
+from fsmigrate.errors import (
+    FsMigrateWarning,
+    RunNotFound,
+    StateCorrupt,
+    StateNotFound,
+    StateSchemaTooNew,
+)
 from fsmigrate.state.operations import COMPACT, Operations
 from fsmigrate.state.schema import SCHEMA, SCHEMA_VERSION
+from fsmigrate.times import now_text
 
 BUSY_TIMEOUT = 30.0  # seconds a reader or writer waits for another one's transaction
 
@@ -46,11 +54,15 @@ _UPGRADES: dict[int, tuple[str, ...]] = {
 # the file's tables on that connection only; the file is not changed).
 # Their operations are read in the old layout (`opstable`).
 _READ_SHIMS: dict[int, tuple[str, ...]] = {
-    1: ("CREATE TEMP VIEW runs AS SELECT rowid AS key, *, NULL AS plan_digest, NULL AS traffic,"
+    1: (
+        "CREATE TEMP VIEW runs AS SELECT rowid AS key, *, NULL AS plan_digest, NULL AS traffic,"
         " NULL AS estimate, NULL AS archive_policy, NULL AS pruned_at, NULL AS pruned_by"
-        " FROM main.runs",),
-    2: ("CREATE TEMP VIEW runs AS SELECT rowid AS key, *, NULL AS traffic, NULL AS estimate,"
-        " NULL AS archive_policy, NULL AS pruned_at, NULL AS pruned_by FROM main.runs",),
+        " FROM main.runs",
+    ),
+    2: (
+        "CREATE TEMP VIEW runs AS SELECT rowid AS key, *, NULL AS traffic, NULL AS estimate,"
+        " NULL AS archive_policy, NULL AS pruned_at, NULL AS pruned_by FROM main.runs",
+    ),
     3: ("CREATE TEMP VIEW runs AS SELECT rowid AS key, *, NULL AS pruned_by FROM main.runs",),
 }
 
@@ -89,8 +101,7 @@ class OpRecord:
 
 
 class State(Operations):
-    def __init__(self, conn: sqlite3.Connection, path: Path, layout: int = SCHEMA_VERSION
-                 ) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: Path, layout: int = SCHEMA_VERSION) -> None:
         self.conn = conn
         self.path = path
         self.init_operations(layout)
@@ -98,7 +109,7 @@ class State(Operations):
     # ---- opening -------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: Path) -> "State":
+    def open(cls, path: Path) -> State:
         """Open for writing, creating the file and its tables if needed."""
         if path.exists() and not path.is_file():
             raise StateCorrupt(path, "it is not a file")
@@ -122,15 +133,16 @@ class State(Operations):
         return state
 
     @classmethod
-    def open_readonly(cls, path: Path) -> Optional["State"]:
+    def open_readonly(cls, path: Path) -> Optional[State]:
         """Open an existing file read-only; None when it does not exist (never creates it)."""
         if not path.exists():
             return None
         if not path.is_file():
             raise StateCorrupt(path, "it is not a file")
         try:
-            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT,
-                                   isolation_level=None)
+            conn = sqlite3.connect(
+                f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT, isolation_level=None
+            )
             conn.row_factory = sqlite3.Row
             state = cls(conn, path)
             state._check()
@@ -155,7 +167,7 @@ class State(Operations):
             raise sqlite3.DatabaseError("it is an SQLite file but not an fsmigrate state file")
 
     @classmethod
-    def require(cls, path: Path) -> "State":
+    def require(cls, path: Path) -> State:
         state = cls.open_readonly(path)
         if state is None:
             raise StateNotFound(path)
@@ -204,18 +216,21 @@ class State(Operations):
                             self.conn.execute(stmt)
             broken = self.conn.execute("PRAGMA foreign_key_check").fetchall()
             if broken:
-                raise sqlite3.DatabaseError(f"the schema upgrade would break {len(broken)} "
-                                            "references between tables")
+                raise sqlite3.DatabaseError(
+                    f"the schema upgrade would break {len(broken)} references between tables"
+                )
             self.conn.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
-                (str(SCHEMA_VERSION),))
+                (str(SCHEMA_VERSION),),
+            )
 
     def _rebuild(self, table: str) -> None:
         """Recreate `table` as the current schema declares it, keeping its rows (columns
         it lacked are NULL or their default). Runs inside the migration's transaction,
         with foreign keys off (the rows keep their keys; checked before the commit)."""
-        ddl = next(stmt for stmt in SCHEMA.split(";")
-                   if f"CREATE TABLE IF NOT EXISTS {table} (" in stmt)
+        ddl = next(
+            stmt for stmt in SCHEMA.split(";") if f"CREATE TABLE IF NOT EXISTS {table} (" in stmt
+        )
         old_cols = [r[1] for r in self.conn.execute(f"PRAGMA table_info({table})")]
         self.conn.execute(ddl.replace(f"IF NOT EXISTS {table} (", f"{table}_new ("))
         new_cols = {r[1] for r in self.conn.execute(f"PRAGMA table_info({table}_new)")}
@@ -227,24 +242,51 @@ class State(Operations):
             if "INDEX IF NOT EXISTS" in stmt and f" ON {table} (" in stmt:
                 self.conn.execute(stmt)
 
-    def tx(self) -> "_Tx":
+    def tx(self) -> _Tx:
         return _Tx(self.conn)
 
     # ---- runs ----------------------------------------------------------------------
 
-    def start_run(self, *, invocation: str, project: str, database: str, revision: str,
-                  checksum: str, description: str, mode: str, kind: str = "upgrade",
-                  resumes: Optional[str] = None, source: Optional[str] = None,
-                  plan_digest: Optional[str] = None) -> str:
+    def start_run(
+        self,
+        *,
+        invocation: str,
+        project: str,
+        database: str,
+        revision: str,
+        checksum: str,
+        description: str,
+        mode: str,
+        kind: str = "upgrade",
+        resumes: Optional[str] = None,
+        source: Optional[str] = None,
+        plan_digest: Optional[str] = None,
+    ) -> str:
         run_id = new_id()
         with self.tx():
             self.conn.execute(
                 "INSERT INTO runs (id, invocation, project, database, revision, checksum,"
                 " description, kind, mode, status, resumes, source, plan_digest, started_at,"
                 " operator, host, tool_version) VALUES (?,?,?,?,?,?,?,?,?, 'running', ?,?,?,?,?,?,?)",
-                (run_id, invocation, project, database, revision, checksum, description, kind,
-                 mode, resumes, source, plan_digest, now_text(), operator_name(),
-                 socket.gethostname(), __version__))
+                (
+                    run_id,
+                    invocation,
+                    project,
+                    database,
+                    revision,
+                    checksum,
+                    description,
+                    kind,
+                    mode,
+                    resumes,
+                    source,
+                    plan_digest,
+                    now_text(),
+                    operator_name(),
+                    socket.gethostname(),
+                    __version__,
+                ),
+            )
         return run_id
 
     def set_archive_policy(self, run_id: str, policy: str) -> None:
@@ -255,39 +297,56 @@ class State(Operations):
     def set_plan_digest(self, run_ids: Sequence[str], digest: str) -> None:
         """Record the digest of the plan file the dry-runs `run_ids` wrote."""
         with self.tx():
-            self.conn.executemany("UPDATE runs SET plan_digest=? WHERE id=?",
-                                  [(digest, r) for r in run_ids])
+            self.conn.executemany(
+                "UPDATE runs SET plan_digest=? WHERE id=?", [(digest, r) for r in run_ids]
+            )
 
-    def finish_run(self, run_id: str, *, status: str, counts: dict[str, int],
-                   error: Optional[str] = None, error_kind: Optional[str] = None) -> None:
+    def finish_run(
+        self,
+        run_id: str,
+        *,
+        status: str,
+        counts: dict[str, int],
+        error: Optional[str] = None,
+        error_kind: Optional[str] = None,
+    ) -> None:
         with self.tx():
             self.update_totals(run_id)
             self.conn.execute(
                 "UPDATE runs SET status=?, finished_at=?, counts=?, error=?, error_kind=?"
                 " WHERE id=?",
-                (status, now_text(), json.dumps(counts, sort_keys=True), error, error_kind,
-                 run_id))
+                (status, now_text(), json.dumps(counts, sort_keys=True), error, error_kind, run_id),
+            )
 
     def record_retries(self, run_id: str, retries: int, last_error: Optional[str]) -> None:
         with self.tx():
-            self.conn.execute("UPDATE runs SET retries=?, last_retry_error=? WHERE id=?",
-                              (retries, last_error, run_id))
+            self.conn.execute(
+                "UPDATE runs SET retries=?, last_retry_error=? WHERE id=?",
+                (retries, last_error, run_id),
+            )
 
-    def record_usage(self, run_id: str, *, traffic: Optional[dict[str, Any]],
-                     estimate: Optional[dict[str, Any]]) -> None:
+    def record_usage(
+        self, run_id: str, *, traffic: Optional[dict[str, Any]], estimate: Optional[dict[str, Any]]
+    ) -> None:
         """The run's traffic (limits used, throttling) and its estimate (a dry-run) or
         actuals (an apply), as JSON (`usage` reads them back)."""
         with self.tx():
-            self.conn.execute("UPDATE runs SET traffic=?, estimate=? WHERE id=?",
-                              (json.dumps(traffic, sort_keys=True) if traffic else None,
-                               json.dumps(estimate, sort_keys=True) if estimate else None,
-                               run_id))
+            self.conn.execute(
+                "UPDATE runs SET traffic=?, estimate=? WHERE id=?",
+                (
+                    json.dumps(traffic, sort_keys=True) if traffic else None,
+                    json.dumps(estimate, sort_keys=True) if estimate else None,
+                    run_id,
+                ),
+            )
 
     @staticmethod
     def usage(row: sqlite3.Row) -> tuple[Optional[dict[str, Any]], Optional[dict[str, Any]]]:
         """(traffic, estimate) of a run row, parsed."""
-        return (json.loads(row["traffic"]) if row["traffic"] else None,
-                json.loads(row["estimate"]) if row["estimate"] else None)
+        return (
+            json.loads(row["traffic"]) if row["traffic"] else None,
+            json.loads(row["estimate"]) if row["estimate"] else None,
+        )
 
     def mark_interrupted(self, run_id: str, by: str) -> None:
         """A run found `running` while we hold the lock: its process died."""
@@ -296,7 +355,8 @@ class State(Operations):
             self.conn.execute(
                 "UPDATE runs SET status='interrupted', error_kind='interrupted', error=?"
                 " WHERE id=? AND status='running'",
-                (f"the process stopped before the run finished; resumed by run {by}", run_id))
+                (f"the process stopped before the run finished; resumed by run {by}", run_id),
+            )
 
     def last_apply(self, project: str, database: str, revision: str) -> Optional[sqlite3.Row]:
         """The newest apply run of `revision` on the target (upgrade, rerun or resolve)."""
@@ -304,7 +364,9 @@ class State(Operations):
             "SELECT * FROM runs WHERE project=? AND database=? AND revision=? AND mode='apply'"
             " AND kind IN ('upgrade', 'rerun', 'plan', 'resolve', 'stamp', 'elsewhere')"
             " ORDER BY started_at DESC, rowid DESC"
-            " LIMIT 1", (project, database, revision)).fetchone()
+            " LIMIT 1",
+            (project, database, revision),
+        ).fetchone()
 
     def resume_chain(self, run_id: str) -> list[str]:
         """`run_id` and every run it resumes, transitively (newest first)."""
@@ -321,39 +383,61 @@ class State(Operations):
         if not run_ids:
             return set()
         runs = ",".join("?" * len(run_ids))
-        return {(r["path"], r["kind"]) for r in self.conn.execute(
-            f"SELECT path, kind FROM ops WHERE run IN (SELECT key FROM runs WHERE id IN "
-            f"({runs})) AND status='committed'", list(run_ids))}
+        return {
+            (r["path"], r["kind"])
+            for r in self.conn.execute(
+                f"SELECT path, kind FROM ops WHERE run IN (SELECT key FROM runs WHERE id IN "
+                f"({runs})) AND status='committed'",
+                list(run_ids),
+            )
+        }
 
-    def mark_applied(self, *, project: str, database: str, revision: str, checksum: str,
-                     run_id: str) -> None:
+    def mark_applied(
+        self, *, project: str, database: str, revision: str, checksum: str, run_id: str
+    ) -> None:
         with self.tx():
             self.conn.execute(
                 "INSERT INTO applied (project, database, revision, checksum, applied_at, run_id)"
                 " VALUES (?,?,?,?,?,?)",
-                (project, database, revision, checksum, now_text(), run_id))
+                (project, database, revision, checksum, now_text(), run_id),
+            )
 
-    def record_new_version(self, *, project: str, database: str, revision: str,
-                           checksum: str, run_id: str) -> None:
+    def record_new_version(
+        self, *, project: str, database: str, revision: str, checksum: str, run_id: str
+    ) -> None:
         """A repeatable revision applied again from an edited script: its checksum now."""
         with self.tx():
             self.conn.execute(
                 "UPDATE applied SET checksum=?, applied_at=?, run_id=? WHERE project=? AND"
                 " database=? AND revision=?",
-                (checksum, now_text(), run_id, project, database, revision))
+                (checksum, now_text(), run_id, project, database, revision),
+            )
 
-    def record_by_hand(self, *, project: str, database: str, script: Any, reason: str,
-                       invocation: str, kind: str) -> str:
+    def record_by_hand(
+        self, *, project: str, database: str, script: Any, reason: str, invocation: str, kind: str
+    ) -> str:
         """Record `script` as applied without running it: a run of kind `resolve` (after a
         failed run) or `stamp` (a database changed by hand), with the reason."""
-        run_id = self.start_run(invocation=invocation, project=project, database=database,
-                                revision=script.revision, checksum=script.checksum,
-                                description=script.description, mode="apply", kind=kind)
+        run_id = self.start_run(
+            invocation=invocation,
+            project=project,
+            database=database,
+            revision=script.revision,
+            checksum=script.checksum,
+            description=script.description,
+            mode="apply",
+            kind=kind,
+        )
         verb = "resolved" if kind == "resolve" else "stamped"
         self.add_note(run_id, 0, f"{verb} without running: {reason}")
         self.finish_run(run_id, status="succeeded", counts={})
-        self.mark_applied(project=project, database=database, revision=script.revision,
-                          checksum=script.checksum, run_id=run_id)
+        self.mark_applied(
+            project=project,
+            database=database,
+            revision=script.revision,
+            checksum=script.checksum,
+            run_id=run_id,
+        )
         return run_id
 
     def adopt_marker(self, *, project: str, database: str, marker: dict[str, Any]) -> str:
@@ -361,14 +445,17 @@ class State(Operations):
         one of our own runs (interrupted after writing it), that run is completed;
         otherwise a run of kind `elsewhere` carries the marker's details."""
         revision, checksum = marker["revision"], marker["checksum"]
-        own = self.conn.execute("SELECT * FROM runs WHERE id=?",
-                                (marker.get("run_id"),)).fetchone()
+        own = self.conn.execute("SELECT * FROM runs WHERE id=?", (marker.get("run_id"),)).fetchone()
         if own is not None and own["revision"] == revision:
             if own["status"] != "succeeded":
-                self.add_note(own["id"], len(self.notes(own["id"])),
-                              "completed later: its marker was found in the database")
-                self.finish_run(own["id"], status="succeeded",
-                                counts=json.loads(own["counts"] or "{}"))
+                self.add_note(
+                    own["id"],
+                    len(self.notes(own["id"])),
+                    "completed later: its marker was found in the database",
+                )
+                self.finish_run(
+                    own["id"], status="succeeded", counts=json.loads(own["counts"] or "{}")
+                )
             run_id = own["id"]
         else:
             run_id = new_id()
@@ -380,26 +467,48 @@ class State(Operations):
                     " description, kind, mode, status, source, started_at, finished_at,"
                     " operator, host, tool_version, counts)"
                     " VALUES (?,?,?,?,?,?,?, 'elsewhere', 'apply', 'succeeded', ?,?,?,?,?,?,?)",
-                    (run_id, run_id, project, database, revision, checksum,
-                     marker.get("description") or "", marker.get("run_id"), when, when,
-                     marker.get("operator") or "?", marker.get("host") or "?",
-                     marker.get("tool_version") or "?",
-                     json.dumps(marker.get("counts") or {}, sort_keys=True, default=str)))
-            self.add_note(run_id, 0, f"applied elsewhere: run {marker.get('run_id')} by "
-                                     f"{marker.get('operator')}@{marker.get('host')} "
-                                     f"({marker.get('kind')})")
-        self.mark_applied(project=project, database=database, revision=revision,
-                          checksum=checksum, run_id=run_id)
+                    (
+                        run_id,
+                        run_id,
+                        project,
+                        database,
+                        revision,
+                        checksum,
+                        marker.get("description") or "",
+                        marker.get("run_id"),
+                        when,
+                        when,
+                        marker.get("operator") or "?",
+                        marker.get("host") or "?",
+                        marker.get("tool_version") or "?",
+                        json.dumps(marker.get("counts") or {}, sort_keys=True, default=str),
+                    ),
+                )
+            self.add_note(
+                run_id,
+                0,
+                f"applied elsewhere: run {marker.get('run_id')} by "
+                f"{marker.get('operator')}@{marker.get('host')} "
+                f"({marker.get('kind')})",
+            )
+        self.mark_applied(
+            project=project, database=database, revision=revision, checksum=checksum, run_id=run_id
+        )
         return run_id
 
     def applied(self, project: str, database: str) -> dict[str, sqlite3.Row]:
         rows = self.conn.execute(
             "SELECT * FROM applied WHERE project=? AND database=? ORDER BY revision",
-            (project, database))
+            (project, database),
+        )
         return {row["revision"]: row for row in rows}
 
-    def runs(self, project: Optional[str] = None, database: Optional[str] = None,
-             limit: Optional[int] = None) -> list[sqlite3.Row]:
+    def runs(
+        self,
+        project: Optional[str] = None,
+        database: Optional[str] = None,
+        limit: Optional[int] = None,
+    ) -> list[sqlite3.Row]:
         sql = "SELECT * FROM runs"
         args: list[Any] = []
         if project is not None:
@@ -413,8 +522,12 @@ class State(Operations):
 
     def runs_of(self, invocation: str) -> list[str]:
         """Ids of the runs one command started, in the order they ran."""
-        return [r["id"] for r in self.conn.execute(
-            "SELECT id FROM runs WHERE invocation=? ORDER BY started_at, rowid", (invocation,))]
+        return [
+            r["id"]
+            for r in self.conn.execute(
+                "SELECT id FROM runs WHERE invocation=? ORDER BY started_at, rowid", (invocation,)
+            )
+        ]
 
     def run(self, run_id: str) -> sqlite3.Row:
         row = self.conn.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
@@ -426,12 +539,17 @@ class State(Operations):
 
     def add_note(self, run_id: str, seq: int, text: str) -> None:
         with self.tx():
-            self.conn.execute("INSERT INTO notes (run_id, seq, text) VALUES (?,?,?)",
-                              (run_id, seq, text))
+            self.conn.execute(
+                "INSERT INTO notes (run_id, seq, text) VALUES (?,?,?)", (run_id, seq, text)
+            )
 
     def notes(self, run_id: str) -> list[str]:
-        return [r["text"] for r in self.conn.execute(
-            "SELECT text FROM notes WHERE run_id=? ORDER BY seq", (run_id,))]
+        return [
+            r["text"]
+            for r in self.conn.execute(
+                "SELECT text FROM notes WHERE run_id=? ORDER BY seq", (run_id,)
+            )
+        ]
 
 
 def _create_private(path: Path) -> bool:
@@ -457,9 +575,13 @@ def warn_if_exposed(path: Path) -> None:
         if mode & 0o077:
             exposed.append(f"{file} ({mode:o})")
     if exposed:
-        warnings.warn(FsMigrateWarning(
-            f"state file readable by others: {', '.join(exposed)}; it holds copies of the "
-            f"documents runs changed or deleted: `chmod 600 {path}*`"), stacklevel=3)
+        warnings.warn(
+            FsMigrateWarning(
+                f"state file readable by others: {', '.join(exposed)}; it holds copies of the "
+                f"documents runs changed or deleted: `chmod 600 {path}*`"
+            ),
+            stacklevel=3,
+        )
 
 
 class _Tx:

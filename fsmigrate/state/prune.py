@@ -13,6 +13,7 @@ died mid-batch: the next upgrade settles them from the journaled writes), or one
 running. A dry-run that wrote a plan file can be pruned: `apply` reads the plan file, not
 the state file (prune never touches plan files or exports: delete those yourself).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -21,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from fsmigrate.state import compact
 from fsmigrate.errors import FsMigrateError
+from fsmigrate.state import compact
 from fsmigrate.state.database import State, new_id
 from fsmigrate.times import now_text
 
@@ -67,18 +68,31 @@ def plan(state: State, project: str, database: str, cutoff: dt.datetime) -> Plan
     rows = state.conn.execute(
         "SELECT * FROM runs WHERE project=? AND database=? AND pruned_at IS NULL"
         " AND started_at < ? AND EXISTS (SELECT 1 FROM blocks WHERE blocks.run=runs.key)"
-        " ORDER BY started_at, key", (project, database, _text(cutoff))).fetchall()
+        " ORDER BY started_at, key",
+        (project, database, _text(cutoff)),
+    ).fetchall()
     for row in rows:
         if row["status"] == "running" or row["finished_at"] is None:
-            out.kept.append(Kept(row["id"], "it is still running, or died unfinished: the next "
-                                            "`fsmigrate upgrade` settles it"))
+            out.kept.append(
+                Kept(
+                    row["id"],
+                    "it is still running, or died unfinished: the next "
+                    "`fsmigrate upgrade` settles it",
+                )
+            )
         elif row["finished_at"] >= _text(cutoff):
             continue
-        elif state.conn.execute("SELECT 1 FROM ops WHERE run=? AND status='pending' LIMIT 1",
-                                (row["key"],)).fetchone():
-            out.kept.append(Kept(row["id"], "it has operations pending (an apply stopped "
-                                            "mid-batch): the next `fsmigrate upgrade` settles "
-                                            "them from its journal"))
+        elif state.conn.execute(
+            "SELECT 1 FROM ops WHERE run=? AND status='pending' LIMIT 1", (row["key"],)
+        ).fetchone():
+            out.kept.append(
+                Kept(
+                    row["id"],
+                    "it has operations pending (an apply stopped "
+                    "mid-batch): the next `fsmigrate upgrade` settles "
+                    "them from its journal",
+                )
+            )
         else:
             out.prune.append(row)
     return out
@@ -99,14 +113,21 @@ class PruneResult:
     warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {"cutoff": self.cutoff, "dry_run": self.dry_run, "run_id": self.run_id,
-                "pruned": [p.__dict__ for p in self.pruned],
-                "kept": [k.__dict__ for k in self.kept], "bytes_before": self.bytes_before,
-                "bytes_after": self.bytes_after, "warnings": self.warnings}
+        return {
+            "cutoff": self.cutoff,
+            "dry_run": self.dry_run,
+            "run_id": self.run_id,
+            "pruned": [p.__dict__ for p in self.pruned],
+            "kept": [k.__dict__ for k in self.kept],
+            "bytes_before": self.bytes_before,
+            "bytes_after": self.bytes_after,
+            "warnings": self.warnings,
+        }
 
 
-def prune(state: State, project: str, database: str, cutoff: dt.datetime, *, dry_run: bool,
-          confirm: Any) -> PruneResult:
+def prune(
+    state: State, project: str, database: str, cutoff: dt.datetime, *, dry_run: bool, confirm: Any
+) -> PruneResult:
     """Prune the target's runs finished before `cutoff` (see the module); `confirm(prompt)`
     is asked before anything is dropped and raises when declined."""
     planned = plan(state, project, database, cutoff)
@@ -118,16 +139,21 @@ def prune(state: State, project: str, database: str, cutoff: dt.datetime, *, dry
     running = running_applies(state)
     if running:
         row = running[0]
-        raise StateBusy(f"run {row['id']} ({row['kind']} apply of {row['revision']} on "
-                        f"{row['project']}/{row['database']}, started {row['started_at']} by "
-                        f"{row['operator']}@{row['host']}) is running, or died unfinished: a "
-                        "prune rewrites the whole file and would hold its journal back; wait "
-                        "for it, or let `fsmigrate upgrade` settle it first")
-    confirm(f"Prune the archive of {len(listed)} run(s) finished before {_text(cutoff)} from "
-            f"{state.path} ({sum(p.before_images for p in listed):,} before-images, "
-            f"{sum(p.writes for p in listed):,} writes)? They cannot be restored afterwards.")
+        raise StateBusy(
+            f"run {row['id']} ({row['kind']} apply of {row['revision']} on "
+            f"{row['project']}/{row['database']}, started {row['started_at']} by "
+            f"{row['operator']}@{row['host']}) is running, or died unfinished: a "
+            "prune rewrites the whole file and would hold its journal back; wait "
+            "for it, or let `fsmigrate upgrade` settle it first"
+        )
+    confirm(
+        f"Prune the archive of {len(listed)} run(s) finished before {_text(cutoff)} from "
+        f"{state.path} ({sum(p.before_images for p in listed):,} before-images, "
+        f"{sum(p.writes for p in listed):,} writes)? They cannot be restored afterwards."
+    )
     result.run_id, result.pruned, result.warnings = execute(
-        state, planned, invocation=new_id(), project=project, database=database)
+        state, planned, invocation=new_id(), project=project, database=database
+    )
     result.bytes_after = file_bytes(state.path)
     return result
 
@@ -135,18 +161,26 @@ def prune(state: State, project: str, database: str, cutoff: dt.datetime, *, dry
 def running_applies(state: State) -> list[Any]:
     """Applies of any target of the file that are running (or died without finishing):
     VACUUM would hold their journal writes back while it rebuilds the file."""
-    return state.conn.execute("SELECT * FROM runs WHERE mode='apply' AND status='running'"
-                              " ORDER BY started_at").fetchall()
+    return state.conn.execute(
+        "SELECT * FROM runs WHERE mode='apply' AND status='running' ORDER BY started_at"
+    ).fetchall()
 
 
-def execute(state: State, planned: Plan, *, invocation: str, project: str,
-            database: str) -> tuple[str, list[Pruned], list[str]]:
+def execute(
+    state: State, planned: Plan, *, invocation: str, project: str, database: str
+) -> tuple[str, list[Pruned], list[str]]:
     """Prune the planned runs; (the prune run's id, what was pruned, warnings)."""
     conn = state.conn
-    run_id = state.start_run(invocation=invocation, project=project, database=database,
-                             revision="-", checksum="-", kind="prune", mode="apply",
-                             description=f"prune the archive of runs finished before "
-                                         f"{_text(planned.cutoff)}")
+    run_id = state.start_run(
+        invocation=invocation,
+        project=project,
+        database=database,
+        revision="-",
+        checksum="-",
+        kind="prune",
+        mode="apply",
+        description=f"prune the archive of runs finished before {_text(planned.cutoff)}",
+    )
     done: list[Pruned] = []
     conn.execute("PRAGMA secure_delete=ON")
     try:
@@ -154,18 +188,33 @@ def execute(state: State, planned: Plan, *, invocation: str, project: str,
             for row in planned.prune:
                 done.append(_drop(state, row, run_id))
         for i, item in enumerate(done):
-            state.add_note(run_id, i, f"pruned run {item.run_id} ({item.kind} {item.mode} of "
-                                      f"{item.revision}, finished {item.finished_at}): "
-                                      f"{item.before_images} before-images, {item.writes} "
-                                      f"writes, {item.bytes:,} bytes")
+            state.add_note(
+                run_id,
+                i,
+                f"pruned run {item.run_id} ({item.kind} {item.mode} of "
+                f"{item.revision}, finished {item.finished_at}): "
+                f"{item.before_images} before-images, {item.writes} "
+                f"writes, {item.bytes:,} bytes",
+            )
         for j, kept in enumerate(planned.kept, len(done)):
             state.add_note(run_id, j, f"kept run {kept.run_id}: {kept.why}")
-        state.finish_run(run_id, status="succeeded", counts={
-            "runs": len(done), "before_images": sum(p.before_images for p in done),
-            "writes": sum(p.writes for p in done)})
+        state.finish_run(
+            run_id,
+            status="succeeded",
+            counts={
+                "runs": len(done),
+                "before_images": sum(p.before_images for p in done),
+                "writes": sum(p.writes for p in done),
+            },
+        )
     except BaseException as exc:
-        state.finish_run(run_id, status="failed", counts={}, error=f"{type(exc).__name__}: "
-                                                                   f"{exc}", error_kind="error")
+        state.finish_run(
+            run_id,
+            status="failed",
+            counts={},
+            error=f"{type(exc).__name__}: {exc}",
+            error_kind="error",
+        )
         raise
     return run_id, done, _reclaim(state)
 
@@ -178,15 +227,24 @@ def _count(state: State, row: Any) -> Pruned:
         images += found_images
         writes += found_writes
         size += len(data)
-    return Pruned(row["id"], row["revision"], row["kind"], row["mode"], row["finished_at"],
-                  images, writes, size)
+    return Pruned(
+        row["id"],
+        row["revision"],
+        row["kind"],
+        row["mode"],
+        row["finished_at"],
+        images,
+        writes,
+        size,
+    )
 
 
 def _drop(state: State, row: Any, by: str) -> Pruned:
     dropped = _count(state, row)
     state.conn.execute("DELETE FROM blocks WHERE run=?", (row["key"],))
-    state.conn.execute("UPDATE runs SET pruned_at=?, pruned_by=? WHERE key=?",
-                       (now_text(), by, row["key"]))
+    state.conn.execute(
+        "UPDATE runs SET pruned_at=?, pruned_by=? WHERE key=?", (now_text(), by, row["key"])
+    )
     return dropped
 
 
@@ -200,21 +258,27 @@ def _reclaim(state: State) -> list[str]:
     busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
     wal = Path(f"{state.path}-wal")
     if busy or (wal.exists() and wal.stat().st_size):
-        warnings.append(f"another process is reading {state.path}: its WAL ({wal}) could not "
-                        "be emptied, and holds pruned values until the next checkpoint (run "
-                        "`fsmigrate prune` again when nothing else uses the file)")
+        warnings.append(
+            f"another process is reading {state.path}: its WAL ({wal}) could not "
+            "be emptied, and holds pruned values until the next checkpoint (run "
+            "`fsmigrate prune` again when nothing else uses the file)"
+        )
     return warnings
 
 
 def file_bytes(path: Path) -> int:
     """The state file with its -wal and -shm files."""
-    return sum(os.path.getsize(p) for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm"))
-               if os.path.exists(p))
+    return sum(
+        os.path.getsize(p)
+        for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm"))
+        if os.path.exists(p)
+    )
 
 
 def _text(when: dt.datetime) -> str:
-    return when.astimezone(dt.timezone.utc).isoformat(timespec="microseconds").replace(
-        "+00:00", "Z")
+    return (
+        when.astimezone(dt.timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    )
 
 
 def parse_before(text: str, now: Optional[dt.datetime] = None) -> dt.datetime:
@@ -229,6 +293,7 @@ def parse_before(text: str, now: Optional[dt.datetime] = None) -> dt.datetime:
     try:
         when = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise ValueError(f"{text!r} is neither an age like 90d or 12h nor a date like "
-                         "2026-01-31") from None
+        raise ValueError(
+            f"{text!r} is neither an age like 90d or 12h nor a date like 2026-01-31"
+        ) from None
     return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)

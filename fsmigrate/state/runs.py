@@ -14,19 +14,36 @@ from fsmigrate.state.database import State
 def run_dict(state: Any, row: sqlite3.Row) -> dict[str, Any]:
     """A run as a JSON-able dict (stable keys; documented in the README)."""
     return {
-        "run_id": row["id"], "invocation": row["invocation"],
-        "project": row["project"], "database": row["database"],
-        "revision": row["revision"], "description": row["description"],
-        "checksum": row["checksum"], "kind": row["kind"], "mode": row["mode"],
-        "status": row["status"], "resumes": row["resumes"], "retries": row["retries"],
-        "last_retry_error": row["last_retry_error"], "error_kind": row["error_kind"],
-        "started_at": row["started_at"], "finished_at": row["finished_at"],
-        "operator": row["operator"], "host": row["host"], "tool_version": row["tool_version"],
-        "planned": row["planned"], "committed": row["committed"], "skipped": row["skipped"],
-        "failed": row["failed"], "batches": row["batches"],
-        "counts": json.loads(row["counts"] or "{}"), "error": row["error"],
-        "source": row["source"], "plan_digest": row["plan_digest"],
-        "archive_policy": row["archive_policy"], "pruned_at": row["pruned_at"],
+        "run_id": row["id"],
+        "invocation": row["invocation"],
+        "project": row["project"],
+        "database": row["database"],
+        "revision": row["revision"],
+        "description": row["description"],
+        "checksum": row["checksum"],
+        "kind": row["kind"],
+        "mode": row["mode"],
+        "status": row["status"],
+        "resumes": row["resumes"],
+        "retries": row["retries"],
+        "last_retry_error": row["last_retry_error"],
+        "error_kind": row["error_kind"],
+        "started_at": row["started_at"],
+        "finished_at": row["finished_at"],
+        "operator": row["operator"],
+        "host": row["host"],
+        "tool_version": row["tool_version"],
+        "planned": row["planned"],
+        "committed": row["committed"],
+        "skipped": row["skipped"],
+        "failed": row["failed"],
+        "batches": row["batches"],
+        "counts": json.loads(row["counts"] or "{}"),
+        "error": row["error"],
+        "source": row["source"],
+        "plan_digest": row["plan_digest"],
+        "archive_policy": row["archive_policy"],
+        "pruned_at": row["pruned_at"],
         "pruned_by": row["pruned_by"],
         "notes": state.notes(row["id"]),
         **usage_dict(state, row),
@@ -38,8 +55,11 @@ def usage_dict(state: Any, row: sqlite3.Row) -> dict[str, Any]:
     an apply's actuals."""
     traffic, figures = state.usage(row)
     dry = row["mode"] == "dry-run"
-    return {"traffic": traffic, "estimate": figures if dry else None,
-            "actual": None if dry else figures}
+    return {
+        "traffic": traffic,
+        "estimate": figures if dry else None,
+        "actual": None if dry else figures,
+    }
 
 
 @dataclass
@@ -77,11 +97,11 @@ class RunResult:
     source: Optional[str] = None
     plan_digest: Optional[str] = None
     archive_policy: Optional[str] = None  # full / paths / redact:<function>
-    pruned_at: Optional[str] = None       # when its archive was pruned, and by which run
+    pruned_at: Optional[str] = None  # when its archive was pruned, and by which run
     pruned_by: Optional[str] = None
-    traffic: Optional[dict[str, Any]] = None   # limits used, throttling events
+    traffic: Optional[dict[str, Any]] = None  # limits used, throttling events
     estimate: Optional[dict[str, Any]] = None  # a dry-run's: reads, writes, deletes, ...
-    actual: Optional[dict[str, Any]] = None    # an apply's: the same figures, as done
+    actual: Optional[dict[str, Any]] = None  # an apply's: the same figures, as done
 
     @classmethod
     def from_row(cls, state: State, row: sqlite3.Row) -> RunResult:

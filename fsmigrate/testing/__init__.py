@@ -16,19 +16,21 @@ PYTEST_DISABLE_PLUGIN_AUTOLOAD set: `pytest -p fsmigrate.testing`). It provides:
 
 The built-in tests are in `fsmigrate.testing.checks`; import them into a test module.
 """
+
 from __future__ import annotations
 
 import atexit
 import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import pytest
 
-from fsmigrate.firestore import emulator as emu_mod
 from fsmigrate.errors import EmulatorError, UsageError
+from fsmigrate.firestore import emulator as emu_mod
 
 __all__ = ["FirestoreEmulator", "started_emulator", "SKIP_REASON", "INI_OPTION"]
 
@@ -92,9 +94,12 @@ def running_emulator(host_port: str) -> FirestoreEmulator:
     except UsageError as exc:
         pytest.fail(f"FIRESTORE_EMULATOR_HOST: {exc}", pytrace=False)
     if not emu_mod.is_ready(host, int(port)):
-        pytest.fail(f"FIRESTORE_EMULATOR_HOST={host_port} does not answer: start the emulator "
-                    "there (`fsmigrate emulator start`), or unset FIRESTORE_EMULATOR_HOST to "
-                    "let the tests start one", pytrace=False)
+        pytest.fail(
+            f"FIRESTORE_EMULATOR_HOST={host_port} does not answer: start the emulator "
+            "there (`fsmigrate emulator start`), or unset FIRESTORE_EMULATOR_HOST to "
+            "let the tests start one",
+            pytrace=False,
+        )
     return FirestoreEmulator(host, int(port))
 
 
@@ -102,9 +107,12 @@ def running_emulator(host_port: str) -> FirestoreEmulator:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addini(INI_OPTION, "The migrations directory the fsmigrate fixtures and built-in "
-                              "tests use, relative to the ini file (default: migrations).",
-                  default="migrations")
+    parser.addini(
+        INI_OPTION,
+        "The migrations directory the fsmigrate fixtures and built-in "
+        "tests use, relative to the ini file (default: migrations).",
+        default="migrations",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -137,8 +145,7 @@ def fsmigrate_seed() -> Any:
 
 
 @pytest.fixture
-def fsmigrate(firestore_emulator: Any, fsmigrate_migrations: Path,
-              tmp_path: Path) -> Iterator[Any]:
+def fsmigrate(firestore_emulator: Any, fsmigrate_migrations: Path, tmp_path: Path) -> Iterator[Any]:
     """A `Harness` on a fresh project of the session's emulator."""
     from fsmigrate.testing.harness import Harness
 

@@ -8,6 +8,7 @@ from fsmigrate's runner, so it is refused before it is sent and recorded with th
 file and line. fsmigrate's own commits (the commit threads, the lease, the markers) never
 have a migration's frame on their stack and go through.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -15,13 +16,20 @@ import functools
 import linecache
 import sys
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Optional
 
-WRITE_RPCS = ("commit", "batch_write", "write", "create_document", "update_document",
-              "delete_document")
+WRITE_RPCS = (
+    "commit",
+    "batch_write",
+    "write",
+    "create_document",
+    "update_document",
+    "delete_document",
+)
 
 
 @dataclass(frozen=True)
@@ -35,10 +43,12 @@ class WriteSite:
 
     def describe(self) -> str:
         code = f" (`{self.code}`)" if self.code else ""
-        return (f"{self.path}:{self.line}{code} writes to Firestore through the client "
-                f"({self.rpc}), not through ctx: yield ctx.set / ctx.update / ctx.delete / "
-                "ctx.create instead, so the write is in the dry-run, guarded by a "
-                "precondition and archived")
+        return (
+            f"{self.path}:{self.line}{code} writes to Firestore through the client "
+            f"({self.rpc}), not through ctx: yield ctx.set / ctx.update / ctx.delete / "
+            "ctx.create instead, so the write is in the dry-run, guarded by a "
+            "precondition and archived"
+        )
 
 
 class ClientWriteBlocked(RuntimeError):
@@ -96,7 +106,7 @@ class ClientWrites:
         return checked
 
     @contextlib.contextmanager
-    def forbidden(self) -> Iterator["ClientWrites"]:
+    def forbidden(self) -> Iterator[ClientWrites]:
         """Refuse client writes from migration files while the block runs; on leaving it,
         raise ClientWriteError when there was any (even if the migration caught the
         refusal, or the run failed because of it)."""

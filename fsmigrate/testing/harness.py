@@ -5,19 +5,21 @@ and the migrations directory under test. It runs the migrations through `fsmigra
 exactly as the command line does, and refuses (with the file and line) any write a
 migration makes through the Firestore client instead of yielding it to ctx.
 """
+
 from __future__ import annotations
 
 import datetime as dt
 import os
 import uuid
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Optional, Union
+from typing import Any, Optional, Union
 
 from fsmigrate import api
-from fsmigrate.scripts import loader as scripts
 from fsmigrate.checks import CheckResult
-from fsmigrate.firestore.emulator import check_loopback
 from fsmigrate.errors import UsageError
+from fsmigrate.firestore.emulator import check_loopback
+from fsmigrate.scripts import loader as scripts
 from fsmigrate.testing.guard import ClientWrites
 
 Seed = Union[Mapping[str, Mapping[str, Mapping[str, Any]]], Callable[["Harness"], Any]]
@@ -33,8 +35,10 @@ def new_project_id() -> str:
 def emulator_host() -> str:
     host_port = os.environ.get("FIRESTORE_EMULATOR_HOST", "")
     if not host_port:
-        raise UsageError("FIRESTORE_EMULATOR_HOST is not set: the fsmigrate harness only "
-                         "runs against the emulator (request the firestore_emulator fixture)")
+        raise UsageError(
+            "FIRESTORE_EMULATOR_HOST is not set: the fsmigrate harness only "
+            "runs against the emulator (request the firestore_emulator fixture)"
+        )
     check_loopback(host_port.rpartition(":")[0].strip("[]") or host_port)
     return host_port
 
@@ -52,16 +56,16 @@ class Harness:
     - `chain()`: the loaded scripts, base first.
     """
 
-    def __init__(self, migrations: Union[str, Path], workdir: Union[str, Path],
-                 project: Optional[str] = None) -> None:
+    def __init__(
+        self, migrations: Union[str, Path], workdir: Union[str, Path], project: Optional[str] = None
+    ) -> None:
         self.emulator_host = emulator_host()
         self.project = project or new_project_id()
         self.migrations = Path(migrations).resolve()
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         self.state = workdir / "state.db"
-        self.config = api.Config(project=self.project, state=self.state,
-                                 migrations=self.migrations)
+        self.config = api.Config(project=self.project, state=self.state, migrations=self.migrations)
         self.client_writes = ClientWrites(self.migrations)
         self._client: Any = None
         self._results: dict[str, api.UpgradeResult] = {}  # run id -> the result that ran it
@@ -158,15 +162,19 @@ class Harness:
         pending = [r.revision for r in rows if r.state == "pending"]
         if revision not in pending:
             if not script.repeatable:
-                raise UsageError(f"revision {revision} is already applied and not "
-                                 "repeatable: there is nothing to plan")
+                raise UsageError(
+                    f"revision {revision} is already applied and not "
+                    "repeatable: there is nothing to plan"
+                )
             result = self.rerun(revision, dry_run=True)
         else:
-            before = pending[:pending.index(revision)]
+            before = pending[: pending.index(revision)]
             if before:
-                raise UsageError(f"revision(s) {', '.join(before)} come before {revision} and "
-                                 f"are not applied; apply them first: upgrade(to="
-                                 f"{before[-1]!r})")
+                raise UsageError(
+                    f"revision(s) {', '.join(before)} come before {revision} and "
+                    f"are not applied; apply them first: upgrade(to="
+                    f"{before[-1]!r})"
+                )
             result = self.upgrade(dry_run=True, to=revision)
         run = next(r for r in result.runs if r.revision == revision)
         return [(op.kind, op.path) for op in self.operations(run.run_id)]
