@@ -43,6 +43,7 @@ from fsmigrate.engine.run import Distributor, NoProgress, Progress
 from fsmigrate.engine.runner import MAX_CONCURRENCY, Runner
 from fsmigrate.errors import (
     Aborted,
+    ConfirmationRequired,
     FsMigrateError,
     FsMigrateWarning,
     RunNotFound,
@@ -113,15 +114,6 @@ DEFAULT_MARKERS = DEFAULT_ROOT
 
 Confirm = Callable[[str], bool]
 PathLike = Union[str, "os.PathLike[str]"]
-
-
-class ConfirmationRequired(FsMigrateError):
-    """A step that needs an operator's yes (an apply to a real project, a prune) was called
-    without a `confirm` callback (the CLI's prompt, or --yes)."""
-
-    def __init__(self, prompt: str) -> None:
-        self.prompt = prompt
-        super().__init__(f"{prompt} not confirmed: pass confirm= (the CLI asks, or takes --yes)")
 
 
 # ---- configuration -------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, Optional
 
-from fsmigrate.errors import FsMigrateError, UsageError
+from fsmigrate.errors import CheckBroken, CheckNotFound, UsageError
 from fsmigrate.times import rfc3339
 
 GROUP = "fsmigrate.checks"
@@ -131,21 +131,6 @@ class CheckResult:
         if self.series:
             out["series"] = [s.to_json() for s in self.series]
         return out
-
-
-class CheckNotFound(UsageError):
-    def __init__(self, name: str, known: Sequence[str]) -> None:
-        self.name = name
-        listed = ", ".join(known) or "none installed"
-        super().__init__(
-            f"no check named {name!r} (available: {listed}); checks are found "
-            f"through the entry-point group {GROUP!r}"
-        )
-
-
-class CheckBroken(FsMigrateError):
-    def __init__(self, name: str, problem: str) -> None:
-        super().__init__(f"check {name!r} could not be loaded: {problem}")
 
 
 def _entry_points() -> dict[str, metadata.EntryPoint]:

@@ -265,3 +265,75 @@ class EmulatorNotFound(EmulatorError):
             "(or `gcloud components install cloud-firestore-emulator`), "
             "or set FSMIGRATE_EMULATOR_JAR to the jar"
         )
+
+
+# ---- raised by more than one layer: the lease, the archive, prune, checks, Beam -----
+
+
+class StateBusy(FsMigrateError):
+    """An apply is running from the state file: a prune (which rebuilds the file) waits."""
+
+    exit_code = 3
+
+
+class ConfirmationRequired(FsMigrateError):
+    """A step that needs an operator's yes (an apply to a real project, a prune) was called
+    without a `confirm` callback (the CLI's prompt, or --yes)."""
+
+    def __init__(self, prompt: str) -> None:
+        self.prompt = prompt
+        super().__init__(f"{prompt} not confirmed: pass confirm= (the CLI asks, or takes --yes)")
+
+
+class ArchiveUnavailable(FsMigrateError):
+    """A run's before-images are not there: pruned, or never kept (archive = "paths")."""
+
+    exit_code = 1
+
+
+class LockHeld(FsMigrateError):
+    """Another runner holds the lease. Exit code 3: try again later."""
+
+    exit_code = 3
+
+    def __init__(self, holder: dict[str, Any], target: str, described: str) -> None:
+        self.holder = holder
+        super().__init__(
+            f"another fsmigrate holds the lock on {target}: {described}; wait for it to "
+            "finish, or if that process is dead and you cannot wait for the lock to expire, "
+            "run `fsmigrate break-lock`"
+        )
+
+
+class LockLost(FsMigrateError):
+    """The lease was taken from us (broken or expired) while the run was going on."""
+
+    def __init__(self, target: str, why: str) -> None:
+        super().__init__(
+            f"lost the lock on {target} during the run ({why}); stopped before "
+            "the next batch; run `fsmigrate upgrade` again to resume"
+        )
+
+
+class BeamPipelineFailed(FsMigrateError):
+    """The pipeline stopped (a worker died, Firestore kept failing...). What committed is
+    recorded; the same command again finishes the migration."""
+
+
+class CheckNotFound(UsageError):
+    """No installed check has that name."""
+
+    def __init__(self, name: str, known: Sequence[str]) -> None:
+        self.name = name
+        listed = ", ".join(known) or "none installed"
+        super().__init__(
+            f"no check named {name!r} (available: {listed}); checks are found "
+            f"through the entry-point group 'fsmigrate.checks'"
+        )
+
+
+class CheckBroken(FsMigrateError):
+    """A check could not be loaded, or returned something that is not a CheckResult."""
+
+    def __init__(self, name: str, problem: str) -> None:
+        super().__init__(f"check {name!r} could not be loaded: {problem}")

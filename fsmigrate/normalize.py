@@ -25,6 +25,7 @@ from fsmigrate.scripts.operations import (
     Operation,
     Precondition,
 )
+from fsmigrate.times import rfc3339
 
 SKIP = "skip"
 OVERWRITE = "overwrite"
@@ -414,10 +415,10 @@ class Normalization:
 
 def _show(doc: Any, field: Optional[str]) -> str:
     if not field:
-        return f"updated {doc.update_time.isoformat(timespec='seconds')}"
+        return f"updated {rfc3339(doc.update_time, 'seconds')}"
     value = doc.get(field)
     if isinstance(value, dt.datetime):
-        value = value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        value = rfc3339(value, "seconds")
     return f"{field} {value if value is not None else 'missing'}"
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from fsmigrate.firestore import emulator as emu_mod
 from fsmigrate.testing import SKIP_REASON, started_emulator
+from helpers import Fsm
 
 
 def _skip_emulator() -> bool:
@@ -57,3 +58,11 @@ def fs_client(emulator: emu_mod.Emulator, project_id: str):
     client = firestore.Client(project=project_id)
     yield client
     client.close()
+
+
+@pytest.fixture
+def fsm(tmp_path, project_id: str, emulator: emu_mod.Emulator) -> Fsm:
+    """The command line on a fresh project of the session's emulator, with a state file and
+    a migrations directory of its own (empty; `write_script` fills it). A test module that
+    needs scripts or data first overrides it and takes this one as its argument."""
+    return Fsm(project_id, tmp_path / "state.db", tmp_path / "migrations")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,13 +69,31 @@ def ops_of(state: Path, run_id: str | None = None, status: str | None = None) ->
         db.close()
 
 
-def seed_items(client: Any, n: int) -> None:
-    """Documents items/i00000 .. with {"n": i}, in batches of 500."""
-    for start in range(0, n, 500):
-        batch = client.batch()
-        for i in range(start, min(n, start + 500)):
-            batch.set(client.document(f"items/i{i:05d}"), {"n": i})
+def seed_docs(client: Any, docs: Mapping[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Write `docs` ({path: data}) in batches of 500; returns them."""
+    batch, count = client.batch(), 0
+    for path, data in docs.items():
+        batch.set(client.document(path), data)
+        count += 1
+        if count == 500:
+            batch.commit()
+            batch, count = client.batch(), 0
+    if count:
         batch.commit()
+    return dict(docs)
+
+
+def seed_items(
+    client: Any,
+    n: int,
+    data: Callable[[int], dict[str, Any]] = lambda i: {"n": i},
+    *,
+    collection: str = "items",
+    width: int = 5,
+) -> dict[str, dict[str, Any]]:
+    """Documents {collection}/i00000 .. (`width` digits) with `data(i)` ({"n": i} by
+    default), in batches of 500; returns them by path."""
+    return seed_docs(client, {f"{collection}/i{i:0{width}d}": data(i) for i in range(n)})
 
 
 def items_of(client: Any) -> dict[str, Any]:

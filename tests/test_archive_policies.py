@@ -10,10 +10,8 @@ import os
 import sqlite3
 from pathlib import Path
 
-import pytest
-
 from fsmigrate.state import compact
-from helpers import Fsm, ops_of, write_script
+from helpers import ops_of, seed_docs, write_script
 
 ERASE = """
 from google.cloud import firestore
@@ -46,9 +44,7 @@ def seed(client) -> dict[str, dict]:
         }
         for i in range(4)
     }
-    for path, data in docs.items():
-        client.document(path).set(data)
-    return docs
+    return seed_docs(client, docs)
 
 
 def raw_bytes(*paths: Path) -> bytes:
@@ -77,11 +73,6 @@ def block_contents(state: Path) -> bytes:
             out += (parts.before or b"") + (parts.write or b"") + (parts.after or "").encode()
     db.close()
     return out
-
-
-@pytest.fixture
-def fsm(tmp_path: Path, project_id: str, emulator) -> Fsm:
-    return Fsm(project_id, tmp_path / "state.db", tmp_path / "migrations")
 
 
 def test_paths_keeps_no_value_in_the_state_file_the_plan_or_an_export(

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from fsmigrate.state.database import SCHEMA_VERSION, State
-from helpers import Fsm, write_script
+from fsmigrate.state.database import State
+from fsmigrate.state.schema import SCHEMA_VERSION
+from helpers import Fsm, seed_docs, write_script
 
 GOOD = """
 def plan(ctx):
@@ -26,10 +27,9 @@ def one_line(result) -> str:
 
 
 @pytest.fixture
-def fsm(tmp_path: Path, project_id: str, emulator, fs_client) -> Fsm:
-    for i in range(5):
-        fs_client.document(f"items/i{i}").set({"n": i})
-    return Fsm(project_id, tmp_path / "state.db", tmp_path / "migrations")
+def fsm(fsm: Fsm, fs_client) -> Fsm:
+    seed_docs(fs_client, {f"items/i{i}": {"n": i} for i in range(5)})
+    return fsm
 
 
 def items(fs_client) -> int:

@@ -15,7 +15,7 @@ from test_crash_resume import run_cli
 from fsmigrate.engine.batching import DEFAULT_BATCH_BYTES, batches
 from fsmigrate.scripts.context import Barrier
 from fsmigrate.scripts.operations import DELETE, Group, Operation
-from helpers import Fsm, ops_of, write_script
+from helpers import Fsm, ops_of, seed_docs, write_script
 
 BLOB = 600_000
 REWRITE = """
@@ -26,8 +26,7 @@ def plan(ctx):
 
 
 def seed(client, n: int) -> None:
-    for i in range(n):
-        client.document(f"big/d{i:03d}").set({"n": i, "blob": "x" * 1000})
+    seed_docs(client, {f"big/d{i:03d}": {"n": i, "blob": "x" * 1000} for i in range(n)})
 
 
 def state_of(client) -> dict[str, tuple[int, int]]:
@@ -42,8 +41,7 @@ def batch_bytes(state: Path, run_id: str) -> dict[int, int]:
 
 
 @pytest.fixture
-def fsm(tmp_path: Path, project_id: str, emulator) -> Fsm:
-    fsm = Fsm(project_id, tmp_path / "state.db", tmp_path / "migrations")
+def fsm(fsm: Fsm) -> Fsm:
     write_script(fsm.migrations, "0001", None, REWRITE)
     return fsm
 

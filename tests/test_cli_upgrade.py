@@ -13,10 +13,8 @@ import sys
 import termios
 from pathlib import Path
 
-import pytest
-
 from fsmigrate.firestore import codec
-from helpers import Fsm, ops_of, write_script
+from helpers import Fsm, ops_of, seed_items, write_script
 
 DELETE_OLD = """
 def plan(ctx):
@@ -34,26 +32,15 @@ def plan(ctx):
 
 
 def seed(client, n_old: int, n_new: int) -> None:
-    batch, count = client.batch(), 0
-    for i in range(n_old + n_new):
-        batch.set(
-            client.document(f"items/i{i:05d}"),
-            {"n": i, "old": i < n_old, "tags": ["a", i], "nested": {"x": i * 1.5}},
-        )
-        count += 1
-        if count == 400:
-            batch.commit()
-            batch, count = client.batch(), 0
-    batch.commit()
+    seed_items(
+        client,
+        n_old + n_new,
+        lambda i: {"n": i, "old": i < n_old, "tags": ["a", i], "nested": {"x": i * 1.5}},
+    )
 
 
 def ids(client, collection: str = "items") -> set[str]:
     return {ref.id for ref in client.collection(collection).list_documents()}
-
-
-@pytest.fixture
-def fsm(tmp_path: Path, project_id: str, emulator) -> Fsm:
-    return Fsm(project_id, tmp_path / "state.db", tmp_path / "migrations")
 
 
 def test_dry_run_changes_nothing_and_counts(fsm: Fsm, fs_client) -> None:

@@ -8,12 +8,11 @@ import signal
 import sqlite3
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from fsmigrate.firestore import codec
-from helpers import Fsm, ops_of, write_script
+from helpers import Fsm, ops_of, seed_items, write_script
 
 N = 5000
 DELETE_ALL = """
@@ -24,17 +23,11 @@ def plan(ctx):
 
 
 def seed(client, n: int) -> dict[str, dict]:
-    data = {}
-    batch = client.batch()
-    for i in range(n):
-        doc = {"n": i, "name": f"item {i}", "tags": [i % 7, "x"], "nested": {"half": i / 2}}
-        data[f"items/i{i:05d}"] = doc
-        batch.set(client.document(f"items/i{i:05d}"), doc)
-        if (i + 1) % 500 == 0:
-            batch.commit()
-            batch = client.batch()
-    batch.commit()
-    return data
+    return seed_items(
+        client,
+        n,
+        lambda i: {"n": i, "name": f"item {i}", "tags": [i % 7, "x"], "nested": {"half": i / 2}},
+    )
 
 
 def run_cli(fsm: Fsm, *args: str, **env: str) -> subprocess.CompletedProcess:
@@ -60,8 +53,7 @@ def run_cli(fsm: Fsm, *args: str, **env: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture
-def fsm(tmp_path: Path, project_id: str, emulator) -> Fsm:
-    fsm = Fsm(project_id, tmp_path / "state.db", tmp_path / "migrations")
+def fsm(fsm: Fsm) -> Fsm:
     write_script(fsm.migrations, "0001", None, DELETE_ALL)
     return fsm
 

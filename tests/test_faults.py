@@ -21,19 +21,13 @@ from fsmigrate.firestore import emulator as emu
 from fsmigrate.firestore.store import RetryPolicy, Store, Target
 from fsmigrate.scripts.loader import Script, build_chain
 from fsmigrate.state.database import State
-from helpers import Fsm, write_script
+from helpers import Fsm, seed_items, write_script
 
 FAST = RetryPolicy(attempts=8, initial=0.05, maximum=0.5, timeout=5)
 
 
 def seed(client, n: int, collection: str = "items") -> None:
-    batch = client.batch()
-    for i in range(n):
-        batch.set(client.document(f"{collection}/i{i:05d}"), {"n": i, "pad": "x" * 200})
-        if (i + 1) % 500 == 0:
-            batch.commit()
-            batch = client.batch()
-    batch.commit()
+    seed_items(client, n, lambda i: {"n": i, "pad": "x" * 200}, collection=collection)
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ with the pytest plugin, as a team would: test_migration_0001.py.)"""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -20,12 +21,12 @@ from helpers import Fsm
 ROOT = Path(__file__).resolve().parent.parent
 MIGRATIONS = ROOT / "migrations"
 CLEANUP = ROOT / "bin" / "cleanup-heartbeat-docs.py"
-NOW = dt.datetime.now(dt.timezone.utc)
 
 
 @pytest.fixture
-def fsm(tmp_path: Path, project_id: str, emulator) -> Fsm:
-    return Fsm(project_id, tmp_path / "state.db", MIGRATIONS)
+def fsm(fsm: Fsm) -> Fsm:
+    """The project's own migrations (0001: the heartbeat cleanup)."""
+    return dataclasses.replace(fsm, migrations=MIGRATIONS)
 
 
 def collection_state(client) -> dict[str, tuple]:
@@ -36,7 +37,7 @@ def collection_state(client) -> dict[str, tuple]:
 
 
 def test_every_deleted_heartbeat_is_in_the_audit_with_its_before_image(fsm: Fsm, fs_client) -> None:
-    incident.seed(fs_client, NOW, legacy=60)
+    incident.seed(fs_client, dt.datetime.now(dt.timezone.utc), legacy=60)
     original = collection_state(fs_client)
     run_id = fsm.json("upgrade")["migrations"][0]["run_id"]
 
@@ -90,7 +91,7 @@ def test_check_heartbeats_exit_codes_before_and_after(fsm: Fsm, fs_client) -> No
 def test_cleanup_script_dry_run_changes_nothing_then_apply_cleans(
     tmp_path: Path, emulator, fs_client, project_id: str
 ) -> None:
-    incident.seed(fs_client, NOW, legacy=120)
+    incident.seed(fs_client, dt.datetime.now(dt.timezone.utc), legacy=120)
     before = collection_state(fs_client)
     env = {**os.environ, "FSMIGRATE_PROJECT": project_id}
     state = tmp_path / "state.db"

@@ -534,7 +534,7 @@ def test_activity_time():
         assert activity_time(other, updated) == updated
 
 
-# ---- windows (fsmigrate.times: tests/test_durations.py) ----------------------------
+# ---- windows (fsmigrate.times: tests/test_times.py) ----------------------------
 
 
 def test_largest_window_is_usable_by_check():

@@ -8,13 +8,12 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from fsmigrate.engine.lease import LOCK_PATH, Lease, LockHeld
 from fsmigrate.firestore.store import Store, Target
-from helpers import Fsm, write_script
+from helpers import Fsm, seed_items, write_script
 
 DELETE_ALL = """
 def plan(ctx):
@@ -24,10 +23,7 @@ def plan(ctx):
 
 
 def seed(client, n: int) -> None:
-    batch = client.batch()
-    for i in range(n):
-        batch.set(client.document(f"items/i{i:04d}"), {"n": i})
-    batch.commit()
+    seed_items(client, n, width=4)
 
 
 def cli(fsm: Fsm, *args: str, **env: str) -> subprocess.Popen:
@@ -52,8 +48,7 @@ def cli(fsm: Fsm, *args: str, **env: str) -> subprocess.Popen:
 
 
 @pytest.fixture
-def fsm(tmp_path: Path, project_id: str, emulator) -> Fsm:
-    fsm = Fsm(project_id, tmp_path / "state.db", tmp_path / "migrations")
+def fsm(fsm: Fsm) -> Fsm:
     write_script(fsm.migrations, "0001", None, DELETE_ALL)
     return fsm
 

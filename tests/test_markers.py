@@ -13,7 +13,7 @@ import pytest
 
 from fsmigrate.engine.markers import Markers
 from fsmigrate.firestore.store import Store, Target
-from helpers import Fsm, write_script
+from helpers import Fsm, seed_docs, write_script
 
 INCREMENT = """
 def plan(ctx):
@@ -29,8 +29,7 @@ MARKER = "_fsmigrate/meta/revisions/0001"
 
 
 def seed(client, n: int = 5) -> None:
-    for i in range(n):
-        client.document(f"counters/c{i}").set({"n": 0})
+    seed_docs(client, {f"counters/c{i}": {"n": 0} for i in range(n)})
 
 
 def values(client) -> list[int]:

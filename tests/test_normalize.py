@@ -8,18 +8,12 @@ import signal
 import sqlite3
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from helpers import Fsm, write_script
 
 T = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
-
-
-@pytest.fixture
-def fsm(tmp_path: Path, project_id: str, emulator) -> Fsm:
-    return Fsm(project_id, tmp_path / "state.db", tmp_path / "migrations")
 
 
 def docs(client, collection: str = "things") -> dict[str, dict]:

@@ -24,7 +24,6 @@ from helpers import Fsm, write_script
 
 ROOT = Path(__file__).resolve().parent.parent
 MIGRATIONS = ROOT / "migrations"
-NOW = dt.datetime.now(dt.timezone.utc)
 LEGACY = 120
 RENDERER = MarkdownIt("commonmark", {"html": False}).enable(["table", "strikethrough"])
 
@@ -74,7 +73,8 @@ def cleanup(tmp_path_factory: pytest.TempPathFactory, emulator) -> Cleanup:
     out = tmp_path_factory.mktemp("pages")
     fsm = Fsm("test-" + uuid.uuid4().hex[:10], out / "state.db", MIGRATIONS)
     client = firestore.Client(project=fsm.project)
-    incident.seed(client, NOW, legacy=LEGACY)
+    now = dt.datetime.now(dt.timezone.utc)  # as of the fixture, not the module's import
+    incident.seed(client, now, legacy=LEGACY)
     client.close()
     before = _check(fsm, out / "health-before.html")
     dry_out = fsm("upgrade", "--dry-run", "--report", str(out / "plan.md"), "--format", "json")
@@ -87,7 +87,7 @@ def cleanup(tmp_path_factory: pytest.TempPathFactory, emulator) -> Cleanup:
     return Cleanup(
         fsm,
         out,
-        list(incident.documents(NOW, legacy=LEGACY)),
+        list(incident.documents(now, legacy=LEGACY)),
         json.loads(dry_out.stdout)["migrations"][0],
         run,
         before,

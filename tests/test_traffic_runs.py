@@ -17,7 +17,7 @@ from fsmigrate import api
 from fsmigrate.firestore.store import Store, Target
 from fsmigrate.scripts.operations import parse_timestamp
 from grpcfaults import GrpcFaultProxy
-from helpers import Fsm, write_script
+from helpers import Fsm, seed_items, write_script
 
 DELETE_ALL = """
 def plan(ctx):
@@ -42,18 +42,7 @@ def plan(ctx):
 
 
 def seed(client, n: int, collection: str = "items") -> None:
-    batch = client.batch()
-    for i in range(n):
-        batch.set(client.document(f"{collection}/i{i:05d}"), {"n": i, "pad": "x" * (i % 90)})
-        if (i + 1) % 500 == 0:
-            batch.commit()
-            batch = client.batch()
-    batch.commit()
-
-
-@pytest.fixture
-def fsm(tmp_path: Path, project_id: str, emulator) -> Fsm:
-    return Fsm(project_id, tmp_path / "state.db", tmp_path / "migrations")
+    seed_items(client, n, lambda i: {"n": i, "pad": "x" * (i % 90)}, collection=collection)
 
 
 def cfg_of(fsm: Fsm) -> api.Config:

@@ -23,10 +23,9 @@ from typing import Any, Optional
 from fsmigrate.beam import workfiles
 from fsmigrate.distributed import EACH
 from fsmigrate.engine import reconcile
-from fsmigrate.engine.lease import LockLost
 from fsmigrate.engine.run import Run, ScriptRaised
 from fsmigrate.engine.settle import reread_pending
-from fsmigrate.errors import FsMigrateError, UsageError
+from fsmigrate.errors import BeamPipelineFailed, LockLost, UsageError
 from fsmigrate.scripts.context import Context
 from fsmigrate.scripts.operations import Archived, Operation, Precondition
 from fsmigrate.state.database import OpRecord
@@ -88,11 +87,6 @@ def _stderr_to(path: Optional[Path]) -> Iterator[None]:
         sys.stderr.flush()
         os.dup2(saved, 2)
         os.close(saved)
-
-
-class BeamPipelineFailed(FsMigrateError):
-    """The pipeline stopped (a worker died, Firestore kept failing...). What committed is
-    recorded; the same command again finishes the migration."""
 
 
 @dataclass

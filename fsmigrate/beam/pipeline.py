@@ -29,8 +29,8 @@ from fsmigrate.distributed import EACH, checked_key
 from fsmigrate.engine import testhooks
 from fsmigrate.engine.batching import after_json, encoded_bytes, read_before_blind_sets
 from fsmigrate.engine.commit import Committer
-from fsmigrate.engine.lease import LockLost, lock_path
-from fsmigrate.errors import FsMigrateError, PlanError
+from fsmigrate.engine.lease import lock_path
+from fsmigrate.errors import FsMigrateError, LockLost, PlanError
 from fsmigrate.firestore.store import Doc, Store, Target
 from fsmigrate.scripts.context import Barrier, Context
 from fsmigrate.scripts.operations import Group, Operation, check_operation

@@ -19,51 +19,26 @@ import uuid
 from typing import Any, Optional
 
 from fsmigrate import __version__
-from fsmigrate.errors import FsMigrateError
+from fsmigrate.errors import LockHeld, LockLost
 from fsmigrate.firestore.emulator import pid_alive
 from fsmigrate.firestore.store import RESERVED_ROOT, Leases, Store
 from fsmigrate.state.database import operator_name
+from fsmigrate.times import rfc3339
 
 LOCK_PATH = f"{RESERVED_ROOT}/lock"  # with the default root; see lock_path()
 DEFAULT_TTL = 60.0
 
 
-class LockHeld(FsMigrateError):
-    """Another runner holds the lease. Exit code 3: try again later."""
-
-    exit_code = 3
-
-    def __init__(self, holder: dict[str, Any], target: str) -> None:
-        self.holder = holder
-        super().__init__(
-            f"another fsmigrate holds the lock on {target}: {describe(holder)}; wait for it to "
-            "finish, or if that process is dead and you cannot wait for the lock to expire, "
-            "run `fsmigrate break-lock`"
-        )
-
-
-class LockLost(FsMigrateError):
-    """The lease was taken from us (broken or expired) while the run was going on."""
-
-    def __init__(self, target: str, why: str) -> None:
-        super().__init__(
-            f"lost the lock on {target} during the run ({why}); stopped before "
-            "the next batch; run `fsmigrate upgrade` again to resume"
-        )
-
-
 def describe(holder: dict[str, Any]) -> str:
-    expires = holder.get("expires_at")
-    when = expires.isoformat(timespec="seconds") if isinstance(expires, dt.datetime) else "?"
     return (
         f"{holder.get('operator', '?')}@{holder.get('host', '?')} pid {holder.get('pid', '?')}"
         f" ({holder.get('command', '?')}, since {_iso(holder.get('acquired_at'))}, "
-        f"expires {when})"
+        f"expires {_iso(holder.get('expires_at'))})"
     )
 
 
 def _iso(value: Any) -> str:
-    return value.isoformat(timespec="seconds") if isinstance(value, dt.datetime) else "?"
+    return rfc3339(value, "seconds") if isinstance(value, dt.datetime) else "?"
 
 
 def _now() -> dt.datetime:
@@ -126,13 +101,14 @@ class Lease:
                 return self._held(current.update_time)
             why = stale_reason(holder, _now(), self.host)
             if why is None:
-                raise LockHeld(holder, self.target)
+                raise LockHeld(holder, self.target, describe(holder))
             taken = self.docs.replace(self.path, self._body(), current.update_time)
             if taken is not None:
                 self.took_over = f"took over a stale lock ({why}) from {describe(holder)}"
                 return self._held(taken)
         current = self.store.get(self.path)
-        raise LockHeld(current.to_dict() if current else {}, self.target)
+        held = current.to_dict() if current else {}
+        raise LockHeld(held, self.target, describe(held))
 
     def _held(self, update_time: dt.datetime) -> Lease:
         self.update_time = update_time

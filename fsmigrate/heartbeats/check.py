@@ -28,7 +28,7 @@ from fsmigrate.heartbeats.classifier import (
     UNKNOWN,
     Classifier,
 )
-from fsmigrate.times import format_window, parse_window
+from fsmigrate.times import format_window, parse_window, rfc3339
 
 DEFAULT_MAX_DOCS = 50
 DEFAULT_WINDOW = "1h"
@@ -183,9 +183,7 @@ class Health:
     def to_json(self) -> dict[str, Any]:
         return {
             "collection": self.collection,
-            "checked_at": self.checked_at.astimezone(dt.timezone.utc)
-            .isoformat()
-            .replace("+00:00", "Z"),
+            "checked_at": rfc3339(self.checked_at, "auto"),
             "window_seconds": int(self.window.total_seconds()),
             "max_docs": self.max_docs,
             "total": self.total,

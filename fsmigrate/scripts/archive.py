@@ -25,16 +25,10 @@ from typing import Any, Optional
 
 from google.cloud.firestore_v1 import _helpers, types
 
-from fsmigrate.errors import FsMigrateError
+from fsmigrate.errors import ArchiveUnavailable
 
 FULL, PATHS, REDACT = "full", "paths", "redact"
 _DocumentPb = types.Document.pb()
-
-
-class ArchiveUnavailable(FsMigrateError):
-    """A run's before-images are not there: pruned, or never kept (archive = "paths")."""
-
-    exit_code = 1
 
 
 @dataclass(frozen=True)

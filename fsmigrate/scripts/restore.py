@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Optional
 
+from fsmigrate.errors import ArchiveUnavailable
 from fsmigrate.firestore import codec
 from fsmigrate.scripts import archive
 from fsmigrate.scripts.loader import Script
@@ -47,7 +48,7 @@ def check(state: Any, source: Any, docs: Sequence[str]) -> list[str]:
             if source["pruned_at"]
             else 'it kept paths and update times only (archive = "paths")'
         )
-        raise archive.ArchiveUnavailable(
+        raise ArchiveUnavailable(
             f"run {run_id}: {why}; none of the {len(lost):,} document(s) it changed or "
             f"deleted can be restored: {named} (`fsmigrate audit {run_id}` lists them)"
         )

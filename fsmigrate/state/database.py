@@ -33,7 +33,7 @@ from fsmigrate.errors import (
 )
 from fsmigrate.state.operations import COMPACT, Operations
 from fsmigrate.state.schema import SCHEMA, SCHEMA_VERSION
-from fsmigrate.times import now_text
+from fsmigrate.times import now_text, rfc3339
 
 BUSY_TIMEOUT = 30.0  # seconds a reader or writer waits for another one's transaction
 
@@ -460,7 +460,7 @@ class State(Operations):
         else:
             run_id = new_id()
             applied_at = marker.get("applied_at")
-            when = applied_at.isoformat() if isinstance(applied_at, dt.datetime) else now_text()
+            when = rfc3339(applied_at) if isinstance(applied_at, dt.datetime) else now_text()
             with self.tx():
                 self.conn.execute(
                     "INSERT INTO runs (id, invocation, project, database, revision, checksum,"

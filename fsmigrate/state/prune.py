@@ -22,16 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from fsmigrate.errors import FsMigrateError
+from fsmigrate.errors import StateBusy
 from fsmigrate.state import compact
 from fsmigrate.state.database import State, new_id
-from fsmigrate.times import now_text
-
-
-class StateBusy(FsMigrateError):
-    """An apply is running from the state file: a prune (which rebuilds the file) waits."""
-
-    exit_code = 3
+from fsmigrate.times import now_text, rfc3339
 
 
 @dataclass(frozen=True)
@@ -276,9 +270,7 @@ def file_bytes(path: Path) -> int:
 
 
 def _text(when: dt.datetime) -> str:
-    return (
-        when.astimezone(dt.timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
-    )
+    return rfc3339(when, "microseconds")
 
 
 def parse_before(text: str, now: Optional[dt.datetime] = None) -> dt.datetime:

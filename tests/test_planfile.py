@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from fsmigrate.scripts.planfile import header_digest
-from helpers import Fsm, write_script
+from helpers import Fsm, seed_items, write_script
 
 CLEANUP = """
 def plan(ctx):
@@ -24,17 +24,8 @@ def plan(ctx):
 """
 
 
-def seed(client, n: int) -> None:
-    for start in range(0, n, 500):
-        batch = client.batch()
-        for i in range(start, min(n, start + 500)):
-            batch.set(client.document(f"items/i{i:05d}"), {"n": i})
-        batch.commit()
-
-
 @pytest.fixture
-def fsm(tmp_path: Path, project_id: str, emulator) -> Fsm:
-    fsm = Fsm(project_id, tmp_path / "state.db", tmp_path / "migrations")
+def fsm(fsm: Fsm) -> Fsm:
     write_script(fsm.migrations, "0001", None, CLEANUP)
     return fsm
 
@@ -44,7 +35,7 @@ def state_of(client) -> dict[str, int]:
 
 
 def test_plan_then_apply_does_exactly_the_plan(fsm: Fsm, fs_client, tmp_path) -> None:
-    seed(fs_client, 10)
+    seed_items(fs_client, 10)
     plan = tmp_path / "plan.jsonl"
     made = fsm("upgrade", "--dry-run", "--plan-out", str(plan))
     assert made.exit_code == 0, made.output
@@ -73,7 +64,7 @@ def test_plan_then_apply_does_exactly_the_plan(fsm: Fsm, fs_client, tmp_path) ->
 
 
 def test_apply_refuses_a_changed_script_or_another_target(fsm: Fsm, fs_client, tmp_path) -> None:
-    seed(fs_client, 4)
+    seed_items(fs_client, 4)
     plan = tmp_path / "plan.jsonl"
     assert fsm("upgrade", "--dry-run", "--plan-out", str(plan)).exit_code == 0
     other = Fsm(fsm.project + "-x", fsm.state, fsm.migrations)
@@ -93,7 +84,7 @@ def test_apply_refuses_a_changed_script_or_another_target(fsm: Fsm, fs_client, t
 def test_plan_of_many_operations_streams_and_resumes_after_a_crash(
     fsm: Fsm, fs_client, tmp_path
 ) -> None:
-    seed(fs_client, 3000)
+    seed_items(fs_client, 3000)
     plan = tmp_path / "plan.jsonl"
     assert fsm("upgrade", "--dry-run", "--plan-out", str(plan), "--quiet").exit_code == 0
     args = [
@@ -186,7 +177,7 @@ def plan(ctx):
     yield ctx.barrier()
 """,
     )
-    seed(fs_client, n)
+    seed_items(fs_client, n)
     plan = tmp_path / "plan.jsonl"
     made = fsm("upgrade", "--dry-run", "--plan-out", str(plan), "--quiet")
     assert made.exit_code == 0, made.output
@@ -267,7 +258,7 @@ def test_the_applied_plan_digest_is_recorded_and_shown_in_the_audit(
 ) -> None:
     import hashlib
 
-    seed(fs_client, 6)
+    seed_items(fs_client, 6)
     plan = tmp_path / "plan.jsonl"
     made = fsm("upgrade", "--dry-run", "--plan-out", str(plan))
     digest = hashlib.sha256(plan.read_bytes()).hexdigest()  # what `sha256sum plan.jsonl` says
