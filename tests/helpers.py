@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import textwrap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -48,6 +49,21 @@ class Fsm:
             ],
             input=input,
         )
+
+    def argv(self, *args: str) -> list[str]:
+        """The same command line for a process of its own (`python -m fsmigrate ...`)."""
+        return [
+            sys.executable,
+            "-m",
+            "fsmigrate",
+            "--project",
+            self.project,
+            "--state",
+            str(self.state),
+            "--migrations",
+            str(self.migrations),
+            *args,
+        ]
 
     def json(self, *args: str) -> Any:
         result = self(*args, "--format", "json")

@@ -7,7 +7,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 
 import pytest
 
@@ -32,18 +31,7 @@ def seed(client, n: int) -> dict[str, dict]:
 
 def run_cli(fsm: Fsm, *args: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fsmigrate",
-            "--project",
-            fsm.project,
-            "--state",
-            str(fsm.state),
-            "--migrations",
-            str(fsm.migrations),
-            *args,
-        ],
+        fsm.argv(*args),
         env={**os.environ, **env},
         capture_output=True,
         text=True,

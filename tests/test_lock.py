@@ -28,18 +28,7 @@ def seed(client, n: int) -> None:
 
 def cli(fsm: Fsm, *args: str, **env: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "fsmigrate",
-            "--project",
-            fsm.project,
-            "--state",
-            str(fsm.state),
-            "--migrations",
-            str(fsm.migrations),
-            *args,
-        ],
+        fsm.argv(*args),
         env={**os.environ, **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

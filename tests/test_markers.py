@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -158,19 +157,7 @@ def test_crash_between_last_batch_and_marker_is_resolved_without_double_apply(
 ) -> None:
     a, _ = operators
     seed(fs_client)
-    args = [
-        sys.executable,
-        "-m",
-        "fsmigrate",
-        "--project",
-        a.project,
-        "--state",
-        str(a.state),
-        "--migrations",
-        str(a.migrations),
-        "upgrade",
-        "--quiet",
-    ]
+    args = a.argv("upgrade", "--quiet")
     killed = subprocess.run(
         args,
         env={**os.environ, "FSMIGRATE_TEST_CRASH": f"{point}:0"},

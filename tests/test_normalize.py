@@ -7,7 +7,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 
 import pytest
 
@@ -164,21 +163,7 @@ def test_crash_mid_rename_plan_never_duplicates_or_loses(fsm: Fsm, fs_client) ->
             batch.set(fs_client.document(f"things/old-{i:04d}"), {"i": i})
         batch.commit()
     write_script(fsm.migrations, "0001", None, RENAME.format(conflict='"skip"', subs="refuse"))
-    args = [
-        sys.executable,
-        "-m",
-        "fsmigrate",
-        "--project",
-        fsm.project,
-        "--state",
-        str(fsm.state),
-        "--migrations",
-        str(fsm.migrations),
-        "upgrade",
-        "--quiet",
-        "--batch-size",
-        "100",
-    ]
+    args = fsm.argv("upgrade", "--quiet", "--batch-size", "100")
     killed = subprocess.run(
         args,
         env={**os.environ, "FSMIGRATE_TEST_CRASH": "before-commit:4"},

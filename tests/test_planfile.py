@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -87,20 +86,7 @@ def test_plan_of_many_operations_streams_and_resumes_after_a_crash(
     seed_items(fs_client, 3000)
     plan = tmp_path / "plan.jsonl"
     assert fsm("upgrade", "--dry-run", "--plan-out", str(plan), "--quiet").exit_code == 0
-    args = [
-        sys.executable,
-        "-m",
-        "fsmigrate",
-        "--project",
-        fsm.project,
-        "--state",
-        str(fsm.state),
-        "--migrations",
-        str(fsm.migrations),
-        "apply",
-        str(plan),
-        "--quiet",
-    ]
+    args = fsm.argv("apply", str(plan), "--quiet")
     killed = subprocess.run(
         args,
         env={**os.environ, "FSMIGRATE_TEST_CRASH": "after-commit:3"},
