@@ -414,8 +414,9 @@ def _execute(
     (`limits`), shared by its migrations and commit threads. A failure is raised with the
     result so far attached (`exc.partial`), so the caller can still report it."""
     todo = select()
-    for script in todo if distributor is not None else ():
-        distributor.check(script)  # a script Beam cannot split is refused before anything
+    if distributor is not None:
+        for script in todo:  # a script Beam cannot split is refused before anything
+            distributor.check(script)
     _confirm(target, todo, dry_run, confirm)
     store = cfg._store(target)
     markers = cfg._markers(store)

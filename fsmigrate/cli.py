@@ -65,7 +65,7 @@ class FsMigrateGroup(click.Group):
             if _want_traceback(ctx):
                 raise
             cfg = ctx.find_object(Config)
-            where = cfg.state_path if cfg else "the state file"
+            where = cfg.state_path if cfg else None
             click.echo(f"FAILED: {StateCorrupt(where, str(exc))}", err=True)
             ctx.exit(1)
         except BrokenPipeError:  # `fsmigrate audit ... | head`: stop quietly
@@ -884,8 +884,8 @@ def _option_param(opt: checks.Option) -> click.Option:
 
 
 def _check_command(info: checks.CheckInfo) -> click.Command:
-    def callback(fmt: str, output: Optional[Path], **given: Any) -> None:
-        cfg = click.get_current_context().find_object(Config)
+    @click.pass_obj
+    def callback(cfg: Config, fmt: str, output: Optional[Path], **given: Any) -> None:
         result = api.check(cfg.api, info.name, **given)
         _emit(check_output.RENDERERS[fmt](result), output)
         if output is not None:
@@ -894,7 +894,8 @@ def _check_command(info: checks.CheckInfo) -> click.Command:
             click.echo("UNHEALTHY: " + "; ".join(result.reasons), err=True)
             sys.exit(1)
 
-    params = [_option_param(opt) for opt in info.options] + [
+    params: list[click.Parameter] = [_option_param(opt) for opt in info.options]
+    params += [
         click.Option(
             ["--format", "fmt"],
             type=click.Choice(sorted(check_output.RENDERERS)),

@@ -127,22 +127,25 @@ def local_plan(forms: Forms) -> Callable[[Any], Iterator[Any]]:
     """The generator the local runner consumes for any form."""
     if forms.plan is not None:
         return forms.plan
-    source = forms.source
+    source, each, key_of, merge = forms.source, forms.each, forms.key, forms.merge
+    # forms_of accepted these forms: without `plan` there is a source and `each`, or
+    # both `key` and `merge`.
     assert source is not None
 
     def plan(ctx: Any) -> Iterator[Any]:
         docs = ctx.scan(source.collection, group=source.group, where=source.where)
-        if forms.each is not None:
+        if each is not None:
             for doc in docs:
-                yield from forms.each(ctx, doc) or ()
+                yield from each(ctx, doc) or ()
         else:
+            assert key_of is not None and merge is not None
             groups: dict[str, list[Any]] = {}
             for doc in docs:
-                key = checked_key(forms.key(doc), doc)
+                key = checked_key(key_of(doc), doc)
                 if key is not None:
                     groups.setdefault(key, []).append(doc)
             for key in sorted(groups):
-                yield from forms.merge(ctx, key, groups[key]) or ()
+                yield from merge(ctx, key, groups[key]) or ()
         if forms.finish is not None:
             forms.finish(ctx, dict(ctx.counts))
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 
 class FsMigrateError(Exception):
@@ -125,11 +125,13 @@ class StateNotFound(StateError):
 
 
 class StateCorrupt(StateError):
-    def __init__(self, path: Path, problem: str) -> None:
+    """`path` is None when the failing file is not known (the CLI before its options)."""
+
+    def __init__(self, path: Optional[Path], problem: str) -> None:
         self.path, self.problem = path, problem
+        where = "the state file" if path is None else f"state file {path}"
         super().__init__(
-            f"state file {path} cannot be used: {problem}; restore it from a "
-            "backup, or pass another --state"
+            f"{where} cannot be used: {problem}; restore it from a backup, or pass another --state"
         )
 
 

@@ -125,7 +125,11 @@ class Renamer:
                 f"on_conflict must be 'skip', 'overwrite' or keep_newest(field), "
                 f"not {on_conflict!r}"
             )
-        how = "overwrite" if on_conflict == OVERWRITE else f"keep_newest({on_conflict.field})"
+        how = (
+            f"keep_newest({on_conflict.field})"
+            if isinstance(on_conflict, KeepNewest)
+            else "overwrite"
+        )
         if note_resolved:
             self.ctx.note(
                 f"CONFLICT {label}: {new_path} exists; overwritten by {doc.path} "

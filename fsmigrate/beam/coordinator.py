@@ -40,8 +40,10 @@ def _add_usage(run: Run, outputs: workfiles.Outputs) -> None:
     run.add_usage(
         reads=outputs.usage.get("reads", 0), archive_bytes=outputs.usage.get("archive_bytes", 0)
     )
-    stats = getattr(run.traffic, "stats", None)
-    for worker in outputs.traffic if stats is not None else ():
+    if run.traffic is None:
+        return
+    stats = run.traffic.stats
+    for worker in outputs.traffic:
         stats.throttle_events += worker.get("throttle_events", 0)
         stats.cuts += worker.get("cuts", 0)
         stats.waited_seconds += worker.get("waited_seconds", 0.0)
@@ -118,6 +120,7 @@ class BeamDistributor:
         root = self.journal_root or str(Path(str(run.state.path) + ".journal").resolve())
         directory = workfiles.join(root, run_id)
         source = forms.source
+        assert form is not None and source is not None  # what self.check let through
         total = store.count(source.collection, group=source.group, where=source.where)
         points = store.split_points(
             source.collection,

@@ -105,6 +105,9 @@ class _Worker:
 
         module = _load_script(spec)
         self.forms = forms_of(module)[0]
+        # the coordinator builds a pipeline only for a script with a source (Beam.check)
+        assert self.forms.source is not None
+        self.source = self.forms.source
         self.policy = archive.policy(getattr(module, "archive", archive.FULL))
         limiter = None
         if spec.limits is not None and not spec.dry_run:
@@ -228,7 +231,7 @@ class _Worker:
         self.usage["reads"] += sum(op.needs_read for op in batch)
         read_before_blind_sets(self.store, batch)
         archive = not spec.dry_run or spec.capture_writes
-        records = []
+        records: list[dict[str, Any]] = []
         for op in batch:
             write = self.store.build_write(op) if archive else None
             op.write = write
@@ -311,7 +314,7 @@ class ApplyEach(beam.DoFn):
         index, start, end = element
         w = self.w
         w.begin(f"r{index}")
-        source = w.forms.source
+        source = w.source
         for doc in w.store.scan(
             source.collection, group=source.group, where=source.where, start=start, end=end
         ):
@@ -335,16 +338,21 @@ class ReadKeyed(beam.DoFn):
     ) -> Iterator[tuple[int, tuple[str, bytes]]]:
         _, start, end = element
         w = self.w
-        source = w.forms.source
+        source, key_of = w.source, w.forms.key
+        assert key_of is not None  # this pipeline is built for the keyed form
         reads = 0
         for doc in w.store.scan(
             source.collection, group=source.group, where=source.where, start=start, end=end
         ):
             reads += 1
-            key = _call(lambda d: checked_key(w.forms.key(d), d), doc)
+            key = _call(lambda d: checked_key(key_of(d), d), doc)
             if key is not None:
                 yield bucket_of(key, self.spec.buckets), (key, doc.pb.SerializeToString())
-        yield beam.pvalue.TaggedOutput(NOTES, json.dumps({"usage": {"reads": reads}}))
+        # The hint above is the main output's: Beam reads it at run time (the type check
+        # and coder of the GroupByKey that follows). Only recent Beam releases take a
+        # TaggedOutput in a hint (apache/beam#37434); older ones, which pyproject allows,
+        # would type the main output as the union (apache/beam#26493).
+        yield beam.pvalue.TaggedOutput(NOTES, json.dumps({"usage": {"reads": reads}}))  # type: ignore[misc]
 
 
 def bucket_of(key: str, buckets: int) -> int:

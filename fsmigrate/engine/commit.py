@@ -58,6 +58,12 @@ def _drop_broken_groups(numbered: Numbered, left: Numbered, skipped: Settled) ->
     return keep
 
 
+def _journaled_write(op: Operation) -> bytes:
+    """The Write recorded in the state file before the commit (the journal comes first)."""
+    assert op.write is not None, f"{op.path}: sent before its write was journaled"
+    return op.write
+
+
 class Committer:
     """Sends batches through `store`; `splits` counts commits refused as too large. With a
     `traffic` limiter, every commit (retries and halves included) first waits for its
@@ -72,7 +78,7 @@ class Committer:
     def _send(self, numbered: Numbered, ticket: Optional[Ticket] = None) -> str:
         """One commit of the operations' journaled writes (admitted by `ticket`, or after
         waiting for their tokens now); its commit time."""
-        writes = [op.write for _, op in numbered]
+        writes = [_journaled_write(op) for _, op in numbered]
         if self.traffic is None:
             return rfc3339(self.store.commit_writes(writes))
         if ticket is None:

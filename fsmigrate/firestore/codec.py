@@ -124,11 +124,15 @@ def encode_data(data: Mapping[str, Any]) -> dict[str, types.Value]:
 
 
 def decode_fields(fields: Mapping[str, types.Value], client: Any) -> dict[str, Any]:
-    """Values -> Python data, exactly as ``DocumentSnapshot.to_dict()`` returns it.
+    """Values -> Python data, as ``DocumentSnapshot.to_dict()`` returns it.
 
     ``client`` is only used for reference values (to build DocumentReferences);
-    ``None`` works when there are none."""
-    return _helpers.decode_dict(fields, client)
+    ``None`` works when there are none. A document's top level is always a dict: its
+    fields are decoded one by one, where the client's ``decode_dict`` would turn a
+    document whose fields look like a special map (``{"__int__": 5}``, a ``__type__:
+    __vector__`` map) into that value. Maps inside fields decode as the client does."""
+    fields_pb = getattr(fields, "_pb", fields)
+    return {name: _helpers.decode_value(value, client) for name, value in fields_pb.items()}
 
 
 # ---- timestamps ---------------------------------------------------------------------

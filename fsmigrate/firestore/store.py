@@ -28,6 +28,7 @@ from google.cloud.firestore_v1.field_path import FieldPath
 from proto.datetime_helpers import DatetimeWithNanoseconds
 
 from fsmigrate.errors import FirestoreError, RequestTooLarge, TransientError, UsageError
+from fsmigrate.firestore.codec import decode_fields
 from fsmigrate.scripts.operations import (
     CREATE,
     DELETE,
@@ -106,7 +107,7 @@ class Doc:
     def __init__(self, pb: Any, client: Any) -> None:
         self._pb = pb
         self._client = client
-        self._data: Optional[dict] = None
+        self._data: Optional[dict[str, Any]] = None
 
     @property
     def pb(self) -> Any:
@@ -162,9 +163,9 @@ class Doc:
     def __contains__(self, field: str) -> bool:
         return field in self._pb.fields
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         if self._data is None:
-            self._data = _helpers.decode_dict(self._pb.fields, self._client)
+            self._data = decode_fields(self._pb.fields, self._client)
         return dict(self._data)
 
     def document_bytes(self) -> bytes:

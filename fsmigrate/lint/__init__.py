@@ -18,7 +18,7 @@ import tokenize
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import NoReturn, Optional
 
 from fsmigrate.errors import ScriptError, UsageError
 from fsmigrate.lint import checker
@@ -215,13 +215,18 @@ def lint_paths(paths: Iterable[Path]) -> Report:
     return report
 
 
+def _not_loaded(ctx: object) -> NoReturn:
+    """The plan of a script the linter read but did not import (only its chain is checked)."""
+    raise RuntimeError("the linter does not import scripts: this plan cannot run")
+
+
 def _chain(headers: list[Header]) -> list[Finding]:
     """The revision chain of one directory, from the literal revisions; skipped when a
     header is not literal (already reported)."""
     if any(h is None or h.revision is None or not h.down_known for h in headers):
         return []
     built = [
-        scripts.Script(h.revision, h.down_revision, Path(h.path), "", "", plan=None)
+        scripts.Script(h.revision, h.down_revision, Path(h.path), "", "", plan=_not_loaded)
         for h in headers
         if h.revision is not None
     ]

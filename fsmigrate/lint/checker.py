@@ -20,6 +20,7 @@ from fsmigrate.lint.syntax import (
     is_none,
     is_str,
     show,
+    str_value,
 )
 from fsmigrate.scripts import loader as scripts
 
@@ -80,12 +81,11 @@ def header(source: str, path: str) -> Header:
         return Header(path, None, None, False, 1)
     rev = assigned(tree, "revision")
     down = assigned(tree, "down_revision")
-    revision = rev.value if rev is not None and is_str(rev) else None
     down_known = down is not None and (is_str(down) or is_none(down))
     return Header(
         path,
-        revision,
-        down.value if down_known and is_str(down) else None,
+        str_value(rev),
+        str_value(down),
         down_known,
         down.lineno if down is not None else 1,
     )
@@ -251,18 +251,19 @@ class Checker:
         if rev is None:
             yield self.finding(None, "FSM303", 'has no `revision = "NNNN"`')
             return
-        if not is_str(rev):
+        revision = str_value(rev)
+        if revision is None:
             yield self.finding(
                 rev, "FSM303", f'revision is `{show(rev)}`, not a string literal such as "0004"'
             )
             return
         match = scripts.SCRIPT_NAME.match(name)
-        if match and match.group(1) != rev.value:
+        if match and match.group(1) != revision:
             yield self.finding(
                 rev,
                 "FSM303",
                 (
-                    f"revision is {rev.value!r} but the file name starts with {match.group(1)}: "
+                    f"revision is {revision!r} but the file name starts with {match.group(1)}: "
                     "rename the file or fix the revision"
                 ),
             )
@@ -312,14 +313,6 @@ class Checker:
                         "batch, and is not streamed)"
                     ),
                 )
-
-
-def _client_write(what: str) -> str:
-    return (
-        f"`{what}` writes through the Firestore client, around fsmigrate: yield "
-        "ctx.set / ctx.update / ctx.delete / ctx.create instead, so the write is in the "
-        "dry-run, guarded by a precondition and archived"
-    )
 
 
 def _client_write(what: str) -> str:

@@ -187,11 +187,11 @@ def _upgrade_markdown(state: Any, runs: Sequence[sqlite3.Row], target: Any) -> I
         if notes:
             yield "\n### Notes\n\n" + "".join(f"- {text(n)}\n" for n in notes)
         labelled = state.renamed(row["id"])
-        first = True
+        heading_due = True
         for op in labelled:
-            if first:
+            if heading_due:
                 yield "\n### Old ID -> new ID (by new ID)\n\n| document | status |\n|---|---|\n"
-                first = False
+                heading_due = False
             status = op["status"] + (f" ({op['reason']})" if op["reason"] else "")
             yield md_row([code(op["label"]), status])
         if row["error"]:

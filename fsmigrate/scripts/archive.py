@@ -19,6 +19,7 @@ audit. This module also says, in one line, what a run's archive still holds.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -96,8 +97,9 @@ def redacted(doc: Any, redact: Callable[[dict], Mapping[str, Any]]) -> bytes:
     return out.SerializeToString()
 
 
-def describe(run: Mapping[str, Any]) -> str:
-    """What a run's archive holds, in one sentence (audit, reports)."""
+def describe(run: sqlite3.Row) -> str:
+    """What a run's archive holds (`run`: its row of the state file), in one sentence
+    (audit, reports)."""
     name = run["archive_policy"] or FULL
     if run["pruned_at"]:
         by = f" by run {run['pruned_by']}" if run["pruned_by"] else ""
@@ -115,9 +117,9 @@ def describe(run: Mapping[str, Any]) -> str:
     return "full copies of the documents as Firestore held them"
 
 
-def unavailable(run: Mapping[str, Any], what: str) -> Optional[ArchiveUnavailable]:
-    """The error for using a run's before-images (`what`: export, restore) when there are
-    none to use; None when they are there."""
+def unavailable(run: sqlite3.Row, what: str) -> Optional[ArchiveUnavailable]:
+    """The error for using the before-images of `run` (its row of the state file; `what`:
+    export, restore) when there are none to use; None when they are there."""
     if run["pruned_at"]:
         by = f" by run {run['pruned_by']}" if run["pruned_by"] else ""
         return ArchiveUnavailable(

@@ -134,7 +134,7 @@ def same_time(a: Optional[dt.datetime], b: Optional[dt.datetime]) -> bool:
     return rfc3339(a) == rfc3339(b)
 
 
-def check_path(path: str) -> Optional[str]:
+def check_path(path: object) -> Optional[str]:
     """Return why `path` is not a document path ("col/id" or "col/id/sub/id"), else None."""
     if not isinstance(path, str) or not path:
         return "document path must be a non-empty string"

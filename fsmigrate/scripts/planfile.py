@@ -305,7 +305,12 @@ class PlanFile:
     ) -> None:
         where = f"line {number}"
         kind, path, seq = item.get("kind"), item.get("path"), item.get("seq")
-        if kind not in KINDS or not isinstance(seq, int) or check_path(path) is not None:
+        if (
+            kind not in KINDS
+            or not isinstance(seq, int)
+            or not isinstance(path, str)
+            or check_path(path) is not None
+        ):
             raise self._bad(f"{where} is not a valid operation (kind, seq, path)")
         if seq <= tally.last_seq:
             raise self._bad(f"{where}: operations are out of order (seq {seq})")

@@ -246,6 +246,7 @@ class Operations:
     def op_counts(self, run_id: str) -> dict[str, dict[str, int]]:
         """{kind: {status: n}} for a run (a dry-run whose rows were not kept: from its
         counts, all `planned`)."""
+        key: str | int  # the run id (schema 3) or the run's key in its compact table
         if self.layout < COMPACT:
             sql, key = "SELECT kind, status, COUNT(*) n FROM ops WHERE run_id=?", run_id
         else:
@@ -268,6 +269,7 @@ class Operations:
 
     def renamed(self, run_id: str) -> Iterator[sqlite3.Row]:
         """(label, status, reason) of a run's deletes labelled `old -> new`, by new ID."""
+        key: str | int  # the run id (schema 3) or the run's key in its compact table
         if self.layout < COMPACT:
             source, key = (
                 "SELECT label, status, reason FROM ops WHERE run_id=? AND kind='delete'",
@@ -289,6 +291,7 @@ class Operations:
     def kept_ops(self, run_id: str) -> bool:
         """Whether the state file holds a run's operations (a dry-run without --plan-out
         keeps only its counts and notes, once the command that made it is done)."""
+        key: str | int  # the run id (schema 3) or the run's key in its compact table
         if self.layout < COMPACT:
             sql, key = "SELECT 1 FROM ops WHERE run_id=? LIMIT 1", run_id
         else:

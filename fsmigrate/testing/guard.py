@@ -127,7 +127,7 @@ class ClientWrites:
                 raise ClientWriteError(self.sites[start:]) from exc
             raise
         finally:
-            for cls, rpc, original in reversed(patched):
-                setattr(cls, rpc, original)
+            for owner, rpc, original in reversed(patched):
+                setattr(owner, rpc, original)
         if len(self.sites) > start:
             raise ClientWriteError(self.sites[start:])
