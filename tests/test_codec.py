@@ -359,3 +359,28 @@ def test_render_json_is_canonical():
     assert codec.render_json({"b": [1, "é"], "a": None}) == '{"a":null,"b":[1,"é"]}'
     with pytest.raises(ValueError):
         codec.render_json(math.nan)
+
+
+# ---- documents whose fields look like the client's special maps --------------------
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"__int__": 5},
+        {"__min__": None},
+        {"__type__": "__vector__", "value": [1.0, 2.0]},
+    ],
+    ids=["int", "min", "vector"],
+)
+def test_a_document_is_always_a_dict_whatever_its_field_names(data):
+    """The client's decode_dict turns such a map into another value; a document's top
+    level is a dict of its fields all the same (its maps decode as the client does)."""
+    from fsmigrate.firestore.store import Doc
+
+    fields = codec.encode_data(data)
+    decoded = codec.decode_fields(fields, None)
+    assert isinstance(decoded, dict)
+    assert set(decoded) == set(data)
+    pb = types.Document(name="projects/p/databases/(default)/documents/c/d", fields=fields)
+    assert set(Doc(types.Document.pb(pb), None).to_dict()) == set(data)
