@@ -51,7 +51,7 @@ from fsmigrate.errors import (
     StateNotFound,
     UsageError,
 )
-from fsmigrate.firestore.store import Store, Target, target_from_env
+from fsmigrate.firestore.store import RetryPolicy, Store, Target, target_from_env
 from fsmigrate.lint import Report as LintReport
 from fsmigrate.lint import lint_paths
 from fsmigrate.report import audit as audit_report
@@ -123,7 +123,9 @@ PathLike = Union[str, "os.PathLike[str]"]
 class Config:
     """Where to work. A missing project comes from FSMIGRATE_PROJECT or
     GOOGLE_CLOUD_PROJECT, as on the command line; the emulator is used when
-    FIRESTORE_EMULATOR_HOST is set. `lock_ttl` defaults to FSMIGRATE_LOCK_TTL or 60 s."""
+    FIRESTORE_EMULATOR_HOST is set. `lock_ttl` defaults to FSMIGRATE_LOCK_TTL or 300 s;
+    `patience` (seconds without progress before a run gives up on Firestore) to
+    FSMIGRATE_PATIENCE or 10 minutes (docs/network-failures.md)."""
 
     project: Optional[str] = None
     database: Optional[str] = "(default)"
@@ -131,12 +133,15 @@ class Config:
     migrations: PathLike = "migrations"
     markers_collection: str = DEFAULT_ROOT
     lock_ttl: Optional[float] = None
+    patience: Optional[float] = None
 
     def __post_init__(self) -> None:
         if not self.markers_collection or "/" in self.markers_collection:
             raise UsageError(
                 f"markers collection {self.markers_collection!r} must be a top-level collection id"
             )
+        if self.patience is not None and not self.patience > 0:
+            raise UsageError(f"patience must be a positive number of seconds, got {self.patience}")
 
     @property
     def state_path(self) -> Path:
@@ -150,7 +155,7 @@ class Config:
         return target_from_env(self.project, self.database)
 
     def _store(self, target: Optional[Target] = None) -> Store:
-        store = Store(target or self.target())
+        store = Store(target or self.target(), policy=RetryPolicy.from_env(self.patience))
         store.reserved_root = self.markers_collection
         return store
 
@@ -164,9 +169,12 @@ class Config:
         if self.lock_ttl is not None:
             return self.lock_ttl
         try:
-            return float(os.environ.get("FSMIGRATE_LOCK_TTL", DEFAULT_TTL))
+            ttl = float(os.environ.get("FSMIGRATE_LOCK_TTL", DEFAULT_TTL))
         except ValueError as exc:
             raise UsageError(f"FSMIGRATE_LOCK_TTL: {exc}") from exc
+        if not ttl > 0:
+            raise UsageError(f"FSMIGRATE_LOCK_TTL must be a positive number of seconds, got {ttl}")
+        return ttl
 
 
 # ---- results -------------------------------------------------------------------------------
@@ -442,6 +450,7 @@ def _execute(
                 capture_writes=plan_out is not None,
                 distributor=distributor,
                 lease_holder=lease.holder_id if lease else None,
+                lease_ttl=lease.ttl if lease else DEFAULT_TTL,
             )
             for script in todo:
                 runner.run(

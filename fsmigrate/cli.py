@@ -7,10 +7,12 @@ The only module that imports click or tqdm. Domain errors become one line on std
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import sqlite3
 import sys
 import tempfile
+import time
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -31,6 +33,8 @@ from fsmigrate.api import (
 )
 from fsmigrate.errors import Aborted, FsMigrateError, StateCorrupt, UsageError
 from fsmigrate.firestore import emulator as emu
+from fsmigrate.firestore.patience import format_seconds
+from fsmigrate.firestore.store import parse_patience
 from fsmigrate.report import checks as check_output
 from fsmigrate.report import runs as report
 
@@ -151,6 +155,14 @@ def _emit(chunks: Iterable[str], path: Optional[Path] = None, private: bool = Fa
     help="Top-level collection of fsmigrate's own documents in the target "
     "(markers of applied revisions, the lock); never scanned as user data.",
 )
+@click.option(
+    "--patience",
+    default=None,
+    metavar="DURATION",
+    help="How long to keep retrying Firestore while nothing makes progress (an outage), "
+    "e.g. 10m, 90s, 1h (or FSMIGRATE_PATIENCE) [default: 10m]. An apply also stops when "
+    "its lock cannot be renewed in time (docs/network-failures.md).",
+)
 @click.option("--traceback", is_flag=True, help="Show the full traceback on errors.")
 @click.version_option(__version__, prog_name="fsmigrate")
 @click.pass_context
@@ -161,6 +173,7 @@ def cli(
     state_path: Path,
     migrations: Path,
     markers_root: str,
+    patience: Optional[str],
     traceback: bool,
 ) -> None:
     """Versioned, forward-only, audited migrations for Google Cloud Firestore.
@@ -182,10 +195,18 @@ def cli(
             state=state_path,
             migrations=migrations,
             markers_collection=markers_root,
+            patience=_patience(patience),
         ),
         traceback,
     )
     ctx.with_resource(_warnings_to_stderr())
+
+
+def _patience(text: Optional[str]) -> Optional[float]:
+    try:
+        return parse_patience(text)
+    except UsageError as exc:
+        raise click.BadParameter(str(exc), param_hint="--patience") from exc
 
 
 @contextlib.contextmanager
@@ -320,6 +341,8 @@ class _Bar:
         self.disable = quiet or not sys.stderr.isatty()
         self.bar: Optional[tqdm] = None
         self.shown = ""
+        self.waiting_since: Optional[float] = None  # when the current wait was last logged
+        self.logged_at = 0.0
 
     def start(self, script: Any, mode: str) -> None:
         self.bar = tqdm(
@@ -341,6 +364,35 @@ class _Bar:
             if text != self.shown:
                 self.shown = text
                 self.bar.set_postfix_str(text, refresh=False)
+
+    def waiting(self, message: Optional[str]) -> None:
+        """Waiting for Firestore: on the bar, and a log line on stderr when the wait begins,
+        every minute while it lasts, and when it ends (also without a bar: for the logs of
+        an unattended job)."""
+        now = time.monotonic()
+        if message is None:
+            if self.waiting_since is not None:
+                waited = format_seconds(now - self.waiting_since)
+                self._log(f"Firestore answers again (waited {waited})")
+                self.waiting_since = None
+                if self.bar is not None:
+                    self.bar.set_postfix_str(self.shown, refresh=False)
+            return
+        if self.waiting_since is None:
+            self.waiting_since = self.logged_at = now
+            self._log(message)
+        elif now - self.logged_at >= 60:
+            self.logged_at = now
+            self._log(message)
+        if self.bar is not None:
+            self.bar.set_postfix_str(message)
+
+    def _log(self, text: str) -> None:
+        line = f"{dt.datetime.now(dt.timezone.utc):%H:%M:%SZ} {text}"
+        if self.bar is not None and not self.disable:
+            tqdm.write(line, file=sys.stderr)
+        else:
+            click.echo(line, err=True)
 
     def finish(self) -> None:
         if self.bar is not None:

@@ -164,7 +164,7 @@ def test_unreachable_emulator(tmp_path: Path, monkeypatch) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", f"127.0.0.1:{port}")
-    monkeypatch.setenv("FSMIGRATE_RETRY_ATTEMPTS", "2")
+    monkeypatch.setenv("FSMIGRATE_PATIENCE", "1")
     monkeypatch.setenv("FSMIGRATE_RETRY_INITIAL", "0.05")
     fsm = Fsm("nowhere", tmp_path / "state.db", tmp_path / "migrations")
     write_script(fsm.migrations, "0001", None, GOOD)
@@ -172,7 +172,7 @@ def test_unreachable_emulator(tmp_path: Path, monkeypatch) -> None:
         result = fsm(*args)
         assert result.exit_code == 1, result.output
         line = one_line(result)
-        assert "ServiceUnavailable" in line and "gave up after 2 attempts" in line
+        assert "ServiceUnavailable" in line and "without progress, --patience 1s" in line
 
 
 @pytest.mark.parametrize(

@@ -36,9 +36,13 @@ DOCS_PER_BUCKET = 1_000
 
 
 def _add_usage(run: Run, outputs: workfiles.Outputs) -> None:
-    """The workers' reads, archived bytes and throttling, into the run's record."""
+    """The workers' reads, archived bytes, throttling, retries and waits, into the run's
+    record."""
     run.add_usage(
-        reads=outputs.usage.get("reads", 0), archive_bytes=outputs.usage.get("archive_bytes", 0)
+        reads=outputs.usage.get("reads", 0),
+        archive_bytes=outputs.usage.get("archive_bytes", 0),
+        retries=outputs.usage.get("retries", 0),
+        waited=outputs.usage.get("waited_ms", 0) / 1000,
     )
     if run.traffic is None:
         return
@@ -165,6 +169,8 @@ class BeamDistributor:
                     lease_holder=settings.lease_holder,
                     done=frozenset(run.all_written_before()),
                     limits=_share(run.limits, self.workers),
+                    patience=store.policy.patience,
+                    lock_ttl=settings.lease_ttl,
                 )
                 with beam.Pipeline(options=bp.options(self.workers, self.options)) as p:
                     bp.build(p, spec, form, ranges)

@@ -10,12 +10,18 @@ after the other). A unit that is retried (Dataflow retries a failed bundle; its 
 stay done while its outputs are discarded) finds the journal files of its earlier
 attempts and does not plan again what they journaled; what they left without an
 outcome is settled by the coordinator by re-reading, like a crashed local run.
+
+Workers retry Firestore within the run's patience, like the local runner, and log what
+they wait for; they commit only while the coordinator's lease is good (`_LeaseFence`).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
+import logging
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -29,9 +35,10 @@ from fsmigrate.distributed import EACH, checked_key
 from fsmigrate.engine import testhooks
 from fsmigrate.engine.batching import after_json, encoded_bytes, read_before_blind_sets
 from fsmigrate.engine.commit import Committer
-from fsmigrate.engine.lease import lock_path
-from fsmigrate.errors import FsMigrateError, LockLost, PlanError
-from fsmigrate.firestore.store import Doc, Store, Target
+from fsmigrate.engine.lease import DEFAULT_TTL, lock_path, margin
+from fsmigrate.errors import FirestoreError, FsMigrateError, LockLost, PlanError
+from fsmigrate.firestore.patience import DEFAULT_PATIENCE, Waiting
+from fsmigrate.firestore.store import Doc, RetryPolicy, Store, Target
 from fsmigrate.scripts.context import Barrier, Context
 from fsmigrate.scripts.operations import Group, Operation, check_operation
 
@@ -59,6 +66,8 @@ class WorkerSpec:
     lease_holder: Optional[str]
     done: frozenset = field(default_factory=frozenset)  # (path, kind) applied earlier
     limits: Optional[dict] = None  # this worker's share of the traffic limits (JSON)
+    patience: float = DEFAULT_PATIENCE  # seconds without progress before giving up
+    lock_ttl: float = DEFAULT_TTL  # the coordinator's lease's TTL (for its margin)
 
 
 class _Refused(Exception):
@@ -89,6 +98,52 @@ class _WorkerContext(Context):
         )
 
 
+LOG = logging.getLogger("fsmigrate.beam")
+LOG_EVERY = 30.0  # seconds between two log lines of one wait
+
+
+class _LeaseFence:
+    """The coordinator's lease as a worker sees it: the store's fence (see
+    engine.lease). A worker cannot renew the lease; it reads the lock document and writes
+    only while that says the lease is its coordinator's and good (until `expires_at`,
+    less the margin). When that time has passed, the document is read once more (the
+    coordinator may have renewed it meanwhile); a lease that is gone, expired or cannot be
+    read then stops the worker: LockLost, never a write after the lock could be taken
+    over."""
+
+    def __init__(self, store: Store, path: str, holder: str, ttl: float) -> None:
+        self.store = store
+        self.path = path
+        self.holder = holder
+        self.margin = margin(ttl)
+        self.valid_until = 0.0
+
+    def refresh(self, read: Optional[Any] = None) -> float:
+        """Read the lock document (with retries, or `read` once) and note until when the
+        lease is good; the seconds left, or LockLost."""
+        try:
+            current = (read or self.store.get)(self.path)
+        except FirestoreError as exc:
+            raise self._lost(f"it could not be read before it expired: {exc}") from exc
+        if current is None or current.get("holder") != self.holder:
+            raise self._lost("broken or taken over")
+        expires = current.get("expires_at")
+        if not isinstance(expires, dt.datetime):
+            raise self._lost("it has no expiry")
+        left = (expires - dt.datetime.now(dt.timezone.utc)).total_seconds() - self.margin
+        if left <= 0:
+            raise self._lost("it expired: the coordinator could not renew it")
+        self.valid_until = time.monotonic() + left
+        return left
+
+    def __call__(self) -> float:
+        left = self.valid_until - time.monotonic()
+        return left if left > 0 else self.refresh(self.store.peek)
+
+    def _lost(self, why: str) -> LockLost:
+        return LockLost(self.store.target.describe(), f"the coordinator's lease is gone ({why})")
+
+
 class _Worker:
     """Planning, batching, journaling and committing on one worker (one DoFn instance)."""
 
@@ -99,8 +154,7 @@ class _Worker:
         from fsmigrate.distributed import forms_of
 
         spec = self.spec
-        self.store = Store(Target(spec.project, spec.database, spec.emulator_host))
-        self.store.reserved_root = spec.markers_root
+        self.store = _worker_store(spec)
         from fsmigrate.scripts import archive
 
         module = _load_script(spec)
@@ -119,6 +173,10 @@ class _Worker:
         self.worker = uuid.uuid4().hex[:12]
         self.batches = 0
         self.lock = lock_path(self.store)
+        self.fence: Optional[_LeaseFence] = None
+        if spec.lease_holder is not None and not spec.dry_run:
+            self.fence = _LeaseFence(self.store, self.lock, spec.lease_holder, spec.lock_ttl)
+            self.store.fence = self.fence
 
     # -- one unit -------------------------------------------------------------------------
 
@@ -142,6 +200,7 @@ class _Worker:
             self.store, self.spec.revision, self.spec.dry_run, None, self._note
         )
         self.usage = {"reads": 0, "archive_bytes": 0}
+        self.waits = _Waits(self.store)
         if self.committer.traffic is not None:
             self.committer.traffic.begin_run()
         return self.out
@@ -154,6 +213,7 @@ class _Worker:
         for name, n in sorted(self.ctx.counts.items()):
             self.out.append(json.dumps({"count": name, "n": n}))
         self.usage["reads"] += self.ctx.reads
+        self.usage.update(self.waits.usage())
         self.out.append(json.dumps({"usage": self.usage}))
         if self.committer.traffic is not None:
             self.out.append(json.dumps({"traffic": self.committer.traffic.report()}))
@@ -271,16 +331,47 @@ class _Worker:
         )
 
     def _check_lease(self) -> None:
-        """A worker never commits for a coordinator that lost the target's lease."""
-        holder = self.spec.lease_holder
-        if holder is None:
-            return
-        current = self.store.get(self.lock)
-        if current is None or current.get("holder") != holder:
-            raise LockLost(
-                self.store.target.describe(),
-                "the coordinator's lease is gone (broken or taken over)",
-            )
+        """A worker never commits for a coordinator that lost the target's lease (read
+        again before each batch; each commit's deadline is cut to its expiry)."""
+        if self.fence is not None:
+            self.fence.refresh()
+
+
+def _worker_store(spec: WorkerSpec) -> Store:
+    """A worker's store: the run's patience; its waits go to the worker's log."""
+    store = Store(
+        Target(spec.project, spec.database, spec.emulator_host),
+        policy=RetryPolicy.from_env(spec.patience),
+    )
+    store.reserved_root = spec.markers_root
+    logged = [0.0]
+
+    def log(waiting: Optional[Waiting]) -> None:
+        now = time.monotonic()
+        if waiting is not None and now - logged[0] >= LOG_EVERY:
+            logged[0] = now
+            LOG.warning("%s (%s)", waiting.message(), waiting.what)
+        elif waiting is None and logged[0]:
+            logged[0] = 0.0
+            LOG.warning("Firestore answers again")
+
+    store.patience.listener = log
+    return store
+
+
+class _Waits:
+    """A unit's retries and time waited for Firestore (from the worker's store)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.retries = store.retries
+        self.waited = store.waited
+
+    def usage(self) -> dict[str, int]:
+        return {
+            "retries": self.store.retries - self.retries,
+            "waited_ms": int((self.store.waited - self.waited) * 1000),
+        }
 
 
 def _call(fn: Any, *args: Any) -> Any:
@@ -341,6 +432,7 @@ class ReadKeyed(beam.DoFn):
         source, key_of = w.source, w.forms.key
         assert key_of is not None  # this pipeline is built for the keyed form
         reads = 0
+        waits = _Waits(w.store)
         for doc in w.store.scan(
             source.collection, group=source.group, where=source.where, start=start, end=end
         ):
@@ -348,11 +440,12 @@ class ReadKeyed(beam.DoFn):
             key = _call(lambda d: checked_key(key_of(d), d), doc)
             if key is not None:
                 yield bucket_of(key, self.spec.buckets), (key, doc.pb.SerializeToString())
+        usage = {"reads": reads, **waits.usage()}
         # The hint above is the main output's: Beam reads it at run time (the type check
         # and coder of the GroupByKey that follows). Only recent Beam releases take a
         # TaggedOutput in a hint (apache/beam#37434); older ones, which pyproject allows,
         # would type the main output as the union (apache/beam#26493).
-        yield beam.pvalue.TaggedOutput(NOTES, json.dumps({"usage": {"reads": reads}}))  # type: ignore[misc]
+        yield beam.pvalue.TaggedOutput(NOTES, json.dumps({"usage": usage}))  # type: ignore[misc]
 
 
 def bucket_of(key: str, buckets: int) -> int:

@@ -119,7 +119,7 @@ class Committer:
                 more_committed, more_skipped = self._split(remaining, exc)
                 return committed + more_committed, skipped + more_skipped
             except TransientError as exc:
-                self.store.backoff("commit", failures, exc.exc)
+                self.store.backoff(exc.what, failures, exc.exc)
                 failures += 1
                 ambiguous = True
             except PRECONDITION_ERRORS:

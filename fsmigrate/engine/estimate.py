@@ -12,6 +12,9 @@ actually did (`actual`), so the two can be compared. Pure: no I/O.
   function keeps);
 - seconds_at_ramp: how long the writes take at the ramp schedule and --max-rate (None
   when nothing limits the rate, as on the emulator by default).
+
+An apply's actuals also have `seconds` (how long it took) and `waited_seconds` (how much
+of that it spent waiting for Firestore to answer again: docs/network-failures.md).
 """
 
 from __future__ import annotations
@@ -76,6 +79,7 @@ def total(items: Sequence[Mapping[str, Any]], limits: Optional[Limits]) -> dict[
     out["seconds_at_ramp"] = _seconds(limits, out["writes"] + out["deletes"])
     if items and all(i.get("seconds") is not None for i in items):
         out["seconds"] = round(sum(float(i["seconds"]) for i in items), 3)
+        out["waited_seconds"] = round(sum(float(i.get("waited_seconds") or 0) for i in items), 3)
     return out
 
 
@@ -94,6 +98,8 @@ def describe(fig: Mapping[str, Any]) -> str:
     )
     if fig.get("seconds") is not None:
         text += f", in {human_seconds(fig['seconds'])}"
+        if fig.get("waited_seconds"):
+            text += f" ({human_seconds(fig['waited_seconds'])} of it waiting for Firestore)"
     if fig.get("seconds_at_ramp") is not None:
         text += f", {human_seconds(fig['seconds_at_ramp'])} at the rate limits"
     return text

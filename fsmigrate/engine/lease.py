@@ -7,26 +7,55 @@ while the run lasts, and deleted at the end. A lease is stale when it expired (i
 stopped renewing: killed, or cut off) or when its holder ran on this host with a PID that
 is no longer alive; a stale lease is taken over with a precondition on the stale one, so
 two processes cannot both take it over.
+
+How the lease's expiry and the run's patience relate (docs/network-failures.md): the
+patience (`--patience`, 10 minutes) is how long a run keeps retrying Firestore without
+progress; the lease's TTL (FSMIGRATE_LOCK_TTL, 5 minutes) is how long its lock is good
+without a renewal. The lease is the stricter of the two: the run writes only while its
+lease is valid. Each renewal writes `expires_at` = now + TTL; the run's writes must land
+before that instant minus a margin for clock skew (`valid_until`). The lease is the
+store's fence: every data commit gets a deadline no later than `valid_until` (so a commit
+lands before the lock could be taken over, or not at all), and a renewal is retried only
+until `valid_until`. A lease that cannot be renewed by then is lost: the run stops, with
+LockLost, whatever patience it has left. So an apply rides out an outage of up to about
+TTL - margin - renewal interval (4m 20s with the defaults), a dry-run (no lease) up to
+its patience.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import socket
 import threading
+import time
 import uuid
 from typing import Any, Optional
 
 from fsmigrate import __version__
-from fsmigrate.errors import LockHeld, LockLost
+from fsmigrate.errors import FirestoreError, LockHeld, LockLost
 from fsmigrate.firestore.emulator import pid_alive
+from fsmigrate.firestore.patience import format_seconds
 from fsmigrate.firestore.store import RESERVED_ROOT, Leases, Store
 from fsmigrate.state.database import operator_name
 from fsmigrate.times import rfc3339
 
 LOCK_PATH = f"{RESERVED_ROOT}/lock"  # with the default root; see lock_path()
-DEFAULT_TTL = 60.0
+DEFAULT_TTL = 300.0  # seconds a lease is good without a renewal
+MAX_RENEW_EVERY = 30.0  # renewed every TTL/3, at least this often
+RELEASE_WITHIN = 5.0  # seconds a release keeps trying (then the lease expires by itself)
+
+
+def renew_every(ttl: float) -> float:
+    """Seconds between two renewals of a lease of `ttl` seconds."""
+    return min(ttl / 3, MAX_RENEW_EVERY)
+
+
+def margin(ttl: float) -> float:
+    """Seconds before its written expiry at which a lease stops being good for writes:
+    room for the clocks of two runners to differ (their expiry checks use their own)."""
+    return min(ttl / 10, 10.0)
 
 
 def describe(holder: dict[str, Any]) -> str:
@@ -69,6 +98,7 @@ class Lease:
         self.update_time: Optional[dt.datetime] = None
         self.acquired_at = _now()
         self.took_over: Optional[str] = None
+        self._valid_until = 0.0  # time.monotonic() after which writes must not land
         self._lost: Optional[str] = None
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -86,32 +116,44 @@ class Lease:
             "expires_at": _now() + dt.timedelta(seconds=self.ttl),
         }
 
+    def _timed_body(self, sent: list[float]) -> dict[str, Any]:
+        """A body, noting when (monotonic) its expiry was computed: it is good until then
+        plus the TTL, less the margin."""
+        sent.append(time.monotonic())
+        return self._body()
+
     # ---- taking and giving back ------------------------------------------------------
 
     def acquire(self) -> Lease:
         for _ in range(5):
+            sent: list[float] = [time.monotonic()]
             created = self.docs.create(self.path, self._body())
             if created is not None:
-                return self._held(created)
+                return self._held(created, sent[0])
             current = self.store.get(self.path)
             if current is None:
                 continue  # released in between: try again
             holder = current.to_dict()
             if holder.get("holder") == self.holder_id:  # our own create, answer lost
-                return self._held(current.update_time)
+                return self._held(current.update_time, sent[0])
             why = stale_reason(holder, _now(), self.host)
             if why is None:
                 raise LockHeld(holder, self.target, describe(holder))
-            taken = self.docs.replace(self.path, self._body(), current.update_time)
+            sent = []
+            taken = self.docs.replace(
+                self.path, functools.partial(self._timed_body, sent), current.update_time
+            )
             if taken is not None:
                 self.took_over = f"took over a stale lock ({why}) from {describe(holder)}"
-                return self._held(taken)
+                return self._held(taken, sent[0])
         current = self.store.get(self.path)
         held = current.to_dict() if current else {}
         raise LockHeld(held, self.target, describe(held))
 
-    def _held(self, update_time: dt.datetime) -> Lease:
+    def _held(self, update_time: dt.datetime, sent: float) -> Lease:
         self.update_time = update_time
+        self._valid_until = sent + self.ttl - margin(self.ttl)
+        self.store.fence = self.seconds_left
         self._thread = threading.Thread(
             target=self._renew_loop, name="fsmigrate-lease", daemon=True
         )
@@ -119,12 +161,20 @@ class Lease:
         return self
 
     def release(self) -> None:
+        """Stop renewing and delete the lease, if it is still ours and still good; a
+        lease that cannot be deleted in time is left to expire (never an error)."""
         self._stop.set()
+        if self.store.fence == self.seconds_left:
+            self.store.fence = None
         if self._thread is not None:
             self._thread.join(timeout=self.ttl)
         with self._lock:
             if self._lost is None and self.update_time is not None:
-                self.docs.delete(self.path, self.update_time)
+                deadline = min(self._valid_until, time.monotonic() + RELEASE_WITHIN)
+                try:
+                    self.docs.delete(self.path, self.update_time, deadline=deadline)
+                except FirestoreError:
+                    pass  # it expires by itself; whoever comes next takes it over
             self.update_time = None
 
     def __enter__(self) -> Lease:
@@ -136,33 +186,80 @@ class Lease:
     # ---- while held ------------------------------------------------------------------
 
     def renew(self) -> None:
+        """Renew the lease, retrying until it would expire (never longer: after that
+        instant another runner may take it over); lost when that fails."""
         with self._lock:
             if self._lost is not None or self.update_time is None:
                 return
-            # guarded by the update time we wrote: a broken or taken-over lease fails it
-            renewed = self.docs.replace(self.path, self._body(), self.update_time)
-            if renewed is None:
-                self._lost = "it was broken or taken over"
-            else:
+            sent: list[float] = []
+            try:
+                # guarded by the update time we wrote: a broken or taken-over lease fails it
+                renewed = self.docs.replace(
+                    self.path,
+                    lambda: self._timed_body(sent),
+                    self.update_time,
+                    deadline=self._valid_until,
+                )
+            except FirestoreError as exc:
+                if time.monotonic() >= self._valid_until:
+                    self._lose(
+                        f"could not renew it within its {format_seconds(self.ttl)} expiry: {exc}"
+                    )
+                return  # tried again at the next round, while it is still good
+            if renewed is not None:
                 self.update_time = renewed
+                self._valid_until = sent[-1] + self.ttl - margin(self.ttl)
+            elif len(sent) > 1:  # an earlier try may have landed, its answer lost
+                self._adopt_own_write()
+            else:
+                self._lose("it was broken or taken over")
+
+    def _adopt_own_write(self) -> None:
+        """A renewal's precondition failed after a try whose answer was lost: re-read the
+        lease; still ours means that try landed."""
+        try:
+            current = self.store.get(self.path)
+        except (FirestoreError, LockLost) as exc:
+            self._lose(f"could not re-read it after a renewal: {exc}")
+            return
+        body = current.to_dict() if current is not None else {}
+        expires = body.get("expires_at")
+        if body.get("holder") != self.holder_id or not isinstance(expires, dt.datetime):
+            self._lose("it was broken or taken over")
+            return
+        self.update_time = current.update_time if current is not None else None
+        left = (expires - _now()).total_seconds()
+        self._valid_until = time.monotonic() + left - margin(self.ttl)
+
+    def _lose(self, why: str) -> None:
+        self._lost = why
 
     def _renew_loop(self) -> None:
-        while not self._stop.wait(self.ttl / 3):
+        while not self._stop.wait(renew_every(self.ttl)):
             try:
                 self.renew()
-            except Exception as exc:  # keep trying until the lease would expire
-                if self.update_time is not None and self._expired_locally():
-                    self._lost = f"could not renew it: {exc}"
-                    return
+            except Exception as exc:  # keep trying while the lease is still good
+                if time.monotonic() >= self._valid_until:
+                    self._lose(f"could not renew it: {exc}")
+            if self._lost is not None:
+                return
 
-    def _expired_locally(self) -> bool:
-        assert self.update_time is not None
-        return _now() - self.update_time > dt.timedelta(seconds=self.ttl)
-
-    def check(self) -> None:
-        """Raise LockLost if the lease is no longer ours (called before every commit)."""
+    def seconds_left(self) -> float:
+        """How long a write sent now may take to land before the lease could be taken
+        over (the store's fence); LockLost when the lease is lost or expired."""
+        if self._lost is None and time.monotonic() >= self._valid_until:
+            self._lose(
+                f"could not renew it within its {format_seconds(self.ttl)} expiry, so another "
+                "runner could take it over"
+            )
         if self._lost is not None:
             raise LockLost(self.target, self._lost)
+        return self._valid_until - time.monotonic()
+
+    def check(self) -> None:
+        """Raise LockLost if the lease is no longer ours or no longer good (called before
+        every batch)."""
+        self.seconds_left()
 
 
 def lock_path(store: Store) -> str:

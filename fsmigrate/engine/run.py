@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional, Protocol
 
 from fsmigrate.engine.estimate import Tally
+from fsmigrate.engine.lease import DEFAULT_TTL
 from fsmigrate.scripts import archive
 from fsmigrate.scripts.operations import KINDS
 
@@ -34,11 +35,15 @@ Done = set[tuple[str, str]]  # (path, kind) that earlier runs of the same revisi
 
 class Progress(Protocol):
     """How a run reports its progress (the CLI's bar; `NoProgress` for none). `total` is
-    the number of operations when it is known before they are planned, else None."""
+    the number of operations when it is known before they are planned, else None.
+    `waiting` is told, before each retry, what the run waits for ("waiting for Firestore:
+    UNAVAILABLE, retrying for up to 9m 12s more"), and None when it makes progress again
+    (optional: a progress object without it is not told)."""
 
     def start(self, script: Script, mode: str) -> None: ...
     def advance(self, n: int) -> None: ...
     def finish(self) -> None: ...
+    def waiting(self, message: Optional[str]) -> None: ...
 
 
 class NoProgress:
@@ -51,6 +56,9 @@ class NoProgress:
     def finish(self) -> None:
         pass
 
+    def waiting(self, message: Optional[str]) -> None:
+        pass
+
 
 @dataclass(frozen=True)
 class RunSettings:
@@ -61,6 +69,7 @@ class RunSettings:
     concurrency: int = 1
     capture_writes: bool = False  # a dry-run journals its exact writes (for --plan-out)
     lease_holder: Optional[str] = None  # the lease workers check before each commit
+    lease_ttl: float = DEFAULT_TTL  # its TTL (workers stop writing before it expires)
 
 
 @dataclass
@@ -83,12 +92,16 @@ class Run:
     tally: Tally = field(default_factory=Tally)
     context: Optional[Context] = None
     extra_reads: int = 0  # reads done elsewhere (Beam workers)
+    extra_retries: int = 0  # retries done elsewhere (Beam workers)
+    extra_waited: float = 0.0  # seconds waited for Firestore elsewhere (Beam workers)
     seq: int = 0  # the next operation's sequence number in the journal
     batches: int = 0  # batches journaled so far
     groups: int = 0  # atomic groups numbered so far
     earlier: list[str] = field(default_factory=list)  # interrupted runs this one resumes
     redone: Done = field(default_factory=set)  # what this run redid of theirs
     started: float = field(default_factory=time.monotonic)
+    retries_before: int = 0  # the store's retries and seconds waited when the run began
+    waited_before: float = 0.0
 
     @property
     def revision(self) -> str:
@@ -106,6 +119,17 @@ class Run:
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
+
+    @property
+    def retries(self) -> int:
+        """Transient Firestore errors retried during this run (here and on workers)."""
+        return self.store.retries - self.retries_before + self.extra_retries
+
+    @property
+    def waited(self) -> float:
+        """Seconds this run spent waiting for Firestore without progress (workers'
+        included: their waits add up)."""
+        return self.store.waited - self.waited_before + self.extra_waited
 
     def written_before(self, paths: list[str]) -> set[str]:
         """Which of `paths` the interrupted runs this one resumes already wrote (or this run
@@ -134,10 +158,15 @@ class Run:
         self.seq += size
         return self.batches, base
 
-    def add_usage(self, *, reads: int = 0, archive_bytes: int = 0) -> None:
-        """Reads and archived bytes done outside this process (Beam workers)."""
+    def add_usage(
+        self, *, reads: int = 0, archive_bytes: int = 0, retries: int = 0, waited: float = 0.0
+    ) -> None:
+        """Reads, archived bytes, retries and waits done outside this process (Beam
+        workers)."""
         self.extra_reads += reads
         self.tally.archive_bytes += archive_bytes
+        self.extra_retries += retries
+        self.extra_waited += waited
 
 
 class Distributor(Protocol):

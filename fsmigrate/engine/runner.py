@@ -29,6 +29,7 @@ from fsmigrate.engine.batching import (
 )
 from fsmigrate.engine.commit import Committer, Numbered, Settled
 from fsmigrate.engine.estimate import document_size, figures
+from fsmigrate.engine.lease import DEFAULT_TTL
 from fsmigrate.engine.run import (
     APPLY,
     DRY_RUN,
@@ -51,6 +52,7 @@ from fsmigrate.errors import (
     UsageError,
     WriteTooLarge,
 )
+from fsmigrate.firestore.patience import Waiting, format_seconds
 from fsmigrate.firestore.store import Store, varint_len
 from fsmigrate.scripts import archive
 from fsmigrate.scripts.context import Barrier, Context
@@ -108,6 +110,7 @@ class Runner:
         capture_writes: bool = False,
         distributor: Optional[Distributor] = None,
         lease_holder: Optional[str] = None,
+        lease_ttl: float = DEFAULT_TTL,
     ) -> None:
         if not 1 <= batch_size <= MAX_BATCH:
             raise UsageError(f"--batch-size must be between 1 and {MAX_BATCH}, got {batch_size}")
@@ -126,6 +129,7 @@ class Runner:
             concurrency=concurrency,
             capture_writes=capture_writes,
             lease_holder=lease_holder,
+            lease_ttl=lease_ttl,
         )
         # what the writes of one commit may take: the request's own bytes come off the top
         self._payload_bytes = batch_bytes - store.commit_size(())
@@ -141,6 +145,17 @@ class Runner:
         self.progress = progress or NoProgress()
         self.guard = guard or (lambda: None)  # raises when the run must stop (lock lost)
         self.target = store.target
+        store.patience.listener = self._waiting
+        # retries and waits already recorded with a run: each goes with the run it happened
+        # in, or with the next one (the lease's acquisition, before the first run)
+        self._retries_counted = 0
+        self._waited_counted = 0.0
+
+    def _waiting(self, waiting: Optional[Waiting]) -> None:
+        """The store waits for Firestore (or makes progress again): the progress says so."""
+        show = getattr(self.progress, "waiting", None)
+        if show is not None:
+            show(waiting.message() if waiting is not None else None)
 
     @property
     def batch_size(self) -> int:
@@ -204,6 +219,8 @@ class Runner:
             limits=self.limits,
             traffic=None if dry_run else self.traffic,
             policy=policy,
+            retries_before=self._retries_counted,
+            waited_before=self._waited_counted,
         )
         earlier = self.state.resume_chain(prior["id"]) if prior else []
         self.progress.start(script, mode)
@@ -235,7 +252,7 @@ class Runner:
                 self._fail(run, exc, "firestore")
                 raise
         self.state.finish_run(run_id, status="succeeded", counts=run.counts)
-        self._record_retries(run_id)
+        self._record_retries(run)
         self._record_usage(run)
         self._mark_applied(script, run_id, applies_revision)
         return RunResult.from_row(self.state, self.state.run(run_id))
@@ -381,12 +398,20 @@ class Runner:
         self.state.finish_run(
             run.run_id, status="failed", counts=run.counts, error=error, error_kind=kind
         )
-        self._record_retries(run.run_id)
+        self._record_retries(run)
         self._record_usage(run)
 
-    def _record_retries(self, run_id: str) -> None:
-        if self.store.retries:
-            self.state.record_retries(run_id, self.store.retries, self.store.last_retry_error)
+    def _record_retries(self, run: Run) -> None:
+        """The run's retries and, when it waited for Firestore, a note of how long."""
+        self._retries_counted = self.store.retries
+        self._waited_counted = self.store.waited
+        if run.retries:
+            self.state.record_retries(run.run_id, run.retries, self.store.last_retry_error)
+        if run.waited >= 1.0:
+            run.note(
+                f"waited {format_seconds(run.waited)} for Firestore without progress "
+                f"({run.retries} retries; patience {format_seconds(self.store.policy.patience)})"
+            )
 
     def _record_usage(self, run: Run) -> None:
         """The run's traffic (the limits, and what throttling did) and its estimate (a
@@ -411,6 +436,7 @@ class Runner:
         )
         if not run.dry_run:
             usage["seconds"] = round(run.elapsed(), 3)
+            usage["waited_seconds"] = round(run.waited, 3)
         self.state.record_usage(run.run_id, traffic=traffic, estimate=usage)
 
     def _committed(self, run_id: str) -> int:

@@ -12,13 +12,12 @@ from __future__ import annotations
 import datetime as dt
 import os
 import queue
-import random
 import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from google.api_core import exceptions as gexc
 from google.auth import exceptions as gauth_exceptions
@@ -29,6 +28,7 @@ from proto.datetime_helpers import DatetimeWithNanoseconds
 
 from fsmigrate.errors import FirestoreError, RequestTooLarge, TransientError, UsageError
 from fsmigrate.firestore.codec import decode_fields
+from fsmigrate.firestore.patience import DEFAULT_PATIENCE, Patience
 from fsmigrate.scripts.operations import (
     CREATE,
     DELETE,
@@ -38,6 +38,7 @@ from fsmigrate.scripts.operations import (
     Precondition,
     check_path,
 )
+from fsmigrate.times import parse_window
 
 DEFAULT_DATABASE = "(default)"
 MAX_PAGE = 10000
@@ -181,23 +182,27 @@ class Doc:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Bounded exponential backoff with jitter for transient Firestore errors."""
+    """How long transient Firestore errors are retried (see `patience`), how fast, and the
+    deadline of one call."""
 
-    attempts: int = 6  # tries per call, the first included
-    initial: float = 0.25  # seconds before the first retry
-    maximum: float = 8.0  # longest wait between two tries
+    patience: float = DEFAULT_PATIENCE  # seconds without progress before giving up
+    initial: float = 0.25  # seconds before the first retry of a call
+    maximum: float = 10.0  # longest wait between two tries
     multiplier: float = 2.0
     timeout: float = 60.0  # deadline of one call
     stream_timeout: float = 600.0  # deadline of one scan stream (it resumes after it)
 
     @classmethod
-    def from_env(cls) -> RetryPolicy:
-        """FSMIGRATE_RETRY_ATTEMPTS, FSMIGRATE_RETRY_INITIAL, FSMIGRATE_RETRY_MAX,
-        FSMIGRATE_CALL_TIMEOUT, FSMIGRATE_STREAM_TIMEOUT override the defaults."""
+    def from_env(cls, patience: Optional[float] = None) -> RetryPolicy:
+        """`patience` (seconds), else FSMIGRATE_PATIENCE ('10m', '90s' or seconds), else 10
+        minutes; FSMIGRATE_RETRY_INITIAL, FSMIGRATE_RETRY_MAX, FSMIGRATE_CALL_TIMEOUT,
+        FSMIGRATE_STREAM_TIMEOUT override the other defaults (seconds)."""
         env = os.environ
+        if patience is None:
+            patience = parse_patience(env.get("FSMIGRATE_PATIENCE"), "FSMIGRATE_PATIENCE")
         try:
             return cls(
-                attempts=int(env.get("FSMIGRATE_RETRY_ATTEMPTS", cls.attempts)),
+                patience=DEFAULT_PATIENCE if patience is None else patience,
                 initial=float(env.get("FSMIGRATE_RETRY_INITIAL", cls.initial)),
                 maximum=float(env.get("FSMIGRATE_RETRY_MAX", cls.maximum)),
                 timeout=float(env.get("FSMIGRATE_CALL_TIMEOUT", cls.timeout)),
@@ -208,10 +213,28 @@ class RetryPolicy:
                 f"bad FSMIGRATE_RETRY_* / FSMIGRATE_CALL_TIMEOUT value: {exc}"
             ) from exc
 
-    def delay(self, attempt: int) -> float:
-        """Wait before retry number `attempt` (0-based): full jitter over half..all."""
-        ceiling = min(self.maximum, self.initial * self.multiplier**attempt)
-        return ceiling * random.uniform(0.5, 1.0)
+    def budget(self) -> Patience:
+        return Patience(
+            self.patience, initial=self.initial, maximum=self.maximum, multiplier=self.multiplier
+        )
+
+
+def parse_patience(text: Optional[str], where: str = "--patience") -> Optional[float]:
+    """'10m', '90s', '1h' or a number of seconds -> seconds; None for None; UsageError
+    (naming `where`) otherwise."""
+    if text is None or not str(text).strip():
+        return None
+    text = str(text).strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            seconds = parse_window(text).total_seconds()
+        except ValueError:
+            seconds = -1.0
+    if not seconds > 0:
+        raise UsageError(f"{where} {text!r} is not a positive duration like 10m, 90s or 1h")
+    return seconds
 
 
 class Store:
@@ -221,8 +244,11 @@ class Store:
         self.target = target
         self.reserved_root = RESERVED_ROOT  # markers and lock: never part of user scans
         self.policy = policy or RetryPolicy.from_env()
-        self.retries = 0
-        self.last_retry_error: Optional[str] = None
+        self.patience = self.policy.budget()
+        # The lease's fence (None: no lease): called before each data commit and each
+        # retry, it returns the seconds a write sent now may take (the commit's deadline
+        # is cut to it) or raises when the run must not write any more (the lease lost).
+        self.fence: Optional[Callable[[], float]] = None
         if client is None:
             try:
                 client = firestore.Client(project=target.project, database=target.database)
@@ -236,28 +262,43 @@ class Store:
 
     # ---- errors and retries ----------------------------------------------------------
 
-    def note_retry(self, exc: BaseException) -> None:
-        self.retries += 1
-        self.last_retry_error = f"{type(exc).__name__}: {exc}"
+    @property
+    def retries(self) -> int:
+        """Transient failures retried so far (all threads)."""
+        return self.patience.retries
+
+    @property
+    def last_retry_error(self) -> Optional[str]:
+        return self.patience.last_error
+
+    @property
+    def waited(self) -> float:
+        """Seconds spent failing without progress so far."""
+        return self.patience.waited
 
     def backoff(self, what: str, attempt: int, exc: BaseException) -> None:
-        """Sleep before the next try, or raise TransientError when the tries are used up."""
-        self.note_retry(exc)
-        if attempt + 1 >= self.policy.attempts:
-            raise TransientError(f"{what} (gave up after {attempt + 1} attempts)", exc) from exc
-        time.sleep(self.policy.delay(attempt))
+        """Sleep before the next try, or raise TransientError when the patience is spent
+        (or the fence's error when the run must stop: a lost lease)."""
+        self.patience.wait(what, attempt, exc, check=self.fence)
+
+    def progressed(self) -> None:
+        """Something read or written: the patience starts over."""
+        self.patience.progressed()
 
     def _read(self, what: str, fn: Any) -> Any:
         """Run an idempotent read, retrying transient errors."""
         attempt = 0
         while True:
             try:
-                return fn()
+                found = fn()
             except TRANSIENT_ERRORS as exc:
                 self.backoff(what, attempt, exc)
                 attempt += 1
+                continue
             except gexc.GoogleAPICallError as exc:
                 raise FirestoreError(what, exc) from exc
+            self.progressed()
+            return found
 
     # ---- reads ---------------------------------------------------------------------
 
@@ -475,8 +516,10 @@ class Store:
                 failures = 0
                 received += 1
                 last = doc
+                self.progressed()
                 yield doc
             if received >= 0 and (page_size is None or received < page_size):
+                self.progressed()
                 return
 
     def _stream(self, query: Any) -> Iterator[Doc]:
@@ -504,27 +547,38 @@ class Store:
         paths = list(dict.fromkeys(paths))
         if not paths:
             return {}
+        return self._read(f"read of {len(paths)} documents", lambda: self._batch_get(paths))
+
+    def peek(self, path: str) -> Optional[Doc]:
+        """Read one document with a single try: TransientError at once when Firestore does
+        not answer (for a check that must not wait, like a worker's look at the lease)."""
+        try:
+            found = self._batch_get([path])[path]
+        except TRANSIENT_ERRORS as exc:
+            raise TransientError(f"read of {path}", exc) from exc
+        except gexc.GoogleAPICallError as exc:
+            raise FirestoreError(f"read of {path}", exc) from exc
+        self.progressed()
+        return found
+
+    def _batch_get(self, paths: list[str]) -> dict[str, Optional[Doc]]:
         prefix = self.client._database_string + "/documents/"
-
-        def read() -> dict[str, Optional[Doc]]:
-            found: dict[str, Optional[Doc]] = {p: None for p in paths}
-            responses = self.client._firestore_api.batch_get_documents(
-                request={
-                    "database": self.client._database_string,
-                    "documents": [prefix + p for p in paths],
-                },
-                metadata=self.client._rpc_metadata,
-                retry=None,
-                timeout=self.policy.timeout,
-            )
-            for response in responses:
-                pb = response._pb
-                if pb.HasField("found"):
-                    doc = Doc(pb.found, self.client)
-                    found[doc.path] = doc
-            return found
-
-        return self._read(f"read of {len(paths)} documents", read)
+        found: dict[str, Optional[Doc]] = {p: None for p in paths}
+        responses = self.client._firestore_api.batch_get_documents(
+            request={
+                "database": self.client._database_string,
+                "documents": [prefix + p for p in paths],
+            },
+            metadata=self.client._rpc_metadata,
+            retry=None,
+            timeout=self.policy.timeout,
+        )
+        for response in responses:
+            pb = response._pb
+            if pb.HasField("found"):
+                doc = Doc(pb.found, self.client)
+                found[doc.path] = doc
+        return found
 
     def subcollections(self, path: str) -> list[str]:
         """Ids of the subcollections of the document at `path`."""
@@ -579,10 +633,22 @@ class Store:
             total += 1 + varint_len(n) + n
         return total
 
-    def commit_writes(self, writes: Sequence[bytes]) -> dt.datetime:
+    def commit_writes(
+        self, writes: Sequence[bytes], *, lease: Optional[float] = None
+    ) -> dt.datetime:
         """Commit serialized writes atomically, once (no hidden retry). Precondition failures
         raise the api_core error as is, transient ones TransientError (the commit may or may
-        not have landed: the caller re-reads), anything else FirestoreError."""
+        not have landed: the caller re-reads), anything else FirestoreError.
+
+        A data commit first asks the fence (the lease) how long a write may still take and
+        gives the call no longer than that: it lands before the lease could expire, or not
+        at all. A commit that lands is progress. `lease`: this is a write of the lease
+        itself (or a marker), not fenced, with that deadline in seconds."""
+        timeout = self.policy.timeout
+        if lease is not None:
+            timeout = min(timeout, lease)
+        elif self.fence is not None:
+            timeout = min(timeout, self.fence())
         request = types.CommitRequest(database=self.client._database_string)._pb
         for raw in writes:
             request.writes.add().ParseFromString(raw)
@@ -591,7 +657,7 @@ class Store:
                 request=types.CommitRequest.wrap(request),
                 metadata=self.client._rpc_metadata,
                 retry=None,
-                timeout=self.policy.timeout,
+                timeout=timeout,
             )
         except PRECONDITION_ERRORS:
             raise
@@ -607,6 +673,8 @@ class Store:
             raise TransientError(f"commit of {len(writes)} operations", exc) from exc
         except gexc.GoogleAPICallError as exc:
             raise FirestoreError(f"commit of {len(writes)} operations", exc) from exc
+        if lease is None:
+            self.progressed()
         return DatetimeWithNanoseconds.from_timestamp_pb(response._pb.commit_time)
 
 
@@ -625,7 +693,9 @@ def _pb(message: Any) -> Any:
 
 
 class Leases:
-    """The few single-document writes a lease needs, each guarded by a precondition."""
+    """The few single-document writes a lease (and a marker) needs, each guarded by a
+    precondition. Retried like any write, within the store's patience; a renewal of the
+    lease is retried only until its `deadline` instead (see engine.lease)."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -633,27 +703,68 @@ class Leases:
     def create(self, path: str, data: dict) -> Optional[dt.datetime]:
         """Create `path`; its update time, or None when it already exists."""
         op = Operation(CREATE, path, data, Precondition(exists=False))
-        return self._commit(op)
+        return self._commit(lambda: op)
 
-    def replace(self, path: str, data: dict, update_time: dt.datetime) -> Optional[dt.datetime]:
-        """Overwrite `path` if it is still at `update_time`; the new update time or None."""
-        return self._commit(Operation(SET, path, data, Precondition(update_time=update_time)))
+    def replace(
+        self,
+        path: str,
+        data: Union[dict, Callable[[], dict]],
+        update_time: dt.datetime,
+        *,
+        deadline: Optional[float] = None,
+    ) -> Optional[dt.datetime]:
+        """Overwrite `path` if it is still at `update_time`; the new update time or None.
+        `data` is called for each try (a lease's body says when it expires). With
+        `deadline` (a time.monotonic() value), no try is still on the wire after it: the
+        last transient error is raised as TransientError when it comes."""
+        return self._commit(
+            lambda: Operation(
+                SET,
+                path,
+                data() if callable(data) else data,
+                Precondition(update_time=update_time),
+            ),
+            deadline,
+        )
 
-    def delete(self, path: str, update_time: Optional[dt.datetime] = None) -> bool:
+    def delete(
+        self,
+        path: str,
+        update_time: Optional[dt.datetime] = None,
+        *,
+        deadline: Optional[float] = None,
+    ) -> bool:
         pre = Precondition(update_time=update_time) if update_time else Precondition()
-        return self._commit(Operation(DELETE, path, None, pre)) is not None
+        op = Operation(DELETE, path, None, pre)
+        return self._commit(lambda: op, deadline) is not None
 
-    def _commit(self, op: Operation) -> Optional[dt.datetime]:
+    def _commit(
+        self, make: Callable[[], Operation], deadline: Optional[float] = None
+    ) -> Optional[dt.datetime]:
         attempt = 0
         while True:
+            op = make()
             try:
-                return self.store.commit_writes([self.store.build_write(op)])
+                if deadline is None:
+                    return self.store.commit_writes([self.store.build_write(op)])
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TransientError(
+                        f"write of {op.path}", TimeoutError("no time left before the deadline")
+                    )
+                return self.store.commit_writes([self.store.build_write(op)], lease=left)
             except PRECONDITION_ERRORS:
                 return None
             except TransientError as exc:
                 # a lost answer: the next try meets its own write as a failed precondition,
-                # so the caller re-reads the lease to learn who holds it
-                self.store.backoff(f"write of {op.path}", attempt, exc.exc)
+                # so the caller re-reads the document to learn who holds it
+                if deadline is None:
+                    self.store.backoff(f"write of {op.path}", attempt, exc.exc)
+                else:
+                    pause = self.store.patience.delay(attempt)
+                    if time.monotonic() + pause >= deadline:
+                        raise
+                    time.sleep(pause)
                 attempt += 1
 
 
