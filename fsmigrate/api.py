@@ -51,7 +51,13 @@ from fsmigrate.errors import (
     StateNotFound,
     UsageError,
 )
-from fsmigrate.firestore.store import RetryPolicy, Store, Target, target_from_env
+from fsmigrate.firestore.store import (
+    RetryPolicy,
+    Store,
+    Target,
+    parse_patience,
+    target_from_env,
+)
 from fsmigrate.lint import Report as LintReport
 from fsmigrate.lint import lint_paths
 from fsmigrate.report import audit as audit_report
@@ -133,15 +139,15 @@ class Config:
     migrations: PathLike = "migrations"
     markers_collection: str = DEFAULT_ROOT
     lock_ttl: Optional[float] = None
-    patience: Optional[float] = None
+    patience: Union[float, str, None] = None  # seconds, or a duration: "10m", "90s", "1h"
 
     def __post_init__(self) -> None:
         if not self.markers_collection or "/" in self.markers_collection:
             raise UsageError(
                 f"markers collection {self.markers_collection!r} must be a top-level collection id"
             )
-        if self.patience is not None and not self.patience > 0:
-            raise UsageError(f"patience must be a positive number of seconds, got {self.patience}")
+        if self.patience is not None:  # kept as seconds
+            object.__setattr__(self, "patience", parse_patience(self.patience))
 
     @property
     def state_path(self) -> Path:
@@ -155,7 +161,8 @@ class Config:
         return target_from_env(self.project, self.database)
 
     def _store(self, target: Optional[Target] = None) -> Store:
-        store = Store(target or self.target(), policy=RetryPolicy.from_env(self.patience))
+        patience = float(self.patience) if self.patience is not None else None
+        store = Store(target or self.target(), policy=RetryPolicy.from_env(patience))
         store.reserved_root = self.markers_collection
         return store
 

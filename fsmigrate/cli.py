@@ -34,7 +34,6 @@ from fsmigrate.api import (
 from fsmigrate.errors import Aborted, FsMigrateError, StateCorrupt, UsageError
 from fsmigrate.firestore import emulator as emu
 from fsmigrate.firestore.patience import format_seconds
-from fsmigrate.firestore.store import parse_patience
 from fsmigrate.report import checks as check_output
 from fsmigrate.report import runs as report
 
@@ -195,18 +194,11 @@ def cli(
             state=state_path,
             migrations=migrations,
             markers_collection=markers_root,
-            patience=_patience(patience),
+            patience=patience,
         ),
         traceback,
     )
     ctx.with_resource(_warnings_to_stderr())
-
-
-def _patience(text: Optional[str]) -> Optional[float]:
-    try:
-        return parse_patience(text)
-    except UsageError as exc:
-        raise click.BadParameter(str(exc), param_hint="--patience") from exc
 
 
 @contextlib.contextmanager

@@ -166,9 +166,11 @@ class Lease:
         self._stop.set()
         if self.store.fence == self.seconds_left:
             self.store.fence = None
-        if self._thread is not None:
-            self._thread.join(timeout=self.ttl)
-        with self._lock:
+        if self._thread is not None:  # a renewal on the wire is abandoned at its next try
+            self._thread.join(timeout=RELEASE_WITHIN)
+        if not self._lock.acquire(timeout=RELEASE_WITHIN):
+            return  # a renewal still hangs (a silent network): the lease expires by itself
+        try:
             if self._lost is None and self.update_time is not None:
                 deadline = min(self._valid_until, time.monotonic() + RELEASE_WITHIN)
                 try:
@@ -176,6 +178,8 @@ class Lease:
                 except FirestoreError:
                     pass  # it expires by itself; whoever comes next takes it over
             self.update_time = None
+        finally:
+            self._lock.release()
 
     def __enter__(self) -> Lease:
         return self.acquire()
@@ -199,6 +203,7 @@ class Lease:
                     lambda: self._timed_body(sent),
                     self.update_time,
                     deadline=self._valid_until,
+                    stop=self._stop,
                 )
             except FirestoreError as exc:
                 if time.monotonic() >= self._valid_until:

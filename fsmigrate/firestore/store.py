@@ -219,12 +219,12 @@ class RetryPolicy:
         )
 
 
-def parse_patience(text: Optional[str], where: str = "--patience") -> Optional[float]:
+def parse_patience(value: Union[str, float, None], where: str = "--patience") -> Optional[float]:
     """'10m', '90s', '1h' or a number of seconds -> seconds; None for None; UsageError
     (naming `where`) otherwise."""
-    if text is None or not str(text).strip():
+    if value is None or not str(value).strip():
         return None
-    text = str(text).strip()
+    text = str(value).strip()
     try:
         seconds = float(text)
     except ValueError:
@@ -712,11 +712,13 @@ class Leases:
         update_time: dt.datetime,
         *,
         deadline: Optional[float] = None,
+        stop: Optional[threading.Event] = None,
     ) -> Optional[dt.datetime]:
         """Overwrite `path` if it is still at `update_time`; the new update time or None.
         `data` is called for each try (a lease's body says when it expires). With
         `deadline` (a time.monotonic() value), no try is still on the wire after it: the
-        last transient error is raised as TransientError when it comes."""
+        last transient error is raised as TransientError when it comes (or as soon as
+        `stop` is set)."""
         return self._commit(
             lambda: Operation(
                 SET,
@@ -725,6 +727,7 @@ class Leases:
                 Precondition(update_time=update_time),
             ),
             deadline,
+            stop,
         )
 
     def delete(
@@ -739,7 +742,10 @@ class Leases:
         return self._commit(lambda: op, deadline) is not None
 
     def _commit(
-        self, make: Callable[[], Operation], deadline: Optional[float] = None
+        self,
+        make: Callable[[], Operation],
+        deadline: Optional[float] = None,
+        stop: Optional[threading.Event] = None,
     ) -> Optional[dt.datetime]:
         attempt = 0
         while True:
@@ -764,7 +770,10 @@ class Leases:
                     pause = self.store.patience.delay(attempt)
                     if time.monotonic() + pause >= deadline:
                         raise
-                    time.sleep(pause)
+                    if stop is not None and stop.wait(pause):
+                        raise
+                    if stop is None:
+                        time.sleep(pause)
                 attempt += 1
 
 
