@@ -4,7 +4,8 @@ Scans page through a collection ordered by document name, one bounded page at a 
 resuming after the last document seen, so memory stays flat whatever the collection size.
 Commits are atomic, carry each operation's precondition, and are sent exactly once per
 call: a commit that fails in a way that leaves its outcome unknown raises TransientError
-and the runner re-reads to find out. Reads are retried with bounded backoff.
+and the runner re-reads to find out. Reads are retried with capped backoff for as long as
+the store's patience lasts (`patience.Patience`: time without progress, not a count).
 """
 
 from __future__ import annotations
