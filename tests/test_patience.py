@@ -362,3 +362,40 @@ def test_a_beam_worker_writes_only_while_the_coordinators_lease_is_good(
         fence.valid_until = 0.0
         with pytest.raises(LockLost, match="the coordinator's lease is gone"):
             store.commit_writes([])  # refused before anything is sent
+
+
+def test_a_renewal_whose_answer_was_lost_is_recognised_by_re_reading_the_lease(
+    emulator, project_id: str, fs_client
+) -> None:
+    """The renewal landed but its answer was lost: the next try meets its own write as a
+    failed precondition; the lease is re-read, found to be still ours, and kept (not
+    declared lost, not renewed blindly)."""
+    from fsmigrate.engine.lease import Lease
+    from fsmigrate.errors import TransientError
+    from fsmigrate.firestore.store import Store, Target
+
+    class AnswerLost(Store):
+        lose_next = False
+
+        def commit_writes(self, writes, *, lease=None):
+            when = super().commit_writes(writes, lease=lease)
+            if lease is not None and self.lose_next:
+                self.lose_next = False
+                raise TransientError("write of the lock", ConnectionResetError("answer lost"))
+            return when
+
+    store = AnswerLost(Target(project_id, emulator_host="set"))
+    lease = Lease(store, "test", ttl=60).acquire()
+    try:
+        before = lease.update_time
+        store.lose_next = True
+        lease.renew()
+        lease.check()  # still ours
+        current = fs_client.document("_fsmigrate/lock").get()
+        assert lease.update_time == current.update_time and lease.update_time != before
+        assert current.get("holder") == lease.holder_id
+        lease.renew()  # and the next renewal goes on from the adopted update time
+        lease.check()
+    finally:
+        lease.release()
+    assert not fs_client.document("_fsmigrate/lock").get().exists
