@@ -52,6 +52,8 @@ from fsmigrate.errors import (
     UsageError,
 )
 from fsmigrate.firestore.store import (
+    VERSIONS_KEPT,
+    VERSIONS_KEPT_PITR,
     RetryPolicy,
     Store,
     Target,
@@ -72,6 +74,7 @@ from fsmigrate.state.database import State, new_id
 from fsmigrate.state.prune import PruneResult, parse_before
 from fsmigrate.state.prune import prune as _prune
 from fsmigrate.state.runs import RunResult
+from fsmigrate.times import parse_instant, rfc3339
 
 __all__ = [
     "Config",
@@ -376,6 +379,32 @@ def _holding_lease(
         lease.release()
 
 
+def _snapshot(as_of: Union[None, str, dt.datetime]) -> Optional[dt.datetime]:
+    """`as_of` as the instant plans read at: not in the future, and not older than the
+    longest Firestore keeps versions (7 days, with point-in-time recovery; without it a
+    read older than 1 hour is refused by Firestore, in one line too)."""
+    if as_of is None:
+        return None
+    now = dt.datetime.now(dt.timezone.utc)
+    if isinstance(as_of, dt.datetime):
+        when = as_of if as_of.tzinfo else as_of.replace(tzinfo=dt.timezone.utc)
+    else:
+        try:
+            when = parse_instant(as_of, now)
+        except ValueError as exc:
+            raise UsageError(f"--as-of: {exc}") from None
+    when = when.astimezone(dt.timezone.utc)
+    if when > now:
+        raise UsageError(f"--as-of {rfc3339(when)} is in the future; Firestore reads the past")
+    if now - when > VERSIONS_KEPT_PITR:
+        raise UsageError(
+            f"--as-of {rfc3339(when)} is older than Firestore keeps versions "
+            f"({VERSIONS_KEPT_PITR.days} days with point-in-time recovery, "
+            f"{int(VERSIONS_KEPT.total_seconds() // 3600)} hour without); pick a later time"
+        )
+    return when
+
+
 def _confirm(
     target: Target, todo: Sequence[scripts.Script], dry_run: bool, confirm: Optional[Confirm]
 ) -> None:
@@ -422,6 +451,8 @@ def _execute(
     plan_out: Optional[PathLike] = None,
     plan_digest: Optional[str] = None,
     distributor: Optional[Distributor] = None,
+    as_of: Optional[dt.datetime] = None,
+    read_time_of: Optional[Callable[[str], Optional[str]]] = None,
 ) -> UpgradeResult:
     """Run (or plan) the selected migrations in order; the one path for every command
     that writes. An apply holds the target's lease from before it reads what is pending
@@ -429,6 +460,12 @@ def _execute(
     (`limits`), shared by its migrations and commit threads. A failure is raised with the
     result so far attached (`exc.partial`), so the caller can still report it."""
     todo = select()
+    if as_of is not None and not dry_run and len(todo) > 1:
+        raise UsageError(
+            f"--as-of plans every migration at one instant, so migration {todo[1].revision} "
+            f"would not see what {todo[0].revision} writes; apply them one at a time "
+            f"(--to {todo[0].revision}), or drop --as-of"
+        )
     if distributor is not None:
         for script in todo:  # a script Beam cannot split is refused before anything
             distributor.check(script)
@@ -458,6 +495,7 @@ def _execute(
                 distributor=distributor,
                 lease_holder=lease.holder_id if lease else None,
                 lease_ttl=lease.ttl if lease else DEFAULT_TTL,
+                as_of=as_of,
             )
             for script in todo:
                 runner.run(
@@ -467,6 +505,7 @@ def _execute(
                     kind=kind,
                     source=source,
                     plan_digest=plan_digest,
+                    read_time=read_time_of(script.revision) if read_time_of else None,
                 )
             if plan_out is not None:
                 result.plan = planfile.write_plan(
@@ -530,9 +569,15 @@ def upgrade(
     runner: str = "local",
     workers: int = 2,
     beam_options: Optional[Mapping[str, str]] = None,
+    as_of: Union[None, str, dt.datetime] = None,
 ) -> UpgradeResult:
     """Run the pending migrations in order (or plan them with `dry_run`); with `plan_out`
     (dry-run only), also write the reviewed plan file for `apply_plan`.
+
+    Every plan reads the database at one instant (its snapshot, recorded with the run and
+    in the plan file): `as_of` (an RFC 3339 time, an age like "30m", or a datetime; at
+    most the 7 days Firestore keeps versions with point-in-time recovery, 1 hour
+    without), by default the moment the plan starts.
 
     `runner="beam"` plans and applies each migration on an Apache Beam pipeline
     (`workers` processes of the DirectRunner, or e.g. `beam_options={"runner":
@@ -549,6 +594,7 @@ def upgrade(
             "--plan-out needs --dry-run (a plan is reviewed, then applied with `fsmigrate apply`)"
         )
     limits = _limits(cfg, max_rate, ramp, ramp_start)
+    snapshot = _snapshot(as_of)
     distributor = _distributor(runner, workers, beam_options)
     target, chain, state = _prepare(cfg)
     if to is not None:
@@ -573,6 +619,7 @@ def upgrade(
         confirm=confirm,
         plan_out=plan_out,
         distributor=distributor,
+        as_of=snapshot,
     )
 
 
@@ -592,10 +639,12 @@ def rerun(
     runner: str = "local",
     workers: int = 2,
     beam_options: Optional[Mapping[str, str]] = None,
+    as_of: Union[None, str, dt.datetime] = None,
 ) -> UpgradeResult:
-    """Run one `repeatable = True` migration again, applied or not (traffic and runner
-    options as for `upgrade`)."""
+    """Run one `repeatable = True` migration again, applied or not (traffic, runner and
+    `as_of` options as for `upgrade`)."""
     limits = _limits(cfg, max_rate, ramp, ramp_start)
+    snapshot = _snapshot(as_of)
     distributor = _distributor(runner, workers, beam_options)
     target, chain, state = _prepare(cfg)
     script = chain.get(revision)
@@ -623,6 +672,7 @@ def rerun(
         todo,
         command=f"rerun {revision}",
         kind="rerun",
+        as_of=snapshot,
         dry_run=dry_run,
         batch_size=batch_size,
         batch_bytes=batch_bytes,
@@ -669,6 +719,7 @@ def apply_plan(
             kind="plan",
             source=plan.plan_id,
             plan_digest=plan.digest,
+            read_time_of=plan.read_time,
             dry_run=False,
             batch_size=batch_size,
             batch_bytes=batch_bytes,

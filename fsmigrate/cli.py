@@ -11,7 +11,6 @@ import datetime as dt
 import os
 import sqlite3
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterable
@@ -32,6 +31,7 @@ from fsmigrate.api import (
     MIN_BATCH_BYTES,
 )
 from fsmigrate.errors import Aborted, FsMigrateError, StateCorrupt, UsageError
+from fsmigrate.files import private_file
 from fsmigrate.firestore import emulator as emu
 from fsmigrate.firestore.patience import format_seconds
 from fsmigrate.report import checks as check_output
@@ -95,30 +95,18 @@ def _want_traceback(ctx: click.Context) -> bool:
     return bool(cfg and cfg.traceback) or "--traceback" in sys.argv
 
 
-def _emit(chunks: Iterable[str], path: Optional[Path] = None, private: bool = False) -> None:
-    """Print `chunks`, or write them to `path`: atomically, readable by the owner only when
-    `private` (before-images), else with the usual permissions (umask)."""
+def _emit(chunks: Iterable[str], path: Optional[Path] = None) -> None:
+    """Print `chunks`, or write them to `path`: atomically (a reader, a textfile
+    collector or a ticket upload, never sees half a file; a failure leaves the old file
+    as it was) and readable by the owner only, like every file fsmigrate writes: reports
+    name documents, exports and audits hold their values (fsmigrate.files)."""
     if path is None:
         for chunk in chunks:
             click.echo(chunk, nl=False)
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # written beside the target, then renamed: a reader (a textfile collector, a ticket
-    # upload) never sees half a file, and a failure leaves the old file as it was
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for chunk in chunks:
-                fh.write(chunk)
-        if not private:  # mkstemp makes 0600; a report is as readable as any new file
-            umask = os.umask(0o022)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with private_file(path) as fh:
+        for chunk in chunks:
+            fh.write(chunk)
 
 
 @click.group(cls=FsMigrateGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -532,6 +520,19 @@ def runner_options(fn: Any) -> Any:
     return fn
 
 
+def snapshot_option(fn: Any) -> Any:
+    """When the plans of `upgrade` and `rerun` read the database."""
+    return click.option(
+        "--as-of",
+        "as_of",
+        default=None,
+        metavar="TIME",
+        help="Plan at this instant: an RFC 3339 time or an age like 30m (Firestore keeps "
+        "versions 1 hour, 7 days with point-in-time recovery) [default: when the plan "
+        "starts].",
+    )(fn)
+
+
 @cli.command("upgrade")
 @click.option("--to", "to", default=None, help="Stop after this revision.")
 @click.option(
@@ -542,6 +543,7 @@ def runner_options(fn: Any) -> Any:
 )
 @run_options
 @runner_options
+@snapshot_option
 @click.pass_obj
 def upgrade_cmd(cfg: Config, to: Optional[str], plan_out: Optional[Path], **run: Any) -> None:
     """Run the pending migrations in order (or plan them with --dry-run).
@@ -582,6 +584,7 @@ def apply_cmd(cfg: Config, plan_path: Path, **run: Any) -> None:
 @click.argument("revision")
 @run_options
 @runner_options
+@snapshot_option
 @click.option(
     "--apply-hint",
     hidden=True,
@@ -888,10 +891,10 @@ def audit_cmd(
         )
         return
     if export_path is not None:
-        _emit(found.before_images(), export_path, private=True)
+        _emit(found.before_images(), export_path)
         click.echo(f"before-images written to {export_path}", err=True)
         return
-    _emit(found.chunks(fmt), output, private=fmt in ("json", "jsonl"))  # with before-images
+    _emit(found.chunks(fmt), output)
 
 
 # ---- check ---------------------------------------------------------------------------------

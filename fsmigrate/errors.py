@@ -130,9 +130,20 @@ class StateCorrupt(StateError):
     def __init__(self, path: Optional[Path], problem: str) -> None:
         self.path, self.problem = path, problem
         where = "the state file" if path is None else f"state file {path}"
-        super().__init__(
-            f"{where} cannot be used: {problem}; restore it from a backup, or pass another --state"
+        super().__init__(f"{where} cannot be used: {problem}; {_state_fix(problem)}")
+
+
+def _state_fix(problem: str) -> str:
+    """What to do about a state file SQLite refused: room or access is not damage."""
+    lowered = problem.lower()
+    if "disk is full" in lowered or "disk i/o error" in lowered and "full" in lowered:
+        return (
+            "free space on its disk, then run the same command again (nothing was lost: "
+            "what committed is recorded, the rest is applied then)"
         )
+    if "readonly" in lowered or "read-only" in lowered or "unable to open" in lowered:
+        return "check that its directory is writable by you, or pass another --state"
+    return "restore it from a backup, or pass another --state"
 
 
 class StateSchemaTooNew(StateError):
@@ -209,6 +220,22 @@ class FirestoreError(FsMigrateError):
         self.what = what
         self.exc = exc
         super().__init__(f"{what}: {type(exc).__name__}: {exc}")
+
+
+class SnapshotTooOld(FsMigrateError):
+    """A read at a `read_time` older than the database keeps versions (an hour; seven days
+    with point-in-time recovery, which the emulator has): an `--as-of` too far back, or a
+    plan that outlived the window."""
+
+    def __init__(self, read_time: Any, limit: str = "") -> None:
+        self.read_time = read_time
+        stamp = read_time.isoformat() if hasattr(read_time, "isoformat") else str(read_time)
+        kept = limit or ("Firestore keeps versions for 1 hour, 7 days with point-in-time recovery")
+        super().__init__(
+            f"read time {stamp} is older than the versions the database keeps ({kept}); "
+            "nothing was written past it: plan again with a later --as-of (or none: the "
+            "plan reads as of its start), or split the migration so one plan takes less time"
+        )
 
 
 class TransientError(FirestoreError):

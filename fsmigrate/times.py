@@ -25,6 +25,30 @@ def parse_window(text: str) -> dt.timedelta:
     return window
 
 
+def parse_age(text: str) -> dt.timedelta:
+    """Like `parse_window`, and '0d' (no age: now) is allowed."""
+    match = _WINDOW_RE.fullmatch(text.strip()) if isinstance(text, str) else None
+    if match and int(match[1]) == 0:
+        return dt.timedelta(0)
+    return parse_window(text)
+
+
+def parse_instant(text: str, now: dt.datetime) -> dt.datetime:
+    """An age before `now` ('30m', '12h', '0d') or a date/time ('2026-01-31',
+    '2026-01-31T10:00:00Z'; UTC when no zone); ValueError otherwise."""
+    try:
+        return now - parse_age(text)
+    except ValueError:
+        pass
+    try:
+        when = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except (ValueError, AttributeError):
+        raise ValueError(
+            f"{text!r} is neither an age like 30m or 12h nor a time like 2026-01-31T10:00:00Z"
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
+
+
 def format_window(window: dt.timedelta) -> str:
     seconds = int(window.total_seconds())
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):

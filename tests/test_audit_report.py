@@ -52,6 +52,8 @@ def test_markdown_report_has_who_what_counts_and_checksums(applied, tmp_path) ->
     assert "| `users` | 3 | 3 | 0 | 0 | 0 |" in text
     assert "cleaned sessions, marked users" in text
     assert f"audit {run['run_id']} --export before-images.jsonl" in text
+    assert "| item | value |\n|---|---|\n| Run |" in text  # a header row, not an empty one
+    assert "| Read as of | " in text
 
 
 EVERY_KIND = """

@@ -182,3 +182,16 @@ def test_bad_options_exit_2(fsm: Fsm, fs_client, args: list[str]) -> None:
     write_script(fsm.migrations, "0001", None, GOOD)
     assert fsm("upgrade", *args).exit_code == 2
     assert items(fs_client) == 5
+
+
+def test_a_full_disk_says_to_free_space_not_to_restore_a_backup() -> None:
+    """SQLite's "database or disk is full" is not damage: the same command finishes once
+    there is room (issue 22)."""
+    from fsmigrate.errors import StateCorrupt
+
+    full = str(StateCorrupt(Path("tiny/state.db"), "database or disk is full"))
+    damaged = str(StateCorrupt(Path("state.db"), "file is not a database"))
+
+    assert "free space on its disk, then run the same command again" in full
+    assert "backup" not in full and "\n" not in full
+    assert "restore it from a backup" in damaged

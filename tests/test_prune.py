@@ -165,5 +165,6 @@ def test_before_takes_an_age_or_a_date() -> None:
     assert parse_before("90d", now) == now - dt.timedelta(days=90)
     assert parse_before("2026-01-31", now) == dt.datetime(2026, 1, 31, tzinfo=dt.timezone.utc)
     assert parse_before("2026-01-31T10:00:00+02:00", now).utcoffset() == dt.timedelta(hours=2)
-    with pytest.raises(ValueError):
+    assert parse_before("0d", now) == now  # everything so far
+    with pytest.raises(ValueError, match="an age like 90d, 12h or 0d"):
         parse_before("last week", now)

@@ -134,6 +134,7 @@ def test_a_state_file_of_an_older_schema_is_migrated_on_open(tmp_path: Path, ver
     old = State.open_readonly(path)  # readable as it is, without changing it
     row = old.run(run_id)
     assert row["traffic"] is None and row["pruned_at"] is None and row["pruned_by"] is None
+    assert row["read_time"] is None
     assert sorted(
         (r["run_id"], r["seq"], r["path"], r["status"])
         for run in old.runs()
@@ -144,7 +145,8 @@ def test_a_state_file_of_an_older_schema_is_migrated_on_open(tmp_path: Path, ver
 
     state = State.open(path)
 
-    assert state._schema_version() == SCHEMA_VERSION == 4
+    assert state._schema_version() == SCHEMA_VERSION == 5
+    assert state.run(run_id)["read_time"] is None  # recorded from schema 5 on
     row = state.run(run_id)  # old runs, their operations and applied rows kept
     assert (row["revision"], row["status"], row["planned"]) == ("0001", "succeeded", 8)
     assert sorted(
@@ -171,3 +173,44 @@ def test_a_state_file_of_an_older_schema_is_migrated_on_open(tmp_path: Path, ver
     assert state.conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     with pytest.raises(sqlite3.IntegrityError):  # references are enforced again
         state.conn.execute("INSERT INTO notes (run_id, seq, text) VALUES ('nope', 0, 'x')")
+
+
+def test_a_schema_4_file_gets_the_read_time_of_its_runs(tmp_path: Path) -> None:
+    """Schema 5 adds runs.read_time (the instant a run's plan read the database at): a
+    schema 4 file reads as it is (no read time) and is upgraded on open."""
+    path = tmp_path / "state.db"
+    state = State.open(path)
+    old_run = state.start_run(
+        invocation="i",
+        project="p",
+        database="(default)",
+        revision="0001",
+        checksum="c",
+        description="d",
+        mode="dry-run",
+    )
+    state.close()
+    db = sqlite3.connect(path)
+    db.execute("ALTER TABLE runs DROP COLUMN read_time")
+    db.execute("UPDATE meta SET value='4' WHERE key='schema_version'")
+    db.commit()
+    db.close()
+    old = State.open_readonly(path)
+    assert old is not None and old.run(old_run)["read_time"] is None
+    old.close()
+
+    state = State.open(path)
+
+    assert state._schema_version() == 5 and state.run(old_run)["read_time"] is None
+    new_run = state.start_run(
+        invocation="j",
+        project="p",
+        database="(default)",
+        revision="0001",
+        checksum="c",
+        description="d",
+        mode="dry-run",
+        read_time="2026-12-02T03:00:00.000000Z",
+    )
+    assert state.run(new_run)["read_time"] == "2026-12-02T03:00:00.000000Z"
+    state.close()

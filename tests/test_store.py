@@ -114,7 +114,7 @@ def test_parallel_parts_are_merged_without_loss_or_duplicates(
         base.start_at({key: cuts[0]}).end_before({key: cuts[1]}),
         base.start_at({key: cuts[1]}),
     ]
-    monkeypatch.setattr(store, "partition_queries", lambda collection, count: parts)
+    monkeypatch.setattr(store, "partition_queries", lambda collection, count, **kw: parts)
 
     paths = [d.path for d in store.scan("events", group=True, partitions=3)]
 

@@ -26,6 +26,7 @@ from fsmigrate.engine import reconcile
 from fsmigrate.engine.run import Run, ScriptRaised
 from fsmigrate.engine.settle import reread_pending
 from fsmigrate.errors import BeamPipelineFailed, LockLost, UsageError
+from fsmigrate.files import private_append
 from fsmigrate.scripts.context import Context
 from fsmigrate.scripts.operations import Archived, Operation, Precondition
 from fsmigrate.state.database import OpRecord
@@ -81,10 +82,9 @@ def _stderr_to(path: Optional[Path]) -> Iterator[None]:
     if path is None:
         yield
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
     sys.stderr.flush()
     saved = os.dup(2)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    fd = private_append(path)
     os.dup2(fd, 2)
     os.close(fd)
     try:
@@ -123,15 +123,19 @@ class BeamDistributor:
         settings = run.settings
         root = self.journal_root or str(Path(str(run.state.path) + ".journal").resolve())
         directory = workfiles.join(root, run_id)
+        workfiles.make_private(directory)
         source = forms.source
         assert form is not None and source is not None  # what self.check let through
-        total = store.count(source.collection, group=source.group, where=source.where)
-        points = store.split_points(
+        total = store.count(
+            source.collection, group=source.group, where=source.where, read_time=run.read_time
+        )
+        points = store.split_points(  # the split and every worker's range: one snapshot
             source.collection,
             self.workers * RANGES_PER_WORKER,
             group=source.group,
             where=source.where,
             total=total,
+            read_time=run.read_time,
         )
         # a bucket of keys is merged in one worker's memory: keep buckets small
         buckets = max(self.workers * RANGES_PER_WORKER, len(points) + 1)
@@ -171,6 +175,7 @@ class BeamDistributor:
                     limits=_share(run.limits, self.workers),
                     patience=store.policy.patience,
                     lock_ttl=settings.lease_ttl,
+                    read_time=run.read_time,
                 )
                 with beam.Pipeline(options=bp.options(self.workers, self.options)) as p:
                     bp.build(p, spec, form, ranges)
@@ -186,7 +191,10 @@ class BeamDistributor:
             for text in outputs.notes:
                 note(text)
             if forms.finish is not None:
-                forms.finish(Context(store, script.revision, dry_run, None, note), outputs.counts)
+                finish_ctx = Context(
+                    store, script.revision, dry_run, None, note, read_time=run.read_time
+                )
+                forms.finish(finish_ctx, outputs.counts)
             _add_usage(run, outputs)
             if not dry_run:
                 self._settle_own(run)

@@ -33,7 +33,12 @@ import apache_beam as beam
 from fsmigrate.beam import workfiles
 from fsmigrate.distributed import EACH, checked_key
 from fsmigrate.engine import testhooks
-from fsmigrate.engine.batching import after_json, encoded_bytes, read_before_blind_sets
+from fsmigrate.engine.batching import (
+    after_json,
+    encoded_bytes,
+    read_before_blind_sets,
+    refuse_parents,
+)
 from fsmigrate.engine.commit import Committer
 from fsmigrate.engine.lease import DEFAULT_TTL, lock_path, margin
 from fsmigrate.errors import FirestoreError, FsMigrateError, LockLost, PlanError
@@ -68,6 +73,7 @@ class WorkerSpec:
     limits: Optional[dict] = None  # this worker's share of the traffic limits (JSON)
     patience: float = DEFAULT_PATIENCE  # seconds without progress before giving up
     lock_ttl: float = DEFAULT_TTL  # the coordinator's lease's TTL (for its margin)
+    read_time: Optional[dt.datetime] = None  # the run's snapshot: every read is made at it
 
 
 class _Refused(Exception):
@@ -82,14 +88,18 @@ def _load_script(spec: WorkerSpec) -> Any:
 
 
 class _WorkerContext(Context):
-    """plan's ctx on a worker: reads of single documents, operations, notes, counters;
-    no scans (the runner reads the source)."""
+    """plan's ctx on a worker: reads of single documents and of what is under them
+    (subcollections: a subtree's delete or move), operations, notes, counters; no scans of
+    top-level collections or groups (the runner reads the declared source)."""
 
-    def scan(self, *args: Any, **kwargs: Any) -> Any:
-        raise PlanError(
-            self.revision,
-            "ctx.scan() is not available on Beam workers: the runner reads the declared source",
-        )
+    def scan(self, collection: str, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("group") or "/" not in collection:
+            raise PlanError(
+                self.revision,
+                "ctx.scan() of a collection or group is not available on Beam workers: the "
+                "runner reads the declared source (subcollections of a document may be read)",
+            )
+        return super().scan(collection, *args, **kwargs)
 
     def barrier(self) -> Barrier:
         raise PlanError(
@@ -197,7 +207,13 @@ class _Worker:
         self.groups = 0
         self.out: list[str] = []
         self.ctx = _WorkerContext(
-            self.store, self.spec.revision, self.spec.dry_run, None, self._note
+            self.store,
+            self.spec.revision,
+            self.spec.dry_run,
+            None,
+            self._note,
+            read_time=self.spec.read_time,
+            max_group=self.spec.batch_size,
         )
         self.usage = {"reads": 0, "archive_bytes": 0}
         self.waits = _Waits(self.store)
@@ -285,6 +301,7 @@ class _Worker:
 
     def _flush(self) -> None:
         batch, self.batch, self.used, self.paths = self.batch, [], 0, set()
+        batch = refuse_parents(self.store, batch, self._note, self.spec.read_time)
         if not batch:
             return
         spec = self.spec
@@ -407,7 +424,12 @@ class ApplyEach(beam.DoFn):
         w.begin(f"r{index}")
         source = w.source
         for doc in w.store.scan(
-            source.collection, group=source.group, where=source.where, start=start, end=end
+            source.collection,
+            group=source.group,
+            where=source.where,
+            start=start,
+            end=end,
+            read_time=self.spec.read_time,
         ):
             w.usage["reads"] += 1
             w.plan(_call(w.forms.each, w.ctx, doc))
@@ -434,7 +456,12 @@ class ReadKeyed(beam.DoFn):
         reads = 0
         waits = _Waits(w.store)
         for doc in w.store.scan(
-            source.collection, group=source.group, where=source.where, start=start, end=end
+            source.collection,
+            group=source.group,
+            where=source.where,
+            start=start,
+            end=end,
+            read_time=self.spec.read_time,
         ):
             reads += 1
             key = _call(lambda d: checked_key(key_of(d), d), doc)

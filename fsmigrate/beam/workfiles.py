@@ -21,6 +21,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from fsmigrate.files import private_dir, private_file
+
 OUTCOME = ".outcome.json"
 
 
@@ -36,16 +38,20 @@ def join(directory: str, name: str) -> str:
     return FileSystems.join(directory, name)
 
 
+def make_private(directory: str) -> None:
+    """A run's journal directory, readable by its owner only when it is local (the batch
+    files and Beam's notes hold before-images and document IDs); an object store's access
+    is its bucket's IAM."""
+    if _is_local(directory):
+        private_dir(directory)
+
+
 def write_file(path: str, data: bytes) -> None:
     """Write `path` whole or not at all; durable on return (fsync for local files)."""
-    if _is_local(path):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.{uuid.uuid4().hex}.tmp"
-        with open(tmp, "wb") as fh:
+    if _is_local(path):  # batch files hold before-images: the owner's only
+        private_dir(os.path.dirname(path))
+        with private_file(path, "wb", durable=True) as fh:
             fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
         return
     from apache_beam.io.filesystems import FileSystems
 

@@ -10,6 +10,7 @@ the same `Run` and record through its public methods, so neither reaches into th
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional, Protocol
@@ -102,6 +103,9 @@ class Run:
     started: float = field(default_factory=time.monotonic)
     retries_before: int = 0  # the store's retries and seconds waited when the run began
     waited_before: float = 0.0
+    # the instant every read of the plan is made at (its snapshot); None: reads are of
+    # the moment they are made (a run that only replays a reviewed plan's writes)
+    read_time: Optional[dt.datetime] = None
 
     @property
     def revision(self) -> str:

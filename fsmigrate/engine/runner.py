@@ -12,6 +12,7 @@ hands the same `Run` to its coordinator instead (`run.Distributor`).
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -26,6 +27,7 @@ from fsmigrate.engine.batching import (
     batches,
     encoded_bytes,
     read_before_blind_sets,
+    refuse_parents,
 )
 from fsmigrate.engine.commit import Committer, Numbered, Settled
 from fsmigrate.engine.estimate import document_size, figures
@@ -57,9 +59,17 @@ from fsmigrate.firestore.store import Store, varint_len
 from fsmigrate.scripts import archive
 from fsmigrate.scripts.context import Barrier, Context
 from fsmigrate.scripts.loader import Chain, Script
-from fsmigrate.scripts.operations import Archived, Group, Operation, Precondition, check_operation
+from fsmigrate.scripts.operations import (
+    Archived,
+    Group,
+    Operation,
+    Precondition,
+    check_operation,
+    parse_timestamp,
+)
 from fsmigrate.state.database import OpRecord, State, new_id
 from fsmigrate.state.runs import RunResult
+from fsmigrate.times import rfc3339
 
 __all__ = [
     "APPLY",
@@ -76,6 +86,11 @@ __all__ = [
 ]
 
 MAX_CONCURRENCY = 16
+
+
+def snapshot_now() -> dt.datetime:
+    """This instant as a plan's read time: UTC, whole microseconds (what Firestore takes)."""
+    return dt.datetime.now(dt.timezone.utc)
 
 
 class _InFlight:
@@ -111,6 +126,7 @@ class Runner:
         distributor: Optional[Distributor] = None,
         lease_holder: Optional[str] = None,
         lease_ttl: float = DEFAULT_TTL,
+        as_of: Optional[dt.datetime] = None,
     ) -> None:
         if not 1 <= batch_size <= MAX_BATCH:
             raise UsageError(f"--batch-size must be between 1 and {MAX_BATCH}, got {batch_size}")
@@ -145,6 +161,7 @@ class Runner:
         self.progress = progress or NoProgress()
         self.guard = guard or (lambda: None)  # raises when the run must stop (lock lost)
         self.target = store.target
+        self.as_of = as_of  # every plan reads at this instant (default: when it starts)
         store.patience.listener = self._waiting
         # retries and waits already recorded with a run: each goes with the run it happened
         # in, or with the next one (the lease's acquisition, before the first run)
@@ -186,11 +203,22 @@ class Runner:
         kind: str = "upgrade",
         source: Optional[str] = None,
         plan_digest: Optional[str] = None,
+        read_time: Optional[str] = None,
     ) -> RunResult:
         """Plan (dry-run) or apply one migration. An apply first resumes an unfinished
         earlier apply of the same revision: it settles that run's in-flight operations by
-        re-reading them, redoes the ones that never landed, and skips what committed."""
+        re-reading them, redoes the ones that never landed, and skips what committed.
+
+        Every read of the plan is made at one instant (its snapshot): the runner's
+        `as_of`, or the moment the plan starts. A reviewed plan's apply (`kind="plan"`)
+        reads nothing to plan: it records `read_time`, the instant its plan read at."""
         mode = DRY_RUN if dry_run else APPLY
+        replay = kind == "plan"  # a reviewed plan's writes: nothing is read to plan them
+        snapshot = (
+            (parse_timestamp(read_time) if read_time else None)
+            if replay
+            else self.as_of or snapshot_now()
+        )
         prior = None if dry_run or kind == "restore" else self._unfinished(script)
         run_id = self.state.start_run(
             invocation=invocation,
@@ -204,6 +232,7 @@ class Runner:
             resumes=prior["id"] if prior else None,
             source=source,
             plan_digest=plan_digest,
+            read_time=rfc3339(snapshot) if snapshot is not None else None,
         )
         policy = archive.policy(script.archive)
         self.state.set_archive_policy(run_id, policy.name)
@@ -221,6 +250,7 @@ class Runner:
             policy=policy,
             retries_before=self._retries_counted,
             waited_before=self._waited_counted,
+            read_time=None if replay else snapshot,
         )
         earlier = self.state.resume_chain(prior["id"]) if prior else []
         self.progress.start(script, mode)
@@ -323,6 +353,8 @@ class Runner:
             self.page_size,
             run.note,
             partitions=self.settings.concurrency,
+            read_time=run.read_time,
+            max_group=self.settings.batch_size,
         )
         flight = _InFlight(self.settings.concurrency)
         try:
@@ -468,6 +500,7 @@ class Runner:
         return total
 
     def _run_batch(self, run: Run, flight: _InFlight, batch: list[Operation]) -> None:
+        batch = refuse_parents(self.store, batch, run.note, run.read_time)
         if not batch:
             return
         number, base = run.next_batch(len(batch))

@@ -27,7 +27,14 @@ from google.cloud.firestore_v1 import _helpers, types
 from google.cloud.firestore_v1.field_path import FieldPath
 from proto.datetime_helpers import DatetimeWithNanoseconds
 
-from fsmigrate.errors import FirestoreError, RequestTooLarge, TransientError, UsageError
+from fsmigrate.errors import (
+    FirestoreError,
+    FsMigrateError,
+    RequestTooLarge,
+    SnapshotTooOld,
+    TransientError,
+    UsageError,
+)
 from fsmigrate.firestore.codec import decode_fields
 from fsmigrate.firestore.patience import DEFAULT_PATIENCE, Patience
 from fsmigrate.scripts.operations import (
@@ -59,6 +66,12 @@ TOO_LARGE = re.compile(
 )
 # Errors worth another try: the server or the network had a moment. Anything else
 # (PERMISSION_DENIED, INVALID_ARGUMENT, NOT_FOUND of the database...) stops at once.
+# How long Firestore keeps the versions a read at a past `read_time` needs: an hour, or
+# seven days with point-in-time recovery (the emulator keeps seven days). A read older than
+# what the database keeps is refused with FAILED_PRECONDITION "read_time is too old".
+VERSIONS_KEPT = dt.timedelta(hours=1)
+VERSIONS_KEPT_PITR = dt.timedelta(days=7)
+TOO_OLD = re.compile(r"read_time.{0,20}too old|too old.{0,40}read.?time", re.IGNORECASE)
 TRANSIENT_ERRORS = (
     gexc.ServiceUnavailable,
     gexc.DeadlineExceeded,
@@ -182,6 +195,37 @@ class Doc:
 
 
 @dataclass(frozen=True)
+class Missing:
+    """A document that does not exist but has subcollections (`Store.missing`). It stands
+    where a `Doc` would in ctx.delete / ctx.rename: there is nothing of its own to write
+    or archive, only what is under it."""
+
+    path: str
+    subcollections: tuple[str, ...]
+
+    @property
+    def id(self) -> str:
+        return self.path.rsplit("/", 1)[1]
+
+    @property
+    def exists(self) -> bool:
+        return False
+
+    @property
+    def update_time(self) -> None:
+        return None
+
+    def to_dict(self) -> dict:
+        return {}
+
+    def get(self, field: str, default: Any = None) -> Any:
+        return default
+
+    def __repr__(self) -> str:
+        return f"Missing({self.path!r}, subcollections={list(self.subcollections)})"
+
+
+@dataclass(frozen=True)
 class RetryPolicy:
     """How long transient Firestore errors are retried (see `patience`), how fast, and the
     deadline of one call."""
@@ -286,7 +330,7 @@ class Store:
         """Something read or written: the patience starts over."""
         self.patience.progressed()
 
-    def _read(self, what: str, fn: Any) -> Any:
+    def _read(self, what: str, fn: Any, read_time: Optional[dt.datetime] = None) -> Any:
         """Run an idempotent read, retrying transient errors."""
         attempt = 0
         while True:
@@ -297,7 +341,7 @@ class Store:
                 attempt += 1
                 continue
             except gexc.GoogleAPICallError as exc:
-                raise FirestoreError(what, exc) from exc
+                raise _read_error(what, exc, read_time) from exc
             self.progressed()
             return found
 
@@ -315,6 +359,7 @@ class Store:
         include_reserved: bool = False,
         start: Optional[str] = None,
         end: Optional[str] = None,
+        read_time: Optional[dt.datetime] = None,
     ) -> Iterator[Doc]:
         """Yield every document of `collection` (or collection group), ordered by name.
 
@@ -329,6 +374,9 @@ class Store:
         PartitionQuery and streams the parts in parallel (then the order is by part, not
         overall). A server without PartitionQuery (the emulator) gets one stream, and
         `notice` is told so.
+
+        `read_time`: read the collection as it was then (every page and every reopened
+        stream at that same instant).
         """
         if page_size is not None and not 1 <= page_size <= MAX_PAGE:
             raise UsageError(f"page_size must be between 1 and {MAX_PAGE}, got {page_size}")
@@ -349,6 +397,7 @@ class Store:
                     include_reserved=True,
                     start=start,
                     end=end,
+                    read_time=read_time,
                 )
                 yield from (d for d in docs if not d.path.startswith(prefix))
                 return
@@ -361,7 +410,7 @@ class Store:
                 raise UsageError(f"{collection!r} is not a collection path")
             query = self.client.collection(collection)
         if partitions > 1 and group and not where and page_size is None and not (start or end):
-            parts = self.partition_queries(collection, partitions)
+            parts = self.partition_queries(collection, partitions, read_time=read_time)
             if parts is None:
                 if notice:
                     notice(
@@ -369,7 +418,9 @@ class Store:
                         "(the emulator does not); scanned in one stream"
                     )
             elif len(parts) > 1:
-                yield from _merge([self._scan_query(q, collection, [], None) for q in parts])
+                yield from _merge(
+                    [self._scan_query(q, collection, [], None, read_time) for q in parts]
+                )
                 return
         ordered: list[str] = []  # Firestore orders by inequality fields first, then the key
         for field, op, value in where:
@@ -392,7 +443,7 @@ class Store:
         query = query.order_by(FieldPath.document_id())
         if page_size is not None:
             query = query.limit(page_size)
-        yield from self._scan_query(query, collection, ordered, page_size)
+        yield from self._scan_query(query, collection, ordered, page_size, read_time)
 
     def split_points(
         self,
@@ -402,6 +453,7 @@ class Store:
         group: bool = False,
         where: Sequence[tuple[str, str, Any]] = (),
         total: Optional[int] = None,
+        read_time: Optional[dt.datetime] = None,
     ) -> list[str]:
         """Document paths that cut a scan into about `parts` ranges of similar size
         (each range starts at a point, inclusive, and ends before the next). PartitionQuery
@@ -410,18 +462,18 @@ class Store:
         if parts <= 1 or any(op in INEQUALITIES for _, op, _ in where):
             return []
         if group and not where:
-            cut = self._partition_points(collection, parts)
+            cut = self._partition_points(collection, parts, read_time)
             if cut is not None:
                 return cut
         query = self._filtered(collection, group, where)
         if total is None:  # the caller may know it already
-            total = self.count(collection, group=group, where=where)
+            total = self.count(collection, group=group, where=where, read_time=read_time)
         step = -(-total // parts)
         if total < 2 or step < 1:
             return []
         names = query.select([FieldPath.document_id()]).order_by(FieldPath.document_id())
         points = []
-        for i, doc in enumerate(self._scan_query(names, collection, [], None)):
+        for i, doc in enumerate(self._scan_query(names, collection, [], None, read_time)):
             if i and i % step == 0 and not doc.path.startswith(self.reserved_root + "/"):
                 points.append(doc.path)
         return points
@@ -437,19 +489,27 @@ class Store:
         return query
 
     def count(
-        self, collection: str, *, group: bool = False, where: Sequence[tuple[str, str, Any]] = ()
+        self,
+        collection: str,
+        *,
+        group: bool = False,
+        where: Sequence[tuple[str, str, Any]] = (),
+        read_time: Optional[dt.datetime] = None,
     ) -> int:
         """The number of documents a scan would read (a COUNT aggregation: no documents
         are transferred)."""
         query = self._filtered(collection, group, where)
         found = self._read(
             f"count of {collection}",
-            lambda: query.count().get(retry=None, timeout=self.policy.timeout),
+            lambda: query.count().get(retry=None, timeout=self.policy.timeout, read_time=read_time),
+            read_time,
         )
         return int(found[0][0].value)
 
-    def _partition_points(self, collection_id: str, parts: int) -> Optional[list[str]]:
-        found = self._partitions(collection_id, parts)
+    def _partition_points(
+        self, collection_id: str, parts: int, read_time: Optional[dt.datetime] = None
+    ) -> Optional[list[str]]:
+        found = self._partitions(collection_id, parts, read_time)
         if found is None:
             return None
         points = []
@@ -462,13 +522,17 @@ class Store:
                 points.append(path)
         return points
 
-    def partition_queries(self, collection_id: str, count: int) -> Optional[list[Any]]:
+    def partition_queries(
+        self, collection_id: str, count: int, *, read_time: Optional[dt.datetime] = None
+    ) -> Optional[list[Any]]:
         """Queries covering a collection group in up to `count` parts; None when the server
         does not implement PartitionQuery."""
-        parts = self._partitions(collection_id, count)
+        parts = self._partitions(collection_id, count, read_time)
         return None if parts is None else [part.query() for part in parts]
 
-    def _partitions(self, collection_id: str, count: int) -> Optional[list[Any]]:
+    def _partitions(
+        self, collection_id: str, count: int, read_time: Optional[dt.datetime] = None
+    ) -> Optional[list[Any]]:
         """PartitionQuery's parts of a collection group; None when the server does not
         implement it (the emulator)."""
         group = self.client.collection_group(collection_id)
@@ -476,8 +540,11 @@ class Store:
             return self._read(
                 f"partitioning of {collection_id}",
                 lambda: list(
-                    group.get_partitions(count - 1, retry=None, timeout=self.policy.timeout)
+                    group.get_partitions(
+                        count - 1, retry=None, timeout=self.policy.timeout, read_time=read_time
+                    )
                 ),
+                read_time,
             )
         except FirestoreError as exc:
             if isinstance(exc.exc, gexc.MethodNotImplemented):
@@ -485,7 +552,12 @@ class Store:
             raise
 
     def _scan_query(
-        self, query: Any, what: str, ordered: list[str], page_size: Optional[int]
+        self,
+        query: Any,
+        what: str,
+        ordered: list[str],
+        page_size: Optional[int],
+        read_time: Optional[dt.datetime] = None,
     ) -> Iterator[Doc]:
         last: Optional[Doc] = None
         failures = 0
@@ -501,7 +573,7 @@ class Store:
                 )
             )
             received = 0
-            stream = self._stream(page)
+            stream = self._stream(page, read_time)
             while True:
                 try:
                     doc = next(stream)
@@ -513,7 +585,7 @@ class Store:
                     received = -1  # reopen after `last`
                     break
                 except gexc.GoogleAPICallError as exc:
-                    raise FirestoreError(f"scan of {what}", exc) from exc
+                    raise _read_error(f"scan of {what}", exc, read_time) from exc
                 failures = 0
                 received += 1
                 last = doc
@@ -523,9 +595,9 @@ class Store:
                 self.progressed()
                 return
 
-    def _stream(self, query: Any) -> Iterator[Doc]:
+    def _stream(self, query: Any, read_time: Optional[dt.datetime] = None) -> Iterator[Doc]:
         """One page as raw protobufs (the client's snapshots would decode every field)."""
-        request, _, _ = query._prep_stream(retry=None)
+        request, _, _ = query._prep_stream(retry=None, read_time=read_time)
         responses = self.client._firestore_api.run_query(
             request=request,
             metadata=self.client._rpc_metadata,
@@ -537,18 +609,23 @@ class Store:
             if pb.HasField("document"):
                 yield Doc(pb.document, self.client)
 
-    def get(self, path: str) -> Optional[Doc]:
+    def get(self, path: str, *, read_time: Optional[dt.datetime] = None) -> Optional[Doc]:
         problem = check_path(path)
         if problem:
             raise UsageError(problem)
-        return self.get_many([path])[path]
+        return self.get_many([path], read_time=read_time)[path]
 
-    def get_many(self, paths: Iterable[str]) -> dict[str, Optional[Doc]]:
-        """Read documents by path (one BatchGetDocuments call); None for missing ones."""
+    def get_many(
+        self, paths: Iterable[str], *, read_time: Optional[dt.datetime] = None
+    ) -> dict[str, Optional[Doc]]:
+        """Read documents by path (one BatchGetDocuments call); None for missing ones.
+        `read_time`: as they were then."""
         paths = list(dict.fromkeys(paths))
         if not paths:
             return {}
-        return self._read(f"read of {len(paths)} documents", lambda: self._batch_get(paths))
+        return self._read(
+            f"read of {len(paths)} documents", lambda: self._batch_get(paths, read_time), read_time
+        )
 
     def peek(self, path: str) -> Optional[Doc]:
         """Read one document with a single try: TransientError at once when Firestore does
@@ -562,14 +639,19 @@ class Store:
         self.progressed()
         return found
 
-    def _batch_get(self, paths: list[str]) -> dict[str, Optional[Doc]]:
+    def _batch_get(
+        self, paths: list[str], read_time: Optional[dt.datetime] = None
+    ) -> dict[str, Optional[Doc]]:
         prefix = self.client._database_string + "/documents/"
         found: dict[str, Optional[Doc]] = {p: None for p in paths}
+        request: dict[str, Any] = {
+            "database": self.client._database_string,
+            "documents": [prefix + p for p in paths],
+        }
+        if read_time is not None:
+            request["read_time"] = read_time
         responses = self.client._firestore_api.batch_get_documents(
-            request={
-                "database": self.client._database_string,
-                "documents": [prefix + p for p in paths],
-            },
+            request=request,
             metadata=self.client._rpc_metadata,
             retry=None,
             timeout=self.policy.timeout,
@@ -581,15 +663,72 @@ class Store:
                 found[doc.path] = doc
         return found
 
-    def subcollections(self, path: str) -> list[str]:
-        """Ids of the subcollections of the document at `path`."""
+    def subcollections(self, path: str, *, read_time: Optional[dt.datetime] = None) -> list[str]:
+        """Ids of the subcollections of the document at `path` (as they were at
+        `read_time`)."""
         ref = self.client.document(path)
         return sorted(
             self._read(
                 f"listing subcollections of {path}",
-                lambda: [c.id for c in ref.collections(retry=None, timeout=self.policy.timeout)],
+                lambda: [
+                    c.id
+                    for c in ref.collections(
+                        retry=None, timeout=self.policy.timeout, read_time=read_time
+                    )
+                ],
+                read_time,
             )
         )
+
+    def missing(
+        self,
+        collection: str,
+        *,
+        page_size: int = 1000,
+        read_time: Optional[dt.datetime] = None,
+    ) -> Iterator[Missing]:
+        """The documents of `collection` that do not exist but have subcollections (left
+        by a delete that did not cascade, or written by apps that only ever write
+        subcollections), in name order, with their subcollections' ids. A scan cannot see
+        them; ListDocuments with show_missing does (names only, page by page)."""
+        if not collection or collection.count("/") % 2:
+            raise UsageError(f"{collection!r} is not a collection path")
+        if collection.split("/", 1)[0] == self.reserved_root:
+            raise UsageError(f"{collection!r} is fsmigrate's own (markers and lock), not user data")
+        parent, _, collection_id = collection.rpartition("/")
+        base = self.client._database_string + "/documents"
+        token = ""
+        while True:
+            request: dict[str, Any] = {
+                "parent": f"{base}/{parent}" if parent else base,
+                "collection_id": collection_id,
+                "page_size": page_size,
+                "page_token": token,
+                "show_missing": True,
+                "mask": {"field_paths": []},
+            }
+            if read_time is not None:
+                request["read_time"] = read_time
+
+            def page(request: dict[str, Any] = request) -> Any:
+                return self.client._firestore_api.list_documents(
+                    request=request,
+                    metadata=self.client._rpc_metadata,
+                    retry=None,
+                    timeout=self.policy.timeout,
+                )._response._pb  # one page: the pager would fetch the next ones unretried
+
+            response = self._read(f"listing documents of {collection}", page, read_time)
+            for pb in response.documents:
+                if pb.HasField("create_time"):  # it exists: a scan yields it
+                    continue
+                path = pb.name.split("/documents/", 1)[1]
+                names = self.subcollections(path, read_time=read_time)
+                if names:
+                    yield Missing(path, tuple(names))
+            token = response.next_page_token
+            if not token:
+                return
 
     # ---- writes --------------------------------------------------------------------
 
@@ -677,6 +816,20 @@ class Store:
         if lease is None:
             self.progressed()
         return DatetimeWithNanoseconds.from_timestamp_pb(response._pb.commit_time)
+
+
+def _read_error(what: str, exc: Any, read_time: Optional[dt.datetime]) -> FsMigrateError:
+    """A read's failure: a read at a time older than the database keeps versions says so
+    in one line; anything else is a FirestoreError."""
+    message = str(getattr(exc, "message", exc))
+    if read_time is not None and TOO_OLD.search(message):
+        return SnapshotTooOld(read_time)
+    if read_time is not None and "in the future" in message:
+        return UsageError(
+            f"read time {read_time.isoformat()} is ahead of Firestore's clock ({what}): "
+            "check this machine's clock, or plan a moment in the past with --as-of 1m"
+        )
+    return FirestoreError(what, exc)
 
 
 def status_code(exc: BaseException) -> Optional[str]:

@@ -128,6 +128,7 @@ def summary_rows(state: Any, run: Any) -> list[tuple[str, Any]]:
         ("Tool", f"fsmigrate {run['tool_version']}"),
         ("Started", run["started_at"]),
         ("Finished", run["finished_at"] or "(unfinished)"),
+        ("Read as of", run["read_time"] or "(not recorded)"),
         ("Script", md("revision {}, sha256 {}", code(run["revision"]), code(run["checksum"]))),
     ]
     if run["resumes"]:
@@ -213,7 +214,7 @@ class Report:
         )
         if run["description"]:
             yield text(run["description"]) + "\n\n"
-        yield "| | |\n|---|---|\n"
+        yield "| item | value |\n|---|---|\n"  # a header row that says something
         for label, value in summary_rows(self.state, run):
             yield row([label, value])
 

@@ -95,6 +95,8 @@ def _upgrade_text(
             f"\n{row['revision']} {row['description']}  [run {row['id']}, {row['status']}]\n"
             f"  planned: {_counts_line(row)}\n"
         )
+        if row["read_time"]:
+            yield f"  read as of: {row['read_time']}\n"
         if row["archive_policy"] not in (None, "full"):
             yield f"  archive: {archive.describe(row)}\n"
         if not dry:
@@ -172,6 +174,8 @@ def _upgrade_markdown(state: Any, runs: Sequence[sqlite3.Row], target: Any) -> I
             bold(row["status"]),
             code(row["checksum"]),
         )
+        if row["read_time"]:
+            yield f"Read as of {text(row['read_time'])} (every read of the plan).\n\n"
         yield f"Archive: {text(archive.describe(row))}.\n\n"
         yield from _usage_table(state, row)
         yield "| operation | planned |\n|---|---|\n"
@@ -307,6 +311,8 @@ def audit_run_chunks(state: Any, run_id: str, fmt: str) -> Iterator[str]:
         f"  planned {row['planned']}, committed {row['committed']}, skipped {row['skipped']}, "
         f"failed {row['failed']}, batches {row['batches']}\n"
     )
+    if row["read_time"]:
+        yield f"  read as of {row['read_time']}\n"
     if row["plan_digest"]:
         what = "applies plan" if row["mode"] == "apply" else "wrote plan"
         yield f"  {what} {row['source'] or row['invocation']}, sha256 {row['plan_digest']}\n"

@@ -3,11 +3,12 @@ writes; every operation is a value the runner journals and sends."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Optional, Union
 
-from fsmigrate.firestore.store import Doc, Store
-from fsmigrate.normalize import Renamer, normalize
+from fsmigrate.firestore.store import Doc, Missing, Store
+from fsmigrate.normalize import DELETE_SUBS, KEEP, REFUSE, UNCHECKED, Renamer, normalize
 from fsmigrate.scripts.operations import (
     CREATE,
     DELETE,
@@ -37,6 +38,8 @@ class Context:
         page_size: Optional[int],
         note: Any,
         partitions: int = 1,
+        read_time: Optional[dt.datetime] = None,
+        max_group: int = 0,
     ) -> None:
         self._store = store
         self.revision = revision
@@ -46,6 +49,10 @@ class Context:
         self._page_size = page_size
         self._note = note
         self._partitions = partitions
+        # the plan's snapshot: every read of the plan sees the database as it was then
+        self.read_time = read_time
+        # the most operations one atomic group may hold (a batch); 0: no atomic subtrees
+        self.max_group = max_group
         self._notices: set[str] = set()
         self.reads = 0  # documents read: returned by scans, looked up by get / get_many
         self.counts: dict[str, int] = {}
@@ -59,10 +66,19 @@ class Context:
         group: bool = False,
         where: Sequence[tuple[str, str, Any]] = (),
         partitions: Optional[int] = None,
-    ) -> Iterator[Doc]:
+        missing: bool = False,
+    ) -> Iterator[Any]:
         """Every document of a collection (or, with group=True, a collection group), read
         as a stream with flat memory. `partitions` (default: the run's --concurrency)
-        splits an unfiltered group scan into parallel parts where the server supports it."""
+        splits an unfiltered group scan into parallel parts where the server supports it.
+
+        missing=True yields instead the documents that do NOT exist but have
+        subcollections (a scan never sees them): `Missing` values with `.path`, `.id` and
+        `.subcollections`, which ctx.delete and ctx.rename take like documents."""
+        if missing:
+            if group or where:
+                raise ValueError("ctx.scan(missing=True) takes a collection path only")
+            return self._counted(self._store.missing(collection, read_time=self.read_time))
         return self._counted(
             self._store.scan(
                 collection,
@@ -71,10 +87,11 @@ class Context:
                 where=where,
                 partitions=partitions or self._partitions,
                 notice=self._notice_once,
+                read_time=self.read_time,
             )
         )
 
-    def _counted(self, docs: Iterator[Doc]) -> Iterator[Doc]:
+    def _counted(self, docs: Iterator[Any]) -> Iterator[Any]:
         for doc in docs:
             self.reads += 1
             yield doc
@@ -85,19 +102,44 @@ class Context:
             self._note(text)
 
     def get(self, path: str) -> Optional[Doc]:
-        found = self._store.get(_path_of(path))
+        found = self._store.get(_path_of(path), read_time=self.read_time)
         self.reads += 1
         return found
 
     def get_many(self, paths: Iterable[str]) -> dict[str, Optional[Doc]]:
         """Read several documents in one call; None for the missing ones."""
-        found = self._store.get_many(_path_of(p) for p in paths)
+        found = self._store.get_many((_path_of(p) for p in paths), read_time=self.read_time)
         self.reads += len(found)
         return found
 
     # operations
-    def delete(self, doc: Doc) -> Operation:
-        return Operation(DELETE, doc.path, None, _guard(doc, "delete"), doc)
+    def delete(self, doc: Any, *, subcollections: str = REFUSE) -> Union[Operation, Group]:
+        """Delete `doc` (from ctx.scan / ctx.get), guarded by its update time and archived.
+        Firestore does not delete what is under a document, so its subcollections decide:
+        "refuse" (default): a document that has any is left alone, with a note naming
+        them; "delete": its whole subtree is deleted too, each document guarded and
+        archived like `doc` (restore brings all back); "keep": delete the document and
+        knowingly leave its subcollections (no listing call). A `Missing` document from
+        ctx.scan(missing=True) has only its subtree to delete. Yield the result."""
+        if subcollections in (KEEP, UNCHECKED):
+            if isinstance(doc, Missing):
+                raise ValueError(
+                    f"{doc.path} does not exist: only its subcollections can be deleted "
+                    "(subcollections='delete')"
+                )
+            return Operation(DELETE, doc.path, None, _guard(doc, "delete"), doc)
+        if subcollections not in (REFUSE, DELETE_SUBS):
+            raise ValueError(
+                f"subcollections must be 'refuse', 'delete' or 'keep', not {subcollections!r}"
+            )
+        if subcollections == REFUSE and not isinstance(doc, Missing):
+            # checked by the runner for a whole batch at once (several listings in flight)
+            op = Operation(DELETE, doc.path, None, _guard(doc, "delete"), doc)
+            op.unless_subcollections = True
+            return op
+        if not isinstance(doc, Missing):
+            _guard(doc, "delete")
+        return Renamer(self).delete(doc, subcollections)
 
     def update(self, doc: Doc, fields: Mapping[str, Any]) -> Operation:
         return Operation(UPDATE, doc.path, dict(fields), _guard(doc, "update"), doc)
@@ -114,7 +156,9 @@ class Context:
 
     def subcollections(self, path: PathLike) -> list[str]:
         """Ids of the subcollections of a document."""
-        return self._store.subcollections(_path_of(path))
+        if isinstance(path, Missing):
+            return list(path.subcollections)
+        return self._store.subcollections(_path_of(path), read_time=self.read_time)
 
     def rename(
         self,
@@ -143,9 +187,11 @@ class Context:
         on_conflict: Any = "skip",
         subcollections: str = "refuse",
         transform: Optional[Callable[[dict, str], dict]] = None,
+        missing: bool = False,
     ) -> Iterator[Any]:
         """Merge every document of `collection` into its canonical id (see
-        fsmigrate.normalize.normalize). Use: `yield from ctx.normalize(...)`."""
+        fsmigrate.normalize.normalize; missing=True also moves or deletes the subtrees of
+        missing documents). Use: `yield from ctx.normalize(...)`."""
         return normalize(
             self,
             collection,
@@ -154,6 +200,7 @@ class Context:
             on_conflict=on_conflict,
             subcollections=subcollections,
             transform=transform,
+            missing=missing,
         )
 
     def barrier(self) -> Barrier:

@@ -92,6 +92,9 @@ class Operation:
     write: Optional[bytes] = field(default=None, repr=False)  # the journaled Write, resent as is
     label: Optional[str] = None  # for reports, e.g. "rename a/x -> a/y"
     group: Optional[int] = None  # set by the runner for operations of one atomic Group
+    # a delete refused if its document has subcollections (ctx.delete's default): checked
+    # by the runner for a whole batch at once, in parallel (`batching.refuse_parents`)
+    unless_subcollections: bool = field(default=False, repr=False)
 
     @property
     def needs_read(self) -> bool:

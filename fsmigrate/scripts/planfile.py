@@ -3,7 +3,8 @@
 The file is JSON lines, written and read as a stream (a plan of 100,000 operations never
 sits in memory). Line 1 is the header: format version, plan id (the dry-run's invocation),
 target project and database, who made it and when, and per migration its revision,
-checksum, description, dry-run run id, the number of its operation lines, the sha256
+checksum, description, dry-run run id, its read time (the instant the plan read the
+database at), the number of its operation lines, the sha256
 of those lines and its archive policy (`archive`: full, paths, redact:<function>; with
 `paths` the lines carry no before-image); `header_sha256` covers the rest of the header.
 Every other line is one operation: revision, sequence, kind, path, precondition, its
@@ -38,6 +39,7 @@ from google.protobuf.message import DecodeError
 
 from fsmigrate.engine import reconcile
 from fsmigrate.errors import PlanFileInvalid, UsageError
+from fsmigrate.files import private_file
 from fsmigrate.scripts.operations import (
     DELETE,
     KINDS,
@@ -132,6 +134,7 @@ def write_plan(state: Any, run_ids: list[str], target: Any, invocation: str, pat
                     "operations": count,
                     "sha256": digest.hexdigest(),
                     "archive": run["archive_policy"] or "full",
+                    "read_time": run["read_time"],  # the snapshot it was planned at
                 }
             )
         header: dict[str, Any] = {
@@ -145,23 +148,14 @@ def write_plan(state: Any, run_ids: list[str], target: Any, invocation: str, pat
         }
         header["header_sha256"] = header_digest(header)
         whole = hashlib.sha256()
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        try:
-            with os.fdopen(fd, "wb") as out:  # mkstemp: mode 0600
-                first = (json.dumps(header, sort_keys=True) + "\n").encode()
-                out.write(first)
-                whole.update(first)
-                body.seek(0)
-                for chunk in iter(lambda: body.read(1 << 20), b""):
-                    out.write(chunk)
-                    whole.update(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with private_file(path, "wb", durable=True) as out:
+            first = (json.dumps(header, sort_keys=True) + "\n").encode()
+            out.write(first)
+            whole.update(first)
+            body.seek(0)
+            for chunk in iter(lambda: body.read(1 << 20), b""):
+                out.write(chunk)
+                whole.update(chunk)
     return Written(invocation, path, whole.hexdigest(), sum(m["operations"] for m in migrations))
 
 
@@ -238,6 +232,15 @@ class PlanFile:
     @property
     def plan_id(self) -> str:
         return self.header["plan_id"]
+
+    def read_time(self, revision: str) -> Optional[str]:
+        """The instant the plan of `revision` read the database at (None in a plan made
+        before read times were recorded)."""
+        for migration in self.header["migrations"]:
+            if migration.get("revision") == revision:
+                value = migration.get("read_time")
+                return value if isinstance(value, str) else None
+        return None
 
     def _doc_name(self, path: str) -> str:
         return (

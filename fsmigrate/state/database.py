@@ -49,6 +49,9 @@ _UPGRADES: dict[int, tuple[str, ...]] = {
     # `pruned_by`; operations move to the compact layout (`opstable`), then the file is
     # vacuumed once
     3: ("@rebuild runs", "@compact ops"),
+    # 5: the read time a run planned at (its snapshot)
+    # (a column an earlier step's rebuild already made is not added twice)
+    4: ("@column runs read_time TEXT",),
 }
 # How a read-only reader of an older file sees the current shape (temporary views shadow
 # the file's tables on that connection only; the file is not changed).
@@ -56,14 +59,19 @@ _UPGRADES: dict[int, tuple[str, ...]] = {
 _READ_SHIMS: dict[int, tuple[str, ...]] = {
     1: (
         "CREATE TEMP VIEW runs AS SELECT rowid AS key, *, NULL AS plan_digest, NULL AS traffic,"
-        " NULL AS estimate, NULL AS archive_policy, NULL AS pruned_at, NULL AS pruned_by"
-        " FROM main.runs",
+        " NULL AS estimate, NULL AS archive_policy, NULL AS pruned_at, NULL AS pruned_by,"
+        " NULL AS read_time FROM main.runs",
     ),
     2: (
         "CREATE TEMP VIEW runs AS SELECT rowid AS key, *, NULL AS traffic, NULL AS estimate,"
-        " NULL AS archive_policy, NULL AS pruned_at, NULL AS pruned_by FROM main.runs",
+        " NULL AS archive_policy, NULL AS pruned_at, NULL AS pruned_by, NULL AS read_time"
+        " FROM main.runs",
     ),
-    3: ("CREATE TEMP VIEW runs AS SELECT rowid AS key, *, NULL AS pruned_by FROM main.runs",),
+    3: (
+        "CREATE TEMP VIEW runs AS SELECT rowid AS key, *, NULL AS pruned_by,"
+        " NULL AS read_time FROM main.runs",
+    ),
+    4: ("CREATE TEMP VIEW runs AS SELECT *, NULL AS read_time FROM main.runs",),
 }
 
 
@@ -210,6 +218,11 @@ class State(Operations):
                     for stmt in _UPGRADES[step]:
                         if stmt.startswith("@rebuild "):
                             self._rebuild(stmt.split()[1])
+                        elif stmt.startswith("@column "):
+                            _, table, column, kind = stmt.split()
+                            have = {r[1] for r in self.conn.execute(f"PRAGMA table_info({table})")}
+                            if column not in have:
+                                self.conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
                         elif stmt == "@compact ops":
                             self.compact_operations()
                         else:
@@ -261,13 +274,18 @@ class State(Operations):
         resumes: Optional[str] = None,
         source: Optional[str] = None,
         plan_digest: Optional[str] = None,
+        read_time: Optional[str] = None,
     ) -> str:
+        """Record a new run. `read_time`: the instant its plan reads the database at (RFC
+        3339), for a run that plans; None for one that does not read (a reviewed plan's
+        apply records its plan's)."""
         run_id = new_id()
         with self.tx():
             self.conn.execute(
                 "INSERT INTO runs (id, invocation, project, database, revision, checksum,"
                 " description, kind, mode, status, resumes, source, plan_digest, started_at,"
-                " operator, host, tool_version) VALUES (?,?,?,?,?,?,?,?,?, 'running', ?,?,?,?,?,?,?)",
+                " operator, host, tool_version, read_time)"
+                " VALUES (?,?,?,?,?,?,?,?,?, 'running', ?,?,?,?,?,?,?,?)",
                 (
                     run_id,
                     invocation,
@@ -285,6 +303,7 @@ class State(Operations):
                     operator_name(),
                     socket.gethostname(),
                     __version__,
+                    read_time,
                 ),
             )
         return run_id

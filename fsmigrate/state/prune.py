@@ -274,18 +274,13 @@ def _text(when: dt.datetime) -> str:
 
 
 def parse_before(text: str, now: Optional[dt.datetime] = None) -> dt.datetime:
-    """`--before`: an age ('90d', '12h') or a date/time ('2026-01-01', UTC when no zone)."""
-    from fsmigrate.times import parse_window
+    """`--before`: an age ('90d', '12h', '0d' for now) or a date/time ('2026-01-01', UTC
+    when no zone)."""
+    from fsmigrate.times import parse_instant
 
-    now = now or dt.datetime.now(dt.timezone.utc)
     try:
-        return now - parse_window(text)
-    except ValueError:
-        pass
-    try:
-        when = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        return parse_instant(text, now or dt.datetime.now(dt.timezone.utc))
     except ValueError:
         raise ValueError(
-            f"{text!r} is neither an age like 90d or 12h nor a date like 2026-01-31"
+            f"{text!r} is neither an age like 90d, 12h or 0d nor a date like 2026-01-31"
         ) from None
-    return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)

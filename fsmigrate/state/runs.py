@@ -45,6 +45,7 @@ def run_dict(state: Any, row: sqlite3.Row) -> dict[str, Any]:
         "archive_policy": row["archive_policy"],
         "pruned_at": row["pruned_at"],
         "pruned_by": row["pruned_by"],
+        "read_time": row["read_time"],
         "notes": state.notes(row["id"]),
         **usage_dict(state, row),
     }
@@ -99,6 +100,7 @@ class RunResult:
     archive_policy: Optional[str] = None  # full / paths / redact:<function>
     pruned_at: Optional[str] = None  # when its archive was pruned, and by which run
     pruned_by: Optional[str] = None
+    read_time: Optional[str] = None  # the snapshot its plan read (RFC 3339), if it read
     traffic: Optional[dict[str, Any]] = None  # limits used, throttling events
     estimate: Optional[dict[str, Any]] = None  # a dry-run's: reads, writes, deletes, ...
     actual: Optional[dict[str, Any]] = None  # an apply's: the same figures, as done

@@ -1,7 +1,7 @@
-"""The state file's tables (schema 4: the compact layout of `compact`). `State` creates
+"""The state file's tables (schema 5: the compact layout of `compact`, and each run's read time). `State` creates
 them and upgrades older files to them (`database`)."""
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -41,7 +41,8 @@ CREATE TABLE IF NOT EXISTS runs (
     estimate TEXT,
     archive_policy TEXT,
     pruned_at TEXT,
-    pruned_by TEXT REFERENCES runs (id)
+    pruned_by TEXT REFERENCES runs (id),
+    read_time TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_target ON runs (project, database, started_at);
 CREATE TABLE IF NOT EXISTS applied (
