@@ -22,11 +22,12 @@ import contextlib
 import datetime as dt
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple, Optional, Union
 
 from fsmigrate import checks, times
+from fsmigrate import config as config_file
 from fsmigrate.checks import CheckResult
 from fsmigrate.engine import testhooks, traffic
 from fsmigrate.engine.batching import (
@@ -47,6 +48,7 @@ from fsmigrate.errors import (
     FsMigrateError,
     FsMigrateWarning,
     RunNotFound,
+    ScriptError,
     ScriptsChanged,
     StateNotFound,
     UsageError,
@@ -65,6 +67,7 @@ from fsmigrate.lint import lint_paths
 from fsmigrate.report import audit as audit_report
 from fsmigrate.report import runs as report
 from fsmigrate.scripts import drift, planfile
+from fsmigrate.scripts import rebase as rebasing
 from fsmigrate.scripts import loader as scripts
 from fsmigrate.scripts.archive import ArchiveUnavailable
 from fsmigrate.scripts.archive import unavailable as _archive_gone
@@ -78,6 +81,13 @@ from fsmigrate.times import parse_instant, rfc3339
 
 __all__ = [
     "Config",
+    "Settings",
+    "ConfigError",
+    "CheckReport",
+    "Rebased",
+    "config",
+    "status_check",
+    "rebase",
     "Progress",
     "NoProgress",
     "RunResult",
@@ -120,6 +130,8 @@ __all__ = [
     "DEFAULT_MARKERS",
 ]
 DEFAULT_MARKERS = DEFAULT_ROOT
+Settings = config_file.Settings
+ConfigError = config_file.ConfigError
 
 Confirm = Callable[[str], bool]
 PathLike = Union[str, "os.PathLike[str]"]
@@ -132,9 +144,14 @@ PathLike = Union[str, "os.PathLike[str]"]
 class Config:
     """Where to work. A missing project comes from FSMIGRATE_PROJECT or
     GOOGLE_CLOUD_PROJECT, as on the command line; the emulator is used when
-    FIRESTORE_EMULATOR_HOST is set. `lock_ttl` defaults to FSMIGRATE_LOCK_TTL or 300 s;
-    `patience` (seconds without progress before a run gives up on Firestore) to
-    FSMIGRATE_PATIENCE or 10 minutes (docs/network-failures.md)."""
+    FIRESTORE_EMULATOR_HOST is set (or `emulator_host`). `lock_ttl` defaults to
+    FSMIGRATE_LOCK_TTL or 300 s; `patience` (seconds without progress before a run gives
+    up on Firestore) to FSMIGRATE_PATIENCE or 10 minutes (docs/network-failures.md).
+
+    `run` holds the run options a writing function uses when it is not given them
+    (batch_size, batch_bytes, concurrency, max_rate, ramp, ramp_start, runner, workers);
+    `always_confirm` makes every apply ask, even on the emulator. `Config.from_file` fills
+    all of it from a config file and one of its environments."""
 
     project: Optional[str] = None
     database: Optional[str] = "(default)"
@@ -143,6 +160,11 @@ class Config:
     markers_collection: str = DEFAULT_ROOT
     lock_ttl: Optional[float] = None
     patience: Union[float, str, None] = None  # seconds, or a duration: "10m", "90s", "1h"
+    emulator_host: Optional[str] = None
+    environment: Optional[str] = None
+    always_confirm: bool = False
+    run: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    settings: Optional[Settings] = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.markers_collection or "/" in self.markers_collection:
@@ -151,6 +173,69 @@ class Config:
             )
         if self.patience is not None:  # kept as seconds
             object.__setattr__(self, "patience", parse_patience(self.patience))
+        known = {k.attr for k in config_file.RUN_KEYS}
+        unknown = sorted(set(self.run) - known)
+        if unknown:
+            raise UsageError(
+                f"unknown run option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+
+    @classmethod
+    def from_file(
+        cls,
+        path: Optional[PathLike] = None,
+        *,
+        env: Optional[str] = None,
+        environ: Optional[Mapping[str, str]] = None,
+        **overrides: Any,
+    ) -> Config:
+        """The config of `path` (a pyproject.toml with [tool.fsmigrate], or an
+        fsmigrate.toml; default: FSMIGRATE_CONFIG, else the nearest one from the current
+        directory up) and its environment `env` (default: FSMIGRATE_ENV). `overrides`
+        (project=..., max_rate=...) rank as flags do; then the environment variables
+        (`environ`, default os.environ), the environment's keys, the file's defaults.
+        A bad file, key or environment is a ConfigError (exit 2)."""
+        given = config_file.Given()
+        for name, value in overrides.items():
+            key = config_file.KEYS.get(name.replace("_", "-"))
+            if key is None:
+                raise UsageError(f"Config.from_file: unknown setting {name!r}")
+            if value is not None:
+                given.flags[key.name] = config_file.coerce(key, value, f"{name}=")
+                given.flag_names[key.name] = f"{name}="
+        settings = config_file.load(
+            Path(path) if path is not None else None,
+            env,
+            given,
+            os.environ if environ is None else environ,
+            env_source="env=" if env is not None else None,
+        )
+        return cls.from_settings(settings)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Config:
+        """The config `settings` resolved (config.load)."""
+        return cls(
+            project=settings["project"],
+            database=settings["database"],
+            state=settings["state"],
+            migrations=settings["migrations"],
+            markers_collection=settings["markers-collection"],
+            lock_ttl=settings["lock-ttl"],
+            emulator_host=settings["emulator-host"],
+            environment=settings.environment,
+            always_confirm=settings.always_confirm,
+            run=settings.run_options(),
+            settings=settings,
+        )
+
+    def run_option(self, name: str, given: Any = None) -> Any:
+        """A run option: `given` when not None, else this config's, else the default."""
+        if given is not None:
+            return given
+        if name in self.run and self.run[name] is not None:
+            return self.run[name]
+        return config_file.KEYS[name.replace("_", "-")].default
 
     @property
     def state_path(self) -> Path:
@@ -161,7 +246,10 @@ class Config:
         return Path(self.migrations)
 
     def target(self) -> Target:
-        return target_from_env(self.project, self.database)
+        found = target_from_env(self.project, self.database)
+        if self.emulator_host:
+            found = replace(found, emulator_host=self.emulator_host)
+        return found
 
     def _store(self, target: Optional[Target] = None) -> Store:
         patience = float(self.patience) if self.patience is not None else None
@@ -406,12 +494,19 @@ def _snapshot(as_of: Union[None, str, dt.datetime]) -> Optional[dt.datetime]:
 
 
 def _confirm(
-    target: Target, todo: Sequence[scripts.Script], dry_run: bool, confirm: Optional[Confirm]
+    cfg: Config,
+    target: Target,
+    todo: Sequence[scripts.Script],
+    dry_run: bool,
+    confirm: Optional[Confirm],
 ) -> None:
-    if not todo or dry_run or target.is_emulator:
+    """A real project's apply asks; so does every apply to an environment that always
+    asks (`always-confirm`), the emulator included."""
+    if not todo or dry_run or (target.is_emulator and not cfg.always_confirm):
         return
     revs = ", ".join(s.revision for s in todo)
-    _ask(confirm, f"Apply {len(todo)} migration(s) ({revs}) to {target.describe()}?")
+    env = f" [environment {cfg.environment}]" if cfg.environment else ""
+    _ask(confirm, f"Apply {len(todo)} migration(s) ({revs}) to {target.describe()}{env}?")
 
 
 def _ask(confirm: Optional[Confirm], prompt: str) -> None:
@@ -425,10 +520,32 @@ def _ask(confirm: Optional[Confirm], prompt: str) -> None:
 def _limits(
     cfg: Config, max_rate: Optional[float], ramp: Optional[bool], ramp_start: Optional[float]
 ) -> traffic.Limits:
-    """The traffic limits of a writing command, checked before anything is written."""
+    """The traffic limits of a writing command (given, else the config's), checked before
+    anything is written."""
+    ramp = cfg.run_option("ramp", ramp)
+    ramp_start = cfg.run_option("ramp_start", ramp_start)
+    if ramp is False and ramp_start is not None and "ramp_start" in cfg.run:
+        ramp_start = None  # --no-ramp given: the config's ramp start does not turn it on
     return traffic.resolve(
-        emulator=cfg.target().is_emulator, max_rate=max_rate, ramp=ramp, ramp_start=ramp_start
+        emulator=cfg.target().is_emulator,
+        max_rate=cfg.run_option("max_rate", max_rate),
+        ramp=ramp,
+        ramp_start=ramp_start,
     )
+
+
+def _sizes(
+    cfg: Config,
+    batch_size: Optional[int],
+    batch_bytes: Optional[int],
+    concurrency: Optional[int],
+) -> dict[str, int]:
+    """Batch size and bytes, concurrency: given, else the config's, else the defaults."""
+    return {
+        "batch_size": cfg.run_option("batch_size", batch_size),
+        "batch_bytes": cfg.run_option("batch_bytes", batch_bytes),
+        "concurrency": cfg.run_option("concurrency", concurrency),
+    }
 
 
 def _execute(
@@ -469,7 +586,7 @@ def _execute(
     if distributor is not None:
         for script in todo:  # a script Beam cannot split is refused before anything
             distributor.check(script)
-    _confirm(target, todo, dry_run, confirm)
+    _confirm(cfg, target, todo, dry_run, confirm)
     store = cfg._store(target)
     markers = cfg._markers(store)
     invocation = new_id()
@@ -557,17 +674,17 @@ def upgrade(
     *,
     dry_run: bool = False,
     to: Optional[str] = None,
-    batch_size: int = MAX_BATCH,
-    batch_bytes: int = DEFAULT_BATCH_BYTES,
-    concurrency: int = 1,
+    batch_size: Optional[int] = None,
+    batch_bytes: Optional[int] = None,
+    concurrency: Optional[int] = None,
     plan_out: Optional[PathLike] = None,
     max_rate: Optional[float] = None,
     ramp: Optional[bool] = None,
     ramp_start: Optional[float] = None,
     progress: Optional[Progress] = None,
     confirm: Optional[Confirm] = None,
-    runner: str = "local",
-    workers: int = 2,
+    runner: Optional[str] = None,
+    workers: Optional[int] = None,
     beam_options: Optional[Mapping[str, str]] = None,
     as_of: Union[None, str, dt.datetime] = None,
 ) -> UpgradeResult:
@@ -595,7 +712,10 @@ def upgrade(
         )
     limits = _limits(cfg, max_rate, ramp, ramp_start)
     snapshot = _snapshot(as_of)
-    distributor = _distributor(runner, workers, beam_options)
+    distributor = _distributor(
+        cfg.run_option("runner", runner), cfg.run_option("workers", workers), beam_options
+    )
+    sizes = _sizes(cfg, batch_size, batch_bytes, concurrency)
     target, chain, state = _prepare(cfg)
     if to is not None:
         chain.get(to)
@@ -611,9 +731,9 @@ def upgrade(
         pending,
         command="upgrade",
         dry_run=dry_run,
-        batch_size=batch_size,
-        batch_bytes=batch_bytes,
-        concurrency=concurrency,
+        batch_size=sizes["batch_size"],
+        batch_bytes=sizes["batch_bytes"],
+        concurrency=sizes["concurrency"],
         limits=limits,
         progress=progress,
         confirm=confirm,
@@ -628,16 +748,16 @@ def rerun(
     revision: str,
     *,
     dry_run: bool = False,
-    batch_size: int = MAX_BATCH,
-    batch_bytes: int = DEFAULT_BATCH_BYTES,
-    concurrency: int = 1,
+    batch_size: Optional[int] = None,
+    batch_bytes: Optional[int] = None,
+    concurrency: Optional[int] = None,
     max_rate: Optional[float] = None,
     ramp: Optional[bool] = None,
     ramp_start: Optional[float] = None,
     progress: Optional[Progress] = None,
     confirm: Optional[Confirm] = None,
-    runner: str = "local",
-    workers: int = 2,
+    runner: Optional[str] = None,
+    workers: Optional[int] = None,
     beam_options: Optional[Mapping[str, str]] = None,
     as_of: Union[None, str, dt.datetime] = None,
 ) -> UpgradeResult:
@@ -645,7 +765,10 @@ def rerun(
     `as_of` options as for `upgrade`)."""
     limits = _limits(cfg, max_rate, ramp, ramp_start)
     snapshot = _snapshot(as_of)
-    distributor = _distributor(runner, workers, beam_options)
+    distributor = _distributor(
+        cfg.run_option("runner", runner), cfg.run_option("workers", workers), beam_options
+    )
+    sizes = _sizes(cfg, batch_size, batch_bytes, concurrency)
     target, chain, state = _prepare(cfg)
     script = chain.get(revision)
     if not script.repeatable:
@@ -674,9 +797,9 @@ def rerun(
         kind="rerun",
         as_of=snapshot,
         dry_run=dry_run,
-        batch_size=batch_size,
-        batch_bytes=batch_bytes,
-        concurrency=concurrency,
+        batch_size=sizes["batch_size"],
+        batch_bytes=sizes["batch_bytes"],
+        concurrency=sizes["concurrency"],
         limits=limits,
         progress=progress,
         confirm=confirm,
@@ -688,9 +811,9 @@ def apply_plan(
     cfg: Config,
     path: PathLike,
     *,
-    batch_size: int = MAX_BATCH,
-    batch_bytes: int = DEFAULT_BATCH_BYTES,
-    concurrency: int = 1,
+    batch_size: Optional[int] = None,
+    batch_bytes: Optional[int] = None,
+    concurrency: Optional[int] = None,
     max_rate: Optional[float] = None,
     ramp: Optional[bool] = None,
     ramp_start: Optional[float] = None,
@@ -705,9 +828,10 @@ def apply_plan(
         raise UsageError(f"plan file {plan_path} does not exist")
     limits = _limits(cfg, max_rate, ramp, ramp_start)
     plan = planfile.PlanFile(plan_path)
+    sizes = _sizes(cfg, batch_size, batch_bytes, concurrency)
     try:
         target, chain, state = _prepare(cfg)
-        plan.verify(max_write_bytes=batch_bytes)
+        plan.verify(max_write_bytes=sizes["batch_bytes"])
         select = drift.plan_scripts(plan, target, chain, state)
         return _execute(
             cfg,
@@ -721,9 +845,9 @@ def apply_plan(
             plan_digest=plan.digest,
             read_time_of=plan.read_time,
             dry_run=False,
-            batch_size=batch_size,
-            batch_bytes=batch_bytes,
-            concurrency=concurrency,
+            batch_size=sizes["batch_size"],
+            batch_bytes=sizes["batch_bytes"],
+            concurrency=sizes["concurrency"],
             limits=limits,
             progress=progress,
             confirm=confirm,
@@ -738,7 +862,7 @@ def restore(
     *,
     docs: Sequence[str] = (),
     dry_run: bool = False,
-    batch_bytes: int = DEFAULT_BATCH_BYTES,
+    batch_bytes: Optional[int] = None,
     max_rate: Optional[float] = None,
     ramp: Optional[bool] = None,
     ramp_start: Optional[float] = None,
@@ -771,7 +895,7 @@ def restore(
         kind="restore",
         dry_run=dry_run,
         batch_size=MAX_BATCH,
-        batch_bytes=batch_bytes,
+        batch_bytes=cfg.run_option("batch_bytes", batch_bytes),
         concurrency=1,
         limits=limits,
         progress=progress,
@@ -961,3 +1085,165 @@ def lint(cfg: Config, paths: Sequence[PathLike] = ()) -> LintReport:
     and directories), without importing them or reaching Firestore. `report.ok` is False
     when there is an error; warnings alone leave it True."""
     return lint_paths([Path(p) for p in paths] or [cfg.migrations_path])
+
+
+# ---- the config, the CI gate, branches -------------------------------------------------------
+
+
+def config(cfg: Config) -> Settings:
+    """The settings `cfg` was made from (Config.from_file / the CLI), each with where it
+    came from; for a Config built by hand, its own values (source `Config`)."""
+    if cfg.settings is not None:
+        return cfg.settings
+    values = {
+        "project": cfg.project,
+        "database": cfg.database,
+        "state": str(cfg.state),
+        "migrations": str(cfg.migrations),
+        "markers-collection": cfg.markers_collection,
+        "emulator-host": cfg.emulator_host,
+        "lock-ttl": cfg.lock_ttl,
+        "always-confirm": cfg.always_confirm,
+    }
+    for key in config_file.RUN_KEYS:
+        values[key.name] = cfg.run_option(key.attr)
+    return Settings(
+        {k: config_file.Setting(v, "Config") for k, v in values.items()},
+        environment=cfg.environment,
+    )
+
+
+@dataclass
+class CheckReport:
+    """`fsmigrate status --check`: whether the target is up to date with the scripts, and
+    if not, why (`reasons`, one line each). `plans`: each pending revision's dry-run run
+    (with `plan=True`)."""
+
+    target: Target
+    reasons: list[str]
+    status: Optional[StatusReport]
+    findings: list[Finding]
+    plans: dict[str, RunResult] = field(default_factory=dict)
+    environment: Optional[str] = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.reasons
+
+    @property
+    def pending(self) -> list[StatusRow]:
+        return [r for r in self.status.revisions if r.state == "pending"] if self.status else []
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "project": self.target.project,
+            "database": self.target.database,
+            "environment": self.environment,
+            "reasons": self.reasons,
+            "pending": [r.to_json() for r in self.pending],
+            "revisions": [r.to_json() for r in self.status.revisions] if self.status else None,
+            "findings": [f.to_json() for f in self.findings],
+            "plans": {
+                rev: {"run_id": r.run_id, "planned": r.planned, "counts": r.counts}
+                for rev, r in self.plans.items()
+            },
+        }
+
+
+def status_check(
+    cfg: Config,
+    *,
+    local: bool = False,
+    plan: bool = False,
+    progress: Optional[Progress] = None,
+) -> CheckReport:
+    """The CI gate: not ok when the scripts do not load (a syntax error, two heads, a
+    duplicate revision), an applied script was edited or is another script now (drift),
+    or the target has pending migrations. With `plan`, each pending migration is also
+    dry-run (recorded in the state file like any dry-run) for its counts."""
+    target = cfg.target()
+    try:
+        cfg._chain()
+    except ScriptError as exc:
+        return CheckReport(
+            target, [f"the scripts do not load: {exc}"], None, [], environment=cfg.environment
+        )
+    found = status(cfg, local=local)
+    problems = [f for f in verify(cfg, local=local) if f.blocking]
+    reasons = [f"{f.problem}: {f.message}" for f in problems]
+    report_ = CheckReport(target, reasons, found, problems, environment=cfg.environment)
+    pending = report_.pending
+    if pending:
+        revs = ", ".join(r.revision for r in pending)
+        reasons.append(
+            f"{len(pending)} migration(s) pending on {target.describe()}: {revs}; apply them "
+            "with `fsmigrate upgrade` (the deploy), or they are what this change adds"
+        )
+    if plan and pending and not problems:
+        dry = upgrade(cfg, dry_run=True, progress=progress)
+        try:
+            report_.plans = {r.revision: r for r in dry.runs}
+        finally:
+            dry.state.close()
+    return report_
+
+
+@dataclass
+class Rebased:
+    """What `rebase` moved (or would move, `dry_run`): one `Move` per script, and where
+    it looked for applied revisions."""
+
+    moves: list[rebasing.Move]
+    head: Optional[str]
+    looked: list[str]
+    dry_run: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run,
+            "onto": self.head,
+            "looked": self.looked,
+            "moves": [m.to_json() for m in self.moves],
+        }
+
+
+def rebase(
+    cfg: Config,
+    names: Sequence[str],
+    *,
+    dry_run: bool = False,
+    local: bool = False,
+    only: bool = False,
+) -> Rebased:
+    """Move this branch's migrations (`names`: the first one, by revision or file name,
+    and any more in order; those after the last follow unless `only`) on top of the
+    other scripts' head: renumbered files and `revision`, the first one's
+    `down_revision` set to the head, slugs kept. Refused when a moved script is applied
+    where this can see it: any target of the state file, or (unless `local`, or no
+    project is configured) the target's markers."""
+    found = rebasing.load_all(cfg.migrations_path)
+    moving = rebasing.choose(found, names, follow=not only)
+    applied: dict[str, set[str]] = {}
+    looked: list[str] = []
+    state = State.open_readonly(cfg.state_path)
+    if state is not None:
+        try:
+            for row in state.applied_anywhere():
+                where = f"{cfg.state_path} ({row['project']}/{row['database']})"
+                applied.setdefault(where, set()).add(row["checksum"])
+        finally:
+            state.close()
+        looked.append(str(cfg.state_path))
+    if not local:
+        target = cfg.target()  # no project: a UsageError that says to pass one or --local
+        markers = cfg._markers(cfg._store(target)).read()
+        applied[f"the markers of {target.describe()}"] = {
+            str(m.get("checksum")) for m in markers.values()
+        }
+        looked.append(f"markers of {target.describe()}")
+    moves = rebasing.plan(found, moving, applied)
+    head = moves[0].new_down_revision if moves else None
+    if not dry_run:
+        rebasing.apply(moves)
+    return Rebased(moves, head, looked, dry_run)

@@ -14,14 +14,14 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
 
 import click
 from tqdm import tqdm
 
-from fsmigrate import __version__, api, checks
+from fsmigrate import __version__, api, checks, config
 from fsmigrate.api import (
     DEFAULT_BATCH_BYTES,
     DEFAULT_MARKERS,
@@ -35,6 +35,7 @@ from fsmigrate.files import private_file
 from fsmigrate.firestore import emulator as emu
 from fsmigrate.firestore.patience import format_seconds
 from fsmigrate.report import checks as check_output
+from fsmigrate.report import gate as gate_report
 from fsmigrate.report import runs as report
 
 FORMATS_RUN = click.Choice(["text", "json", "markdown"])
@@ -111,36 +112,49 @@ def _emit(chunks: Iterable[str], path: Optional[Path] = None) -> None:
 
 @click.group(cls=FsMigrateGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
-    "--project",
-    envvar="FSMIGRATE_PROJECT",
-    help="Google Cloud project (or FSMIGRATE_PROJECT / GOOGLE_CLOUD_PROJECT).",
+    "--env",
+    "env",
+    default=None,
+    metavar="NAME",
+    help="Use the config file's environment NAME (or FSMIGRATE_ENV).",
 )
-@click.option("--database", default=None, help="Firestore database id [default: (default)].")
+@click.option(
+    "--config",
+    "config_path",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Config file: a pyproject.toml with [tool.fsmigrate] or an fsmigrate.toml (or "
+    "FSMIGRATE_CONFIG) [default: the nearest one from here up].",
+)
+@click.option(
+    "--project",
+    help="Google Cloud project (or FSMIGRATE_PROJECT, the config file, GOOGLE_CLOUD_PROJECT).",
+)
+@click.option(
+    "--database",
+    default=None,
+    help="Firestore database id (or FSMIGRATE_DATABASE) [default: (default)].",
+)
 @click.option(
     "--state",
     "state_path",
-    envvar="FSMIGRATE_STATE",
-    default="state.db",
-    show_default=True,
+    default=None,
     type=click.Path(dir_okay=False, path_type=Path),
-    help="SQLite state file (or FSMIGRATE_STATE).",
+    help="SQLite state file (or FSMIGRATE_STATE) [default: state.db].",
 )
 @click.option(
     "--migrations",
-    envvar="FSMIGRATE_MIGRATIONS",
-    default="migrations",
-    show_default=True,
+    default=None,
     type=click.Path(file_okay=False, path_type=Path),
-    help="Directory of migration scripts (or FSMIGRATE_MIGRATIONS).",
+    help="Directory of migration scripts (or FSMIGRATE_MIGRATIONS) [default: migrations].",
 )
 @click.option(
     "--markers-collection",
     "markers_root",
-    envvar="FSMIGRATE_MARKERS",
-    default=DEFAULT_MARKERS,
-    show_default=True,
+    default=None,
     help="Top-level collection of fsmigrate's own documents in the target "
-    "(markers of applied revisions, the lock); never scanned as user data.",
+    "(markers of applied revisions, the lock); never scanned as user data (or "
+    f"FSMIGRATE_MARKERS) [default: {DEFAULT_MARKERS}].",
 )
 @click.option(
     "--patience",
@@ -155,37 +169,49 @@ def _emit(chunks: Iterable[str], path: Optional[Path] = None) -> None:
 @click.pass_context
 def cli(
     ctx: click.Context,
+    env: Optional[str],
+    config_path: Optional[Path],
     project: Optional[str],
     database: Optional[str],
-    state_path: Path,
-    migrations: Path,
-    markers_root: str,
+    state_path: Optional[Path],
+    migrations: Optional[Path],
+    markers_root: Optional[str],
     patience: Optional[str],
     traceback: bool,
 ) -> None:
     """Versioned, forward-only, audited migrations for Google Cloud Firestore.
 
-    The emulator is used when FIRESTORE_EMULATOR_HOST is set.
+    The emulator is used when FIRESTORE_EMULATOR_HOST is set. Settings come from a flag,
+    else an environment variable, else the config file's environment (--env), else its
+    defaults ([tool.fsmigrate] in pyproject.toml, or fsmigrate.toml; `fsmigrate config`
+    shows each and where it came from).
 
     Example:
 
-        fsmigrate --project my-proj upgrade --dry-run
+        fsmigrate --env stage upgrade --dry-run
     """
-    if not markers_root or "/" in markers_root:
+    if markers_root is not None and (not markers_root or "/" in markers_root):
         raise click.BadParameter(
             "must be a top-level collection id", param_hint="--markers-collection"
         )
-    ctx.obj = Config(
-        api.Config(
-            project=project,
-            database=database,
-            state=state_path,
-            migrations=migrations,
-            markers_collection=markers_root,
-            patience=patience,
-        ),
-        traceback,
-    )
+    ctx.obj = Config(api.Config(), traceback)  # errors below still find --traceback
+    given = config.Given()
+    flags = {
+        "project": (project, "--project"),
+        "database": (database, "--database"),
+        "state": (state_path, "--state"),
+        "migrations": (migrations, "--migrations"),
+        "markers-collection": (markers_root, "--markers-collection"),
+    }
+    for name, (value, flag) in flags.items():
+        if value is not None:
+            given.flags[name] = str(value)
+            given.flag_names[name] = flag
+    settings = config.load(config_path, env, given, os.environ)
+    resolved = api.Config.from_settings(settings)
+    if patience is not None:
+        resolved = replace(resolved, patience=patience)
+    ctx.obj = Config(resolved, traceback)
     ctx.with_resource(_warnings_to_stderr())
 
 
@@ -232,22 +258,107 @@ LOCAL_OPTION = click.option(
 
 @cli.command("status")
 @click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "markdown"]),
+    default="text",
+    show_default=True,
+    help="markdown (with --check): a pull-request comment.",
 )
 @LOCAL_OPTION
+@click.option(
+    "--check",
+    is_flag=True,
+    help="CI gate: exit 1 with the reasons when the scripts do not load, an applied script "
+    "changed, or migrations are pending; 0 when the target is up to date.",
+)
+@click.option(
+    "--plan",
+    is_flag=True,
+    help="With --check: dry-run the pending migrations for their counts (recorded in the "
+    "state file like any dry-run).",
+)
+@click.option("--quiet", is_flag=True, help="No progress bar (with --plan).")
 @click.pass_obj
-def status_cmd(cfg: Config, fmt: str, local: bool) -> None:
+def status_cmd(cfg: Config, fmt: str, local: bool, check: bool, plan: bool, quiet: bool) -> None:
     """Show each migration as applied, applied elsewhere, or pending (read-only).
 
     Reads the state file and the markers in the target database (the shared record of
-    what is applied, wherever from); --local reads only the state file.
+    what is applied, wherever from); --local reads only the state file. A revision the
+    target applied from another script (another branch's migration of the same number)
+    shows as `applied (different script)`.
+
+    With --check it is a CI gate (exit 1 and why, else 0); --format markdown writes a
+    pull-request comment, with each pending migration's dry-run counts when --plan.
+
+    Examples:
+
+        fsmigrate --project my-proj status --format json
+
+        fsmigrate --env stage status --check --plan --format markdown > comment.md
+    """
+    if plan and not check:
+        raise UsageError("--plan needs --check")
+    if not check:
+        if fmt == "markdown":
+            raise UsageError("--format markdown needs --check (a pull-request comment)")
+        found = api.status(cfg.api, local=local)
+        _emit(report.status_chunks([r.to_json() for r in found.revisions], found.target, fmt))
+        return
+    gate = api.status_check(cfg.api, local=local, plan=plan, progress=_Bar(quiet))
+    _emit(gate_report.chunks(gate, fmt))
+    if not gate.ok:
+        for reason in gate.reasons:
+            click.echo(f"CHECK FAILED: {reason}", err=True)
+        sys.exit(1)
+
+
+@cli.command("config")
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@click.pass_obj
+def config_cmd(cfg: Config, fmt: str) -> None:
+    """Show the resolved settings and where each came from (read-only).
+
+    The order: a flag, then an environment variable, then the environment's key
+    (--env NAME or FSMIGRATE_ENV), then the config file's defaults ([tool.fsmigrate] in
+    pyproject.toml, or fsmigrate.toml), then fsmigrate's own.
 
     Example:
 
-        fsmigrate --project my-proj status --format json
+        fsmigrate --env prod config --format json
     """
-    found = api.status(cfg.api, local=local)
-    _emit(report.status_chunks([r.to_json() for r in found.revisions], found.target, fmt))
+    _emit(gate_report.config_chunks(api.config(cfg.api), fmt))
+
+
+@cli.command("rebase")
+@click.argument("names", nargs=-1, required=True, metavar="REVISION [REVISION...]")
+@click.option("--dry-run", is_flag=True, help="Show the renames; change no file.")
+@click.option("--only", is_flag=True, help="Move only the named scripts, not the ones after them.")
+@LOCAL_OPTION
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@click.pass_obj
+def rebase_cmd(
+    cfg: Config, names: tuple[str, ...], dry_run: bool, only: bool, local: bool, fmt: str
+) -> None:
+    """Move this branch's migrations on top of the current head (renumber them).
+
+    REVISION is this branch's first migration, by revision or, when two scripts share
+    it (both branches added 0005), by file name; the scripts after it on this branch
+    follow. Each gets the next free number: the file is renamed (slug kept), `revision`
+    rewritten, and the first one's `down_revision` set to the head. Refused when a moved
+    script is applied anywhere this can see: the state file's targets, and the target's
+    markers (--local: only the state file).
+
+    Example:
+
+        fsmigrate rebase 0005_add_orders_index.py --dry-run
+    """
+    done = api.rebase(cfg.api, names, dry_run=dry_run, local=local, only=only)
+    _emit(gate_report.rebase_chunks(done, fmt))
 
 
 @cli.command("history")
@@ -427,17 +538,16 @@ def run_options(fn: Any) -> Any:
             click.option(
                 "--batch-size",
                 type=click.IntRange(1, MAX_BATCH),
-                default=MAX_BATCH,
-                show_default=True,
-                help="Operations per atomic commit.",
+                default=None,
+                help=f"Operations per atomic commit [default: {MAX_BATCH}, or the config].",
             ),
             click.option(
                 "--batch-bytes",
                 type=click.IntRange(MIN_BATCH_BYTES, MAX_BATCH_BYTES),
-                default=DEFAULT_BATCH_BYTES,
-                show_default=True,
+                default=None,
                 help="Encoded bytes per commit (the emulator refuses requests over 4 MiB, "
-                "production over 10 MiB; up to 9.5 MiB is safe there).",
+                "production over 10 MiB; up to 9.5 MiB is safe there) "
+                f"[default: {DEFAULT_BATCH_BYTES}, or the config].",
             ),
             click.option(
                 "--format",
@@ -456,11 +566,10 @@ def run_options(fn: Any) -> Any:
             click.option(
                 "--concurrency",
                 type=click.IntRange(1, MAX_CONCURRENCY),
-                default=1,
-                show_default=True,
+                default=None,
                 help="Batches committed at once while the next ones are planned. Above "
                 "1, batches may land out of order (migrations yield ctx.barrier() "
-                "where order matters).",
+                "where order matters) [default: 1, or the config].",
             ),
             click.option(
                 "--yes", is_flag=True, help="Do not ask for confirmation on a real project."
@@ -491,17 +600,17 @@ def runner_options(fn: Any) -> Any:
             click.option(
                 "--runner",
                 type=click.Choice(["local", "beam"]),
-                default="local",
-                show_default=True,
+                default=None,
                 help="beam: plan and apply on an Apache Beam pipeline (the script must "
-                "declare a source with each/key+merge; needs fsmigrate[beam]).",
+                "declare a source with each/key+merge; needs fsmigrate[beam]) "
+                "[default: local, or the config].",
             ),
             click.option(
                 "--workers",
                 type=click.IntRange(1, 64),
-                default=2,
-                show_default=True,
-                help="With --runner beam: worker processes of the local DirectRunner.",
+                default=None,
+                help="With --runner beam: worker processes of the local DirectRunner "
+                "[default: 2, or the config].",
             ),
             click.option(
                 "--beam-option",
@@ -619,9 +728,7 @@ def _run_command(
     """Call one writing api function with the shared options, then print its report (also
     of the runs made before a failure, which is then raised)."""
 
-    def confirm(prompt: str) -> bool:
-        return yes or click.confirm(prompt, abort=True, err=True)
-
+    confirm = _confirmer(yes)
     try:
         result = call(progress=_Bar(quiet), confirm=confirm, **options)
     except FsMigrateError as exc:
@@ -637,6 +744,20 @@ def _run_command(
             f"apply it with `fsmigrate apply {result.plan.path}`",
             err=True,
         )
+
+
+def _confirmer(yes: bool) -> Callable[[str], bool]:
+    """The prompt, or --yes (refused for an environment that always asks unless it was
+    named with --env on the command line)."""
+    if yes:
+        cfg = click.get_current_context().find_object(Config)
+        if cfg is not None and cfg.api.settings is not None:
+            cfg.api.settings.check_yes()
+
+    def confirm(prompt: str) -> bool:
+        return yes or click.confirm(prompt, abort=True, err=True)
+
+    return confirm
 
 
 def _report_runs(
@@ -747,9 +868,8 @@ def break_lock_cmd(cfg: Config) -> None:
 @click.option(
     "--batch-bytes",
     type=click.IntRange(MIN_BATCH_BYTES, MAX_BATCH_BYTES),
-    default=DEFAULT_BATCH_BYTES,
-    show_default=True,
-    help="Encoded bytes per commit.",
+    default=None,
+    help=f"Encoded bytes per commit [default: {DEFAULT_BATCH_BYTES}, or the config].",
 )
 @traffic_options
 @click.pass_obj
@@ -762,7 +882,7 @@ def restore_cmd(
     report_path: Optional[Path],
     yes: bool,
     quiet: bool,
-    batch_bytes: int,
+    batch_bytes: Optional[int],
     **limits: Any,
 ) -> None:
     """Write a run's archived before-images back, where the document does not exist now.
@@ -812,12 +932,7 @@ def prune_cmd(cfg: Config, before: str, dry_run: bool, yes: bool, fmt: str) -> N
 
         fsmigrate --project my-proj prune --before 90d --dry-run
     """
-    result = api.prune(
-        cfg.api,
-        before=before,
-        dry_run=dry_run,
-        confirm=lambda prompt: yes or click.confirm(prompt, abort=True, err=True),
-    )
+    result = api.prune(cfg.api, before=before, dry_run=dry_run, confirm=_confirmer(yes))
     for warning in result.warnings:
         click.echo(f"WARNING: {warning}", err=True)
     _emit(report.prune_chunks(result, fmt))

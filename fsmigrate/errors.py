@@ -53,7 +53,11 @@ class DuplicateRevision(ScriptError):
         self.revision = revision
         self.paths = list(paths)
         names = ", ".join(str(p) for p in self.paths)
-        super().__init__(f"revision {revision} is defined by more than one script: {names}")
+        super().__init__(
+            f"revision {revision} is defined by more than one script: {names}; if two "
+            f"branches each added {revision}, move this branch's on top with "
+            f"`fsmigrate rebase {self.paths[-1].name if self.paths else revision}`"
+        )
 
 
 class MultipleHeads(ScriptError):
@@ -63,7 +67,8 @@ class MultipleHeads(ScriptError):
         names = ", ".join(str(p) for p in self.paths)
         super().__init__(
             f"the migration chain has {len(self.heads)} heads ({', '.join(self.heads)}): {names}; "
-            "make one of them point at the other with down_revision"
+            "make one of them point at the other with down_revision (`fsmigrate rebase "
+            "FILE` moves a branch's migrations on top of the other head)"
         )
 
 

@@ -109,6 +109,29 @@ def target_from_env(project: Optional[str], database: Optional[str]) -> Target:
     )
 
 
+EMULATOR_ENV = "FIRESTORE_EMULATOR_HOST"
+_client_env_lock = threading.Lock()
+
+
+def client_for(target: Target) -> Any:
+    """A Firestore client of `target`. The client library finds the emulator only through
+    FIRESTORE_EMULATOR_HOST, read once when the client is made: a target whose emulator
+    came from a config file (not the environment) gets it set for that moment only."""
+    wanted = target.emulator_host
+    if not wanted or os.environ.get(EMULATOR_ENV) == wanted:
+        return firestore.Client(project=target.project, database=target.database)
+    with _client_env_lock:
+        previous = os.environ.get(EMULATOR_ENV)
+        os.environ[EMULATOR_ENV] = wanted
+        try:
+            return firestore.Client(project=target.project, database=target.database)
+        finally:
+            if previous is None:
+                os.environ.pop(EMULATOR_ENV, None)
+            else:
+                os.environ[EMULATOR_ENV] = previous
+
+
 class Doc:
     """A document read by a migration, kept as the raw `Document` protobuf the server sent.
 
@@ -296,7 +319,7 @@ class Store:
         self.fence: Optional[Callable[[], float]] = None
         if client is None:
             try:
-                client = firestore.Client(project=target.project, database=target.database)
+                client = client_for(target)
             except gauth_exceptions.DefaultCredentialsError as exc:
                 raise UsageError(
                     f"no Google credentials for project {target.project}: run `gcloud auth "

@@ -23,6 +23,8 @@ def status_rows(
         checksum = row["checksum"] if row else marker["checksum"] if marker else None
         if row is None and marker is None:
             label = "pending"
+        elif checksum != s.checksum and not s.repeatable and _other_script(s, row or marker):
+            label = DIFFERENT_LABEL
         elif checksum != s.checksum:
             label = "applied (script changed)"
         elif row is None:
@@ -70,6 +72,13 @@ def findings(
     for rev, marker in sorted((markers or {}).items()):
         if rev in chain and chain.get(rev).checksum != marker.get("checksum"):
             script = chain.get(rev)
+            if _other_script(script, marker) and not script.repeatable:
+                where = (
+                    f"the database (marker, run {marker.get('run_id')} by "
+                    f"{marker.get('operator')}@{marker.get('host')})"
+                )
+                found.append(_different(script, marker, where))
+                continue
             if script.repeatable:
                 found.append(_repeatable_changed(script, marker.get("checksum")))
                 continue
@@ -121,7 +130,13 @@ def findings(
             )
             continue
         script = chain.get(rev)
-        if script.checksum != row["checksum"] and script.repeatable:
+        if (
+            script.checksum != row["checksum"]
+            and _other_script(script, row)
+            and not script.repeatable
+        ):
+            found.append(_different(script, row, f"{state_path} (run {row['run_id']})"))
+        elif script.checksum != row["checksum"] and script.repeatable:
             found.append(_repeatable_changed(script, row["checksum"]))
         elif script.checksum != row["checksum"]:
             found.append(
@@ -140,6 +155,42 @@ def findings(
 
 
 REPEATABLE_CHANGED = "changed (repeatable)"
+DIFFERENT = "different script"
+DIFFERENT_LABEL = "applied (different script)"
+
+
+def _description(record: Any) -> Optional[str]:
+    """The description an applied record (a marker, a state row) keeps, if it keeps one."""
+    try:
+        value = record["description"]
+    except (KeyError, IndexError, TypeError):
+        return None
+    return value if isinstance(value, str) and value else None
+
+
+def _other_script(script: Script, record: Any) -> bool:
+    """True when the revision applied there is another script than `script` (another
+    branch's migration of the same number), not an edit of it: its description differs.
+    Records without a description (older markers) are judged as edits."""
+    applied = _description(record)
+    return applied is not None and applied != script.description
+
+
+def _different(script: Script, record: Any, where: str) -> dict[str, Any]:
+    """A target that applied another script under this revision: never treated as
+    applied, every writing command refuses, and the message says the way out."""
+    return {
+        "revision": script.revision,
+        "problem": DIFFERENT,
+        "message": f"revision {script.revision} applied per {where} is another script "
+        f"({_description(record)!r}, checksum {str(record['checksum'])[:12]}..), not "
+        f"{script.path.name} ({script.description!r}, {script.checksum[:12]}..): another "
+        f"branch's migration {script.revision} was applied there. Bring that script back "
+        f"(merge its branch) and move this branch's on top of it with `fsmigrate rebase "
+        f"{script.path.name}`; if this script was edited instead, restore the applied version",
+        "applied_checksum": record["checksum"],
+        "script_checksum": script.checksum,
+    }
 
 
 def _repeatable_changed(script: Script, applied: Any) -> dict[str, Any]:

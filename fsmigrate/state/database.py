@@ -517,10 +517,22 @@ class State(Operations):
 
     def applied(self, project: str, database: str) -> dict[str, sqlite3.Row]:
         rows = self.conn.execute(
-            "SELECT * FROM applied WHERE project=? AND database=? ORDER BY revision",
+            "SELECT applied.*, runs.description FROM applied"
+            " LEFT JOIN runs ON runs.id = applied.run_id"
+            " WHERE applied.project=? AND applied.database=? ORDER BY applied.revision",
             (project, database),
         )
         return {row["revision"]: row for row in rows}
+
+    def applied_anywhere(self) -> list[sqlite3.Row]:
+        """Every applied revision of every target this file knows (project, database,
+        revision, checksum)."""
+        return list(
+            self.conn.execute(
+                "SELECT project, database, revision, checksum FROM applied"
+                " ORDER BY project, database, revision"
+            )
+        )
 
     def runs(
         self,
