@@ -67,8 +67,8 @@ from fsmigrate.lint import lint_paths
 from fsmigrate.report import audit as audit_report
 from fsmigrate.report import runs as report
 from fsmigrate.scripts import drift, planfile
-from fsmigrate.scripts import rebase as rebasing
 from fsmigrate.scripts import loader as scripts
+from fsmigrate.scripts import rebase as rebasing
 from fsmigrate.scripts.archive import ArchiveUnavailable
 from fsmigrate.scripts.archive import unavailable as _archive_gone
 from fsmigrate.scripts.restore import check as _restorable

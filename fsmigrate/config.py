@@ -288,9 +288,14 @@ def find(start: Path) -> Optional[Path]:
 
 def _has_tool_table(path: Path) -> bool:
     try:
-        with open(path, "rb") as fh:
-            return "fsmigrate" in tomllib.load(fh).get("tool", {})
-    except (OSError, tomllib.TOMLDecodeError):
+        data = path.read_bytes()
+    except OSError:
+        return False
+    try:
+        return "fsmigrate" in tomllib.loads(data.decode("utf-8", "replace")).get("tool", {})
+    except tomllib.TOMLDecodeError as exc:
+        if b"tool.fsmigrate" in data:  # ours, broken: say so rather than ignore it
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
         return False  # a broken pyproject.toml without our table is not ours to judge
 
 

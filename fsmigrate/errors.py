@@ -56,7 +56,7 @@ class DuplicateRevision(ScriptError):
         super().__init__(
             f"revision {revision} is defined by more than one script: {names}; if two "
             f"branches each added {revision}, move this branch's on top with "
-            f"`fsmigrate rebase {self.paths[-1].name if self.paths else revision}`"
+            "`fsmigrate rebase FILE` (FILE: this branch's script)"
         )
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import os
+import tempfile
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,9 +133,7 @@ def plan(
     rest = [s for s in scripts if s not in moving]
     chain = build_chain(rest)  # the other scripts must make one line: their head is ours
     head = chain.head
-    number = max((int(s.revision) for s in scripts), default=0)
-    # above every number in the directory, including the ones that move: no file is ever
-    # renamed onto a name another script has or had
+    number = max((int(s.revision) for s in rest), default=0)
     moves: list[Move] = []
     previous = head
     renamed: dict[str, str] = {}
@@ -161,10 +160,11 @@ def plan(
         )
         renamed[script.revision] = new_revision
         previous = new_revision
+    old_paths = {m.old for m in moves}
     for move in moves:
-        if move.new.exists():
+        if move.new.exists() and move.new not in old_paths:
             raise UsageError(f"{move.new} exists already; nothing was renamed")
-    return moves
+    return [m for m in moves if (m.old, m.down_revision) != (m.new, m.new_down_revision)]
 
 
 def rewrite_source(source: str, path: Path, revision: str, down: Optional[str]) -> str:
@@ -206,25 +206,32 @@ def _literal(value: Optional[str]) -> str:
 def apply(moves: Sequence[Move]) -> None:
     """Write each moved script under its new name, checked by loading it, then remove the
     old file. Nothing is removed until every new file is written and loads."""
-    written: list[Path] = []
+    written: list[tuple[Path, Path]] = []  # (temporary file, where it goes)
     try:
         for move in moves:
-            data = move.old.read_bytes()
-            source = data.decode("utf-8")
+            source = move.old.read_bytes().decode("utf-8")
             text = rewrite_source(source, move.old, move.new_revision, move.new_down_revision)
-            with open(move.new, "x", encoding="utf-8", newline="") as fh:
+            fd, tmp = tempfile.mkstemp(dir=move.old.parent, prefix=".rebase-", suffix=".py")
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
                 fh.write(text)
-            written.append(move.new)
-            script = load_script(move.new, f"fsmigrate_rebased_{move.new.stem}")
+            written.append((Path(tmp), move.new))
+            os.chmod(tmp, move.old.stat().st_mode & 0o777)
+            script = load_script(Path(tmp), f"fsmigrate_rebased_{move.new.stem}")
             if (script.revision, script.down_revision) != (
                 move.new_revision,
                 move.new_down_revision,
             ):
                 raise UsageError(f"{move.new}: rewriting the revision did not take; nothing moved")
-            os.chmod(move.new, move.old.stat().st_mode & 0o777)
     except BaseException:
-        for path in written:
-            path.unlink(missing_ok=True)
+        for tmp_path, _ in written:
+            tmp_path.unlink(missing_ok=True)
         raise
+    # every new text is written and loads: put them in place, then remove the old files
+    # (a crash in between leaves both: a duplicate revision the loader names, never a
+    # lost script)
+    for tmp_path, new in written:
+        os.replace(tmp_path, new)
+    targets = {new for _, new in written}
     for move in moves:
-        move.old.unlink()
+        if move.old not in targets:
+            move.old.unlink()

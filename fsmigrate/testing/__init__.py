@@ -11,6 +11,8 @@ PYTEST_DISABLE_PLUGIN_AUTOLOAD set: `pytest -p fsmigrate.testing`). It provides:
   fixture to test another one);
 - `fsmigrate_seed`: the data the built-in tests seed, `{collection: {doc_id: data}}` or a
   callable taking the harness (default: nothing; override it);
+- `fsmigrate_database`: the database the harness uses (default `(default)`; override it
+  for a named database);
 - `fsmigrate`: a `Harness` on a fresh project of that emulator, a temporary state file
   and the migrations directory.
 
@@ -145,12 +147,22 @@ def fsmigrate_seed() -> Any:
 
 
 @pytest.fixture
-def fsmigrate(firestore_emulator: Any, fsmigrate_migrations: Path, tmp_path: Path) -> Iterator[Any]:
-    """A `Harness` on a fresh project of the session's emulator."""
+def fsmigrate_database() -> str:
+    """The Firestore database the `fsmigrate` harness uses (default `(default)`); override
+    it to test migrations against a named database, as the emulator supports them."""
+    return "(default)"
+
+
+@pytest.fixture
+def fsmigrate(
+    firestore_emulator: Any, fsmigrate_migrations: Path, fsmigrate_database: str, tmp_path: Path
+) -> Iterator[Any]:
+    """A `Harness` on a fresh project of the session's emulator (database
+    `fsmigrate_database`)."""
     from fsmigrate.testing.harness import Harness
 
     try:
-        harness = Harness(fsmigrate_migrations, tmp_path / "fsmigrate")
+        harness = Harness(fsmigrate_migrations, tmp_path / "fsmigrate", database=fsmigrate_database)
     except UsageError as exc:
         pytest.fail(str(exc), pytrace=False)
     try:

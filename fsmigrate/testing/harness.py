@@ -57,30 +57,43 @@ class Harness:
     """
 
     def __init__(
-        self, migrations: Union[str, Path], workdir: Union[str, Path], project: Optional[str] = None
+        self,
+        migrations: Union[str, Path],
+        workdir: Union[str, Path],
+        project: Optional[str] = None,
+        database: Optional[str] = None,
     ) -> None:
         self.emulator_host = emulator_host()
         self.project = project or new_project_id()
+        self.database = database or "(default)"
         self.migrations = Path(migrations).resolve()
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         self.state = workdir / "state.db"
-        self.config = api.Config(project=self.project, state=self.state, migrations=self.migrations)
+        self.config = api.Config(
+            project=self.project,
+            database=self.database,
+            state=self.state,
+            migrations=self.migrations,
+        )
         self.client_writes = ClientWrites(self.migrations)
         self._client: Any = None
         self._results: dict[str, api.UpgradeResult] = {}  # run id -> the result that ran it
 
     def __repr__(self) -> str:
-        return f"Harness(project={self.project!r}, migrations='{self.migrations}')"
+        return (
+            f"Harness(project={self.project!r}, database={self.database!r}, "
+            f"migrations='{self.migrations}')"
+        )
 
     @property
     def client(self) -> Any:
-        """A google.cloud.firestore.Client on this harness's project (for seeding and
-        reading in tests; migrations never get it)."""
+        """A google.cloud.firestore.Client on this harness's project and database (for
+        seeding and reading in tests; migrations never get it)."""
         if self._client is None:
             from google.cloud import firestore
 
-            self._client = firestore.Client(project=self.project)
+            self._client = firestore.Client(project=self.project, database=self.database)
         return self._client
 
     def close(self) -> None:
