@@ -316,6 +316,7 @@ class Settings:
     file: Optional[Path] = None
     environment: Optional[str] = None
     environment_source: Optional[str] = None  # "--env" or "FSMIGRATE_ENV"
+    environments: tuple[str, ...] = ()  # every environment the file defines
 
     def __getitem__(self, name: str) -> Any:
         return self.values[name].value
@@ -345,6 +346,7 @@ class Settings:
             "file": str(self.file) if self.file else None,
             "environment": self.environment,
             "environment_source": self.environment_source,
+            "environments": list(self.environments),
             "settings": {
                 name: {"value": s.value, "source": s.source} for name, s in self.values.items()
             },
@@ -383,6 +385,7 @@ def resolve(
         file=file.path if file else None,
         environment=env,
         environment_source=env_source if env else None,
+        environments=tuple(sorted(file.environments)) if file else (),
     )
 
 

@@ -203,7 +203,8 @@ def test_yes_needs_the_environment_named_on_the_command_line(repo: Path) -> None
 def test_config_text_output_names_each_source(repo: Path) -> None:
     result = CliRunner().invoke(cli, ["--env", "prod", "--database", "x", "config"])
     assert result.exit_code == 0, result.output
-    lines = {line.split()[0]: line for line in result.stdout.splitlines()[2:]}
+    assert result.stdout.splitlines()[2] == "environments: prod, stage"
+    lines = {line.split()[0]: line for line in result.stdout.splitlines()[3:]}
     assert result.stdout.splitlines()[1] == "environment: prod (from --env)"
     assert lines["project"].split()[1:] == [
         "acme-prod",

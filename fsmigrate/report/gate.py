@@ -87,6 +87,8 @@ def config_chunks(settings: Any, fmt: str) -> Iterator[str]:
         yield f"environment: {settings.environment} (from {settings.environment_source})\n"
     else:
         yield "environment: (none)\n"
+    if settings.environments:
+        yield f"environments: {', '.join(settings.environments)}\n"
     width = max(len(k) for k in settings.values)
     for name, setting in settings.values.items():
         value = "(unset)" if setting.value is None else setting.value
