@@ -1236,7 +1236,13 @@ def rebase(
             state.close()
         looked.append(str(cfg.state_path))
     if not local:
-        target = cfg.target()  # no project: a UsageError that says to pass one or --local
+        try:
+            target = cfg.target()
+        except UsageError as exc:
+            raise UsageError(
+                f"{exc}; rebase reads the target's markers to refuse an applied script "
+                "(--local: check the state file only)"
+            ) from exc
         markers = cfg._markers(cfg._store(target)).read()
         applied[f"the markers of {target.describe()}"] = {
             str(m.get("checksum")) for m in markers.values()

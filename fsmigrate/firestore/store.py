@@ -116,9 +116,10 @@ _client_env_lock = threading.Lock()
 def client_for(target: Target) -> Any:
     """A Firestore client of `target`. The client library finds the emulator only through
     FIRESTORE_EMULATOR_HOST, read once when the client is made: a target whose emulator
-    came from a config file (not the environment) gets it set for that moment only."""
+    came from a config file, with the variable unset, gets it set for that moment only.
+    When the variable is set it wins (as it does over the config file's key)."""
     wanted = target.emulator_host
-    if not wanted or os.environ.get(EMULATOR_ENV) == wanted:
+    if not wanted or os.environ.get(EMULATOR_ENV):
         return firestore.Client(project=target.project, database=target.database)
     with _client_env_lock:
         previous = os.environ.get(EMULATOR_ENV)
