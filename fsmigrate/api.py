@@ -522,10 +522,11 @@ def _limits(
 ) -> traffic.Limits:
     """The traffic limits of a writing command (given, else the config's), checked before
     anything is written."""
+    given_start = ramp_start
     ramp = cfg.run_option("ramp", ramp)
     ramp_start = cfg.run_option("ramp_start", ramp_start)
-    if ramp is False and ramp_start is not None and "ramp_start" in cfg.run:
-        ramp_start = None  # --no-ramp given: the config's ramp start does not turn it on
+    if ramp is False and given_start is None:
+        ramp_start = None  # --no-ramp: a configured ramp start does not turn the ramp on
     return traffic.resolve(
         emulator=cfg.target().is_emulator,
         max_rate=cfg.run_option("max_rate", max_rate),
