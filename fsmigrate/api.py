@@ -29,14 +29,16 @@ from typing import Any, NamedTuple, Optional, Union
 from fsmigrate import checks, times
 from fsmigrate import config as config_file
 from fsmigrate.checks import CheckResult
-from fsmigrate.engine import testhooks, traffic
+from fsmigrate.engine import control as live
+from fsmigrate.engine import hooks as run_hooks
+from fsmigrate.engine import testhooks, tracing, traffic
 from fsmigrate.engine.batching import (
     DEFAULT_BATCH_BYTES,
     MAX_BATCH,
     MAX_BATCH_BYTES,
     MIN_BATCH_BYTES,
 )
-from fsmigrate.engine.lease import DEFAULT_TTL, Lease
+from fsmigrate.engine.lease import DEFAULT_TTL, Lease, lock_path
 from fsmigrate.engine.lease import break_lock as _break_lock
 from fsmigrate.engine.lease import describe as _describe
 from fsmigrate.engine.markers import DEFAULT_ROOT, Markers
@@ -128,7 +130,12 @@ __all__ = [
     "MAX_BATCH_BYTES",
     "MAX_CONCURRENCY",
     "DEFAULT_MARKERS",
+    "control",
+    "ControlSent",
+    "RunningRun",
+    "CONTROL_ACTIONS",
 ]
+CONTROL_ACTIONS = live.ACTIONS
 DEFAULT_MARKERS = DEFAULT_ROOT
 Settings = config_file.Settings
 ConfigError = config_file.ConfigError
@@ -326,11 +333,38 @@ class StatusRow:
         return dict(self.__dict__)
 
 
+@dataclass(frozen=True)
+class RunningRun:
+    """The run holding the target's lock, as its lock document and control document
+    show it: who runs what, its progress (operations planned so far, batches, the rate
+    limit, as the run last published them, every few seconds) and the controls in force
+    (`paused` as asked; `paused_seen` once the run has taken it)."""
+
+    holder: str  # who: operator@host pid, command, since
+    command: str
+    run_id: Optional[str]
+    revision: Optional[str]
+    mode: Optional[str]
+    operations: Optional[int]
+    batches: Optional[int]
+    rate: Optional[float]  # the limit in force (ops/s), None: unlimited
+    paused: bool
+    paused_seen: bool
+    stopping: Optional[str]
+    requested_rate: Optional[float]
+    updated_at: Optional[str]
+    controls: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
 @dataclass
 class StatusReport:
     target: Target
     revisions: list[StatusRow]
     markers_read: bool
+    running: Optional[RunningRun] = None
 
 
 @dataclass(frozen=True)
@@ -399,6 +433,22 @@ class Marked:
 
 
 @dataclass(frozen=True)
+class ControlSent:
+    """A control event sent to the run holding the lock (`control`)."""
+
+    action: str
+    value: Optional[str]
+    seq: int
+    operator: str
+    host: str
+    sent_at: str
+    holder: str  # who holds the lock: the run it is meant for
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
 class LockHolder:
     holder: dict[str, Any]
     description: str
@@ -464,6 +514,10 @@ def _holding_lease(
         testhooks.reached("after-lock")
         yield lease
     finally:
+        try:  # the controls were for this holder only; a leftover is ignored anyway
+            live.clear(store, lease.holder_id)
+        except Exception:
+            pass
         lease.release()
 
 
@@ -571,6 +625,7 @@ def _execute(
     distributor: Optional[Distributor] = None,
     as_of: Optional[dt.datetime] = None,
     read_time_of: Optional[Callable[[str], Optional[str]]] = None,
+    max_skip_ratio: Optional[float] = None,
 ) -> UpgradeResult:
     """Run (or plan) the selected migrations in order; the one path for every command
     that writes. An apply holds the target's lease from before it reads what is pending
@@ -587,16 +642,41 @@ def _execute(
     if distributor is not None:
         for script in todo:  # a script Beam cannot split is refused before anything
             distributor.check(script)
+    budget = live.SkipBudget(max_skip_ratio) if max_skip_ratio is not None else None
+    interval = live.interval_from_env()
+    hooks = run_hooks.Hooks.load()
     _confirm(cfg, target, todo, dry_run, confirm)
     store = cfg._store(target)
     markers = cfg._markers(store)
     invocation = new_id()
     warnings: list[str] = []
     result = UpgradeResult(invocation, target, dry_run, [], state, warnings=warnings)
+    runner: Optional[Runner] = None
     try:
-        with _holding_lease(cfg, store, command, bool(todo) and not dry_run, warnings) as lease:
+        with (
+            tracing.span(
+                f"fsmigrate {command.split()[0]}",
+                command=command,
+                project=target.project,
+                database=target.database,
+                dry_run=dry_run,
+                invocation=invocation,
+            ) as span,
+            _holding_lease(cfg, store, command, bool(todo) and not dry_run, warnings) as lease,
+        ):
             _adopt_markers(cfg, chain, target, state, markers)
             todo = select()  # what was applied meanwhile, here or elsewhere, is not pending
+            span.set(migrations=len(todo))
+            controller = (
+                live.Controller(
+                    live.Reader(store, lease.holder_id, interval),
+                    budget=budget,
+                    publish=lease.publish,
+                    guard=lease.check,
+                )
+                if lease is not None
+                else None
+            )
             runner = Runner(
                 store,
                 state,
@@ -614,6 +694,8 @@ def _execute(
                 lease_holder=lease.holder_id if lease else None,
                 lease_ttl=lease.ttl if lease else DEFAULT_TTL,
                 as_of=as_of,
+                control=controller,
+                hooks=hooks,
             )
             for script in todo:
                 runner.run(
@@ -632,9 +714,12 @@ def _execute(
                 state.set_plan_digest(state.runs_of(invocation), result.plan.digest)
     except FsMigrateError as exc:
         result.runs = _runs_of(state, invocation)
+        if runner is not None:
+            warnings.extend(runner.hook_problems)
         exc.partial = result  # type: ignore[attr-defined]
         raise
     result.runs = _runs_of(state, invocation)
+    warnings.extend(runner.hook_problems)
     return result
 
 
@@ -660,7 +745,8 @@ def _distributor(
 
     options = dict(beam_options or {})
     journal = options.pop("journal", None)
-    return BeamDistributor(workers=workers, options=options, journal_root=journal)
+    log = options.pop("log", None)
+    return BeamDistributor(workers=workers, options=options, journal_root=journal, log=log)
 
 
 def _runs_of(state: State, invocation: str) -> list[RunResult]:
@@ -684,6 +770,7 @@ def upgrade(
     ramp_start: Optional[float] = None,
     progress: Optional[Progress] = None,
     confirm: Optional[Confirm] = None,
+    max_skip_ratio: Optional[float] = None,
     runner: Optional[str] = None,
     workers: Optional[int] = None,
     beam_options: Optional[Mapping[str, str]] = None,
@@ -700,13 +787,22 @@ def upgrade(
     `runner="beam"` plans and applies each migration on an Apache Beam pipeline
     (`workers` processes of the DirectRunner, or e.g. `beam_options={"runner":
     "DataflowRunner", ...}`; `journal`: where workers write their batch files, default
-    beside the state file); its scripts must be distributable (fsmigrate.distributed).
+    beside the state file; `log`: where Beam's own log lines go, default the run's log
+    file `<journal>/<run id>.log`, or `terminal`); its scripts must be distributable
+    (fsmigrate.distributed).
 
     Traffic (every writing function takes the same): `max_rate` caps the operations per
     second of all commits together; `ramp` (default: on against a real project, off on the
     emulator) starts at `ramp_start` (default 500, or FSMIGRATE_RAMP) and grows 50% every
     5 minutes. A dry-run estimates the apply's reads, writes, deletes, archive bytes and
-    time at those limits."""
+    time at those limits.
+
+    Live control (every writing function): the run can be paused, resumed, slowed down
+    or sped up, and stopped from elsewhere (`control`); `max_skip_ratio` (0 to 1) stops it
+    by itself, like `control stop`, when more than that share of its last 1,000 settled
+    operations were skipped because something else wrote to their documents (RunStopped,
+    exit code 4). Hooks of the entry-point group `fsmigrate.hooks` are called when each
+    run starts, finishes, fails or is stopped."""
     if plan_out is not None and not dry_run:
         raise UsageError(
             "--plan-out needs --dry-run (a plan is reviewed, then applied with `fsmigrate apply`)"
@@ -738,6 +834,7 @@ def upgrade(
         limits=limits,
         progress=progress,
         confirm=confirm,
+        max_skip_ratio=max_skip_ratio,
         plan_out=plan_out,
         distributor=distributor,
         as_of=snapshot,
@@ -757,6 +854,7 @@ def rerun(
     ramp_start: Optional[float] = None,
     progress: Optional[Progress] = None,
     confirm: Optional[Confirm] = None,
+    max_skip_ratio: Optional[float] = None,
     runner: Optional[str] = None,
     workers: Optional[int] = None,
     beam_options: Optional[Mapping[str, str]] = None,
@@ -804,6 +902,7 @@ def rerun(
         limits=limits,
         progress=progress,
         confirm=confirm,
+        max_skip_ratio=max_skip_ratio,
         distributor=distributor,
     )
 
@@ -820,6 +919,7 @@ def apply_plan(
     ramp_start: Optional[float] = None,
     progress: Optional[Progress] = None,
     confirm: Optional[Confirm] = None,
+    max_skip_ratio: Optional[float] = None,
 ) -> UpgradeResult:
     """Apply a reviewed plan file exactly: verified whole before any write (counts,
     digests, each line against its `Write`), then its operations, nothing re-planned
@@ -852,6 +952,7 @@ def apply_plan(
             limits=limits,
             progress=progress,
             confirm=confirm,
+            max_skip_ratio=max_skip_ratio,
         )
     finally:
         plan.close()
@@ -869,6 +970,7 @@ def restore(
     ramp_start: Optional[float] = None,
     progress: Optional[Progress] = None,
     confirm: Optional[Confirm] = None,
+    max_skip_ratio: Optional[float] = None,
 ) -> UpgradeResult:
     """Write run `run_id`'s archived before-images back where the document does not exist
     now (forward: a new audited run; existing documents are left alone and listed;
@@ -901,6 +1003,7 @@ def restore(
         limits=limits,
         progress=progress,
         confirm=confirm,
+        max_skip_ratio=max_skip_ratio,
     )
     result.warnings.extend(warnings)
     return result
@@ -992,6 +1095,55 @@ def resolve(cfg: Config, revision: str, *, reason: str) -> Marked:
     return _mark_by_hand(cfg, revision, reason, "resolve", through=False)[0]
 
 
+def control(cfg: Config, action: str, value: Optional[str] = None) -> ControlSent:
+    """Send a live control to the run holding the target's lock, wherever it runs (its
+    runner and Beam workers read the control document beside the lock at their batch
+    boundaries, within a few seconds): `pause`, `resume`, `rate` with `value` the new
+    cap in operations per second (the ramp still bounds it), `stop` with `value` an
+    optional reason. The event is kept with who sent it and when, and the run records
+    it. NothingToControl (exit code 1) when no run holds the lock."""
+    if action == live.STOP and value is not None and not value.strip():
+        value = None
+    store = cfg._store()
+    event, holder = live.send(store, action, value)
+    return ControlSent(
+        action=event.action,
+        value=event.value,
+        seq=event.seq,
+        operator=event.operator,
+        host=event.host,
+        sent_at=event.sent_at,
+        holder=_describe(holder),
+    )
+
+
+def _running(store: Store) -> Optional[RunningRun]:
+    """The run holding the target's lock, from its lock and control documents."""
+    lock = store.get(lock_path(store))
+    if lock is None:
+        return None
+    body = lock.to_dict()
+    progress = body.get("run") or {}
+    controls = live.read(store, body.get("holder"))
+    at = progress.get("at")
+    return RunningRun(
+        holder=_describe(body),
+        command=str(body.get("command") or "?"),
+        run_id=progress.get("run_id"),
+        revision=progress.get("revision"),
+        mode=progress.get("mode"),
+        operations=progress.get("operations"),
+        batches=progress.get("batches"),
+        rate=progress.get("rate"),
+        paused=controls.paused,
+        paused_seen=bool(progress.get("paused")),
+        stopping=controls.stop,
+        requested_rate=controls.rate,
+        updated_at=times.rfc3339(at, "seconds") if isinstance(at, dt.datetime) else None,
+        controls=[e.to_json() for e in controls.events],
+    )
+
+
 def break_lock(cfg: Config) -> Optional[LockHolder]:
     """Remove the target's lock whoever holds it; who held it, or None."""
     holder = _break_lock(cfg._store())
@@ -1008,15 +1160,18 @@ def new(cfg: Config, message: str) -> Path:
 
 def status(cfg: Config, *, local: bool = False) -> StatusReport:
     """Each revision as applied, applied elsewhere, pending, or applied but changed or
-    missing. Reads the markers in the target database unless `local`; never creates
-    the state file."""
+    missing; and the run holding the target's lock, if any (`running`: its progress,
+    rate and whether it is paused). Reads the markers and the lock in the target
+    database unless `local`; never creates the state file."""
     target = cfg.target()
     chain = cfg._chain()
     state = State.open_readonly(cfg.state_path)
     applied = state.applied(target.project, target.database) if state else {}
-    markers = None if local else cfg._markers(cfg._store(target)).read()
+    store = None if local else cfg._store(target)
+    markers = None if store is None else cfg._markers(store).read()
     rows = drift.status_rows(chain, applied, markers)
-    return StatusReport(target, [StatusRow(**r) for r in rows], markers is not None)
+    running = None if store is None else _running(store)
+    return StatusReport(target, [StatusRow(**r) for r in rows], markers is not None, running)
 
 
 def verify(cfg: Config, *, local: bool = False) -> list[Finding]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import os
 import sqlite3
 import sys
@@ -286,7 +287,8 @@ def status_cmd(cfg: Config, fmt: str, local: bool, check: bool, plan: bool, quie
     Reads the state file and the markers in the target database (the shared record of
     what is applied, wherever from); --local reads only the state file. A revision the
     target applied from another script (another branch's migration of the same number)
-    shows as `applied (different script)`.
+    shows as `applied (different script)`. A run holding the target's lock is shown with
+    its progress, rate, and whether it is paused.
 
     With --check it is a CI gate (exit 1 and why, else 0); --format markdown writes a
     pull-request comment, with each pending migration's dry-run counts when --plan.
@@ -303,7 +305,12 @@ def status_cmd(cfg: Config, fmt: str, local: bool, check: bool, plan: bool, quie
         if fmt == "markdown":
             raise UsageError("--format markdown needs --check (a pull-request comment)")
         found = api.status(cfg.api, local=local)
-        _emit(report.status_chunks([r.to_json() for r in found.revisions], found.target, fmt))
+        running = found.running.to_json() if found.running is not None else None
+        _emit(
+            report.status_chunks(
+                [r.to_json() for r in found.revisions], found.target, fmt, running
+            )
+        )
         return
     gate = api.status_check(cfg.api, local=local, plan=plan, progress=_Bar(quiet))
     _emit(gate_report.chunks(gate, fmt))
@@ -520,6 +527,15 @@ def traffic_options(fn: Any) -> Any:
                 default=None,
                 metavar="OPS",
                 help="Where the ramp starts (turns it on) [default: 500].",
+            ),
+            click.option(
+                "--max-skip-ratio",
+                type=click.FloatRange(0, 1, max_open=True),
+                default=None,
+                metavar="RATIO",
+                help="Stop the run by itself (like `fsmigrate control stop`) when more than "
+                "this share of its last 1,000 operations were skipped because something "
+                "else wrote to their documents, e.g. 0.05.",
             ),
         ]
     ):
@@ -855,6 +871,56 @@ def break_lock_cmd(cfg: Config) -> None:
         err=True,
     )
     click.echo("lock removed")
+
+
+@cli.command("control")
+@click.argument("action", type=click.Choice(list(api.CONTROL_ACTIONS)))
+@click.argument("value", required=False)
+@click.option("--reason", default=None, help="With stop: why (kept with the run).")
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@click.pass_obj
+def control_cmd(
+    cfg: Config, action: str, value: Optional[str], reason: Optional[str], fmt: str
+) -> None:
+    """Pause, resume, re-rate or stop the run holding the target's lock, from anywhere.
+
+    ACTION is pause, resume, rate (VALUE: operations per second, a new cap; the ramp
+    still bounds it) or stop. The run (its runner, or every Beam worker) takes it at its
+    next batch boundary, within a few seconds: a paused run keeps its lock and commits
+    nothing; a stopped run lets its batches in flight settle, is recorded as stopped,
+    and releases the lock; the next `upgrade` goes on from there. Every event is kept
+    in the run's record and audit with who sent it and when; `fsmigrate status` shows
+    the run's progress and whether it is paused.
+
+    Examples:
+
+        fsmigrate --project my-proj control pause
+
+        fsmigrate --project my-proj control rate 200
+
+        fsmigrate --project my-proj control stop --reason "latency alarm"
+    """
+    if action == "rate" and value is None:
+        raise UsageError("control rate needs a number of operations per second: control rate 200")
+    if action == "stop":
+        if value is not None and reason is not None:
+            raise UsageError("give the reason of a stop once: control stop --reason TEXT")
+        value = reason if reason is not None else value
+    elif reason is not None:
+        raise UsageError("--reason goes with control stop")
+    elif action != "rate" and value is not None:
+        raise UsageError(f"control {action} takes no value, got {value!r}")
+    sent = api.control(cfg.api, action, value)
+    if fmt == "json":
+        _emit([json.dumps(sent.to_json(), sort_keys=True) + "\n"])
+        return
+    what = f"{sent.action} {sent.value}" if sent.value else sent.action
+    click.echo(
+        f"sent {what} (event {sent.seq}) to the run of {sent.holder}; it takes it at its "
+        "next batch boundary (`fsmigrate status` shows when)"
+    )
 
 
 @cli.command("restore")

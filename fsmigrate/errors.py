@@ -206,6 +206,32 @@ class MigrationBlocked(FsMigrateError):
         )
 
 
+class RunStopped(FsMigrateError):
+    """A run stopped on purpose: `fsmigrate control stop`, or past its --max-skip-ratio.
+    What committed is recorded and nothing is left in flight: the next `upgrade` (or
+    `rerun`) goes on from there. Exit code 4."""
+
+    exit_code = 4
+
+    def __init__(self, revision: str, run_id: str, why: str) -> None:
+        self.revision, self.run_id, self.why = revision, run_id, why
+        super().__init__(
+            f"run {run_id} of migration {revision} stopped: {why}; what committed is "
+            "recorded and nothing is in flight: run the same command again to go on "
+            f"(see `fsmigrate audit {run_id}`)"
+        )
+
+
+class NothingToControl(FsMigrateError):
+    """`fsmigrate control` found no run holding the target's lock."""
+
+    def __init__(self, target: str) -> None:
+        super().__init__(
+            f"no fsmigrate run holds the lock on {target}: nothing to control "
+            "(`fsmigrate status` shows a running run)"
+        )
+
+
 class ReconcileError(FsMigrateError):
     """A write's outcome is unknown and cannot be told by re-reading the document."""
 

@@ -145,7 +145,7 @@ def test_a_state_file_of_an_older_schema_is_migrated_on_open(tmp_path: Path, ver
 
     state = State.open(path)
 
-    assert state._schema_version() == SCHEMA_VERSION == 5
+    assert state._schema_version() == SCHEMA_VERSION == 6
     assert state.run(run_id)["read_time"] is None  # recorded from schema 5 on
     row = state.run(run_id)  # old runs, their operations and applied rows kept
     assert (row["revision"], row["status"], row["planned"]) == ("0001", "succeeded", 8)
@@ -201,7 +201,7 @@ def test_a_schema_4_file_gets_the_read_time_of_its_runs(tmp_path: Path) -> None:
 
     state = State.open(path)
 
-    assert state._schema_version() == 5 and state.run(old_run)["read_time"] is None
+    assert state._schema_version() == SCHEMA_VERSION and state.run(old_run)["read_time"] is None
     new_run = state.start_run(
         invocation="j",
         project="p",

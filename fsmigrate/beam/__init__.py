@@ -15,6 +15,8 @@ work exactly as for a local run.
 
 from __future__ import annotations
 
+import importlib.util
+
 from fsmigrate.errors import UsageError
 
 INSTALL = "pip install 'fsmigrate[beam]'"
@@ -22,9 +24,7 @@ INSTALL = "pip install 'fsmigrate[beam]'"
 
 def require() -> None:
     """Raise a usage error naming the extra when apache-beam is not installed."""
-    try:
-        import apache_beam  # noqa: F401
-    except ImportError as exc:
-        raise UsageError(
-            f"--runner beam needs Apache Beam, which is not installed: {INSTALL}"
-        ) from exc
+    # found, not imported: importing Beam prints its own warnings ("Failed to import
+    # GCSFileSystem", "apitools not found"), which go to the run's log, not the terminal
+    if importlib.util.find_spec("apache_beam") is None:
+        raise UsageError(f"--runner beam needs Apache Beam, which is not installed: {INSTALL}")

@@ -103,6 +103,7 @@ class BeamDistributor:
     options: dict[str, str] = field(default_factory=dict)
     journal_root: Optional[str] = None  # default: beside the state file
     keep_journal: bool = False
+    log: Optional[str] = None  # Beam's own log lines: a file (default: the run's), "terminal"
 
     def check(self, script: Any) -> None:
         """Refuse, before anything runs, a script Beam cannot split."""
@@ -149,7 +150,8 @@ class BeamDistributor:
             f" ({'per document' if form == EACH else 'keyed'})"
         )
         failure: Optional[BaseException] = None
-        log = Path(root) / f"{run_id}.log" if "://" not in root else None
+        control = run.control if not dry_run else None
+        log = self._log_path(root, run_id, Path(str(run.state.path)))
         with _stderr_to(log):  # Beam's and its workers' chatter is not the report
             try:
                 import apache_beam as beam
@@ -176,32 +178,51 @@ class BeamDistributor:
                     patience=store.policy.patience,
                     lock_ttl=settings.lease_ttl,
                     read_time=run.read_time,
+                    workers=self.workers,
+                    control_interval=control.interval if control is not None else None,
+                    max_skip_ratio=control.max_skip_ratio if control is not None else None,
                 )
                 with beam.Pipeline(options=bp.options(self.workers, self.options)) as p:
                     bp.build(p, spec, form, ranges)
             except Exception as exc:  # the worker's error arrives wrapped, as text
                 failure = exc
-        if failure is None and log is not None:
-            log.unlink(missing_ok=True)
-        elif log is not None:
+        if log is not None and log.exists() and log.stat().st_size:
             note(f"beam: the pipeline's log is {log}")
+        elif log is not None:
+            log.unlink(missing_ok=True)
         self._import(run, directory)
+        stopped = None
+        if control is not None:  # the controls the workers took, recorded with the run
+            control.take(run)
+            stopped = control.stopped
         if failure is None:
             outputs = workfiles.read_outputs(directory)
             for text in outputs.notes:
                 note(text)
-            if forms.finish is not None:
+            if forms.finish is not None and stopped is None:
                 finish_ctx = Context(
                     store, script.revision, dry_run, None, note, read_time=run.read_time
                 )
                 forms.finish(finish_ctx, outputs.counts)
             _add_usage(run, outputs)
-            if not dry_run:
-                self._settle_own(run)
+        if not dry_run and (failure is None or stopped is not None):
+            self._settle_own(run)  # a stopped run leaves nothing in flight
         if not self.keep_journal:
             workfiles.remove_tree(directory)
-        if failure is not None:
+        if failure is not None and stopped is None:
             raise self._classify(failure, script.revision) from failure
+        if control is not None:
+            control.finish(run)  # raises RunStopped after a stop
+
+    def _log_path(self, root: str, run_id: str, state: Path) -> Optional[Path]:
+        """Where Beam's own log lines go: None for the terminal; else a local file."""
+        if self.log == "terminal":
+            return None
+        if self.log:
+            return Path(self.log).expanduser().resolve()
+        if "://" in root:  # a gs:// journal: the log stays local, beside the state file
+            return Path(str(state) + ".journal").resolve() / f"{run_id}.log"
+        return Path(root) / f"{run_id}.log"
 
     # ---- after the pipeline -------------------------------------------------------------
 

@@ -17,6 +17,7 @@ they wait for; they commit only while the coordinator's lease is good (`_LeaseFe
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -32,6 +33,7 @@ import apache_beam as beam
 
 from fsmigrate.beam import workfiles
 from fsmigrate.distributed import EACH, checked_key
+from fsmigrate.engine import control as live
 from fsmigrate.engine import testhooks
 from fsmigrate.engine.batching import (
     after_json,
@@ -74,6 +76,9 @@ class WorkerSpec:
     patience: float = DEFAULT_PATIENCE  # seconds without progress before giving up
     lock_ttl: float = DEFAULT_TTL  # the coordinator's lease's TTL (for its margin)
     read_time: Optional[dt.datetime] = None  # the run's snapshot: every read is made at it
+    workers: int = 1  # a `control rate N` is shared among them
+    control_interval: Optional[float] = None  # None: no live control (a dry-run)
+    max_skip_ratio: Optional[float] = None
 
 
 class _Refused(Exception):
@@ -187,6 +192,14 @@ class _Worker:
         if spec.lease_holder is not None and not spec.dry_run:
             self.fence = _LeaseFence(self.store, self.lock, spec.lease_holder, spec.lock_ttl)
             self.store.fence = self.fence
+        self.control: Optional[live.Reader] = None
+        self.budget: Optional[live.SkipBudget] = None
+        if spec.control_interval is not None and spec.lease_holder and not spec.dry_run:
+            self.control = live.Reader(self.store, spec.lease_holder, spec.control_interval)
+            if spec.max_skip_ratio is not None:
+                self.budget = live.SkipBudget(spec.max_skip_ratio)
+        self.stopped = False  # a stop was taken: nothing more is journaled or sent
+        self.rate: Optional[float] = None
 
     # -- one unit -------------------------------------------------------------------------
 
@@ -237,6 +250,8 @@ class _Worker:
 
     def plan(self, produced: Optional[Iterable[Any]]) -> None:
         """Take the operations one call of the migration yields."""
+        if self.stopped:
+            return
         try:
             for item in produced or ():
                 if isinstance(item, Barrier):
@@ -301,6 +316,8 @@ class _Worker:
 
     def _flush(self) -> None:
         batch, self.batch, self.used, self.paths = self.batch, [], 0, set()
+        if not batch or self._hold():
+            return  # (a batch after a stop is dropped unjournaled: the next run plans it)
         batch = refuse_parents(self.store, batch, self._note, self.spec.read_time)
         if not batch:
             return
@@ -342,10 +359,54 @@ class _Worker:
         testhooks.reached("before-commit", self.batches)
         committed, skipped = self.committer.commit(numbered)
         testhooks.reached("after-commit", self.batches)
+        if self.budget is not None:
+            self.budget.add(len(committed), len(skipped))
         workfiles.write_file(
             stem + workfiles.OUTCOME,
             json.dumps({"committed": committed, "skipped": skipped}).encode(),
         )
+
+    def _hold(self) -> bool:
+        """The live controls at this batch boundary: a new rate (this worker's share), a
+        pause (wait here, sending nothing, until resumed), a stop (True: drop the batch
+        and every later one). Past the skip budget, this worker sends the stop."""
+        control = self.control
+        if control is None or self.stopped:
+            return self.stopped
+        if self.budget is not None and control.controls.stop is None:
+            why = self.budget.exceeded()
+            if why is not None:
+                with contextlib.suppress(FsMigrateError):  # the lock is gone: checked below
+                    live.send(
+                        self.store,
+                        live.STOP,
+                        why,
+                        holder=self.spec.lease_holder,
+                        operator=live.BUDGET_OPERATOR,
+                    )
+                control.poll(force=True)
+        control.poll()
+        self._take_rate()
+        while control.controls.paused and control.controls.stop is None:
+            self._check_lease()
+            time.sleep(control.interval)
+            control.poll()
+            self._take_rate()
+        self.stopped = control.controls.stop is not None
+        return self.stopped
+
+    def _take_rate(self) -> None:
+        assert self.control is not None
+        rate = self.control.controls.rate
+        if rate is None or rate == self.rate:
+            return
+        self.rate = rate
+        if self.committer.traffic is None:
+            from fsmigrate.engine import traffic
+
+            self.committer.traffic = traffic.Limiter(traffic.Limits())
+            self.committer.traffic.begin_run()
+        self.committer.traffic.set_cap(rate / max(1, self.spec.workers))
 
     def _check_lease(self) -> None:
         """A worker never commits for a coordinator that lost the target's lease (read
@@ -431,6 +492,8 @@ class ApplyEach(beam.DoFn):
             end=end,
             read_time=self.spec.read_time,
         ):
+            if w.stopped:
+                break
             w.usage["reads"] += 1
             w.plan(_call(w.forms.each, w.ctx, doc))
         yield from w.end()
@@ -498,6 +561,8 @@ class ApplyMerged(beam.DoFn):
         for key, raw in items:
             by_key.setdefault(key, []).append(raw)
         for key in sorted(by_key):
+            if w.stopped:
+                break
             docs = sorted((_doc(raw, w.store) for raw in by_key.pop(key)), key=lambda d: d.path)
             w.plan(_call(w.forms.merge, w.ctx, key, docs))
         yield from w.end()

@@ -100,12 +100,13 @@ class Lease:
         self.took_over: Optional[str] = None
         self._valid_until = 0.0  # time.monotonic() after which writes must not land
         self._lost: Optional[str] = None
+        self.progress: Optional[dict[str, Any]] = None  # the run's, for `fsmigrate status`
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._lock = threading.Lock()
 
     def _body(self) -> dict[str, Any]:
-        return {
+        body = {
             "holder": self.holder_id,
             "host": self.host,
             "pid": os.getpid(),
@@ -115,6 +116,9 @@ class Lease:
             "acquired_at": self.acquired_at,
             "expires_at": _now() + dt.timedelta(seconds=self.ttl),
         }
+        if self.progress is not None:
+            body["run"] = self.progress
+        return body
 
     def _timed_body(self, sent: list[float]) -> dict[str, Any]:
         """A body, noting when (monotonic) its expiry was computed: it is good until then
@@ -238,6 +242,12 @@ class Lease:
 
     def _lose(self, why: str) -> None:
         self._lost = why
+
+    def publish(self, progress: dict[str, Any]) -> None:
+        """Show the run's progress in the lock document (read by `fsmigrate status`); it
+        renews the lease at the same time."""
+        self.progress = progress
+        self.renew()
 
     def _renew_loop(self) -> None:
         while not self._stop.wait(renew_every(self.ttl)):

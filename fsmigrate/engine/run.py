@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional, Protocol
 
+from fsmigrate.engine import tracing
 from fsmigrate.engine.estimate import Tally
 from fsmigrate.engine.lease import DEFAULT_TTL
 from fsmigrate.scripts import archive
@@ -45,6 +47,22 @@ class Progress(Protocol):
     def advance(self, n: int) -> None: ...
     def finish(self) -> None: ...
     def waiting(self, message: Optional[str]) -> None: ...
+
+
+class Control(Protocol):
+    """The live controls of an apply (`fsmigrate.engine.control.Controller`)."""
+
+    @property
+    def stopped(self) -> Optional[str]: ...
+    @property
+    def interval(self) -> float: ...
+    @property
+    def max_skip_ratio(self) -> Optional[float]: ...
+
+    def checkpoint(self, run: Run, settle: Callable[[], None]) -> None: ...
+    def settled(self, ok: int, bad: int) -> None: ...
+    def take(self, run: Run) -> None: ...
+    def finish(self, run: Run) -> None: ...
 
 
 class NoProgress:
@@ -106,6 +124,8 @@ class Run:
     # the instant every read of the plan is made at (its snapshot); None: reads are of
     # the moment they are made (a run that only replays a reviewed plan's writes)
     read_time: Optional[dt.datetime] = None
+    control: Optional[Control] = None  # live control of an apply (None: a dry-run)
+    span: tracing.Span = tracing.NO_SPAN  # the run's trace span (commits are its children)
 
     @property
     def revision(self) -> str:
@@ -181,7 +201,10 @@ class Distributor(Protocol):
     what earlier runs of the revision already wrote is never written again
     (`run.written_before`).
     It numbers its batches with `run.next_batch`, journals them in `run.state`, and raises `ScriptRaised` when the
-    migration's own code failed, an `FsMigrateError` for anything else."""
+    migration's own code failed, an `FsMigrateError` for anything else. With
+    `run.control`, it takes the live controls at its batch boundaries (the local loop
+    through `Controller.checkpoint`, Beam workers through the control document) and
+    raises `RunStopped` after a stop, once nothing is left in flight."""
 
     def check(self, script: Script) -> None: ...
 

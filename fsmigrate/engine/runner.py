@@ -18,7 +18,8 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Optional
 
-from fsmigrate.engine import reconcile, testhooks
+from fsmigrate.engine import hooks as run_hooks
+from fsmigrate.engine import reconcile, testhooks, tracing
 from fsmigrate.engine.batching import (
     DEFAULT_BATCH_BYTES,
     MAX_BATCH,
@@ -30,6 +31,7 @@ from fsmigrate.engine.batching import (
     refuse_parents,
 )
 from fsmigrate.engine.commit import Committer, Numbered, Settled
+from fsmigrate.engine.control import Controller
 from fsmigrate.engine.estimate import document_size, figures
 from fsmigrate.engine.lease import DEFAULT_TTL
 from fsmigrate.engine.run import (
@@ -51,6 +53,7 @@ from fsmigrate.errors import (
     MigrationBlocked,
     MigrationFailed,
     PlanError,
+    RunStopped,
     UsageError,
     WriteTooLarge,
 )
@@ -127,6 +130,8 @@ class Runner:
         lease_holder: Optional[str] = None,
         lease_ttl: float = DEFAULT_TTL,
         as_of: Optional[dt.datetime] = None,
+        control: Optional[Controller] = None,
+        hooks: Optional[run_hooks.Hooks] = None,
     ) -> None:
         if not 1 <= batch_size <= MAX_BATCH:
             raise UsageError(f"--batch-size must be between 1 and {MAX_BATCH}, got {batch_size}")
@@ -161,6 +166,9 @@ class Runner:
         self.progress = progress or NoProgress()
         self.guard = guard or (lambda: None)  # raises when the run must stop (lock lost)
         self.target = store.target
+        self.control = control  # pause / resume / rate / stop from elsewhere (applies)
+        self.hooks = hooks or run_hooks.Hooks()
+        self.hook_problems: list[str] = []  # hooks that failed or hung, for the report
         self.as_of = as_of  # every plan reads at this instant (default: when it starts)
         store.patience.listener = self._waiting
         # retries and waits already recorded with a run: each goes with the run it happened
@@ -212,6 +220,38 @@ class Runner:
         Every read of the plan is made at one instant (its snapshot): the runner's
         `as_of`, or the moment the plan starts. A reviewed plan's apply (`kind="plan"`)
         reads nothing to plan: it records `read_time`, the instant its plan read at."""
+        with tracing.span(
+            "fsmigrate.migration",
+            revision=script.revision,
+            mode=DRY_RUN if dry_run else APPLY,
+            kind=kind,
+            invocation=invocation,
+        ) as span:
+            result = self._run(
+                script,
+                span,
+                dry_run=dry_run,
+                invocation=invocation,
+                kind=kind,
+                source=source,
+                plan_digest=plan_digest,
+                read_time=read_time,
+            )
+            self._trace_result(span, result)
+            return result
+
+    def _run(
+        self,
+        script: Script,
+        span: tracing.Span,
+        *,
+        dry_run: bool,
+        invocation: str,
+        kind: str,
+        source: Optional[str],
+        plan_digest: Optional[str],
+        read_time: Optional[str],
+    ) -> RunResult:
         mode = DRY_RUN if dry_run else APPLY
         replay = kind == "plan"  # a reviewed plan's writes: nothing is read to plan them
         snapshot = (
@@ -251,14 +291,25 @@ class Runner:
             retries_before=self._retries_counted,
             waited_before=self._waited_counted,
             read_time=None if replay else snapshot,
+            span=span,
         )
+        span.set(run_id=run_id)
         earlier = self.state.resume_chain(prior["id"]) if prior else []
         self.progress.start(script, mode)
         if self.traffic is not None:
             self.traffic.begin_run()
         self.committer.splits = 0
+        self._notify(run, run_hooks.START)
+        if self.control is not None and not dry_run:
+            run.control = self.control
+            self.control.begin(run, lambda rate: self._set_rate(run, rate))
         try:
             self._run_checked(run, prior, earlier)
+        except FsMigrateError as exc:
+            span.set(**self._trace_counts(run.run_id))
+            if isinstance(exc, RunStopped):
+                span.set(stopped=exc.why)
+            raise
         finally:
             if self.committer.splits:
                 run.note(
@@ -285,7 +336,57 @@ class Runner:
         self._record_retries(run)
         self._record_usage(run)
         self._mark_applied(script, run_id, applies_revision)
+        self._notify(run, run_hooks.FINISH)
         return RunResult.from_row(self.state, self.state.run(run_id))
+
+    def _notify(self, run: Run, event: str) -> None:
+        """Call the hooks with the run's record; a hook that failed or hung is a note on
+        the run and a warning of the command, never a change of its outcome."""
+        if not self.hooks.hooks and not self.hooks.pending_problems:
+            return
+        record = RunResult.from_row(self.state, self.state.run(run.run_id)).to_json()
+        for problem in self.hooks.call(event, record):
+            text = problem.describe()
+            run.note(text)
+            self.hook_problems.append(f"run {run.run_id}: {text}")
+
+    def _set_rate(self, run: Run, rate: float) -> None:
+        """`fsmigrate control rate N`: the run's new cap (a limiter is made when the run
+        had none: the emulator without --max-rate)."""
+        if self.traffic is None:
+            self.traffic = Limiter(Limits())
+            self.traffic.begin_run()
+            self.committer.traffic = self.traffic
+        run.traffic = self.traffic
+        self.traffic.set_cap(rate)
+        self.limits = self.traffic.limits
+        run.limits = self.limits
+
+    def _trace_counts(self, run_id: str) -> dict[str, Any]:
+        row = self.state.run(run_id)
+        return {
+            "planned": row["planned"],
+            "committed": row["committed"],
+            "skipped": row["skipped"],
+            "failed": row["failed"],
+            "batches": row["batches"],
+            "status": row["status"],
+        }
+
+    def _trace_result(self, span: tracing.Span, result: RunResult) -> None:
+        span.set(**self._trace_counts(result.run_id), retries=result.retries)
+        actual = result.actual or result.estimate or {}
+        span.set(
+            reads=actual.get("reads"),
+            archive_bytes=actual.get("archive_bytes"),
+            seconds=actual.get("seconds"),
+        )
+        traffic = result.traffic or {}
+        span.set(
+            throttle_events=traffic.get("throttle_events"),
+            throttle_waited_seconds=traffic.get("waited_seconds"),
+            lowest_rate=traffic.get("lowest_rate"),
+        )
 
     def _mark_applied(self, script: Script, run_id: str, applies_revision: bool) -> None:
         if not applies_revision:
@@ -321,6 +422,14 @@ class Runner:
                 run.earlier = earlier
                 run.redone = self._resume(run, earlier)
             self.distributor.distribute(run)
+        except RunStopped as exc:
+            self.state.finish_run(
+                run.run_id, status="stopped", counts=run.counts, error=exc.why, error_kind="stopped"
+            )
+            self._record_retries(run.run_id)
+            self._record_usage(run)
+            self._notify(run, run_hooks.STOP)
+            raise
         except ScriptRaised as wrapped:
             self._fail(run, wrapped.exc, "migration")
             raise MigrationFailed(
@@ -432,6 +541,7 @@ class Runner:
         )
         self._record_retries(run)
         self._record_usage(run)
+        self._notify(run, run_hooks.FAIL)
 
     def _record_retries(self, run: Run) -> None:
         """The run's retries and, when it waited for Firestore, a note of how long."""
@@ -503,6 +613,8 @@ class Runner:
         batch = refuse_parents(self.store, batch, run.note, run.read_time)
         if not batch:
             return
+        if run.control is not None:  # a batch boundary: pause, rate, stop take effect here
+            run.control.checkpoint(run, lambda: self._settle_inflight(flight, keep=0))
         number, base = run.next_batch(len(batch))
         numbered = list(enumerate(batch, base))
         for op in batch:
@@ -591,16 +703,35 @@ class Runner:
         self.guard()
         read_before_blind_sets(self.store, [op for _, op in numbered])
         self._record(run, number, numbered, "pending")  # write-ahead
-        future = flight.pool.submit(self._send, number, numbered, ticket)
+        future = flight.pool.submit(self._send, number, numbered, ticket, run.span)
         flight.batches.append((run.run_id, number, future))
 
     def _send(
-        self, number: int, numbered: Numbered, ticket: Optional[Ticket] = None
+        self,
+        number: int,
+        numbered: Numbered,
+        ticket: Optional[Ticket] = None,
+        parent: Optional[tracing.Span] = None,
     ) -> tuple[Settled, Settled]:
-        testhooks.reached("before-commit", number)
-        outcome = self.committer.commit(numbered, ticket)
-        testhooks.reached("after-commit", number)
-        return outcome
+        with tracing.span(
+            "fsmigrate.commit",
+            parent,
+            batch=number,
+            operations=len(numbered),
+            bytes=sum(len(op.write or b"") for _, op in numbered),
+        ) as span:
+            retries, splits = self.store.retries, self.committer.splits
+            testhooks.reached("before-commit", number)
+            outcome = self.committer.commit(numbered, ticket)
+            testhooks.reached("after-commit", number)
+            span.set(
+                committed=len(outcome[0]),
+                skipped=len(outcome[1]),
+                retries=self.store.retries - retries,  # (of every commit thread meanwhile)
+                splits=self.committer.splits - splits,
+                limit_ops_per_s=self.traffic.current() if self.traffic is not None else None,
+            )
+            return outcome
 
     def _settle_inflight(self, flight: _InFlight, keep: int, quietly: bool = False) -> None:
         """Record the outcome of the oldest in-flight batches until `keep` remain. With
@@ -616,6 +747,8 @@ class Runner:
                 self._settle_inflight(flight, keep=0, quietly=True)
                 raise
             self.state.settle_ops(owner, committed=committed, skipped=skipped)
+            if self.control is not None:
+                self.control.settled(len(committed), len(skipped))
 
     # ---- resuming ------------------------------------------------------------------
 

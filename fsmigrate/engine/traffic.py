@@ -317,6 +317,16 @@ class Limiter:
             rate = min(self._limit, self._cap)
             self.stats.lowest_rate = rate if low is None else min(low, rate)
 
+    def set_cap(self, rate: float) -> None:
+        """A new hard cap (`fsmigrate control rate N`), in place of --max-rate from now on;
+        the ramp and throttling still bound it."""
+        with self._lock:
+            self._cap = float(rate)
+            self._floor = min(MIN_RATE, self._cap)
+            self.limits = replace(self.limits, max_rate=float(rate))
+            if self._next_free is not None:  # a slower rate counts from now, not from
+                self._next_free = min(self._next_free, self._clock())  # the old slots
+
     def current(self) -> Optional[float]:
         """The limit now (operations per second); None when unlimited."""
         with self._lock:

@@ -336,10 +336,24 @@ def audit_run_chunks(state: Any, run_id: str, fmt: str) -> Iterator[str]:
     yield ("Before-images: fsmigrate audit " + run_id + " --format jsonl\n")
 
 
-def status_chunks(rows: Sequence[dict[str, Any]], target: Any, fmt: str) -> Iterator[str]:
+def status_chunks(
+    rows: Sequence[dict[str, Any]],
+    target: Any,
+    fmt: str,
+    running: Optional[dict[str, Any]] = None,
+) -> Iterator[str]:
+    """`fsmigrate status`: each revision, and the run holding the lock (`running`, the
+    JSON of `api.RunningRun`) when there is one."""
     if fmt == "json":
         yield (
-            dumps({"project": target.project, "database": target.database, "revisions": rows})
+            dumps(
+                {
+                    "project": target.project,
+                    "database": target.database,
+                    "revisions": rows,
+                    "running": running,
+                }
+            )
             + "\n"
         )
         return
@@ -349,6 +363,30 @@ def status_chunks(rows: Sequence[dict[str, Any]], target: Any, fmt: str) -> Iter
     for r in rows:
         when = f"applied {r['applied_at']} (run {r['run_id']})" if r["applied_at"] else ""
         yield f"  {r['revision']:<6} {r['state']:<22} {r['description']}  {when}\n"
+    if running is not None:
+        yield running_line(running)
+
+
+def running_line(r: dict[str, Any]) -> str:
+    """One run holding the lock, for people."""
+    text = f"RUNNING: {r['command']} by {r['holder']}"
+    if r.get("run_id"):
+        text += (
+            f"\n  run {r['run_id']}: migration {r['revision']} ({r['mode']}), "
+            f"{r['operations'] or 0:,} operation(s) in {r['batches'] or 0:,} batch(es)"
+        )
+        rate = r.get("rate")
+        text += f", limit {rate:,.0f} ops/s" if rate else ", no rate limit"
+        if r.get("updated_at"):
+            text += f" (as of {r['updated_at']})"
+    if r.get("stopping"):
+        text += f"\n  STOPPING: {r['stopping']}"
+    elif r.get("paused"):
+        seen = "the run has paused" if r.get("paused_seen") else "not yet taken by the run"
+        text += f"\n  PAUSED ({seen}); `fsmigrate control resume` lets it go on"
+    if r.get("requested_rate") is not None:
+        text += f"\n  rate set to {r['requested_rate']:g} ops/s by `fsmigrate control rate`"
+    return text + "\n"
 
 
 def findings_chunks(findings: Sequence[dict[str, Any]], fmt: str) -> Iterator[str]:

@@ -7,6 +7,7 @@ import datetime as dt
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Optional, Union
 
+from fsmigrate.engine import tracing
 from fsmigrate.firestore.store import Doc, Missing, Store
 from fsmigrate.normalize import DELETE_SUBS, KEEP, REFUSE, UNCHECKED, Renamer, normalize
 from fsmigrate.scripts.operations import (
@@ -79,15 +80,23 @@ class Context:
             if group or where:
                 raise ValueError("ctx.scan(missing=True) takes a collection path only")
             return self._counted(self._store.missing(collection, read_time=self.read_time))
+        docs = self._store.scan(
+            collection,
+            page_size=page_size or self._page_size,
+            group=group,
+            where=where,
+            partitions=partitions or self._partitions,
+            notice=self._notice_once,
+            read_time=self.read_time,
+        )
         return self._counted(
-            self._store.scan(
-                collection,
-                page_size=page_size or self._page_size,
+            tracing.traced(
+                "fsmigrate.scan",
+                docs,
+                revision=self.revision,
+                collection=collection,
                 group=group,
-                where=where,
-                partitions=partitions or self._partitions,
-                notice=self._notice_once,
-                read_time=self.read_time,
+                filtered=bool(where),
             )
         )
 

@@ -52,6 +52,9 @@ _UPGRADES: dict[int, tuple[str, ...]] = {
     # 5: the read time a run planned at (its snapshot)
     # (a column an earlier step's rebuild already made is not added twice)
     4: ("@column runs read_time TEXT",),
+    # 6: a run stopped on purpose (`fsmigrate control stop`, --max-skip-ratio) is `stopped`
+    # (a new status: the table is rebuilt), and the control events of runs are kept
+    5: ("@rebuild runs", "@create controls"),
 }
 # How a read-only reader of an older file sees the current shape (temporary views shadow
 # the file's tables on that connection only; the file is not changed).
@@ -73,6 +76,11 @@ _READ_SHIMS: dict[int, tuple[str, ...]] = {
     ),
     4: ("CREATE TEMP VIEW runs AS SELECT *, NULL AS read_time FROM main.runs",),
 }
+# Files older than schema 6 have no control events: an empty `controls` for their readers.
+_NO_CONTROLS = (
+    "CREATE TEMP VIEW controls AS SELECT NULL AS run_id, NULL AS seq, NULL AS action,"
+    " NULL AS value, NULL AS operator, NULL AS host, NULL AS sent_at, NULL AS seen_at WHERE 0"
+)
 
 
 def new_id() -> str:
@@ -164,6 +172,8 @@ class State(Operations):
             raise StateCorrupt(path, "it is an SQLite file but not an fsmigrate state file")
         for stmt in _READ_SHIMS.get(version, ()):
             conn.execute(stmt)
+        if version < 6:
+            conn.execute(_NO_CONTROLS)
         warn_if_exposed(path)
         return state
 
@@ -225,6 +235,8 @@ class State(Operations):
                                 self.conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
                         elif stmt == "@compact ops":
                             self.compact_operations()
+                        elif stmt.startswith("@create "):
+                            self._create(stmt.split()[1])
                         else:
                             self.conn.execute(stmt)
             broken = self.conn.execute("PRAGMA foreign_key_check").fetchall()
@@ -254,6 +266,13 @@ class State(Operations):
         for stmt in SCHEMA.split(";"):
             if "INDEX IF NOT EXISTS" in stmt and f" ON {table} (" in stmt:
                 self.conn.execute(stmt)
+
+    def _create(self, table: str) -> None:
+        """Create `table` as the current schema declares it (a table new in this version)."""
+        ddl = next(
+            stmt for stmt in SCHEMA.split(";") if f"CREATE TABLE IF NOT EXISTS {table} (" in stmt
+        )
+        self.conn.execute(ddl)
 
     def tx(self) -> _Tx:
         return _Tx(self.conn)
@@ -376,6 +395,38 @@ class State(Operations):
                 " WHERE id=? AND status='running'",
                 (f"the process stopped before the run finished; resumed by run {by}", run_id),
             )
+
+    def record_control(
+        self,
+        run_id: str,
+        *,
+        seq: int,
+        action: str,
+        value: Optional[str],
+        operator: str,
+        host: str,
+        sent_at: str,
+    ) -> bool:
+        """A control event (pause, resume, rate, stop) as the run saw it; False when the
+        run had recorded it already."""
+        with self.tx():
+            cur = self.conn.execute(
+                "INSERT OR IGNORE INTO controls (run_id, seq, action, value, operator, host,"
+                " sent_at, seen_at) VALUES (?,?,?,?,?,?,?,?)",
+                (run_id, seq, action, value, operator, host, sent_at, now_text()),
+            )
+        return cur.rowcount > 0
+
+    def controls(self, run_id: str) -> list[dict[str, Any]]:
+        """The control events a run saw, in order (who sent them, when, and when seen)."""
+        return [
+            dict(r)
+            for r in self.conn.execute(
+                "SELECT seq, action, value, operator, host, sent_at, seen_at FROM controls"
+                " WHERE run_id=? ORDER BY seq",
+                (run_id,),
+            )
+        ]
 
     def last_apply(self, project: str, database: str, revision: str) -> Optional[sqlite3.Row]:
         """The newest apply run of `revision` on the target (upgrade, rerun or resolve)."""

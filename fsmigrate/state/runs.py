@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from fsmigrate.state.database import State
@@ -47,6 +47,7 @@ def run_dict(state: Any, row: sqlite3.Row) -> dict[str, Any]:
         "pruned_by": row["pruned_by"],
         "read_time": row["read_time"],
         "notes": state.notes(row["id"]),
+        "controls": state.controls(row["id"]),
         **usage_dict(state, row),
     }
 
@@ -104,6 +105,8 @@ class RunResult:
     traffic: Optional[dict[str, Any]] = None  # limits used, throttling events
     estimate: Optional[dict[str, Any]] = None  # a dry-run's: reads, writes, deletes, ...
     actual: Optional[dict[str, Any]] = None  # an apply's: the same figures, as done
+    # the live control events the run took (pause, resume, rate, stop): who, when, seen
+    controls: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def from_row(cls, state: State, row: sqlite3.Row) -> RunResult:

@@ -1,7 +1,9 @@
-"""The state file's tables (schema 5: the compact layout of `compact`, and each run's read time). `State` creates
+"""The state file's tables (schema 6: the compact layout of `compact`; each run's read
+time; runs may be `stopped`, and the live control events of a run are kept in
+`controls`). `State` creates
 them and upgrades older files to them (`database`)."""
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -18,7 +20,7 @@ CREATE TABLE IF NOT EXISTS runs (
         CHECK (kind IN ('upgrade', 'rerun', 'plan', 'restore', 'resolve', 'stamp', 'elsewhere',
                         'prune')),
     mode TEXT NOT NULL CHECK (mode IN ('dry-run', 'apply')),
-    status TEXT NOT NULL CHECK (status IN ('running', 'succeeded', 'failed', 'interrupted')),
+    status TEXT NOT NULL CHECK (status IN ('running', 'succeeded', 'failed', 'interrupted', 'stopped')),
     resumes TEXT REFERENCES runs (id),
     started_at TEXT NOT NULL,
     finished_at TEXT,
@@ -84,6 +86,17 @@ CREATE TABLE IF NOT EXISTS notes (
     run_id TEXT NOT NULL REFERENCES runs (id),
     seq INTEGER NOT NULL,
     text TEXT NOT NULL,
+    PRIMARY KEY (run_id, seq)
+);
+CREATE TABLE IF NOT EXISTS controls (
+    run_id TEXT NOT NULL REFERENCES runs (id),
+    seq INTEGER NOT NULL,
+    action TEXT NOT NULL,
+    value TEXT,
+    operator TEXT NOT NULL,
+    host TEXT NOT NULL,
+    sent_at TEXT NOT NULL,
+    seen_at TEXT NOT NULL,
     PRIMARY KEY (run_id, seq)
 );
 """
