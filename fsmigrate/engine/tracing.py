@@ -66,7 +66,11 @@ def enabled() -> bool:
 def _get() -> Any:
     global _tracer
     if _tracer is None:
-        if importlib.util.find_spec("opentelemetry") is None:
+        try:
+            found = importlib.util.find_spec("opentelemetry") is not None
+        except (ImportError, ValueError):  # blocked (sys.modules entry None) or broken
+            found = False
+        if not found:
             _tracer = False
         else:
             try:
