@@ -1,7 +1,8 @@
 """The command line: parse options, build objects, call the core, print.
 
 The only module that imports click or tqdm. Domain errors become one line on stderr,
-`FAILED: ...`, and the exit code the error carries (README: Exit codes).
+`FAILED: ...` (`STOPPED: ...` for a run stopped on purpose), and the exit code the error
+carries (README: Exit codes).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from fsmigrate.api import (
     MAX_CONCURRENCY,
     MIN_BATCH_BYTES,
 )
-from fsmigrate.errors import Aborted, FsMigrateError, StateCorrupt, UsageError
+from fsmigrate.errors import Aborted, FsMigrateError, RunStopped, StateCorrupt, UsageError
 from fsmigrate.files import private_file
 from fsmigrate.firestore import emulator as emu
 from fsmigrate.firestore.patience import format_seconds
@@ -64,7 +65,8 @@ class FsMigrateGroup(click.Group):
         except FsMigrateError as exc:
             if _want_traceback(ctx):
                 raise
-            click.echo(f"FAILED: {exc}", err=True)
+            label = "STOPPED" if isinstance(exc, RunStopped) else "FAILED"
+            click.echo(f"{label}: {exc}", err=True)
             ctx.exit(exc.exit_code)
         except sqlite3.DatabaseError as exc:
             if _want_traceback(ctx):

@@ -214,9 +214,10 @@ class RunStopped(FsMigrateError):
     exit_code = 4
 
     def __init__(self, revision: str, run_id: str, why: str) -> None:
+        # why: "stopped by WHO@HOST at WHEN: REASON", as recorded with the run
         self.revision, self.run_id, self.why = revision, run_id, why
         super().__init__(
-            f"run {run_id} of migration {revision} stopped: {why}; what committed is "
+            f"run {run_id} of migration {revision} {why}; what committed is "
             "recorded and nothing is in flight: run the same command again to go on "
             f"(see `fsmigrate audit {run_id}`)"
         )

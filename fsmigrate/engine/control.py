@@ -349,6 +349,7 @@ class Controller:
         if self.budget is not None:
             why = self.budget.exceeded()
             if why is not None and self.reader.controls.stop is None:
+                self.guard()  # (no lock, no control document: LockLost says why)
                 send(self.reader.store, STOP, why, holder=self.holder, operator=BUDGET_OPERATOR)
                 self._take(run, force=True)
         self._take(run)
@@ -385,8 +386,8 @@ class Controller:
     def _stopped_by(self) -> str:
         last = next((e for e in reversed(self.reader.controls.events) if e.action == STOP), None)
         if last is None:
-            return self.reader.controls.stop or "stopped"
-        why = f" ({last.value})" if last.value else ""
+            return f"stopped: {self.reader.controls.stop or 'asked to stop'}"
+        why = f": {last.value}" if last.value else ""
         return f"stopped by {last.operator}@{last.host} at {last.sent_at}{why}"
 
     def _take(self, run: Run, force: bool = False) -> None:
