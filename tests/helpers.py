@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import os
+import subprocess
 import sys
 import textwrap
+import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,3 +120,53 @@ def seed_items(
 def items_of(client: Any) -> dict[str, Any]:
     """{id: n} of every document of `items`."""
     return {s.id: s.get("n") for s in client.collection("items").stream()}
+
+
+class Background:
+    """A call on a thread of this process (a long run to control from elsewhere): its
+    result or its exception once `join`ed."""
+
+    def __init__(self, call: Callable[[], Any]) -> None:
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                self.result = call()
+            except BaseException as exc:
+                self.error = exc
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+
+    def join(self, timeout: float = 120) -> None:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "the call did not end"
+
+
+def wait_for(what: Callable[[], Any], timeout: float = 60.0) -> Any:
+    """Poll `what` until it returns something true (returned), or fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = what()
+        if found:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout:g} s waiting")
+
+
+def epoch(text: str) -> float:
+    """An RFC 3339 time of the state file or a report, as seconds since the epoch."""
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def control_process(project: str, *args: str, operator: str = "oncall") -> Any:
+    """`fsmigrate control ...` in a process of its own, as `operator`."""
+    return subprocess.run(
+        [sys.executable, "-m", "fsmigrate", "--project", project, "control", *args],
+        env={**os.environ, "FSMIGRATE_OPERATOR": operator},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )

@@ -19,8 +19,16 @@ pytest.importorskip(
 
 from fsmigrate import api
 from fsmigrate.errors import RunStopped
-from helpers import items_of, ops_of, seed_items, write_script
-from test_control import INTERVAL, Background, control, stamp, wait_for
+from helpers import (
+    Background,
+    control_process,
+    epoch,
+    items_of,
+    ops_of,
+    seed_items,
+    wait_for,
+    write_script,
+)
 
 EACH = """
 from fsmigrate.distributed import scan
@@ -31,6 +39,11 @@ def each(ctx, doc):
     yield ctx.update(doc, {"n": doc.get("n") + 1000})
 """
 N = 800
+INTERVAL = "0.2"  # FSMIGRATE_CONTROL_INTERVAL: the workers read the controls this often
+
+
+def control(cfg: api.Config, *args: str) -> subprocess.CompletedProcess:
+    return control_process(str(cfg.project), *args)
 
 
 @pytest.fixture
@@ -50,9 +63,7 @@ def test_a_beam_run_paused_from_a_second_process_commits_nothing_until_resumed(
     cfg: api.Config, fs_client
 ) -> None:
     seed_items(fs_client, N)
-    run = Background(
-        lambda: api.upgrade(cfg, runner="beam", workers=2, batch_size=10, max_rate=40)
-    )
+    run = Background(lambda: api.upgrade(cfg, runner="beam", workers=2, batch_size=10, max_rate=40))
     wait_for(lambda: migrated(fs_client) >= 20, timeout=120)
 
     paused = control(cfg, "pause")
@@ -74,9 +85,9 @@ def test_a_beam_run_paused_from_a_second_process_commits_nothing_until_resumed(
     assert items_of(fs_client) == {f"i{i:05d}": i + 1000 for i in range(N)}
     pause, resume = result.controls
     assert (pause["action"], resume["action"]) == ("pause", "resume")
-    sent, resumed_at = stamp(pause["sent_at"]), stamp(resume["sent_at"])
+    sent, resumed_at = epoch(pause["sent_at"]), epoch(resume["sent_at"])
     assert resumed_at - sent > 4.5
-    times = [stamp(op["commit_time"]) for op in ops_of(cfg.state_path, result.run_id)]
+    times = [epoch(op["commit_time"]) for op in ops_of(cfg.state_path, result.run_id)]
     # after the pause reached the workers (a poll, and the batch each had in flight)
     quiet = [t for t in times if sent + 1.5 < t < resumed_at]
     assert quiet == []
@@ -86,9 +97,7 @@ def test_a_beam_run_stopped_leaves_nothing_pending_and_the_next_run_finishes(
     cfg: api.Config, fs_client
 ) -> None:
     seed_items(fs_client, N)
-    run = Background(
-        lambda: api.upgrade(cfg, runner="beam", workers=2, batch_size=10, max_rate=40)
-    )
+    run = Background(lambda: api.upgrade(cfg, runner="beam", workers=2, batch_size=10, max_rate=40))
     wait_for(lambda: migrated(fs_client) >= 20, timeout=120)
 
     stopped = control(cfg, "stop", "--reason", "peak traffic")
@@ -113,9 +122,7 @@ def test_a_beam_run_stopped_leaves_nothing_pending_and_the_next_run_finishes(
 
 def test_a_rate_change_reaches_the_beam_workers(cfg: api.Config, fs_client) -> None:
     seed_items(fs_client, 600)
-    run = Background(
-        lambda: api.upgrade(cfg, runner="beam", workers=2, batch_size=10, max_rate=60)
-    )
+    run = Background(lambda: api.upgrade(cfg, runner="beam", workers=2, batch_size=10, max_rate=60))
     wait_for(lambda: migrated(fs_client) >= 10, timeout=120)
 
     slowed = control(cfg, "rate", "20")
@@ -126,8 +133,8 @@ def test_a_rate_change_reaches_the_beam_workers(cfg: api.Config, fs_client) -> N
     result = run.result.runs[0]
     assert result.committed == 600
     [event] = result.controls
-    seen = stamp(event["sent_at"]) + 1.0  # the workers' next read, a batch in flight each
-    times = sorted(stamp(op["commit_time"]) for op in ops_of(cfg.state_path, result.run_id))
+    seen = epoch(event["sent_at"]) + 1.0  # the workers' next read, a batch in flight each
+    times = sorted(epoch(op["commit_time"]) for op in ops_of(cfg.state_path, result.run_id))
     after = [t for t in times if t > seen]
     assert len(after) >= 100, "the rate change came too late to be measured"
     # 20 ops/s for both workers together (10 each): a lower bound the limiters guarantee

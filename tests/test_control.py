@@ -4,23 +4,28 @@ process, the controls come from `python -m fsmigrate control ...` subprocesses."
 
 from __future__ import annotations
 
-import datetime as dt
-import os
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from fsmigrate import api
 from fsmigrate.engine.control import SkipBudget
 from fsmigrate.errors import RunStopped, UsageError
-from helpers import Fsm, items_of, ops_of, seed_items, write_script
+from helpers import (
+    Background,
+    Fsm,
+    control_process,
+    epoch,
+    items_of,
+    ops_of,
+    seed_items,
+    wait_for,
+    write_script,
+)
 
 BUMP = """
 def plan(ctx):
@@ -42,35 +47,7 @@ def cfg(tmp_path: Path, project_id: str, emulator, monkeypatch) -> api.Config:
 
 def control(cfg: api.Config, *args: str) -> subprocess.CompletedProcess:
     """`fsmigrate control ...` in a second process."""
-    return subprocess.run(
-        [sys.executable, "-m", "fsmigrate", "--project", str(cfg.project), "control", *args],
-        env={**os.environ, "FSMIGRATE_OPERATOR": "oncall"},
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
-
-
-class Background:
-    """An api call on a thread: its result or its exception."""
-
-    def __init__(self, call: Callable[[], Any]) -> None:
-        self.result: Any = None
-        self.error: BaseException | None = None
-
-        def run() -> None:
-            try:
-                self.result = call()
-            except BaseException as exc:
-                self.error = exc
-
-        self.thread = threading.Thread(target=run, daemon=True)
-        self.thread.start()
-
-    def join(self, timeout: float = 120) -> None:
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), "the run did not end"
+    return control_process(str(cfg.project), *args)
 
 
 def committed(cfg: api.Config) -> int:
@@ -85,18 +62,7 @@ def committed(cfg: api.Config) -> int:
         db.close()
 
 
-def wait_for(what: Callable[[], Any], timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = what()
-        if found:
-            return found
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting")
-
-
-def stamp(text: str) -> float:
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+stamp = epoch
 
 
 def commit_times(cfg: api.Config, run_id: str) -> list[float]:
