@@ -300,9 +300,6 @@ class Runner:
             self.traffic.begin_run()
         self.committer.splits = 0
         self._notify(run, run_hooks.START)
-        if self.control is not None and not dry_run:
-            run.control = self.control
-            self.control.begin(run, lambda rate: self._set_rate(run, rate))
         try:
             self._run_checked(run, prior, earlier)
         except FsMigrateError as exc:
@@ -415,6 +412,9 @@ class Runner:
         """Resume what an interrupted run left, then plan and write through the
         distributor; failures are recorded on the run with their kind."""
         try:
+            if self.control is not None and not run.dry_run:
+                run.control = self.control
+                self.control.begin(run, lambda rate: self._set_rate(run, rate))
             if prior is not None:
                 if prior["status"] == "running":
                     self.state.mark_interrupted(prior["id"], run.run_id)
