@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
 
 from fsmigrate.engine.lease import lock_path
-from fsmigrate.errors import NothingToControl, RunStopped, UsageError
+from fsmigrate.errors import FirestoreError, NothingToControl, RunStopped, UsageError
 from fsmigrate.firestore.store import Leases, Store
 from fsmigrate.state.database import operator_name
 from fsmigrate.times import rfc3339
@@ -255,7 +255,10 @@ class Reader:
         ):
             return []
         self._last = now
-        self.controls = read(self.store, self.holder)
+        try:
+            self.controls = read(self.store, self.holder)
+        except FirestoreError:  # not answering: the controls as last read, until it does
+            return []
         new = [e for e in self.controls.events if e.seq > self.seen]
         if new:
             self.seen = max(e.seq for e in new)

@@ -102,6 +102,7 @@ class Lease:
         self._lost: Optional[str] = None
         self.progress: Optional[dict[str, Any]] = None  # the run's, for `fsmigrate status`
         self._stop = threading.Event()
+        self._wake = threading.Event()  # renew now (a new progress to show)
         self._thread: Optional[threading.Thread] = None
         self._lock = threading.Lock()
 
@@ -170,6 +171,7 @@ class Lease:
         self._stop.set()
         if self.store.fence == self.seconds_left:
             self.store.fence = None
+        self._wake.set()
         if self._thread is not None:  # a renewal on the wire is abandoned at its next try
             self._thread.join(timeout=RELEASE_WITHIN)
         if not self._lock.acquire(timeout=RELEASE_WITHIN):
@@ -244,13 +246,18 @@ class Lease:
         self._lost = why
 
     def publish(self, progress: dict[str, Any]) -> None:
-        """Show the run's progress in the lock document (read by `fsmigrate status`); it
-        renews the lease at the same time."""
+        """Show the run's progress in the lock document (read by `fsmigrate status`): the
+        renewing thread writes it at once, with the lease (never the run's own thread: a
+        database that does not answer for a while holds up nothing)."""
         self.progress = progress
-        self.renew()
+        self._wake.set()
 
     def _renew_loop(self) -> None:
-        while not self._stop.wait(renew_every(self.ttl)):
+        while True:
+            self._wake.wait(renew_every(self.ttl))
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             try:
                 self.renew()
             except Exception as exc:  # keep trying while the lease is still good
