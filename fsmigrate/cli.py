@@ -309,9 +309,7 @@ def status_cmd(cfg: Config, fmt: str, local: bool, check: bool, plan: bool, quie
         found = api.status(cfg.api, local=local)
         running = found.running.to_json() if found.running is not None else None
         _emit(
-            report.status_chunks(
-                [r.to_json() for r in found.revisions], found.target, fmt, running
-            )
+            report.status_chunks([r.to_json() for r in found.revisions], found.target, fmt, running)
         )
         return
     gate = api.status_check(cfg.api, local=local, plan=plan, progress=_Bar(quiet))

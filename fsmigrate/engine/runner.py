@@ -426,7 +426,7 @@ class Runner:
             self.state.finish_run(
                 run.run_id, status="stopped", counts=run.counts, error=exc.why, error_kind="stopped"
             )
-            self._record_retries(run.run_id)
+            self._record_retries(run)
             self._record_usage(run)
             self._notify(run, run_hooks.STOP)
             raise
