@@ -355,7 +355,7 @@ class Controller:
                 self.guard()  # (no lock, no control document: LockLost says why)
                 send(self.reader.store, STOP, why, holder=self.holder, operator=BUDGET_OPERATOR)
                 self._take(run, force=True)
-        self._take(run)
+        self._take(run, settle=settle)
         controls = self.reader.controls
         if controls.paused and controls.stop is None:
             settle()
@@ -393,8 +393,12 @@ class Controller:
         why = f": {last.value}" if last.value else ""
         return f"stopped by {last.operator}@{last.host} at {last.sent_at}{why}"
 
-    def _take(self, run: Run, force: bool = False) -> None:
+    def _take(
+        self, run: Run, force: bool = False, settle: Optional[Callable[[], None]] = None
+    ) -> None:
         new = self.reader.poll(force=force)
+        if settle is not None and any(e.action in (PAUSE, STOP) for e in new):
+            settle()  # what was on the wire lands before the pause or stop is recorded as seen
         for event in new:
             if run.state.record_control(
                 run.run_id,
