@@ -170,6 +170,7 @@ class Config:
     emulator_host: Optional[str] = None
     environment: Optional[str] = None
     always_confirm: bool = False
+    create_state_dir: bool = False  # True: make the state file's missing directories
     run: Mapping[str, Any] = field(default_factory=dict, hash=False)
     settings: Optional[Settings] = field(default=None, compare=False, repr=False)
 
@@ -258,6 +259,17 @@ class Config:
             found = replace(found, emulator_host=self.emulator_host)
         return found
 
+    def _open_state(self) -> State:
+        """The state file for writing; a directory that does not exist is refused (a typo
+        in --state would otherwise start a fresh audit trail) unless `create_state_dir`."""
+        folder = self.state_path.parent
+        if not folder.exists() and not self.create_state_dir:
+            raise UsageError(
+                f"the directory of state file {self.state_path} does not exist; check the "
+                "path, or pass --create-state-dir to create it"
+            )
+        return State.open(self.state_path)
+
     def _store(self, target: Optional[Target] = None) -> Store:
         patience = float(self.patience) if self.patience is not None else None
         store = Store(target or self.target(), policy=RetryPolicy.from_env(patience))
@@ -325,7 +337,7 @@ class UpgradeResult:
 class StatusRow:
     revision: str
     description: str
-    state: str  # applied / applied elsewhere / pending / applied (script changed) / ...
+    state: str  # applied / applied elsewhere / pending / failed / interrupted / ...
     applied_at: Optional[str]
     run_id: Optional[str]
 
@@ -461,7 +473,7 @@ def _prepare(cfg: Config) -> tuple[Target, scripts.Chain, State]:
     """Target, scripts and state file, refusing scripts changed since they were applied."""
     target = cfg.target()
     chain = cfg._chain()
-    state = State.open(cfg.state_path)
+    state = cfg._open_state()
     changed = drift.blocking(_findings(cfg, chain, target, state))
     if changed:
         raise ScriptsChanged(changed[0]["message"] + "; see `fsmigrate verify`")
@@ -712,11 +724,11 @@ def _execute(
                     state, state.runs_of(invocation), target, invocation, Path(plan_out)
                 )
                 state.set_plan_digest(state.runs_of(invocation), result.plan.digest)
-    except FsMigrateError as exc:
+    except (FsMigrateError, KeyboardInterrupt) as exc:  # the runs so far, for the report
         result.runs = _runs_of(state, invocation)
         if runner is not None:
             warnings.extend(runner.hook_problems)
-        exc.partial = result  # type: ignore[attr-defined]
+        setattr(exc, "partial", result)  # noqa: B010 (read by the CLI: getattr)
         raise
     result.runs = _runs_of(state, invocation)
     warnings.extend(runner.hook_problems)
@@ -977,7 +989,7 @@ def restore(
     traffic options as for `upgrade`)."""
     limits = _limits(cfg, max_rate, ramp, ramp_start)
     target = cfg.target()
-    state = State.open(cfg.state_path)
+    state = cfg._open_state()
     source = state.run(run_id)
     if source["mode"] != "apply":
         raise UsageError(f"run {run_id} is a {source['mode']}: it changed nothing to restore")
@@ -1031,7 +1043,7 @@ def prune(
         _ask(confirm, prompt)
 
     return _prune(
-        State.open(cfg.state_path),
+        cfg._open_state(),
         target.project,
         target.database,
         cutoff,
@@ -1169,7 +1181,12 @@ def status(cfg: Config, *, local: bool = False) -> StatusReport:
     applied = state.applied(target.project, target.database) if state else {}
     store = None if local else cfg._store(target)
     markers = None if store is None else cfg._markers(store).read()
-    rows = drift.status_rows(chain, applied, markers)
+    unfinished = {}
+    for s in chain if state is not None else ():
+        last = state.last_apply(target.project, target.database, s.revision)  # type: ignore[union-attr]
+        if last is not None and last["status"] != "succeeded":
+            unfinished[s.revision] = last
+    rows = drift.status_rows(chain, applied, markers, unfinished)
     running = None if store is None else _running(store)
     return StatusReport(target, [StatusRow(**r) for r in rows], markers is not None, running)
 

@@ -11,8 +11,10 @@ import contextlib
 import datetime as dt
 import json
 import os
+import signal
 import sqlite3
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable
@@ -32,13 +34,21 @@ from fsmigrate.api import (
     MAX_CONCURRENCY,
     MIN_BATCH_BYTES,
 )
-from fsmigrate.errors import Aborted, FsMigrateError, RunStopped, StateCorrupt, UsageError
+from fsmigrate.errors import (
+    Aborted,
+    FsMigrateError,
+    Interrupted,
+    RunStopped,
+    StateCorrupt,
+    UsageError,
+)
 from fsmigrate.files import private_file
 from fsmigrate.firestore import emulator as emu
 from fsmigrate.firestore.patience import format_seconds
 from fsmigrate.report import checks as check_output
 from fsmigrate.report import gate as gate_report
 from fsmigrate.report import runs as report
+from fsmigrate.report.envelope import envelope, error_dict
 
 FORMATS_RUN = click.Choice(["text", "json", "markdown"])
 FORMATS_LIST = click.Choice(["text", "json", "jsonl"])
@@ -46,10 +56,18 @@ FORMATS_LIST = click.Choice(["text", "json", "jsonl"])
 
 @dataclass
 class Config:
-    """The global options: the api's Config plus what only the command line has."""
+    """The global options: the api's Config plus what only the command line has. A
+    command printing JSON names its shape in `json_command` (report.envelope); once its
+    object is on stdout, `json_written`, so a failure does not print a second one."""
 
     api: api.Config
     traceback: bool
+    json_command: Optional[str] = None
+    json_written: bool = False
+
+    def wants_json(self, command: str, fmt: str) -> None:
+        if fmt == "json":
+            self.json_command = command
 
     @property
     def state_path(self) -> Path:
@@ -57,7 +75,14 @@ class Config:
 
 
 class FsMigrateGroup(click.Group):
-    """Turns FsMigrateError (and stray exceptions) into one line and an exit code."""
+    """Turns FsMigrateError (and stray exceptions) into one line and an exit code; at the
+    top, accepts the global options after the command too (`fsmigrate upgrade --project
+    p`): they are moved before it, so they mean the same wherever they are written."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if ctx.parent is None:
+            args = _globals_first(self, ctx, args)
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -65,33 +90,118 @@ class FsMigrateGroup(click.Group):
         except FsMigrateError as exc:
             if _want_traceback(ctx):
                 raise
-            label = "STOPPED" if isinstance(exc, RunStopped) else "FAILED"
-            click.echo(f"{label}: {exc}", err=True)
-            ctx.exit(exc.exit_code)
+            word = "STOPPED" if isinstance(exc, RunStopped) else "FAILED"
+            _failed(ctx, str(exc), exc.exit_code, exc, word=word)
         except sqlite3.DatabaseError as exc:
             if _want_traceback(ctx):
                 raise
             cfg = ctx.find_object(Config)
             where = cfg.state_path if cfg else None
-            click.echo(f"FAILED: {StateCorrupt(where, str(exc))}", err=True)
-            ctx.exit(1)
+            corrupt = StateCorrupt(where, str(exc))
+            _failed(ctx, str(corrupt), 1, corrupt)
         except BrokenPipeError:  # `fsmigrate audit ... | head`: stop quietly
             sys.stdout = open(os.devnull, "w")
             ctx.exit(1)
         except click.Abort:
-            click.echo(f"FAILED: {Aborted('declined at the prompt')}", err=True)
-            ctx.exit(1)
+            declined = Aborted("declined at the prompt")
+            _failed(ctx, str(declined), 1, declined)
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Interrupted)
+            if ctx.parent is not None:
+                raise
+            code = getattr(exc, "exit_code", 130)
+            if not getattr(exc, "reported", False):
+                line = _interrupted_line(exc, None)
+                _failed(ctx, line, code, exc, word="INTERRUPTED")
+            ctx.exit(code)
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
         except Exception as exc:
             if _want_traceback(ctx):
                 raise
-            click.echo(
-                f"FAILED: unexpected {type(exc).__name__}: {exc} "
-                "(rerun with --traceback for details)",
-                err=True,
+            _failed(
+                ctx,
+                f"unexpected {type(exc).__name__}: {exc} (rerun with --traceback for details)",
+                1,
+                exc,
             )
-            ctx.exit(1)
+
+
+def _globals_first(group: click.Group, ctx: click.Context, args: list[str]) -> list[str]:
+    """`args` with the group's own options that follow the command moved before it. A
+    command's option of the same name keeps its place (the command's wins)."""
+    takes_value: dict[str, bool] = {}
+    for param in group.get_params(ctx):
+        if isinstance(param, click.Option):
+            for name in (*param.opts, *param.secondary_opts):
+                if name.startswith("--"):
+                    takes_value[name] = not (param.is_flag or param.count)
+    i = 0
+    while i < len(args) and args[i].startswith("-") and args[i] != "--":
+        name = args[i].split("=", 1)[0]
+        i += 2 if takes_value.get(name) and "=" not in args[i] else 1
+    if i >= len(args) or args[i] == "--":
+        return args
+    command = group.get_command(ctx, args[i])
+    own: set[str] = set()
+    if command is not None:
+        for param in command.params:
+            if isinstance(param, click.Option):
+                own.update(param.opts)
+                own.update(param.secondary_opts)
+    head, rest, moved = args[: i + 1], args[i + 1 :], []
+    kept: list[str] = []
+    j = 0
+    while j < len(rest):
+        token = rest[j]
+        if token == "--":
+            kept.extend(rest[j:])
+            break
+        name = token.split("=", 1)[0]
+        if name in takes_value and name not in own:
+            if takes_value[name] and "=" not in token and j + 1 < len(rest):
+                moved.extend(rest[j : j + 2])
+                j += 2
+            else:
+                moved.append(token)
+                j += 1
+            continue
+        kept.append(token)
+        j += 1
+    return head[:i] + moved + head[i:] + kept
+
+
+def _failed(
+    ctx: click.Context, message: str, code: int, exc: BaseException, word: str = "FAILED"
+) -> None:
+    """The one line on stderr; the command's JSON object with the error on stdout when it
+    prints JSON and has not printed it yet; exit `code`."""
+    cfg = ctx.find_object(Config)
+    if cfg is not None and cfg.json_command and not cfg.json_written:
+        cfg.json_written = True
+        click.echo(
+            report.dumps(
+                envelope(cfg.json_command, {}, exit_code=code, error=error_dict(exc, message))
+            )
+        )
+    click.echo(f"{word}: {message}", err=True)
+    ctx.exit(code)
+
+
+def _interrupted_line(exc: BaseException, result: Optional[api.UpgradeResult]) -> str:
+    """What committed before a signal stopped the command, and how to go on."""
+    name = getattr(exc, "name", "SIGINT")
+    runs = result.runs if result is not None else []
+    if not runs:
+        return f"stopped by {name} before any run started; nothing was written"
+    last = runs[-1]
+    if result is not None and result.dry_run:
+        done = "nothing was written to Firestore (dry-run)"
+    else:
+        done = f"{report.plural(result.committed if result else 0, 'operation')} committed"
+    return (
+        f"stopped by {name}: run {last.run_id} ({last.revision}) recorded as interrupted, "
+        f"{done}; run the same command again to resume (what committed is not redone)"
+    )
 
 
 def _want_traceback(ctx: click.Context) -> bool:
@@ -99,7 +209,14 @@ def _want_traceback(ctx: click.Context) -> bool:
     return bool(cfg and cfg.traceback) or "--traceback" in sys.argv
 
 
-def _emit(chunks: Iterable[str], path: Optional[Path] = None) -> None:
+def _emit_result(cfg: Config, chunks: Iterable[str]) -> None:
+    """Print a command's result on stdout (its JSON object, when it prints JSON)."""
+    if cfg.json_command:
+        cfg.json_written = True
+    _emit(chunks)
+
+
+def _emit(chunks: Iterable[str], path: Optional[Path] = None, private: bool = True) -> None:
     """Print `chunks`, or write them to `path`: atomically (a reader, a textfile
     collector or a ticket upload, never sees half a file; a failure leaves the old file
     as it was) and readable by the owner only, like every file fsmigrate writes: reports
@@ -167,6 +284,13 @@ def _emit(chunks: Iterable[str], path: Optional[Path] = None) -> None:
     "e.g. 10m, 90s, 1h (or FSMIGRATE_PATIENCE) [default: 10m]. An apply also stops when "
     "its lock cannot be renewed in time (docs/network-failures.md).",
 )
+@click.option(
+    "--create-state-dir",
+    is_flag=True,
+    envvar="FSMIGRATE_CREATE_STATE_DIR",
+    help="Create the --state file's directory when it does not exist (else refused: a "
+    "typo would start a fresh audit trail).",
+)
 @click.option("--traceback", is_flag=True, help="Show the full traceback on errors.")
 @click.version_option(__version__, prog_name="fsmigrate")
 @click.pass_context
@@ -180,6 +304,7 @@ def cli(
     migrations: Optional[Path],
     markers_root: Optional[str],
     patience: Optional[str],
+    create_state_dir: bool,
     traceback: bool,
 ) -> None:
     """Versioned, forward-only, audited migrations for Google Cloud Firestore.
@@ -188,6 +313,8 @@ def cli(
     else an environment variable, else the config file's environment (--env), else its
     defaults ([tool.fsmigrate] in pyproject.toml, or fsmigrate.toml; `fsmigrate config`
     shows each and where it came from).
+    The global options may also follow the command; FIRESTORE_EMULATOR_HOST must be a
+    loopback address.
 
     Example:
 
@@ -214,8 +341,29 @@ def cli(
     resolved = api.Config.from_settings(settings)
     if patience is not None:
         resolved = replace(resolved, patience=patience)
+    if create_state_dir:
+        resolved = replace(resolved, create_state_dir=True)
     ctx.obj = Config(resolved, traceback)
     ctx.with_resource(_warnings_to_stderr())
+    ctx.with_resource(_sigterm_interrupts())
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Any:
+    """SIGTERM raises `Interrupted` in the main thread, as Ctrl-C raises KeyboardInterrupt:
+    a run it stops settles its batches in flight and is recorded as interrupted."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise Interrupted(signum, signal.Signals(signum).name)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager
@@ -306,11 +454,8 @@ def status_cmd(cfg: Config, fmt: str, local: bool, check: bool, plan: bool, quie
     if not check:
         if fmt == "markdown":
             raise UsageError("--format markdown needs --check (a pull-request comment)")
-        found = api.status(cfg.api, local=local)
-        running = found.running.to_json() if found.running is not None else None
-        _emit(
-            report.status_chunks([r.to_json() for r in found.revisions], found.target, fmt, running)
-        )
+        cfg.wants_json("status", fmt)
+        _emit_result(cfg, report.status_chunks(api.status(cfg.api, local=local), fmt))
         return
     gate = api.status_check(cfg.api, local=local, plan=plan, progress=_Bar(quiet))
     _emit(gate_report.chunks(gate, fmt))
@@ -379,7 +524,9 @@ def history_cmd(cfg: Config, fmt: str, limit: Optional[int]) -> None:
 
         fsmigrate --project my-proj history --limit 20
     """
-    _emit(report.runs_chunks([r.to_json() for r in api.history(cfg.api, limit)], fmt))
+    cfg.wants_json("history", fmt)
+    runs = [r.to_json() for r in api.history(cfg.api, limit)]
+    _emit_result(cfg, report.runs_chunks(runs, fmt, command="history", target=cfg.api.target()))
 
 
 @cli.command("verify")
@@ -399,8 +546,9 @@ def verify_cmd(cfg: Config, fmt: str, local: bool) -> None:
 
         fsmigrate --project my-proj verify
     """
+    cfg.wants_json("verify", fmt)
     findings = api.verify(cfg.api, local=local)
-    _emit(report.findings_chunks([f.to_json() for f in findings], fmt))
+    _emit_result(cfg, report.findings_chunks([f.to_json() for f in findings], fmt))
     if any(f.blocking for f in findings):
         sys.exit(1)
 
@@ -681,7 +829,9 @@ def upgrade_cmd(cfg: Config, to: Optional[str], plan_out: Optional[Path], **run:
 
         fsmigrate --project my-proj upgrade --dry-run --report plan.md
     """
-    _run_command(lambda **kw: api.upgrade(cfg.api, to=to, plan_out=plan_out, **kw), **run)
+    _run_command(
+        "upgrade", lambda **kw: api.upgrade(cfg.api, to=to, plan_out=plan_out, **kw), **run
+    )
 
 
 @cli.command("apply")
@@ -702,7 +852,7 @@ def apply_cmd(cfg: Config, plan_path: Path, **run: Any) -> None:
     """
     if run.pop("dry_run"):
         raise UsageError("apply has no --dry-run: the plan file is the dry-run")
-    _run_command(lambda **kw: api.apply_plan(cfg.api, plan_path, **kw), **run)
+    _run_command("apply", lambda **kw: api.apply_plan(cfg.api, plan_path, **kw), **run)
 
 
 @cli.command("rerun")
@@ -728,10 +878,11 @@ def rerun_cmd(cfg: Config, revision: str, **run: Any) -> None:
 
         fsmigrate --project my-proj rerun 0001 --dry-run
     """
-    _run_command(lambda **kw: api.rerun(cfg.api, revision, **kw), **run)
+    _run_command("rerun", lambda **kw: api.rerun(cfg.api, revision, **kw), **run)
 
 
 def _run_command(
+    command: str,
     call: Callable[..., api.UpgradeResult],
     *,
     fmt: str,
@@ -741,23 +892,53 @@ def _run_command(
     apply_hint: str = report.APPLY_HINT,
     **options: Any,
 ) -> None:
-    """Call one writing api function with the shared options, then print its report (also
-    of the runs made before a failure, which is then raised)."""
+    """Call one writing api function with the shared options, then print its report: what
+    it did, or what it did before a failure or a signal stopped it (then raised: one line
+    on stderr, the exit code)."""
+    cfg = click.get_current_context().find_object(Config)
+    assert cfg is not None
+    cfg.wants_json(command, fmt)
+    dry_run = bool(options.get("dry_run"))
 
     confirm = _confirmer(yes)
+
+    def outcome(error: Optional[BaseException], code: int, result: Any) -> report.Outcome:
+        plan = result.plan if result is not None else None
+        return report.Outcome(
+            command=command,
+            dry_run=dry_run,
+            error=error,
+            exit_code=code,
+            plan=_plan_json(plan),
+            warnings=list(result.warnings) if result is not None else [],
+            apply_hint=apply_hint,
+        )
+
+    bar = _Bar(quiet)
     try:
-        result = call(progress=_Bar(quiet), confirm=confirm, **options)
+        result = call(progress=bar, confirm=confirm, **options)
     except FsMigrateError as exc:
+        bar.finish()
         partial = getattr(exc, "partial", None)
         if partial is not None:
-            _report_runs(partial, fmt, report_path, apply_hint)
+            _report_runs(cfg, partial, fmt, report_path, outcome(exc, exc.exit_code, partial))
         raise
-    _report_runs(result, fmt, report_path, apply_hint)
+    except KeyboardInterrupt as exc:
+        bar.finish()
+        partial = getattr(exc, "partial", None)
+        code = getattr(exc, "exit_code", 130)
+        line = _interrupted_line(exc, partial)
+        if partial is not None:
+            _report_runs(cfg, partial, fmt, report_path, outcome(exc, code, partial), line)
+        ctx = click.get_current_context()
+        _failed(ctx, line, code, exc, word="INTERRUPTED")
+        return
+    _report_runs(cfg, result, fmt, report_path, outcome(None, 0, result))
     if result.plan is not None:
         click.echo(
             f"plan {result.plan.plan_id} written to {result.plan.path} "
-            f"({result.plan.operations} operations, sha256 {result.plan.digest}); "
-            f"apply it with `fsmigrate apply {result.plan.path}`",
+            f"({report.plural(result.plan.operations, 'operation')}, "
+            f"sha256 {result.plan.digest})",
             err=True,
         )
 
@@ -776,31 +957,51 @@ def _confirmer(yes: bool) -> Callable[[str], bool]:
     return confirm
 
 
+def _plan_json(plan: Any) -> Optional[dict[str, Any]]:
+    if plan is None:
+        return None
+    return {
+        "path": str(plan.path),
+        "plan_id": plan.plan_id,
+        "operations": plan.operations,
+        "sha256": plan.digest,
+    }
+
+
 def _report_runs(
+    cfg: Config,
     result: api.UpgradeResult,
     fmt: str,
     report_path: Optional[Path],
-    apply_hint: str = report.APPLY_HINT,
+    outcome: report.Outcome,
+    interrupted: Optional[str] = None,
 ) -> None:
     for warning in result.warnings:
         click.echo(f"WARNING: {warning}", err=True)
+    if cfg.json_command:
+        cfg.json_written = True
     _emit(
         report.upgrade_chunks(
-            result.state, result.run_ids, result.target, fmt, full=False, apply_hint=apply_hint
+            result.state, result.run_ids, result.target, fmt, full=False, outcome=outcome
         )
     )
     if report_path is not None:
         _emit(
             report.upgrade_chunks(
-                result.state, result.run_ids, result.target, _report_format(report_path), full=True
+                result.state,
+                result.run_ids,
+                result.target,
+                _report_format(report_path),
+                full=True,
+                outcome=outcome,
             ),
             report_path,
         )
         click.echo(f"report written to {report_path}", err=True)
     if result.skipped:
         click.echo(
-            f"WARNING: {result.skipped} operation(s) skipped because their document "
-            "changed after it was planned; see the report",
+            f"WARNING: {report.plural(result.skipped, 'operation')} skipped because their "
+            "document changed after it was planned; see the report",
             err=True,
         )
 
@@ -962,7 +1163,9 @@ def restore_cmd(
         fsmigrate --project my-proj restore 20261128T120000Z-a1b2c3 --doc users/u1 --dry-run
     """
     _run_command(
-        lambda **kw: api.restore(cfg.api, run_id, docs=docs, dry_run=dry_run, **kw),
+        "restore",
+        lambda **kw: api.restore(cfg.api, run_id, docs=docs, **kw),
+        dry_run=dry_run,
         fmt=fmt,
         report_path=report_path,
         yes=yes,
@@ -998,10 +1201,11 @@ def prune_cmd(cfg: Config, before: str, dry_run: bool, yes: bool, fmt: str) -> N
 
         fsmigrate --project my-proj prune --before 90d --dry-run
     """
+    cfg.wants_json("prune", fmt)
     result = api.prune(cfg.api, before=before, dry_run=dry_run, confirm=_confirmer(yes))
     for warning in result.warnings:
         click.echo(f"WARNING: {warning}", err=True)
-    _emit(report.prune_chunks(result, fmt))
+    _emit_result(cfg, report.prune_chunks(result, fmt))
 
 
 # ---- audit --------------------------------------------------------------------------------
@@ -1062,11 +1266,15 @@ def audit_cmd(
     """
     if run_id is None and (fmt in ("markdown", "html") or export_path):
         raise UsageError("--format markdown/html and --export need a RUN_ID")
+    if run_id is None and output is None:
+        cfg.wants_json("audit", fmt)
     found = api.audit(cfg.api, run_id, since=since, limit=limit)
     if isinstance(found, list):
         _emit(
             report.runs_chunks(
-                [r.to_json() for r in found], fmt if fmt in ("json", "jsonl") else "text"
+                [r.to_json() for r in found],
+                fmt if fmt in ("json", "jsonl") else "text",
+                command="audit",
             ),
             output,
         )

@@ -16,6 +16,18 @@ class FsMigrateError(Exception):
     exit_code = 1
 
 
+class Interrupted(KeyboardInterrupt):
+    """A command stopped by a signal: SIGTERM raises this (SIGINT raises Python's own
+    KeyboardInterrupt, its base) where the main thread is, like Ctrl-C. A run it stops is
+    recorded as `interrupted`; the same command resumes it. The CLI exits 128 + signum
+    (130 for SIGINT, 143 for SIGTERM), as shells do."""
+
+    def __init__(self, signum: int, name: str) -> None:
+        self.signum, self.name = signum, name
+        self.exit_code = 128 + signum
+        super().__init__(f"stopped by {name}")
+
+
 class FsMigrateWarning(UserWarning):
     """Something the user should know that does not stop the command (a state file others
     can read). Raised through `warnings.warn`; the CLI prints `WARNING: ...` on stderr."""
@@ -300,6 +312,18 @@ class PlanFileInvalid(FsMigrateError):
             f"{path}: {problem}; nothing was applied: make and review a new plan "
             "(`fsmigrate upgrade --dry-run --plan-out FILE`)"
         )
+
+
+class PlanRefused(FsMigrateError):
+    """A plan file `apply` will not apply here: not a plan, for another target, already
+    applied, stale. Like PlanFileInvalid, exit 1 (every refusal of a plan exits 1)."""
+
+    def __init__(self, path: Any, problem: str, next_step: str) -> None:
+        self.path, self.problem = path, problem
+        super().__init__(f"{path}: {problem}; nothing was applied: {next_step}")
+
+
+NEW_PLAN = "make and review a new plan (`fsmigrate upgrade --dry-run --plan-out FILE`)"
 
 
 class Aborted(FsMigrateError):

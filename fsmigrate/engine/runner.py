@@ -441,7 +441,10 @@ class Runner:
         except FirestoreError as exc:
             self._fail(run, exc, "firestore")
             raise
-        except (Exception, KeyboardInterrupt) as exc:
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (errors.Interrupted)
+            self._fail(run, exc, "interrupted", status="interrupted")
+            raise
+        except Exception as exc:
             self._fail(run, exc, "error")
             raise
         finally:
@@ -534,10 +537,14 @@ class Runner:
             op.group = run.groups
         yield group
 
-    def _fail(self, run: Run, exc: BaseException, kind: str) -> None:
-        error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    def _fail(self, run: Run, exc: BaseException, kind: str, status: str = "failed") -> None:
+        if isinstance(exc, KeyboardInterrupt):
+            error = f"{exc}" if str(exc) else "stopped by SIGINT (Ctrl-C)"
+            error += "; the same command resumes it"
+        else:
+            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         self.state.finish_run(
-            run.run_id, status="failed", counts=run.counts, error=error, error_kind=kind
+            run.run_id, status=status, counts=run.counts, error=error, error_kind=kind
         )
         self._record_retries(run)
         self._record_usage(run)

@@ -102,6 +102,22 @@ def _join(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def check_emulator_host(host_port: str | None) -> None:
+    """Refuse (UsageError, exit 2) a FIRESTORE_EMULATOR_HOST that is not `host:port` on a
+    loopback address, before anything connects: the emulator has no authentication, so
+    traffic meant for it must never leave the machine."""
+    if not host_port:
+        return
+    try:
+        host, _ = _split(host_port)
+        check_loopback(host)
+    except UsageError as exc:
+        raise UsageError(
+            f"FIRESTORE_EMULATOR_HOST={host_port!r}: {exc}; nothing was sent to it "
+            "(run the emulator on this machine: `fsmigrate emulator start`)"
+        ) from None
+
+
 def _split(host_port: str) -> tuple[str, int]:
     host, _, port = host_port.rpartition(":")
     if not host or not port.isdigit():

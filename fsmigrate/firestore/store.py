@@ -36,6 +36,7 @@ from fsmigrate.errors import (
     UsageError,
 )
 from fsmigrate.firestore.codec import decode_fields
+from fsmigrate.firestore.emulator import check_emulator_host
 from fsmigrate.firestore.patience import DEFAULT_PATIENCE, Patience
 from fsmigrate.scripts.operations import (
     CREATE,
@@ -100,13 +101,11 @@ def target_from_env(project: Optional[str], database: Optional[str]) -> Target:
     project = (
         project or os.environ.get("FSMIGRATE_PROJECT") or os.environ.get("GOOGLE_CLOUD_PROJECT")
     )
+    host = os.environ.get("FIRESTORE_EMULATOR_HOST") or None
+    check_emulator_host(host)  # before anything connects
     if not project:
         raise UsageError("no project: pass --project or set FSMIGRATE_PROJECT")
-    return Target(
-        project=project,
-        database=database or DEFAULT_DATABASE,
-        emulator_host=os.environ.get("FIRESTORE_EMULATOR_HOST") or None,
-    )
+    return Target(project=project, database=database or DEFAULT_DATABASE, emulator_host=host)
 
 
 EMULATOR_ENV = "FIRESTORE_EMULATOR_HOST"

@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Optional
 
 from fsmigrate.engine import estimate
 from fsmigrate.engine.traffic import Limits, describe_stats
 from fsmigrate.firestore import codec
+from fsmigrate.report.envelope import envelope
 from fsmigrate.report.mdsafe import bold, code, header, md, text
 from fsmigrate.report.mdsafe import row as md_row
 from fsmigrate.scripts import archive
@@ -47,6 +49,46 @@ def op_dict(row: sqlite3.Row, *, images: bool = False) -> dict[str, Any]:
 
 # ---- upgrade (dry-run or apply) ------------------------------------------------------
 
+NOTES_SHOWN = 30  # notes (and skipped documents) printed per run in text; all in --report
+
+
+def plural(n: int, one: str, many: Optional[str] = None) -> str:
+    """`1 batch`, `2 batches`, `1,000 operations`."""
+    return f"{n:,} {one if n == 1 else many or one + 's'}"
+
+
+@dataclass
+class Outcome:
+    """How a writing command (upgrade, rerun, apply, restore) ended, for its report:
+    `error` is what stopped it (None: it ran to its end), `exit_code` the code it exits
+    with; `plan` the plan file it wrote (--plan-out) as JSON."""
+
+    command: str
+    dry_run: bool
+    error: Optional[BaseException] = None
+    exit_code: int = 0
+    plan: Optional[dict[str, Any]] = None
+    warnings: Sequence[str] = ()
+    apply_hint: str = APPLY_HINT
+
+    def word(self, runs: Sequence[Any]) -> str:
+        """applied / planned / nothing to do / failed / interrupted / refused."""
+        if isinstance(self.error, KeyboardInterrupt):
+            return "interrupted"
+        if self.error is not None:
+            return "failed" if runs else "refused"
+        if not runs:
+            return "nothing to do"
+        return "planned" if self.dry_run else "applied"
+
+    def next_step(self, runs: Sequence[Any]) -> Optional[str]:
+        """The one next-step line of the text report (a failure's is on stderr, with it)."""
+        if self.error is not None or not runs or not self.dry_run:
+            return None
+        if self.plan is not None:
+            return f"To apply this plan: fsmigrate apply {self.plan['path']}"
+        return f"To apply: {self.apply_hint}"
+
 
 def upgrade_chunks(
     state: Any,
@@ -55,15 +97,15 @@ def upgrade_chunks(
     fmt: str,
     *,
     full: bool,
-    apply_hint: str = APPLY_HINT,
+    outcome: Outcome,
 ) -> Iterator[str]:
     runs = [state.run(r) for r in run_ids]
     if fmt == "json":
-        yield from _upgrade_json(state, runs, target)
+        yield from _upgrade_json(state, runs, target, outcome)
     elif fmt == "markdown":
-        yield from _upgrade_markdown(state, runs, target)
+        yield from _upgrade_markdown(state, runs, target, outcome)
     else:
-        yield from _upgrade_text(state, runs, target, full=full, apply_hint=apply_hint)
+        yield from _upgrade_text(state, runs, target, full=full, outcome=outcome)
 
 
 def _problems_first(note: str) -> int:
@@ -71,25 +113,45 @@ def _problems_first(note: str) -> int:
     return 0 if note.startswith(("CONFLICT", "REFUSED")) else 1
 
 
-def _mode_word(runs: Sequence[sqlite3.Row]) -> str:
-    return "dry-run" if runs and runs[0]["mode"] == "dry-run" else "apply"
-
-
 def _counts_line(row: sqlite3.Row) -> str:
     counts = json.loads(row["counts"] or "{}")
-    parts = [f"{counts.get(k, 0)} {k}" for k in KINDS if counts.get(k)]
+    parts = [f"{counts.get(k, 0):,} {k}" for k in KINDS if counts.get(k)]
     return ", ".join(parts) or "no operations"
 
 
+_HEADS = {
+    "planned": "DRY-RUN (nothing was written to Firestore)",
+    "applied": "APPLIED",
+    "failed": "FAILED",
+    "interrupted": "INTERRUPTED",
+}
+
+
+def _head(outcome: Outcome, runs: Sequence[sqlite3.Row], target: Any) -> str:
+    word = outcome.word(runs)
+    if word == "nothing to do":
+        return f"Nothing to do: {target.describe()} is up to date.\n"
+    head = _HEADS[word]
+    if word in ("failed", "interrupted"):
+        done = sum(1 for r in runs if r["status"] == "succeeded")
+        what = "dry-run" if outcome.dry_run else outcome.command
+        head += (
+            f" ({what}; {done} of {plural(len(runs), 'migration')} finished"
+            + ("; nothing was written to Firestore" if outcome.dry_run else "")
+            + ")"
+        )
+    return f"{head}: {target.describe()}\n"
+
+
 def _upgrade_text(
-    state: Any, runs: Sequence[sqlite3.Row], target: Any, *, full: bool, apply_hint: str
+    state: Any, runs: Sequence[sqlite3.Row], target: Any, *, full: bool, outcome: Outcome
 ) -> Iterator[str]:
+    if outcome.word(runs) == "refused":
+        return  # said once, on stderr
+    yield _head(outcome, runs, target)
     if not runs:
-        yield f"Nothing to do: {target.describe()} is up to date.\n"
         return
-    dry = _mode_word(runs) == "dry-run"
-    head = "DRY-RUN (nothing was written to Firestore)" if dry else "APPLIED"
-    yield f"{head}: {target.describe()}\n"
+    dry = outcome.dry_run
     for row in runs:
         yield (
             f"\n{row['revision']} {row['description']}  [run {row['id']}, {row['status']}]\n"
@@ -101,8 +163,8 @@ def _upgrade_text(
             yield f"  archive: {archive.describe(row)}\n"
         if not dry:
             yield (
-                f"  committed {row['committed']}, skipped {row['skipped']}, "
-                f"failed {row['failed']}, in {row['batches']} batches\n"
+                f"  committed {row['committed']:,}, skipped {row['skipped']:,}, "
+                f"failed {row['failed']:,}, in {plural(row['batches'], 'batch', 'batches')}\n"
             )
         limit = None if full else TEXT_SAMPLE
         shown = 0
@@ -112,17 +174,26 @@ def _upgrade_text(
             yield f"    {op['kind']:<7} {op['path']}{label}\n"
         if not full and row["planned"] > shown:
             yield (
-                f"    ... and {row['planned'] - shown} more "
+                f"    ... and {row['planned'] - shown:,} more "
                 "(all of them: --report FILE, or --format json)\n"
             )
-        for op in state.ops(row["id"], status="skipped"):
-            yield f"  skipped {op['kind']} {op['path']}: {op['reason']}\n"
-        for note in sorted(state.notes(row["id"]), key=_problems_first):
-            yield f"  note: {note}\n"
+        yield from _capped(
+            (
+                f"  skipped {op['kind']} {op['path']}: {op['reason']}\n"
+                for op in state.ops(row["id"], status="skipped")
+            ),
+            full,
+            "skipped operations",
+        )
+        notes = sorted(state.notes(row["id"]), key=_problems_first)
+        yield from _capped((f"  note: {note}\n" for note in notes), full, "notes")
         if row["error"]:
             yield f"  error: {row['error']}\n"
         if row["retries"]:
-            yield f"  retried {row['retries']} time(s); last error: {row['last_retry_error']}\n"
+            yield (
+                f"  retried {plural(row['retries'], 'time')}; "
+                f"last error: {row['last_retry_error']}\n"
+            )
         yield from _usage_lines(state, row)
     total = _usage_total(state, runs)
     if total is not None:
@@ -133,16 +204,36 @@ def _upgrade_text(
             "\nNote: each migration was planned against the current data; later ones do not "
             "see the changes earlier ones would make.\n"
         )
-    if dry:
-        yield f"\nTo apply: {apply_hint}\n"
+    step = outcome.next_step(runs)
+    if step:
+        yield f"\n{step}\n"
 
 
-def _upgrade_markdown(state: Any, runs: Sequence[sqlite3.Row], target: Any) -> Iterator[str]:
-    title = "Dry-run" if _mode_word(runs) == "dry-run" else "Apply"
-    yield f"# fsmigrate {title.lower()} report\n\n"
+def _capped(lines: Iterator[str], full: bool, what: str) -> Iterator[str]:
+    """The first NOTES_SHOWN lines, then how many more (all of them when `full`)."""
+    more = 0
+    for i, line in enumerate(lines):
+        if full or i < NOTES_SHOWN:
+            yield line
+        else:
+            more += 1
+    if more:
+        yield f"  ... and {more:,} more {what} (all of them: --report FILE, or --format json)\n"
+
+
+def _upgrade_markdown(
+    state: Any, runs: Sequence[sqlite3.Row], target: Any, outcome: Outcome
+) -> Iterator[str]:
+    word = outcome.word(runs)
+    title = "dry-run" if outcome.dry_run else outcome.command
+    yield f"# fsmigrate {title} report\n\n"
     yield f"- Target: {text(target.describe())}\n"
+    yield f"- Outcome: {bold(word)}\n"
+    if outcome.error is not None:
+        yield f"- Error: {text(str(outcome.error) or type(outcome.error).__name__)}\n"
     if not runs:
-        yield "\nNothing to do: up to date.\n"
+        if word == "nothing to do":
+            yield "\nNothing to do: up to date.\n"
         return
     first = runs[0]
     yield (
@@ -151,7 +242,7 @@ def _upgrade_markdown(state: Any, runs: Sequence[sqlite3.Row], target: Any) -> I
             "Operator: {} on {}, fsmigrate {}",
             first["operator"],
             code(first["host"]),
-            first["tool_version"],
+            code(first["tool_version"]),
         )
         + "\n"
     )
@@ -162,7 +253,7 @@ def _upgrade_markdown(state: Any, runs: Sequence[sqlite3.Row], target: Any) -> I
     total = _usage_total(state, runs)
     if total is not None:
         yield (
-            f"- Total {'estimate' if title == 'Dry-run' else 'done'}: "
+            f"- Total {'estimate' if outcome.dry_run else 'done'}: "
             f"{text(estimate.describe(total))}\n"
         )
     yield "\n"
@@ -184,8 +275,8 @@ def _upgrade_markdown(state: Any, runs: Sequence[sqlite3.Row], target: Any) -> I
             yield f"| {kind} | {counts.get(kind, 0)} |\n"
         if row["mode"] == "apply":
             yield (
-                f"\nCommitted {row['committed']}, skipped {row['skipped']}, "
-                f"failed {row['failed']}, in {row['batches']} batches.\n"
+                f"\nCommitted {row['committed']:,}, skipped {row['skipped']:,}, "
+                f"failed {row['failed']:,}, in {plural(row['batches'], 'batch', 'batches')}.\n"
             )
         notes = sorted(state.notes(row["id"]), key=_problems_first)
         if notes:
@@ -242,16 +333,28 @@ def _usage_total(state: Any, runs: Sequence[sqlite3.Row]) -> Optional[dict[str, 
     return estimate.total(figures, Limits.from_json(traffic) if traffic else None)
 
 
-def _upgrade_json(state: Any, runs: Sequence[sqlite3.Row], target: Any) -> Iterator[str]:
-    head: dict[str, Any] = {
-        "project": target.project,
-        "database": target.database,
-        "emulator": target.is_emulator,
-        "mode": _mode_word(runs),
-    }
+def _upgrade_json(
+    state: Any, runs: Sequence[sqlite3.Row], target: Any, outcome: Outcome
+) -> Iterator[str]:
     total = _usage_total(state, runs)
-    if total is not None:
-        head["estimate" if head["mode"] == "dry-run" else "actual"] = total
+    head = envelope(
+        outcome.command,
+        {
+            "command": outcome.command,
+            "project": target.project if target else None,
+            "database": target.database if target else None,
+            "emulator": target.is_emulator if target else None,
+            "mode": "dry-run" if outcome.dry_run else "apply",
+            "outcome": outcome.word(runs),
+            "estimate": total if outcome.dry_run else None,
+            "actual": None if outcome.dry_run else total,
+            "plan": outcome.plan,
+            "warnings": list(outcome.warnings),
+        },
+        exit_code=outcome.exit_code,
+        error=outcome.error,
+    )
+    del head["migrations"]
     yield dumps(head)[:-1] + ', "migrations": ['
     for i, row in enumerate(runs):
         run = run_dict(state, row)
@@ -265,28 +368,57 @@ def _upgrade_json(state: Any, runs: Sequence[sqlite3.Row], target: Any) -> Itera
 # ---- history / audit / status --------------------------------------------------------
 
 
-def runs_chunks(runs: Sequence[dict[str, Any]], fmt: str) -> Iterator[str]:
-    """Runs (as `run_dict` gives them) as text, json or jsonl."""
-    if fmt in ("json", "jsonl"):
-        if fmt == "json":
-            yield dumps(list(runs)) + "\n"
-        else:
-            for r in runs:
-                yield dumps(r) + "\n"
+WIDTH = 100  # text tables fit this many columns
+
+
+def _fit(line: str) -> str:
+    return line if len(line) <= WIDTH else line[: WIDTH - 1] + "…"
+
+
+def runs_chunks(
+    runs: Sequence[dict[str, Any]],
+    fmt: str,
+    *,
+    command: str = "history",
+    target: Any = None,
+) -> Iterator[str]:
+    """Runs (as `run_dict` gives them) as text, json (the `history` or `audit` shape) or
+    jsonl (one run a line). Text: one line per run, within WIDTH columns; the run id
+    starts with its start time; the last column is who ran it (history, one target) or
+    the target (audit, every target)."""
+    if fmt == "jsonl":
+        for r in runs:
+            yield dumps(r) + "\n"
+        return
+    if fmt == "json":
+        body: dict[str, Any] = {"runs": list(runs)}
+        if command == "history" and target is not None:
+            body.update(project=target.project, database=target.database)
+        yield dumps(envelope(command, body)) + "\n"
         return
     if not runs:
         yield "No runs recorded.\n"
         return
+    last = "BY" if command == "history" else "TARGET"
     yield (
-        f"{'RUN':<24} {'REV':<6} {'MODE':<8} {'STATUS':<11}{'PLANNED':>8} {'DONE':>8} "
-        f"{'SKIP':>6}  {'STARTED':<27} OPERATOR@HOST  TARGET\n"
+        _fit(
+            f"{'RUN':<23} {'REV':<5} {'KIND':<9} {'MODE':<7} {'STATUS':<11} {'PLANNED':>7} "
+            f"{'DONE':>7}  {last}"
+        )
+        + "\n"
     )
     for r in runs:
-        mode = r["mode"] if r["kind"] in ("upgrade", "rerun") else r["kind"]
+        who = (
+            f"{r['operator']}@{r['host']}"
+            if command == "history"
+            else f"{r['project']}/{r['database']}"
+        )
         yield (
-            f"{r['run_id']:<24} {r['revision']:<6} {mode:<8} {r['status']:<11}"
-            f"{r['planned']:>8} {r['committed']:>8} {r['skipped']:>6}  {r['started_at']:<27} "
-            f"{r['operator']}@{r['host']}  {r['project']}/{r['database']}\n"
+            _fit(
+                f"{r['run_id']:<23} {r['revision']:<5} {r['kind']:<9} {r['mode']:<7} "
+                f"{r['status']:<11} {r['planned']:>7,} {r['committed']:>7,}  {who}"
+            )
+            + "\n"
         )
 
 
@@ -336,35 +468,43 @@ def audit_run_chunks(state: Any, run_id: str, fmt: str) -> Iterator[str]:
     yield ("Before-images: fsmigrate audit " + run_id + " --format jsonl\n")
 
 
-def status_chunks(
-    rows: Sequence[dict[str, Any]],
-    target: Any,
-    fmt: str,
-    running: Optional[dict[str, Any]] = None,
-) -> Iterator[str]:
-    """`fsmigrate status`: each revision, and the run holding the lock (`running`, the
-    JSON of `api.RunningRun`) when there is one."""
+def status_chunks(report: Any, fmt: str) -> Iterator[str]:
+    """`api.StatusReport` as text (one line per revision, within WIDTH columns) or json,
+    with the run holding the lock (`running`, the JSON of `api.RunningRun`) when there is
+    one."""
+    rows = [r.to_json() for r in report.revisions]
+    target = report.target
+    running = report.running.to_json() if report.running is not None else None
     if fmt == "json":
-        yield (
-            dumps(
-                {
-                    "project": target.project,
-                    "database": target.database,
-                    "revisions": rows,
-                    "running": running,
-                }
-            )
-            + "\n"
-        )
+        body = {
+            "project": target.project,
+            "database": target.database,
+            "markers_read": report.markers_read,
+            "revisions": rows,
+            "running": running,
+        }
+        yield dumps(envelope("status", body)) + "\n"
         return
     yield f"{target.describe()}\n"
     if not rows:
         yield "No migrations.\n"
+        return
+    yield f"  {'REV':<6} {'STATE':<24} {'APPLIED AT':<20}  DESCRIPTION\n"
     for r in rows:
-        when = f"applied {r['applied_at']} (run {r['run_id']})" if r["applied_at"] else ""
-        yield f"  {r['revision']:<6} {r['state']:<22} {r['description']}  {when}\n"
+        when = _seconds(r["applied_at"]) if r["applied_at"] else ""
+        state = r["state"]
+        if state in ("failed", "interrupted", "running"):
+            when = f"run {r['run_id']}"[:20]
+        yield _fit(f"  {r['revision']:<6} {state:<24} {when:<20}  {r['description']}") + "\n"
+
     if running is not None:
         yield running_line(running)
+
+
+def _seconds(when: str) -> str:
+    """An RFC 3339 time to the second (`2026-12-02T03:06:00Z`), for tables."""
+    head, _, _ = when.partition(".")
+    return head + "Z" if not head.endswith("Z") else head
 
 
 def running_line(r: dict[str, Any]) -> str:
@@ -390,9 +530,24 @@ def running_line(r: dict[str, Any]) -> str:
 
 
 def findings_chunks(findings: Sequence[dict[str, Any]], fmt: str) -> Iterator[str]:
+    blocking = [f for f in findings if f.get("blocking", True)]
     if fmt == "json":
+        error = None
+        if blocking:
+            error = {
+                "type": "DriftFound",
+                "message": f"{plural(len(blocking), 'applied migration')} differ from the "
+                "scripts (see findings)",
+            }
         yield (
-            dumps({"ok": not any(f.get("blocking", True) for f in findings), "findings": findings})
+            dumps(
+                envelope(
+                    "verify",
+                    {"findings": list(findings)},
+                    exit_code=1 if blocking else 0,
+                    error=error,
+                )
+            )
             + "\n"
         )
         return
@@ -405,19 +560,19 @@ def findings_chunks(findings: Sequence[dict[str, Any]], fmt: str) -> Iterator[st
 def prune_chunks(result: Any, fmt: str) -> Iterator[str]:
     """A prune (`fsmigrate.state.prune.PruneResult`) as text or json."""
     if fmt == "json":
-        yield dumps(result.to_json()) + "\n"
+        yield dumps(envelope("prune", result.to_json())) + "\n"
         return
     images = sum(p.before_images for p in result.pruned)
     if not result.pruned:
         yield f"Nothing to prune: no run finished before {result.cutoff} holds archive data.\n"
     elif result.dry_run:
         yield (
-            f"DRY-RUN: would prune {len(result.pruned)} run(s) finished before "
+            f"DRY-RUN: would prune {plural(len(result.pruned), 'run')} finished before "
             f"{result.cutoff} ({images:,} before-images); nothing was changed\n"
         )
     else:
         yield (
-            f"PRUNED by run {result.run_id}: {len(result.pruned)} run(s) finished before "
+            f"PRUNED by run {result.run_id}: {plural(len(result.pruned), 'run')} finished before "
             f"{result.cutoff}, {images:,} before-images; state file {result.bytes_before:,} "
             f"-> {result.bytes_after:,} bytes\n"
         )

@@ -3,24 +3,49 @@ adoption, plan checks. The CLI parses options, calls these, and prints."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Optional
 
-from fsmigrate.errors import ScriptsChanged, UsageError
+from fsmigrate.errors import NEW_PLAN, PlanRefused, ScriptsChanged, UsageError
 from fsmigrate.scripts.loader import Chain, Script
 from fsmigrate.scripts.planfile import PlanFile
+from fsmigrate.times import rfc3339
+
+
+def _when(value: Any) -> Optional[str]:
+    """A marker's time as the state file writes times (RFC 3339, UTC, Z)."""
+    if isinstance(value, dt.datetime):
+        return rfc3339(value)
+    return None if value is None else str(value)
 
 
 def status_rows(
-    chain: Chain, applied: Mapping[str, Any], markers: Optional[dict[str, dict[str, Any]]]
+    chain: Chain,
+    applied: Mapping[str, Any],
+    markers: Optional[dict[str, dict[str, Any]]],
+    unfinished: Optional[Mapping[str, Any]] = None,
 ) -> list[dict[str, Any]]:
-    """One row per revision: applied, applied elsewhere, pending, or applied but changed,
-    missing, or without a marker (markers None: not read)."""
+    """One row per revision: applied, applied elsewhere, pending, failed / interrupted
+    (its last apply did not finish: `unfinished`, revision -> run row), or applied but
+    changed, missing, or without a marker (markers None: not read)."""
     rows = []
     for s in chain:
         row, marker = applied.get(s.revision), (markers or {}).get(s.revision)
         checksum = row["checksum"] if row else marker["checksum"] if marker else None
+        last = (unfinished or {}).get(s.revision)
+        if row is None and marker is None and last is not None:
+            rows.append(
+                {
+                    "revision": s.revision,
+                    "description": s.description,
+                    "state": last["status"],  # failed / interrupted / running
+                    "applied_at": None,
+                    "run_id": last["id"],
+                }
+            )
+            continue
         if row is None and marker is None:
             label = "pending"
         elif checksum != s.checksum and not s.repeatable and _other_script(s, row or marker):
@@ -33,7 +58,7 @@ def status_rows(
             label = "applied (no marker)"
         else:
             label = "applied"
-        when = row["applied_at"] if row else marker and str(marker.get("applied_at"))
+        when = row["applied_at"] if row else marker and _when(marker.get("applied_at"))
         rows.append(
             {
                 "revision": s.revision,
@@ -51,7 +76,7 @@ def status_rows(
                     "revision": rev,
                     "description": "(script missing)",
                     "state": "applied (missing)",
-                    "applied_at": row["applied_at"] if row else str(marker.get("applied_at")),
+                    "applied_at": row["applied_at"] if row else _when(marker.get("applied_at")),
                     "run_id": row["run_id"] if row else marker.get("run_id"),
                 }
             )
@@ -221,9 +246,11 @@ def plan_scripts(
     selects the migrations of it still to apply (each replaying its planned operations)."""
     header = plan.header
     if (header["project"], header["database"]) != (target.project, target.database):
-        raise UsageError(
-            f"{plan.path} is a plan for {header['project']}/{header['database']}, "
-            f"not {target.project}/{target.database}"
+        raise PlanRefused(
+            plan.path,
+            f"a plan for {header['project']}/{header['database']}, not "
+            f"{target.project}/{target.database}",
+            f"apply it with --project {header['project']} --database {header['database']}",
         )
     if plan.digest is None:
         raise UsageError(f"{plan.path}: verify the plan before applying it")
@@ -253,10 +280,11 @@ def plan_scripts(
             if item["revision"] in applied:
                 if done is not None or applied[item["revision"]]["run_id"] in ours:
                     continue
-                raise UsageError(
+                raise PlanRefused(
+                    plan.path,
                     f"revision {item['revision']} is already applied (run "
-                    f"{applied[item['revision']]['run_id']}); plan "
-                    f"{plan.plan_id} is stale"
+                    f"{applied[item['revision']]['run_id']}): plan {plan.plan_id} is stale",
+                    NEW_PLAN,
                 )
             out.append(
                 Script(
@@ -270,7 +298,11 @@ def plan_scripts(
                 )
             )
         if not out:
-            raise UsageError(f"plan {plan.plan_id} was already applied")
+            raise PlanRefused(
+                plan.path,
+                f"plan {plan.plan_id} was already applied",
+                "nothing to do (`fsmigrate history` shows the apply)",
+            )
         return out
 
     return select

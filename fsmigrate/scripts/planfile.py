@@ -38,7 +38,7 @@ from google.cloud.firestore_v1 import types
 from google.protobuf.message import DecodeError
 
 from fsmigrate.engine import reconcile
-from fsmigrate.errors import PlanFileInvalid, UsageError
+from fsmigrate.errors import NEW_PLAN, PlanFileInvalid, PlanRefused, UsageError
 from fsmigrate.files import private_file
 from fsmigrate.scripts.operations import (
     DELETE,
@@ -196,18 +196,16 @@ class PlanFile:
             first = self._fh.readline()
             self.header = json.loads(first)
         except (OSError, ValueError) as exc:
-            raise UsageError(f"{path} is not a readable plan file: {exc}") from exc
+            raise PlanRefused(path, f"not a readable plan file ({exc})", NEW_PLAN) from exc
         fmt = self.header.get("format") if isinstance(self.header, dict) else None
         if fmt in OLD_FORMATS:
-            raise UsageError(
-                f"{path} is a plan of an older fsmigrate ({fmt}) without the "
-                "integrity data apply needs; make and review a new plan"
+            raise PlanRefused(
+                path,
+                f"a plan of an older fsmigrate ({fmt}) without the integrity data apply needs",
+                NEW_PLAN,
             )
         if fmt != FORMAT:
-            raise UsageError(
-                f"{path} is not an fsmigrate plan ({FORMAT}); make one with "
-                "`fsmigrate upgrade --dry-run --plan-out FILE`"
-            )
+            raise PlanRefused(path, f"not an fsmigrate plan ({FORMAT})", NEW_PLAN)
         self._check_header()
         self._stat = os.fstat(self._fh.fileno())
 
