@@ -71,6 +71,7 @@ from fsmigrate.report import runs as report
 from fsmigrate.scripts import drift, planfile
 from fsmigrate.scripts import loader as scripts
 from fsmigrate.scripts import rebase as rebasing
+from fsmigrate.scripts import restore as restore_docs
 from fsmigrate.scripts.archive import ArchiveUnavailable
 from fsmigrate.scripts.archive import unavailable as _archive_gone
 from fsmigrate.scripts.restore import check as _restorable
@@ -998,7 +999,14 @@ def restore(
             f"run {run_id} changed {source['project']}/{source['database']}, not "
             f"{target.project}/{target.database}; pass that --project/--database"
         )
+    docs = restore_docs.doc_paths(docs)
+    restore_docs.check_docs(state, source, docs)  # refuses a --doc the run did not change
     warnings = _restorable(state, source, docs)  # refuses a pruned or paths-only archive
+    later = restore_docs.later_deletes(state, source, docs)
+    if later:
+        warnings.append(restore_docs.describe_later(state, later))
+        if not dry_run:  # asked even on the emulator: the data would not be what it was
+            _ask(confirm, f"{warnings[-1]}. Restore them anyway?")
     script = restore_script(state, source, docs)
     result = _execute(
         cfg,

@@ -581,35 +581,76 @@ def lint_cmd(cfg: Config, paths: tuple[Path, ...], fmt: str) -> None:
 
 
 class _Bar:
-    """tqdm progress for the runner (docs done, docs/s); silent when quiet or not a TTY."""
+    """tqdm progress for the runner; silent when quiet or not a TTY. Counts operations,
+    with a total, percentage and ETA when it is known before (a plan's, a restore's);
+    when a migration scans, documents read against a COUNT taken first (the operations
+    then beside it). The traffic limit in force is shown after the rate."""
 
     def __init__(self, quiet: bool) -> None:
         self.disable = quiet or not sys.stderr.isatty()
         self.bar: Optional[tqdm] = None
-        self.shown = ""
         self.waiting_since: Optional[float] = None  # when the current wait was last logged
         self.logged_at = 0.0
+        self.ops = 0
+        self.unit = "op"
+        self.shown_limit = ""
+
+    @property
+    def wants_total(self) -> bool:
+        """Worth a COUNT before a scan: only when the bar is shown."""
+        return not self.disable
 
     def start(self, script: Any, mode: str) -> None:
+        self.ops, self.unit, self.shown_limit = 0, "op", ""
         self.bar = tqdm(
             desc=f"{script.revision} {mode}",
-            unit="doc",
+            unit="op",
             disable=self.disable,
             file=sys.stderr,
             dynamic_ncols=True,
         )
 
+    def expect(self, total: int, unit: str) -> None:
+        """The total is known: `total` operations, or documents a scan will read (scans
+        of one run add up)."""
+        if self.bar is None:
+            return
+        if unit == "doc" and self.unit != "doc":
+            self.unit = "doc"
+            self.bar.unit = "doc"
+            self.bar.reset(total=total)
+        else:
+            self.bar.total = (self.bar.total or 0) + total if unit == "doc" else total
+            self.bar.refresh()
+
     def advance(self, n: int) -> None:
-        if self.bar is not None:
+        self.ops += n
+        if self.bar is None:
+            return
+        if self.unit == "op":
+            self.bar.update(n)
+        else:
+            self._postfix()
+
+    def read(self, n: int) -> None:
+        if self.bar is not None and self.unit == "doc":
             self.bar.update(n)
 
     def limit(self, ops_per_s: Optional[float]) -> None:
         """The traffic limit in force (shown after the rate when there is one)."""
-        if self.bar is not None and ops_per_s is not None:
+        if ops_per_s is not None:
             text = f"limit {ops_per_s:,.0f} ops/s"
-            if text != self.shown:
-                self.shown = text
-                self.bar.set_postfix_str(text, refresh=False)
+            if text != self.shown_limit:
+                self.shown_limit = text
+                self._postfix()
+
+    def _postfix(self) -> None:
+        if self.bar is None:
+            return
+        parts = [f"{self.ops:,} ops"] if self.unit == "doc" else []
+        if self.shown_limit:
+            parts.append(self.shown_limit)
+        self.bar.set_postfix_str(", ".join(parts), refresh=False)
 
     def waiting(self, message: Optional[str]) -> None:
         """Waiting for Firestore: on the bar, and a log line on stderr when the wait begins,
@@ -621,8 +662,7 @@ class _Bar:
                 waited = format_seconds(now - self.waiting_since)
                 self._log(f"Firestore answers again (waited {waited})")
                 self.waiting_since = None
-                if self.bar is not None:
-                    self.bar.set_postfix_str(self.shown, refresh=False)
+                self._postfix()
             return
         if self.waiting_since is None:
             self.waiting_since = self.logged_at = now
@@ -1000,7 +1040,7 @@ def _report_runs(
         click.echo(f"report written to {report_path}", err=True)
     if result.skipped:
         click.echo(
-            f"WARNING: {report.plural(result.skipped, 'operation')} skipped because their "
+            f"WARNING: {report.plural(result.skipped, 'operation')} skipped: the "
             "document changed after it was planned; see the report",
             err=True,
         )
@@ -1452,7 +1492,8 @@ def emulator_stop(record: Path) -> None:
 @emulator_group.command("status")
 @RECORD_OPTION
 def emulator_status(record: Path) -> None:
-    """Say whether the recorded emulator is running (exit 1 if not).
+    """Say whether an emulator is running (exit 1 if not): the one recorded by `emulator
+    start`, else the one FIRESTORE_EMULATOR_HOST names (a loopback address only).
 
     Example:
 
@@ -1462,7 +1503,16 @@ def emulator_status(record: Path) -> None:
     if current:
         click.echo(f"running: pid {current.pid} on {current.host_port}")
         return
-    click.echo("not running")
+    host_port = os.environ.get("FIRESTORE_EMULATOR_HOST")
+    if host_port:
+        emu.check_emulator_host(host_port)
+        host, port = emu.split_host_port(host_port)
+        if emu.is_ready(host, port):
+            click.echo(f"running: answering on {host_port} (FIRESTORE_EMULATOR_HOST)")
+            return
+        click.echo(f"not running: nothing answers on {host_port} (FIRESTORE_EMULATOR_HOST)")
+        sys.exit(1)
+    click.echo(f"not running (none recorded in {record}, FIRESTORE_EMULATOR_HOST not set)")
     sys.exit(1)
 
 

@@ -326,6 +326,10 @@ class PlanRefused(FsMigrateError):
 NEW_PLAN = "make and review a new plan (`fsmigrate upgrade --dry-run --plan-out FILE`)"
 
 
+class RestoreRefused(FsMigrateError):
+    """A restore that would not do what was asked (a --doc the run never touched)."""
+
+
 class Aborted(FsMigrateError):
     """The operator declined a confirmation."""
 

@@ -112,7 +112,7 @@ def test_bad_operations_stop_the_run_before_anything_is_written(
     assert result.exit_code == 1
     assert message in one_line(result)
     assert items(fs_client) == 5
-    assert fsm.json("status")["revisions"][0]["state"] == "pending"
+    assert fsm.json("status")["revisions"][0]["state"] == "failed"
     blocked = fsm("upgrade")  # a migration bug blocks until fixed or resolved
     assert blocked.exit_code == 1 and "fix the script" in one_line(blocked)
 

@@ -60,7 +60,7 @@ def test_dry_run_changes_nothing_and_counts(fsm: Fsm, fs_client) -> None:
     assert sorted(op["path"] for op in m1["operations"]) == [f"items/i{i:05d}" for i in range(7)]
     assert {op["status"] for op in m1["operations"]} == {"planned"}
     # the dry-run is recorded as a run, and nothing is applied
-    assert [r["mode"] for r in fsm.json("history")] == ["dry-run", "dry-run"]
+    assert [r["mode"] for r in fsm.json("history")["runs"]] == ["dry-run", "dry-run"]
     status = fsm.json("status")
     assert [r["state"] for r in status["revisions"]] == ["pending", "pending"]
 
@@ -83,7 +83,7 @@ def test_apply_does_exactly_the_plan_then_is_a_no_op(fsm: Fsm, fs_client) -> Non
     assert again.exit_code == 0
     assert "up to date" in again.stdout
     assert [r["state"] for r in fsm.json("status")["revisions"]] == ["applied", "applied"]
-    assert len(fsm.json("history")) == 2  # the no-op recorded no run
+    assert len(fsm.json("history")["runs"]) == 2  # the no-op recorded no run
 
 
 def test_1234_deletes_go_out_in_batches_of_500_500_234(fsm: Fsm, fs_client) -> None:
@@ -157,7 +157,7 @@ def test_document_changed_after_plan_is_skipped_not_clobbered(fsm: Fsm, fs_clien
     assert [(op["path"], op["reason"]) for op in skipped] == [
         ("items/i00002", "changed since plan")
     ]
-    assert "1 operation(s) skipped" in result.stderr
+    assert "1 operation skipped:" in result.stderr
 
 
 BLIND_SET = """
@@ -220,10 +220,10 @@ def test_migration_that_raises_is_recorded_failed_with_one_line_error(
     assert "RuntimeError: bug in the migration" in lines[0]
     assert "after 5 committed" in lines[0]
     assert len(ids(fs_client)) == 7  # the first full batch committed, the partial one did not
-    run = fsm.json("history")[0]
+    run = fsm.json("history")["runs"][0]
     assert (run["status"], run["committed"]) == ("failed", 5)
     assert "bug in the migration" in run["error"]
-    assert fsm.json("status")["revisions"][0]["state"] == "pending"
+    assert fsm.json("status")["revisions"][0]["state"] == "failed"
 
 
 def test_notes_and_markdown_report_list_every_document(fsm: Fsm, fs_client, tmp_path) -> None:
@@ -287,7 +287,7 @@ def test_state_is_keyed_by_project(tmp_path: Path, emulator, fs_client, project_
     assert a.json("upgrade")["migrations"][0]["committed"] == 3
     assert [r["state"] for r in b.json("status")["revisions"]] == ["pending"]
     assert b.json("upgrade")["migrations"][0]["committed"] == 4
-    assert len(a.json("history")) == 1 and len(b.json("history")) == 1
+    assert len(a.json("history")["runs"]) == 1 and len(b.json("history")["runs"]) == 1
 
 
 def test_to_stops_after_the_given_revision(fsm: Fsm, fs_client) -> None:

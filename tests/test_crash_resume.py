@@ -83,7 +83,7 @@ def test_sigkill_during_third_batch_then_resume(fsm: Fsm, fs_client, point: str)
     else:  # batch 3 never reached Firestore: resent by the second run
         assert reasons == {f"not applied before the interruption; redone by run {runs[1][0]}"}
     assert db.execute("SELECT revision, run_id FROM applied").fetchall() == [("0001", runs[1][0])]
-    history = json.loads(run_cli(fsm, "history", "--format", "json").stdout)
+    history = json.loads(run_cli(fsm, "history", "--format", "json").stdout)["runs"]
     assert [r["status"] for r in history] == ["succeeded", "interrupted"]
 
 
@@ -157,7 +157,7 @@ def test_resolve_marks_applied_with_reason(fsm: Fsm, fs_client) -> None:
 
     assert resolved.exit_code == 0, resolved.output
     assert fsm.json("status")["revisions"][0]["state"] == "applied"
-    last = fsm.json("history")[0]
+    last = fsm.json("history")["runs"][0]
     assert (last["revision"], last["status"]) == ("0001", "succeeded")
     assert last["notes"] == ["resolved without running: finished by hand, INC-42"]
     assert fsm("resolve", "0001", "--reason", "again").exit_code == 2

@@ -123,7 +123,7 @@ def test_cleanup_script_dry_run_changes_nothing_then_apply_cleans(
     run = json.loads(applied.stdout)["migrations"][0]
     assert run["mode"] == "apply" and run["counts"]["delete"] == 120
     assert all(not heartbeats.classify(i).is_legacy for i in collection_state(fs_client))
-    history = Fsm(project_id, state, MIGRATIONS).json("history")
+    history = Fsm(project_id, state, MIGRATIONS).json("history")["runs"]
     assert [r["mode"] for r in history] == ["apply", "dry-run"]
 
 

@@ -59,7 +59,7 @@ def test_eight_runners_at_once_exactly_one_applies(fsm: Fsm, fs_client) -> None:
             line = err.strip()
             assert "\n" not in line and line.startswith("FAILED: another fsmigrate holds the lock")
             assert "fsmigrate break-lock" in line and "pid " in line
-    history = fsm.json("history")
+    history = fsm.json("history")["runs"]
     assert [(r["mode"], r["status"], r["committed"]) for r in history] == [
         ("apply", "succeeded", 300)
     ]
@@ -68,7 +68,7 @@ def test_eight_runners_at_once_exactly_one_applies(fsm: Fsm, fs_client) -> None:
 
     again = fsm("upgrade")
     assert again.exit_code == 0 and "up to date" in again.stdout
-    assert len(fsm.json("history")) == 1
+    assert len(fsm.json("history")["runs"]) == 1
 
 
 def plant(fs_client, **holder) -> None:
@@ -166,5 +166,5 @@ def test_a_broken_lease_stops_the_run_before_its_next_commit(fsm: Fsm, fs_client
     assert code == 1 and "lost the lock" in err, err
     assert len(list(fs_client.collection("items").list_documents())) == 20
     assert fs_client.document(LOCK_PATH).get().get("holder") == "someone"  # not released by it
-    run = fsm.json("history")[0]
+    run = fsm.json("history")["runs"][0]
     assert run["status"] == "failed" and run["committed"] == 0

@@ -60,7 +60,7 @@ def test_b_sees_what_a_applied_and_applies_nothing(operators, fs_client) -> None
 
     assert out["migrations"] == []  # nothing ran
     assert values(fs_client) == [1] * 5  # not incremented twice
-    history = b.json("history")
+    history = b.json("history")["runs"]
     assert [(r["kind"], r["status"]) for r in history] == [("elsewhere", "succeeded")]
     assert run_a in history[0]["notes"][0]
     assert b.json("status")["revisions"][0]["state"] == "applied"
@@ -174,7 +174,7 @@ def test_crash_between_last_batch_and_marker_is_resolved_without_double_apply(
     assert again.returncode == 0, again.stderr
     assert values(fs_client) == [1] * 5  # applied once
     assert fs_client.document(MARKER).get().exists
-    history = a.json("history")
+    history = a.json("history")["runs"]
     statuses = sorted((r["status"], r["kind"]) for r in history)
     if point == "before-marker":  # resumed: nothing left to do, then the marker
         assert statuses == [("interrupted", "upgrade"), ("succeeded", "upgrade")]

@@ -100,7 +100,7 @@ def test_plan_of_many_operations_streams_and_resumes_after_a_crash(
 
     assert resumed.returncode == 0, resumed.stderr
     assert state_of(fs_client) == {f"i{i:05d}": i + 100 for i in range(0, 3000, 2)}
-    history = fsm.json("history")
+    history = fsm.json("history")["runs"]
     assert [(r["kind"], r["status"]) for r in history[:2]] == [
         ("plan", "succeeded"),
         ("plan", "interrupted"),
@@ -236,7 +236,7 @@ def test_a_plan_cut_short_or_edited_is_refused_before_any_write(
     assert out.stderr.count("\n") == 1 and str(copy) in out.stderr and says in out.stderr
     assert state_of(fs_client) == {f"i{i:05d}": i for i in range(500)}  # nothing written
     assert fsm.json("status")["revisions"][0]["state"] == "pending"
-    assert [r for r in fsm.json("history") if r["kind"] == "plan"] == []  # no run at all
+    assert [r for r in fsm.json("history")["runs"] if r["kind"] == "plan"] == []  # no run at all
 
 
 def test_the_applied_plan_digest_is_recorded_and_shown_in_the_audit(
@@ -255,7 +255,7 @@ def test_the_applied_plan_digest_is_recorded_and_shown_in_the_audit(
     run = fsm.json("apply", str(crlf))["migrations"][0]
 
     assert run["committed"] == 6
-    history = {r["run_id"]: r for r in fsm.json("history")}
+    history = {r["run_id"]: r for r in fsm.json("history")["runs"]}
     assert history[run["run_id"]]["plan_digest"] == digest
     dry = [r for r in history.values() if r["mode"] == "dry-run"]
     assert [r["plan_digest"] for r in dry] == [digest]

@@ -87,7 +87,7 @@ def test_prune_drops_the_values_for_good_and_keeps_the_runs(two_runs, tmp_path) 
     assert fsm.state.stat().st_size < size - 20_000  # the block (zlib: 3 alike) gone, space back
     assert done["bytes_after"] < done["bytes_before"]
     # the runs stay, with their counts; the prune is a run that names what it pruned
-    history = {r["run_id"]: r for r in fsm.json("history")}
+    history = {r["run_id"]: r for r in fsm.json("history")["runs"]}
     assert (history[run_a]["committed"], history[run_a]["pruned_by"]) == (3, done["run_id"])
     assert history[run_b]["pruned_at"] is None
     prune_run = history[done["run_id"]]
@@ -115,7 +115,7 @@ def test_prune_asks_first_and_refuses_bad_ages(two_runs) -> None:
     fsm, run_a, _, cutoff = two_runs
     declined = fsm("prune", "--before", cutoff, input="n\n")
     assert declined.exit_code == 1 and "aborted" in declined.stderr
-    assert all(r["pruned_at"] is None for r in fsm.json("history"))
+    assert all(r["pruned_at"] is None for r in fsm.json("history")["runs"])
     assert fsm("prune", "--before", "soon").exit_code == 2
     assert fsm("prune", "--before", "2999-01-01").exit_code == 2  # the future
 

@@ -80,7 +80,7 @@ def test_audit_export_restore_and_resume_on_a_schema_3_file(
     emu.reset(emulator.host_port, PROJECT)
     path = copy_v3(tmp_path)
     fsm = Fsm(PROJECT, path, DATA / "migrations")
-    applied = next(r for r in fsm.json("history") if r["kind"] == "plan")["run_id"]
+    applied = next(r for r in fsm.json("history")["runs"] if r["kind"] == "plan")["run_id"]
 
     # read-only commands read the file as it is, and leave it at schema 3
     before_jsonl = fsm("audit", applied, "--format", "jsonl").stdout

@@ -125,7 +125,7 @@ def test_the_dry_run_estimate_is_what_the_apply_then_does(fsm: Fsm, fs_client) -
     )
     assert "Total estimate: 604 reads" in text and "0.4 s at the rate limits" in text
     assert f"| | 604 | 202 | 200 | {archived} | 0.402 |" in markdown
-    history = {r["mode"]: r for r in fsm.json("history")}  # newest first: the last dry-run
+    history = {r["mode"]: r for r in fsm.json("history")["runs"]}  # newest first: the last dry-run
     assert history["dry-run"]["estimate"] == expected
     assert history["apply"]["actual"]["archive_bytes"] == archived
 
@@ -182,7 +182,7 @@ def test_apply_rerun_and_restore_take_the_limits_too(fsm: Fsm, fs_client) -> Non
     assert fsm("upgrade", "--dry-run", "--plan-out", str(plan)).exit_code == 0
     assert fsm("apply", str(plan), "--max-rate", "1000").exit_code == 0
     rerun = fsm.json("rerun", "0001", "--dry-run", "--ramp-start", "50")
-    applied = next(r for r in fsm.json("history") if r["kind"] == "plan")
+    applied = next(r for r in fsm.json("history")["runs"] if r["kind"] == "plan")
     restored = fsm.json("restore", applied["run_id"], "--max-rate", "700", "--yes")
 
     assert applied["traffic"]["max_rate"] == 1000 and applied["actual"]["deletes"] == 10

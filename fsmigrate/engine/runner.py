@@ -296,6 +296,9 @@ class Runner:
         span.set(run_id=run_id)
         earlier = self.state.resume_chain(prior["id"]) if prior else []
         self.progress.start(script, mode)
+        expect = getattr(self.progress, "expect", None)
+        if script.expected_ops is not None and expect is not None:
+            expect(script.expected_ops, "op")  # a plan's or a restore's: known before
         if self.traffic is not None:
             self.traffic.begin_run()
         self.committer.splits = 0
@@ -467,6 +470,7 @@ class Runner:
             partitions=self.settings.concurrency,
             read_time=run.read_time,
             max_group=self.settings.batch_size,
+            progress=self.progress,
         )
         flight = _InFlight(self.settings.concurrency)
         try:

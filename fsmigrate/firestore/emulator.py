@@ -118,6 +118,11 @@ def check_emulator_host(host_port: str | None) -> None:
         ) from None
 
 
+def split_host_port(host_port: str) -> tuple[str, int]:
+    """`127.0.0.1:8080`, `[::1]:8080` -> (host, port); UsageError otherwise."""
+    return _split(host_port)
+
+
 def _split(host_port: str) -> tuple[str, int]:
     host, _, port = host_port.rpartition(":")
     if not host or not port.isdigit():

@@ -249,10 +249,13 @@ class Report:
         if not merges:
             return
         outcomes = {key: sum(m.outcome == key for m in merges.values()) for key, _ in OUTCOMES}
-        yield "\n## Merged into canonical documents\n\n"
         merged = sum(m.total for m in merges.values())
         collections = {collection_of(m.target) for m in merges.values()}
         where = md(" of {}", code(next(iter(collections)))) if len(collections) == 1 else ""
+        if merged == len(merges):  # one document into each: a rename, not a merge
+            yield from self._renames(merges, where)
+            return
+        yield "\n## Merged into canonical documents\n\n"
         yield (
             f"{_plural(merged, 'document')} merged into "
             f"{_plural(len(merges), 'canonical document')}{where}: "
@@ -275,6 +278,18 @@ class Report:
             )
         if len(merges) > MERGES_SHOWN:
             yield f"\n... and {len(merges) - MERGES_SHOWN} more canonical documents.\n"
+
+    def _renames(self, merges: Any, where: str) -> Iterator[str]:
+        """The merge table of a run where every new document has exactly one source."""
+        yield "\n## Renamed documents\n\n"
+        yield f"{_plural(len(merges), 'document')} renamed{where}.\n\n"
+        yield header(["new ID", "old ID", "status"])
+        for merge in sorted(merges.values(), key=lambda m: m.target)[:MERGES_SHOWN]:
+            shown = merge.target.rsplit("/", 1)[1] if where else merge.target
+            source = merge.source.rsplit("/", 1)[1] if merge.source else ""
+            yield row([code(shown), code(source) if source else "", _merge_status(merge)])
+        if len(merges) > MERGES_SHOWN:
+            yield f"\n... and {len(merges) - MERGES_SHOWN} more renamed documents.\n"
 
     def error(self) -> Iterator[str]:
         if self.run["error"]:

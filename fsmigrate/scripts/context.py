@@ -41,6 +41,7 @@ class Context:
         partitions: int = 1,
         read_time: Optional[dt.datetime] = None,
         max_group: int = 0,
+        progress: Any = None,
     ) -> None:
         self._store = store
         self.revision = revision
@@ -55,6 +56,7 @@ class Context:
         # the most operations one atomic group may hold (a batch); 0: no atomic subtrees
         self.max_group = max_group
         self._notices: set[str] = set()
+        self._progress = progress  # told a scan's total (a COUNT first) and its reads
         self.reads = 0  # documents read: returned by scans, looked up by get / get_many
         self.counts: dict[str, int] = {}
 
@@ -75,7 +77,9 @@ class Context:
 
         missing=True yields instead the documents that do NOT exist but have
         subcollections (a scan never sees them): `Missing` values with `.path`, `.id` and
-        `.subcollections`, which ctx.delete and ctx.rename take like documents."""
+        `.subcollections`, which ctx.delete and ctx.rename take like documents.
+
+        When a progress bar is shown, a COUNT aggregation first gives it the total."""
         if missing:
             if group or where:
                 raise ValueError("ctx.scan(missing=True) takes a collection path only")
@@ -89,6 +93,12 @@ class Context:
             notice=self._notice_once,
             read_time=self.read_time,
         )
+        if getattr(self._progress, "wants_total", False):
+            total = self._store.count(
+                collection, group=group, where=where, read_time=self.read_time
+            )
+            self._progress.expect(total, "doc")
+            docs = self._shown(docs)
         return self._counted(
             tracing.traced(
                 "fsmigrate.scan",
@@ -99,6 +109,18 @@ class Context:
                 filtered=bool(where),
             )
         )
+
+    def _shown(self, docs: Iterator[Any]) -> Iterator[Any]:
+        """Tell the progress bar how many documents were read, every 50."""
+        unshown = 0
+        for doc in docs:
+            unshown += 1
+            if unshown == 50:
+                self._progress.read(unshown)
+                unshown = 0
+            yield doc
+        if unshown:
+            self._progress.read(unshown)
 
     def _counted(self, docs: Iterator[Any]) -> Iterator[Any]:
         for doc in docs:

@@ -295,6 +295,7 @@ def plan_scripts(
                     checksum=item["checksum"],
                     plan=lambda ctx, item=item: _replay(ctx, plan, item),
                     archive_spec=item.get("archive", "full"),
+                    expected_ops=item["operations"],
                 )
             )
         if not out:

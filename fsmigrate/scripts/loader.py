@@ -97,6 +97,7 @@ class Script:
     plan: Callable = field(compare=False, repr=False)
     module: ModuleType | None = field(default=None, compare=False, repr=False)
     archive_spec: object = field(default=None, compare=False, repr=False)  # without a module
+    expected_ops: int | None = field(default=None, compare=False)  # known before planning
 
     @property
     def repeatable(self) -> bool:

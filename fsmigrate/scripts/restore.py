@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Optional
 
-from fsmigrate.errors import ArchiveUnavailable
+from fsmigrate.errors import ArchiveUnavailable, RestoreRefused
 from fsmigrate.firestore import codec
 from fsmigrate.scripts import archive
 from fsmigrate.scripts.loader import Script
@@ -24,6 +24,70 @@ from fsmigrate.scripts.operations import CREATE, MUST_NOT_EXIST, Operation
 
 _GET_BATCH = 300
 _NAMED = 5  # documents named in the one line of a refusal
+
+
+def doc_paths(docs: Sequence[str]) -> list[str]:
+    """--doc values as document paths (`/users/u1` is `users/u1`)."""
+    return [d.strip().strip("/") for d in docs]
+
+
+def check_docs(state: Any, source: Any, docs: Sequence[str]) -> None:
+    """Refuse (exit 1) a --doc that run `source` has no operation on: a typo would
+    otherwise restore nothing, or less than asked, and exit 0."""
+    if not docs:
+        return
+    touched = {r["path"] for r in state.ops(source["id"])}
+    unknown = [d for d in docs if d not in touched]
+    if unknown:
+        run_id = source["id"]
+        named = ", ".join(unknown[:_NAMED]) + (
+            f" and {len(unknown) - _NAMED:,} more" if len(unknown) > _NAMED else ""
+        )
+        raise RestoreRefused(
+            f"run {run_id} did not change {named}; nothing was restored "
+            f"(`fsmigrate audit {run_id}` lists the documents it changed)"
+        )
+
+
+def later_deletes(state: Any, source: Any, docs: Sequence[str]) -> dict[str, list[str]]:
+    """The documents a restore of `source` would recreate that a later apply on the same
+    target deleted (or moved: a rename deletes the old path): run id -> paths."""
+    wanted = set(docs)
+    paths = {
+        r["path"]
+        for r in state.ops(source["id"], status="committed")
+        if r["before"] is not None and (not wanted or r["path"] in wanted)
+    }
+    found: dict[str, list[str]] = {}
+    if not paths:
+        return found
+    for run in state.runs(source["project"], source["database"]):
+        if run["mode"] != "apply" or run["id"] == source["id"]:
+            continue
+        if (run["started_at"], run["id"]) <= (source["started_at"], source["id"]):
+            continue
+        for op in state.ops(run["id"], status="committed"):
+            if op["kind"] == "delete" and op["path"] in paths:
+                found.setdefault(run["id"], []).append(op["path"])
+    return found
+
+
+def describe_later(state: Any, found: dict[str, list[str]]) -> str:
+    """One line: which later runs deleted or moved which of the documents."""
+    parts = []
+    for run_id, paths in sorted(found.items()):
+        run = state.run(run_id)
+        named = ", ".join(paths[:3]) + (f" and {len(paths) - 3:,} more" if len(paths) > 3 else "")
+        parts.append(
+            f"run {run_id} ({run['kind']} of {run['revision']} {run['description']}) "
+            f"deleted or moved {len(paths):,}: {named}"
+        )
+    total = sum(len(p) for p in found.values())
+    return (
+        f"{total:,} of the documents to restore were deleted or moved by a later run: "
+        + "; ".join(parts)
+        + "; restoring recreates them beside what that run left"
+    )
 
 
 def check(state: Any, source: Any, docs: Sequence[str]) -> list[str]:
@@ -93,6 +157,13 @@ def restore_script(state: Any, source: Any, docs: Sequence[str]) -> Script:
         for path in sorted(wanted - seen):
             ctx.note(f"{path}: run {run_id} has no archived copy of it; nothing to restore")
 
+    expected = len(
+        {
+            r["path"]
+            for r in state.ops(run_id, status="committed")
+            if r["before"] is not None and (not wanted or r["path"] in wanted)
+        }
+    )
     return Script(
         revision=source["revision"],
         down_revision=None,
@@ -100,6 +171,7 @@ def restore_script(state: Any, source: Any, docs: Sequence[str]) -> Script:
         doc=f"Restore the documents run {run_id} deleted or changed (where missing now).",
         checksum=source["checksum"],
         plan=plan,
+        expected_ops=expected,  # at most: those that exist now are left alone
     )
 
 

@@ -74,7 +74,7 @@ def main() -> int:
         ok("upgrade", "--dry-run", "--quiet")
         ok("upgrade", "--dry-run", "--quiet", "--to", "0001", "--plan-out", str(work / "p.jsonl"))
         ok("apply", str(work / "p.jsonl"), "--quiet")
-        applied = json.loads(ok("history", "--format", "json"))[0]["run_id"]
+        applied = json.loads(ok("history", "--format", "json"))["runs"][0]["run_id"]
         ok("restore", applied, "--doc", "items/i0", "--quiet")
         killed = fsm("upgrade", "--quiet", "--batch-size", "2",
                      FSMIGRATE_TEST_CRASH="before-commit:2")
