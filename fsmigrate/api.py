@@ -81,6 +81,7 @@ from fsmigrate.state.prune import PruneResult, parse_before
 from fsmigrate.state.prune import prune as _prune
 from fsmigrate.state.runs import RunResult
 from fsmigrate.times import parse_instant, rfc3339
+from fsmigrate.words import plural
 
 __all__ = [
     "Config",
@@ -573,7 +574,7 @@ def _confirm(
         return
     revs = ", ".join(s.revision for s in todo)
     env = f" [environment {cfg.environment}]" if cfg.environment else ""
-    _ask(confirm, f"Apply {len(todo)} migration(s) ({revs}) to {target.describe()}{env}?")
+    _ask(confirm, f"Apply {plural(len(todo), 'migration')} ({revs}) to {target.describe()}{env}?")
 
 
 def _ask(confirm: Optional[Confirm], prompt: str) -> None:
@@ -894,7 +895,9 @@ def rerun(
         before = [s.revision for s in chain.pending(applied, revision) if s.revision != revision]
         if before:
             raise UsageError(
-                f"revision(s) {', '.join(before)} come before {revision} and are "
+                f"{'revision' if len(before) == 1 else 'revisions'} {', '.join(before)} "
+                f"{'comes' if len(before) == 1 else 'come'} before {revision} and "
+                f"{'is' if len(before) == 1 else 'are'} "
                 f"not applied; run `fsmigrate upgrade --to {before[-1]}` first"
             )
         return [script]

@@ -106,7 +106,7 @@ def test_paths_keeps_no_value_in_the_state_file_the_plan_or_an_export(
     restore = fsm("restore", run["run_id"])
     assert restore.exit_code == 1
     assert (
-        "none of the 4 document(s)" in restore.stderr
+        "none of the 4 documents" in restore.stderr
         and "users/u0, users/u1" in restore.stderr
         and len(restore.stderr.strip().splitlines()) == 1
     )

@@ -73,6 +73,7 @@ from fsmigrate.scripts.operations import (
 from fsmigrate.state.database import OpRecord, State, new_id
 from fsmigrate.state.runs import RunResult
 from fsmigrate.times import rfc3339
+from fsmigrate.words import plural
 
 __all__ = [
     "APPLY",
@@ -313,7 +314,7 @@ class Runner:
         finally:
             if self.committer.splits:
                 run.note(
-                    f"{self.committer.splits} commit(s) refused by Firestore as too large "
+                    f"{plural(self.committer.splits, 'commit')} refused by Firestore as too large "
                     f"were split and sent again (--batch-bytes {self.batch_bytes:,})"
                 )
         applies_revision = not dry_run and kind != "restore"

@@ -18,6 +18,7 @@ from fsmigrate.report.mdsafe import row as md_row
 from fsmigrate.scripts import archive
 from fsmigrate.scripts.operations import KINDS
 from fsmigrate.state.runs import run_dict
+from fsmigrate.words import plural
 
 TEXT_SAMPLE = 10
 APPLY_HINT = "the same command without --dry-run"
@@ -50,11 +51,6 @@ def op_dict(row: sqlite3.Row, *, images: bool = False) -> dict[str, Any]:
 # ---- upgrade (dry-run or apply) ------------------------------------------------------
 
 NOTES_SHOWN = 30  # notes (and skipped documents) printed per run in text; all in --report
-
-
-def plural(n: int, one: str, many: Optional[str] = None) -> str:
-    """`1 batch`, `2 batches`, `1,000 operations`."""
-    return f"{n:,} {one if n == 1 else many or one + 's'}"
 
 
 @dataclass
@@ -440,8 +436,9 @@ def audit_run_chunks(state: Any, run_id: str, fmt: str) -> Iterator[str]:
         f"on {row['project']}/{row['database']}, {row['status']}\n"
         f"  by {row['operator']}@{row['host']}, fsmigrate {row['tool_version']}, "
         f"{row['started_at']} .. {row['finished_at'] or '(unfinished)'}\n"
-        f"  planned {row['planned']}, committed {row['committed']}, skipped {row['skipped']}, "
-        f"failed {row['failed']}, batches {row['batches']}\n"
+        f"  planned {row['planned']:,}, committed {row['committed']:,}, "
+        f"skipped {row['skipped']:,}, failed {row['failed']:,}, "
+        f"in {plural(row['batches'], 'batch', 'batches')}\n"
     )
     if row["read_time"]:
         yield f"  read as of {row['read_time']}\n"
@@ -457,7 +454,9 @@ def audit_run_chunks(state: Any, run_id: str, fmt: str) -> Iterator[str]:
     if row["error"]:
         yield f"  error: {row['error']}\n"
     if row["retries"]:
-        yield f"  retried {row['retries']} time(s); last error: {row['last_retry_error']}\n"
+        yield (
+            f"  retried {plural(row['retries'], 'time')}; last error: {row['last_retry_error']}\n"
+        )
     yield from _usage_lines(state, row)
     for note in state.notes(run_id):
         yield f"  note: {note}\n"
@@ -583,3 +582,5 @@ def prune_chunks(result: Any, fmt: str) -> Iterator[str]:
         )
     for k in result.kept:
         yield f"  kept {k.run_id}: {k.why}\n"
+    if result.dry_run and result.pruned:
+        yield "\nTo prune: the same command without --dry-run\n"

@@ -21,6 +21,7 @@ from fsmigrate.firestore import codec
 from fsmigrate.scripts import archive
 from fsmigrate.scripts.loader import Script
 from fsmigrate.scripts.operations import CREATE, MUST_NOT_EXIST, Operation
+from fsmigrate.words import plural
 
 _GET_BATCH = 300
 _NAMED = 5  # documents named in the one line of a refusal
@@ -113,7 +114,7 @@ def check(state: Any, source: Any, docs: Sequence[str]) -> list[str]:
             else 'it kept paths and update times only (archive = "paths")'
         )
         raise ArchiveUnavailable(
-            f"run {run_id}: {why}; none of the {len(lost):,} document(s) it changed or "
+            f"run {run_id}: {why}; none of the {plural(len(lost), 'document')} it changed or "
             f"deleted can be restored: {named} (`fsmigrate audit {run_id}` lists them)"
         )
     if (source["archive_policy"] or "").startswith(archive.REDACT + ":"):

@@ -26,6 +26,7 @@ from fsmigrate.errors import StateBusy
 from fsmigrate.state import compact
 from fsmigrate.state.database import State, new_id
 from fsmigrate.times import now_text, rfc3339
+from fsmigrate.words import plural
 
 
 @dataclass(frozen=True)
@@ -141,7 +142,7 @@ def prune(
             "for it, or let `fsmigrate upgrade` settle it first"
         )
     confirm(
-        f"Prune the archive of {len(listed)} run(s) finished before {_text(cutoff)} from "
+        f"Prune the archive of {plural(len(listed), 'run')} finished before {_text(cutoff)} from "
         f"{state.path} ({sum(p.before_images for p in listed):,} before-images, "
         f"{sum(p.writes for p in listed):,} writes)? They cannot be restored afterwards."
     )
