@@ -125,7 +125,7 @@ def summary_rows(state: Any, run: Any) -> list[tuple[str, Any]]:
         ("Status", md("{} ({})", status, run["error_kind"]) if run["error_kind"] else status),
         ("Target", md("project {}, database {}", code(run["project"]), code(run["database"]))),
         ("Operator", md("{} on host {}", run["operator"], code(run["host"]))),
-        ("Tool", f"fsmigrate {run['tool_version']}"),
+        ("Tool", md("fsmigrate {}", code(run["tool_version"]))),
         ("Started", run["started_at"]),
         ("Finished", run["finished_at"] or "(unfinished)"),
         ("Read as of", run["read_time"] or "(not recorded)"),
