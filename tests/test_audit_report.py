@@ -172,9 +172,9 @@ def test_since_lists_recent_runs_newest_first(applied) -> None:
         "UPDATE runs SET started_at='2020-01-01T00:00:00.000000Z' WHERE id=?", (dry["run_id"],)
     )
     db.commit()
-    recent = json.loads(fsm("audit", "--since", "7d", "--format", "json").stdout)
+    recent = json.loads(fsm("audit", "--since", "7d", "--format", "json").stdout)["runs"]
     assert [r["run_id"] for r in recent] == [run["run_id"]]
-    everything = json.loads(fsm("audit", "--format", "json").stdout)
+    everything = json.loads(fsm("audit", "--format", "json").stdout)["runs"]
     assert [r["run_id"] for r in everything] == [run["run_id"], dry["run_id"]]
     assert fsm("audit", "--since", "soon").exit_code == 2
     assert fsm("audit", "--format", "markdown").exit_code == 2

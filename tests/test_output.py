@@ -466,3 +466,19 @@ def test_times_are_rfc3339_utc_z(fsm: Fsm, project_id: str, tmp_path: Path) -> N
         assert RFC3339.match(row["applied_at"]), row
     run = fsm.json("history")["runs"][0]
     assert RFC3339.match(run["started_at"]) and RFC3339.match(run["finished_at"])
+
+
+RENAME = """
+def plan(ctx):
+    for doc in ctx.scan("items"):
+        yield ctx.rename(doc, "u_" + doc.id)
+"""
+
+
+def test_the_audit_of_a_plain_rename_is_headed_as_a_rename(fsm: Fsm) -> None:
+    write_script(fsm.migrations, "0001", None, RENAME)
+    run_id = fsm.json("upgrade")["migrations"][0]["run_id"]
+    page = fsm("audit", run_id, "--format", "markdown").stdout
+    assert "## Renamed documents" in page and "6 documents renamed" in page
+    assert "Merged into canonical documents" not in page
+    assert "fsmigrate `" in page  # the version as code, not `0\\.1.0`
