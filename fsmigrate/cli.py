@@ -109,10 +109,7 @@ class FsMigrateGroup(click.Group):
             if ctx.parent is not None:
                 raise
             code = getattr(exc, "exit_code", 130)
-            if not getattr(exc, "reported", False):
-                line = _interrupted_line(exc, None)
-                _failed(ctx, line, code, exc, word="INTERRUPTED")
-            ctx.exit(code)
+            _failed(ctx, _interrupted_line(exc, None), code, exc, word="INTERRUPTED")
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
         except Exception as exc:
@@ -144,7 +141,7 @@ def _globals_first(group: click.Group, ctx: click.Context, args: list[str]) -> l
     command = group.get_command(ctx, args[i])
     own: set[str] = set()
     if command is not None:
-        for param in command.params:
+        for param in command.get_params(ctx):  # with its --help
             if isinstance(param, click.Option):
                 own.update(param.opts)
                 own.update(param.secondary_opts)

@@ -368,6 +368,8 @@ def test_global_options_after_the_command(
     assert json.loads(result.stdout)["project"] == project_id
     mixed = CliRunner().invoke(cli, ["--project", "x", "status", f"--project={project_id}", *args])
     assert mixed.exit_code == 0 and project_id in mixed.stdout
+    helped = CliRunner().invoke(cli, ["upgrade", "--help", "--project", "p"])
+    assert helped.exit_code == 0 and "Run the pending migrations" in helped.stdout
 
 
 def test_a_state_file_in_a_missing_directory_is_refused_unless_asked(
