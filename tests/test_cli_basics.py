@@ -131,7 +131,11 @@ def test_emulator_commands_start_status_stop(tmp_path: Path) -> None:
     finally:
         stopped = runner.invoke(cli, ["emulator", "stop", "--record", str(record)])
     assert stopped.exit_code == 0 and "stopped emulator pid" in stopped.stdout
-    status = runner.invoke(cli, ["emulator", "status", "--record", str(record)])
+    status = runner.invoke(
+        cli,
+        ["emulator", "status", "--record", str(record)],
+        env={"FIRESTORE_EMULATOR_HOST": None},  # not the session's emulator either
+    )
     assert status.exit_code == 1 and "not running" in status.stdout
     refused = runner.invoke(
         cli, ["emulator", "start", "--host", "10.1.2.3", "--record", str(record)]
