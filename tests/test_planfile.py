@@ -59,7 +59,7 @@ def test_plan_then_apply_does_exactly_the_plan(fsm: Fsm, fs_client, tmp_path) ->
     assert f"applied the reviewed plan `{header['plan_id']}` exactly" in ticket
     assert header["migrations"][0]["dry_run"] in ticket
     again = fsm("apply", str(plan))
-    assert again.exit_code == 2 and "already applied" in again.stderr
+    assert again.exit_code == 1 and "already applied" in again.stderr
 
 
 def test_apply_refuses_a_changed_script_or_another_target(fsm: Fsm, fs_client, tmp_path) -> None:
@@ -68,7 +68,7 @@ def test_apply_refuses_a_changed_script_or_another_target(fsm: Fsm, fs_client, t
     assert fsm("upgrade", "--dry-run", "--plan-out", str(plan)).exit_code == 0
     other = Fsm(fsm.project + "-x", fsm.state, fsm.migrations)
     wrong = other("apply", str(plan))
-    assert wrong.exit_code == 2 and "is a plan for" in wrong.stderr
+    assert wrong.exit_code == 1 and "a plan for" in wrong.stderr
     script = fsm.migrations / "0001_test_0001.py"
     script.write_text(script.read_text() + "\n# edited after review\n")
     changed = fsm("apply", str(plan))
@@ -77,7 +77,7 @@ def test_apply_refuses_a_changed_script_or_another_target(fsm: Fsm, fs_client, t
     assert fsm("upgrade", "--plan-out", str(plan)).exit_code == 2  # needs --dry-run
     junk = tmp_path / "junk.jsonl"
     junk.write_text("{}\n")
-    assert fsm("apply", str(junk)).exit_code == 2
+    assert fsm("apply", str(junk)).exit_code == 1  # every refusal of a plan exits 1
 
 
 def test_plan_of_many_operations_streams_and_resumes_after_a_crash(
