@@ -201,7 +201,7 @@ def test_a_minute_long_outage_in_a_scan_and_again_in_the_commits_is_ridden_out(
     assert len(outage.ended) == 2  # both outages happened, and ended, during the run
     assert "waiting for Firestore: UNAVAILABLE, retrying for up to" in result.stderr
     assert "Firestore answers again" in result.stderr
-    run = fsm.json("history")[0]
+    run = fsm.json("history")["runs"][0]
     assert run["status"] == "succeeded" and run["committed"] == N
     assert run["retries"] >= 2
     assert run["actual"]["waited_seconds"] >= 2 * OUTAGE * 0.9
@@ -224,7 +224,7 @@ def test_an_outage_longer_than_the_patience_stops_in_one_line_and_the_next_comma
     assert len(failed) == 1 and failed[0] == lines[-1], stopped.stderr
     assert "without progress, --patience 3s" in failed[0] and "ServiceUnavailable" in failed[0]
     assert "waiting for Firestore: UNAVAILABLE" in stopped.stderr
-    first = fsm.json("history")[0]
+    first = fsm.json("history")["runs"][0]
     assert first["status"] == "failed" and 0 < first["committed"] < N
     assert first["retries"] >= 1
 
@@ -235,7 +235,7 @@ def test_an_outage_longer_than_the_patience_stops_in_one_line_and_the_next_comma
         time.sleep(max(0.0, lock.get("expires_at").timestamp() - time.time()) + 0.5)
     finished = fsm("upgrade", "--quiet", "--batch-size", "100")
     assert finished.exit_code == 0, finished.output
-    assert fsm.json("history")[0]["resumes"] == first["run_id"]
+    assert fsm.json("history")["runs"][0]["resumes"] == first["run_id"]
     assert_each_applied_once(fs_client, grpc_proxy, fsm.state, seeded)
 
 
@@ -282,7 +282,7 @@ def test_a_lease_that_would_expire_during_the_outage_stops_the_run_without_writi
     assert "at" in takeover, "the lock was never taken over"
     assert item_commits(grpc_proxy, takeover["at"]) == Counter()  # nothing written after
     assert lock.get().get("holder") == "someone"  # and the run did not release it
-    run = fsm.json("history")[0]
+    run = fsm.json("history")["runs"][0]
     assert run["status"] == "failed" and run["committed"] < N
 
 
