@@ -78,12 +78,12 @@ def test_two_databases_are_migrated_independently(fsm: Fsm, project_id: str) -> 
     assert states == {"alpha": ["applied"], "beta": ["pending"]}
     assert fsm(*alpha, "status", "--check").exit_code == 0
     assert fsm(*beta, "status", "--check").exit_code == 1
-    assert fsm.json(*beta, "history") == []
+    assert fsm.json(*beta, "history")["runs"] == []
     # beta's own migration, later: its own records and marker
     assert fsm(*beta, "upgrade").exit_code == 0
     assert fsm(*beta, "status", "--check").exit_code == 0
-    alpha_runs = fsm.json(*alpha, "history")
-    beta_runs = fsm.json(*beta, "history")
+    alpha_runs = fsm.json(*alpha, "history")["runs"]
+    beta_runs = fsm.json(*beta, "history")["runs"]
     assert len(alpha_runs) == len(beta_runs) == 1
     assert alpha_runs[0]["run_id"] != beta_runs[0]["run_id"]
     alpha_marker = docs(project_id, "alpha", "_fsmigrate/meta/revisions")["0001"]

@@ -135,7 +135,7 @@ def test_a_team_repository_works_with_env_and_api_config_alone(
         m.setenv("FIRESTORE_EMULATOR_HOST", str(cfg.emulator_host))
         assert set(items(project_id, "stage")) == {f"i{i}" for i in range(5)}
         assert set(items(project_id)) == {f"i{i}" for i in range(5)}  # dev's
-    dev_runs = json.loads(run("--env", "dev", "history", "--format", "json").stdout)
+    dev_runs = json.loads(run("--env", "dev", "history", "--format", "json").stdout)["runs"]
     assert [r["batches"] for r in dev_runs] == [3]  # the defaults' batch-size: 2, 2, 1
     assert {r["database"] for r in dev_runs} == {"(default)"}
     state = team_repo / "db/state.db"
@@ -156,7 +156,7 @@ def test_precedence_flag_over_variable_over_environment_in_a_run(
     for database, batches in (("from-var", 1), ("from-flag", 5)):
         runs = json.loads(
             run("--env", "stage", "--database", database, "history", "--format", "json").stdout
-        )
+        )["runs"]
         assert [(r["database"], r["batches"]) for r in runs] == [(database, batches)]
     stage = json.loads(run("--env", "stage", "status", "--format", "json").stdout)
     assert [r["state"] for r in stage["revisions"]] == ["pending"]
@@ -316,5 +316,5 @@ def test_a_target_that_applied_another_script_is_refused_by_every_writing_comman
     result = run("--env", "dev", "status", "--check")
     assert result.exit_code == 1 and "different script: revision 0002" in result.stderr
     # nothing of 0003 ran, and 0002 is not recorded as this script's
-    runs = json.loads(run("--env", "dev", "history", "--format", "json").stdout)
+    runs = json.loads(run("--env", "dev", "history", "--format", "json").stdout)["runs"]
     assert sorted(r["revision"] for r in runs) == ["0001", "0002"]

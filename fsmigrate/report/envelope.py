@@ -38,6 +38,7 @@ SHAPES: dict[str, dict[str, Any]] = {
         "database": None,
         "markers_read": None,
         "revisions": [],
+        "running": None,  # the run holding the lock (fsmigrate control), when there is one
     },
     "verify": {"findings": []},
     "history": {"project": None, "database": None, "runs": []},
