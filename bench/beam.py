@@ -7,7 +7,10 @@ data as bench/cleanup.py) before every measurement, and applies migration 0001 w
 
   local     `fsmigrate upgrade` (one process)
   beam-1    `fsmigrate upgrade --runner beam --workers 1` (DirectRunner, multi_processing)
-  beam-2    `fsmigrate upgrade --runner beam --workers 2`
+  beam-2    `fsmigrate upgrade --runner beam --workers 2` (0001's class names are prefix
+            keys: merged in their ranges, no GroupByKey)
+  shuffle-2 the same on 2 workers without the prefix-key declaration: every document
+            through the GroupByKey (how 0001 ran before issue 24)
   each-2    the same deletes by a per-document script on 2 workers (no GroupByKey)
 
 each in a fresh process, in rotating order. It prints median seconds and documents per
@@ -40,8 +43,24 @@ METHODS = {
     "local": [],
     "beam-1": ["--runner", "beam", "--workers", "1"],
     "beam-2": ["--runner", "beam", "--workers", "2"],
+    "shuffle-2": ["--runner", "beam", "--workers", "2"],
     "each-2": ["--runner", "beam", "--workers", "2"],
 }
+SCRIPT = ROOT / "migrations" / "0001_normalize_processor_heartbeats.py"
+
+
+def without_prefix_keys() -> str:
+    """Migration 0001 without its prefix-key declaration (every key shuffled)."""
+    source = SCRIPT.read_text()
+    for line in (
+        "    prefix_keys=is_class_name,\n",
+        "key_is_prefix = normalization.key_is_prefix\n",
+    ):
+        assert line in source, line
+        source = source.replace(line, "")
+    return source
+
+
 # `each-2`: the same deletes by a per-document script (no GroupByKey: nothing shuffled)
 EACH = '''"""Delete the legacy heartbeat documents, one document at a time."""
 from fsmigrate.distributed import scan
@@ -68,6 +87,10 @@ def worker(method: str, project: str) -> None:
             migrations = Path(tmp) / "migrations"
             migrations.mkdir()
             (migrations / "0001_delete_legacy.py").write_text(EACH)
+        elif method.startswith("shuffle"):
+            migrations = Path(tmp) / "migrations"
+            migrations.mkdir()
+            (migrations / SCRIPT.name).write_text(without_prefix_keys())
         args = [
             "--project",
             project,
@@ -99,10 +122,13 @@ def worker(method: str, project: str) -> None:
 
 
 def measure(method: str, docs: int, env: dict) -> dict:
+    from cleanup import WARM_UP, run_floor
+
     from fsmigrate.firestore import emulator
 
     emulator.reset(env["FIRESTORE_EMULATOR_HOST"], "bench")
     seed("bench", docs)
+    run_floor("bench", limit=min(docs, WARM_UP))  # untimed: the emulator's warm-up
     out = subprocess.run(
         [sys.executable, __file__, "--worker", method],
         env=env,
@@ -141,7 +167,7 @@ def main() -> int:
                 result = measure(method, args.docs, env)
                 runs[method].append(result)
                 print(
-                    f"rep {rep + 1} {method:<7} {result['seconds']:7.2f} s "
+                    f"rep {rep + 1} {method:<9} {result['seconds']:7.2f} s "
                     f"{result['docs_per_s']:8.0f} docs/s  coordinator "
                     f"{result['coordinator_mb']:6.1f} MB  worker {result['worker_mb']:6.1f} MB",
                     file=sys.stderr,
@@ -181,7 +207,7 @@ def main() -> int:
             )
         print()
         for name, value in ratios.items():
-            print(f"{name:<28} {value:5.2f}x")
+            print(f"{name:<31} {value:5.2f}x")
         for method, sizes in growth.items():
             print(
                 f"memory {method:<7} "

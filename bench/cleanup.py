@@ -6,16 +6,31 @@ Starts its own Firestore emulator. For each repetition it re-seeds N heartbeat d
 (~97% legacy IDs, realistic fields) before every measurement, and measures, in rotating
 order, each method in a fresh subprocess (so peak RSS is that method's own):
 
-  stream    bare `for doc in collection.stream()` (the floor for a read-only pass)
+  floor     the floor of a read-only pass: raw RunQuery responses (no decoding), the
+            stream reopened after the last name received when it breaks or reaches its
+            deadline (the emulator's stream cannot deliver 1,000,000 documents in 300 s)
+  stream    bare `for doc in collection.stream()` (fails at 1,000,000 documents: its
+            deadline, then the client's own retry path raises)
   script    the old cleanup: list(collection.stream()), filter, WriteBatch deletes of 500,
             one after another, no archive
   client    the Firestore client's BulkWriter with default options on the legacy documents
   dry-run   `fsmigrate upgrade --dry-run` of migration 0001
   apply     `fsmigrate upgrade` of migration 0001 (archive, preconditions, journal)
+  dry-run-0, apply-0
+            the same without 0001's prefix-key declaration: every processor's survivor
+            kept until the scan ends (how 0001 ran before issue 24)
 
 and prints median docs/s (documents in the collection / seconds), peak RSS, and the ratios
-the README quotes, as a table and (with --json) as JSON. --rss measures how peak RSS grows
-with N for script, dry-run and apply.
+the documentation quotes (dry-run and apply against the floor), as a table and (with
+--json) as JSON. --rss measures how peak RSS grows with N for dry-run and apply, with
+and without the prefix keys.
+A method that fails is recorded as failed (with its last error line), not retried.
+
+The documents are seeded again only after a method that wrote (script, client, apply),
+so at 1,000,000 documents one seeding serves the read-only methods before them:
+
+    .venv/bin/python bench/cleanup.py --docs 1000000 --reps 1 \
+        --methods floor,dry-run,apply --json bench/results/cleanup-1m.json
 """
 
 from __future__ import annotations
@@ -36,7 +51,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-METHODS = ["stream", "script", "client", "dry-run", "apply"]
+METHODS = ["floor", "stream", "script", "client", "dry-run", "apply", "dry-run-0", "apply-0"]
+WARM_UP = 100_000  # documents read after seeding, before the first measurement
+WRITES = {
+    "script",
+    "client",
+    "apply",
+    "apply-0",
+}  # methods after which the documents are seeded again
 COLLECTION = "processor_heartbeats"
 
 
@@ -79,22 +101,65 @@ def documents(total: int, seed: int = 11):
         )
 
 
-def seed(project: str, total: int) -> None:
+def seed(project: str, total: int, threads: int = 4) -> None:
+    """Write the documents in batches of 500, `threads` commits at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from google.cloud import firestore
 
     client = firestore.Client(project=project)
-    batch, count = client.batch(), 0
-    for doc_id, data in documents(total):
-        batch.set(client.collection(COLLECTION).document(doc_id), data)
-        count += 1
-        if count == 500:
-            batch.commit()
-            batch, count = client.batch(), 0
-    if count:
-        batch.commit()
+    with ThreadPoolExecutor(threads) as pool:
+        pending = []
+        batch, count = client.batch(), 0
+        for doc_id, data in documents(total):
+            batch.set(client.collection(COLLECTION).document(doc_id), data)
+            count += 1
+            if count == 500:
+                pending.append(pool.submit(batch.commit))
+                batch, count = client.batch(), 0
+            if len(pending) >= 4 * threads:
+                pending.pop(0).result()
+        if count:
+            pending.append(pool.submit(batch.commit))
+        for future in pending:
+            future.result()
 
 
 # ---- the methods (each runs in its own process: `--worker METHOD`) ----------------------
+
+
+def run_floor(project: str, limit: int = 0, deadline: float = 280.0) -> int:
+    """Every document as raw RunQuery responses, in name order; a stream that breaks or
+    reaches its deadline (280 s, under the emulator's 300) is reopened after the last
+    name received (a stream that delivered nothing gets twice the deadline). No decoding:
+    the cheapest complete read the server allows."""
+    from google.api_core import exceptions as gexc
+    from google.cloud import firestore
+    from google.cloud.firestore_v1.field_path import FieldPath
+
+    client = firestore.Client(project=project)
+    query = client.collection(COLLECTION).order_by(FieldPath.document_id())
+    if limit:
+        query = query.limit(limit)
+    seen, last = 0, None
+    while True:
+        before = seen
+        page = query if last is None else query.start_after({"__name__": client.document(last)})
+        request, _, _ = page._prep_stream(retry=None)
+        prefix = client._database_string + "/documents/"
+        try:
+            for response in client._firestore_api.run_query(
+                request=request, metadata=client._rpc_metadata, retry=None, timeout=deadline
+            ):
+                pb = response._pb
+                if pb.HasField("document"):
+                    seen += 1
+                    last = pb.document.name[len(prefix) :]
+            return seen
+        except (gexc.DeadlineExceeded, gexc.ServiceUnavailable, gexc.InternalServerError):
+            if seen == before:  # not one document before the deadline: give it longer
+                deadline *= 2
+            continue  # reopened after `last`
 
 
 def run_stream(project: str) -> int:
@@ -135,17 +200,30 @@ def run_client(project: str) -> int:
     return seen
 
 
-def run_fsmigrate(project: str, dry_run: bool, extra: list[str]) -> int:
+SCRIPT = ROOT / "migrations" / "0001_normalize_processor_heartbeats.py"
+DECLARATION = ("    prefix_keys=is_class_name,\n", "key_is_prefix = normalization.key_is_prefix\n")
+
+
+def run_fsmigrate(project: str, dry_run: bool, extra: list[str], declared: bool = True) -> int:
     from fsmigrate.cli import cli
 
     with tempfile.TemporaryDirectory() as tmp:
+        migrations = ROOT / "migrations"
+        if not declared:  # 0001 without its prefix keys
+            migrations = Path(tmp) / "migrations"
+            migrations.mkdir()
+            source = SCRIPT.read_text()
+            for line in DECLARATION:
+                assert line in source, line
+                source = source.replace(line, "")
+            (migrations / SCRIPT.name).write_text(source)
         args = [
             "--project",
             project,
             "--state",
             f"{tmp}/state.db",
             "--migrations",
-            str(ROOT / "migrations"),
+            str(migrations),
             "upgrade",
             "--quiet",
             "--format",
@@ -171,14 +249,16 @@ def worker(method: str, project: str, extra: list[str]) -> None:
     import fsmigrate.cli  # noqa: F401  (imports are not part of the measurement)
 
     start = time.perf_counter()
-    if method == "stream":
+    if method == "floor":
+        run_floor(project)
+    elif method == "stream":
         run_stream(project)
     elif method == "script":
         run_script(project)
     elif method == "client":
         run_client(project)
     else:
-        run_fsmigrate(project, method == "dry-run", extra)
+        run_fsmigrate(project, method.startswith("dry-run"), extra, not method.endswith("-0"))
     seconds = time.perf_counter() - start
     rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"method": method, "seconds": seconds, "rss_mb": rss_kb / 1024}))
@@ -187,18 +267,32 @@ def worker(method: str, project: str, extra: list[str]) -> None:
 # ---- the driver ---------------------------------------------------------------------------
 
 
+_seeded: dict[str, int] = {}  # project -> documents in it, while no method wrote
+
+
 def measure(method: str, project: str, docs: int, env: dict, extra: list[str]) -> dict:
     from fsmigrate.firestore import emulator
 
-    emulator.reset(env["FIRESTORE_EMULATOR_HOST"], project)
-    seed(project, docs)
+    if _seeded.get(project) != docs:
+        emulator.reset(env["FIRESTORE_EMULATOR_HOST"], project)
+        started = time.perf_counter()
+        seed(project, docs)
+        print(f"seeded {docs} documents in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+        # untimed: the first read after a seeding pays the emulator's warm-up (measured:
+        # 11 s instead of 2.5 s for 5,000 documents), whichever method comes first
+        run_floor(project, limit=min(docs, WARM_UP))
+        _seeded[project] = docs
+    if method in WRITES:
+        _seeded.pop(project, None)
     out = subprocess.run(
         [sys.executable, __file__, "--worker", method, "--project", project, "--", *extra],
         env=env,
         capture_output=True,
         text=True,
-        check=True,
     )
+    if out.returncode != 0:
+        lines = (out.stderr or out.stdout).strip().splitlines()
+        return {"method": method, "failed": lines[-1] if lines else f"exit {out.returncode}"}
     result = json.loads(out.stdout.strip().splitlines()[-1])
     result["docs_per_s"] = docs / result["seconds"]
     return result
@@ -234,46 +328,63 @@ def main() -> int:
             for method in order:
                 result = measure(method, "bench", args.docs, env, args.extra)
                 runs[method].append(result)
+                if "failed" in result:
+                    print(f"rep {rep + 1} {method:<8} FAILED: {result['failed']}", file=sys.stderr)
+                    continue
                 print(
                     f"rep {rep + 1} {method:<8} {result['seconds']:7.2f} s "
                     f"{result['docs_per_s']:9.0f} docs/s  {result['rss_mb']:6.1f} MB",
                     file=sys.stderr,
                 )
-        summary = {
-            m: {
-                "median_docs_per_s": statistics.median(r["docs_per_s"] for r in rs),
-                "median_seconds": statistics.median(r["seconds"] for r in rs),
-                "peak_rss_mb": max(r["rss_mb"] for r in rs),
-                "runs": rs,
-            }
-            for m, rs in runs.items()
-        }
+        summary: dict[str, dict] = {}
+        for m, rs in runs.items():
+            ok = [r for r in rs if "failed" not in r]
+            summary[m] = (
+                {
+                    "median_docs_per_s": statistics.median(r["docs_per_s"] for r in ok),
+                    "median_seconds": statistics.median(r["seconds"] for r in ok),
+                    "peak_rss_mb": max(r["rss_mb"] for r in ok),
+                    "runs": rs,
+                }
+                if ok
+                else {"failed": rs[-1]["failed"], "runs": rs}
+            )
         ratios = {}
 
         def ratio(name: str, a: str, b: str) -> None:
-            if a in summary and b in summary:
+            if "median_seconds" in summary.get(a, {}) and "median_seconds" in summary.get(b, {}):
                 ratios[name] = summary[a]["median_docs_per_s"] / summary[b]["median_docs_per_s"]
+
+        def seconds_ratio(name: str, a: str, b: str) -> None:
+            if "median_seconds" in summary.get(a, {}) and "median_seconds" in summary.get(b, {}):
+                ratios[name] = summary[a]["median_seconds"] / summary[b]["median_seconds"]
 
         ratio("apply_vs_script", "apply", "script")
         ratio("apply_vs_client", "apply", "client")
         ratio("dry_run_vs_stream", "dry-run", "stream")
+        seconds_ratio("dry_run_seconds_vs_floor", "dry-run", "floor")  # goal: at most 1.1
+        seconds_ratio("apply_seconds_vs_floor", "apply", "floor")  # goal: at most 1.3
         rss = {}
         if args.rss:
             sizes = [int(s) for s in args.rss.split(",")]
-            for method in ("script", "dry-run", "apply"):
+            for method in ("dry-run", "apply", "dry-run-0", "apply-0"):
                 rss[method] = {
-                    str(n): measure(method, "bench", n, env, args.extra)["rss_mb"] for n in sizes
+                    str(n): measure(method, "bench", n, env, args.extra).get("rss_mb", -1.0)
+                    for n in sizes
                 }
         print(f"\nN = {args.docs} documents, {args.reps} repetitions, medians\n")
         print(f"{'method':<10}{'docs/s':>10}{'seconds':>10}{'peak RSS MB':>14}")
         for m, s in summary.items():
+            if "failed" in s:
+                print(f"{m:<10}  FAILED: {s['failed']}")
+                continue
             print(
                 f"{m:<10}{s['median_docs_per_s']:>10.0f}{s['median_seconds']:>10.2f}"
                 f"{s['peak_rss_mb']:>14.1f}"
             )
         print()
         for name, value in ratios.items():
-            print(f"{name:<20} {value:6.2f}x")
+            print(f"{name:<26} {value:6.2f}x")
         for method, sizes in rss.items():
             values = list(sizes.values())
             print(

@@ -25,10 +25,23 @@ GroupByKey:
     def finish(ctx, counts):               # optional: once, after all keys, with the sums
         ctx.note(f"{counts.get('merged', 0)} merged")     # of ctx.count(name, n) calls
 
+    def key_is_prefix(key):                # optional: True when every document of `key`
+        return key.endswith("Processor")   # has an ID that starts with `key`
+
+Declaring prefix keys (`key_is_prefix`) lets a keyed form skip the shuffle for them: the
+documents of such a key lie together in name order (`Foo`, `Foo_1`, `Foo_None_2`...), so
+a scan in name order has all of them once it reaches a name that does not start with the
+key, and merges them there (memory: one key's documents). On Beam each range merges the
+prefix keys that start in it (reading past its end for a key that goes on) and no
+GroupByKey is needed for them; keys that are not declared go through the shuffle as
+before. A document whose ID does not start with its declared prefix key stops the run
+with an error before anything of it is planned.
+
 `ctx` offers what plan's ctx offers except `scan` (reads of single documents are fine).
 The local runner runs every form (a keyed form holds the documents of a key together,
-so memory grows with the largest key, and it keeps every key's documents until the scan
-ends); `--runner beam` runs the two forms above and refuses a bare `plan(ctx)`.
+so memory grows with the largest key, and it keeps the documents of keys that are not
+prefix keys until the scan ends); `--runner beam` runs the two forms above and refuses a
+bare `plan(ctx)`.
 """
 
 from __future__ import annotations
@@ -69,6 +82,7 @@ class Forms:
     key: Optional[Callable[..., Any]] = None
     merge: Optional[Callable[..., Any]] = None
     finish: Optional[Callable[..., Any]] = None
+    key_is_prefix: Optional[Callable[[str], bool]] = None
 
     @property
     def distributed(self) -> Optional[str]:
@@ -101,6 +115,7 @@ def forms_of(module: Any) -> tuple[Forms, Optional[str]]:
         fn("key"),
         fn("merge"),
         fn("finish"),
+        fn("key_is_prefix"),
     )
     if source is not None and not isinstance(source, Source):
         return forms, (
@@ -139,11 +154,16 @@ def local_plan(forms: Forms) -> Callable[[Any], Iterator[Any]]:
                 yield from each(ctx, doc) or ()
         else:
             assert key_of is not None and merge is not None
-            groups: dict[str, list[Any]] = {}
+            groups: dict[str, list[Any]] = {}  # keys that are not prefix keys
+            running = PrefixGroups(None if source.group else forms.key_is_prefix)
             for doc in docs:
+                for done_key, done in running.passed(doc.id):
+                    yield from merge(ctx, done_key, done) or ()
                 key = checked_key(key_of(doc), doc)
-                if key is not None:
+                if key is not None and not running.add(key, doc):
                     groups.setdefault(key, []).append(doc)
+            for done_key, done in running.rest():
+                yield from merge(ctx, done_key, done) or ()
             for key in sorted(groups):
                 yield from merge(ctx, key, groups[key]) or ()
         if forms.finish is not None:
@@ -156,3 +176,57 @@ def checked_key(key: Any, doc: Any) -> Optional[str]:
     if key is None or isinstance(key, str):
         return key
     raise TypeError(f"key({doc.path}) returned {type(key).__name__}; it must return a str or None")
+
+
+def check_prefix(doc_id: str, key: str, key_is_prefix: Optional[Callable[[str], bool]]) -> bool:
+    """Whether `key` is a declared prefix key (never the empty key); a document of such a
+    key whose ID does not start with it makes the declaration false: ValueError."""
+    if key_is_prefix is None or not key or not key_is_prefix(key):
+        return False
+    if not doc_id.startswith(key):
+        raise ValueError(
+            f"document {doc_id!r} has the key {key!r}, which the script declares a prefix "
+            "key (the ID of every document of it starts with it), but its ID does not "
+            "start with it: fix the script's key_is_prefix (or prefix_keys)"
+        )
+    return True
+
+
+class PrefixGroups:
+    """The documents of prefix keys (see the module's docstring) while a scan in name order
+    goes on: `add` each document, and merge what `passed` returns before it; `rest` at the
+    end. Holds the keys that are prefixes of the current name, and their documents."""
+
+    def __init__(self, key_is_prefix: Optional[Callable[[str], bool]]) -> None:
+        self.key_is_prefix = key_is_prefix
+        self.open: dict[str, list[Any]] = {}  # a chain of prefixes of the current name
+        self.longest = ""
+
+    def passed(self, doc_id: str) -> list[tuple[str, list[Any]]]:
+        """The groups whose documents all came before `doc_id` (no more can come)."""
+        if not self.open or doc_id.startswith(self.longest):
+            return []
+        done = [(k, docs) for k, docs in self.open.items() if not doc_id.startswith(k)]
+        for key, _ in done:
+            del self.open[key]
+        self.longest = max(self.open, key=len, default="")
+        return sorted(done)
+
+    def add(self, key: str, doc: Any) -> bool:
+        """Keep `doc` with its prefix key; False when `key` is not one."""
+        held = self.open.get(key)
+        if held is not None and doc.id.startswith(key):  # known to be one
+            held.append(doc)
+            return True
+        if not check_prefix(doc.id, key, self.key_is_prefix):
+            return False
+        self.open.setdefault(key, []).append(doc)
+        if len(key) > len(self.longest):
+            self.longest = key
+        return True
+
+    def rest(self) -> list[tuple[str, list[Any]]]:
+        done = sorted(self.open.items())
+        self.open.clear()
+        self.longest = ""
+        return done

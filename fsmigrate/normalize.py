@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Optional, Union
 
+from fsmigrate.distributed import check_prefix
 from fsmigrate.scripts.operations import (
     CREATE,
     DELETE,
@@ -272,6 +273,22 @@ class Renamer:
         return Group([write, self._delete(doc, label)], children)
 
 
+PrefixKeys = Optional[Callable[[str], bool]]
+
+
+class _Target:
+    """What the scan keeps of one canonical ID: its canonical document, the newest
+    non-canonical document so far, and how many there are."""
+
+    __slots__ = ("canonical", "best", "count", "prefix")
+
+    def __init__(self, prefix: bool) -> None:
+        self.canonical: Any = None
+        self.best: Any = None
+        self.count = 0
+        self.prefix = prefix  # a declared prefix key (merged once the scan passes it)
+
+
 def normalize(
     ctx: Any,
     collection: str,
@@ -282,6 +299,7 @@ def normalize(
     subcollections: str = REFUSE,
     transform: Optional[Callable[[dict, str], dict]] = None,
     missing: bool = False,
+    prefix_keys: PrefixKeys = None,
 ) -> Iterator[Any]:
     """Merge every document into its canonical ID.
 
@@ -290,57 +308,90 @@ def normalize(
     the newest non-canonical document by `keep` (a field; then update time); it is renamed
     to the canonical ID (resolving an existing canonical document per `on_conflict`;
     `transform(data, canonical_id)` may adjust what is written) and the other
-    non-canonical documents are deleted. One pass, memory per canonical ID. The deletes go
-    out as the scan proceeds; each survivor is kept until its rename, so a crash never
-    leaves a canonical ID without its newest document. A note per canonical ID says how
-    many documents merge into it and whether it is created, updated or kept.
+    non-canonical documents are deleted. One pass. The deletes go out as the scan
+    proceeds; each survivor is kept until its rename, so a crash never leaves a canonical
+    ID without its newest document. A note per canonical ID says how many documents merge
+    into it and whether it is created, updated or kept.
+
+    Memory: one survivor (and canonical document) per canonical ID until the scan ends,
+    except for the IDs `prefix_keys(canonical_id)` declares prefix keys: every document
+    merging into such an ID has an ID that starts with it (`Foo` for `Foo_None_1`), so
+    the scan, in name order, has seen all of them once it reaches a name that does not
+    start with it; such an ID is merged there and forgotten (memory: the canonical IDs
+    that are prefixes of the current name). A document contradicting the declaration
+    stops the plan with an error before anything of it is planned.
 
     missing=True also takes the documents that do not exist but have subcollections
     (ctx.scan(missing=True)): a non-canonical one's subcollections are moved under its
     canonical ID (subcollections="move"; a child already there is skipped, reported),
     deleted ("delete") or refused with a note (default)."""
     renamer = Renamer(ctx)
-    canonical: dict[str, Any] = {}
-    best: dict[str, Any] = {}
-    counts: dict[str, int] = {}
-    unknown = 0
-    for doc in ctx.scan(collection):
-        target = canonical_of(doc.id)
-        if target is None:
-            unknown += 1
-            ctx.note(f"unknown ID left alone: {doc.id!r}")
-            continue
-        if target == doc.id:
-            canonical[doc.id] = doc
-            continue
-        counts[target] = counts.get(target, 0) + 1
-        current = best.get(target)
-        if current is None:
-            best[target] = doc
-            continue
-        if newness(doc, keep) > newness(current, keep):
-            best[target], doc = doc, current
-        label = f"{doc.path}{ARROW}{collection}/{target}{MERGED_OLDER}"
-        loser = renamer._subcollections(doc, None, subcollections, label)
-        if loser is None:
-            continue
-        yield Group([renamer._delete(doc, label)], loser)
-    for target in sorted(best):
-        yield _merge_into(
+    targets: dict[str, _Target] = {}  # every canonical ID not merged yet
+    open_prefix: list[str] = []  # the prefix keys among them (merged when passed)
+    merged = kept = groups = unknown = 0
+
+    def merge(target: str) -> Group:
+        nonlocal merged, kept, groups
+        found = targets.pop(target)
+        kept += found.canonical is not None
+        if found.best is None:
+            return Group([])
+        merged += found.count
+        groups += 1
+        return _merge_into(
             ctx,
             renamer,
             target,
-            best[target],
-            canonical.get(target),
-            counts[target],
+            found.best,
+            found.canonical,
+            found.count,
             keep,
             on_conflict,
             subcollections,
             transform,
         )
+
+    for doc in ctx.scan(collection):
+        doc_id = doc.id
+        if open_prefix and not doc_id.startswith(open_prefix[-1]):
+            passed = [t for t in open_prefix if not doc_id.startswith(t)]
+            open_prefix = [t for t in open_prefix if doc_id.startswith(t)]
+            for done in passed:
+                yield merge(done)
+        target = canonical_of(doc_id)
+        if target is None:
+            unknown += 1
+            ctx.note(f"unknown ID left alone: {doc_id!r}")
+            continue
+        found = targets.get(target)
+        if found is None:
+            found = targets[target] = _Target(check_prefix(doc_id, target, prefix_keys))
+            if found.prefix:
+                open_prefix.append(target)
+                open_prefix.sort(key=len)  # a chain of prefixes of this name: longest last
+        elif found.prefix and not doc_id.startswith(target):
+            check_prefix(doc_id, target, prefix_keys)  # raises: the declaration is false
+        if target == doc_id:
+            found.canonical = doc
+            continue
+        found.count += 1
+        if found.best is None:
+            found.best = doc
+            continue
+        if newness(doc, keep) > newness(found.best, keep):
+            found.best, doc = doc, found.best
+        label = f"{doc.path}{ARROW}{collection}/{target}{MERGED_OLDER}"
+        loser = renamer._subcollections(doc, None, subcollections, label)
+        if loser is None:
+            continue
+        yield Group([renamer._delete(doc, label)], loser)
+    for done in open_prefix:
+        yield merge(done)
+    for done in sorted(targets):
+        yield merge(done)
     if missing:
         yield from _missing_into(ctx, renamer, collection, canonical_of, subcollections)
-    ctx.note(_summary(collection, len(canonical), sum(counts.values()), len(best), unknown))
+    ctx.note(_summary(collection, kept, merged, groups, unknown))
 
 
 def _missing_into(
@@ -423,6 +474,7 @@ class Normalization:
         normalization = Normalization("users", canonical_of, keep="updated_at")
         source, key, merge, finish = (normalization.source, normalization.key,
                                       normalization.merge, normalization.finish)
+        key_is_prefix = normalization.key_is_prefix   # with prefix_keys=...: no shuffle
     """
 
     def __init__(
@@ -434,6 +486,7 @@ class Normalization:
         on_conflict: Conflict = SKIP,
         subcollections: str = REFUSE,
         transform: Optional[Callable[[dict, str], dict]] = None,
+        prefix_keys: PrefixKeys = None,
     ) -> None:
         from fsmigrate.distributed import scan
 
@@ -441,7 +494,13 @@ class Normalization:
         self.canonical_of = canonical_of
         self.keep, self.on_conflict = keep, on_conflict
         self.subcollections, self.transform = subcollections, transform
+        self.prefix_keys = prefix_keys
         self.source = scan(collection)
+
+    def key_is_prefix(self, key: str) -> bool:
+        """Whether every document merging into canonical ID `key` has an ID starting with
+        it (the `prefix_keys` declaration; never the unknown documents' key)."""
+        return key != UNKNOWN_KEY and self.prefix_keys is not None and self.prefix_keys(key)
 
     def key(self, doc: Any) -> str:
         target = self.canonical_of(doc.id)

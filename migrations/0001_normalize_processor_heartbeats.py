@@ -13,7 +13,9 @@ Repeatable: backfill jobs still carrying the old code create legacy documents ag
 `bin/cleanup-heartbeat-docs.py` (or `fsmigrate rerun 0001`) cleans them up again.
 
 Runs on both runners: `plan` in one streaming pass here, or keyed by canonical ID
-(`source`, `key`, `merge`, `finish`) on `--runner beam`; the decisions are the same.
+(`source`, `key`, `merge`, `finish`) on `--runner beam`; the decisions are the same. A
+class name is a prefix key (`key_is_prefix`): its documents are merged by the worker
+whose range they start in, without a shuffle.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 from typing import Optional
 
 from fsmigrate.heartbeats import (
+    CANONICAL_PROCESSOR,
     COLLECTION,
     LEGACY_DATE,
     LEGACY_RUN,
@@ -45,16 +48,25 @@ def canonical_of(doc_id: str) -> Optional[str]:
     return None if found.kind == UNKNOWN else found.canonical_id
 
 
+def is_class_name(canonical_id: str) -> bool:
+    """A processor's class name is a prefix of every ID merging into it (`Foo_None_1`);
+    a phase 2 ID (`p2_...`) is not (its legacy IDs carry the class name)."""
+    return classifier.classify(canonical_id).kind == CANONICAL_PROCESSOR
+
+
 def with_processor_name(data: dict, canonical_id: str) -> dict:
     return {**data, "processor_name": canonical_id}
 
 
-# Heartbeat documents have no subcollections by design: not checked one by one.
+# Heartbeat documents have no subcollections by design: not checked one by one. Class
+# names are prefix keys: each processor is merged once the scan has passed its IDs, so
+# memory stays flat however many processors there are (no shuffle on Beam for them).
 OPTIONS = dict(
     keep="last_heartbeat",
     on_conflict=keep_newest("last_heartbeat"),
     subcollections=UNCHECKED,
     transform=with_processor_name,
+    prefix_keys=is_class_name,
 )
 normalization = Normalization(COLLECTION, canonical_of, **OPTIONS)
 
@@ -79,7 +91,8 @@ def formats_note(ctx, counts: dict) -> None:
 
 
 def plan(ctx):
-    """The local runner: one streaming pass (memory per canonical ID)."""
+    """The local runner: one streaming pass (memory: the processors whose IDs the scan is
+    in, and the phase 2 IDs)."""
 
     def observed(doc_id: str) -> Optional[str]:
         observe(ctx, doc_id)
@@ -92,6 +105,7 @@ def plan(ctx):
 # The Beam runner: keyed by canonical ID, each key merged on one worker.
 source = normalization.source
 key = normalization.key
+key_is_prefix = normalization.key_is_prefix
 
 
 def merge(ctx, key, docs):

@@ -127,16 +127,14 @@ class BeamDistributor:
         workfiles.make_private(directory)
         source = forms.source
         assert form is not None and source is not None  # what self.check let through
-        total = store.count(
-            source.collection, group=source.group, where=source.where, read_time=run.read_time
-        )
-        points = store.split_points(  # the split and every worker's range: one snapshot
-            source.collection,
-            self.workers * RANGES_PER_WORKER,
-            group=source.group,
-            where=source.where,
-            total=total,
-            read_time=run.read_time,
+        points, total = (
+            store.split(  # one pass over the names (no count first), at the run's snapshot
+                source.collection,
+                self.workers * RANGES_PER_WORKER,
+                group=source.group,
+                where=source.where,
+                read_time=run.read_time,
+            )
         )
         # a bucket of keys is merged in one worker's memory: keep buckets small
         buckets = max(self.workers * RANGES_PER_WORKER, len(points) + 1)

@@ -5,8 +5,8 @@ script's source text, which the worker executes itself), so the same pipeline ru
 the DirectRunner's worker processes and on Dataflow.
 
 Units of work: for a per-document script, one element per range of document names; for
-a keyed script, one element per bucket of keys (the keys of a bucket are merged one
-after the other). A unit that is retried (Dataflow retries a failed bundle; its writes
+a keyed script, one element per range (its prefix keys, merged without a shuffle) and
+one per bucket of the other keys (the keys of a bucket are merged one after the other). A unit that is retried (Dataflow retries a failed bundle; its writes
 stay done while its outputs are discarded) finds the journal files of its earlier
 attempts and does not plan again what they journaled; what they left without an
 outcome is settled by the coordinator by re-reading, like a crashed local run.
@@ -32,7 +32,7 @@ from typing import Any, Optional
 import apache_beam as beam
 
 from fsmigrate.beam import workfiles
-from fsmigrate.distributed import EACH, checked_key
+from fsmigrate.distributed import EACH, PrefixGroups, check_prefix, checked_key
 from fsmigrate.engine import control as live
 from fsmigrate.engine import testhooks
 from fsmigrate.engine.batching import (
@@ -51,6 +51,7 @@ from fsmigrate.scripts.operations import Group, Operation, check_operation
 
 MIGRATION_ERROR = "fsmigrate: the migration's own code raised"
 NOTES = "notes"
+NAME_MAX = "\U0010ffff"  # sorts after any character of a document ID (UTF-8 order)
 
 
 @dataclass(frozen=True)
@@ -500,7 +501,15 @@ class ApplyEach(beam.DoFn):
 
 
 class ReadKeyed(beam.DoFn):
-    """One range of document names: each document with its key, to a bucket of keys."""
+    """One range of document names: each document with its key, to a bucket of keys;
+    except the documents of prefix keys (`key_is_prefix`), merged right here.
+
+    A prefix key's documents lie together from the key itself on (`Foo`, `Foo_1`...), so
+    the range that holds the name of the key merges them: this worker keeps the groups of
+    the prefix keys of its range as its scan goes (merging each when the scan passes its
+    names), leaves the documents of keys that start before its range to the range before,
+    and reads past its end the documents of the keys that go on beyond it (the keys that
+    are prefixes of its end's ID)."""
 
     def __init__(self, spec: WorkerSpec) -> None:
         self.spec = spec
@@ -512,12 +521,14 @@ class ReadKeyed(beam.DoFn):
     def process(
         self, element: tuple[int, Optional[str], Optional[str]]
     ) -> Iterator[tuple[int, tuple[str, bytes]]]:
-        _, start, end = element
+        index, start, end = element
         w = self.w
-        source, key_of = w.source, w.forms.key
-        assert key_of is not None  # this pipeline is built for the keyed form
-        reads = 0
-        waits = _Waits(w.store)
+        source = w.source
+        prefixed = None if source.group else w.forms.key_is_prefix
+        w.begin(f"k{index}")
+        groups = PrefixGroups(prefixed)
+        first = None if start is None else start.rsplit("/", 1)[1]
+        reads = 0  # (w.begin counts the unit's retries and waits)
         for doc in w.store.scan(
             source.collection,
             group=source.group,
@@ -527,15 +538,73 @@ class ReadKeyed(beam.DoFn):
             read_time=self.spec.read_time,
         ):
             reads += 1
-            key = _call(lambda d: checked_key(key_of(d), d), doc)
-            if key is not None:
-                yield bucket_of(key, self.spec.buckets), (key, doc.pb.SerializeToString())
-        usage = {"reads": reads, **waits.usage()}
+            self._merge(groups.passed(doc.id))
+            key = self._key(doc)
+            if key is None:
+                continue
+            if key in groups.open and doc.id.startswith(key):  # a prefix key held here
+                groups.add(key, doc)
+                continue
+            if _call(check_prefix, doc.id, key, prefixed):
+                if first is None or key >= first:  # else the range before merges it
+                    groups.add(key, doc)
+                continue
+            yield bucket_of(key, self.spec.buckets), (key, doc.pb.SerializeToString())
+        if end is not None and prefixed is not None:
+            reads += self._past_end(groups, end, first)
+        self._merge(groups.rest())
+        w.usage["reads"] += reads
         # The hint above is the main output's: Beam reads it at run time (the type check
         # and coder of the GroupByKey that follows). Only recent Beam releases take a
         # TaggedOutput in a hint (apache/beam#37434); older ones, which pyproject allows,
         # would type the main output as the union (apache/beam#26493).
-        yield beam.pvalue.TaggedOutput(NOTES, json.dumps({"usage": usage}))  # type: ignore[misc]
+        for line in w.end():
+            yield beam.pvalue.TaggedOutput(NOTES, line)  # type: ignore[misc]
+
+    def _past_end(self, groups: PrefixGroups, end: str, first: Optional[str]) -> int:
+        """The documents after `end` of the prefix keys this range holds the names of
+        (prefixes of the end's ID, not before the range): they lie right after it."""
+        w = self.w
+        source = w.source
+        last = end.rsplit("/", 1)[1]
+        prefixed = w.forms.key_is_prefix
+        assert prefixed is not None
+        keys = [
+            last[:n]
+            for n in range(1, len(last))
+            if (first is None or last[:n] >= first) and _call(prefixed, last[:n])
+        ]
+        if not keys:
+            return 0
+        reads = 0
+        # bounded by the shortest key's names: an open-ended query would have the server
+        # (the emulator) prepare the rest of the collection for every range
+        bound = f"{source.collection}/{keys[0]}{NAME_MAX}"
+        for doc in w.store.scan(
+            source.collection,
+            where=source.where,
+            start=end,
+            end=bound,
+            read_time=w.spec.read_time,
+        ):
+            if not doc.id.startswith(keys[0]):
+                break
+            reads += 1
+            key = self._key(doc)
+            if key in keys and _call(check_prefix, doc.id, key, prefixed):
+                groups.add(key, doc)
+        return reads
+
+    def _key(self, doc: Doc) -> Optional[str]:
+        key_of = self.w.forms.key
+        assert key_of is not None
+        return _call(lambda d: checked_key(key_of(d), d), doc)
+
+    def _merge(self, done: list[tuple[str, list[Any]]]) -> None:
+        merge = self.w.forms.merge
+        assert merge is not None
+        for key, docs in done:
+            self.w.plan(_call(merge, self.w.ctx, key, docs))
 
 
 def bucket_of(key: str, buckets: int) -> int:

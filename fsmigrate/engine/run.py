@@ -107,7 +107,7 @@ class Run:
     traffic: Optional[Limiter] = None
     policy: archive.Policy = archive.DEFAULT
     counts: dict[str, int] = field(default_factory=lambda: {k: 0 for k in KINDS})
-    notes: list[str] = field(default_factory=list)
+    notes: int = 0  # notes recorded so far (their text is in the state file only)
     tally: Tally = field(default_factory=Tally)
     context: Optional[Context] = None
     extra_reads: int = 0  # reads done elsewhere (Beam workers)
@@ -172,8 +172,8 @@ class Run:
 
     def note(self, text: str) -> None:
         """A note for people, kept with the run in the state file."""
-        self.state.add_note(self.run_id, len(self.notes), text)
-        self.notes.append(text)
+        self.state.add_note(self.run_id, self.notes, text)
+        self.notes += 1
 
     def next_batch(self, size: int) -> tuple[int, int]:
         """Number the next journaled batch of `size` operations: (batch number, first seq)."""

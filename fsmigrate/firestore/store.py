@@ -501,6 +501,54 @@ class Store:
                 points.append(doc.path)
         return points
 
+    def split(
+        self,
+        collection: str,
+        parts: int,
+        *,
+        group: bool = False,
+        where: Sequence[tuple[str, str, Any]] = (),
+        read_time: Optional[dt.datetime] = None,
+    ) -> tuple[list[str], int]:
+        """(points, total): `split_points` and the number of documents. PartitionQuery
+        where the server has it (a collection group, or a top-level collection as part
+        of its group): no pass over the names. Otherwise ONE pass over the names (no count
+        first): a keys-only
+        scan keeps every `step`-th name, and doubles the step (keeping every other point)
+        whenever it holds more than 4 x `parts` points, then picks `parts` - 1 of them
+        evenly (memory: the points only). `read_time`: the names as they were then."""
+        if parts <= 1 or any(op in INEQUALITIES for _, op, _ in where):
+            return [], self.count(collection, group=group, where=where, read_time=read_time)
+        if not where and (group or "/" not in collection):
+            # PartitionQuery samples split points from the index (no pass over the names);
+            # a top-level collection is the part of its collection group directly under
+            # the root (points in same-named subcollections elsewhere are dropped)
+            cut = self._partition_points(collection, parts, read_time)
+            if cut is not None and not group:
+                cut = [p for p in cut if p.count("/") == 1 and p.startswith(collection + "/")]
+            if cut:
+                return cut, self.count(collection, group=group, where=where, read_time=read_time)
+        query = self._filtered(collection, group, where)
+        names = query.select([FieldPath.document_id()]).order_by(FieldPath.document_id())
+        reserved = self.reserved_root + "/"
+        step, kept, total = 1, [], 0
+        for doc in self._scan_query(names, collection, [], None, read_time):
+            total += 1
+            if total % step == 0 and total > 1:
+                kept.append((total - 1, doc.path))
+                if len(kept) > 4 * parts:
+                    step *= 2
+                    kept = [(i, p) for i, p in kept if (i + 1) % step == 0]
+        if total < 2:
+            return [], total
+        points: list[str] = []
+        for n in range(1, parts):  # the kept name nearest to each n/parts of the scan
+            want = n * total / parts
+            index, path = min(kept, key=lambda k: abs(k[0] - want))
+            if index > 0 and not path.startswith(reserved) and path not in points:
+                points.append(path)
+        return sorted(points), total
+
     def _filtered(self, collection: str, group: bool, where: Sequence[tuple[str, str, Any]]) -> Any:
         query = (
             self.client.collection_group(collection)

@@ -219,10 +219,12 @@ class Context:
         subcollections: str = "refuse",
         transform: Optional[Callable[[dict, str], dict]] = None,
         missing: bool = False,
+        prefix_keys: Optional[Callable[[str], bool]] = None,
     ) -> Iterator[Any]:
         """Merge every document of `collection` into its canonical id (see
         fsmigrate.normalize.normalize; missing=True also moves or deletes the subtrees of
-        missing documents). Use: `yield from ctx.normalize(...)`."""
+        missing documents; `prefix_keys` keeps memory flat). Use:
+        `yield from ctx.normalize(...)`."""
         return normalize(
             self,
             collection,
@@ -232,6 +234,7 @@ class Context:
             subcollections=subcollections,
             transform=transform,
             missing=missing,
+            prefix_keys=prefix_keys,
         )
 
     def barrier(self) -> Barrier:

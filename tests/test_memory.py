@@ -1,0 +1,171 @@
+"""Memory stays flat with the number of documents: migration 0001 (the heartbeat cleanup)
+run at two sizes keeps no structure per document, nor per processor, beyond what the
+processors the scan is in need (issue 24: 88 MB at 50,000 documents, 220 MB at 1,000,000).
+
+Two measures, each at two sizes with the same shape of data (~3% processors, ~97% legacy
+documents, like bench/cleanup.py), and the growth between them divided by the extra
+documents:
+  - the peak of Python allocations (tracemalloc), per extra document;
+  - how many read documents (`Doc`, whose protobuf tracemalloc does not see) are alive at
+    once, at most: bounded by the batches in flight, not by the collection.
+No time is measured."""
+
+from __future__ import annotations
+
+import datetime as dt
+import gc
+import random
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fsmigrate import api
+from fsmigrate.firestore import store as store_mod
+
+ROOT = Path(__file__).resolve().parent.parent
+SMALL, LARGE = 1_500, 4_500
+# Measured after the fix: -12 to +5 bytes per document (noise), and the same number of
+# documents alive at both sizes (1,002: two batches of 500). A set or list of every path
+# read would add ~100 bytes per document; the old per-processor survivors ~0.06 documents
+# alive per document (90 more at the larger size).
+MAX_BYTES_PER_DOC = 25.0
+MAX_EXTRA_DOCS_ALIVE = 10
+
+
+def heartbeats(total: int, seed: int = 7):
+    """(id, data) in bench/cleanup.py's shape: ~3% processors, the rest legacy."""
+    rng = random.Random(seed)
+    now = dt.datetime(2026, 11, 20, tzinfo=dt.timezone.utc)
+    processors = [f"Synthetic{i:04d}Processor" for i in range(max(30, total * 3 // 100))]
+    for name in processors:
+        yield name, {"processor_name": name, "last_heartbeat": now, "status": "running"}
+    for n in range(total - len(processors)):
+        name = processors[n % len(processors)]
+        beat = now - dt.timedelta(seconds=rng.uniform(700, 4 * 86400))
+        doc_id = (
+            f"{name}_{beat.date().isoformat()}_{n:08x}" if n % 4 == 3 else f"{name}_None_{n:08x}"
+        )
+        yield (
+            doc_id,
+            {
+                "processor_name": name,
+                "last_heartbeat": beat,
+                "run_id": f"{n:08x}",
+                "progress": {"rows": rng.randrange(50_000), "pct": rng.random() * 100},
+            },
+        )
+
+
+def seed(client: Any, total: int) -> None:
+    batch, count = client.batch(), 0
+    for doc_id, data in heartbeats(total):
+        batch.set(client.collection("processor_heartbeats").document(doc_id), data)
+        count += 1
+        if count == 500:
+            batch.commit()
+            batch, count = client.batch(), 0
+    if count:
+        batch.commit()
+
+
+class _CountedDoc(store_mod.Doc):
+    """A read document that counts how many of its kind are alive."""
+
+    alive = 0
+    most = 0
+
+    def __init__(self, pb: Any, client: Any) -> None:
+        super().__init__(pb, client)
+        cls = _CountedDoc
+        cls.alive += 1
+        cls.most = max(cls.most, cls.alive)
+
+    def __del__(self) -> None:
+        _CountedDoc.alive -= 1
+
+
+def measured(tmp_path: Path, project: str, total: int, dry_run: bool) -> tuple[int, int]:
+    """(peak bytes of Python allocations, most documents alive at once) of one run of
+    0001 over `total` freshly seeded documents."""
+    from google.cloud import firestore
+
+    client = firestore.Client(project=project)
+    seed(client, total)
+    client.close()
+    cfg = api.Config(
+        project=project, state=tmp_path / f"{total}-{dry_run}.db", migrations=ROOT / "migrations"
+    )
+    gc.collect()
+    _CountedDoc.alive = _CountedDoc.most = 0
+    tracemalloc.start()
+    try:
+        result = api.upgrade(cfg, dry_run=dry_run)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert result.runs[0].status == "succeeded"
+    assert result.runs[0].counts["delete"] > total // 2  # it did the work
+    return peak, _CountedDoc.most
+
+
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "apply"])
+def test_memory_does_not_grow_with_the_documents(
+    tmp_path: Path, emulator, project_id: str, monkeypatch: pytest.MonkeyPatch, dry_run: bool
+) -> None:
+    monkeypatch.setattr(store_mod, "Doc", _CountedDoc)
+    small = measured(tmp_path, f"{project_id}-s", SMALL, dry_run)
+    large = measured(tmp_path, f"{project_id}-l", LARGE, dry_run)
+
+    per_doc = (large[0] - small[0]) / (LARGE - SMALL)
+    assert per_doc < MAX_BYTES_PER_DOC, (
+        f"peak Python memory grows by {per_doc:.1f} bytes per document "
+        f"({small[0]:,} -> {large[0]:,} bytes from {SMALL:,} to {LARGE:,} documents)"
+    )
+    assert large[1] - small[1] <= MAX_EXTRA_DOCS_ALIVE, (
+        f"documents alive at once grow with the collection: {small[1]} at {SMALL:,}, "
+        f"{large[1]} at {LARGE:,}"
+    )
+
+
+def test_the_counter_sees_documents_kept_per_processor(
+    tmp_path: Path, emulator, project_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The measure fails where it should: without the prefix keys (the old way), every
+    processor's survivor and canonical document stay until the scan ends."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "m0001", ROOT / "migrations" / "0001_normalize_processor_heartbeats.py"
+    )
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    options = {k: v for k, v in module.OPTIONS.items() if k != "prefix_keys"}
+    migrations = tmp_path / "migrations"
+    migrations.mkdir()
+    source = (ROOT / "migrations" / "0001_normalize_processor_heartbeats.py").read_text()
+    assert "    prefix_keys=is_class_name,\n" in source
+    (migrations / "0001_normalize_processor_heartbeats.py").write_text(
+        source.replace("    prefix_keys=is_class_name,\n", "")
+    )
+    assert set(options) == set(module.OPTIONS) - {"prefix_keys"}
+    monkeypatch.setattr(store_mod, "Doc", _CountedDoc)
+    counts = []
+    for total in (SMALL, LARGE):
+        from google.cloud import firestore
+
+        client = firestore.Client(project=f"{project_id}-{total}")
+        seed(client, total)
+        client.close()
+        cfg = api.Config(
+            project=f"{project_id}-{total}",
+            state=tmp_path / f"old-{total}.db",
+            migrations=migrations,
+        )
+        gc.collect()
+        _CountedDoc.alive = _CountedDoc.most = 0
+        api.upgrade(cfg, dry_run=True)
+        counts.append(_CountedDoc.most)
+    assert counts[1] - counts[0] > MAX_EXTRA_DOCS_ALIVE  # 2 per processor: 90 more
