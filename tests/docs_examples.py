@@ -80,7 +80,7 @@ def script(page: Path) -> str:
     for step in steps(page):
         out.append(f"echo {shlex.quote(f'### {name}:{step.line} ({step.kind})')} >&2")
         if step.kind == "file":
-            out.append(f"mkdir -p \"$(dirname {shlex.quote(step.path)})\"")
+            out.append(f'mkdir -p "$(dirname {shlex.quote(step.path)})"')
             out.append(f"cat > {shlex.quote(step.path)} {_heredoc(step.code)}")
         elif step.kind == "python":
             out.append(f"python - {_heredoc(step.code)}")

@@ -34,7 +34,7 @@ def test_no_private_reaches(package: Package) -> None:
 
 
 def test_imports_point_down(package: Package) -> None:
-    """The lower layers never import the upper ones (README: Layout)."""
+    """The lower layers never import the upper ones (docs/explanation/design.md)."""
     order = [
         "fsmigrate.cli",
         "fsmigrate.api",

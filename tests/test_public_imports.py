@@ -1,5 +1,5 @@
-"""Every import path the README documents (for scripts, plugin authors, teams' tests and
-the Python API) keeps working whatever the package's inside looks like."""
+"""Every import path the README and the docs document (for scripts, plugin authors, teams'
+tests and the Python API) keeps working whatever the package's inside looks like."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 
 DOCUMENTED = [
     (
@@ -61,8 +62,9 @@ def test_documented_path_imports(module: str, names: list[str]) -> None:
 
 
 def test_every_import_in_the_readme_is_covered() -> None:
-    """A new `from fsmigrate... import` in the README must be added above (and work)."""
-    found = set(re.findall(r"from (fsmigrate(?:\.\w+)*) import", README.read_text()))
+    """A new `from fsmigrate... import` in the docs must be added above (and work)."""
+    text = "\n".join(page.read_text() for page in PAGES)
+    found = set(re.findall(r"from (fsmigrate(?:\.\w+)*) import", text))
     listed = {module for module, _ in DOCUMENTED} | {"fsmigrate"}
     assert found <= listed, found - listed
     for module in found:

@@ -19,7 +19,12 @@ from fsmigrate.firestore import emulator as emu_mod
 from fsmigrate.testing import checks, running_emulator
 from fsmigrate.testing.guard import ClientWriteError
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+DOC_PAGES = [
+    ROOT / "README.md",
+    ROOT / "docs" / "howto" / "testing.md",
+    ROOT / "docs" / "tutorial.md",
+]
 GOOD = '''
 """Give every item a status."""
 revision = "0001"
@@ -123,13 +128,15 @@ def run_pytest(project: Path) -> tuple[subprocess.CompletedProcess, dict[str, tu
 
 
 def readme_block(start: str) -> str:
-    """The README's code block that starts with `start`."""
-    blocks = re.findall(r"```(?:python|ini)\n(.*?)```", README.read_text(), re.DOTALL)
+    """The code block of the docs (README, the testing guide, the tutorial) that starts
+    with `start`."""
+    text = "\n".join(page.read_text() for page in DOC_PAGES)
+    blocks = re.findall(r"```(?:python|ini)\n(.*?)```", text, re.DOTALL)
     return next(block for block in blocks if block.startswith(start))
 
 
 def test_the_readmes_example_project_passes(tmp_path: Path, emulator) -> None:
-    """README's pytest.ini, migration and test file, with a repeatable second migration."""
+    """The docs' pytest.ini, migration and test file, with a repeatable second migration."""
     project = tmp_path / "team"
     write(project / "pytest.ini", readme_block("# pytest.ini"))
     write(

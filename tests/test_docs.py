@@ -1,0 +1,210 @@
+"""The documentation site: it builds strictly, its reference pages are complete against the
+code (every option of every command, every name of `fsmigrate.api.__all__`, every lint
+code, every environment variable), and what the prose names (tests, pages) exists."""
+
+from __future__ import annotations
+
+import ast
+import html
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+import pytest
+import yaml
+
+from fsmigrate import api
+from fsmigrate.cli import cli
+from fsmigrate.lint.rules import RULES
+
+REPO = Path(__file__).resolve().parent.parent
+DOCS = REPO / "docs"
+README = REPO / "README.md"
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The site, built once as `bin/docs` builds it: strict, so any warning fails."""
+    out = tmp_path_factory.mktemp("site")
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, f"mkdocs build --strict failed:\n{result.stderr[-6000:]}"
+    assert "WARNING" not in result.stderr, result.stderr
+    return out
+
+
+def _commands(
+    command: click.Command, path: tuple[str, ...], parent: click.Context | None = None
+) -> Iterator[tuple[tuple[str, ...], click.Command, click.Context]]:
+    ctx = click.Context(command, info_name=path[-1], parent=parent)
+    yield path, command, ctx
+    if isinstance(command, click.Group):
+        for name in command.list_commands(ctx):
+            sub = command.get_command(ctx, name)
+            assert sub is not None
+            if not sub.hidden:
+                yield from _commands(sub, (*path, name), ctx)
+
+
+def _sections(page: str) -> dict[str, str]:
+    """The HTML of each command's section, by heading id (`fsmigrate-upgrade`)."""
+    heads = list(re.finditer(r'<h\d id="(fsmigrate(?:-[a-z-]+)?)"', page))
+    return {
+        m.group(1): page[m.end() : heads[i + 1].start() if i + 1 < len(heads) else len(page)]
+        for i, m in enumerate(heads)
+    }
+
+
+def test_the_command_reference_lists_every_option_of_every_command(site: Path) -> None:
+    page = (site / "reference" / "cli" / "index.html").read_text()
+    sections = _sections(page)
+    seen = 0
+    for path, command, ctx in _commands(cli, ("fsmigrate",)):
+        anchor = "-".join(path)
+        assert anchor in sections, f"`{' '.join(path)}` has no section on reference/cli.md"
+        text = html.unescape(re.sub(r"<[^>]+>", "", sections[anchor]))
+        for param in command.get_params(ctx):
+            if isinstance(param, click.Option) and not param.hidden:
+                for opt in [*param.opts, *param.secondary_opts]:
+                    assert re.search(rf"(?<![\w-]){re.escape(opt)}(?![\w-])", text), (
+                        f"`{' '.join(path)}`: option {opt} is not on reference/cli.md"
+                    )
+            elif isinstance(param, click.Argument):
+                assert param.human_readable_name in text, (
+                    f"`{' '.join(path)}`: argument {param.human_readable_name} is not listed"
+                )
+        seen += 1
+    assert seen >= 20  # every command, the check and emulator subcommands included
+
+
+def test_the_api_reference_names_every_entry_of_all(site: Path) -> None:
+    page = (site / "reference" / "api" / "index.html").read_text()
+    missing = [name for name in api.__all__ if f'id="fsmigrate.api.{name}"' not in page]
+    assert not missing, f"reference/api.md does not document: {missing}"
+
+
+@pytest.mark.parametrize(
+    "module, names",
+    [
+        ("distributed", ["scan"]),
+        ("normalize", ["Normalization", "keep_newest"]),
+        ("testing", ["started_emulator"]),
+        (
+            "testing",
+            ["harness.Harness", "checks.test_single_head", "checks.test_plan_never_writes"],
+        ),
+    ],
+)
+def test_the_other_python_references_are_generated(
+    site: Path, module: str, names: list[str]
+) -> None:
+    page = (site / "reference" / module / "index.html").read_text()
+    for name in names:
+        assert f'id="fsmigrate.{module}.{name}"' in page
+
+
+def test_the_lint_codes_table_is_generated_from_the_rules(site: Path) -> None:
+    page = (site / "reference" / "lint-codes" / "index.html").read_text()
+    source = (DOCS / "reference" / "lint-codes.md").read_text()
+    assert "<!-- generated: lint-rules -->" in source
+    for rule in RULES.values():
+        assert f"<code>{rule.code}</code></td>" in page and rule.name in page
+        assert html.escape(rule.summary, quote=False) in page, rule.code
+        assert f"\n### {rule.code}\n" in source, f"{rule.code} has no section on lint-codes.md"
+
+
+def test_the_state_schema_and_error_classes_are_generated(site: Path) -> None:
+    from fsmigrate import errors
+    from fsmigrate.state.schema import SCHEMA_VERSION
+
+    state = (site / "reference" / "state-file" / "index.html").read_text()
+    assert "CREATE TABLE IF NOT EXISTS" in html.unescape(re.sub(r"<[^>]+>", "", state))
+    assert f"Schema version <strong>{SCHEMA_VERSION}</strong>" in state
+    codes = (site / "reference" / "exit-codes" / "index.html").read_text()
+    for cls in (errors.UsageError, errors.PlanFileInvalid, api.ConfirmationRequired):
+        assert f"{cls.__module__}.{cls.__name__}" in codes
+
+
+def test_every_page_is_in_the_nav_and_the_build_fails_on_one_that_is_not() -> None:
+    config = yaml.safe_load((REPO / "mkdocs.yml").read_text())
+    assert config["strict"] is True
+    assert config["validation"]["nav"]["omitted_files"] == "warn"
+    assert config["theme"]["font"] is False  # nothing fetched at build time
+
+    def pages(nav: object) -> Iterator[str]:
+        if isinstance(nav, str):
+            yield nav
+        elif isinstance(nav, list):
+            for item in nav:
+                yield from pages(item)
+        elif isinstance(nav, dict):
+            for value in nav.values():
+                yield from pages(value)
+
+    listed = set(pages(config["nav"]))
+    on_disk = {str(p.relative_to(DOCS)) for p in DOCS.rglob("*.md") if "_hooks" not in p.parts}
+    assert on_disk - listed == set(), "pages missing from the nav of mkdocs.yml"
+    assert listed - on_disk == set(), "nav entries without a page"
+
+
+def test_every_test_named_on_the_guarantees_page_exists() -> None:
+    text = (DOCS / "explanation" / "guarantees.md").read_text()
+    refs = 0
+    for row in text.splitlines():
+        if not row.startswith("|") or "`test_" not in row:
+            continue
+        current: str | None = None
+        for ref in re.findall(r"`((?:test_\w+\.py)?(?:::test_\w+)?|test_\w+)`", row):
+            file, _, name = ref.partition("::")
+            if not file.endswith(".py"):  # `(incl. test_x)`: a test of the file named before
+                file, name = "", file
+            current = file or current
+            assert current, f"`{ref}` names a test without its file: {row[:80]}"
+            path = REPO / "tests" / current
+            assert path.exists(), f"guarantees.md names {current}, which does not exist"
+            if name:
+                defined = {
+                    n.name
+                    for n in ast.walk(ast.parse(path.read_text()))
+                    if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+                }
+                assert name in defined, f"guarantees.md names {current}::{name}, not defined"
+            refs += 1
+    assert refs >= 40
+
+
+def test_every_environment_variable_of_the_code_is_documented() -> None:
+    found = set()
+    for path in (REPO / "fsmigrate").rglob("*.py"):
+        found |= set(re.findall(r"\bFSMIGRATE_[A-Z][A-Z_]*[A-Z]\b", path.read_text()))
+    documented = (DOCS / "reference" / "environment.md").read_text()
+    missing = sorted(v for v in found if f"`{v}`" not in documented)
+    assert not missing, f"reference/environment.md does not name {missing}"
+
+
+def test_the_benchmarks_the_performance_page_names_exist() -> None:
+    text = (DOCS / "explanation" / "performance.md").read_text()
+    scripts = set(re.findall(r"bench/\w+\.py", text))
+    assert len(scripts) >= 5
+    for script in scripts:
+        assert (REPO / script).exists(), script
+
+
+def test_the_readme_is_a_front_door() -> None:
+    text = README.read_text()
+    assert len(text.splitlines()) < 200
+    for command in ("bin/demo", "bin/test", "bin/docs serve"):
+        assert command in text
+    for target in re.findall(r"\]\(((?:docs/)[^)#]+)", text):
+        assert (REPO / target).exists(), f"README links to {target}, which does not exist"
