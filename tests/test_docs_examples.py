@@ -51,6 +51,8 @@ def _run_page(page: Path, cwd: Path, env: dict[str, str]) -> subprocess.Complete
         text=True,
         timeout=300,
     )
+    (cwd / "page.out").write_text(result.stdout)  # kept for a look after a failure
+    (cwd / "page.err").write_text(result.stderr)
     assert result.returncode == 0, (
         f"{page.relative_to(REPO)}: an example failed (exit {result.returncode}); the last "
         f"`###` line says which block\n--- stdout\n{result.stdout[-4000:]}\n"
