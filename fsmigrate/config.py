@@ -44,7 +44,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 PYPROJECT = "pyproject.toml"
-FSMIGRATE_TOML = "fsmigrate.toml"
+OWN_TOML = "fsmigrate.toml"
 CONFIG_ENV = "FSMIGRATE_CONFIG"
 ENV_ENV = "FSMIGRATE_ENV"
 MAX_WORKERS = 64
@@ -236,7 +236,7 @@ def read(path: Path) -> ConfigFile:
             raise ConfigError(f"{path} has no [tool.fsmigrate] table")
         label = "[tool.fsmigrate]"
     else:
-        table, label = data, FSMIGRATE_TOML
+        table, label = data, OWN_TOML
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: {label} must be a table")
     where = f"{path.name} {label}"
@@ -272,7 +272,7 @@ def find(start: Path) -> Optional[Path]:
     with an fsmigrate.toml or a pyproject.toml that has [tool.fsmigrate]. Both in one
     directory is refused: one of them would be ignored."""
     for folder in [start, *start.parents]:
-        own = folder / FSMIGRATE_TOML
+        own = folder / OWN_TOML
         pyproject = folder / PYPROJECT
         in_pyproject = pyproject.is_file() and _has_tool_table(pyproject)
         if own.is_file() and in_pyproject:
@@ -374,7 +374,7 @@ def resolve(
     if env is not None and file is None:
         raise ConfigError(
             f"environment {env!r} ({env_source or '--env'}) needs a config file: "
-            f"[tool.fsmigrate.env.{env}] in {PYPROJECT} or [env.{env}] in {FSMIGRATE_TOML}"
+            f"[tool.fsmigrate.env.{env}] in {PYPROJECT} or [env.{env}] in {OWN_TOML}"
         )
     chosen = file.environment(env) if file is not None and env is not None else {}
     out: dict[str, Setting] = {}
