@@ -232,6 +232,7 @@ class Config:
             migrations=settings["migrations"],
             markers_collection=settings["markers-collection"],
             lock_ttl=settings["lock-ttl"],
+            patience=settings["patience"],
             emulator_host=settings["emulator-host"],
             environment=settings.environment,
             always_confirm=settings.always_confirm,
@@ -656,6 +657,7 @@ def _execute(
     if distributor is not None:
         for script in todo:  # a script Beam cannot split is refused before anything
             distributor.check(script)
+    max_skip_ratio = cfg.run_option("max_skip_ratio", max_skip_ratio)
     budget = live.SkipBudget(max_skip_ratio) if max_skip_ratio is not None else None
     interval = live.interval_from_env()
     hooks = run_hooks.Hooks.load()
@@ -1287,6 +1289,7 @@ def config(cfg: Config) -> Settings:
         "markers-collection": cfg.markers_collection,
         "emulator-host": cfg.emulator_host,
         "lock-ttl": cfg.lock_ttl,
+        "patience": cfg.patience,
         "always-confirm": cfg.always_confirm,
     }
     for key in config_file.RUN_KEYS:

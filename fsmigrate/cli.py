@@ -329,6 +329,7 @@ def cli(
         "state": (state_path, "--state"),
         "migrations": (migrations, "--migrations"),
         "markers-collection": (markers_root, "--markers-collection"),
+        "patience": (patience, "--patience"),
     }
     for name, (value, flag) in flags.items():
         if value is not None:

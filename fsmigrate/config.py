@@ -36,7 +36,7 @@ from fsmigrate.engine.batching import (
 )
 from fsmigrate.engine.runner import MAX_CONCURRENCY
 from fsmigrate.errors import UsageError
-from fsmigrate.firestore.store import DEFAULT_DATABASE, RESERVED_ROOT
+from fsmigrate.firestore.store import DEFAULT_DATABASE, RESERVED_ROOT, parse_patience
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -85,6 +85,14 @@ def _non_empty(value: Any) -> Optional[str]:
     return None if value.strip() else "must not be empty"
 
 
+def _duration(value: Any) -> Optional[str]:
+    try:
+        parse_patience(value, "patience")
+    except UsageError:
+        return "must be a positive duration like 10m, 90s or 1h"
+    return None
+
+
 @dataclass(frozen=True)
 class Key:
     """One setting: its TOML name, type, built-in default, the flag and environment
@@ -123,6 +131,8 @@ KEYS: dict[str, Key] = {
             None, "FIRESTORE_EMULATOR_HOST", _non_empty),
         Key("lock-ttl", float, None, "seconds a dead runner's lock lasts [300]", None,
             "FSMIGRATE_LOCK_TTL", _positive),
+        Key("patience", str, None, "how long to retry Firestore without progress [10m]",
+            "--patience", "FSMIGRATE_PATIENCE", _duration),
         Key("batch-size", int, MAX_BATCH, "operations per atomic commit", "--batch-size",
             check=_between(1, MAX_BATCH), run=True),
         Key("batch-bytes", int, DEFAULT_BATCH_BYTES, "encoded bytes per commit",
@@ -135,6 +145,8 @@ KEYS: dict[str, Key] = {
             run=True),
         Key("ramp-start", float, None, "where the ramp starts, ops/s [500]", "--ramp-start",
             check=_positive, run=True),
+        Key("max-skip-ratio", float, None, "stop a run whose skipped operations pass this "
+            "share of its last 1,000", "--max-skip-ratio", check=_between(0, 1), run=True),
         Key("runner", str, "local", "local or beam", "--runner", check=_one_of(*RUNNERS),
             run=True),
         Key("workers", int, 2, "DirectRunner worker processes (--runner beam)", "--workers",

@@ -164,6 +164,8 @@ def test_found_from_a_subdirectory_and_fsmigrate_toml(repo: Path, tmp_path: Path
         ("[tool.fsmigrate]\nalways-confirm = true\n", [], "belongs in an environment"),
         ("[tool.fsmigrate]\nproject = 'x\n", [], "not valid TOML"),
         ('[tool.fsmigrate]\nrunner = "spark"\n', [], "runner must be one of local, beam"),
+        ('[tool.fsmigrate]\npatience = "soon"\n', [], "patience must be a positive duration"),
+        ("[tool.fsmigrate]\nmax-skip-ratio = 1.5\n", [], "max-skip-ratio must be from 0 to 1"),
     ],
 )
 def test_a_bad_file_key_or_environment_is_one_line_exit_2(
@@ -213,3 +215,32 @@ def test_config_text_output_names_each_source(repo: Path) -> None:
     ]
     assert lines["database"].split()[1:] == ["x", "--database"]
     assert lines["always-confirm"].split()[1] == "true"
+
+
+def test_patience_and_the_skip_budget_come_from_the_file_too(repo: Path) -> None:
+    """The run's patience (a global setting) and --max-skip-ratio (a run option) are keys
+    of the config file, under the same order as every other setting."""
+    (repo / "pyproject.toml").write_text(
+        textwrap.dedent(
+            """
+            [tool.fsmigrate]
+            project = "acme-dev"
+            patience = "30m"
+            max-skip-ratio = 0.2
+
+            [tool.fsmigrate.env.prod]
+            patience = "2h"
+            max-skip-ratio = 0.05
+            """
+        )
+    )
+    cfg = api.Config.from_file(environ={})
+    assert (cfg.patience, cfg.run_option("max_skip_ratio")) == (1800.0, 0.2)
+    cfg = api.Config.from_file(env="prod", environ={})
+    assert (cfg.patience, cfg.run_option("max_skip_ratio")) == (7200.0, 0.05)
+    assert cfg.run_option("max_skip_ratio", 0.5) == 0.5  # given to the call: like a flag
+    got = shown("--env", "prod", env={"FSMIGRATE_PATIENCE": "5m"})["settings"]
+    assert got["patience"] == {"value": "5m", "source": "FSMIGRATE_PATIENCE"}
+    assert got["max-skip-ratio"]["source"] == "pyproject.toml [tool.fsmigrate.env.prod]"
+    got = shown("--env", "prod", "--patience", "90s", env={"FSMIGRATE_PATIENCE": "5m"})
+    assert got["settings"]["patience"] == {"value": "90s", "source": "--patience"}
