@@ -88,6 +88,8 @@ NOT_DOCUMENT_DATA = {
     "fsmigrate/files.py": "the helper itself",
     "fsmigrate/state/database.py": "the state file: created 0600 with os.open (O_EXCL)",
     "fsmigrate/scripts/loader.py": "`fsmigrate new`: a migration script skeleton",
+    "fsmigrate/scripts/rebase.py": "`fsmigrate rebase`: a migration script renumbered, with "
+    "the mode of the file it replaces",
     "fsmigrate/firestore/emulator.py": "the emulator's log and its record (host and port)",
     "fsmigrate/cli.py": "os.devnull for stdout after a broken pipe",
 }
