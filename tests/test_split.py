@@ -38,7 +38,7 @@ def test_partition_query_samples_the_points_of_a_top_level_collection(
     """Production answers PartitionQuery (the emulator does not): a top-level collection
     takes its collection group's points that are directly under it, and reads no name."""
     store = Store(Target(project_id, "(default)", emulator.host_port), client=fs_client)
-    store._partition_points = lambda c, n: [  # type: ignore[method-assign]
+    store._partition_points = lambda c, n, read_time=None: [  # type: ignore[method-assign]
         "items/a",
         "other/x/items/b",
         "items/c",
