@@ -4,7 +4,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
+import os
 import re
+from collections.abc import Mapping
+from typing import Optional
+
+from fsmigrate.errors import UsageError
 
 _WINDOW_RE = re.compile(r"([0-9]+)([smhd])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -75,3 +81,20 @@ def rfc3339(when: dt.datetime, timespec: str = "exact") -> str:
 def now_text() -> str:
     """This instant, as `rfc3339` writes it."""
     return rfc3339(dt.datetime.now(dt.timezone.utc))
+
+
+def seconds_from_env(
+    name: str, default: float, environ: Optional[Mapping[str, str]] = None
+) -> float:
+    """A positive number of seconds from the environment variable `name` (`default` when
+    unset or empty); UsageError naming the variable otherwise."""
+    text = (os.environ if environ is None else environ).get(name)
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise UsageError(f"{name}={text!r}: not a number of seconds") from exc
+    if not (value > 0 and math.isfinite(value)):
+        raise UsageError(f"{name}={text!r}: must be a positive number of seconds")
+    return value

@@ -66,3 +66,19 @@ def fsm(tmp_path, project_id: str, emulator: emu_mod.Emulator) -> Fsm:
     a migrations directory of its own (empty; `write_script` fills it). A test module that
     needs scripts or data first overrides it and takes this one as its argument."""
     return Fsm(project_id, tmp_path / "state.db", tmp_path / "migrations")
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No setting of the session's environment leaks into a test of the config file."""
+    for var in (
+        "FSMIGRATE_PROJECT",
+        "FSMIGRATE_DATABASE",
+        "FSMIGRATE_STATE",
+        "FSMIGRATE_MIGRATIONS",
+        "FSMIGRATE_MARKERS",
+        "FSMIGRATE_ENV",
+        "FSMIGRATE_CONFIG",
+        "GOOGLE_CLOUD_PROJECT",
+    ):
+        monkeypatch.delenv(var, raising=False)

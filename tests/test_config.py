@@ -45,18 +45,7 @@ def write(folder: Path, name: str, text: str) -> Path:
 
 
 @pytest.fixture
-def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for var in (
-        "FSMIGRATE_PROJECT",
-        "FSMIGRATE_DATABASE",
-        "FSMIGRATE_STATE",
-        "FSMIGRATE_MIGRATIONS",
-        "FSMIGRATE_MARKERS",
-        "FSMIGRATE_ENV",
-        "FSMIGRATE_CONFIG",
-        "GOOGLE_CLOUD_PROJECT",
-    ):
-        monkeypatch.delenv(var, raising=False)
+def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clean_env: None) -> Path:
     write(tmp_path / "repo", "pyproject.toml", PYPROJECT)
     monkeypatch.chdir(tmp_path / "repo")
     return tmp_path / "repo"

@@ -49,21 +49,6 @@ def items(project: str, database: str = "(default)") -> dict[str, dict]:
 
 
 @pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in (
-        "FSMIGRATE_PROJECT",
-        "FSMIGRATE_DATABASE",
-        "FSMIGRATE_STATE",
-        "FSMIGRATE_MIGRATIONS",
-        "FSMIGRATE_MARKERS",
-        "FSMIGRATE_ENV",
-        "FSMIGRATE_CONFIG",
-        "GOOGLE_CLOUD_PROJECT",
-    ):
-        monkeypatch.delenv(var, raising=False)
-
-
-@pytest.fixture
 def team_repo(
     tmp_path: Path, emulator, project_id: str, monkeypatch: pytest.MonkeyPatch, clean_env: None
 ) -> Path:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import os
 import socket
 import time
 from collections import deque
@@ -37,7 +36,7 @@ from fsmigrate.engine.lease import lock_path
 from fsmigrate.errors import FirestoreError, NothingToControl, RunStopped, UsageError
 from fsmigrate.firestore.store import Leases, Store
 from fsmigrate.state.database import operator_name
-from fsmigrate.times import rfc3339
+from fsmigrate.times import rfc3339, seconds_from_env
 
 if TYPE_CHECKING:  # types only
     from fsmigrate.engine.run import Run
@@ -61,17 +60,7 @@ def control_path(store: Store) -> str:
 
 
 def interval_from_env(environ: Optional[dict[str, str]] = None) -> float:
-    env = os.environ if environ is None else environ
-    text = env.get(INTERVAL_ENV)
-    if not text:
-        return DEFAULT_INTERVAL
-    try:
-        value = float(text)
-    except ValueError as exc:
-        raise UsageError(f"{INTERVAL_ENV}={text!r}: not a number of seconds") from exc
-    if not (value > 0 and math.isfinite(value)):
-        raise UsageError(f"{INTERVAL_ENV}={text!r}: must be a positive number of seconds")
-    return value
+    return seconds_from_env(INTERVAL_ENV, DEFAULT_INTERVAL, environ)
 
 
 @dataclass(frozen=True)

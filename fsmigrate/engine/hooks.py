@@ -22,7 +22,6 @@ FSMIGRATE_WEBHOOK_EVENTS (default: finish,fail,stop).
 from __future__ import annotations
 
 import json
-import math
 import os
 import threading
 import time
@@ -33,6 +32,7 @@ from importlib import metadata
 from typing import Any, Optional
 
 from fsmigrate.errors import UsageError
+from fsmigrate.times import seconds_from_env
 
 GROUP = "fsmigrate.hooks"
 START, FINISH, FAIL, STOP = "start", "finish", "fail", "stop"
@@ -59,17 +59,7 @@ class Problem:
 
 
 def timeout_from_env(environ: Optional[Mapping[str, str]] = None) -> float:
-    env = os.environ if environ is None else environ
-    text = env.get(TIMEOUT_ENV)
-    if not text:
-        return DEFAULT_TIMEOUT
-    try:
-        value = float(text)
-    except ValueError as exc:
-        raise UsageError(f"{TIMEOUT_ENV}={text!r}: not a number of seconds") from exc
-    if not (value > 0 and math.isfinite(value)):
-        raise UsageError(f"{TIMEOUT_ENV}={text!r}: must be a positive number of seconds")
-    return value
+    return seconds_from_env(TIMEOUT_ENV, DEFAULT_TIMEOUT, environ)
 
 
 class Hooks:
