@@ -22,6 +22,10 @@ def _skip_emulator() -> bool:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # The tests that mostly wait (marked `long`: a real outage, rate changes watched over
+    # seconds) go first, so that with workers (bin/test runs pytest-xdist) they wait while
+    # the rest runs beside them, not at the end.
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
     skip = pytest.mark.skip(reason=SKIP_REASON)
     for item in items:
         if "emulator" in getattr(item, "fixturenames", ()) or item.get_closest_marker("emulator"):

@@ -87,6 +87,7 @@ def test_per_document_migration_over_many_ranges_handles_each_document_once(
     assert [r.state for r in api.status(cfg).revisions] == ["applied"]  # marker and record
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("legacy", [1035, 20_000])  # the incident, and a bigger one
 def test_the_heartbeat_cleanup_ends_the_same_on_both_runners(
     tmp_path: Path, emulator, fs_client, legacy: int

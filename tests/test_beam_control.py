@@ -59,6 +59,7 @@ def migrated(fs_client) -> int:
     return sum(1 for n in items_of(fs_client).values() if n >= 1000)
 
 
+@pytest.mark.long
 def test_a_beam_run_paused_from_a_second_process_commits_nothing_until_resumed(
     cfg: api.Config, fs_client
 ) -> None:
@@ -120,6 +121,7 @@ def test_a_beam_run_stopped_leaves_nothing_pending_and_the_next_run_finishes(
     assert items_of(fs_client) == {f"i{i:05d}": i + 1000 for i in range(N)}  # once each
 
 
+@pytest.mark.long
 def test_a_rate_change_reaches_the_beam_workers(cfg: api.Config, fs_client) -> None:
     seed_items(fs_client, 600)
     run = Background(lambda: api.upgrade(cfg, runner="beam", workers=2, batch_size=10, max_rate=60))

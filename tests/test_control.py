@@ -69,6 +69,7 @@ def commit_times(cfg: api.Config, run_id: str) -> list[float]:
     return sorted(stamp(op["commit_time"]) for op in ops_of(cfg.state_path, run_id, "committed"))
 
 
+@pytest.mark.long
 def test_a_run_paused_from_a_second_process_commits_nothing_until_resumed(
     cfg: api.Config, fs_client
 ) -> None:
@@ -115,6 +116,7 @@ def test_a_run_paused_from_a_second_process_commits_nothing_until_resumed(
     assert api.status(cfg).running is None  # the lock is released
 
 
+@pytest.mark.long
 def test_a_rate_change_is_visible_in_the_commit_times(cfg: api.Config, fs_client) -> None:
     seed_items(fs_client, 600)
     run = Background(lambda: api.upgrade(cfg, batch_size=10, max_rate=60))

@@ -46,6 +46,7 @@ def fsm(fsm: Fsm) -> Fsm:
     return fsm
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("point", ["before-commit", "after-commit"])
 def test_sigkill_during_third_batch_then_resume(fsm: Fsm, fs_client, point: str) -> None:
     original = seed(fs_client, N)

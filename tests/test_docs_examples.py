@@ -71,6 +71,7 @@ def test_every_marker_is_followed_by_its_block() -> None:
     assert len(steps(TUTORIAL)) >= 10
 
 
+@pytest.mark.long
 @pytest.mark.emulator
 def test_the_tutorial_runs_as_written(tmp_path: Path) -> None:
     """Every marked command of the tutorial, in order, in an empty directory: it starts

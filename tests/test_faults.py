@@ -195,6 +195,7 @@ def _committed_some(state: Path) -> bool:
         return False
 
 
+@pytest.mark.long
 @pytest.mark.emulator
 def test_emulator_stopped_and_restarted_during_a_run(tmp_path: Path, project_id: str) -> None:
     """The run waits out the outage with backoff; every journaled operation gets an outcome

@@ -183,6 +183,7 @@ def test_a_bad_patience_is_refused_with_exit_2(fsm: Fsm) -> None:
 # ---- outages against the emulator ------------------------------------------------------
 
 
+@pytest.mark.long
 @pytest.mark.real_outage
 def test_a_minute_long_outage_in_a_scan_and_again_in_the_commits_is_ridden_out(
     net, fsm: Fsm, fs_client, monkeypatch
@@ -209,6 +210,7 @@ def test_a_minute_long_outage_in_a_scan_and_again_in_the_commits_is_ridden_out(
     assert_each_applied_once(fs_client, grpc_proxy, fsm.state, seeded)
 
 
+@pytest.mark.long
 def test_an_outage_longer_than_the_patience_stops_in_one_line_and_the_next_command_finishes(
     net, fsm: Fsm, fs_client, monkeypatch
 ) -> None:
@@ -296,6 +298,7 @@ def each(ctx, doc):
 """
 
 
+@pytest.mark.long
 def test_beam_workers_and_their_coordinator_ride_out_an_outage(
     net, fsm: Fsm, fs_client, monkeypatch, tmp_path: Path
 ) -> None:
