@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
@@ -1018,23 +1018,24 @@ def _report_runs(
         click.echo(f"WARNING: {warning}", err=True)
     if cfg.json_command:
         cfg.json_written = True
-    _emit(
-        report.upgrade_chunks(
-            result.state, result.run_ids, result.target, fmt, full=False, outcome=outcome
+
+    def chunks(fmt: str, full: bool) -> Iterator[str]:
+        return report.upgrade_chunks(
+            result.state, result.run_ids, result.target, fmt, full=full, outcome=outcome
         )
-    )
+
+    file_fmt = _report_format(report_path) if report_path is not None else None
+    if report_path is not None and fmt == file_fmt == "json":
+        # the same JSON on stdout and in the file (every operation): rendered once
+        with private_file(report_path) as fh:
+            for chunk in chunks(fmt, full=True):
+                click.echo(chunk, nl=False)
+                fh.write(chunk)
+    else:
+        _emit(chunks(fmt, full=False))
+        if report_path is not None and file_fmt is not None:
+            _emit(chunks(file_fmt, full=True), report_path)
     if report_path is not None:
-        _emit(
-            report.upgrade_chunks(
-                result.state,
-                result.run_ids,
-                result.target,
-                _report_format(report_path),
-                full=True,
-                outcome=outcome,
-            ),
-            report_path,
-        )
         click.echo(f"report written to {report_path}", err=True)
     if result.skipped:
         click.echo(

@@ -280,11 +280,12 @@ class _Target:
     """What the scan keeps of one canonical ID: its canonical document, the newest
     non-canonical document so far, and how many there are."""
 
-    __slots__ = ("canonical", "best", "count", "prefix")
+    __slots__ = ("canonical", "best", "best_newness", "count", "prefix")
 
     def __init__(self, prefix: bool) -> None:
         self.canonical: Any = None
         self.best: Any = None
+        self.best_newness: tuple = ()  # newness(best): computed once per survivor
         self.count = 0
         self.prefix = prefix  # a declared prefix key (merged once the scan passes it)
 
@@ -376,10 +377,12 @@ def normalize(
             continue
         found.count += 1
         if found.best is None:
-            found.best = doc
+            found.best, found.best_newness = doc, newness(doc, keep)
             continue
-        if newness(doc, keep) > newness(found.best, keep):
+        doc_newness = newness(doc, keep)
+        if doc_newness > found.best_newness:
             found.best, doc = doc, found.best
+            found.best_newness = doc_newness
         label = f"{doc.path}{ARROW}{collection}/{target}{MERGED_OLDER}"
         loser = renamer._subcollections(doc, None, subcollections, label)
         if loser is None:

@@ -13,6 +13,8 @@ import sys
 import termios
 from pathlib import Path
 
+import pytest
+
 from fsmigrate.firestore import codec
 from helpers import Fsm, ops_of, seed_items, write_script
 
@@ -248,6 +250,32 @@ def test_notes_and_markdown_report_list_every_document(fsm: Fsm, fs_client, tmp_
         assert f"`items/i{i:05d}`" in text
     assert "| delete | 15 |" in text
     assert "kept the new ones" in text
+
+
+@pytest.mark.parametrize("report_name", ["plan.json", "plan.md", "plan.txt"])
+def test_the_report_file_and_the_json_output_both_hold_every_operation(
+    fsm: Fsm, fs_client, tmp_path, report_name: str
+) -> None:
+    """--format json with a --report: the JSON on stdout is whole, and the file holds the
+    report in its own format (a .json file the same JSON, written once for both)."""
+    seed(fs_client, 15, 2)
+    write_script(fsm.migrations, "0001", None, DELETE_OLD)
+    report = tmp_path / report_name
+
+    result = fsm("upgrade", "--dry-run", "--format", "json", "--report", str(report))
+
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    paths = [op["path"] for op in out["migrations"][0]["operations"]]
+    assert paths == [f"items/i{i:05d}" for i in range(15)]
+    assert f"report written to {report}" in result.stderr
+    text = report.read_text()
+    if report_name.endswith(".json"):
+        assert json.loads(text) == out
+    else:
+        for i in range(15):
+            assert f"items/i{i:05d}" in text
+        assert not text.lstrip().startswith("{")
 
 
 def test_edited_script_fails_verify_and_blocks_upgrade(fsm: Fsm, fs_client) -> None:

@@ -80,6 +80,34 @@ def test_ops_lifecycle_and_totals(tmp_path: Path) -> None:
         state.run("nope")
 
 
+def test_notes_kept_for_later_go_with_the_next_batch_in_its_transaction(tmp_path: Path) -> None:
+    """A run's notes (`later`) are not a commit each: they are written in the next write
+    transaction (its next batch, or its end), and kept pending if that one rolls back."""
+    state = State.open(tmp_path / "s.db")
+    run = start(state)
+    other = sqlite3.connect(tmp_path / "s.db")  # what another process (or a crash) sees
+
+    def committed_notes() -> list[str]:
+        rows = other.execute("SELECT text FROM notes WHERE run_id=? ORDER BY seq", (run,))
+        return [text for (text,) in rows]
+
+    state.add_note(run, 0, "merged A", later=True)
+    state.add_note(run, 1, "merged B", later=True)
+    assert committed_notes() == []
+    with pytest.raises(RuntimeError), state.tx():
+        raise RuntimeError("a batch that failed to journal")
+    assert committed_notes() == []
+    state.record_ops(run, 1, [OpRecord(0, "delete", "c/0", None, b"\x00", None, "pending")])
+    assert committed_notes() == ["merged A", "merged B"]
+    state.add_note(run, 2, "said at once")
+    assert committed_notes() == ["merged A", "merged B", "said at once"]
+    state.add_note(run, 3, "read back by its own process", later=True)
+    assert state.notes(run)[-1] == "read back by its own process"
+    assert committed_notes()[-1] == "read back by its own process"
+    other.close()
+    state.close()
+
+
 def test_applied_is_keyed_by_project_and_database(tmp_path: Path) -> None:
     state = State.open(tmp_path / "s.db")
     run = start(state)

@@ -46,6 +46,33 @@ def test_scan_is_lazy_one_page_at_a_time(store, fs_client) -> None:
     assert first.id == "d0" and rest == ["d1", "d2", "d3", "d4"]
 
 
+def test_a_scan_reads_ahead_of_its_consumer_within_a_bound_and_stops_with_it(
+    store, fs_client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stream is received on a thread at most READ_AHEAD documents ahead; a consumer
+    that stops early ends the stream and its thread (none is left reading)."""
+    import threading
+
+    from fsmigrate.firestore import store as store_mod
+
+    monkeypatch.setattr(store_mod, "READ_AHEAD", 3)
+    batch = fs_client.batch()
+    for i in range(40):
+        batch.set(fs_client.document(f"ahead/d{i:03d}"), {"i": i})
+    batch.commit()
+
+    def readers() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "fsmigrate-scan-ahead"]
+
+    assert [d.get("i") for d in store.scan("ahead")] == list(range(40))
+    docs = store.scan("ahead")
+    assert next(docs).id == "d000"
+    assert len(readers()) == 1
+    docs.close()
+    assert readers() == []
+    assert [d.id for d in store.scan("ahead", page_size=7)][-1] == "d039"
+
+
 def test_collection_group_scan_finds_every_subcollection(store, fs_client) -> None:
     fs_client.document("users/a/events/e1").set({"n": 1})
     fs_client.document("users/b/events/e2").set({"n": 2})

@@ -172,7 +172,7 @@ class Run:
 
     def note(self, text: str) -> None:
         """A note for people, kept with the run in the state file."""
-        self.state.add_note(self.run_id, self.notes, text)
+        self.state.add_note(self.run_id, self.notes, text, later=True)
         self.notes += 1
 
     def next_batch(self, size: int) -> tuple[int, int]:

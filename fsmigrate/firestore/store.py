@@ -667,7 +667,10 @@ class Store:
                 return
 
     def _stream(self, query: Any, read_time: Optional[dt.datetime] = None) -> Iterator[Doc]:
-        """One page as raw protobufs (the client's snapshots would decode every field)."""
+        """One page as raw protobufs (the client's snapshots would decode every field),
+        received ahead on a thread (`_ahead`), so the server streams on while the caller
+        plans; an error of the stream is raised here, in order, after the documents
+        received before it."""
         request, _, _ = query._prep_stream(retry=None, read_time=read_time)
         responses = self.client._firestore_api.run_query(
             request=request,
@@ -675,10 +678,8 @@ class Store:
             retry=None,
             timeout=self.policy.stream_timeout,
         )
-        for response in responses:
-            pb = response._pb
-            if pb.HasField("document"):
-                yield Doc(pb.document, self.client)
+        for pb in _ahead(responses, READ_AHEAD):
+            yield Doc(pb, self.client)
 
     def get(self, path: str, *, read_time: Optional[dt.datetime] = None) -> Optional[Doc]:
         problem = check_path(path)
@@ -1003,6 +1004,45 @@ class Leases:
 
 
 _DONE = object()
+READ_AHEAD = 200  # documents a scan stream receives before the caller asks for them (measured at
+# 50,000: 200 is as fast as 1,000)
+
+
+def _ahead(responses: Any, buffer: int) -> Iterator[Any]:
+    """The documents (protobufs) of a RunQuery stream, received on a thread at most
+    `buffer` ahead of the consumer. The stream's error comes after the documents before it;
+    a consumer that stops early cancels the stream (the thread ends with it)."""
+    out: queue.Queue = queue.Queue(maxsize=buffer)
+
+    def receive() -> None:
+        try:
+            for response in responses:
+                pb = response._pb
+                if pb.HasField("document"):
+                    out.put(pb.document)
+            item: Any = _DONE
+        except BaseException as exc:  # handed to the consumer, in order
+            item = exc
+        out.put(item)
+
+    thread = threading.Thread(target=receive, name="fsmigrate-scan-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = out.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        if thread.is_alive():  # stopped early: end the stream, and free the thread
+            responses.cancel()
+            while thread.is_alive():
+                try:
+                    out.get(timeout=0.1)
+                except queue.Empty:
+                    pass
 
 
 def _merge(streams: list[Iterator[Doc]], buffer: int = 1000) -> Iterator[Doc]:

@@ -120,6 +120,7 @@ class State(Operations):
     def __init__(self, conn: sqlite3.Connection, path: Path, layout: int = SCHEMA_VERSION) -> None:
         self.conn = conn
         self.path = path
+        self.pending_notes: list[tuple[str, int, str]] = []  # add_note(..., later=True)
         self.init_operations(layout)
 
     # ---- opening -------------------------------------------------------------------
@@ -275,7 +276,8 @@ class State(Operations):
         self.conn.execute(ddl)
 
     def tx(self) -> _Tx:
-        return _Tx(self.conn)
+        """A write transaction; it writes the notes kept for later first."""
+        return _Tx(self.conn, self.pending_notes)
 
     # ---- runs ----------------------------------------------------------------------
 
@@ -619,13 +621,20 @@ class State(Operations):
 
     # ---- notes -------------------------------------------------------------------
 
-    def add_note(self, run_id: str, seq: int, text: str) -> None:
-        with self.tx():
-            self.conn.execute(
-                "INSERT INTO notes (run_id, seq, text) VALUES (?,?,?)", (run_id, seq, text)
-            )
+    def add_note(self, run_id: str, seq: int, text: str, *, later: bool = False) -> None:
+        """Keep a note of a run. `later`: in the next write transaction (a run's notes go
+        with its next journaled batch, or its end: one commit instead of one per note; a
+        crash loses only the notes of what it had not journaled yet, which the resumed
+        run plans, and notes, again)."""
+        self.pending_notes.append((run_id, seq, text))
+        if not later:
+            with self.tx():
+                pass
 
     def notes(self, run_id: str) -> list[str]:
+        if self.pending_notes:
+            with self.tx():
+                pass
         return [
             r["text"]
             for r in self.conn.execute(
@@ -667,14 +676,24 @@ def warn_if_exposed(path: Path) -> None:
 
 
 class _Tx:
-    """BEGIN IMMEDIATE ... COMMIT, rolled back on error (autocommit connection)."""
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on error (autocommit connection); the notes
+    kept for later are written first, and forgotten once committed."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, notes: list[tuple[str, int, str]]) -> None:
         self.conn = conn
+        self.notes = notes
+        self.written = 0
 
     def __enter__(self) -> sqlite3.Connection:
         self.conn.execute("BEGIN IMMEDIATE")
+        if self.notes:
+            self.written = len(self.notes)
+            self.conn.executemany(
+                "INSERT INTO notes (run_id, seq, text) VALUES (?,?,?)", self.notes
+            )
         return self.conn
 
     def __exit__(self, exc_type: Any, *_: Any) -> None:
         self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+        if not exc_type:
+            del self.notes[: self.written]
