@@ -15,7 +15,7 @@ data as bench/cleanup.py) before every measurement, and applies migration 0001 w
 
 each in a fresh process, in rotating order. It prints median seconds and documents per
 second, the ratio of each Beam run to the local one, and peak memory: the coordinator's
-own and the largest worker process's (ru_maxrss of the children). With --rss it measures
+own and the largest worker process's (VmHWM, read while they run: bench/peak.py). With --rss it measures
 the peak memory at several sizes, to show how it grows with the number of documents.
 On this 2-core machine the emulator, the coordinator and the workers share the cores.
 """
@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -38,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from cleanup import seed  # noqa: E402  (the same synthetic heartbeat documents)
+from peak import ChildrenPeak, own_peak_mb  # noqa: E402  (VmHWM, not ru_maxrss)
 
 METHODS = {
     "local": [],
@@ -105,15 +105,15 @@ def worker(method: str, project: str) -> None:
             *METHODS[method],
         ]
         start = time.perf_counter()
-        with open(os.devnull, "w") as sink:
+        with open(os.devnull, "w") as sink, ChildrenPeak() as workers:
             stdout, sys.stdout = sys.stdout, sink
             try:
                 cli.main(args=args, standalone_mode=False)
             finally:
                 sys.stdout = stdout
         seconds = time.perf_counter() - start
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    own = own_peak_mb()
+    children = workers.largest_mb
     print(
         json.dumps(
             {"method": method, "seconds": seconds, "coordinator_mb": own, "worker_mb": children}

@@ -20,7 +20,8 @@ order, each method in a fresh subprocess (so peak RSS is that method's own):
             the same without 0001's prefix-key declaration: every processor's survivor
             kept until the scan ends (how 0001 ran before issue 24)
 
-and prints median docs/s (documents in the collection / seconds), peak RSS, and the ratios
+and prints median docs/s (documents in the collection / seconds), peak RSS (the method's
+own: VmHWM, see bench/peak.py), and the ratios
 the documentation quotes (dry-run and apply against the floor), as a table and (with
 --json) as JSON. --rss measures how peak RSS grows with N for dry-run and apply, with
 and without the prefix keys.
@@ -40,7 +41,6 @@ import datetime as dt
 import json
 import os
 import random
-import resource
 import statistics
 import subprocess
 import sys
@@ -50,6 +50,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from peak import own_peak_mb  # noqa: E402  (VmHWM: not the driver's memory at fork)
 
 METHODS = ["floor", "stream", "script", "client", "dry-run", "apply", "dry-run-0", "apply-0"]
 WARM_UP = 100_000  # documents read after seeding, before the first measurement
@@ -260,8 +263,7 @@ def worker(method: str, project: str, extra: list[str]) -> None:
     else:
         run_fsmigrate(project, method.startswith("dry-run"), extra, not method.endswith("-0"))
     seconds = time.perf_counter() - start
-    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"method": method, "seconds": seconds, "rss_mb": rss_kb / 1024}))
+    print(json.dumps({"method": method, "seconds": seconds, "rss_mb": own_peak_mb()}))
 
 
 # ---- the driver ---------------------------------------------------------------------------
