@@ -213,17 +213,20 @@ def _emit_result(cfg: Config, chunks: Iterable[str]) -> None:
     _emit(chunks)
 
 
-def _emit(chunks: Iterable[str], path: Optional[Path] = None, private: bool = True) -> None:
-    """Print `chunks`, or write them to `path`: atomically (a reader, a textfile
-    collector or a ticket upload, never sees half a file; a failure leaves the old file
-    as it was) and readable by the owner only, like every file fsmigrate writes: reports
-    name documents, exports and audits hold their values (fsmigrate.files)."""
+def _emit(chunks: Iterable[str], path: Optional[Path] = None, echo: bool = False) -> None:
+    """Print `chunks`, or write them to `path` (and print them too, with `echo`):
+    atomically (a reader, a textfile collector or a ticket upload, never sees half a file;
+    a failure leaves the old file as it was) and readable by the owner only, like every
+    file fsmigrate writes: reports name documents, exports and audits hold their values
+    (fsmigrate.files)."""
     if path is None:
         for chunk in chunks:
             click.echo(chunk, nl=False)
         return
     with private_file(path) as fh:
         for chunk in chunks:
+            if echo:
+                click.echo(chunk, nl=False)
             fh.write(chunk)
 
 
@@ -1024,18 +1027,15 @@ def _report_runs(
             result.state, result.run_ids, result.target, fmt, full=full, outcome=outcome
         )
 
-    file_fmt = _report_format(report_path) if report_path is not None else None
-    if report_path is not None and fmt == file_fmt == "json":
-        # the same JSON on stdout and in the file (every operation): rendered once
-        with private_file(report_path) as fh:
-            for chunk in chunks(fmt, full=True):
-                click.echo(chunk, nl=False)
-                fh.write(chunk)
-    else:
+    if report_path is None:
         _emit(chunks(fmt, full=False))
-        if report_path is not None and file_fmt is not None:
+    else:
+        file_fmt = _report_format(report_path)
+        if fmt == file_fmt == "json":  # the same JSON for both (every operation): once
+            _emit(chunks(fmt, full=True), report_path, echo=True)
+        else:
+            _emit(chunks(fmt, full=False))
             _emit(chunks(file_fmt, full=True), report_path)
-    if report_path is not None:
         click.echo(f"report written to {report_path}", err=True)
     if result.skipped:
         click.echo(

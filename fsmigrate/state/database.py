@@ -628,13 +628,16 @@ class State(Operations):
         run plans, and notes, again)."""
         self.pending_notes.append((run_id, seq, text))
         if not later:
+            self.write_notes()
+
+    def write_notes(self) -> None:
+        """Write the notes kept for later now (a transaction writes them first)."""
+        if self.pending_notes:
             with self.tx():
                 pass
 
     def notes(self, run_id: str) -> list[str]:
-        if self.pending_notes:
-            with self.tx():
-                pass
+        self.write_notes()
         return [
             r["text"]
             for r in self.conn.execute(
