@@ -137,8 +137,10 @@ def test_a_rate_change_is_visible_in_the_commit_times(cfg: api.Config, fs_client
     assert len(after) >= 100, "the rate change came too late to be measured"
     assert len(before) >= 10
     # at 20 ops/s, batches of 10 leave at least 0.5 s apart (the limiter's lower bound);
-    # before, at 60 ops/s, they left 3 times as fast
-    assert after[-1] - after[0] >= (len(after) - 20) / 20
+    # before, at 60 ops/s, they left 3 times as fast. Slack: the first batch after may have
+    # taken its slot at the old rate, and commit times (the server's) trail the slots by a
+    # send time that varies (a run under load fell 4 ms short of a one-batch slack)
+    assert after[-1] - after[0] >= (len(after) - 30) / 20
     assert result.traffic is not None and result.traffic["max_rate"] == 20
     assert any("rate set to 20 ops/s by oncall@" in n for n in result.notes)
 
