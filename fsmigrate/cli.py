@@ -220,14 +220,30 @@ def _emit(chunks: Iterable[str], path: Optional[Path] = None, echo: bool = False
     file fsmigrate writes: reports name documents, exports and audits hold their values
     (fsmigrate.files)."""
     if path is None:
-        for chunk in chunks:
-            click.echo(chunk, nl=False)
+        for piece in _joined(chunks):
+            click.echo(piece, nl=False)
         return
     with private_file(path) as fh:
-        for chunk in chunks:
+        for piece in _joined(chunks):
             if echo:
-                click.echo(chunk, nl=False)
-            fh.write(chunk)
+                click.echo(piece, nl=False)
+            fh.write(piece)
+
+
+def _joined(chunks: Iterable[str], size: int = 1 << 16) -> Iterator[str]:
+    """`chunks` joined into pieces of at least `size` characters (the last may be
+    shorter): a report of 50,000 operations is 50,000 chunks, and each echo asks whether
+    stdout is a terminal."""
+    pending: list[str] = []
+    length = 0
+    for chunk in chunks:
+        pending.append(chunk)
+        length += len(chunk)
+        if length >= size:
+            yield "".join(pending)
+            pending, length = [], 0
+    if pending:
+        yield "".join(pending)
 
 
 @click.group(cls=FsMigrateGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -47,6 +47,7 @@ def test_an_update_time_precondition_reads_back_as_the_same_json(seconds: int, n
     stored = compact.encode_precondition(pre)
     assert isinstance(stored[0], int)  # 8 bytes instead of ~50 of JSON
     assert compact.decode_precondition(*stored) == pre.to_json()
+    assert compact.precondition_value(*stored) == json.loads(pre.to_json())  # no text between
     assert compact.time_text(stored[0]) == rfc3339(pre.update_time)
     # the JSON form too (kept as text for years before 1000, which print with 3 digits)
     from_json = compact.encode_precondition(pre.to_json())
@@ -56,7 +57,9 @@ def test_an_update_time_precondition_reads_back_as_the_same_json(seconds: int, n
 
 @given(st.sampled_from([NONE, MUST_NOT_EXIST, Precondition(exists=True)]))
 def test_the_other_preconditions_read_back_too(pre: Precondition) -> None:
-    assert compact.decode_precondition(*compact.encode_precondition(pre)) == pre.to_json()
+    stored = compact.encode_precondition(pre)
+    assert compact.decode_precondition(*stored) == pre.to_json()
+    assert compact.precondition_value(*stored) == (pre.to_json() and json.loads(pre.to_json()))
 
 
 @given(st.text(max_size=40))
@@ -64,6 +67,7 @@ def test_text_that_is_not_a_timestamp_is_kept_as_it_is(text: str) -> None:
     assert compact.decode_time(compact.encode_time(text)) == text
     odd = json.dumps({"something": text})
     assert compact.decode_precondition(*compact.encode_precondition(odd)) == odd
+    assert compact.precondition_value(*compact.encode_precondition(odd)) == json.loads(odd)
 
 
 @given(paths, st.text(max_size=30), st.sampled_from(["{p} -> {c}x", "{p}", "{c}{c}", "x {p} {p}"]))

@@ -46,30 +46,33 @@ def test_scan_is_lazy_one_page_at_a_time(store, fs_client) -> None:
     assert first.id == "d0" and rest == ["d1", "d2", "d3", "d4"]
 
 
-def test_a_scan_reads_ahead_of_its_consumer_within_a_bound_and_stops_with_it(
+def test_a_scan_is_received_on_the_reading_thread_and_ends_with_its_consumer(
     store, fs_client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The stream is received on a thread at most READ_AHEAD documents ahead; a consumer
-    that stops early ends the stream and its thread (none is left reading)."""
+    """The stream's messages are taken on the thread that reads the scan (no channel spin
+    thread: channel.py), and a consumer that stops early ends the stream."""
     import threading
 
-    from fsmigrate.firestore import store as store_mod
-
-    monkeypatch.setattr(store_mod, "READ_AHEAD", 3)
     batch = fs_client.batch()
     for i in range(40):
         batch.set(fs_client.document(f"ahead/d{i:03d}"), {"i": i})
     batch.commit()
+    calls = []
+    run_query = store.api.run_query
 
-    def readers() -> list[threading.Thread]:
-        return [t for t in threading.enumerate() if t.name == "fsmigrate-scan-ahead"]
+    def recorded(*args, **kwargs):
+        calls.append(run_query(*args, **kwargs))
+        return calls[-1]
 
+    monkeypatch.setattr(store.api, "run_query", recorded)
+    before = set(threading.enumerate())
     assert [d.get("i") for d in store.scan("ahead")] == list(range(40))
     docs = store.scan("ahead")
     assert next(docs).id == "d000"
-    assert len(readers()) == 1
+    assert set(threading.enumerate()) - before == set()
+    assert calls[-1].is_active()
     docs.close()
-    assert readers() == []
+    assert not calls[-1].is_active()
     assert [d.id for d in store.scan("ahead", page_size=7)][-1] == "d039"
 
 

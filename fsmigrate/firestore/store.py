@@ -11,6 +11,7 @@ the store's patience lasts (`patience.Patience`: time without progress, not a co
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import queue
 import re
@@ -35,6 +36,7 @@ from fsmigrate.errors import (
     TransientError,
     UsageError,
 )
+from fsmigrate.firestore.channel import firestore_api
 from fsmigrate.firestore.codec import decode_fields
 from fsmigrate.firestore.emulator import check_emulator_host
 from fsmigrate.firestore.patience import DEFAULT_PATIENCE, Patience
@@ -305,6 +307,13 @@ def parse_patience(value: Union[str, float, None], where: str = "--patience") ->
     return seconds
 
 
+def _no_credentials(target: Target) -> UsageError:
+    return UsageError(
+        f"no Google credentials for project {target.project}: run `gcloud auth "
+        "application-default login`, or set FIRESTORE_EMULATOR_HOST to use the emulator"
+    )
+
+
 class Store:
     def __init__(
         self, target: Target, client: Any = None, policy: Optional[RetryPolicy] = None
@@ -321,12 +330,19 @@ class Store:
             try:
                 client = client_for(target)
             except gauth_exceptions.DefaultCredentialsError as exc:
-                raise UsageError(
-                    f"no Google credentials for project {target.project}: run `gcloud auth "
-                    "application-default login`, or set FIRESTORE_EMULATOR_HOST to use the "
-                    "emulator"
-                ) from exc
+                raise _no_credentials(target) from exc
         self.client = client
+        # where `api` connects: the emulator the client found, as client_for decides
+        self._api_host = os.environ.get(EMULATOR_ENV) or target.emulator_host
+
+    @functools.cached_property
+    def api(self) -> Any:
+        """The Firestore API (the client library's) the Store's reads and commits go
+        through, on a channel of its own (channel.py); made when first used."""
+        try:
+            return firestore_api(self._api_host)
+        except gauth_exceptions.DefaultCredentialsError as exc:
+            raise _no_credentials(self.target) from exc
 
     # ---- errors and retries ----------------------------------------------------------
 
@@ -667,19 +683,22 @@ class Store:
                 return
 
     def _stream(self, query: Any, read_time: Optional[dt.datetime] = None) -> Iterator[Doc]:
-        """One page as raw protobufs (the client's snapshots would decode every field),
-        received ahead on a thread (`_ahead`), so the server streams on while the caller
-        plans; an error of the stream is raised here, in order, after the documents
-        received before it."""
+        """One page as raw protobufs (the client's snapshots would decode every field).
+        A consumer that stops early ends the stream."""
         request, _, _ = query._prep_stream(retry=None, read_time=read_time)
-        responses = self.client._firestore_api.run_query(
+        responses = self.api.run_query(
             request=request,
             metadata=self.client._rpc_metadata,
             retry=None,
             timeout=self.policy.stream_timeout,
         )
-        for pb in _ahead(responses, READ_AHEAD):
-            yield Doc(pb, self.client)
+        try:
+            for response in responses:
+                pb = response._pb
+                if pb.HasField("document"):
+                    yield Doc(pb.document, self.client)
+        finally:
+            responses.cancel()  # nothing when the stream has ended
 
     def get(self, path: str, *, read_time: Optional[dt.datetime] = None) -> Optional[Doc]:
         problem = check_path(path)
@@ -722,7 +741,7 @@ class Store:
         }
         if read_time is not None:
             request["read_time"] = read_time
-        responses = self.client._firestore_api.batch_get_documents(
+        responses = self.api.batch_get_documents(
             request=request,
             metadata=self.client._rpc_metadata,
             retry=None,
@@ -783,7 +802,7 @@ class Store:
                 request["read_time"] = read_time
 
             def page(request: dict[str, Any] = request) -> Any:
-                return self.client._firestore_api.list_documents(
+                return self.api.list_documents(
                     request=request,
                     metadata=self.client._rpc_metadata,
                     retry=None,
@@ -865,7 +884,7 @@ class Store:
         for raw in writes:
             request.writes.add().ParseFromString(raw)
         try:
-            response = self.client._firestore_api.commit(
+            response = self.api.commit(
                 request=types.CommitRequest.wrap(request),
                 metadata=self.client._rpc_metadata,
                 retry=None,
@@ -1004,46 +1023,6 @@ class Leases:
 
 
 _DONE = object()
-# Documents a scan stream receives before the caller asks for them (at 50,000 documents,
-# 200 measured as fast as 1,000).
-READ_AHEAD = 200
-
-
-def _ahead(responses: Any, buffer: int) -> Iterator[Any]:
-    """The documents (protobufs) of a RunQuery stream, received on a thread at most
-    `buffer` ahead of the consumer. The stream's error comes after the documents before it;
-    a consumer that stops early cancels the stream (the thread ends with it)."""
-    out: queue.Queue = queue.Queue(maxsize=buffer)
-
-    def receive() -> None:
-        try:
-            for response in responses:
-                pb = response._pb
-                if pb.HasField("document"):
-                    out.put(pb.document)
-            item: Any = _DONE
-        except BaseException as exc:  # handed to the consumer, in order
-            item = exc
-        out.put(item)
-
-    thread = threading.Thread(target=receive, name="fsmigrate-scan-ahead", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = out.get()
-            if item is _DONE:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        if thread.is_alive():  # stopped early: end the stream, and free the thread
-            responses.cancel()
-            while thread.is_alive():
-                try:
-                    out.get(timeout=0.1)
-                except queue.Empty:
-                    pass
 
 
 def _merge(streams: list[Iterator[Doc]], buffer: int = 1000) -> Iterator[Doc]:

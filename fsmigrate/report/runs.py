@@ -17,6 +17,7 @@ from fsmigrate.report.mdsafe import bold, code, header, md, text
 from fsmigrate.report.mdsafe import row as md_row
 from fsmigrate.scripts import archive
 from fsmigrate.scripts.operations import KINDS
+from fsmigrate.state.compact import OpRow
 from fsmigrate.state.runs import run_dict
 from fsmigrate.words import plural
 
@@ -39,13 +40,19 @@ def op_dict(row: sqlite3.Row, *, images: bool = False) -> dict[str, Any]:
         "reason": row["reason"],
         "commit_time": row["commit_time"],
         "error": row["error"],
-        "precondition": json.loads(row["precondition"]) if row["precondition"] else None,
+        "precondition": _precondition(row),
     }
     if images:
         before = row["before"]
         out["before"] = codec.document_to_json(codec.bytes_to_document(before)) if before else None
         out["after"] = json.loads(row["after"]) if row["after"] else None
     return out
+
+
+def _precondition(row: Any) -> Any:
+    if isinstance(row, OpRow):  # the compact layout: no JSON text to parse
+        return row.precondition_value()
+    return json.loads(row["precondition"]) if row["precondition"] else None
 
 
 # ---- upgrade (dry-run or apply) ------------------------------------------------------
