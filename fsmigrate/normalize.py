@@ -66,13 +66,55 @@ def _overwrote(target: str) -> str:
 
 
 def newness(doc: Any, field: Optional[str]) -> tuple:
-    """Order documents by `field` (when it is a timestamp or number), then update time."""
+    """Order documents by `field` (when it is a timestamp or number), then update time:
+    (1, the field's seconds or number, update time in microseconds), or (0, 0.0, ...)
+    without such a field. Timestamps count to the microsecond, as datetimes compare. A
+    document read by the Store (`Doc`) is ordered from its protobuf, decoding nothing: a
+    plan computes this for every document it merges."""
+    pb = getattr(doc, "pb", None)
+    if pb is not None:
+        return _newness_of_pb(pb, field)
     value = doc.get(field) if field else None
+    updated = _micros(doc.update_time)
     if isinstance(value, dt.datetime):
-        return (1, value.timestamp(), doc.update_time)
+        return (1, value.timestamp(), updated)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return (1, float(value), doc.update_time)
-    return (0, 0.0, doc.update_time)
+        return (1, float(value), updated)
+    return (0, 0.0, updated)
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_MICRO = dt.timedelta(microseconds=1)
+
+
+def _micros(when: Optional[dt.datetime]) -> Optional[int]:
+    return None if when is None else (when - _EPOCH) // _MICRO
+
+
+def _newness_of_pb(pb: Any, field: Optional[str]) -> tuple:
+    """`newness` of a Document protobuf (the same tuple its decoded values give)."""
+    stamp = pb.update_time
+    updated = stamp.seconds * 1_000_000 + stamp.nanos // 1000
+    value = _value_pb(pb.fields, field) if field else None
+    kind = value.WhichOneof("value_type") if value is not None else None
+    if kind == "timestamp_value":
+        at = value.timestamp_value
+        return (1, (at.seconds * 1_000_000 + at.nanos // 1000) / 1_000_000, updated)
+    if kind == "integer_value":
+        return (1, float(value.integer_value), updated)
+    if kind == "double_value":
+        return (1, value.double_value, updated)
+    return (0, 0.0, updated)
+
+
+def _value_pb(fields: Any, field: str) -> Any:
+    """The Value protobuf at a dotted field path of a document's fields, or None."""
+    parts = field.split(".")
+    for part in parts[:-1]:
+        if part not in fields or fields[part].WhichOneof("value_type") != "map_value":
+            return None
+        fields = fields[part].map_value.fields
+    return fields[parts[-1]] if parts[-1] in fields else None
 
 
 def _sibling(path: str, new_id: str) -> str:
