@@ -9,6 +9,9 @@ order, each method in a fresh subprocess (so peak RSS is that method's own):
   floor     the floor of a read-only pass: raw RunQuery responses (no decoding), the
             stream reopened after the last name received when it breaks or reaches its
             deadline (the emulator's stream cannot deliver 1,000,000 documents in 300 s)
+  floor-1t  the same on the channel fsmigrate reads through (fsmigrate/firestore/channel.py:
+            each message taken on the reading thread, not handed over by gRPC's spin
+            thread): the cheapest read this client library can do
   stream    bare `for doc in collection.stream()` (fails at 1,000,000 documents: its
             deadline, then the client's own retry path raises)
   script    the old cleanup: list(collection.stream()), filter, WriteBatch deletes of 500,
@@ -54,7 +57,17 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from peak import own_peak_mb  # noqa: E402  (VmHWM: not the driver's memory at fork)
 
-METHODS = ["floor", "stream", "script", "client", "dry-run", "apply", "dry-run-0", "apply-0"]
+METHODS = [
+    "floor",
+    "floor-1t",
+    "stream",
+    "script",
+    "client",
+    "dry-run",
+    "apply",
+    "dry-run-0",
+    "apply-0",
+]
 WARM_UP = 100_000  # documents read after seeding, before the first measurement
 WRITES = {
     "script",
@@ -131,16 +144,29 @@ def seed(project: str, total: int, threads: int = 4) -> None:
 # ---- the methods (each runs in its own process: `--worker METHOD`) ----------------------
 
 
-def run_floor(project: str, limit: int = 0, deadline: float = 280.0) -> int:
+first_answer: list[float] = []  # seconds from each stream's request to its first document
+
+
+def run_floor(
+    project: str, limit: int = 0, deadline: float = 280.0, single_thread: bool = False
+) -> int:
     """Every document as raw RunQuery responses, in name order; a stream that breaks or
     reaches its deadline (280 s, under the emulator's 300) is reopened after the last
     name received (a stream that delivered nothing gets twice the deadline). No decoding:
-    the cheapest complete read the server allows."""
+    the cheapest complete read the server allows. `single_thread`: on fsmigrate's channel
+    (channel.py) instead of the client's."""
     from google.api_core import exceptions as gexc
     from google.cloud import firestore
     from google.cloud.firestore_v1.field_path import FieldPath
 
+    from fsmigrate.firestore.channel import firestore_api
+
     client = firestore.Client(project=project)
+    api = (
+        firestore_api(os.environ["FIRESTORE_EMULATOR_HOST"])
+        if single_thread
+        else client._firestore_api
+    )
     query = client.collection(COLLECTION).order_by(FieldPath.document_id())
     if limit:
         query = query.limit(limit)
@@ -150,12 +176,15 @@ def run_floor(project: str, limit: int = 0, deadline: float = 280.0) -> int:
         page = query if last is None else query.start_after({"__name__": client.document(last)})
         request, _, _ = page._prep_stream(retry=None)
         prefix = client._database_string + "/documents/"
+        asked = time.perf_counter()
         try:
-            for response in client._firestore_api.run_query(
+            for response in api.run_query(
                 request=request, metadata=client._rpc_metadata, retry=None, timeout=deadline
             ):
                 pb = response._pb
                 if pb.HasField("document"):
+                    if seen == before:
+                        first_answer.append(time.perf_counter() - asked)
                     seen += 1
                     last = pb.document.name[len(prefix) :]
             return seen
@@ -252,8 +281,8 @@ def worker(method: str, project: str, extra: list[str]) -> None:
     import fsmigrate.cli  # noqa: F401  (imports are not part of the measurement)
 
     start = time.perf_counter()
-    if method == "floor":
-        run_floor(project)
+    if method.startswith("floor"):
+        run_floor(project, single_thread=method == "floor-1t")
     elif method == "stream":
         run_stream(project)
     elif method == "script":
@@ -263,7 +292,10 @@ def worker(method: str, project: str, extra: list[str]) -> None:
     else:
         run_fsmigrate(project, method.startswith("dry-run"), extra, not method.endswith("-0"))
     seconds = time.perf_counter() - start
-    print(json.dumps({"method": method, "seconds": seconds, "rss_mb": own_peak_mb()}))
+    result = {"method": method, "seconds": seconds, "rss_mb": own_peak_mb()}
+    if first_answer:
+        result["first_answer_s"] = sum(first_answer)
+    print(json.dumps(result))
 
 
 # ---- the driver ---------------------------------------------------------------------------
@@ -346,6 +378,15 @@ def main() -> int:
                     "median_docs_per_s": statistics.median(r["docs_per_s"] for r in ok),
                     "median_seconds": statistics.median(r["seconds"] for r in ok),
                     "peak_rss_mb": max(r["rss_mb"] for r in ok),
+                    **(
+                        {
+                            "median_first_answer_s": statistics.median(
+                                r["first_answer_s"] for r in ok
+                            )
+                        }
+                        if all("first_answer_s" in r for r in ok)
+                        else {}
+                    ),
                     "runs": rs,
                 }
                 if ok
@@ -366,6 +407,9 @@ def main() -> int:
         ratio("dry_run_vs_stream", "dry-run", "stream")
         seconds_ratio("dry_run_seconds_vs_floor", "dry-run", "floor")  # goal: at most 1.1
         seconds_ratio("apply_seconds_vs_floor", "apply", "floor")  # goal: at most 1.3
+        seconds_ratio("dry_run_seconds_vs_floor_1t", "dry-run", "floor-1t")
+        seconds_ratio("apply_seconds_vs_floor_1t", "apply", "floor-1t")
+        seconds_ratio("floor_1t_seconds_vs_floor", "floor-1t", "floor")
         rss = {}
         if args.rss:
             sizes = [int(s) for s in args.rss.split(",")]
@@ -375,7 +419,7 @@ def main() -> int:
                     for n in sizes
                 }
         print(f"\nN = {args.docs} documents, {args.reps} repetitions, medians\n")
-        print(f"{'method':<10}{'docs/s':>10}{'seconds':>10}{'peak RSS MB':>14}")
+        print(f"{'method':<10}{'docs/s':>10}{'seconds':>10}{'peak RSS MB':>14}{'first doc s':>13}")
         for m, s in summary.items():
             if "failed" in s:
                 print(f"{m:<10}  FAILED: {s['failed']}")
@@ -383,10 +427,11 @@ def main() -> int:
             print(
                 f"{m:<10}{s['median_docs_per_s']:>10.0f}{s['median_seconds']:>10.2f}"
                 f"{s['peak_rss_mb']:>14.1f}"
+                + (f"{s['median_first_answer_s']:>13.2f}" if "median_first_answer_s" in s else "")
             )
         print()
         for name, value in ratios.items():
-            print(f"{name:<26} {value:6.2f}x")
+            print(f"{name:<28} {value:6.2f}x")
         for method, sizes in rss.items():
             values = list(sizes.values())
             print(

@@ -25,8 +25,13 @@ TEXT_SAMPLE = 10
 APPLY_HINT = "the same command without --dry-run"
 
 
+# one encoder for every call (json.dumps with options builds a new one each time: reports
+# dump an object per operation)
+_ENCODER = json.JSONEncoder(sort_keys=True, ensure_ascii=False, allow_nan=False)
+
+
 def dumps(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, ensure_ascii=False, allow_nan=False)
+    return _ENCODER.encode(obj)
 
 
 def op_dict(row: sqlite3.Row, *, images: bool = False) -> dict[str, Any]:
