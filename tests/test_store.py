@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fsmigrate.errors import UsageError
 from fsmigrate.firestore.store import Store, Target
@@ -149,3 +151,43 @@ def test_parallel_parts_are_merged_without_loss_or_duplicates(
     paths = [d.path for d in store.scan("events", group=True, partitions=3)]
 
     assert len(paths) == 250 and sorted(paths) == names
+
+
+@settings(max_examples=60)
+@given(
+    st.datetimes(
+        min_value=dt.datetime(1, 1, 2),
+        max_value=dt.datetime(9999, 12, 30),
+        timezones=st.one_of(st.none(), st.timezones()),
+    ),
+    st.one_of(st.none(), st.integers(0, 999)),
+)
+def test_a_writes_precondition_time_is_the_protobuf_librarys(when, nanos) -> None:
+    """build_write sets the precondition's timestamp itself: the one Timestamp.FromDatetime
+    gives (a naive time is UTC), with a DatetimeWithNanoseconds' nanoseconds."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import firestore
+    from google.cloud.firestore_v1.types import Write
+    from google.protobuf.timestamp_pb2 import Timestamp
+    from proto.datetime_helpers import DatetimeWithNanoseconds
+
+    from fsmigrate.scripts.operations import DELETE, UPDATE, Operation, Precondition
+
+    if nanos is not None:  # a Firestore time: UTC, to the nanosecond
+        utc = when.replace(tzinfo=dt.timezone.utc) if when.tzinfo is None else when
+        utc = utc.astimezone(dt.timezone.utc)
+        when = DatetimeWithNanoseconds(
+            *utc.timetuple()[:6], nanosecond=utc.microsecond * 1000 + nanos, tzinfo=utc.tzinfo
+        )
+    expected = Timestamp()
+    expected.FromDatetime(when)
+    if nanos is not None:
+        expected.nanos = when.nanosecond
+    offline = Store(
+        Target("p", "(default)"),
+        client=firestore.Client(project="p", credentials=AnonymousCredentials()),
+    )
+    for kind, data in ((DELETE, None), (UPDATE, {"a": 1})):
+        op = Operation(kind, "c/d", data, precondition=Precondition(update_time=when))
+        written = Write.pb().FromString(offline.build_write(op))
+        assert written.current_document.update_time == expected

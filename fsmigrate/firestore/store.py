@@ -837,7 +837,7 @@ class Store:
             write = types.Write(update=types.Document(name=name))._pb
             write.update.fields.MergeFrom(op.fields)
         elif op.kind == DELETE:
-            write = _pb(_helpers.pb_for_delete(name, None))
+            write = _WRITE(delete=name)
         elif op.kind == CREATE:
             write = _pb(_helpers.pbs_for_create(name, dict(op.data or {}))[0])
         elif op.kind == SET:
@@ -846,10 +846,7 @@ class Store:
             write = _pb(_helpers.pbs_for_update(name, dict(op.data or {}), None)[0])
         write.ClearField("current_document")
         if pre.update_time is not None:
-            write.current_document.update_time.FromDatetime(pre.update_time)
-            nanos = getattr(pre.update_time, "nanosecond", None)
-            if nanos is not None:
-                write.current_document.update_time.nanos = nanos
+            _set_timestamp(write.current_document.update_time, pre.update_time)
         elif pre.exists is not None:
             write.current_document.exists = pre.exists
         elif op.kind == UPDATE:
@@ -931,6 +928,19 @@ def status_code(exc: BaseException) -> Optional[str]:
 
 def varint_len(n: int) -> int:
     return max(1, (n.bit_length() + 6) // 7)
+
+
+_WRITE = types.Write.pb()
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def _set_timestamp(stamp: Any, when: dt.datetime) -> None:
+    """`stamp.FromDatetime(when)` (a naive time is UTC), with the nanoseconds of a
+    DatetimeWithNanoseconds; without the protobuf library's Python-level conversion."""
+    delta = (when if when.tzinfo is not None else when.replace(tzinfo=dt.timezone.utc)) - _EPOCH
+    stamp.seconds = delta.days * 86400 + delta.seconds
+    nanos = getattr(when, "nanosecond", None)
+    stamp.nanos = delta.microseconds * 1000 if nanos is None else nanos
 
 
 def _pb(message: Any) -> Any:
