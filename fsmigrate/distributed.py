@@ -31,9 +31,9 @@ GroupByKey:
 Declaring prefix keys (`key_is_prefix`) lets a keyed form skip the shuffle for them: the
 documents of such a key lie together in name order (`Foo`, `Foo_1`, `Foo_None_2`...), so
 a scan in name order has all of them once it reaches a name that does not start with the
-key, and merges them there (memory: one key's documents). On Beam each range merges the
-prefix keys that start in it (reading past its end for a key that goes on) and no
-GroupByKey is needed for them; keys that are not declared go through the shuffle as
+key, and merges them there (memory: one key's documents). On Beam the ranges are cut
+where a prefix key starts (`at_key_starts`), so each range merges the prefix keys whose
+documents it holds and no GroupByKey is needed for them; keys that are not declared go through the shuffle as
 before. A document whose ID does not start with its declared prefix key stops the run
 with an error before anything of it is planned.
 
@@ -190,6 +190,24 @@ def check_prefix(doc_id: str, key: str, key_is_prefix: Optional[Callable[[str], 
             "start with it: fix the script's key_is_prefix (or prefix_keys)"
         )
     return True
+
+
+def at_key_starts(points: Sequence[str], key_is_prefix: Callable[[str], bool]) -> list[str]:
+    """Split points (document paths, in order) moved back to where a prefix key starts: a
+    point whose ID has a declared prefix key (`Foo_None_2`, of `Foo`) moves to its shortest
+    one (`Foo`), so the documents of every prefix key, and of the keys nested in it, lie
+    in one range and no range has to read past its end. The points stay in order
+    (moving is monotonic); the ones that meet are kept once."""
+    moved: list[str] = []
+    for point in points:
+        parent, _, doc_id = point.rpartition("/")
+        start = next(
+            (doc_id[:n] for n in range(1, len(doc_id)) if key_is_prefix(doc_id[:n])), doc_id
+        )
+        path = f"{parent}/{start}"
+        if not moved or path > moved[-1]:
+            moved.append(path)
+    return moved
 
 
 class PrefixGroups:

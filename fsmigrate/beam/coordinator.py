@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from fsmigrate.beam import workfiles
-from fsmigrate.distributed import EACH
+from fsmigrate.distributed import EACH, at_key_starts
 from fsmigrate.engine import reconcile
 from fsmigrate.engine.run import Run, ScriptRaised
 from fsmigrate.engine.settle import reread_pending
@@ -136,6 +136,11 @@ class BeamDistributor:
                 read_time=run.read_time,
             )
         )
+        if form != EACH and forms.key_is_prefix is not None and not source.group:
+            try:  # where the prefix keys start: no range reads past its end
+                points = at_key_starts(points, forms.key_is_prefix)
+            except Exception as exc:  # the script's own key_is_prefix
+                raise ScriptRaised(exc) from exc
         # a bucket of keys is merged in one worker's memory: keep buckets small
         buckets = max(self.workers * RANGES_PER_WORKER, len(points) + 1)
         if form != EACH:

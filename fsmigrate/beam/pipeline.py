@@ -51,7 +51,6 @@ from fsmigrate.scripts.operations import Group, Operation, check_operation
 
 MIGRATION_ERROR = "fsmigrate: the migration's own code raised"
 NOTES = "notes"
-NAME_MAX = "\U0010ffff"  # sorts after any character of a document ID (UTF-8 order)
 
 
 @dataclass(frozen=True)
@@ -504,12 +503,10 @@ class ReadKeyed(beam.DoFn):
     """One range of document names: each document with its key, to a bucket of keys;
     except the documents of prefix keys (`key_is_prefix`), merged right here.
 
-    A prefix key's documents lie together from the key itself on (`Foo`, `Foo_1`...), so
-    the range that holds the name of the key merges them: this worker keeps the groups of
-    the prefix keys of its range as its scan goes (merging each when the scan passes its
-    names), leaves the documents of keys that start before its range to the range before,
-    and reads past its end the documents of the keys that go on beyond it (the keys that
-    are prefixes of its end's ID)."""
+    A prefix key's documents lie together from the key itself on (`Foo`, `Foo_1`...), and
+    the coordinator cuts the ranges where prefix keys start (`at_key_starts`): every
+    prefix key's documents are in one range, whose worker keeps them as its scan goes and
+    merges each key when the scan passes its names."""
 
     def __init__(self, spec: WorkerSpec) -> None:
         self.spec = spec
@@ -546,12 +543,14 @@ class ReadKeyed(beam.DoFn):
                 groups.add(key, doc)
                 continue
             if _call(check_prefix, doc.id, key, prefixed):
-                if first is None or key >= first:  # else the range before merges it
-                    groups.add(key, doc)
+                if first is not None and key < first:
+                    raise RuntimeError(  # at_key_starts cuts no range inside a prefix key
+                        f"range {index} starts at {first!r}, inside the names of prefix key "
+                        f"{key!r}: its documents would be merged in two ranges"
+                    )
+                groups.add(key, doc)
                 continue
             yield bucket_of(key, self.spec.buckets), (key, doc.pb.SerializeToString())
-        if end is not None and prefixed is not None:
-            reads += self._past_end(groups, end, first)
         self._merge(groups.rest())
         w.usage["reads"] += reads
         # The hint above is the main output's: Beam reads it at run time (the type check
@@ -560,40 +559,6 @@ class ReadKeyed(beam.DoFn):
         # would type the main output as the union (apache/beam#26493).
         for line in w.end():
             yield beam.pvalue.TaggedOutput(NOTES, line)  # type: ignore[misc]
-
-    def _past_end(self, groups: PrefixGroups, end: str, first: Optional[str]) -> int:
-        """The documents after `end` of the prefix keys this range holds the names of
-        (prefixes of the end's ID, not before the range): they lie right after it."""
-        w = self.w
-        source = w.source
-        last = end.rsplit("/", 1)[1]
-        prefixed = w.forms.key_is_prefix
-        assert prefixed is not None
-        keys = [
-            last[:n]
-            for n in range(1, len(last))
-            if (first is None or last[:n] >= first) and _call(prefixed, last[:n])
-        ]
-        if not keys:
-            return 0
-        reads = 0
-        # bounded by the shortest key's names: an open-ended query would have the server
-        # (the emulator) prepare the rest of the collection for every range
-        bound = f"{source.collection}/{keys[0]}{NAME_MAX}"
-        for doc in w.store.scan(
-            source.collection,
-            where=source.where,
-            start=end,
-            end=bound,
-            read_time=w.spec.read_time,
-        ):
-            if not doc.id.startswith(keys[0]):
-                break
-            reads += 1
-            key = self._key(doc)
-            if key in keys and _call(check_prefix, doc.id, key, prefixed):
-                groups.add(key, doc)
-        return reads
 
     def _key(self, doc: Doc) -> Optional[str]:
         key_of = self.w.forms.key
