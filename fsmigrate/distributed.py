@@ -33,9 +33,9 @@ documents of such a key lie together in name order (`Foo`, `Foo_1`, `Foo_None_2`
 a scan in name order has all of them once it reaches a name that does not start with the
 key, and merges them there (memory: one key's documents). On Beam the ranges are cut
 where a prefix key starts (`at_key_starts`), so each range merges the prefix keys whose
-documents it holds and no GroupByKey is needed for them; keys that are not declared go through the shuffle as
-before. A document whose ID does not start with its declared prefix key stops the run
-with an error before anything of it is planned.
+documents it holds and no GroupByKey is needed for them; keys that are not declared go
+through the shuffle as before. A document whose ID does not start with its declared
+prefix key stops the run with an error before anything of it is planned.
 
 `ctx` offers what plan's ctx offers except `scan` (reads of single documents are fine).
 The local runner runs every form (a keyed form holds the documents of a key together,

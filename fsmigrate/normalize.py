@@ -95,7 +95,7 @@ def _newness_of_pb(pb: Any, field: Optional[str]) -> tuple:
     """`newness` of a Document protobuf (the same tuple its decoded values give)."""
     stamp = pb.update_time
     updated = stamp.seconds * 1_000_000 + stamp.nanos // 1000
-    value = _value_pb(pb.fields, field) if field else None
+    value: Any = _value_pb(pb.fields, field) if field else None
     kind = value.WhichOneof("value_type") if value is not None else None
     if kind == "timestamp_value":
         at = value.timestamp_value

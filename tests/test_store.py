@@ -191,3 +191,26 @@ def test_a_writes_precondition_time_is_the_protobuf_librarys(when, nanos) -> Non
         op = Operation(kind, "c/d", data, precondition=Precondition(update_time=when))
         written = Write.pb().FromString(offline.build_write(op))
         assert written.current_document.update_time == expected
+
+
+def test_without_credentials_the_first_call_says_how_to_get_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The Store's own channel (channel.py) finds Google's credentials when first used; with
+    none, the one-line refusal the client's absence gives, not the auth library's error."""
+    import google.auth
+    from google.auth.credentials import AnonymousCredentials
+    from google.auth.exceptions import DefaultCredentialsError
+    from google.cloud import firestore
+
+    def no_credentials(*args, **kwargs):
+        raise DefaultCredentialsError("no application default credentials")
+
+    monkeypatch.delenv("FIRESTORE_EMULATOR_HOST", raising=False)
+    monkeypatch.setattr(google.auth, "default", no_credentials)
+    offline = Store(
+        Target("p", "(default)"),
+        client=firestore.Client(project="p", credentials=AnonymousCredentials()),
+    )
+    with pytest.raises(UsageError, match="no Google credentials for project p"):
+        offline.api  # noqa: B018  (the property is the call)
