@@ -214,3 +214,31 @@ def test_without_credentials_the_first_call_says_how_to_get_them(
     )
     with pytest.raises(UsageError, match="no Google credentials for project p"):
         offline.api  # noqa: B018  (the property is the call)
+
+
+def test_a_slow_reader_holds_a_bounded_part_of_its_stream(store, fs_client) -> None:
+    """The transport reads a stream ahead of its reader, but not all of it (channel.py):
+    a reader that pauses after its first document while the server could send 20 MB more
+    holds at most a few MB in memory meanwhile, and then reads every document."""
+    import time
+
+    def rss_mb() -> float:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        raise AssertionError("no VmRSS")
+
+    pad = "x" * 4000
+    for start in range(0, 5_000, 500):
+        batch = fs_client.batch()
+        for i in range(start, start + 500):
+            batch.set(fs_client.document(f"slow/d{i:05d}"), {"pad": pad, "i": i})
+        batch.commit()
+    docs = store.scan("slow")
+    assert next(docs).id == "d00000"
+    before = rss_mb()
+    time.sleep(3)  # the server streams on; the transport holds what its window lets in
+    held = rss_mb() - before
+    assert sum(1 for _ in docs) == 4_999
+    assert held < 3, f"{held:.1f} MB of the stream held while the reader paused"
