@@ -23,10 +23,10 @@ from google.cloud.firestore_v1.services.firestore.transports import FirestoreGrp
 OPTIONS = [
     (grpc.experimental.ChannelOptions.SingleThreadedUnaryStream, 1),
     # The transport reads at most 1 MiB of a stream ahead of its reader. With gRPC's
-    # bandwidth-delay probing (the default) it widens its window to what the link carries,
-    # and a plan slower than the server held most of the stream: a dry-run of 1,000,000
-    # documents peaked at 283 MB once (bench/results/cleanup-rss-1m.txt). 1 MiB is as fast
-    # as the default on the emulator (64 KiB without probing: 15% slower).
+    # bandwidth-delay probing (the default) it widens its window to what the link
+    # carries, and a plan slower than the server held most of the stream: a dry-run of
+    # 1,000,000 documents peaked at 283 MB once (bench/results/cleanup-rss-1m-unbounded).
+    # 1 MiB reads as fast as the default on the emulator (64 KiB: 15% slower).
     ("grpc.http2.bdp_probe", 0),
     ("grpc.http2.lookahead_bytes", 1 << 20),
     # as the Firestore client's channels: no client-side message size limit
