@@ -17,9 +17,18 @@ from pathlib import Path
 
 def hwm_mb(pid: int | str = "self") -> float | None:
     """VmHWM of a process in MB; None once it has gone (or without /proc)."""
+    return status_mb(pid, "VmHWM")
+
+
+def rss_mb(pid: int | str = "self") -> float | None:
+    """VmRSS (resident now) of a process in MB; None once it has gone."""
+    return status_mb(pid, "VmRSS")
+
+
+def status_mb(pid: int | str, key: str) -> float | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(key + ":"):
                 return int(line.split()[1]) / 1024
     except (OSError, ValueError):
         return None

@@ -27,17 +27,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from cleanup import run_floor, seed  # noqa: E402
-from peak import hwm_mb  # noqa: E402
-
-
-def rss_mb(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except (OSError, ValueError):
-        return None
-    return None
+from peak import hwm_mb, rss_mb  # noqa: E402
 
 
 def main() -> int:
