@@ -93,18 +93,21 @@ def _micros(when: Optional[dt.datetime]) -> Optional[int]:
 
 def _newness_of_pb(pb: Any, field: Optional[str]) -> tuple:
     """`newness` of a Document protobuf (the same tuple its decoded values give)."""
-    stamp = pb.update_time
-    updated = stamp.seconds * 1_000_000 + stamp.nanos // 1000
+    updated = _stamp_micros(pb.update_time)
     value: Any = _value_pb(pb.fields, field) if field else None
     kind = value.WhichOneof("value_type") if value is not None else None
     if kind == "timestamp_value":
-        at = value.timestamp_value
-        return (1, (at.seconds * 1_000_000 + at.nanos // 1000) / 1_000_000, updated)
+        return (1, _stamp_micros(value.timestamp_value) / 1_000_000, updated)
     if kind == "integer_value":
         return (1, float(value.integer_value), updated)
     if kind == "double_value":
         return (1, value.double_value, updated)
     return (0, 0.0, updated)
+
+
+def _stamp_micros(stamp: Any) -> int:
+    """Microseconds since the epoch of a Timestamp protobuf (floored, as datetimes hold)."""
+    return stamp.seconds * 1_000_000 + stamp.nanos // 1000
 
 
 def _value_pb(fields: Any, field: str) -> Any:

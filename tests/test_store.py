@@ -153,6 +153,17 @@ def test_parallel_parts_are_merged_without_loss_or_duplicates(
     assert len(paths) == 250 and sorted(paths) == names
 
 
+def offline_store() -> Store:
+    """A Store of a production target that never connects (anonymous client)."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import firestore
+
+    return Store(
+        Target("p", "(default)"),
+        client=firestore.Client(project="p", credentials=AnonymousCredentials()),
+    )
+
+
 @settings(max_examples=60)
 @given(
     st.datetimes(
@@ -163,10 +174,9 @@ def test_parallel_parts_are_merged_without_loss_or_duplicates(
     st.one_of(st.none(), st.integers(0, 999)),
 )
 def test_a_writes_precondition_time_is_the_protobuf_librarys(when, nanos) -> None:
-    """build_write sets the precondition's timestamp itself: the one Timestamp.FromDatetime
-    gives (a naive time is UTC), with a DatetimeWithNanoseconds' nanoseconds."""
-    from google.auth.credentials import AnonymousCredentials
-    from google.cloud import firestore
+    """build_write sets the precondition's timestamp (codec.to_timestamp): the one
+    Timestamp.FromDatetime gives (a naive time is UTC), with a DatetimeWithNanoseconds'
+    nanoseconds."""
     from google.cloud.firestore_v1.types import Write
     from google.protobuf.timestamp_pb2 import Timestamp
     from proto.datetime_helpers import DatetimeWithNanoseconds
@@ -183,10 +193,7 @@ def test_a_writes_precondition_time_is_the_protobuf_librarys(when, nanos) -> Non
     expected.FromDatetime(when)
     if nanos is not None:
         expected.nanos = when.nanosecond
-    offline = Store(
-        Target("p", "(default)"),
-        client=firestore.Client(project="p", credentials=AnonymousCredentials()),
-    )
+    offline = offline_store()
     for kind, data in ((DELETE, None), (UPDATE, {"a": 1})):
         op = Operation(kind, "c/d", data, precondition=Precondition(update_time=when))
         written = Write.pb().FromString(offline.build_write(op))
@@ -199,19 +206,14 @@ def test_without_credentials_the_first_call_says_how_to_get_them(
     """The Store's own channel (channel.py) finds Google's credentials when first used; with
     none, the one-line refusal the client's absence gives, not the auth library's error."""
     import google.auth
-    from google.auth.credentials import AnonymousCredentials
     from google.auth.exceptions import DefaultCredentialsError
-    from google.cloud import firestore
 
     def no_credentials(*args, **kwargs):
         raise DefaultCredentialsError("no application default credentials")
 
     monkeypatch.delenv("FIRESTORE_EMULATOR_HOST", raising=False)
     monkeypatch.setattr(google.auth, "default", no_credentials)
-    offline = Store(
-        Target("p", "(default)"),
-        client=firestore.Client(project="p", credentials=AnonymousCredentials()),
-    )
+    offline = offline_store()
     with pytest.raises(UsageError, match="no Google credentials for project p"):
         offline.api  # noqa: B018  (the property is the call)
 

@@ -96,7 +96,7 @@ def make_document(
         pb.fields[key].CopyFrom(_raw(value))
     for target, when in ((pb.create_time, create_time), (pb.update_time, update_time)):
         if when is not None:
-            target.CopyFrom(_to_timestamp(when))
+            target.CopyFrom(to_timestamp(when))
     return types.Document.wrap(pb)
 
 
@@ -174,7 +174,9 @@ def parse_timestamp(text: str) -> timestamp_pb2.Timestamp:
     return timestamp_pb2.Timestamp(seconds=delta.days * 86400 + delta.seconds, nanos=nanos)
 
 
-def _to_timestamp(when: dt.datetime | timestamp_pb2.Timestamp | str) -> timestamp_pb2.Timestamp:
+def to_timestamp(when: dt.datetime | timestamp_pb2.Timestamp | str) -> timestamp_pb2.Timestamp:
+    """A Timestamp protobuf of a datetime (``DatetimeWithNanoseconds`` keeps its
+    nanoseconds; naive means UTC), an RFC 3339 string, or a Timestamp (as it is)."""
     if isinstance(when, timestamp_pb2.Timestamp):
         return when
     if isinstance(when, str):

@@ -37,7 +37,7 @@ from fsmigrate.errors import (
     UsageError,
 )
 from fsmigrate.firestore.channel import firestore_api
-from fsmigrate.firestore.codec import decode_fields
+from fsmigrate.firestore.codec import decode_fields, to_timestamp
 from fsmigrate.firestore.emulator import check_emulator_host
 from fsmigrate.firestore.patience import DEFAULT_PATIENCE, Patience
 from fsmigrate.scripts.operations import (
@@ -846,7 +846,7 @@ class Store:
             write = _pb(_helpers.pbs_for_update(name, dict(op.data or {}), None)[0])
         write.ClearField("current_document")
         if pre.update_time is not None:
-            _set_timestamp(write.current_document.update_time, pre.update_time)
+            write.current_document.update_time.CopyFrom(to_timestamp(pre.update_time))
         elif pre.exists is not None:
             write.current_document.exists = pre.exists
         elif op.kind == UPDATE:
@@ -931,16 +931,6 @@ def varint_len(n: int) -> int:
 
 
 _WRITE = types.Write.pb()
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-
-
-def _set_timestamp(stamp: Any, when: dt.datetime) -> None:
-    """`stamp.FromDatetime(when)` (a naive time is UTC), with the nanoseconds of a
-    DatetimeWithNanoseconds; without the protobuf library's Python-level conversion."""
-    delta = (when if when.tzinfo is not None else when.replace(tzinfo=dt.timezone.utc)) - _EPOCH
-    stamp.seconds = delta.days * 86400 + delta.seconds
-    nanos = getattr(when, "nanosecond", None)
-    stamp.nanos = delta.microseconds * 1000 if nanos is None else nanos
 
 
 def _pb(message: Any) -> Any:
