@@ -23,6 +23,10 @@ import pytest
 
 from fsmigrate import api
 from fsmigrate.firestore import store as store_mod
+from fsmigrate.firestore.store import Target
+from fsmigrate.report.runs import Outcome, upgrade_chunks
+from fsmigrate.state.database import State
+from fsmigrate.state.runs import RunResult
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL, LARGE = 1_500, 4_500
@@ -169,3 +173,109 @@ def test_the_counter_sees_documents_kept_per_processor(
         api.upgrade(cfg, dry_run=True)
         counts.append(_CountedDoc.most)
     assert counts[1] - counts[0] > MAX_EXTRA_DOCS_ALIVE  # 2 per processor: 90 more
+
+
+# ---- notes: read as they are used, never held ----------------------------------------------
+
+FEW_NOTES, MANY_NOTES = 2_000, 20_000
+# Measured: under 1 byte per note, for each format and the result. Before, when the result
+# and the report each held the notes (and the JSON report one more copy as text): 333 bytes
+# per note for text, 592 for JSON and Markdown.
+MAX_BYTES_PER_NOTE = 20.0
+
+
+def _run_with_notes(tmp_path: Path, count: int) -> tuple[State, str]:
+    """A finished dry-run whose notes are `count` processors' (0001's note per processor)
+    and, last, one conflict."""
+    state = State.open(tmp_path / f"notes-{count}.db")
+    run_id = state.start_run(
+        invocation="inv",
+        project="p",
+        database="(default)",
+        revision="0001",
+        checksum="c" * 64,
+        description="d",
+        mode="dry-run",
+    )
+    for n in range(count):
+        state.add_note(
+            run_id,
+            n,
+            f"Synthetic{n:06d}Processor: 33 to merge -> KEEP (its last_heartbeat "
+            "2026-12-02T18:20:15Z is the newest)",
+            later=True,
+        )
+    state.add_note(run_id, count, "CONFLICT a -> b: b exists; skipped (on_conflict=skip)")
+    state.finish_run(run_id, status="succeeded", counts={})
+    return state, run_id
+
+
+def _notes_peak(tmp_path: Path, count: int, fmt: str) -> int:
+    """Peak bytes of Python allocations while a run's result and its report (in `fmt`)
+    are made and read to the end; the report is checked as it streams: every note in
+    it, the conflict first in text and Markdown."""
+    state, run_id = _run_with_notes(tmp_path, count)
+    target = Target(project="p", database="(default)", emulator_host="localhost:8080")
+    gc.collect()
+    tracemalloc.start()
+    try:
+        result = RunResult.from_row(state, state.run(run_id))
+        assert len(result.notes) == count + 1
+        assert result.notes[-1].startswith("CONFLICT")
+        assert sum(1 for _ in result.notes) == count + 1
+        shown, first = 0, None
+        chunks = upgrade_chunks(
+            state,
+            [run_id],
+            target,
+            fmt,
+            full=True,
+            outcome=Outcome(command="upgrade", dry_run=True),
+        )
+        for chunk in chunks:
+            shown += chunk.count("Processor: 33 to merge") + chunk.count("CONFLICT a")
+            if first is None and ("CONFLICT a" in chunk or "Processor: 33" in chunk):
+                first = chunk.index("CONFLICT a") if "CONFLICT a" in chunk else -1
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    state.conn.close()
+    assert shown == count + 1, f"{shown} of {count + 1} notes in the {fmt} report"
+    if fmt != "json":  # problems lead the notes
+        assert first is not None and first >= 0, f"the conflict is not first in {fmt}"
+    return peak
+
+
+@pytest.mark.parametrize("fmt", ["json", "text", "markdown"])
+def test_a_runs_notes_are_read_as_used_not_held(tmp_path: Path, fmt: str) -> None:
+    """A run's notes (0001: one per processor, 30,000 at a million documents) are read
+    from the state file by the report and the result as they use them: the peak memory of
+    making both does not grow with the notes."""
+    few = _notes_peak(tmp_path, FEW_NOTES, fmt)
+    many = _notes_peak(tmp_path, MANY_NOTES, fmt)
+    per_note = (many - few) / (MANY_NOTES - FEW_NOTES)
+    assert per_note < MAX_BYTES_PER_NOTE, (
+        f"the {fmt} report and the result hold the notes: {per_note:.1f} bytes per note "
+        f"({few:,} -> {many:,} bytes from {FEW_NOTES:,} to {MANY_NOTES:,} notes)"
+    )
+
+
+def test_a_results_notes_read_like_a_list(tmp_path: Path) -> None:
+    state, run_id = _run_with_notes(tmp_path, 3)
+    notes = RunResult.from_row(state, state.run(run_id)).notes
+    state.conn.close()
+    expected = [
+        *(
+            f"Synthetic{n:06d}Processor: 33 to merge -> KEEP (its last_heartbeat "
+            "2026-12-02T18:20:15Z is the newest)"
+            for n in range(3)
+        ),
+        "CONFLICT a -> b: b exists; skipped (on_conflict=skip)",
+    ]
+    assert notes == expected and list(notes) == expected and len(notes) == 4
+    assert notes[0] == expected[0] and notes[-1] == expected[-1] and notes[1:3] == expected[1:3]
+    assert expected[2] in notes and "absent" not in notes
+    with pytest.raises(IndexError):
+        notes[4]
+    with pytest.raises(IndexError):
+        notes[-5]

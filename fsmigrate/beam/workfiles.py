@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from fsmigrate.files import private_dir, private_file
+from fsmigrate.state.database import is_problem
 
 OUTCOME = ".outcome.json"
 
@@ -164,5 +165,5 @@ def read_outputs(directory: str) -> Outputs:
                 out.traffic.append(item["traffic"])
             else:
                 out.counts[item["count"]] = out.counts.get(item["count"], 0) + item["n"]
-    out.notes.sort(key=lambda n: (not n.startswith(("CONFLICT", "REFUSED")), n))
+    out.notes.sort(key=lambda n: (not is_problem(n), n))
     return out

@@ -296,9 +296,9 @@ class Report:
             yield "\n## Error\n\n" + fence(self.run["error"])
 
     def notes(self) -> Iterator[str]:
-        notes = self.state.notes(self.run["id"])
-        if notes:
-            yield "\n## Notes from the migration\n\n" + "".join(f"- {text(n)}\n" for n in notes)
+        if self.state.note_count(self.run["id"]):
+            yield "\n## Notes from the migration\n\n"
+            yield from (f"- {text(n)}\n" for n in self.state.iter_notes(self.run["id"]))
 
     def skipped(self) -> Iterator[str]:
         run = self.run

@@ -116,9 +116,11 @@ def upgrade_chunks(
         yield from _upgrade_text(state, runs, target, full=full, outcome=outcome)
 
 
-def _problems_first(note: str) -> int:
-    """Conflicts and refusals lead the notes (the sort is stable: order kept otherwise)."""
-    return 0 if note.startswith(("CONFLICT", "REFUSED")) else 1
+def _problems_first(state: Any, run_id: str) -> Iterator[str]:
+    """A run's notes, conflicts and refusals first, each kind in order: read as written,
+    not held (a run can have tens of thousands)."""
+    yield from state.iter_notes(run_id, problems=True)
+    yield from state.iter_notes(run_id, problems=False)
 
 
 def _counts_line(row: sqlite3.Row) -> str:
@@ -193,7 +195,7 @@ def _upgrade_text(
             full,
             "skipped operations",
         )
-        notes = sorted(state.notes(row["id"]), key=_problems_first)
+        notes = _problems_first(state, row["id"])
         yield from _capped((f"  note: {note}\n" for note in notes), full, "notes")
         if row["error"]:
             yield f"  error: {row['error']}\n"
@@ -286,9 +288,9 @@ def _upgrade_markdown(
                 f"\nCommitted {row['committed']:,}, skipped {row['skipped']:,}, "
                 f"failed {row['failed']:,}, in {plural(row['batches'], 'batch', 'batches')}.\n"
             )
-        notes = sorted(state.notes(row["id"]), key=_problems_first)
-        if notes:
-            yield "\n### Notes\n\n" + "".join(f"- {text(n)}\n" for n in notes)
+        if state.note_count(row["id"]):
+            yield "\n### Notes\n\n"
+            yield from (f"- {text(n)}\n" for n in _problems_first(state, row["id"]))
         labelled = state.renamed(row["id"])
         heading_due = True
         for op in labelled:
@@ -365,8 +367,11 @@ def _upgrade_json(
     del head["migrations"]
     yield dumps(head)[:-1] + ', "migrations": ['
     for i, row in enumerate(runs):
-        run = run_dict(state, row)
-        yield ("," if i else "") + dumps(run)[:-1] + ', "operations": ['
+        run = run_dict(state, row, notes=False)  # its notes and operations streamed
+        yield ("," if i else "") + dumps(run)[:-1] + ', "notes": ['
+        for j, note in enumerate(state.iter_notes(row["id"])):
+            yield ("," if j else "") + dumps(note)
+        yield '], "operations": ['
         for j, op in enumerate(state.ops(row["id"])):
             yield ("," if j else "") + dumps(op_dict(op))
         yield "]}"
@@ -470,7 +475,7 @@ def audit_run_chunks(state: Any, run_id: str, fmt: str) -> Iterator[str]:
             f"  retried {plural(row['retries'], 'time')}; last error: {row['last_retry_error']}\n"
         )
     yield from _usage_lines(state, row)
-    for note in state.notes(run_id):
+    for note in state.iter_notes(run_id):
         yield f"  note: {note}\n"
     yield f"{'#':>6} {'BATCH':>5} {'OP':<7} {'STATUS':<10} DOCUMENT\n"
     for op in state.ops(run_id):

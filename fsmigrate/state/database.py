@@ -18,7 +18,7 @@ import secrets
 import socket
 import sqlite3
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -96,6 +96,14 @@ def operator_name() -> str:
         return getpass.getuser()
     except Exception:  # no user database entry (containers)
         return f"uid-{os.getuid()}"
+
+
+PROBLEM_NOTES = ("CONFLICT", "REFUSED")  # how a note that reports a problem starts
+
+
+def is_problem(note: str) -> bool:
+    """A conflict or a refusal: the notes that lead a report."""
+    return note.startswith(PROBLEM_NOTES)
 
 
 @dataclass
@@ -522,7 +530,7 @@ class State(Operations):
             if own["status"] != "succeeded":
                 self.add_note(
                     own["id"],
-                    len(self.notes(own["id"])),
+                    self.note_count(own["id"]),
                     "completed later: its marker was found in the database",
                 )
                 self.finish_run(
@@ -637,12 +645,21 @@ class State(Operations):
                 pass
 
     def notes(self, run_id: str) -> list[str]:
+        return list(self.iter_notes(run_id))
+
+    def iter_notes(self, run_id: str, *, problems: Optional[bool] = None) -> Iterator[str]:
+        """A run's notes in order, read as they are used: a run over a million documents
+        can have tens of thousands (one per processor in 0001). `problems`: only the
+        conflicts and refusals (True), or only the others (False)."""
         self.write_notes()
-        return [
-            r["text"]
-            for r in self.conn.execute(
-                "SELECT text FROM notes WHERE run_id=? ORDER BY seq", (run_id,)
-            )
+        for r in self.conn.execute("SELECT text FROM notes WHERE run_id=? ORDER BY seq", (run_id,)):
+            if problems is None or is_problem(r[0]) == problems:
+                yield r[0]
+
+    def note_count(self, run_id: str) -> int:
+        self.write_notes()
+        return self.conn.execute("SELECT COUNT(*) FROM notes WHERE run_id=?", (run_id,)).fetchone()[
+            0
         ]
 
 

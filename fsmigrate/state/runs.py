@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from pathlib import Path
+from typing import Any, Optional, Union, overload
 
-from fsmigrate.state.database import State
+from fsmigrate.state.database import BUSY_TIMEOUT, State
 
 
-def run_dict(state: Any, row: sqlite3.Row) -> dict[str, Any]:
-    """A run as a JSON-able dict (stable keys; documented in the README)."""
-    return {
+def run_dict(state: Any, row: sqlite3.Row, *, notes: bool = True) -> dict[str, Any]:
+    """A run as a JSON-able dict (stable keys; documented in the README). `notes=False`:
+    without its notes, for a caller that streams them."""
+    found = {
         "run_id": row["id"],
         "invocation": row["invocation"],
         "project": row["project"],
@@ -46,10 +49,15 @@ def run_dict(state: Any, row: sqlite3.Row) -> dict[str, Any]:
         "pruned_at": row["pruned_at"],
         "pruned_by": row["pruned_by"],
         "read_time": row["read_time"],
-        "notes": state.notes(row["id"]),
+        "notes": None,
         "controls": state.controls(row["id"]),
         **usage_dict(state, row),
     }
+    if notes:
+        found["notes"] = state.notes(row["id"])
+    else:
+        del found["notes"]
+    return found
 
 
 def usage_dict(state: Any, row: sqlite3.Row) -> dict[str, Any]:
@@ -62,6 +70,63 @@ def usage_dict(state: Any, row: sqlite3.Row) -> dict[str, Any]:
         "estimate": figures if dry else None,
         "actual": None if dry else figures,
     }
+
+
+class Notes(Sequence[str]):
+    """A run's notes, read from its state file when they are used, not held: a run over a
+    million documents can have tens of thousands (0001: one per processor), and a result
+    that held them would grow with the collection. Compares equal to a list of the same
+    notes; `list(notes)` takes them all."""
+
+    def __init__(self, path: Path, run_id: str) -> None:
+        self.path = Path(path)
+        self.run_id = run_id
+
+    def _read(self, sql: str, *args: Any) -> Iterator[Any]:
+        """The rows of one query, on a read-only connection of their own (the run's may
+        be closed by now)."""
+        conn = sqlite3.connect(
+            f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT
+        )
+        try:
+            yield from conn.execute(sql, (self.run_id, *args))
+        finally:
+            conn.close()
+
+    def __len__(self) -> int:
+        return int(next(self._read("SELECT COUNT(*) FROM notes WHERE run_id=?"))[0])
+
+    def __iter__(self) -> Iterator[str]:
+        for row in self._read("SELECT text FROM notes WHERE run_id=? ORDER BY seq"):
+            yield row[0]
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+
+    def __getitem__(self, index: Union[int, slice]) -> Union[str, list[str]]:
+        if isinstance(index, slice):
+            return list(self)[index]
+        if index < 0:
+            index += len(self)
+        found = list(
+            self._read("SELECT text FROM notes WHERE run_id=? ORDER BY seq LIMIT 1 OFFSET ?", index)
+        )
+        if index < 0 or not found:
+            raise IndexError("note index out of range")
+        return str(found[0][0])
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (Notes, list, tuple)):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as a list
+
+    def __repr__(self) -> str:
+        return f"<notes of run {self.run_id} in {self.path}>"
 
 
 @dataclass
@@ -85,7 +150,7 @@ class RunResult:
     failed: int
     batches: int
     counts: dict[str, int]
-    notes: list[str]
+    notes: Sequence[str]  # `Notes` (read from the state file when used) or a list
     started_at: str
     finished_at: Optional[str]
     operator: str
@@ -110,7 +175,8 @@ class RunResult:
 
     @classmethod
     def from_row(cls, state: State, row: sqlite3.Row) -> RunResult:
-        return cls(**run_dict(state, row))
+        state.write_notes()
+        return cls(**run_dict(state, row, notes=False), notes=Notes(state.path, row["id"]))
 
     def to_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {**self.__dict__, "notes": list(self.notes)}
