@@ -24,9 +24,12 @@ order, each method in a fresh subprocess (so peak RSS is that method's own):
             kept until the scan ends (how 0001 ran before issue 24)
 
 and prints median docs/s (documents in the collection / seconds), peak RSS (the method's
-own: VmHWM, see bench/peak.py), and the ratios
+own: VmHWM, see bench/peak.py), the CPU seconds of the method's process (cpu s: all its
+threads) and of the emulator's processes while it ran (emu cpu s), and the ratios
 the documentation quotes (dry-run and apply against the floor), as a table and (with
---json) as JSON. --rss measures how peak RSS grows with N for dry-run and apply, with
+--json) as JSON. With 2 cores shared by the client and the emulator, a method cannot take
+less than (cpu s + emu cpu s) / 2 seconds: the `*_two_core_bound_vs_floor_1t` ratios are
+that bound over the floor's time, the least ratio this machine allows the method. --rss measures how peak RSS grows with N for dry-run and apply, with
 and without the prefix keys.
 A method that fails is recorded as failed (with its last error line), not retried.
 
@@ -142,6 +145,19 @@ def seed(project: str, total: int, threads: int = 4) -> None:
 
 
 # ---- the methods (each runs in its own process: `--worker METHOD`) ----------------------
+
+
+def group_cpu_s(group: int) -> float:
+    """User + system CPU seconds of the live processes of a process group (from /proc)."""
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone while we looked
+        if int(fields[2]) == group:  # fields after the name: state, ppid, pgrp, ...
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 first_answer: list[float] = []  # seconds from each stream's request to its first document
@@ -275,12 +291,13 @@ def run_fsmigrate(project: str, dry_run: bool, extra: list[str], declared: bool 
     return -1  # the caller knows N
 
 
-def worker(method: str, project: str, extra: list[str]) -> None:
+def worker(method: str, project: str, extra: list[str], emulator_group: int) -> None:
     from google.cloud import firestore  # noqa: F401
 
     import fsmigrate.cli  # noqa: F401  (imports are not part of the measurement)
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
+    emulator_cpu = group_cpu_s(emulator_group)
     if method.startswith("floor"):
         run_floor(project, single_thread=method == "floor-1t")
     elif method == "stream":
@@ -292,7 +309,13 @@ def worker(method: str, project: str, extra: list[str]) -> None:
     else:
         run_fsmigrate(project, method.startswith("dry-run"), extra, not method.endswith("-0"))
     seconds = time.perf_counter() - start
-    result = {"method": method, "seconds": seconds, "rss_mb": own_peak_mb()}
+    result = {
+        "method": method,
+        "seconds": seconds,
+        "cpu_s": time.process_time() - cpu,
+        "emulator_cpu_s": group_cpu_s(emulator_group) - emulator_cpu,
+        "rss_mb": own_peak_mb(),
+    }
     if first_answer:
         result["first_answer_s"] = sum(first_answer)
     print(json.dumps(result))
@@ -302,6 +325,7 @@ def worker(method: str, project: str, extra: list[str]) -> None:
 
 
 _seeded: dict[str, int] = {}  # project -> documents in it, while no method wrote
+_emulator_group = 0  # the emulator's process group (its pid), for its CPU seconds
 
 
 def measure(method: str, project: str, docs: int, env: dict, extra: list[str]) -> dict:
@@ -319,7 +343,18 @@ def measure(method: str, project: str, docs: int, env: dict, extra: list[str]) -
     if method in WRITES:
         _seeded.pop(project, None)
     out = subprocess.run(
-        [sys.executable, __file__, "--worker", method, "--project", project, "--", *extra],
+        [
+            sys.executable,
+            __file__,
+            "--worker",
+            method,
+            "--project",
+            project,
+            "--emulator-group",
+            str(_emulator_group),
+            "--",
+            *extra,
+        ],
         env=env,
         capture_output=True,
         text=True,
@@ -343,15 +378,18 @@ def main() -> int:
     parser.add_argument("--json", dest="json_path")
     parser.add_argument("--worker")
     parser.add_argument("--project", default="bench")
+    parser.add_argument("--emulator-group", type=int, default=0)
     parser.add_argument("extra", nargs="*", help="after --: extra options for fsmigrate upgrade")
     args = parser.parse_args()
     if args.worker:
-        worker(args.worker, args.project, args.extra)
+        worker(args.worker, args.project, args.extra, args.emulator_group)
         return 0
 
     from fsmigrate.firestore import emulator
 
+    global _emulator_group
     emu = emulator.start(log_dir=Path(tempfile.mkdtemp()))
+    _emulator_group = emu.pid
     env = {**os.environ, "FIRESTORE_EMULATOR_HOST": emu.host_port}
     os.environ["FIRESTORE_EMULATOR_HOST"] = emu.host_port
     try:
@@ -367,7 +405,8 @@ def main() -> int:
                     continue
                 print(
                     f"rep {rep + 1} {method:<8} {result['seconds']:7.2f} s "
-                    f"{result['docs_per_s']:9.0f} docs/s  {result['rss_mb']:6.1f} MB",
+                    f"{result['docs_per_s']:9.0f} docs/s  {result['rss_mb']:6.1f} MB  "
+                    f"cpu {result['cpu_s']:6.1f} s  emulator cpu {result['emulator_cpu_s']:6.1f} s",
                     file=sys.stderr,
                 )
         summary: dict[str, dict] = {}
@@ -378,6 +417,8 @@ def main() -> int:
                     "median_docs_per_s": statistics.median(r["docs_per_s"] for r in ok),
                     "median_seconds": statistics.median(r["seconds"] for r in ok),
                     "peak_rss_mb": max(r["rss_mb"] for r in ok),
+                    "median_cpu_s": statistics.median(r["cpu_s"] for r in ok),
+                    "median_emulator_cpu_s": statistics.median(r["emulator_cpu_s"] for r in ok),
                     **(
                         {
                             "median_first_answer_s": statistics.median(
@@ -410,6 +451,15 @@ def main() -> int:
         seconds_ratio("dry_run_seconds_vs_floor_1t", "dry-run", "floor-1t")
         seconds_ratio("apply_seconds_vs_floor_1t", "apply", "floor-1t")
         seconds_ratio("floor_1t_seconds_vs_floor", "floor-1t", "floor")
+
+        def two_core_bound(name: str, a: str, b: str) -> None:
+            """(a's CPU + the emulator's CPU while a ran) / 2 cores, over b's seconds."""
+            if "median_seconds" in summary.get(a, {}) and "median_seconds" in summary.get(b, {}):
+                cpu = summary[a]["median_cpu_s"] + summary[a]["median_emulator_cpu_s"]
+                ratios[name] = cpu / 2 / summary[b]["median_seconds"]
+
+        two_core_bound("dry_run_two_core_bound_vs_floor_1t", "dry-run", "floor-1t")
+        two_core_bound("apply_two_core_bound_vs_floor_1t", "apply", "floor-1t")
         rss = {}
         if args.rss:
             sizes = [int(s) for s in args.rss.split(",")]
@@ -419,19 +469,23 @@ def main() -> int:
                     for n in sizes
                 }
         print(f"\nN = {args.docs} documents, {args.reps} repetitions, medians\n")
-        print(f"{'method':<10}{'docs/s':>10}{'seconds':>10}{'peak RSS MB':>14}{'first doc s':>13}")
+        print(
+            f"{'method':<10}{'docs/s':>10}{'seconds':>10}{'peak RSS MB':>14}"
+            f"{'cpu s':>9}{'emu cpu s':>11}{'first doc s':>13}"
+        )
         for m, s in summary.items():
             if "failed" in s:
                 print(f"{m:<10}  FAILED: {s['failed']}")
                 continue
             print(
                 f"{m:<10}{s['median_docs_per_s']:>10.0f}{s['median_seconds']:>10.2f}"
-                f"{s['peak_rss_mb']:>14.1f}"
+                f"{s['peak_rss_mb']:>14.1f}{s['median_cpu_s']:>9.1f}"
+                f"{s['median_emulator_cpu_s']:>11.1f}"
                 + (f"{s['median_first_answer_s']:>13.2f}" if "median_first_answer_s" in s else "")
             )
         print()
         for name, value in ratios.items():
-            print(f"{name:<28} {value:6.2f}x")
+            print(f"{name:<36} {value:6.2f}x")
         for method, sizes in rss.items():
             values = list(sizes.values())
             print(
