@@ -279,3 +279,20 @@ def test_a_results_notes_read_like_a_list(tmp_path: Path) -> None:
         notes[4]
     with pytest.raises(IndexError):
         notes[-5]
+
+
+def test_a_results_notes_are_read_from_its_state_file_wherever_the_caller_goes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A state file named relative to the working directory: the notes are read from that
+    file after the caller changes directory, not from one of the same name elsewhere."""
+    monkeypatch.chdir(tmp_path)
+    state, run_id = _run_with_notes(Path("."), 2)
+    notes = RunResult.from_row(state, state.run(run_id)).notes
+    state.conn.close()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert len(notes) == 3 and notes[-1].startswith("CONFLICT")
+    assert list(notes)[0].startswith("Synthetic000000Processor")
+    assert not any(elsewhere.iterdir())  # nothing created where the caller went

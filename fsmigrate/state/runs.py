@@ -79,15 +79,13 @@ class Notes(Sequence[str]):
     notes; `list(notes)` takes them all."""
 
     def __init__(self, path: Path, run_id: str) -> None:
-        self.path = Path(path)
+        self.path = Path(path).resolve()  # now: the caller may change directory before use
         self.run_id = run_id
 
     def _read(self, sql: str, *args: Any) -> Iterator[Any]:
         """The rows of one query, on a read-only connection of their own (the run's may
         be closed by now)."""
-        conn = sqlite3.connect(
-            f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT
-        )
+        conn = sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT)
         try:
             yield from conn.execute(sql, (self.run_id, *args))
         finally:
