@@ -175,11 +175,15 @@ def test_a_beam_run_prints_nothing_of_beams_own_on_the_terminal(
 
     assert out.returncode == 0, out.stderr
     terminal = out.stdout + out.stderr
-    for beams_own in ("GCSFileSystem", "apitools", "apache_beam", "WARNING:root", "INFO:"):
-        assert beams_own not in terminal
+    beams_own = ("GCSFileSystem", "apitools", "apache_beam", "WARNING:root", "INFO:")
+    for marker in beams_own:
+        assert marker not in terminal
     [run] = api.history(cfg)
     assert run.status == "succeeded" and run.committed == 30
     logs = [n for n in run.notes if n.startswith("beam: the pipeline's log is ")]
     assert len(logs) == 1
     log = Path(logs[0].rsplit(" ", 1)[1])
-    assert "GCSFileSystem" in log.read_text()  # in the run's log file instead
+    # in the run's log file instead (which of its warnings Beam prints depends on its
+    # version and on the Google libraries installed: GCSFileSystem, apitools, ...)
+    logged = log.read_text()
+    assert [marker for marker in beams_own if marker in logged], logged[:500]

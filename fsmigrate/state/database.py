@@ -658,9 +658,10 @@ class State(Operations):
 
     def note_count(self, run_id: str) -> int:
         self.write_notes()
-        return self.conn.execute("SELECT COUNT(*) FROM notes WHERE run_id=?", (run_id,)).fetchone()[
-            0
-        ]
+        (count,) = self.conn.execute(
+            "SELECT COUNT(*) FROM notes WHERE run_id=?", (run_id,)
+        ).fetchone()
+        return int(count)
 
 
 def _create_private(path: Path) -> bool:
