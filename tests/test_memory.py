@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
+import json
 import random
+import sqlite3
 import tracemalloc
 from pathlib import Path
 from typing import Any
@@ -22,10 +24,11 @@ from typing import Any
 import pytest
 
 from fsmigrate import api
+from fsmigrate.beam import workfiles
 from fsmigrate.firestore import store as store_mod
 from fsmigrate.firestore.store import Target
 from fsmigrate.report.runs import Outcome, upgrade_chunks
-from fsmigrate.state.database import State
+from fsmigrate.state.database import PENDING_NOTES, State, is_problem
 from fsmigrate.state.runs import RunResult
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -296,3 +299,105 @@ def test_a_results_notes_are_read_from_its_state_file_wherever_the_caller_goes(
     assert len(notes) == 3 and notes[-1].startswith("CONFLICT")
     assert list(notes)[0].startswith("Synthetic000000Processor")
     assert not any(elsewhere.iterdir())  # nothing created where the caller went
+
+
+# ---- Beam's coordinator: its workers' notes sorted on disk; notes pending, bounded ----------
+
+SHARDS = 3
+ODD_NOTES = [  # UTF-8's byte order is the code points' order: SQLite's sort is Python's
+    "Zürich processor: kept",
+    "Ångström processor: kept",
+    "日本 processor: kept",
+    "😀 processor: kept",
+    "Synthetic000001Processor: 33 to merge -> KEEP (its last_heartbeat "
+    "2026-12-02T18:20:15Z is the newest)",  # twice: a note a second worker wrote too
+    "REFUSED delete users/u1: it has subcollections (orders)",
+    "CONFLICT a -> b: b exists; skipped (on_conflict=skip)",
+]
+
+
+def _worker_notes(directory: Path, count: int) -> list[str]:
+    """`count` processors' notes and ODD_NOTES, with the counters the workers write beside
+    them, in SHARDS files (as Beam's WriteToText leaves them) in an order no file keeps."""
+    notes = [
+        f"Synthetic{n:06d}Processor: 33 to merge -> KEEP (its last_heartbeat "
+        "2026-12-02T18:20:15Z is the newest)"
+        for n in range(count)
+    ] + ODD_NOTES
+    shuffled = notes[:]
+    random.Random(count).shuffle(shuffled)
+    for shard in range(SHARDS):
+        lines = []
+        for text in shuffled[shard::SHARDS]:
+            lines.append(json.dumps({"note": text}))
+            lines.append(json.dumps({"count": "merged", "n": 1}))
+        lines.append(json.dumps({"usage": {"reads": 10}}))
+        path = directory / f"notes-{shard:05d}-of-{SHARDS:05d}.json"
+        path.write_text("\n".join(lines) + "\n")
+    return notes
+
+
+def test_beams_notes_come_problems_first_then_in_text_order_whatever_the_sharding(
+    tmp_path: Path,
+) -> None:
+    notes = _worker_notes(tmp_path, 40)
+    found = list(workfiles.iter_notes(str(tmp_path)))
+    assert found == sorted(notes, key=lambda n: (not is_problem(n), n))
+    assert found[0].startswith("CONFLICT") and found[1].startswith("REFUSED")
+    assert found.count(ODD_NOTES[4]) == 2
+    outputs = workfiles.read_outputs(str(tmp_path))
+    assert outputs.counts == {"merged": len(notes)}
+    assert outputs.usage == {"reads": 10 * SHARDS}
+    assert not list(tmp_path.glob("*.db"))  # sorted elsewhere, and gone
+
+
+def _beam_notes_peak(tmp_path: Path, count: int) -> int:
+    """Peak bytes of Python allocations while the coordinator's notes are read to the end
+    from `count` processors' notes in the workers' files."""
+    directory = tmp_path / f"journal-{count}"
+    directory.mkdir()
+    _worker_notes(directory, count)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        seen = sum(1 for _ in workfiles.iter_notes(str(directory)))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert seen == count + len(ODD_NOTES)
+    return peak
+
+
+def test_beams_notes_are_sorted_on_disk_not_in_memory(tmp_path: Path) -> None:
+    few = _beam_notes_peak(tmp_path, FEW_NOTES)
+    many = _beam_notes_peak(tmp_path, MANY_NOTES)
+    per_note = (many - few) / (MANY_NOTES - FEW_NOTES)
+    assert per_note < MAX_BYTES_PER_NOTE, (
+        f"the coordinator holds its workers' notes: {per_note:.1f} bytes per note "
+        f"({few:,} -> {many:,} bytes from {FEW_NOTES:,} to {MANY_NOTES:,} notes)"
+    )
+
+
+def test_notes_kept_for_the_next_transaction_are_written_before_they_pile_up(
+    tmp_path: Path,
+) -> None:
+    """A stretch with no transaction (Beam's coordinator noting its workers' notes) keeps
+    fewer than PENDING_NOTES notes in memory; the rest are in the state file already."""
+    state, run_id = _run_with_notes(tmp_path, 0)
+    most = 0
+    for n in range(1, 3 * PENDING_NOTES + 8):
+        state.add_note(run_id, n, f"note {n}", later=True)
+        most = max(most, len(state.pending_notes))
+    assert most < PENDING_NOTES
+    other = sqlite3.connect(state.path)  # what another process reads
+    try:
+        (written,) = other.execute(
+            "SELECT COUNT(*) FROM notes WHERE run_id=?", (run_id,)
+        ).fetchone()
+    finally:
+        other.close()
+    assert written >= 3 * PENDING_NOTES
+    assert state.notes(run_id) == [
+        "CONFLICT a -> b: b exists; skipped (on_conflict=skip)",
+        *(f"note {n}" for n in range(1, 3 * PENDING_NOTES + 8)),
+    ]

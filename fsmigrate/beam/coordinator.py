@@ -200,7 +200,7 @@ class BeamDistributor:
             stopped = control.stopped
         if failure is None:
             outputs = workfiles.read_outputs(directory)
-            for text in outputs.notes:
+            for text in workfiles.iter_notes(directory):
                 note(text)
             if forms.finish is not None and stopped is None:
                 finish_ctx = Context(

@@ -16,6 +16,8 @@ from __future__ import annotations
 import base64
 import json
 import os
+import sqlite3
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -70,6 +72,18 @@ def read_file(path: str) -> bytes:
 
     with FileSystems.open(path) as fh:
         return fh.read()
+
+
+def read_lines(path: str) -> Iterator[bytes]:
+    """A file's lines, read as they are used."""
+    if _is_local(path):
+        with open(path, "rb") as fh:
+            yield from fh
+        return
+    from apache_beam.io.filesystems import FileSystems
+
+    with FileSystems.open(path) as fh:
+        yield from iter(fh.readline, b"")  # (a compressed file has readline, not lines)
 
 
 def list_files(directory: str, prefix: str) -> list[str]:
@@ -139,31 +153,59 @@ def read_batches(directory: str) -> Iterator[JournaledBatch]:
 
 @dataclass
 class Outputs:
-    """What the workers reported besides their journal: the migration's notes (in a
-    stable order), the sums of its counters, of their usage (documents read, bytes
-    archived) and of their throttling statistics."""
+    """What the workers reported besides their journal and their notes (`iter_notes`):
+    the sums of the migration's counters, of their usage (documents read, bytes archived)
+    and of their throttling statistics."""
 
-    notes: list[str]
     counts: dict[str, int]
     usage: dict[str, int]
     traffic: list[dict[str, Any]]
 
 
-def read_outputs(directory: str) -> Outputs:
-    out = Outputs([], {}, {}, [])
+def _reported(directory: str) -> Iterator[dict[str, Any]]:
+    """Every item the workers wrote to `notes-*.json` (a note, a counter, usage, traffic)."""
     for path in list_files(directory, "notes-"):
-        for line in read_file(path).decode().splitlines():
-            if not line.strip():
-                continue
-            item = json.loads(line)
-            if "note" in item:
-                out.notes.append(item["note"])
-            elif "usage" in item:
-                for name, n in item["usage"].items():
-                    out.usage[name] = out.usage.get(name, 0) + n
-            elif "traffic" in item:
-                out.traffic.append(item["traffic"])
-            else:
-                out.counts[item["count"]] = out.counts.get(item["count"], 0) + item["n"]
-    out.notes.sort(key=lambda n: (not is_problem(n), n))
+        for line in read_lines(path):
+            if line.strip():
+                yield json.loads(line)
+
+
+def read_outputs(directory: str) -> Outputs:
+    out = Outputs({}, {}, [])
+    for item in _reported(directory):
+        if "note" in item:
+            continue  # iter_notes
+        if "usage" in item:
+            for name, n in item["usage"].items():
+                out.usage[name] = out.usage.get(name, 0) + n
+        elif "traffic" in item:
+            out.traffic.append(item["traffic"])
+        else:
+            out.counts[item["count"]] = out.counts.get(item["count"], 0) + item["n"]
     return out
+
+
+def iter_notes(directory: str) -> Iterator[str]:
+    """The migration's notes from every worker, conflicts and refusals first and each kind
+    in text order: one order however the runner sharded them. Sorted on disk, not in
+    memory (a run over a million documents has tens of thousands: 0001 notes each
+    processor), in a SQLite file of their own whose table is kept in that order, in a
+    temporary directory only its owner can read (notes name documents)."""
+    with tempfile.TemporaryDirectory(prefix="fsmigrate-notes-") as tmp:
+        sort = sqlite3.connect(os.path.join(tmp, "notes.db"))
+        try:
+            sort.executescript(
+                "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;"
+                "CREATE TABLE notes (later INTEGER, text TEXT, n INTEGER,"
+                " PRIMARY KEY (later, text, n)) WITHOUT ROWID"
+            )
+            found = (item["note"] for item in _reported(directory) if "note" in item)
+            with sort:
+                sort.executemany(
+                    "INSERT INTO notes VALUES (?, ?, ?)",
+                    ((0 if is_problem(text) else 1, text, n) for n, text in enumerate(found)),
+                )
+            for (text,) in sort.execute("SELECT text FROM notes ORDER BY later, text, n"):
+                yield text
+        finally:
+            sort.close()

@@ -99,6 +99,7 @@ def operator_name() -> str:
 
 
 PROBLEM_NOTES = ("CONFLICT", "REFUSED")  # how a note that reports a problem starts
+PENDING_NOTES = 1_000  # notes kept for the next transaction at most, then written
 
 
 def is_problem(note: str) -> bool:
@@ -633,9 +634,11 @@ class State(Operations):
         """Keep a note of a run. `later`: in the next write transaction (a run's notes go
         with its next journaled batch, or its end: one commit instead of one per note; a
         crash loses only the notes of what it had not journaled yet, which the resumed
-        run plans, and notes, again)."""
+        run plans, and notes, again). At most PENDING_NOTES are kept: a stretch with no
+        transaction (Beam's coordinator taking its workers' notes) writes them as they
+        come, in transactions of that many."""
         self.pending_notes.append((run_id, seq, text))
-        if not later:
+        if not later or len(self.pending_notes) >= PENDING_NOTES:
             self.write_notes()
 
     def write_notes(self) -> None:
