@@ -341,11 +341,11 @@ def test_beams_notes_come_problems_first_then_in_text_order_whatever_the_shardin
     tmp_path: Path,
 ) -> None:
     notes = _worker_notes(tmp_path, 40)
-    found = list(workfiles.iter_notes(str(tmp_path)))
+    with workfiles.read_outputs(str(tmp_path)) as outputs:
+        found = list(outputs.notes)
     assert found == sorted(notes, key=lambda n: (not is_problem(n), n))
     assert found[0].startswith("CONFLICT") and found[1].startswith("REFUSED")
     assert found.count(ODD_NOTES[4]) == 2
-    outputs = workfiles.read_outputs(str(tmp_path))
     assert outputs.counts == {"merged": len(notes)}
     assert outputs.usage == {"reads": 10 * SHARDS}
     assert not list(tmp_path.glob("*.db"))  # sorted elsewhere, and gone
@@ -360,7 +360,8 @@ def _beam_notes_peak(tmp_path: Path, count: int) -> int:
     gc.collect()
     tracemalloc.start()
     try:
-        seen = sum(1 for _ in workfiles.iter_notes(str(directory)))
+        with workfiles.read_outputs(str(directory)) as outputs:
+            seen = sum(1 for _ in outputs.notes)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

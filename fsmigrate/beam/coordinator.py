@@ -199,9 +199,9 @@ class BeamDistributor:
             control.take(run)
             stopped = control.stopped
         if failure is None:
-            outputs = workfiles.read_outputs(directory)
-            for text in workfiles.iter_notes(directory):
-                note(text)
+            with workfiles.read_outputs(directory) as outputs:
+                for text in outputs.notes:
+                    note(text)
             if forms.finish is not None and stopped is None:
                 finish_ctx = Context(
                     store, script.revision, dry_run, None, note, read_time=run.read_time

@@ -20,6 +20,7 @@ import sqlite3
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -153,44 +154,24 @@ def read_batches(directory: str) -> Iterator[JournaledBatch]:
 
 @dataclass
 class Outputs:
-    """What the workers reported besides their journal and their notes (`iter_notes`):
-    the sums of the migration's counters, of their usage (documents read, bytes archived)
-    and of their throttling statistics."""
+    """What the workers reported besides their journal: the migration's notes (in a
+    stable order: conflicts and refusals first, each kind in text order, however the
+    runner sharded them; read once), the sums of its counters, of their usage (documents
+    read, bytes archived) and of their throttling statistics."""
 
+    notes: Iterator[str]
     counts: dict[str, int]
     usage: dict[str, int]
     traffic: list[dict[str, Any]]
 
 
-def _reported(directory: str) -> Iterator[dict[str, Any]]:
-    """Every item the workers wrote to `notes-*.json` (a note, a counter, usage, traffic)."""
-    for path in list_files(directory, "notes-"):
-        for line in read_lines(path):
-            if line.strip():
-                yield json.loads(line)
-
-
-def read_outputs(directory: str) -> Outputs:
-    out = Outputs({}, {}, [])
-    for item in _reported(directory):
-        if "note" in item:
-            continue  # iter_notes
-        if "usage" in item:
-            for name, n in item["usage"].items():
-                out.usage[name] = out.usage.get(name, 0) + n
-        elif "traffic" in item:
-            out.traffic.append(item["traffic"])
-        else:
-            out.counts[item["count"]] = out.counts.get(item["count"], 0) + item["n"]
-    return out
-
-
-def iter_notes(directory: str) -> Iterator[str]:
-    """The migration's notes from every worker, conflicts and refusals first and each kind
-    in text order: one order however the runner sharded them. Sorted on disk, not in
+@contextmanager
+def read_outputs(directory: str) -> Iterator[Outputs]:
+    """The workers' `notes-*.json`, read in one pass. The notes are sorted on disk, not in
     memory (a run over a million documents has tens of thousands: 0001 notes each
-    processor), in a SQLite file of their own whose table is kept in that order, in a
-    temporary directory only its owner can read (notes name documents)."""
+    processor): in a SQLite table kept in their order, in a file of its own in a
+    temporary directory only its owner can read (notes name documents), which is gone
+    when the block ends."""
     with tempfile.TemporaryDirectory(prefix="fsmigrate-notes-") as tmp:
         sort = sqlite3.connect(os.path.join(tmp, "notes.db"))
         try:
@@ -199,13 +180,33 @@ def iter_notes(directory: str) -> Iterator[str]:
                 "CREATE TABLE notes (later INTEGER, text TEXT, n INTEGER,"
                 " PRIMARY KEY (later, text, n)) WITHOUT ROWID"
             )
-            found = (item["note"] for item in _reported(directory) if "note" in item)
+            out = Outputs(iter(()), {}, {}, [])
             with sort:
-                sort.executemany(
-                    "INSERT INTO notes VALUES (?, ?, ?)",
-                    ((0 if is_problem(text) else 1, text, n) for n, text in enumerate(found)),
-                )
-            for (text,) in sort.execute("SELECT text FROM notes ORDER BY later, text, n"):
-                yield text
+                for n, item in enumerate(_reported(directory)):
+                    if "note" in item:
+                        text = item["note"]
+                        sort.execute(
+                            "INSERT INTO notes VALUES (?, ?, ?)",
+                            (0 if is_problem(text) else 1, text, n),
+                        )
+                    elif "usage" in item:
+                        for name, used in item["usage"].items():
+                            out.usage[name] = out.usage.get(name, 0) + used
+                    elif "traffic" in item:
+                        out.traffic.append(item["traffic"])
+                    else:
+                        out.counts[item["count"]] = out.counts.get(item["count"], 0) + item["n"]
+            out.notes = (
+                text for (text,) in sort.execute("SELECT text FROM notes ORDER BY later, text, n")
+            )
+            yield out
         finally:
             sort.close()
+
+
+def _reported(directory: str) -> Iterator[dict[str, Any]]:
+    """Every item the workers wrote to `notes-*.json` (a note, a counter, usage, traffic)."""
+    for path in list_files(directory, "notes-"):
+        for line in read_lines(path):
+            if line.strip():
+                yield json.loads(line)
