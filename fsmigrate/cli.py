@@ -887,7 +887,9 @@ def upgrade_cmd(cfg: Config, to: Optional[str], plan_out: Optional[Path], **run:
         fsmigrate --project my-proj upgrade --dry-run --report plan.md
     """
     _run_command(
-        "upgrade", lambda **kw: api.upgrade(cfg.api, to=to, plan_out=plan_out, **kw), **run
+        "upgrade",
+        lambda options, **kw: api.upgrade(cfg.api, options, to=to, plan_out=plan_out, **kw),
+        **run,
     )
 
 
@@ -909,7 +911,11 @@ def apply_cmd(cfg: Config, plan_path: Path, **run: Any) -> None:
     """
     if run.pop("dry_run"):
         raise UsageError("apply has no --dry-run: the plan file is the dry-run")
-    _run_command("apply", lambda **kw: api.apply_plan(cfg.api, plan_path, **kw), **run)
+    _run_command(
+        "apply",
+        lambda options, dry_run, **kw: api.apply_plan(cfg.api, plan_path, options, **kw),
+        **run,
+    )
 
 
 @cli.command("rerun")
@@ -935,7 +941,7 @@ def rerun_cmd(cfg: Config, revision: str, **run: Any) -> None:
 
         fsmigrate --project my-proj rerun 0001 --dry-run
     """
-    _run_command("rerun", lambda **kw: api.rerun(cfg.api, revision, **kw), **run)
+    _run_command("rerun", lambda options, **kw: api.rerun(cfg.api, revision, options, **kw), **run)
 
 
 def _run_command(
@@ -946,16 +952,17 @@ def _run_command(
     report_path: Optional[Path],
     yes: bool,
     quiet: bool,
+    dry_run: bool = False,
     apply_hint: str = report.APPLY_HINT,
-    **options: Any,
+    **given: Any,
 ) -> None:
-    """Call one writing api function with the shared options, then print its report: what
-    it did, or what it did before a failure or a signal stopped it (then raised: one line
-    on stderr, the exit code)."""
+    """Call one writing api function with its run options (the flags given, as one
+    `api.RunOptions`), then print its report: what it did, or what it did before a
+    failure or a signal stopped it (then raised: one line on stderr, the exit code)."""
     cfg = click.get_current_context().find_object(Config)
     assert cfg is not None
     cfg.wants_json(command, fmt)
-    dry_run = bool(options.get("dry_run"))
+    options = api.RunOptions(**given)
 
     confirm = _confirmer(yes)
 
@@ -973,7 +980,7 @@ def _run_command(
 
     bar = _Bar(quiet)
     try:
-        result = call(progress=bar, confirm=confirm, **options)
+        result = call(options, progress=bar, confirm=confirm, dry_run=dry_run)
     except FsMigrateError as exc:
         bar.finish()
         partial = getattr(exc, "partial", None)
@@ -1219,7 +1226,7 @@ def restore_cmd(
     """
     _run_command(
         "restore",
-        lambda **kw: api.restore(cfg.api, run_id, docs=docs, **kw),
+        lambda options, **kw: api.restore(cfg.api, run_id, options, docs=docs, **kw),
         dry_run=dry_run,
         fmt=fmt,
         report_path=report_path,
