@@ -60,6 +60,7 @@ from fsmigrate.errors import (
     StateNotFound,
     UsageError,
 )
+from fsmigrate.firestore.connection import Connection, Pool
 from fsmigrate.firestore.store import (
     RetryPolicy,
     Store,
@@ -88,6 +89,8 @@ from fsmigrate.words import plural
 
 __all__ = [
     "Config",
+    "Connection",
+    "close",
     "RunOptions",
     "ResolvedOptions",
     "Settings",
@@ -158,7 +161,12 @@ PathLike = Union[str, "os.PathLike[str]"]
 class Config:
     """Where to work. A missing project comes from FSMIGRATE_PROJECT or
     GOOGLE_CLOUD_PROJECT, as on the command line; the emulator is used when
-    FIRESTORE_EMULATOR_HOST is set (or `emulator_host`). `lock_ttl` defaults to
+    FIRESTORE_EMULATOR_HOST is set (or `emulator_host`). `connection` says how to reach
+    Firestore (an `api.Connection`: the endpoint, a credentials file, a service account
+    to impersonate, the quota project); what it leaves None comes from FSMIGRATE_ENDPOINT,
+    FSMIGRATE_CREDENTIALS, FSMIGRATE_IMPERSONATE_SERVICE_ACCOUNT and
+    GOOGLE_CLOUD_QUOTA_PROJECT, else the application default credentials on
+    firestore.googleapis.com. `lock_ttl` defaults to
     FSMIGRATE_LOCK_TTL or 300 s; `patience` (seconds without progress before a run gives
     up on Firestore) to FSMIGRATE_PATIENCE or 10 minutes (docs/network-failures.md).
 
@@ -174,7 +182,8 @@ class Config:
     markers_collection: str = DEFAULT_ROOT
     lock_ttl: Optional[float] = None
     patience: Union[float, str, None] = None  # seconds, or a duration: "10m", "90s", "1h"
-    emulator_host: Optional[str] = None
+    emulator_host: Optional[str] = None  # the same as connection.emulator_host
+    connection: Connection = field(default_factory=Connection)
     environment: Optional[str] = None
     always_confirm: bool = False
     create_state_dir: bool = False  # True: make the state file's missing directories
@@ -188,6 +197,21 @@ class Config:
             )
         if self.patience is not None:  # kept as seconds
             object.__setattr__(self, "patience", parse_patience(self.patience))
+        if not isinstance(self.connection, Connection):
+            raise UsageError(
+                f"Config.connection must be an api.Connection, got {self.connection!r}"
+            )
+        own = self.connection.emulator_host
+        if self.emulator_host and own and self.emulator_host != own:
+            raise UsageError(
+                f"emulator_host {self.emulator_host!r} and connection.emulator_host {own!r} "
+                "differ; give one"
+            )
+        if self.emulator_host and not own:
+            object.__setattr__(
+                self, "connection", replace(self.connection, emulator_host=self.emulator_host)
+            )
+        object.__setattr__(self, "emulator_host", self.connection.emulator_host)
         if isinstance(self.run, Mapping):  # {"batch_size": 100}: the same, checked
             object.__setattr__(self, "run", RunOptions.from_mapping(self.run))
         elif not isinstance(self.run, RunOptions):
@@ -236,7 +260,13 @@ class Config:
             markers_collection=settings["markers-collection"],
             lock_ttl=settings["lock-ttl"],
             patience=settings["patience"],
-            emulator_host=settings["emulator-host"],
+            connection=Connection(
+                endpoint=settings["endpoint"],
+                credentials=settings["credentials"],
+                impersonate_service_account=settings["impersonate-service-account"],
+                quota_project=settings["quota-project"],
+                emulator_host=settings["emulator-host"],
+            ),
             environment=settings.environment,
             always_confirm=settings.always_confirm,
             run=RunOptions.from_mapping(settings.run_options()),
@@ -259,10 +289,18 @@ class Config:
         return Path(self.migrations)
 
     def target(self) -> Target:
-        found = target_from_env(self.project, self.database)
-        if self.emulator_host:
-            found = replace(found, emulator_host=self.emulator_host)
-        return found
+        """The database to work on (UsageError without a project, or for connection
+        settings that cannot connect: `connect`)."""
+        connection = self.connect()
+        return replace(
+            target_from_env(self.project, self.database), emulator_host=connection.emulator_host
+        )
+
+    def connect(self) -> Connection:
+        """The connection settings in force: this config's, else the environment
+        variables' (Connection.from_environ); checked (an emulator on loopback only, not
+        with an endpoint)."""
+        return self.connection.over(Connection.from_environ()).check()
 
     def _open_state(self) -> State:
         """The state file for writing; a directory that does not exist is refused (a typo
@@ -276,8 +314,11 @@ class Config:
         return State.open(self.state_path)
 
     def _store(self, target: Optional[Target] = None) -> Store:
+        """A Store of the target, on this process's channels to it (`close`)."""
         patience = float(self.patience) if self.patience is not None else None
-        store = Store(target or self.target(), policy=RetryPolicy.from_env(patience))
+        target = target or self.target()
+        channels = _CHANNELS.get(self.connect(), target.project, target.database)
+        store = Store(target, policy=RetryPolicy.from_env(patience), channels=channels)
         store.reserved_root = self.markers_collection
         return store
 
@@ -297,6 +338,17 @@ class Config:
         if not ttl > 0:
             raise UsageError(f"FSMIGRATE_LOCK_TTL must be a positive number of seconds, got {ttl}")
         return ttl
+
+
+# One set of channels per target and connection, shared by the commands of this process.
+_CHANNELS = Pool()
+
+
+def close() -> int:
+    """Close the Firestore channels this process's commands opened (the command line
+    does at exit; a long-lived program that is done with Firestore may too: the next
+    command opens new ones). How many targets' channels were closed."""
+    return _CHANNELS.close()
 
 
 # ---- results -------------------------------------------------------------------------------
@@ -1195,6 +1247,10 @@ def config(cfg: Config) -> Settings:
         "migrations": str(cfg.migrations),
         "markers-collection": cfg.markers_collection,
         "emulator-host": cfg.emulator_host,
+        "endpoint": cfg.connection.endpoint,
+        "credentials": cfg.connection.credentials,
+        "impersonate-service-account": cfg.connection.impersonate_service_account,
+        "quota-project": cfg.connection.quota_project,
         "lock-ttl": cfg.lock_ttl,
         "patience": cfg.patience,
         "always-confirm": cfg.always_confirm,

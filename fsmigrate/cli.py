@@ -301,6 +301,38 @@ def _joined(chunks: Iterable[str], size: int = 1 << 16) -> Iterator[str]:
     "its lock cannot be renewed in time (docs/network-failures.md).",
 )
 @click.option(
+    "--endpoint",
+    default=None,
+    metavar="HOST[:PORT]",
+    help="Reach Firestore here instead of firestore.googleapis.com: a Private Service "
+    "Connect endpoint, a proxy (or FSMIGRATE_ENDPOINT); TLS, port 443 by default. Not with "
+    "FIRESTORE_EMULATOR_HOST.",
+)
+@click.option(
+    "--credentials",
+    "credentials",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Credentials file, e.g. a service account key (or FSMIGRATE_CREDENTIALS) "
+    "[default: the application default credentials: GOOGLE_APPLICATION_CREDENTIALS, "
+    "gcloud's, the metadata server's].",
+)
+@click.option(
+    "--impersonate-service-account",
+    "impersonate",
+    default=None,
+    metavar="EMAIL",
+    help="Act as this service account, with the credentials above (they need the Service "
+    "Account Token Creator role on it) (or FSMIGRATE_IMPERSONATE_SERVICE_ACCOUNT).",
+)
+@click.option(
+    "--quota-project",
+    default=None,
+    metavar="PROJECT",
+    help="The project billed for the calls, whose quota they use (or the config file, "
+    "GOOGLE_CLOUD_QUOTA_PROJECT) [default: the credentials' own].",
+)
+@click.option(
     "--create-state-dir",
     is_flag=True,
     envvar="FSMIGRATE_CREATE_STATE_DIR",
@@ -320,12 +352,18 @@ def cli(
     migrations: Optional[Path],
     markers_root: Optional[str],
     patience: Optional[str],
+    endpoint: Optional[str],
+    credentials: Optional[Path],
+    impersonate: Optional[str],
+    quota_project: Optional[str],
     create_state_dir: bool,
     traceback: bool,
 ) -> None:
     """Versioned, forward-only, audited migrations for Google Cloud Firestore.
 
-    The emulator is used when FIRESTORE_EMULATOR_HOST is set. Settings come from a flag,
+    The emulator is used when FIRESTORE_EMULATOR_HOST is set; otherwise Google Cloud, with
+    the application default credentials unless --credentials or
+    --impersonate-service-account say otherwise. Settings come from a flag,
     else an environment variable, else the config file's environment (--env), else its
     defaults ([tool.fsmigrate] in pyproject.toml, or fsmigrate.toml; `fsmigrate config`
     shows each and where it came from).
@@ -349,6 +387,10 @@ def cli(
         "migrations": (migrations, "--migrations"),
         "markers-collection": (markers_root, "--markers-collection"),
         "patience": (patience, "--patience"),
+        "endpoint": (endpoint, "--endpoint"),
+        "credentials": (credentials, "--credentials"),
+        "impersonate-service-account": (impersonate, "--impersonate-service-account"),
+        "quota-project": (quota_project, "--quota-project"),
     }
     for name, (value, flag) in flags.items():
         if value is not None:
@@ -361,6 +403,7 @@ def cli(
     if create_state_dir:
         resolved = replace(resolved, create_state_dir=True)
     ctx.obj = Config(resolved, traceback)
+    ctx.call_on_close(api.close)  # the channels the command opened
     ctx.with_resource(_warnings_to_stderr())
     ctx.with_resource(_sigterm_interrupts())
 

@@ -11,18 +11,16 @@ the store's patience lasts (`patience.Patience`: time without progress, not a co
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import os
 import queue
 import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Optional, Union
 
 from google.api_core import exceptions as gexc
-from google.auth import exceptions as gauth_exceptions
 from google.cloud import firestore
 from google.cloud.firestore_v1 import _helpers, types
 from google.cloud.firestore_v1.field_path import FieldPath
@@ -36,8 +34,8 @@ from fsmigrate.errors import (
     TransientError,
     UsageError,
 )
-from fsmigrate.firestore.channel import firestore_api
 from fsmigrate.firestore.codec import decode_fields, to_timestamp
+from fsmigrate.firestore.connection import EMULATOR_ENV, Channels, Connection
 from fsmigrate.firestore.emulator import check_emulator_host
 from fsmigrate.firestore.patience import DEFAULT_PATIENCE, Patience
 from fsmigrate.scripts.operations import (
@@ -108,30 +106,6 @@ def target_from_env(project: Optional[str], database: Optional[str]) -> Target:
     if not project:
         raise UsageError("no project: pass --project or set FSMIGRATE_PROJECT")
     return Target(project=project, database=database or DEFAULT_DATABASE, emulator_host=host)
-
-
-EMULATOR_ENV = "FIRESTORE_EMULATOR_HOST"
-_client_env_lock = threading.Lock()
-
-
-def client_for(target: Target) -> Any:
-    """A Firestore client of `target`. The client library finds the emulator only through
-    FIRESTORE_EMULATOR_HOST, read once when the client is made: a target whose emulator
-    came from a config file, with the variable unset, gets it set for that moment only.
-    When the variable is set it wins (as it does over the config file's key)."""
-    wanted = target.emulator_host
-    if not wanted or os.environ.get(EMULATOR_ENV):
-        return firestore.Client(project=target.project, database=target.database)
-    with _client_env_lock:
-        previous = os.environ.get(EMULATOR_ENV)
-        os.environ[EMULATOR_ENV] = wanted
-        try:
-            return firestore.Client(project=target.project, database=target.database)
-        finally:
-            if previous is None:
-                os.environ.pop(EMULATOR_ENV, None)
-            else:
-                os.environ[EMULATOR_ENV] = previous
 
 
 class Doc:
@@ -307,16 +281,20 @@ def parse_patience(value: Union[str, float, None], where: str = "--patience") ->
     return seconds
 
 
-def _no_credentials(target: Target) -> UsageError:
-    return UsageError(
-        f"no Google credentials for project {target.project}: run `gcloud auth "
-        "application-default login`, or set FIRESTORE_EMULATOR_HOST to use the emulator"
-    )
-
-
 class Store:
+    """Reads and commits of one database (`target`), through `channels` (connection.py:
+    the Firestore client's channel and the fast one). Without `channels`, the Store
+    opens its own for `connection` (default: the environment's settings, and the
+    target's emulator) and `close()` closes them; given ones are the caller's to close."""
+
     def __init__(
-        self, target: Target, client: Any = None, policy: Optional[RetryPolicy] = None
+        self,
+        target: Target,
+        client: Any = None,
+        policy: Optional[RetryPolicy] = None,
+        *,
+        connection: Optional[Connection] = None,
+        channels: Optional[Channels] = None,
     ) -> None:
         self.target = target
         self.reserved_root = RESERVED_ROOT  # markers and lock: never part of user scans
@@ -326,23 +304,26 @@ class Store:
         # retry, it returns the seconds a write sent now may take (the commit's deadline
         # is cut to it) or raises when the run must not write any more (the lease lost).
         self.fence: Optional[Callable[[], float]] = None
-        if client is None:
-            try:
-                client = client_for(target)
-            except gauth_exceptions.DefaultCredentialsError as exc:
-                raise _no_credentials(target) from exc
-        self.client = client
-        # where `api` connects: the emulator the client found, as client_for decides
-        self._api_host = os.environ.get(EMULATOR_ENV) or target.emulator_host
+        self._owns_channels = channels is None
+        if channels is None:
+            if connection is None:  # the variable wins over the target's, as ever
+                emulator = os.environ.get(EMULATOR_ENV) or target.emulator_host
+                connection = replace(Connection.from_environ(), emulator_host=emulator)
+            channels = Channels(connection, target.project, target.database)
+        self.channels = channels
+        self.connection = channels.connection
+        self.client = client if client is not None else channels.client
 
-    @functools.cached_property
+    @property
     def api(self) -> Any:
         """The Firestore API (the client library's) the Store's reads and commits go
-        through, on a channel of its own (channel.py); made when first used."""
-        try:
-            return firestore_api(self._api_host)
-        except gauth_exceptions.DefaultCredentialsError as exc:
-            raise _no_credentials(self.target) from exc
+        through, on the fast channel (channel.py); opened when first used."""
+        return self.channels.api
+
+    def close(self) -> None:
+        """Close the channels this Store opened (not ones it was given)."""
+        if self._owns_channels:
+            self.channels.close()
 
     # ---- errors and retries ----------------------------------------------------------
 
