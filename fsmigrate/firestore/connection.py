@@ -315,6 +315,7 @@ class Channels:
         with self._lock:
             self.closed = True
             opened, self._opened = self._opened, []
+            self._client = self._api = None  # used again: RuntimeError, not a dead channel
         for channel in opened:
             channel.close()
 

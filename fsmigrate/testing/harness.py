@@ -104,6 +104,7 @@ class Harness:
         for state in {id(r.state): r.state for r in self._results.values()}.values():
             state.close()
         self._results.clear()
+        api.close()  # the channels its commands opened
 
     # ---- data ----------------------------------------------------------------------------
 
