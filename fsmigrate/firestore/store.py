@@ -313,6 +313,13 @@ class Store:
         self.channels = channels
         self.connection = channels.connection
         self.client = client if client is not None else channels.client
+        # what the Firestore client names its database and sends with each call
+        self.database_path = f"projects/{target.project}/databases/{target.database}"
+        self.metadata: list[tuple[str, str]] = [
+            ("google-cloud-resource-prefix", self.database_path)
+        ]
+        if self.connection.is_emulator:  # as the client does: the emulator's own "token"
+            self.metadata.append(("authorization", "Bearer owner"))
 
     @property
     def api(self) -> Any:
@@ -666,16 +673,17 @@ class Store:
     def _stream(self, query: Any, read_time: Optional[dt.datetime] = None) -> Iterator[Doc]:
         """One page as raw protobufs (the client's snapshots would decode every field).
         A consumer that stops early ends the stream."""
+        # (a Query has no public way to its request: an internal, tests/test_library_internals.py)
         request, _, _ = query._prep_stream(retry=None, read_time=read_time)
         responses = self.api.run_query(
             request=request,
-            metadata=self.client._rpc_metadata,
+            metadata=self.metadata,
             retry=None,
             timeout=self.policy.stream_timeout,
         )
         try:
             for response in responses:
-                pb = response._pb
+                pb = types.RunQueryResponse.pb(response)
                 if pb.HasField("document"):
                     yield Doc(pb.document, self.client)
         finally:
@@ -714,22 +722,22 @@ class Store:
     def _batch_get(
         self, paths: list[str], read_time: Optional[dt.datetime] = None
     ) -> dict[str, Optional[Doc]]:
-        prefix = self.client._database_string + "/documents/"
+        prefix = self.database_path + "/documents/"
         found: dict[str, Optional[Doc]] = {p: None for p in paths}
         request: dict[str, Any] = {
-            "database": self.client._database_string,
+            "database": self.database_path,
             "documents": [prefix + p for p in paths],
         }
         if read_time is not None:
             request["read_time"] = read_time
         responses = self.api.batch_get_documents(
             request=request,
-            metadata=self.client._rpc_metadata,
+            metadata=self.metadata,
             retry=None,
             timeout=self.policy.timeout,
         )
         for response in responses:
-            pb = response._pb
+            pb = types.BatchGetDocumentsResponse.pb(response)
             if pb.HasField("found"):
                 doc = Doc(pb.found, self.client)
                 found[doc.path] = doc
@@ -768,7 +776,7 @@ class Store:
         if collection.split("/", 1)[0] == self.reserved_root:
             raise UsageError(f"{collection!r} is fsmigrate's own (markers and lock), not user data")
         parent, _, collection_id = collection.rpartition("/")
-        base = self.client._database_string + "/documents"
+        base = self.database_path + "/documents"
         token = ""
         while True:
             request: dict[str, Any] = {
@@ -783,12 +791,13 @@ class Store:
                 request["read_time"] = read_time
 
             def page(request: dict[str, Any] = request) -> Any:
-                return self.api.list_documents(
+                pager = self.api.list_documents(
                     request=request,
-                    metadata=self.client._rpc_metadata,
+                    metadata=self.metadata,
                     retry=None,
                     timeout=self.policy.timeout,
-                )._response._pb  # one page: the pager would fetch the next ones unretried
+                )  # its first page only: the pager would fetch the next ones unretried
+                return types.ListDocumentsResponse.pb(next(iter(pager.pages)))
 
             response = self._read(f"listing documents of {collection}", page, read_time)
             for pb in response.documents:
@@ -805,7 +814,7 @@ class Store:
     # ---- writes --------------------------------------------------------------------
 
     def doc_name(self, path: str) -> str:
-        return f"{self.client._database_string}/documents/{path}"
+        return f"{self.database_path}/documents/{path}"
 
     def build_write(self, op: Operation) -> bytes:
         """The serialized `Write` protobuf for `op`, precondition included. It is journaled
@@ -815,7 +824,7 @@ class Store:
         name = self.doc_name(op.path)
         pre = op.precondition
         if op.fields is not None:  # archived protobuf fields (restore): written as they are
-            write = types.Write(update=types.Document(name=name))._pb
+            write = types.Write.pb(types.Write(update=types.Document(name=name)))
             write.update.fields.MergeFrom(op.fields)
         elif op.kind == DELETE:
             write = _WRITE(delete=name)
@@ -837,7 +846,7 @@ class Store:
     def commit_size(self, write_sizes: Iterable[int]) -> int:
         """The encoded size of a CommitRequest carrying writes of these sizes (what the
         server's request-size limit applies to)."""
-        total = len(self.client._database_string) + 3
+        total = len(self.database_path) + 3
         for n in write_sizes:
             total += 1 + varint_len(n) + n
         return total
@@ -858,13 +867,13 @@ class Store:
             timeout = min(timeout, lease)
         elif self.fence is not None:
             timeout = min(timeout, self.fence())
-        request = types.CommitRequest(database=self.client._database_string)._pb
+        request = types.CommitRequest.pb(types.CommitRequest(database=self.database_path))
         for raw in writes:
             request.writes.add().ParseFromString(raw)
         try:
             response = self.api.commit(
                 request=types.CommitRequest.wrap(request),
-                metadata=self.client._rpc_metadata,
+                metadata=self.metadata,
                 retry=None,
                 timeout=timeout,
             )
@@ -884,7 +893,9 @@ class Store:
             raise FirestoreError(f"commit of {len(writes)} operations", exc) from exc
         if lease is None:
             self.progressed()
-        return DatetimeWithNanoseconds.from_timestamp_pb(response._pb.commit_time)
+        return DatetimeWithNanoseconds.from_timestamp_pb(
+            types.CommitResponse.pb(response).commit_time
+        )
 
 
 def _read_error(what: str, exc: Any, read_time: Optional[dt.datetime]) -> FsMigrateError:
@@ -915,7 +926,9 @@ _WRITE = types.Write.pb()
 
 
 def _pb(message: Any) -> Any:
-    return getattr(message, "_pb", message)
+    """A write the client's helpers made, as a protobuf (they made proto-plus messages in
+    some releases, protobufs in others)."""
+    return types.Write.pb(message) if isinstance(message, types.Write) else message
 
 
 class Leases:
