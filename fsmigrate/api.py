@@ -6,8 +6,13 @@ test harness calls them directly:
     from fsmigrate import api
 
     cfg = api.Config(project="my-proj", state="/var/lib/fsmigrate/state.db")
-    result = api.rerun(cfg, "0001", confirm=lambda prompt: True)
+    options = api.RunOptions(max_rate=200, batch_size=100)
+    result = api.rerun(cfg, "0001", options, confirm=lambda prompt: True)
     health = api.check(cfg, "heartbeats", max_docs=50)
+
+A writing function takes the run options as one `RunOptions` (the command line's
+--batch-size, --max-rate, --runner...; None: from the config, else the default), checked
+when it is made; the config carries the defaults a config file gave (`Config.run`).
 
 Each function does what its command does (the drift check, the lease, adopting markers,
 choosing what is pending, running, writing plan files) and returns plain data. None of
@@ -58,9 +63,8 @@ from fsmigrate.errors import (
     StateNotFound,
     UsageError,
 )
+from fsmigrate.firestore.connection import Connection, Pool
 from fsmigrate.firestore.store import (
-    VERSIONS_KEPT,
-    VERSIONS_KEPT_PITR,
     RetryPolicy,
     Store,
     Target,
@@ -69,6 +73,7 @@ from fsmigrate.firestore.store import (
 )
 from fsmigrate.lint import Report as LintReport
 from fsmigrate.lint import lint_paths
+from fsmigrate.options import ResolvedOptions, RunOptions
 from fsmigrate.report import audit as audit_report
 from fsmigrate.report import runs as report
 from fsmigrate.scripts import drift, planfile
@@ -84,11 +89,14 @@ from fsmigrate.state.journals import RECORDED
 from fsmigrate.state.prune import PruneResult, parse_before
 from fsmigrate.state.prune import prune as _prune
 from fsmigrate.state.runs import RunResult
-from fsmigrate.times import parse_instant, rfc3339
 from fsmigrate.words import plural
 
 __all__ = [
     "Config",
+    "Connection",
+    "close",
+    "RunOptions",
+    "ResolvedOptions",
     "Settings",
     "ConfigError",
     "CheckReport",
@@ -158,14 +166,19 @@ PathLike = Union[str, "os.PathLike[str]"]
 class Config:
     """Where to work. A missing project comes from FSMIGRATE_PROJECT or
     GOOGLE_CLOUD_PROJECT, as on the command line; the emulator is used when
-    FIRESTORE_EMULATOR_HOST is set (or `emulator_host`). `lock_ttl` defaults to
+    FIRESTORE_EMULATOR_HOST is set (or `emulator_host`). `connection` says how to reach
+    Firestore (an `api.Connection`: the endpoint, a credentials file, a service account
+    to impersonate, the quota project); what it leaves None comes from FSMIGRATE_ENDPOINT,
+    FSMIGRATE_CREDENTIALS, FSMIGRATE_IMPERSONATE_SERVICE_ACCOUNT and
+    GOOGLE_CLOUD_QUOTA_PROJECT, else the application default credentials on
+    firestore.googleapis.com. `lock_ttl` defaults to
     FSMIGRATE_LOCK_TTL or 300 s; `patience` (seconds without progress before a run gives
     up on Firestore) to FSMIGRATE_PATIENCE or 10 minutes (docs/network-failures.md).
 
-    `run` holds the run options a writing function uses when it is not given them
-    (batch_size, batch_bytes, concurrency, max_rate, ramp, ramp_start, runner, workers);
-    `always_confirm` makes every apply ask, even on the emulator. `Config.from_file` fills
-    all of it from a config file and one of its environments."""
+    `run` holds the run options a writing function uses where its own `RunOptions` says
+    nothing (a config file's batch-size, max-rate, runner...; `run_options` resolves
+    them); `always_confirm` makes every apply ask, even on the emulator.
+    `Config.from_file` fills all of it from a config file and one of its environments."""
 
     project: Optional[str] = None
     database: Optional[str] = "(default)"
@@ -174,11 +187,12 @@ class Config:
     markers_collection: str = DEFAULT_ROOT
     lock_ttl: Optional[float] = None
     patience: Union[float, str, None] = None  # seconds, or a duration: "10m", "90s", "1h"
-    emulator_host: Optional[str] = None
+    emulator_host: Optional[str] = None  # the same as connection.emulator_host
+    connection: Connection = field(default_factory=Connection)
     environment: Optional[str] = None
     always_confirm: bool = False
     create_state_dir: bool = False  # True: make the state file's missing directories
-    run: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    run: RunOptions = field(default_factory=RunOptions)
     settings: Optional[Settings] = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -188,12 +202,25 @@ class Config:
             )
         if self.patience is not None:  # kept as seconds
             object.__setattr__(self, "patience", parse_patience(self.patience))
-        known = {k.attr for k in config_file.RUN_KEYS}
-        unknown = sorted(set(self.run) - known)
-        if unknown:
+        if not isinstance(self.connection, Connection):
             raise UsageError(
-                f"unknown run option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+                f"Config.connection must be an api.Connection, got {self.connection!r}"
             )
+        own = self.connection.emulator_host
+        if self.emulator_host and own and self.emulator_host != own:
+            raise UsageError(
+                f"emulator_host {self.emulator_host!r} and connection.emulator_host {own!r} "
+                "differ; give one"
+            )
+        if self.emulator_host and not own:
+            object.__setattr__(
+                self, "connection", replace(self.connection, emulator_host=self.emulator_host)
+            )
+        object.__setattr__(self, "emulator_host", self.connection.emulator_host)
+        if isinstance(self.run, Mapping):  # {"batch_size": 100}: the same, checked
+            object.__setattr__(self, "run", RunOptions.from_mapping(self.run))
+        elif not isinstance(self.run, RunOptions):
+            raise UsageError(f"Config.run must be an api.RunOptions, got {self.run!r}")
 
     @classmethod
     def from_file(
@@ -238,20 +265,25 @@ class Config:
             markers_collection=settings["markers-collection"],
             lock_ttl=settings["lock-ttl"],
             patience=settings["patience"],
-            emulator_host=settings["emulator-host"],
+            connection=Connection(
+                endpoint=settings["endpoint"],
+                credentials=settings["credentials"],
+                impersonate_service_account=settings["impersonate-service-account"],
+                quota_project=settings["quota-project"],
+                emulator_host=settings["emulator-host"],
+            ),
             environment=settings.environment,
             always_confirm=settings.always_confirm,
-            run=settings.run_options(),
+            run=RunOptions.from_mapping(settings.run_options()),
             settings=settings,
         )
 
-    def run_option(self, name: str, given: Any = None) -> Any:
-        """A run option: `given` when not None, else this config's, else the default."""
-        if given is not None:
-            return given
-        if name in self.run and self.run[name] is not None:
-            return self.run[name]
-        return config_file.KEYS[name.replace("_", "-")].default
+    def run_options(self, given: Optional[RunOptions] = None) -> ResolvedOptions:
+        """The options a writing command runs with: each from `given`, else this
+        config's `run`, else fsmigrate's default (resolved once, checked)."""
+        if given is not None and not isinstance(given, RunOptions):
+            raise UsageError(f"run options must be an api.RunOptions, got {given!r}")
+        return (given or RunOptions()).over(self.run).resolved()
 
     @property
     def state_path(self) -> Path:
@@ -262,10 +294,18 @@ class Config:
         return Path(self.migrations)
 
     def target(self) -> Target:
-        found = target_from_env(self.project, self.database)
-        if self.emulator_host:
-            found = replace(found, emulator_host=self.emulator_host)
-        return found
+        """The database to work on (UsageError without a project, or for connection
+        settings that cannot connect: `connect`)."""
+        connection = self.connect()
+        return replace(
+            target_from_env(self.project, self.database), emulator_host=connection.emulator_host
+        )
+
+    def connect(self) -> Connection:
+        """The connection settings in force: this config's, else the environment
+        variables' (Connection.from_environ); checked (an emulator on loopback only, not
+        with an endpoint)."""
+        return self.connection.over(Connection.from_environ()).check()
 
     def _open_state(self) -> State:
         """The state file for writing; a directory that does not exist is refused (a typo
@@ -279,8 +319,11 @@ class Config:
         return State.open(self.state_path)
 
     def _store(self, target: Optional[Target] = None) -> Store:
+        """A Store of the target, on this process's channels to it (`close`)."""
         patience = float(self.patience) if self.patience is not None else None
-        store = Store(target or self.target(), policy=RetryPolicy.from_env(patience))
+        target = target or self.target()
+        channels = _CHANNELS.get(self.connect(), target.project, target.database)
+        store = Store(target, policy=RetryPolicy.from_env(patience), channels=channels)
         store.reserved_root = self.markers_collection
         return store
 
@@ -300,6 +343,17 @@ class Config:
         if not ttl > 0:
             raise UsageError(f"FSMIGRATE_LOCK_TTL must be a positive number of seconds, got {ttl}")
         return ttl
+
+
+# One set of channels per target and connection, shared by the commands of this process.
+_CHANNELS = Pool()
+
+
+def close() -> int:
+    """Close the Firestore channels this process's commands opened (the command line
+    does at exit; a long-lived program that is done with Firestore may too: the next
+    command opens new ones). How many targets' channels were closed."""
+    return _CHANNELS.close()
 
 
 # ---- results -------------------------------------------------------------------------------
@@ -587,32 +641,6 @@ def _holding_lease(
         lease.release()
 
 
-def _snapshot(as_of: Union[None, str, dt.datetime]) -> Optional[dt.datetime]:
-    """`as_of` as the instant plans read at: not in the future, and not older than the
-    longest Firestore keeps versions (7 days, with point-in-time recovery; without it a
-    read older than 1 hour is refused by Firestore, in one line too)."""
-    if as_of is None:
-        return None
-    now = dt.datetime.now(dt.timezone.utc)
-    if isinstance(as_of, dt.datetime):
-        when = as_of if as_of.tzinfo else as_of.replace(tzinfo=dt.timezone.utc)
-    else:
-        try:
-            when = parse_instant(as_of, now)
-        except ValueError as exc:
-            raise UsageError(f"--as-of: {exc}") from None
-    when = when.astimezone(dt.timezone.utc)
-    if when > now:
-        raise UsageError(f"--as-of {rfc3339(when)} is in the future; Firestore reads the past")
-    if now - when > VERSIONS_KEPT_PITR:
-        raise UsageError(
-            f"--as-of {rfc3339(when)} is older than Firestore keeps versions "
-            f"({VERSIONS_KEPT_PITR.days} days with point-in-time recovery, "
-            f"{int(VERSIONS_KEPT.total_seconds() // 3600)} hour without); pick a later time"
-        )
-    return when
-
-
 def _confirm(
     cfg: Config,
     target: Target,
@@ -637,36 +665,14 @@ def _ask(confirm: Optional[Confirm], prompt: str) -> None:
         raise Aborted("declined at the prompt")
 
 
-def _limits(
-    cfg: Config, max_rate: Optional[float], ramp: Optional[bool], ramp_start: Optional[float]
-) -> traffic.Limits:
-    """The traffic limits of a writing command (given, else the config's), checked before
-    anything is written."""
-    given_start = ramp_start
-    ramp = cfg.run_option("ramp", ramp)
-    ramp_start = cfg.run_option("ramp_start", ramp_start)
-    if ramp is False and given_start is None:
-        ramp_start = None  # --no-ramp: a configured ramp start does not turn the ramp on
+def _limits(cfg: Config, opts: ResolvedOptions) -> traffic.Limits:
+    """The traffic limits of a writing command, checked before anything is written."""
     return traffic.resolve(
         emulator=cfg.target().is_emulator,
-        max_rate=cfg.run_option("max_rate", max_rate),
-        ramp=ramp,
-        ramp_start=ramp_start,
+        max_rate=opts.max_rate,
+        ramp=opts.ramp,
+        ramp_start=opts.ramp_start,
     )
-
-
-def _sizes(
-    cfg: Config,
-    batch_size: Optional[int],
-    batch_bytes: Optional[int],
-    concurrency: Optional[int],
-) -> dict[str, int]:
-    """Batch size and bytes, concurrency: given, else the config's, else the defaults."""
-    return {
-        "batch_size": cfg.run_option("batch_size", batch_size),
-        "batch_bytes": cfg.run_option("batch_bytes", batch_bytes),
-        "concurrency": cfg.run_option("concurrency", concurrency),
-    }
 
 
 def _execute(
@@ -678,9 +684,7 @@ def _execute(
     *,
     command: str,
     dry_run: bool,
-    batch_size: int,
-    batch_bytes: int,
-    concurrency: int,
+    opts: ResolvedOptions,
     limits: traffic.Limits,
     progress: Optional[Progress],
     confirm: Optional[Confirm],
@@ -689,15 +693,14 @@ def _execute(
     plan_out: Optional[PathLike] = None,
     plan_digest: Optional[str] = None,
     distributor: Optional[Distributor] = None,
-    as_of: Optional[dt.datetime] = None,
     read_time_of: Optional[Callable[[str], Optional[str]]] = None,
-    max_skip_ratio: Optional[float] = None,
 ) -> UpgradeResult:
     """Run (or plan) the selected migrations in order; the one path for every command
     that writes. An apply holds the target's lease from before it reads what is pending
     until it is done, so two runners never both apply; its commits wait on one limiter
     (`limits`), shared by its migrations and commit threads. A failure is raised with the
     result so far attached (`exc.partial`), so the caller can still report it."""
+    as_of = opts.as_of
     todo = select()
     if as_of is not None and not dry_run and len(todo) > 1:
         raise UsageError(
@@ -708,7 +711,7 @@ def _execute(
     if distributor is not None:
         for script in todo:  # a script Beam cannot split is refused before anything
             distributor.check(script)
-    max_skip_ratio = cfg.run_option("max_skip_ratio", max_skip_ratio)
+    max_skip_ratio = opts.max_skip_ratio
     budget = live.SkipBudget(max_skip_ratio) if max_skip_ratio is not None else None
     interval = live.interval_from_env()
     hooks = run_hooks.Hooks.load()
@@ -752,12 +755,12 @@ def _execute(
                 store,
                 state,
                 chain,
-                batch_size=batch_size,
+                batch_size=opts.batch_size,
                 progress=progress,
                 guard=lease.check if lease else None,
-                concurrency=concurrency,
+                concurrency=opts.concurrency,
                 markers=markers,
-                batch_bytes=batch_bytes,
+                batch_bytes=opts.batch_bytes,
                 limits=limits,
                 traffic=None if dry_run else traffic.make(limits),
                 capture_writes=plan_out is not None,
@@ -794,30 +797,19 @@ def _execute(
     return result
 
 
-RUNNERS = ("local", "beam")
-
-
-def _distributor(
-    runner: str, workers: int, beam_options: Optional[Mapping[str, str]]
-) -> Optional[Distributor]:
+def _distributor(opts: ResolvedOptions) -> Optional[Distributor]:
     """None for the local runner; the Beam coordinator for `runner="beam"`."""
-    if runner not in RUNNERS:
-        raise UsageError(f"runner must be one of {', '.join(RUNNERS)}, got {runner!r}")
-    if runner == "local":
-        if beam_options:
-            raise UsageError("--beam-option needs --runner beam")
+    if opts.runner == "local":
         return None
-    if workers < 1:
-        raise UsageError(f"--workers must be at least 1, got {workers}")
     from fsmigrate import beam
 
     beam.require()
     from fsmigrate.beam.coordinator import BeamDistributor
 
-    options = dict(beam_options or {})
+    options = dict(opts.beam_options)
     journal = options.pop("journal", None)
     log = options.pop("log", None)
-    return BeamDistributor(workers=workers, options=options, journal_root=journal, log=log)
+    return BeamDistributor(workers=opts.workers, options=options, journal_root=journal, log=log)
 
 
 def _runs_of(state: State, invocation: str) -> list[RunResult]:
@@ -829,26 +821,18 @@ def _runs_of(state: State, invocation: str) -> list[RunResult]:
 
 def upgrade(
     cfg: Config,
+    options: Optional[RunOptions] = None,
     *,
     dry_run: bool = False,
     to: Optional[str] = None,
-    batch_size: Optional[int] = None,
-    batch_bytes: Optional[int] = None,
-    concurrency: Optional[int] = None,
     plan_out: Optional[PathLike] = None,
-    max_rate: Optional[float] = None,
-    ramp: Optional[bool] = None,
-    ramp_start: Optional[float] = None,
     progress: Optional[Progress] = None,
     confirm: Optional[Confirm] = None,
-    max_skip_ratio: Optional[float] = None,
-    runner: Optional[str] = None,
-    workers: Optional[int] = None,
-    beam_options: Optional[Mapping[str, str]] = None,
-    as_of: Union[None, str, dt.datetime] = None,
 ) -> UpgradeResult:
-    """Run the pending migrations in order (or plan them with `dry_run`); with `plan_out`
-    (dry-run only), also write the reviewed plan file for `apply_plan`.
+    """Run the pending migrations in order (or plan them with `dry_run`), up to and
+    including revision `to`; with `plan_out` (dry-run only), also write the reviewed plan
+    file for `apply_plan`. `options` (a `RunOptions`; what it leaves None comes from
+    `cfg.run`, else the default) say how:
 
     Every plan reads the database at one instant (its snapshot, recorded with the run and
     in the plan file): `as_of` (an RFC 3339 time, an age like "30m", or a datetime; at
@@ -878,12 +862,9 @@ def upgrade(
         raise UsageError(
             "--plan-out needs --dry-run (a plan is reviewed, then applied with `fsmigrate apply`)"
         )
-    limits = _limits(cfg, max_rate, ramp, ramp_start)
-    snapshot = _snapshot(as_of)
-    distributor = _distributor(
-        cfg.run_option("runner", runner), cfg.run_option("workers", workers), beam_options
-    )
-    sizes = _sizes(cfg, batch_size, batch_bytes, concurrency)
+    opts = cfg.run_options(options)
+    limits = _limits(cfg, opts)
+    distributor = _distributor(opts)
     target, chain, state = _prepare(cfg)
     if to is not None:
         chain.get(to)
@@ -899,46 +880,29 @@ def upgrade(
         pending,
         command="upgrade",
         dry_run=dry_run,
-        batch_size=sizes["batch_size"],
-        batch_bytes=sizes["batch_bytes"],
-        concurrency=sizes["concurrency"],
+        opts=opts,
         limits=limits,
         progress=progress,
         confirm=confirm,
-        max_skip_ratio=max_skip_ratio,
         plan_out=plan_out,
         distributor=distributor,
-        as_of=snapshot,
     )
 
 
 def rerun(
     cfg: Config,
     revision: str,
+    options: Optional[RunOptions] = None,
     *,
     dry_run: bool = False,
-    batch_size: Optional[int] = None,
-    batch_bytes: Optional[int] = None,
-    concurrency: Optional[int] = None,
-    max_rate: Optional[float] = None,
-    ramp: Optional[bool] = None,
-    ramp_start: Optional[float] = None,
     progress: Optional[Progress] = None,
     confirm: Optional[Confirm] = None,
-    max_skip_ratio: Optional[float] = None,
-    runner: Optional[str] = None,
-    workers: Optional[int] = None,
-    beam_options: Optional[Mapping[str, str]] = None,
-    as_of: Union[None, str, dt.datetime] = None,
 ) -> UpgradeResult:
-    """Run one `repeatable = True` migration again, applied or not (traffic, runner and
-    `as_of` options as for `upgrade`)."""
-    limits = _limits(cfg, max_rate, ramp, ramp_start)
-    snapshot = _snapshot(as_of)
-    distributor = _distributor(
-        cfg.run_option("runner", runner), cfg.run_option("workers", workers), beam_options
-    )
-    sizes = _sizes(cfg, batch_size, batch_bytes, concurrency)
+    """Run one `repeatable = True` migration again, applied or not (`options` as for
+    `upgrade`)."""
+    opts = cfg.run_options(options)
+    limits = _limits(cfg, opts)
+    distributor = _distributor(opts)
     target, chain, state = _prepare(cfg)
     script = chain.get(revision)
     if not script.repeatable:
@@ -967,45 +931,42 @@ def rerun(
         todo,
         command=f"rerun {revision}",
         kind="rerun",
-        as_of=snapshot,
         dry_run=dry_run,
-        batch_size=sizes["batch_size"],
-        batch_bytes=sizes["batch_bytes"],
-        concurrency=sizes["concurrency"],
+        opts=opts,
         limits=limits,
         progress=progress,
         confirm=confirm,
-        max_skip_ratio=max_skip_ratio,
         distributor=distributor,
     )
+
+
+APPLY_REFUSES = ("runner", "workers", "beam_options", "as_of")
+RESTORE_REFUSES = ("batch_size", "concurrency", *APPLY_REFUSES)
 
 
 def apply_plan(
     cfg: Config,
     path: PathLike,
+    options: Optional[RunOptions] = None,
     *,
-    batch_size: Optional[int] = None,
-    batch_bytes: Optional[int] = None,
-    concurrency: Optional[int] = None,
-    max_rate: Optional[float] = None,
-    ramp: Optional[bool] = None,
-    ramp_start: Optional[float] = None,
     progress: Optional[Progress] = None,
     confirm: Optional[Confirm] = None,
-    max_skip_ratio: Optional[float] = None,
 ) -> UpgradeResult:
     """Apply a reviewed plan file exactly: verified whole before any write (counts,
-    digests, each line against its `Write`), then its operations, nothing re-planned
-    (traffic options as for `upgrade`)."""
+    digests, each line against its `Write`), then its operations, nothing re-planned.
+    `options` as for `upgrade`, but for where and when it plans (here, with the plan's
+    own read times: a runner, workers, Beam options or `as_of` are refused)."""
     plan_path = Path(path)
+    if options is not None:
+        options.refuse("apply", APPLY_REFUSES)
+    opts = replace(cfg.run_options(options), runner="local", as_of=None)
     if not plan_path.is_file():
         raise UsageError(f"plan file {plan_path} does not exist")
-    limits = _limits(cfg, max_rate, ramp, ramp_start)
+    limits = _limits(cfg, opts)
     plan = planfile.PlanFile(plan_path)
-    sizes = _sizes(cfg, batch_size, batch_bytes, concurrency)
     try:
         target, chain, state = _prepare(cfg)
-        plan.verify(max_write_bytes=sizes["batch_bytes"])
+        plan.verify(max_write_bytes=opts.batch_bytes)
         select = drift.plan_scripts(plan, target, chain, state)
         return _execute(
             cfg,
@@ -1019,13 +980,10 @@ def apply_plan(
             plan_digest=plan.digest,
             read_time_of=plan.read_time,
             dry_run=False,
-            batch_size=sizes["batch_size"],
-            batch_bytes=sizes["batch_bytes"],
-            concurrency=sizes["concurrency"],
+            opts=opts,
             limits=limits,
             progress=progress,
             confirm=confirm,
-            max_skip_ratio=max_skip_ratio,
         )
     finally:
         plan.close()
@@ -1034,21 +992,25 @@ def apply_plan(
 def restore(
     cfg: Config,
     run_id: str,
+    options: Optional[RunOptions] = None,
     *,
     docs: Sequence[str] = (),
     dry_run: bool = False,
-    batch_bytes: Optional[int] = None,
-    max_rate: Optional[float] = None,
-    ramp: Optional[bool] = None,
-    ramp_start: Optional[float] = None,
     progress: Optional[Progress] = None,
     confirm: Optional[Confirm] = None,
-    max_skip_ratio: Optional[float] = None,
 ) -> UpgradeResult:
     """Write run `run_id`'s archived before-images back where the document does not exist
-    now (forward: a new audited run; existing documents are left alone and listed;
-    traffic options as for `upgrade`)."""
-    limits = _limits(cfg, max_rate, ramp, ramp_start)
+    now (forward: a new audited run; existing documents are left alone and listed), only
+    those of `docs` when given. `options`: `batch_bytes`, the traffic limits and
+    `max_skip_ratio` as for `upgrade` (a restore commits full batches one at a time,
+    here: a batch size, concurrency, runner, workers, Beam options or `as_of` are
+    refused)."""
+    if options is not None:
+        options.refuse("restore", RESTORE_REFUSES)
+    opts = replace(
+        cfg.run_options(options), batch_size=MAX_BATCH, concurrency=1, runner="local", as_of=None
+    )
+    limits = _limits(cfg, opts)
     target = cfg.target()
     state = cfg._open_state()
     source = state.run(run_id)
@@ -1083,13 +1045,10 @@ def restore(
         command=f"restore {run_id}",
         kind="restore",
         dry_run=dry_run,
-        batch_size=MAX_BATCH,
-        batch_bytes=cfg.run_option("batch_bytes", batch_bytes),
-        concurrency=1,
+        opts=opts,
         limits=limits,
         progress=progress,
         confirm=confirm,
-        max_skip_ratio=max_skip_ratio,
     )
     result.warnings.extend(warnings)
     return result
@@ -1361,12 +1320,17 @@ def config(cfg: Config) -> Settings:
         "migrations": str(cfg.migrations),
         "markers-collection": cfg.markers_collection,
         "emulator-host": cfg.emulator_host,
+        "endpoint": cfg.connection.endpoint,
+        "credentials": cfg.connection.credentials,
+        "impersonate-service-account": cfg.connection.impersonate_service_account,
+        "quota-project": cfg.connection.quota_project,
         "lock-ttl": cfg.lock_ttl,
         "patience": cfg.patience,
         "always-confirm": cfg.always_confirm,
     }
+    resolved = cfg.run_options()
     for key in config_file.RUN_KEYS:
-        values[key.name] = cfg.run_option(key.attr)
+        values[key.name] = getattr(resolved, key.attr)
     return Settings(
         {k: config_file.Setting(v, "Config") for k, v in values.items()},
         environment=cfg.environment,

@@ -183,6 +183,8 @@ class BeamDistributor:
                     done=frozenset(run.all_written_before()),
                     limits=_share(run.limits, self.workers),
                     patience=store.policy.patience,
+                    connection=store.connection.for_workers(),
+                    policy=store.policy,
                     lock_ttl=settings.lease_ttl,
                     read_time=run.read_time,
                     workers=self.workers,
