@@ -624,9 +624,10 @@ def build(pipeline: Any, spec: WorkerSpec, form: str, ranges: list[tuple]) -> No
     )
 
 
-def options(workers: int, extra: dict[str, str]) -> Any:
+def options(workers: int, extra: dict[str, str], staged: Iterable[str] = ()) -> Any:
     """Pipeline options: the DirectRunner on `workers` processes unless `extra` names
-    another runner (e.g. runner=DataflowRunner, project=..., region=..., temp_location=gs://...)."""
+    another runner (e.g. runner=DataflowRunner, project=..., region=..., temp_location=gs://...);
+    `staged`: packages for the workers (`--extra_package`, after any `extra` names)."""
     from apache_beam.options.pipeline_options import PipelineOptions
 
     flags = {
@@ -636,4 +637,5 @@ def options(workers: int, extra: dict[str, str]) -> Any:
         "default_sdk_harness_log_level": "WARNING",
         **extra,
     }
-    return PipelineOptions([f"--{k}={v}" for k, v in flags.items()])
+    args = [f"--{k}={v}" for k, v in flags.items()]
+    return PipelineOptions([*args, *(f"--extra_package={path}" for path in staged)])
