@@ -217,10 +217,8 @@ class _Worker:
         self.attempt = uuid.uuid4().hex[:8]
         self.skip = {path for path, _ in self.spec.done}  # documents written earlier
         for path in workfiles.list_files(self.spec.journal_dir, f"batch-u{unit}-"):
-            if path.endswith(workfiles.OUTCOME):
-                continue
-            body = json.loads(workfiles.read_file(path))
-            self.skip.update(op["path"] for op in body["ops"])
+            if workfiles.is_batch(path):
+                self.skip.update(op["path"] for op in workfiles.read_batch(path, False).ops)
         self.batch: list[Operation] = []
         self.paths: set[str] = set()
         self.used = 0
@@ -357,7 +355,7 @@ class _Worker:
             spec.journal_dir, f"batch-u{self.unit}-{self.attempt}-{self.worker}-{self.batches:06d}"
         )
         workfiles.write_file(
-            stem + ".json", workfiles.encode_batch(self.worker, self.batches, records)
+            stem + workfiles.BATCH, workfiles.encode_batch(self.worker, self.batches, records)
         )
         if spec.dry_run:
             return
