@@ -24,7 +24,10 @@ On this 2-core machine the emulator, the coordinator and the workers share the c
 measures instead the cost of one more document: the client's CPU seconds (the measured
 process and the worker processes it started: what GNU time reports; the emulator's are
 not in it) and the wall seconds at each size, medians, and the slope between the sizes
-per 1,000 documents, with each Beam method's slope against the local runner's.
+per 1,000 documents, with each Beam method's slope against the local runner's; also
+the coordinator's split alone (split/1k: on the emulator, which has no PartitionQuery, a
+keys-only pass over every name; Firestore answers a top-level collection's split with
+PartitionQuery, which reads no name) and the slope without it.
 """
 
 from __future__ import annotations
@@ -88,6 +91,19 @@ def each(ctx, doc):
 def worker(method: str, project: str) -> None:
     import fsmigrate.cli  # noqa: F401  (imports are not part of the measurement)
     from fsmigrate.cli import cli
+    from fsmigrate.firestore.store import Store
+
+    split_cpu = [0.0]  # the coordinator's split: a pass over every name on the emulator only
+    split = Store.split
+
+    def timed_split(self: Store, *args: object, **kwargs: object) -> object:
+        started = time.process_time()
+        try:
+            return split(self, *args, **kwargs)  # type: ignore[arg-type]
+        finally:
+            split_cpu[0] += time.process_time() - started
+
+    Store.split = timed_split  # type: ignore[assignment,method-assign]
 
     with tempfile.TemporaryDirectory() as tmp:
         migrations = ROOT / "migrations"
@@ -124,7 +140,13 @@ def worker(method: str, project: str) -> None:
     children = workers.largest_mb
     print(
         json.dumps(
-            {"method": method, "seconds": seconds, "coordinator_mb": own, "worker_mb": children}
+            {
+                "method": method,
+                "seconds": seconds,
+                "coordinator_mb": own,
+                "worker_mb": children,
+                "split_cpu_s": split_cpu[0],
+            }
         )
     )
 
@@ -178,6 +200,7 @@ def slopes(methods: list[str], sizes: list[int], reps: int, env: dict) -> dict:
             n: {
                 "median_seconds": statistics.median(r["seconds"] for r in runs[method][n]),
                 "median_cpu_s": statistics.median(r["cpu_s"] for r in runs[method][n]),
+                "median_split_cpu_s": statistics.median(r["split_cpu_s"] for r in runs[method][n]),
                 "runs": runs[method][n],
             }
             for n in sizes
@@ -186,6 +209,10 @@ def slopes(methods: list[str], sizes: list[int], reps: int, env: dict) -> dict:
         out["methods"][method] = {
             "by_size": med,
             "cpu_s_per_1000": (med[high]["median_cpu_s"] - med[low]["median_cpu_s"]) / extra,
+            "split_cpu_s_per_1000": (
+                med[high]["median_split_cpu_s"] - med[low]["median_split_cpu_s"]
+            )
+            / extra,
             "wall_s_per_1000": (med[high]["median_seconds"] - med[low]["median_seconds"]) / extra,
         }
     if "local" in out["methods"]:
@@ -195,6 +222,16 @@ def slopes(methods: list[str], sizes: list[int], reps: int, env: dict) -> dict:
             for m, v in out["methods"].items()
             if m != "local"
         }
+        out["ratios"].update(
+            {
+                f"{m}_cpu_slope_without_split_vs_local": (
+                    v["cpu_s_per_1000"] - v["split_cpu_s_per_1000"]
+                )
+                / base["cpu_s_per_1000"]
+                for m, v in out["methods"].items()
+                if m != "local"
+            }
+        )
         out["ratios"].update(
             {
                 f"{m}_wall_at_{high}_vs_local": v["by_size"][high]["median_seconds"]
@@ -210,13 +247,16 @@ def print_slopes(out: dict) -> None:
     sizes = out["sizes"]
     print(f"\nclient CPU (coordinator + workers) and wall, medians of {out['reps']}\n")
     head = "".join(f"{f'cpu s @{n}':>13}{f'wall s @{n}':>14}" for n in sizes)
-    print(f"{'method':<10}{head}{'cpu s/1k':>10}{'wall s/1k':>11}")
+    print(f"{'method':<10}{head}{'cpu s/1k':>10}{'split/1k':>10}{'wall s/1k':>11}")
     for method, v in out["methods"].items():
         cells = "".join(
             f"{v['by_size'][n]['median_cpu_s']:>13.2f}{v['by_size'][n]['median_seconds']:>14.2f}"
             for n in sizes
         )
-        print(f"{method:<10}{cells}{v['cpu_s_per_1000']:>10.3f}{v['wall_s_per_1000']:>11.3f}")
+        print(
+            f"{method:<10}{cells}{v['cpu_s_per_1000']:>10.3f}"
+            f"{v['split_cpu_s_per_1000']:>10.3f}{v['wall_s_per_1000']:>11.3f}"
+        )
     print()
     for name, value in out.get("ratios", {}).items():
         print(f"{name:<34} {value:5.2f}x")
