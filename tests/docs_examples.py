@@ -18,7 +18,8 @@ what the command printed. The markers:
 An output is compared line by line after normalising what changes from run to run (run
 ids, times, the emulator's port, the host name, the home directory: `normalise`). A line
 `...` stands for any lines (none included), and `...` inside a line for any text, as in
-doctest. Every step of a page runs in order in one working directory; what a step exports
+doctest. With FSMIGRATE_DOCS_UPDATE=1 a sample that differs is rewritten with what the
+command printed (normalised) instead of failing: review the page's diff and commit it. Every step of a page runs in order in one working directory; what a step exports
 or assigns, and the directory it ends in, the next one sees, as in a reader's terminal.
 """
 
@@ -67,6 +68,7 @@ class Step:
     exit_code: int = 0
     output: Optional[str] = None  # what the page shows it prints (run), None: not shown
     commands: tuple[tuple[str, str], ...] = ()  # console: (command, its output)
+    span: tuple[int, int] = (0, 0)  # where the page shows the output (run) or the block (console)
 
 
 def fences(document: Document) -> list[Fence]:
@@ -85,6 +87,14 @@ def _next_fence(text: str, at: int, blocks: list[Fence]) -> Optional[Fence]:
         if fence.start >= at:
             return fence if not text[at : fence.start].strip() else None
     return None
+
+
+def _inside(text: str, fence: Fence) -> tuple[int, int]:
+    """Where a fenced block's lines are in the page: after its opening line, before its
+    closing one."""
+    start = text.index("\n", fence.start) + 1
+    end = text.rindex("\n", start - 1, fence.end) + 1 if fence.code else start
+    return start, end
 
 
 def _console(code: str) -> tuple[tuple[str, str], ...]:
@@ -134,16 +144,20 @@ def parse_steps(document: Document) -> Iterator[Region]:
             if fence.language != "console":
                 raise MarkerError(f"{where}: `test: console` marks a ```console block")
             try:
-                step = Step("console", line, fence.code, commands=_console(fence.code))
+                commands = _console(fence.code)
+                step = Step(
+                    "console", line, fence.code, commands=commands, span=_inside(text, fence)
+                )
             except MarkerError as exc:
                 raise MarkerError(f"{where}: {exc}") from None
         elif what == "run" or what.startswith("run, exit "):
             exit_code = int(what[len("run, exit ") :]) if what != "run" else 0
             output = _next_fence(text, fence.end, blocks)
-            shown = None
+            shown, span = None, (0, 0)
             if output is not None and output.language in OUTPUT_LANGUAGES:
                 shown, end = output.code, output.end
-            step = Step("run", line, fence.code, exit_code=exit_code, output=shown)
+                span = _inside(text, output)
+            step = Step("run", line, fence.code, exit_code=exit_code, output=shown, span=span)
         else:
             raise MarkerError(f"{where}: unknown marker `<!-- test: {what} -->`")
         yield Region(directive.start, end, parsed=step, evaluator=evaluate)
@@ -188,14 +202,17 @@ def unchecked(page: Path) -> list[tuple[int, str]]:
 
 # ---- comparing an output -------------------------------------------------------------------
 
+_SHA256 = re.compile(r"\b[0-9a-f]{64}\b")
 _RUN_ID = re.compile(r"\b\d{8}T\d{6}Z-[0-9a-f]{6}\b")
 _TIME = re.compile(r"\b\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z")
 _DURATION = re.compile(r"\bin \d+(?:\.\d+)? (s|ms|min|h)\b")
+_ARCHIVED = re.compile(r"\b[1-9][\d.,]* (?:bytes|KB|MB|GB)(?= (?:to archive|archived))")
 _PORT = re.compile(r"\b(127\.0\.0\.1|localhost|\[::1\]):\d{2,5}\b")
 
 
 def normalise(text: str, home: str = "", host: str = "") -> str:
-    """What changes from run to run, made the same: run ids, RFC 3339 times, how long a run
+    """What changes from run to run, made the same: run ids, sha256 digests (a plan's),
+    RFC 3339 times, the size of what is archived (not whether it is 0), how long a run
     took (`in 0.6 s`), the emulator's port and pid, the host name (`@laptop`), the home directory
     (`~`); trailing blanks."""
     if home:
@@ -203,10 +220,12 @@ def normalise(text: str, home: str = "", host: str = "") -> str:
     if host:
         text = re.sub(rf"@{re.escape(host)}\b", "@laptop", text)
     text = _RUN_ID.sub("20261202T031139Z-368d67", text)
+    text = _SHA256.sub("7dbaf45be47c61671116f06e52050bc3877f9d212772875d4074702a0f43b24e", text)
     text = _TIME.sub("2026-12-02T03:11:39.101970Z", text)
     text = _PORT.sub(r"\1:8080", text)
     text = _DURATION.sub(r"in 0.6 \1", text)
     text = re.sub(r"\bpid \d+", "pid 24583", text)
+    text = _ARCHIVED.sub("1.1 KB", text)  # before-images: their timestamps' bytes vary
     return "\n".join(line.rstrip() for line in text.strip("\n").splitlines())
 
 
@@ -237,6 +256,7 @@ class Shell:
     env: dict[str, str]
     emulator_host: Optional[str] = None  # the test's emulator, for `test: emulator` steps
     transcript: list[str] = field(default_factory=list)
+    drifted: bool = False  # with FSMIGRATE_DOCS_UPDATE: the step just compared differs
 
     def run(self, code: str, *, strict: bool = True, timeout: float = 300) -> tuple[int, str]:
         saved = self.cwd.parent / f".{self.cwd.name}.shell"
@@ -278,9 +298,15 @@ def _q(path: Path) -> str:
     return "'" + str(path).replace("'", "'\\''") + "'"
 
 
+UPDATE = "FSMIGRATE_DOCS_UPDATE"  # set: a drifted sample is rewritten, not failed
+
+
 def _compare(shell: Shell, step: Step, command: str, expected: str, actual: str) -> Optional[str]:
     got = shell.normalise(actual)
     if matches(normalise(expected), got):
+        return None
+    if os.environ.get(UPDATE):
+        shell.drifted = True
         return None
     return (
         f"line {step.line}: the output of `{command.splitlines()[0]}` is not what the page "
@@ -307,11 +333,17 @@ def evaluate(example: Example) -> Optional[str]:
         shell.env["FIRESTORE_EMULATOR_HOST"] = shell.emulator_host
         return None
     if step.kind == "console":
+        shown = []
         for command, expected in step.commands:
             _, out = shell.run(command, strict=False)
+            shell.drifted = False
             problem = _compare(shell, step, command, expected, out)
             if problem:
                 return problem
+            got = shell.normalise(out) if shell.drifted else expected
+            shown.append(f"$ {command}" + (f"\n{got}" if got else ""))
+        if os.environ.get(UPDATE):
+            _update(example, step.span, "\n".join(shown) + "\n")
         return None
     rc, out = shell.run(step.code)  # run, or the emulator for a page that starts its own
     if rc != step.exit_code:
@@ -320,8 +352,18 @@ def evaluate(example: Example) -> Optional[str]:
             f"--- the step\n{step.code}\n--- it printed\n{out}"
         )
     if step.output is not None:
-        return _compare(shell, step, step.code, step.output, out)
+        shell.drifted = False
+        problem = _compare(shell, step, step.code, step.output, out)
+        if shell.drifted:
+            _update(example, step.span, shell.normalise(out) + "\n")
+        return problem
     return None
+
+
+def _update(example: Example, span: tuple[int, int], text: str) -> None:
+    """With FSMIGRATE_DOCS_UPDATE: what the page will show there instead (`run_page`
+    writes the page when every step has run)."""
+    example.namespace.setdefault("updates", []).append((span, text))
 
 
 def run_page(page: Path, shell: Shell) -> None:
@@ -331,6 +373,12 @@ def run_page(page: Path, shell: Shell) -> None:
     document.namespace["shell"] = shell
     for example in document:
         example.evaluate()
+    updates = document.namespace.get("updates", [])
+    if updates:  # FSMIGRATE_DOCS_UPDATE: the samples that drifted, as the tool prints them
+        text = document.text
+        for (start, end), new in sorted(updates, reverse=True):
+            text = text[:start] + new + text[end:]
+        page.write_text(text)
 
 
 def environment(home: Path, extra: Iterable[tuple[str, str]] = ()) -> dict[str, Any]:
