@@ -355,11 +355,14 @@ def cli(
         if value is not None:
             given.flags[name] = str(value)
             given.flag_names[name] = flag
+    if create_state_dir:
+        given.flags["create-state-dir"] = True
+        given.flag_names["create-state-dir"] = "--create-state-dir"
     settings = config.load(config_path, env, given, os.environ)
     resolved = api.Config.from_settings(settings)
     if patience is not None:
         resolved = replace(resolved, patience=patience)
-    if create_state_dir:
+    if settings["create-state-dir"]:  # the flag (or FSMIGRATE_CREATE_STATE_DIR), or the file
         resolved = replace(resolved, create_state_dir=True)
     ctx.obj = Config(resolved, traceback)
     ctx.with_resource(_warnings_to_stderr())

@@ -123,6 +123,10 @@ KEYS: dict[str, Key] = {
             "FSMIGRATE_DATABASE", _non_empty),
         Key("state", str, "state.db", "SQLite state file", "--state", "FSMIGRATE_STATE",
             _non_empty, path=True),
+        # A key, not a default: a missing directory is refused (a typo would start a fresh
+        # audit trail) unless the file says this one is meant to be made.
+        Key("create-state-dir", bool, False, "create the state file's directory when it "
+            "does not exist", "--create-state-dir"),
         Key("migrations", str, "migrations", "directory of migration scripts",
             "--migrations", "FSMIGRATE_MIGRATIONS", _non_empty, path=True),
         Key("markers-collection", str, RESERVED_ROOT, "collection of fsmigrate's own "

@@ -221,7 +221,10 @@ def normalise(text: str, home: str = "", host: str = "") -> str:
         text = re.sub(rf"@{re.escape(host)}\b", "@laptop", text)
     text = _RUN_ID.sub("20261202T031139Z-368d67", text)
     text = _SHA256.sub("7dbaf45be47c61671116f06e52050bc3877f9d212772875d4074702a0f43b24e", text)
-    text = _TIME.sub("2026-12-02T03:11:39.101970Z", text)
+    text = _TIME.sub(
+        lambda m: "2026-12-02T03:11:39.101970Z" if "." in m.group() else "2026-12-02T03:11:39Z",
+        text,
+    )
     text = _PORT.sub(r"\1:8080", text)
     text = _DURATION.sub(r"in 0.6 \1", text)
     text = re.sub(r"\bpid \d+", "pid 24583", text)

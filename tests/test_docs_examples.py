@@ -28,7 +28,13 @@ from fsmigrate.firestore import emulator as emu_mod
 REPO = DOCS.parent
 TUTORIAL = DOCS / "tutorial.md"
 GUIDES = [p for p in pages() if p != TUTORIAL]
-GUIDE_PROJECT = "my-proj"  # the project the guides' examples name
+# the targets the guides' examples name, emptied before each guide
+GUIDE_TARGETS = [
+    ("my-proj", "(default)"),
+    ("acme-dev", "(default)"),
+    ("acme-stage", "stage"),
+    ("acme-prod", "(default)"),
+]
 # The pages whose every command and output is run or compared (or says why not)
 CHECKED = [
     TUTORIAL,
@@ -124,6 +130,7 @@ def test_the_tutorial_runs_as_written(tmp_path: Path) -> None:
 @pytest.mark.parametrize("page", GUIDES, ids=[str(p.relative_to(DOCS)) for p in GUIDES])
 def test_the_guides_examples_run(page: Path, tmp_path: Path, emulator: emu_mod.Emulator) -> None:
     """The marked blocks of a guide, in order, against the session's emulator, with the
-    project the guides name emptied first, printing what the page shows."""
-    emu_mod.reset(emulator.host_port, GUIDE_PROJECT)
+    projects the guides name emptied first, printing what the page shows."""
+    for project, database in GUIDE_TARGETS:
+        emu_mod.reset(emulator.host_port, project, database)
     run_page(page, _shell(tmp_path, emulator.host_port))
