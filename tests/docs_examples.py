@@ -19,17 +19,20 @@ An output is compared line by line after normalising what changes from run to ru
 ids, times, the emulator's port, the host name, the home directory: `normalise`). A line
 `...` stands for any lines (none included), and `...` inside a line for any text, as in
 doctest. With FSMIGRATE_DOCS_UPDATE=1 a sample that differs is rewritten with what the
-command printed (normalised) instead of failing: review the page's diff and commit it. Every step of a page runs in order in one working directory; what a step exports
-or assigns, and the directory it ends in, the next one sees, as in a reader's terminal.
+command printed (normalised) instead of failing: review the page's diff and commit it.
+
+The steps of a page run in order in one bash process (`Shell`), as in a reader's terminal.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -202,6 +205,7 @@ def unchecked(page: Path) -> list[tuple[int, str]]:
 
 # ---- comparing an output -------------------------------------------------------------------
 
+_WHOLE_TIME, _FRACTION_TIME = "2026-12-02T03:11:39Z", "2026-12-02T03:11:39.101970Z"
 _SHA256 = re.compile(r"\b[0-9a-f]{64}\b")
 _RUN_ID = re.compile(r"\b\d{8}T\d{6}Z-[0-9a-f]{6}\b")
 _TIME = re.compile(r"\b\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z")
@@ -220,11 +224,9 @@ def normalise(text: str, home: str = "", host: str = "") -> str:
     if host:
         text = re.sub(rf"@{re.escape(host)}\b", "@laptop", text)
     text = _RUN_ID.sub("20261202T031139Z-368d67", text)
+    text = re.sub(r"\b\d{8}T\d{6}Z\b(?!-)", "20261202T031139Z", text)  # a run id cut short
     text = _SHA256.sub("7dbaf45be47c61671116f06e52050bc3877f9d212772875d4074702a0f43b24e", text)
-    text = _TIME.sub(
-        lambda m: "2026-12-02T03:11:39.101970Z" if "." in m.group() else "2026-12-02T03:11:39Z",
-        text,
-    )
+    text = _TIME.sub(lambda m: _FRACTION_TIME if "." in m.group() else _WHOLE_TIME, text)
     text = _PORT.sub(r"\1:8080", text)
     text = _DURATION.sub(r"in 0.6 \1", text)
     text = re.sub(r"\bpid \d+", "pid 24583", text)
@@ -243,7 +245,10 @@ def _pattern(expected: str) -> re.Pattern[str]:
 
 
 def matches(expected: str, actual: str) -> bool:
-    """`actual` is what `expected` shows, `...` standing for what a page leaves out."""
+    """`actual` is what `expected` shows, `...` standing for what a page leaves out; a
+    normalised time with or without its fraction of a second is the same time (whether a
+    time has one varies from run to run)."""
+    expected, actual = (t.replace(_FRACTION_TIME, _WHOLE_TIME) for t in (expected, actual))
     return _pattern(expected + "\n").fullmatch(actual + "\n") is not None
 
 
@@ -252,49 +257,91 @@ def matches(expected: str, actual: str) -> bool:
 
 @dataclass
 class Shell:
-    """A reader's terminal: each step a bash process that starts from the environment and
-    directory the step before it left (every assignment is exported: `set -a`)."""
+    """A reader's terminal: one bash process that runs the steps in turn, so what a step
+    exports, assigns, starts in the background (`&`, then `wait`) or the directory it
+    moves to, the next one sees. A step stops at its first failing command, as under
+    `set -e`, without ending the shell. Use it as a context manager: leaving it ends the
+    shell and whatever it left running."""
 
     cwd: Path
     env: dict[str, str]
     emulator_host: Optional[str] = None  # the test's emulator, for `test: emulator` steps
     transcript: list[str] = field(default_factory=list)
     drifted: bool = False  # with FSMIGRATE_DOCS_UPDATE: the step just compared differs
+    where: Optional[Path] = None  # the directory the last step ended in
+    _proc: Optional[subprocess.Popen[str]] = None
+    _steps: int = 0
+
+    def __enter__(self) -> Shell:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _shell(self) -> subprocess.Popen[str]:
+        if self._proc is None:
+            self._proc = subprocess.Popen(
+                ["bash", "--norc", "--noprofile"],
+                cwd=self.cwd,
+                env=self.env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                start_new_session=True,  # its background jobs end with it (close)
+            )
+        return self._proc
 
     def run(self, code: str, *, strict: bool = True, timeout: float = 300) -> tuple[int, str]:
-        saved = self.cwd.parent / f".{self.cwd.name}.shell"
-        saved.mkdir(exist_ok=True)
-        env_file, cwd_file = saved / "env", saved / "cwd"
-        script = (
-            f"trap 'rc=$?; env -0 > {_q(env_file)}; pwd > {_q(cwd_file)}; exit $rc' EXIT\n"
-            + ("set -eu\n" if strict else "")
-            + "set -a\n"
-            + code
-            + "\n"
+        proc = self._shell()
+        assert proc.stdin is not None and proc.stdout is not None
+        self._steps += 1
+        out = self.cwd.parent / f".{self.cwd.name}.step{self._steps}"
+        proc.stdin.write(
+            f"__docs_step() {{\n{_STRICT if strict else ''}{code}\n}}\n"
+            f"__docs_step > {_q(out)} 2>&1 < /dev/null; __docs_rc=$?; set +e; trap - ERR\n"
+            f'printf \'\\n{_DONE} %s %s\\n\' "$__docs_rc" "$PWD"\n'
         )
-        result = subprocess.run(
-            ["bash", "-c", script],
-            cwd=self._dir(),
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            timeout=timeout,
-        )
-        if env_file.exists():
-            pairs = env_file.read_bytes().decode().split("\0")
-            self.env = dict(p.split("=", 1) for p in pairs if "=" in p)
-            self.env.pop("rc", None)
-        if cwd_file.exists():
-            self.env["DOCS_EXAMPLE_CWD"] = cwd_file.read_text().strip()
-        self.transcript.append(f"$ {code}\n{result.stdout}(exit {result.returncode})\n")
-        return result.returncode, result.stdout
+        proc.stdin.flush()
+        timer = threading.Timer(timeout, lambda: os.killpg(proc.pid, signal.SIGKILL))
+        timer.start()
+        try:
+            while True:
+                line = proc.stdout.readline()
+                if not line:
+                    raise RuntimeError(f"the shell ended (timeout {timeout} s?) in:\n{code}")
+                if line.startswith(_DONE):
+                    rc, where = line[len(_DONE) :].strip().split(" ", 1)
+                    break
+        finally:
+            timer.cancel()
+        self.where = Path(where)
+        printed = out.read_text() if out.exists() else ""
+        self.transcript.append(f"$ {code}\n{printed}(exit {rc})\n")
+        return int(rc), printed
+
+    def close(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            try:
+                os.killpg(self._proc.pid, signal.SIGTERM)  # the shell and its jobs
+            except ProcessLookupError:
+                pass
+            self._proc.wait(30)
+        self._proc = None
 
     def _dir(self) -> Path:
-        return Path(self.env.get("DOCS_EXAMPLE_CWD", str(self.cwd)))
+        return self.where or self.cwd
 
     def normalise(self, text: str) -> str:
         return normalise(text, home=self.env.get("HOME", ""), host=socket.gethostname())
+
+
+_DONE = "__DOCS_STEP_DONE__"
+# set -e for one step, without ending the shell: the first failing command returns from
+# the step (unless the page said `set +e`), and -e is off again when the step ends
+_STRICT = (
+    "set -e; trap '__docs_rc=$?; if [[ $- == *e* ]]; then set +e; return $__docs_rc; fi' ERR\n"
+)
 
 
 def _q(path: Path) -> str:
@@ -333,8 +380,8 @@ def evaluate(example: Example) -> Optional[str]:
         rc, out = shell.run(code)
         return None if rc == 0 else f"line {step.line}: the Python block exited {rc}\n{out}"
     if step.kind == "emulator" and shell.emulator_host:
-        shell.env["FIRESTORE_EMULATOR_HOST"] = shell.emulator_host
-        return None
+        rc, out = shell.run(f"export FIRESTORE_EMULATOR_HOST={shell.emulator_host}")
+        return None if rc == 0 else out
     if step.kind == "console":
         shown = []
         for command, expected in step.commands:

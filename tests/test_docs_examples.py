@@ -104,7 +104,8 @@ def test_a_drifted_sample_fails_with_the_difference(tmp_path: Path) -> None:
     [step] = steps(page)
     assert (step.kind, step.output) == ("run", "in 1 batches")
     with pytest.raises(SybilFailure) as failure:
-        run_page(page, Shell(tmp_path, environment(tmp_path)))
+        with Shell(tmp_path, environment(tmp_path)) as shell:
+            run_page(page, shell)
     assert "--- the page shows\nin 1 batches\n" in str(failure.value)
     assert "--- the command printed (normalised)\nin 1 batch" in str(failure.value)
 
@@ -115,9 +116,9 @@ def test_the_tutorial_runs_as_written(tmp_path: Path) -> None:
     """Every marked command of the tutorial, in order, in an empty directory, printing what
     the page shows: it starts its own emulator (`fsmigrate emulator start`) and stops it at
     the end."""
-    shell = _shell(tmp_path, None)
     try:
-        run_page(TUTORIAL, shell)
+        with _shell(tmp_path, None) as shell:
+            run_page(TUTORIAL, shell)
     finally:  # the tutorial's own emulator, if a step failed before its `stop`
         record = tmp_path / "home" / "fsmigrate-tutorial" / ".fsmigrate" / "emulator.json"
         if record.exists():
@@ -133,4 +134,5 @@ def test_the_guides_examples_run(page: Path, tmp_path: Path, emulator: emu_mod.E
     projects the guides name emptied first, printing what the page shows."""
     for project, database in GUIDE_TARGETS:
         emu_mod.reset(emulator.host_port, project, database)
-    run_page(page, _shell(tmp_path, emulator.host_port))
+    with _shell(tmp_path, emulator.host_port) as shell:
+        run_page(page, shell)
