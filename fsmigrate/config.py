@@ -348,7 +348,15 @@ class Setting:
 
 @dataclass(frozen=True)
 class Settings:
-    """Every key's value and where it came from."""
+    """Every key's value and where it came from.
+
+    Attributes:
+        values: Each key's value and source, by the key's name (`max-rate`).
+        file: The config file, if one was read.
+        environment: The environment chosen, if any.
+        environment_source: How it was chosen: `--env`, `FSMIGRATE_ENV`, `env=`.
+        environments: The file's environments.
+    """
 
     values: dict[str, Setting]
     file: Optional[Path] = None

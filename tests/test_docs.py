@@ -5,7 +5,9 @@ code, every environment variable), and what the prose names (tests, pages) exist
 from __future__ import annotations
 
 import ast
+import dataclasses
 import html
+import inspect
 import os
 import re
 import subprocess
@@ -156,6 +158,48 @@ def test_the_api_reference_names_every_entry_of_all(site: Path) -> None:
     page = (site / "reference" / "api" / "index.html").read_text()
     missing = [name for name in api.__all__ if f'id="fsmigrate.api.{name}"' not in page]
     assert not missing, f"reference/api.md does not document: {missing}"
+
+
+def _api_entries(page: str) -> dict[str, str]:
+    """The HTML of each entry of the API page, by name, in page order."""
+    heads = list(re.finditer(r'<h3 id="fsmigrate\.api\.(\w+)"', page))
+    return {
+        m.group(1): page[m.start() : heads[i + 1].start() if i + 1 < len(heads) else len(page)]
+        for i, m in enumerate(heads)
+    }
+
+
+def test_the_api_reference_reads_as_a_python_user_expects(site: Path) -> None:
+    """The functions first; each with its Parameters (and a dataclass with its fields);
+    every public name with a docstring of its own; `Config` generated from the code."""
+    entries = _api_entries((site / "reference" / "api" / "index.html").read_text())
+    order = list(entries)
+    functions = [n for n in api.__all__ if inspect.isfunction(getattr(api, n))]
+    classes = [n for n in api.__all__ if inspect.isclass(getattr(api, n))]
+    assert max(order.index(n) for n in functions if n != "close") < min(
+        order.index(n) for n in classes
+    ), "the functions come before the classes"
+    assert order[0] == "upgrade"
+    for name in api.__all__:
+        obj = getattr(api, name)
+        sections = re.findall(r'doc-section-title">([^<]*)<', entries[name])
+        if inspect.isfunction(obj) and inspect.signature(obj).parameters:
+            assert "Parameters:" in sections, f"api.{name} has no Parameters section"
+            documented = set(re.findall(r">\*{0,2}(\w+)</(?:a|code)>", entries[name]))
+            missing = set(inspect.signature(obj).parameters) - documented
+            assert not missing, f"api.{name}: parameters not described: {missing}"
+        if inspect.isclass(obj) and dataclasses.is_dataclass(obj):
+            assert {"Parameters:", "Attributes:"} & set(sections), f"api.{name}: no fields"
+            named = set(re.findall(r">(\w+)</(?:a|code)>", entries[name]))
+            for field in dataclasses.fields(obj):
+                assert field.name in named, f"api.{name}.{field.name} is not described"
+        if inspect.isclass(obj) or inspect.isfunction(obj):
+            assert obj.__dict__.get("__doc__") if inspect.isclass(obj) else obj.__doc__, (
+                f"api.{name} has no docstring"
+            )
+    # Config is generated, not typed: every field on the page, none in the prose
+    source = (DOCS / "reference" / "api.md").read_text()
+    assert "Config(project=None" not in source  # the hand-typed signature it had
 
 
 @pytest.mark.parametrize(
