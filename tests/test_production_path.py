@@ -1,0 +1,220 @@
+"""The production path, on loopback: Firestore behind a TLS front that checks bearer tokens
+(tests/prodfront.py), a token server named by a service-account key file
+(tests/tokenserver.py), and the caller in a network namespace with only `lo`
+(tests/netns.py) where the machine allows it.
+
+First the test machinery itself (a client of the Firestore library through the front),
+then fsmigrate's command line run as a user would run it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from google.cloud.firestore_v1.types import Document, GetDocumentRequest
+
+from fsmigrate.firestore.emulator import Emulator
+from netns import Loopback
+from prodfront import FakeAdmin, Pki, ProdFront, database_of
+from tokenserver import ServiceAccountKey, TokenServer
+
+pytestmark = pytest.mark.emulator
+
+
+@dataclass
+class Production:
+    """The pieces of one production-like setup."""
+
+    pki: Pki
+    tokens: TokenServer
+    front: ProdFront
+    admin: FakeAdmin
+    key: ServiceAccountKey
+    project: str
+    tmp: Path
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """The environment of a user's shell: the CA to trust, the key file, no emulator."""
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("FIRESTORE_EMULATOR_HOST", "GOOGLE_CLOUD_QUOTA_PROJECT")
+            and not k.startswith("FSMIGRATE_")
+        }
+        env["GRPC_DEFAULT_SSL_ROOTS_FILE_PATH"] = str(self.pki.ca_path)
+        env["GOOGLE_APPLICATION_CREDENTIALS"] = str(self.key.path)
+        env["HOME"] = str(self.tmp / "home")  # no gcloud configuration of this machine
+        env.update(extra)
+        return env
+
+    def net(self) -> Loopback:
+        return Loopback([self.front.port, self.tokens.port], self.tmp)
+
+
+def production(
+    tmp_path: Path, emulator: Emulator, project: str, lifetime: float
+) -> Iterator[Production]:
+    (tmp_path / "home").mkdir()
+    pki = Pki.make(tmp_path)
+    admin = FakeAdmin()
+    with TokenServer(lifetime=lifetime) as tokens:
+        with ProdFront(emulator.host, emulator.port, pki, tokens, admin=admin) as front:
+            key = tokens.service_account(tmp_path / "key.json", project)
+            yield Production(pki, tokens, front, admin, key, project, tmp_path)
+
+
+@pytest.fixture
+def prod(tmp_path: Path, emulator: Emulator, project_id: str) -> Iterator[Production]:
+    yield from production(tmp_path, emulator, project_id, lifetime=3600)
+
+
+# ---- the machinery -----------------------------------------------------------------------
+
+CLIENT = """
+import sys
+from google.cloud import firestore
+project, endpoint = sys.argv[1], sys.argv[2]
+client = firestore.Client(project=project, client_options={"api_endpoint": endpoint})
+client.document("things/one").set({"n": 1})
+print(client.document("things/one").get().to_dict()["n"])
+print(len(list(client.collection("things").where("n", "==", 1).stream())))
+"""
+
+
+def test_a_client_library_reaches_the_emulator_through_the_front(prod: Production) -> None:
+    """The Firestore library in a process of its own (inside a network namespace with only
+    `lo` where allowed), with a key file and the CA, writes and reads through the front;
+    each call carried a token of the key's service account, checked by the front."""
+    with prod.net() as net:
+        done = net.run(
+            [sys.executable, "-c", CLIENT, prod.project, prod.front.endpoint], prod.env()
+        )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1", "1"]
+    calls = prod.front.calls
+    assert {c.method for c in calls} >= {"Commit", "BatchGetDocuments", "RunQuery"}
+    assert all(c.principal == prod.key.email for c in calls), [c.refused for c in calls]
+    assert all(database_of(c) == f"projects/{prod.project}/databases/(default)" for c in calls), [
+        c.metadata for c in calls
+    ]
+
+
+def _raw_get(front: ProdFront, pki: Pki, token: str | None) -> grpc.RpcError:
+    """A GetDocument through the front with `token` as the bearer token: its error."""
+    roots = pki.ca_path.read_bytes()
+    with grpc.secure_channel(front.endpoint, grpc.ssl_channel_credentials(roots)) as channel:
+        call = channel.unary_unary(
+            "/google.firestore.v1.Firestore/GetDocument",
+            request_serializer=GetDocumentRequest.serialize,
+            response_deserializer=Document.deserialize,
+        )
+        metadata = [("authorization", f"Bearer {token}")] if token else []
+        with pytest.raises(grpc.RpcError) as info:
+            call(
+                GetDocumentRequest(name="projects/p/databases/(default)/documents/a/b"),
+                metadata=metadata,
+                timeout=10,
+            )
+    return info.value
+
+
+def _grant(tokens: TokenServer, key: ServiceAccountKey) -> str:
+    """A token from the server, as google-auth asks for one with the key file."""
+    from google.auth.transport.requests import Request
+    from google.oauth2 import service_account
+
+    creds = service_account.Credentials.from_service_account_file(
+        str(key.path), scopes=["https://www.googleapis.com/auth/datastore"]
+    )
+    creds.refresh(Request())
+    return creds.token
+
+
+def test_the_front_refuses_a_call_without_a_valid_token(
+    tmp_path: Path, emulator: Emulator, project_id: str
+) -> None:
+    """UNAUTHENTICATED, not forwarded: no token, an unknown one, a JWT signed by a key the
+    server does not know, and a token past its lifetime; a fresh token is forwarded (the
+    emulator's NOT_FOUND comes back)."""
+    gen = production(tmp_path, emulator, project_id, lifetime=1.0)
+    prod = next(gen)
+    try:
+        other = TokenServer(port=prod.tokens.port)  # knows a key prod.tokens does not
+        forged = other.service_account(tmp_path / "other.json", project_id, name="intruder")
+        from google.auth import crypt, jwt
+
+        signer = crypt.RSASigner.from_service_account_file(str(forged.path))
+        now = int(time.time())
+        forged_jwt = jwt.encode(
+            signer,
+            {
+                "iss": forged.email,
+                "sub": forged.email,
+                "aud": "https://firestore.googleapis.com/",
+                "iat": now,
+                "exp": now + 600,
+            },
+        ).decode()
+        for token, why in (
+            (None, "no bearer token"),
+            ("ya29.made-up", "unknown access token"),
+            (forged_jwt, "unknown issuer"),
+        ):
+            error = _raw_get(prod.front, prod.pki, token)
+            assert error.code() == grpc.StatusCode.UNAUTHENTICATED, (token, error)
+            assert why in error.details()
+        token = _grant(prod.tokens, prod.key)
+        assert _raw_get(prod.front, prod.pki, token).code() == grpc.StatusCode.NOT_FOUND
+        time.sleep(1.2)
+        error = _raw_get(prod.front, prod.pki, token)
+        assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert "expired" in error.details()
+        assert [c.principal for c in prod.front.calls] == [None, None, None, prod.key.email, None]
+    finally:
+        gen.close()
+
+
+def test_the_token_server_checks_the_assertion(prod: Production) -> None:
+    """A grant signed by the key file's key is answered with a token that expires; one
+    whose signature does not match (another key, same email) is refused."""
+    token = _grant(prod.tokens, prod.key)
+    assert prod.tokens.check(f"Bearer {token}") == prod.key.email
+    genuine = json.loads(prod.key.path.read_text())
+    impostor = TokenServer(port=prod.tokens.port).service_account(prod.tmp / "i.json", prod.project)
+    forged = json.loads(impostor.path.read_text())
+    forged["client_email"] = genuine["client_email"]
+    (prod.tmp / "forged.json").write_text(json.dumps(forged))
+    from google.auth.exceptions import RefreshError
+
+    with pytest.raises(RefreshError, match="invalid_grant"):
+        _grant(prod.tokens, ServiceAccountKey(prod.tmp / "forged.json", "", "", b""))
+    assert prod.tokens.grants == 1
+    assert "JWT refused" in prod.tokens.refused_grants[0]
+
+
+def test_the_network_namespace_has_only_loopback(prod: Production) -> None:
+    """Inside the namespace the test's ports answer and nothing else is routed (where
+    the machine allows a namespace; skipped otherwise, with the reason)."""
+    probe = textwrap.dedent(
+        """
+        import socket, sys
+        socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5).close()
+        names = sorted(n for _, n in socket.if_nameindex())
+        print(",".join(names))
+        """
+    )
+    with prod.net() as net:
+        if not net.isolated:
+            pytest.skip("this machine does not allow a network namespace (unshare --net)")
+        done = net.run([sys.executable, "-c", probe, str(prod.front.port)], prod.env())
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "lo"
