@@ -247,7 +247,11 @@ def test_a_datastore_mode_database_fails(admin, emulator, project_id: str) -> No
         report.checks[0].detail
     )
     assert not report.ok
-    assert doctor_report.as_json(report)["exit_code"] == 1
+    out = doctor_report.as_json(report)
+    assert (out["exit_code"], out["error"]) == (
+        1,
+        {"type": "DoctorFailed", "message": "1 failed: database"},
+    )
 
 
 def test_a_missing_database_fails_and_nothing_else_is_tried(

@@ -3,10 +3,12 @@ step, as text or as the command's JSON object (docs/reference/json-output.md).""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
-from fsmigrate.engine.doctor import DoctorReport
+from fsmigrate.engine.doctor import FAIL, DoctorReport
 from fsmigrate.report.envelope import envelope
+from fsmigrate.report.runs import dumps
 
 _WIDTH = max(len(n) for n in ("point-in-time recovery", "delete protection"))
 
@@ -48,7 +50,15 @@ def text(report: DoctorReport) -> str:
 
 
 def as_json(report: DoctorReport) -> dict[str, Any]:
+    """The command's JSON object: a failed check makes it `ok: false`, exit code 1, with
+    an error naming the failed checks."""
     target = report.target
+    failed = [c.name for c in report.checks if c.status == FAIL]
+    error = (
+        {"type": "DoctorFailed", "message": f"{len(failed)} failed: {', '.join(failed)}"}
+        if failed
+        else None
+    )
     return envelope(
         "doctor",
         {
@@ -61,4 +71,10 @@ def as_json(report: DoctorReport) -> dict[str, Any]:
             "counts": report.counts(),
         },
         exit_code=0 if report.ok else 1,
+        error=error,
     )
+
+
+def chunks(report: DoctorReport, fmt: str) -> Iterator[str]:
+    """The report as text, or as its JSON object on one line."""
+    yield dumps(as_json(report)) + "\n" if fmt == "json" else text(report)
