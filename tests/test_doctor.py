@@ -24,7 +24,7 @@ from google.cloud.firestore_admin_v1.types import Database
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from fsmigrate.distributed import scan
-from fsmigrate.engine.doctor import Principal, diagnose, principal_of
+from fsmigrate.engine.doctor import Principal, credentials_source, diagnose, principal_of
 from fsmigrate.errors import IndexMissing
 from fsmigrate.firestore.indexes import index_link, needed_index
 from fsmigrate.firestore.store import RetryPolicy, Store, Target
@@ -119,6 +119,23 @@ def test_the_principal_of_each_kind_of_credentials(tmp_path: Path) -> None:
     assert principal_of(user).describe() == "user ada@example.com"
     assert principal_of(user_credentials.Credentials(token="t")).describe() == "user"
     assert principal_of(None).kind == "no credentials"
+
+
+def test_where_the_credentials_come_from(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    key = TokenServer(port=1).service_account(tmp_path / "key.json", "p")
+    user = tmp_path / "adc.json"
+    user.write_text('{"type": "authorized_user", "client_id": "x", "refresh_token": "y"}')
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    assert credentials_source(None) == "application default credentials"
+    assert credentials_source(str(key.path)) == f"key file {key.path}"
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(user))
+    assert credentials_source(None) == f"user credentials file {user}"
+    assert credentials_source(str(key.path), impersonating=True) == (
+        f"impersonated through key file {key.path}"
+    )
+    assert credentials_source(str(tmp_path / "gone.json")) == (
+        f"credentials file {tmp_path / 'gone.json'}"
+    )
 
 
 # ---- the checks on the emulator -----------------------------------------------------------------

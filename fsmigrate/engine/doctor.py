@@ -21,9 +21,12 @@ a warning is something to decide on (point-in-time recovery off, say).
 from __future__ import annotations
 
 import datetime as dt
+import json
+import os
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 from fsmigrate.distributed import Source
@@ -31,7 +34,7 @@ from fsmigrate.errors import FsMigrateError, IndexMissing
 from fsmigrate.firestore.admin import DatabaseAnswer, DatabaseInfo, read_database
 from fsmigrate.firestore.store import Leases, Store, Target
 
-__all__ = ["Check", "DoctorReport", "Principal", "diagnose", "principal_of"]
+__all__ = ["Check", "DoctorReport", "Principal", "credentials_source", "diagnose", "principal_of"]
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
 NO_PITR_WINDOW = dt.timedelta(hours=1)  # how far back reads go without point-in-time recovery
@@ -107,6 +110,30 @@ def principal_of(credentials: Any, source: str = "") -> Principal:
         account = getattr(credentials, "account", "") or None
         return Principal("user", account, source)
     return Principal(type(credentials).__name__, email, source)
+
+
+_FILE_KINDS = {
+    "service_account": "key file",
+    "authorized_user": "user credentials file",
+    "external_account": "workload identity federation file",
+    "impersonated_service_account": "impersonation file",
+}
+
+
+def credentials_source(file: Optional[str], impersonating: bool = False) -> str:
+    """Where the credentials come from, in words: `file` (a credentials file given to
+    fsmigrate), else GOOGLE_APPLICATION_CREDENTIALS's, else the application default
+    credentials (gcloud's, or the metadata server's)."""
+    path = file or os.environ.get("GOOGLE_APPLICATION_CREDENTIALS") or None
+    if path is None:
+        base = "application default credentials"
+    else:
+        try:
+            kind = json.loads(Path(path).read_text(encoding="utf-8")).get("type")
+        except (OSError, ValueError, AttributeError):
+            kind = None
+        base = f"{_FILE_KINDS.get(str(kind), 'credentials file')} {path}"
+    return f"impersonated through {base}" if impersonating else base
 
 
 # ---- the checks -------------------------------------------------------------------------------
