@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import signal
 import socket
 import socketserver
 import struct
@@ -113,15 +114,30 @@ class Loopback:
         self._dir.cleanup()
 
     def run(
-        self, argv: Sequence[str], env: Mapping[str, str], timeout: float = 300
+        self, argv: Sequence[str], env: Mapping[str, str], timeout: float = 240
     ) -> subprocess.CompletedProcess[str]:
         """Run `argv` (inside the namespace when the machine allows it); its output."""
         if self.isolated:
             forwards = [f"{port}={self.socket_of(port)}" for port in self.ports]
             argv = [*_unshare(), sys.executable, __file__, *forwards, "--", *argv]
-        return subprocess.run(
-            list(argv), env=dict(env), capture_output=True, text=True, timeout=timeout
+        # a session of its own: on a timeout the whole group goes (Beam's workers too)
+        proc = subprocess.Popen(
+            list(argv),
+            env=dict(env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
         )
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate()
+            raise AssertionError(
+                f"{argv[-1]!r} still running after {timeout} s (killed):\n{out}\n{err}"
+            ) from None
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 # ---- inside the namespace (this file run as a script) ----------------------------------------

@@ -396,9 +396,14 @@ class _Handler(grpc.GenericRpcHandler):
 
 
 def _forwarded(context: grpc.ServicerContext) -> list[tuple[str, str]]:
-    """The caller's metadata minus its token and what gRPC sets per hop."""
+    """The caller's metadata minus its token and what gRPC sets per hop, plus the
+    emulator's own admin token (`Bearer owner`): the front has checked the caller, and the
+    emulator refuses metadata calls (ListCollectionIds) to anyone else."""
     return [
-        (m.key, m.value)
-        for m in context.invocation_metadata()
-        if not m.key.startswith(":") and not m.key.startswith(_HOP_HEADERS)
+        *(
+            (m.key, m.value)
+            for m in context.invocation_metadata()
+            if not m.key.startswith(":") and not m.key.startswith(_HOP_HEADERS)
+        ),
+        ("authorization", "Bearer owner"),
     ]

@@ -397,3 +397,46 @@ def test_an_index_still_building_says_to_wait() -> None:
         "(collection): a ascending, b ascending; wait until `gcloud firestore indexes "
         "composite list` shows it READY, then run again"
     )
+
+
+# ---- the command --------------------------------------------------------------------------------
+
+
+def test_the_doctor_command_on_the_emulator(fsm: Fsm, fs_client) -> None:
+    """Text and JSON; exit 0 when nothing fails; the state file is not created."""
+    seed_items(fs_client, 2)
+    write_script(fsm.migrations, "0001", None, SCRIPT)
+    result = fsm("doctor")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert (
+        lines[0]
+        == f"target:    project {fsm.project}, database (default) (emulator "
+        + (lines[0].split("(emulator ")[1])
+    )
+    assert lines[1] == "acting as: no credentials (the emulator needs none)"
+    assert any(line.startswith("skip  database") for line in lines)
+    assert any(line.startswith("ok    query of 0001") for line in lines)
+    assert lines[-1] == "4 ok, 0 warn, 0 fail, 3 skip: ready"
+    out = fsm.json("doctor")
+    assert (out["ok"], out["exit_code"], out["error"]) == (True, 0, None)
+    assert out["counts"] == {"ok": 4, "warn": 0, "fail": 0, "skip": 3}
+    assert [c["name"] for c in out["checks"]][-1] == "query of 0001"
+    assert not fsm.state.exists()
+
+
+def test_the_doctor_command_fails_on_a_missing_index(
+    refusing: GrpcFaultProxy, project_id: str, tmp_path: Path
+) -> None:
+    fsm = Fsm(project_id, tmp_path / "state.db", tmp_path / "migrations")
+    write_script(fsm.migrations, "0001", None, SCRIPT)
+    # doctor's first query reads the markers; its second is the script's
+    refusing.fail_next(
+        "RunQuery", grpc.StatusCode.FAILED_PRECONDITION, details=_index_refusal(project_id), after=1
+    )
+    result = fsm("doctor", "--format", "json")
+    assert result.exit_code == 1, result.output
+    out = json.loads(result.stdout)
+    assert out["error"] == {"type": "DoctorFailed", "message": "1 failed: query of 0001"}
+    failed = [c for c in out["checks"] if c["status"] == "fail"]
+    assert failed[0]["next"].startswith("`gcloud firestore indexes composite create")

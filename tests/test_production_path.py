@@ -218,3 +218,234 @@ def test_the_network_namespace_has_only_loopback(prod: Production) -> None:
         done = net.run([sys.executable, "-c", probe, str(prod.front.port)], prod.env())
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "lo"
+
+
+# ---- fsmigrate's command line through the front ------------------------------------------------
+
+MIGRATION = '''"""Mark the items, delete every third."""
+from fsmigrate.distributed import scan
+
+revision = "0001"
+down_revision = None
+source = scan("items")
+
+
+def each(ctx, doc):
+    if doc.get("n") % 3 == 0:
+        yield ctx.delete(doc)
+    else:
+        yield ctx.update(doc, {"touched": True})
+'''
+N = 24
+
+
+@dataclass
+class Workspace:
+    """A user's directory: migrations, a state file, and the database it targets."""
+
+    prod: Production
+    database: str
+    root: Path
+
+    @property
+    def state(self) -> Path:
+        return self.root / "state.db"
+
+    def argv(self, *args: str, quota: str | None = None) -> list[str]:
+        extra = ["--quota-project", quota] if quota else []
+        return [
+            sys.executable,
+            "-m",
+            "fsmigrate",
+            "--endpoint",
+            self.prod.front.endpoint,
+            "--project",
+            self.prod.project,
+            "--database",
+            self.database,
+            "--state",
+            str(self.state),
+            "--migrations",
+            str(self.root / "migrations"),
+            "--patience",  # a call that cannot get through fails the test in a minute
+            "60s",
+            *extra,
+            *args,
+        ]
+
+    def run(self, *args: str, quota: str | None = None, **env: str):
+        """The command, as a user runs it (inside the namespace where allowed); the calls
+        the front received for it."""
+        before = len(self.prod.front.calls)
+        with self.prod.net() as net:
+            done = net.run(self.argv(*args, quota=quota), self.prod.env(**env))
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done, self.prod.front.calls[before:]
+
+
+def _seed(emulator: Emulator, project: str, database: str) -> None:
+    from google.cloud import firestore
+
+    client = firestore.Client(project=project, database=database)
+    try:
+        batch = client.batch()
+        for i in range(N):
+            batch.set(client.document(f"items/i{i:03d}"), {"n": i})
+        batch.commit()
+    finally:
+        client.close()
+
+
+def _items(project: str, database: str) -> dict[str, dict]:
+    from google.cloud import firestore
+
+    client = firestore.Client(project=project, database=database)
+    try:
+        return {s.id: s.to_dict() for s in client.collection("items").stream()}
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def workspace(prod: Production, emulator: Emulator, request: pytest.FixtureRequest) -> Workspace:
+    database = getattr(request, "param", "(default)")
+    root = prod.tmp / "work"
+    (root / "migrations").mkdir(parents=True)
+    (root / "migrations" / "0001_mark.py").write_text(MIGRATION)
+    _seed(emulator, prod.project, database)
+    return Workspace(prod, database, root)
+
+
+def _assert_every_call_carried(calls, prod: Production, database: str, quota: str | None) -> None:
+    from fsmigrate import __version__
+
+    assert calls, "no call reached the front"
+    wanted = f"projects/{prod.project}/databases/{database}"
+    problems = []
+    for call in calls:
+        if call.principal != prod.key.email:
+            problems.append(f"{call.method}: token refused ({call.refused})")
+        if call.service == "firestore" and database_of(call) != wanted:
+            problems.append(
+                f"{call.method}: routing {call.metadata.get('x-goog-request-params')!r}"
+            )
+        if f"fsmigrate/{__version__}" not in call.user_agents:
+            problems.append(f"{call.method}: user agent {call.user_agents!r}")
+        if quota is not None and call.metadata.get("x-goog-user-project") != quota:
+            problems.append(
+                f"{call.method}: quota project {call.metadata.get('x-goog-user-project')!r}"
+            )
+    assert problems == [], "\n".join(problems[:20])
+
+
+def _assert_applied_once(ws: Workspace) -> None:
+    """The documents are as the migration leaves them, and the state file recorded each
+    operation exactly once (its audit and the documents agree)."""
+    from helpers import ops_of
+
+    items = _items(ws.prod.project, ws.database)
+    assert sorted(items) == [f"i{i:03d}" for i in range(N) if i % 3]
+    assert all(doc == {"n": int(name[1:]), "touched": True} for name, doc in items.items())
+    ops = ops_of(ws.state, status="committed")
+    paths = [op["path"] for op in ops]
+    assert sorted(paths) == [f"items/i{i:03d}" for i in range(N)], "each document once"
+    deleted = {op["path"].split("/")[1] for op in ops if op["kind"] == "delete"}
+    assert deleted == {f"i{i:03d}" for i in range(N) if i % 3 == 0}
+
+
+@pytest.mark.parametrize("workspace", ["(default)", "prod-db"], indirect=True)
+def test_a_dry_run_and_an_apply_through_the_front(workspace: Workspace) -> None:
+    """Every call of a dry-run and of an apply carried a valid token of the key file's
+    service account, the target database in its routing header and fsmigrate's user
+    agent; the apply did what was planned."""
+    ws = workspace
+    quota = "billing-proj" if ws.database != "(default)" else None
+    _, calls = ws.run("upgrade", "--dry-run", quota=quota)
+    assert {"RunQuery"} <= {c.method for c in calls}
+    _assert_every_call_carried(calls, ws.prod, ws.database, quota)
+    assert len(_items(ws.prod.project, ws.database)) == N  # a dry-run writes nothing
+    _, calls = ws.run("upgrade", "--yes", quota=quota)
+    assert "Commit" in {c.method for c in calls}
+    _assert_every_call_carried(calls, ws.prod, ws.database, quota)
+    _assert_applied_once(ws)
+
+
+@pytest.mark.parametrize("workspace", ["prod-db"], indirect=True)
+def test_a_beam_run_with_two_workers_through_the_front(workspace: Workspace) -> None:
+    """The Beam runner's launcher and its two worker processes: every call of the dry-run
+    and of the apply carried the token, the named database, the quota project and the
+    user agent (the workers got the endpoint and the quota project from the launcher; each
+    found its own credentials in its environment)."""
+    ws = workspace
+    beam = ("--runner", "beam", "--workers", "2")
+    _, calls = ws.run("upgrade", "--dry-run", *beam, quota="billing-proj")
+    _assert_every_call_carried(calls, ws.prod, ws.database, "billing-proj")
+    _, calls = ws.run("upgrade", "--yes", *beam, quota="billing-proj")
+    assert "Commit" in {c.method for c in calls}
+    _assert_every_call_carried(calls, ws.prod, ws.database, "billing-proj")
+    _assert_applied_once(ws)
+
+
+@pytest.fixture
+def short_tokens(tmp_path: Path, emulator: Emulator, project_id: str) -> Iterator[Production]:
+    yield from production(tmp_path, emulator, project_id, lifetime=2.0)
+
+
+def test_a_run_outlives_its_tokens(short_tokens: Production, emulator: Emulator) -> None:
+    """Tokens that expire after 2 seconds (the front refuses an expired one): an apply
+    held to a few operations a second lasts several lifetimes, takes fresh tokens as it
+    goes, and applies each operation exactly once."""
+    prod = short_tokens
+    root = prod.tmp / "work"
+    (root / "migrations").mkdir(parents=True)
+    (root / "migrations" / "0001_mark.py").write_text(MIGRATION)
+    _seed(emulator, prod.project, "(default)")
+    ws = Workspace(prod, "(default)", root)
+    started = time.monotonic()
+    _, calls = ws.run("upgrade", "--yes", "--batch-size", "2", "--max-rate", "4", "--no-ramp")
+    took = time.monotonic() - started
+    assert took > 3 * prod.tokens.lifetime, f"the run took {took:.1f} s: too short to tell"
+    assert prod.front.refused() == []
+    _assert_every_call_carried(calls, prod, "(default)", None)
+    tokens = {c.metadata["authorization"] for c in calls}
+    assert len(tokens) >= 3, "the run kept one token past its lifetime"
+    assert prod.tokens.grants >= 3
+    _assert_applied_once(ws)
+
+
+def test_doctor_names_the_key_files_service_account(prod: Production) -> None:
+    """`fsmigrate doctor` through the front: the principal is the key file's service
+    account, the database's settings come from the admin API (answered by the front's
+    fake admin service), and the probe's read, write and delete pass."""
+    from google.cloud.firestore_admin_v1.types import Database
+
+    prod.admin.add(
+        prod.project,
+        point_in_time_recovery_enablement=(
+            Database.PointInTimeRecoveryEnablement.POINT_IN_TIME_RECOVERY_ENABLED
+        ),
+    )
+    root = prod.tmp / "work"
+    (root / "migrations").mkdir(parents=True)
+    (root / "migrations" / "0001_mark.py").write_text(MIGRATION)
+    ws = Workspace(prod, "(default)", root)
+    done, calls = ws.run("doctor", "--format", "json")
+    out = json.loads(done.stdout)
+    assert out["principal"] == {
+        "kind": "service account",
+        "email": prod.key.email,
+        "source": f"key file {prod.key.path}",
+    }
+    status = {c["name"]: c["status"] for c in out["checks"]}
+    assert status == {
+        "database": "ok",
+        "point-in-time recovery": "ok",
+        "delete protection": "warn",
+        "read": "ok",
+        "write": "ok",
+        "delete": "ok",
+        "query of 0001": "ok",
+    }
+    assert out["endpoint"] == prod.front.endpoint
+    assert "GetDatabase" in {c.method for c in calls}
+    _assert_every_call_carried(calls, prod, "(default)", None)
