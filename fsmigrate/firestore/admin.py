@@ -1,6 +1,7 @@
 """What Firestore's admin API says of a database (`firestore_admin_v1`, GetDatabase): its
 mode, location, point-in-time recovery and delete protection, as plain data.
 
+`admin_client` opens the admin API where a Store's channels go, as the same principal.
 The emulator has no admin API; a server that answers UNIMPLEMENTED, a principal without
 the permission (`datastore.databases.getMetadata`: roles/datastore.viewer has it) or a
 database that does not exist come back as a `DatabaseAnswer` with the status code and
@@ -10,14 +11,21 @@ message, never as an exception, so a caller can say what it could not check.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Optional
 
 from google.api_core import exceptions as gexc
 from google.cloud.firestore_admin_v1 import FirestoreAdminClient
+from google.cloud.firestore_admin_v1.services.firestore_admin.transports import (
+    FirestoreAdminGrpcTransport,
+)
 from google.cloud.firestore_admin_v1.types import Database
 
-__all__ = ["DatabaseAnswer", "DatabaseInfo", "read_database"]
+from fsmigrate.firestore.connection import CLIENT_INFO, USER_AGENT, Channels
+
+__all__ = ["DatabaseAnswer", "DatabaseInfo", "admin_client", "read_database"]
 
 
 @dataclass(frozen=True)
@@ -85,3 +93,26 @@ def read_database(
         code = getattr(exc.grpc_status_code, "name", None) or type(exc).__name__
         return DatabaseAnswer(None, code, str(exc.message))
     return DatabaseAnswer(_info(found))
+
+
+@contextmanager
+def admin_client(channels: Channels) -> Iterator[FirestoreAdminClient]:
+    """The admin API of the database `channels` reach, on a channel of its own with the
+    same endpoint, credentials (and so quota project), TLS and user agent as the Store's
+    two; closed on leaving. Not for the emulator, which has no admin API (ValueError)."""
+    connection = channels.connection
+    if connection.is_emulator:
+        raise ValueError("the emulator has no admin API")
+    channel = FirestoreAdminGrpcTransport.create_channel(
+        connection.host,
+        credentials=channels.credentials,  # the quota project is on them
+        ssl_credentials=channels.ssl_credentials,
+        options=[("grpc.primary_user_agent", USER_AGENT)],
+    )
+    try:
+        transport = FirestoreAdminGrpcTransport(
+            host=connection.host, channel=channel, client_info=CLIENT_INFO
+        )
+        yield FirestoreAdminClient(transport=transport)
+    finally:
+        channel.close()
