@@ -21,6 +21,8 @@ What it does with a call (a generic handler: bytes in, bytes out, no serializers
   FakeAdmin: GetDatabase from a table of databases), since the emulator has none.
 - `answer_next(method, code, details)` answers the next call of `method` with a status
   of the test's choosing instead (a missing index, say), after checking its token.
+- `strip`: metadata keys the front drops from every call as it arrives, as if the caller
+  had not sent them (so a test can show that its checks fail when a call lacks a header).
 
 Every call is recorded (`calls`: method, metadata, principal or refusal) so a test can
 assert what each one carried. Loopback only, like everything in the tests.
@@ -142,6 +144,7 @@ class FakeAdmin:
     databases: dict[str, Database] = field(default_factory=dict)
     denied: bool = False
     calls: list[str] = field(default_factory=list)  # the names asked for
+    metadata: list[dict[str, str]] = field(default_factory=list)  # each call's metadata
 
     def add(self, project: str, database: str = "(default)", **fields: Any) -> Database:
         name = f"projects/{project}/databases/{database}"
@@ -169,6 +172,7 @@ class FakeAdmin:
 
     def get_database(self, request: GetDatabaseRequest, context: grpc.ServicerContext) -> Any:
         self.calls.append(request.name)
+        self.metadata.append({m.key: m.value for m in context.invocation_metadata()})
         if self.denied:
             context.abort(
                 grpc.StatusCode.PERMISSION_DENIED,
@@ -179,8 +183,11 @@ class FakeAdmin:
             context.abort(grpc.StatusCode.NOT_FOUND, f"Database '{request.name}' not found")
         return found
 
-    def serve(self, host: str = "127.0.0.1") -> tuple[grpc.Server, int]:
-        """On a plain-text port of its own (a started server, its port)."""
+    def serve(
+        self, host: str = "127.0.0.1", credentials: Optional[grpc.ServerCredentials] = None
+    ) -> tuple[grpc.Server, int]:
+        """On a port of its own, plain text unless `credentials` (a started server, its
+        port)."""
         check_loopback(host)
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         admin = self
@@ -192,7 +199,10 @@ class FakeAdmin:
                 return None
 
         server.add_generic_rpc_handlers([Handler()])
-        port = server.add_insecure_port(f"{host}:0")
+        if credentials is None:
+            port = server.add_insecure_port(f"{host}:0")
+        else:
+            port = server.add_secure_port(f"{host}:0", credentials)
         server.start()
         return server, port
 
@@ -253,6 +263,7 @@ class ProdFront:
         self.admin = admin
         self.port = 0
         self.calls: list[Call] = []
+        self.strip: frozenset[str] = frozenset()  # keys dropped from each call on arrival
         self._answers: dict[str, list[tuple[grpc.StatusCode, str]]] = {}
         self._lock = threading.Lock()
         self._workers = workers
@@ -316,7 +327,9 @@ class ProdFront:
 
     def admit(self, service: str, method: str, context: grpc.ServicerContext) -> None:
         """Record the call; abort it when its token is refused or an answer is armed."""
-        metadata = {m.key: m.value for m in context.invocation_metadata()}
+        metadata = {
+            m.key: m.value for m in context.invocation_metadata() if m.key not in self.strip
+        }
         try:
             principal, refused = self.tokens.check(metadata.get("authorization")), None
         except TokenRefused as exc:
@@ -337,7 +350,9 @@ class ProdFront:
         assert self._channel is not None
         call = self._channel.unary_unary(FIRESTORE + method)
         try:
-            return call(request, metadata=_forwarded(context), timeout=context.time_remaining())
+            return call(
+                request, metadata=_forwarded(context, self.strip), timeout=context.time_remaining()
+            )
         except grpc.RpcError as exc:
             context.abort(exc.code(), exc.details() or "")
             raise  # not reached: abort raises
@@ -352,7 +367,9 @@ class ProdFront:
         else:
             call = self._channel.unary_stream(FIRESTORE + method)
         try:
-            yield from call(request, metadata=_forwarded(context), timeout=context.time_remaining())
+            yield from call(
+                request, metadata=_forwarded(context, self.strip), timeout=context.time_remaining()
+            )
         except grpc.RpcError as exc:
             context.abort(exc.code(), exc.details() or "")
 
@@ -395,7 +412,7 @@ class _Handler(grpc.GenericRpcHandler):
         )
 
 
-def _forwarded(context: grpc.ServicerContext) -> list[tuple[str, str]]:
+def _forwarded(context: grpc.ServicerContext, strip: frozenset[str]) -> list[tuple[str, str]]:
     """The caller's metadata minus its token and what gRPC sets per hop, plus the
     emulator's own admin token (`Bearer owner`): the front has checked the caller, and the
     emulator refuses metadata calls (ListCollectionIds) to anyone else."""
@@ -403,7 +420,9 @@ def _forwarded(context: grpc.ServicerContext) -> list[tuple[str, str]]:
         *(
             (m.key, m.value)
             for m in context.invocation_metadata()
-            if not m.key.startswith(":") and not m.key.startswith(_HOP_HEADERS)
+            if not m.key.startswith(":")
+            and not m.key.startswith(_HOP_HEADERS)
+            and m.key not in strip
         ),
         ("authorization", "Bearer owner"),
     ]

@@ -13,9 +13,11 @@ import datetime as dt
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
+from google.auth import credentials as ga_credentials
 from google.cloud.firestore_admin_v1 import FirestoreAdminClient
 from google.cloud.firestore_admin_v1.services.firestore_admin.transports import (
     FirestoreAdminGrpcTransport,
@@ -26,6 +28,8 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from fsmigrate.distributed import scan
 from fsmigrate.engine.doctor import Principal, credentials_source, diagnose, principal_of
 from fsmigrate.errors import IndexMissing
+from fsmigrate.firestore.admin import admin_client, read_database
+from fsmigrate.firestore.connection import USER_AGENT, Channels, Connection
 from fsmigrate.firestore.indexes import index_link, needed_index
 from fsmigrate.firestore.store import RetryPolicy, Store, Target
 from fsmigrate.report import doctor as doctor_report
@@ -191,6 +195,64 @@ def admin() -> Iterator[tuple[FakeAdmin, FirestoreAdminClient]]:
     yield fake, client
     channel.close()
     server.stop(grace=None).wait()
+
+
+class _Fixed(ga_credentials.CredentialsWithQuotaProject):
+    """Credentials with a fixed token, counting their refreshes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refreshes = 0
+
+    def refresh(self, request: Any) -> None:
+        self.refreshes += 1
+        self.token = "fixed-token"
+
+    def with_quota_project(self, quota_project_id: str | None) -> _Fixed:
+        made = _Fixed()
+        made._quota_project_id = quota_project_id
+        return made
+
+
+def test_the_admin_channel_goes_where_the_stores_go_as_the_same_principal(
+    project_id: str,
+) -> None:
+    """admin_client: the endpoint, the very credentials object (with its quota project),
+    the TLS and the user agent of a Store's channels; its channel is closed on leaving."""
+    fake = FakeAdmin()
+    fake.add(project_id, "db1")
+    local = grpc.local_server_credentials(grpc.LocalConnectionType.LOCAL_TCP)
+    server, port = fake.serve(credentials=local)
+    channels = Channels(
+        Connection(endpoint=f"localhost:{port}", quota_project="billing"),
+        project_id,
+        "db1",
+        given_credentials=_Fixed(),
+        ssl_credentials=grpc.local_channel_credentials(grpc.LocalConnectionType.LOCAL_TCP),
+    )
+    try:
+        with admin_client(channels) as client:
+            answer = read_database(client, project_id, "db1")
+        assert answer.info is not None and answer.info.native
+        with pytest.raises(ValueError, match="closed channel"):
+            client.get_database(name=f"projects/{project_id}/databases/db1", retry=None)
+        assert channels.opened == 0  # the Store's channels were not needed
+    finally:
+        channels.close()
+        server.stop(grace=None).wait()
+    [metadata] = fake.metadata
+    assert metadata["authorization"] == "Bearer fixed-token"
+    assert metadata["x-goog-user-project"] == "billing"
+    assert metadata["user-agent"].startswith(f"{USER_AGENT} ")
+    assert metadata["x-goog-api-client"].startswith(f"{USER_AGENT} ")
+    assert channels.credentials.refreshes == 1  # the one object, refreshed once
+
+
+def test_the_emulator_has_no_admin_client() -> None:
+    channels = Channels(Connection(emulator_host="127.0.0.1:8080"), "p", "(default)")
+    with pytest.raises(ValueError, match="no admin API"), admin_client(channels):
+        pass
+    assert channels.opened == 0
 
 
 def _cloud(project: str, database: str = "(default)") -> Target:

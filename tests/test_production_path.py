@@ -370,6 +370,40 @@ def test_a_dry_run_and_an_apply_through_the_front(workspace: Workspace) -> None:
     _assert_applied_once(ws)
 
 
+@pytest.mark.parametrize(
+    ("stripped", "named"),
+    [
+        (("authorization",), "token refused (no bearer token"),
+        (("x-goog-request-params",), "routing None"),
+        (("user-agent", "x-goog-api-client"), "user agent ' '"),
+        (("x-goog-user-project",), "quota project None"),
+    ],
+    ids=["token", "routing header", "user agent", "quota project"],
+)
+@pytest.mark.parametrize("workspace", ["prod-db"], indirect=True)
+def test_the_checks_fail_when_a_call_lacks_a_header(
+    workspace: Workspace, stripped: tuple[str, ...], named: str
+) -> None:
+    """The checks above are not vacuous: with a front that drops a header from every call
+    as it arrives (as if fsmigrate had not sent it), they fail, naming what is missing.
+    Without its token a call is refused, so the command itself fails too."""
+    ws = workspace
+    ws.prod.front.strip = frozenset(stripped)
+    with ws.prod.net() as net:
+        done = net.run(ws.argv("upgrade", "--dry-run", quota="billing-proj"), ws.prod.env())
+    calls = ws.prod.front.calls
+    assert calls, done.stderr
+    if "authorization" in stripped:
+        assert done.returncode != 0
+        assert done.stderr.startswith("FAILED: ") and "no bearer token" in done.stderr
+    else:
+        assert done.returncode == 0, done.stdout + done.stderr
+    with pytest.raises(AssertionError) as failed:
+        _assert_every_call_carried(calls, ws.prod, ws.database, "billing-proj")
+    assert f"{calls[0].method}: {named}" in str(failed.value)
+
+
+@pytest.mark.long
 @pytest.mark.parametrize("workspace", ["prod-db"], indirect=True)
 def test_a_beam_run_with_two_workers_through_the_front(workspace: Workspace) -> None:
     """The Beam runner's launcher and its two worker processes: every call of the dry-run
