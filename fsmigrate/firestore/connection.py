@@ -238,7 +238,7 @@ class Channels:
         self.project = project
         self.database = database
         self._given = given_credentials
-        self._ssl = ssl_credentials
+        self.ssl_credentials = ssl_credentials  # None: the system's roots
         self._lock = threading.RLock()
         self._opened: list[grpc.Channel] = []
         self._client: Optional[firestore.Client] = None
@@ -298,7 +298,7 @@ class Channels:
                 channel = FirestoreGrpcTransport.create_channel(
                     host,
                     credentials=self.credentials,  # the quota project is on them
-                    ssl_credentials=self._ssl,
+                    ssl_credentials=self.ssl_credentials,
                     options=[*KEEPALIVE, *tuned, *_AGENT],
                 )
             self._opened.append(channel)
