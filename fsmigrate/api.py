@@ -26,6 +26,8 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import socket
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -33,6 +35,7 @@ from typing import Any, NamedTuple, Optional, Union
 
 from fsmigrate import checks, times
 from fsmigrate import config as config_file
+from fsmigrate.beam import journal as beam_journal
 from fsmigrate.checks import CheckResult
 from fsmigrate.engine import control as live
 from fsmigrate.engine import hooks as run_hooks
@@ -43,7 +46,7 @@ from fsmigrate.engine.batching import (
     MAX_BATCH_BYTES,
     MIN_BATCH_BYTES,
 )
-from fsmigrate.engine.lease import DEFAULT_TTL, Lease, lock_path
+from fsmigrate.engine.lease import DEFAULT_TTL, Lease, lock_path, stale_reason
 from fsmigrate.engine.lease import break_lock as _break_lock
 from fsmigrate.engine.lease import describe as _describe
 from fsmigrate.engine.markers import DEFAULT_ROOT, Markers
@@ -82,6 +85,7 @@ from fsmigrate.scripts.archive import unavailable as _archive_gone
 from fsmigrate.scripts.restore import check as _restorable
 from fsmigrate.scripts.restore import restore_script
 from fsmigrate.state.database import State, new_id
+from fsmigrate.state.journals import RECORDED
 from fsmigrate.state.prune import PruneResult, parse_before
 from fsmigrate.state.prune import prune as _prune
 from fsmigrate.state.runs import RunResult
@@ -143,6 +147,7 @@ __all__ = [
     "control",
     "ControlSent",
     "RunningRun",
+    "UnimportedJournal",
     "CONTROL_ACTIONS",
 ]
 CONTROL_ACTIONS = live.ACTIONS
@@ -423,9 +428,49 @@ class RunningRun:
     requested_rate: Optional[float]
     updated_at: Optional[str]
     controls: list[dict[str, Any]] = field(default_factory=list)
+    stale: Optional[str] = None  # why the lock may be taken over (its holder is gone)
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class UnimportedJournal:
+    """A Beam apply whose coordinator stopped before it imported its workers' journal:
+    what they committed is not in the state file yet. The next command that takes the
+    target's lease (upgrade, rerun, apply, restore, stamp, resolve) imports it first."""
+
+    run_id: str
+    revision: str
+    status: str  # the run's as recorded (`running`: its coordinator died)
+    location: str  # the journal directory (local, or a Beam FileSystems URL)
+
+    def message(self) -> str:
+        return (
+            f"Beam run {self.run_id} (revision {self.revision}, {self.status}) left its "
+            f"workers' journal unimported at {self.location}: what they committed is not in "
+            "the state file yet; run the same command again (or any command that writes to "
+            "this target) to import it first"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.__dict__, "message": self.message()}
+
+
+def _alive(running: Optional[RunningRun]) -> Optional[str]:
+    """The run id of the run holding the lock, unless its holder is gone (a stale lock)."""
+    return running.run_id if running is not None and running.stale is None else None
+
+
+def _unimported(state: Optional[State], target: Target, running: Optional[str] = None) -> list:
+    """The target's Beam journals not imported yet, but the one of the run `running`."""
+    if state is None:
+        return []
+    return [
+        UnimportedJournal(r["run_id"], r["revision"], r["status"], r["location"])
+        for r in state.open_journals(target.project, target.database)
+        if r["state"] == RECORDED and r["run_id"] != running
+    ]
 
 
 @dataclass
@@ -434,6 +479,7 @@ class StatusReport:
     revisions: list[StatusRow]
     markers_read: bool
     running: Optional[RunningRun] = None
+    unimported: list[UnimportedJournal] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -571,8 +617,12 @@ def _adopt_markers(
 
 @contextlib.contextmanager
 def _holding_lease(
-    cfg: Config, store: Store, command: str, enabled: bool, warnings: list[str]
+    cfg: Config, store: Store, state: State, command: str, enabled: bool, warnings: list[str]
 ) -> Iterator[Optional[Lease]]:
+    """The target's lease for the block. Holding it, first bring in what earlier Beam
+    applies of the target journaled and never imported (their coordinator died): before
+    anything is settled or planned, every operation their workers committed is in the
+    state file, under the run that made it (fsmigrate.beam.journal)."""
     if not enabled:
         yield None
         return
@@ -581,6 +631,7 @@ def _holding_lease(
         if lease.took_over:
             warnings.append(lease.took_over)
         testhooks.reached("after-lock")
+        warnings.extend(beam_journal.import_orphans(store, state, by=f"`fsmigrate {command}`"))
         yield lease
     finally:
         try:  # the controls were for this holder only; a leftover is ignored anyway
@@ -669,6 +720,8 @@ def _execute(
     markers = cfg._markers(store)
     invocation = new_id()
     warnings: list[str] = []
+    if dry_run:  # an apply imports them first; a dry-run does not take the lease
+        warnings.extend(j.message() for j in _unimported(state, target))
     result = UpgradeResult(invocation, target, dry_run, [], state, warnings=warnings)
     runner: Optional[Runner] = None
     try:
@@ -681,7 +734,9 @@ def _execute(
                 dry_run=dry_run,
                 invocation=invocation,
             ) as span,
-            _holding_lease(cfg, store, command, bool(todo) and not dry_run, warnings) as lease,
+            _holding_lease(
+                cfg, store, state, command, bool(todo) and not dry_run, warnings
+            ) as lease,
         ):
             _adopt_markers(cfg, chain, target, state, markers)
             todo = select()  # what was applied meanwhile, here or elsewhere, is not pending
@@ -961,6 +1016,12 @@ def restore(
     source = state.run(run_id)
     if source["mode"] != "apply":
         raise UsageError(f"run {run_id} is a {source['mode']}: it changed nothing to restore")
+    journal = state.journal(run_id)
+    if journal is not None and journal["state"] == RECORDED:
+        raise UsageError(
+            f"run {run_id} is a Beam apply whose workers' journal is not imported yet (its "
+            "coordinator stopped): run the same command again to import it, then restore"
+        )
     if (source["project"], source["database"]) != (target.project, target.database):
         raise UsageError(
             f"run {run_id} changed {source['project']}/{source['database']}, not "
@@ -1034,7 +1095,10 @@ def _mark_by_hand(
     store = cfg._store(target)
     markers = cfg._markers(store)
     done: list[Marked] = []
-    with _holding_lease(cfg, store, f"{kind} {revision}", True, []):
+    imported: list[str] = []
+    with _holding_lease(cfg, store, state, f"{kind} {revision}", True, imported):
+        for line in imported:  # the lease taken over, journals brought in
+            warnings.warn(FsMigrateWarning(line), stacklevel=3)
         _adopt_markers(cfg, chain, target, state, markers)
         applied = set(state.applied(target.project, target.database))
         if revision in applied:
@@ -1125,6 +1189,7 @@ def _running(store: Store) -> Optional[RunningRun]:
         requested_rate=controls.rate,
         updated_at=times.rfc3339(at, "seconds") if isinstance(at, dt.datetime) else None,
         controls=[e.to_json() for e in controls.events],
+        stale=stale_reason(body, dt.datetime.now(dt.timezone.utc), socket.gethostname()),
     )
 
 
@@ -1160,16 +1225,24 @@ def status(cfg: Config, *, local: bool = False) -> StatusReport:
             unfinished[s.revision] = last
     rows = drift.status_rows(chain, applied, markers, unfinished)
     running = None if store is None else _running(store)
-    return StatusReport(target, [StatusRow(**r) for r in rows], markers is not None, running)
+    journals = _unimported(state, target, _alive(running))
+    return StatusReport(
+        target, [StatusRow(**r) for r in rows], markers is not None, running, journals
+    )
 
 
 def verify(cfg: Config, *, local: bool = False) -> list[Finding]:
     """Applied scripts edited or missing since (state file and markers), and local
     records without a marker. Empty when all is well."""
     target = cfg.target()
-    markers = None if local else cfg._markers(cfg._store(target)).read()
-    found = _findings(cfg, cfg._chain(), target, State.open_readonly(cfg.state_path), markers)
-    return [Finding(**f) for f in found]
+    store = None if local else cfg._store(target)
+    markers = None if store is None else cfg._markers(store).read()
+    state = State.open_readonly(cfg.state_path)
+    found = [Finding(**f) for f in _findings(cfg, cfg._chain(), target, state, markers)]
+    running = _running(store) if store is not None else None
+    for journal in _unimported(state, target, _alive(running)):
+        found.append(Finding(journal.revision, "unimported journal", journal.message()))
+    return found
 
 
 def history(cfg: Config, limit: Optional[int] = None) -> list[RunResult]:

@@ -39,6 +39,7 @@ SHAPES: dict[str, dict[str, Any]] = {
         "markers_read": None,
         "revisions": [],
         "running": None,  # the run holding the lock (fsmigrate control), when there is one
+        "unimported_journals": [],  # Beam journals of dead coordinators (fsmigrate.beam.journal)
     },
     "verify": {"findings": []},
     "history": {"project": None, "database": None, "runs": []},
