@@ -47,6 +47,7 @@ from fsmigrate.engine.batching import (
     MAX_BATCH_BYTES,
     MIN_BATCH_BYTES,
 )
+from fsmigrate.engine.doctor import DoctorReport, credentials_source, diagnose, principal_of
 from fsmigrate.engine.lease import DEFAULT_TTL, Lease, lock_path, stale_reason
 from fsmigrate.engine.lease import break_lock as _break_lock
 from fsmigrate.engine.lease import describe as _describe
@@ -64,6 +65,7 @@ from fsmigrate.errors import (
     StateNotFound,
     UsageError,
 )
+from fsmigrate.firestore.admin import admin_client
 from fsmigrate.firestore.connection import Connection, Pool
 from fsmigrate.firestore.store import (
     RetryPolicy,
@@ -134,6 +136,8 @@ __all__ = [
     "check_names",
     "lint",
     "LintReport",
+    "doctor",
+    "DoctorReport",
     "RunOperation",
     "prune",
     "PruneResult",
@@ -1613,6 +1617,52 @@ def lint(cfg: Config, paths: Sequence[PathLike] = ()) -> LintReport:
         True.
     """
     return lint_paths([Path(p) for p in paths] or [cfg.migrations_path])
+
+
+def doctor(cfg: Config) -> DoctorReport:
+    """Check the target before a run, as `fsmigrate doctor` does.
+
+    It checks the principal the credentials act as; the database's mode, point-in-time
+    recovery and delete protection, through the admin API (skipped on the emulator); a
+    read, a write and a delete of a probe document under the markers collection; and the
+    declared query of each pending migration, naming a missing composite index. Never
+    creates the state file.
+
+    Args:
+        cfg: Where to work: the project, database, state file and migrations.
+
+    Returns:
+        One line per check, ok, warn or fail; `ok` is False when a check failed.
+    """
+    target = cfg.target()
+    chain = cfg._chain()
+    store = cfg._store(target)
+    connection = store.connection
+    state = State.open_readonly(cfg.state_path)
+    try:
+        applied = set(state.applied(target.project, target.database)) if state else set()
+    finally:
+        if state is not None:
+            state.close()
+    try:
+        applied |= set(cfg._markers(store).read())
+    except FsMigrateError:
+        pass  # the probe's read says why
+    queries = [
+        (s.revision, s.forms.source) for s in chain.pending(applied) if s.forms.source is not None
+    ]
+    source = (
+        ""
+        if connection.is_emulator
+        else credentials_source(
+            connection.credentials, bool(connection.impersonate_service_account)
+        )
+    )
+    principal = principal_of(store.channels.credentials, source)
+    if connection.is_emulator:
+        return diagnose(target, principal, store, None, queries)
+    with admin_client(store.channels) as admin:
+        return diagnose(target, principal, store, admin, queries, endpoint=connection.endpoint)
 
 
 # ---- the config, the CI gate, branches -------------------------------------------------------

@@ -46,6 +46,7 @@ from fsmigrate.files import private_file
 from fsmigrate.firestore import emulator as emu
 from fsmigrate.firestore.patience import format_seconds
 from fsmigrate.report import checks as check_output
+from fsmigrate.report import doctor as doctor_report
 from fsmigrate.report import gate as gate_report
 from fsmigrate.report import runs as report
 from fsmigrate.report.envelope import envelope, error_dict
@@ -664,6 +665,38 @@ def lint_cmd(cfg: Config, paths: tuple[Path, ...], fmt: str) -> None:
     """
     found = api.lint(cfg.api, paths)
     _emit(found.chunks(fmt))
+    if not found.ok:
+        sys.exit(1)
+
+
+@cli.command("doctor")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help=FORMAT_HELP,
+)
+@click.pass_obj
+def doctor_cmd(cfg: Config, fmt: str) -> None:
+    """Check the target before a run: what it would refuse (exit 1 if a check fails).
+
+    Says which principal the credentials act as, then one line per check, ok / warn /
+    fail / skip, with the next step: the database exists and is in Native mode,
+    point-in-time recovery (how far back --as-of reaches), delete protection (the admin
+    API; the emulator has none), a read, a write and a delete of a probe document under
+    the markers collection (never your data), and each pending migration's declared
+    query (`source = scan(...)`: a missing composite index is named, with the command
+    that creates it).
+
+    Example:
+
+        fsmigrate --project my-proj doctor
+    """
+    cfg.wants_json("doctor", fmt)
+    found = api.doctor(cfg.api)
+    _emit_result(cfg, doctor_report.chunks(found, fmt))
     if not found.ok:
         sys.exit(1)
 

@@ -35,10 +35,12 @@ GUIDE_TARGETS = [
     ("acme-stage", "stage"),
     ("acme-prod", "(default)"),
 ]
+# How-to guides whose blocks are not marked yet (they need Dataflow, or a real project)
+NOT_YET = ("beam.md", "connecting.md")
 # The pages whose every command and output is run or compared (or says why not)
 CHECKED = [
     TUTORIAL,
-    *sorted(p for p in (DOCS / "howto").glob("*.md") if p.name != "beam.md"),
+    *sorted(p for p in (DOCS / "howto").glob("*.md") if p.name not in NOT_YET),
     DOCS / "team-workflow.md",
     DOCS / "operating-long-runs.md",
 ]

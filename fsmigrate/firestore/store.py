@@ -29,6 +29,7 @@ from proto.datetime_helpers import DatetimeWithNanoseconds
 from fsmigrate.errors import (
     FirestoreError,
     FsMigrateError,
+    IndexMissing,
     RequestTooLarge,
     SnapshotTooOld,
     TransientError,
@@ -37,6 +38,7 @@ from fsmigrate.errors import (
 from fsmigrate.firestore.codec import decode_fields, to_timestamp
 from fsmigrate.firestore.connection import EMULATOR_ENV, Channels, Connection
 from fsmigrate.firestore.emulator import check_emulator_host
+from fsmigrate.firestore.indexes import needed_index
 from fsmigrate.firestore.patience import DEFAULT_PATIENCE, Patience
 from fsmigrate.scripts.operations import (
     CREATE,
@@ -904,6 +906,8 @@ def _read_error(what: str, exc: Any, read_time: Optional[dt.datetime]) -> FsMigr
     message = str(getattr(exc, "message", exc))
     if read_time is not None and TOO_OLD.search(message):
         return SnapshotTooOld(read_time)
+    if status_code(exc) == "FAILED_PRECONDITION" and "index" in message:
+        return IndexMissing(what, exc, needed_index(message))
     if read_time is not None and "in the future" in message:
         return UsageError(
             f"read time {read_time.isoformat()} is ahead of Firestore's clock ({what}): "
