@@ -53,6 +53,7 @@ from fsmigrate.report.envelope import envelope, error_dict
 
 FORMATS_RUN = click.Choice(["text", "json", "markdown"])
 FORMATS_LIST = click.Choice(["text", "json", "jsonl"])
+FORMAT_HELP = "Output on stdout: text to read, json for scripts (docs/reference/json-output.md)."
 
 
 @dataclass
@@ -397,11 +398,14 @@ def cli(
         if value is not None:
             given.flags[name] = str(value)
             given.flag_names[name] = flag
+    if create_state_dir:
+        given.flags["create-state-dir"] = True
+        given.flag_names["create-state-dir"] = "--create-state-dir"
     settings = config.load(config_path, env, given, os.environ)
     resolved = api.Config.from_settings(settings)
     if patience is not None:
         resolved = replace(resolved, patience=patience)
-    if create_state_dir:
+    if settings["create-state-dir"]:  # the flag (or FSMIGRATE_CREATE_STATE_DIR), or the file
         resolved = replace(resolved, create_state_dir=True)
     ctx.obj = Config(resolved, traceback)
     ctx.call_on_close(api.close)  # the channels the command opened
@@ -528,7 +532,12 @@ def status_cmd(cfg: Config, fmt: str, local: bool, check: bool, plan: bool, quie
 
 @cli.command("config")
 @click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help=FORMAT_HELP,
 )
 @click.pass_obj
 def config_cmd(cfg: Config, fmt: str) -> None:
@@ -551,7 +560,12 @@ def config_cmd(cfg: Config, fmt: str) -> None:
 @click.option("--only", is_flag=True, help="Move only the named scripts, not the ones after them.")
 @LOCAL_OPTION
 @click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help=FORMAT_HELP,
 )
 @click.pass_obj
 def rebase_cmd(
@@ -575,7 +589,14 @@ def rebase_cmd(
 
 
 @cli.command("history")
-@click.option("--format", "fmt", type=FORMATS_LIST, default="text", show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=FORMATS_LIST,
+    default="text",
+    show_default=True,
+    help="Output on stdout: text to read; json (one object) or jsonl (one run a line) for scripts.",
+)
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Newest N runs only.")
 @click.pass_obj
 def history_cmd(cfg: Config, fmt: str, limit: Optional[int]) -> None:
@@ -592,7 +613,12 @@ def history_cmd(cfg: Config, fmt: str, limit: Optional[int]) -> None:
 
 @cli.command("verify")
 @click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help=FORMAT_HELP,
 )
 @LOCAL_OPTION
 @click.pass_obj
@@ -617,7 +643,12 @@ def verify_cmd(cfg: Config, fmt: str, local: bool) -> None:
 @cli.command("lint")
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help=FORMAT_HELP,
 )
 @click.pass_obj
 def lint_cmd(cfg: Config, paths: tuple[Path, ...], fmt: str) -> None:
@@ -640,7 +671,12 @@ def lint_cmd(cfg: Config, paths: tuple[Path, ...], fmt: str) -> None:
 
 @cli.command("doctor")
 @click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help=FORMAT_HELP,
 )
 @click.pass_obj
 def doctor_cmd(cfg: Config, fmt: str) -> None:
@@ -1212,7 +1248,12 @@ def break_lock_cmd(cfg: Config) -> None:
 @click.argument("value", required=False)
 @click.option("--reason", default=None, help="With stop: why (kept with the run).")
 @click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help=FORMAT_HELP,
 )
 @click.pass_obj
 def control_cmd(
@@ -1261,8 +1302,20 @@ def control_cmd(
 @click.argument("run_id")
 @click.option("--doc", "docs", multiple=True, help="Only this document path (repeatable).")
 @click.option("--dry-run", is_flag=True, help="Show what would be restored; write nothing.")
-@click.option("--format", "fmt", type=FORMATS_RUN, default="text", show_default=True)
-@click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--format",
+    "fmt",
+    type=FORMATS_RUN,
+    default="text",
+    show_default=True,
+    help="Output on stdout (text shows a sample of the documents).",
+)
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the full report (every document) here; .json / .md / text.",
+)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation on a real project.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option(
@@ -1318,7 +1371,12 @@ def restore_cmd(
 @click.option("--dry-run", is_flag=True, help="List what would be pruned; change nothing.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help=FORMAT_HELP,
 )
 @click.pass_obj
 def prune_cmd(cfg: Config, before: str, dry_run: bool, yes: bool, fmt: str) -> None:

@@ -356,10 +356,7 @@ class RestoreRefused(FsMigrateError):
 
 
 class Aborted(FsMigrateError):
-    """The operator declined a confirmation."""
-
-    def __init__(self, what: str) -> None:
-        super().__init__(f"aborted: {what}")
+    """The operator declined a confirmation (`FAILED: declined at the prompt`)."""
 
 
 # ---- emulator ----------------------------------------------------------------------

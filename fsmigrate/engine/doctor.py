@@ -74,6 +74,15 @@ class Principal:
 
 @dataclass
 class DoctorReport:
+    """What `doctor` found on the target, one check a line.
+
+    Attributes:
+        target: The project and database.
+        principal: Who the credentials act as.
+        checks: Each check: its name, ok, warn or fail, what it found, and the next step.
+        endpoint: The API endpoint, when not the default one.
+    """
+
     target: Target
     principal: Principal
     checks: list[Check] = field(default_factory=list)

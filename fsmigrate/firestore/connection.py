@@ -65,7 +65,16 @@ class Connection:
     """Where and as whom to connect. None: not set (the default endpoint, the application
     default credentials, no impersonation, the credentials' own quota project, not the
     emulator). `credentials` is a credentials file's path: a worker of a Beam run gets it
-    only on this machine (`for_workers`); elsewhere it finds its own credentials."""
+    only on this machine (`for_workers`); elsewhere it finds its own credentials.
+
+    Args:
+        endpoint: The Firestore endpoint, `HOST[:PORT]`: a Private Service Connect
+            endpoint, a proxy.
+        credentials: A credentials file's path.
+        impersonate_service_account: The email of a service account to impersonate.
+        quota_project: The project billed for the quota.
+        emulator_host: The emulator's `host:port`, on loopback.
+    """
 
     endpoint: Optional[str] = None  # HOST[:PORT] (port 443 when not given)
     credentials: Optional[str] = None  # a credentials file: a service account key...

@@ -20,7 +20,8 @@ _RUNS: dict[str, Any] = {
     "database": None,
     "emulator": None,
     "mode": None,  # "dry-run" or "apply": what was asked, whether or not a run was made
-    "outcome": None,  # "applied", "planned", "nothing to do", "failed", "interrupted", "refused"
+    "outcome": None,  # "applied", "planned", "nothing to do", "failed", "stopped",
+    # "interrupted", "refused"
     "estimate": None,  # a dry-run's figures summed over its migrations
     "actual": None,  # an apply's figures summed
     "plan": None,  # a written plan file (--plan-out): path, plan_id, operations, sha256
