@@ -292,6 +292,7 @@ class Config:
             ),
             environment=settings.environment,
             always_confirm=settings.always_confirm,
+            create_state_dir=bool(settings["create-state-dir"]),
             run=RunOptions.from_mapping(settings.run_options()),
             settings=settings,
         )

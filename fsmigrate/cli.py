@@ -405,8 +405,6 @@ def cli(
     resolved = api.Config.from_settings(settings)
     if patience is not None:
         resolved = replace(resolved, patience=patience)
-    if settings["create-state-dir"]:  # the flag (or FSMIGRATE_CREATE_STATE_DIR), or the file
-        resolved = replace(resolved, create_state_dir=True)
     ctx.obj = Config(resolved, traceback)
     ctx.call_on_close(api.close)  # the channels the command opened
     ctx.with_resource(_warnings_to_stderr())

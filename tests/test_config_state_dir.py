@@ -59,3 +59,16 @@ def test_without_the_key_a_missing_directory_is_still_refused(
     bad.write_text(bad.read_text() + 'create-state-dir = "yes"\n')
     refused = CliRunner().invoke(cli, ["status"], env=env)
     assert refused.exit_code == 2 and "create-state-dir must be true or false" in refused.stderr
+
+
+def test_config_from_file_reads_the_key_as_the_command_line_does(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from fsmigrate import api
+
+    root = _checkout(tmp_path, "p", "create-state-dir = true\n")
+    monkeypatch.chdir(root)
+
+    assert api.Config.from_file().create_state_dir is True
+    (root / "pyproject.toml").write_text('[tool.fsmigrate]\nproject = "p"\n')
+    assert api.Config.from_file().create_state_dir is False
