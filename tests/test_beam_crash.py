@@ -30,7 +30,7 @@ pytest.importorskip(
 )
 
 TESTS = Path(__file__).resolve().parent
-N = 2400
+N = 1200
 BATCH = 100
 BEAM = ("upgrade", "--runner", "beam", "--workers", "2", "--batch-size", str(BATCH), "--quiet")
 
