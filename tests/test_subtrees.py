@@ -6,6 +6,7 @@ bounded batches; a read answered UNKNOWN or INTERNAL is asked again within the p
 
 from __future__ import annotations
 
+import datetime as dt
 import random
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import pytest
 from fsmigrate import api
 from fsmigrate.errors import FirestoreError
 from fsmigrate.firestore.store import RetryPolicy, Store, Target
-from fsmigrate.firestore.subtree import post_order, with_subtrees
+from fsmigrate.firestore.subtree import SubtreeCheck, post_order, with_subtrees
 from grpcfaults import GrpcFaultProxy
 from helpers import Fsm, ops_of, seed_docs, write_script
 
@@ -96,6 +97,12 @@ def test_the_check_finds_exactly_what_a_listing_finds_at_any_density(
     for density in (1.0, 0.5, 0.05):
         picked = [p for p in every if rnd.random() < density] or every[:1]
         assert with_subtrees(store, picked) == truth & set(picked), density
+        # batch after batch of one plan, the names read past a batch kept for the next
+        check = SubtreeCheck(store, dt.datetime.now(dt.timezone.utc))
+        found: set[str] = set()
+        for start in range(0, len(picked), 13):
+            found |= check.find(picked[start : start + 13])
+        assert found == truth & set(picked), density
     assert with_subtrees(store, []) == set()
 
 
@@ -117,6 +124,12 @@ def test_the_check_of_a_batch_in_a_row_takes_one_query_and_no_listing(
     proxy.calls.clear()
     assert with_subtrees(store, paths) == {"items/i0100"}
     assert proxy.calls["RunQuery"] <= 3 and proxy.calls["ListCollectionIds"] == 0
+
+    # batches of 40 of one plan: the names a query reads past its batch serve the next
+    check = SubtreeCheck(store, dt.datetime.now(dt.timezone.utc))
+    proxy.calls.clear()
+    found = set().union(*(check.find(paths[i : i + 40]) for i in range(0, 200, 40)))
+    assert found == {"items/i0100"} and proxy.calls["RunQuery"] <= 3
 
 
 GROUP_DELETE = """
@@ -375,3 +388,61 @@ def plan(ctx):
     assert resumed.status == "succeeded" and existing(fs_client) == set()
     deleted = [n.rsplit("/", 1)[1] for n in proxy.committed_names[seeded:] if "/users/" in n]
     assert sorted(deleted) == sorted(f"u{i}" for i in range(10))  # each exactly once
+
+
+class _Doc:
+    """A document as the planner sees it (pure logic: no Firestore)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.id = path.rsplit("/", 1)[1]
+        self.update_time = None
+        self.exists = True
+
+
+class _Ctx:
+    """What Renamer.delete asks of ctx, counting what it pulls from the subtree."""
+
+    max_group = 500
+
+    def __init__(self, n: int) -> None:
+        self.n, self.pulled, self.notes = n, 0, []
+
+    def subcollections(self, doc: Any) -> list[str]:
+        return ["events"]
+
+    def subtree(self, path: str) -> Any:
+        for i in range(self.n):
+            self.pulled += 1
+            yield _Doc(f"{path}/events/e{i:06d}")
+            if i % 2 == 0:
+                self.pulled += 1
+                yield _Doc(f"{path}/events/e{i:06d}/parts/p0")
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+
+
+def test_a_big_subtree_is_planned_as_it_is_read_and_a_small_one_is_one_atomic_group() -> None:
+    from fsmigrate.normalize import Renamer
+
+    big = _Ctx(20_000)
+    group = Renamer(big).delete(_Doc("users/u1"), "delete")
+    children = iter(group.children)
+    first = next(children)
+    assert big.pulled <= big.max_group + 2  # one more than fits, and the next one
+    assert [op.path for op in first.ops] == ["users/u1/events/e000000/parts/p0"]
+    assert big.notes == []  # counted once read
+    rest = [op.path for g in children for op in g.ops]
+    assert len(rest) + 1 == 30_000 and big.pulled == 30_000
+    assert [op.path for op in group.ops] == ["users/u1"]  # after every child
+    assert big.notes == [
+        "DELETE users/u1 (with its subtree): 30000 documents under events; too many for one "
+        "commit: deleted in stages, each after what is under it, users/u1 last"
+    ]
+
+    small = _Ctx(200)
+    group = Renamer(small).delete(_Doc("users/u1"), "delete")
+    assert list(group.children) == [] and len(group.ops) == 301  # all in one commit
+    assert group.ops[-1].path == "users/u1" and group.ops[0].path.endswith("/parts/p0")
+    assert small.notes == ["DELETE users/u1 (with its subtree): 300 documents under events"]

@@ -13,7 +13,7 @@ from typing import Any, Optional
 from fsmigrate.engine import reconcile
 from fsmigrate.firestore import codec
 from fsmigrate.firestore.store import Store, varint_len
-from fsmigrate.firestore.subtree import with_subtrees
+from fsmigrate.firestore.subtree import check_for
 from fsmigrate.scripts.context import Barrier
 from fsmigrate.scripts.operations import DELETE, MUST_NOT_EXIST, Group, Operation, Precondition
 
@@ -129,7 +129,7 @@ def refuse_parents(
     check = [op for op in ops if op.unless_subcollections]
     if not check:
         return ops
-    parents = with_subtrees(store, [op.path for op in check], read_time=read_time)
+    parents = check_for(store, read_time).find(op.path for op in check)
     refused = set()
     for op in check:
         if op.path not in parents:
