@@ -18,7 +18,8 @@ for every batch of 500, by each way considered:
                32 at once (the check before: `Store.subcollections`)
   list-fast    the same calls on fsmigrate's own channel (`Store.api`), 32 at once: what
                pipelining the listing with the batch would cost at best
-  names        the keys-only queries over the batch's names (the check now)
+  names        the keys-only queries over the batches' names (the check now: one
+               `SubtreeCheck` at a read time, as a plan's)
 
 Prints the medians, the ratios refuse/keep and snapshot/now measured in this run, and the
 calls and billed reads each way of checking makes per 1,000 deletes (a query is billed
@@ -45,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 
 from fsmigrate import api  # noqa: E402
 from fsmigrate.firestore.store import Store, Target  # noqa: E402
-from fsmigrate.firestore.subtree import with_subtrees  # noqa: E402
+from fsmigrate.firestore.subtree import SubtreeCheck  # noqa: E402
 from fsmigrate.testing import started_emulator  # noqa: E402
 
 SCRIPT = '''"""Delete every document of items."""
@@ -143,8 +144,9 @@ def checks(n: int) -> dict[str, Any]:
 
     def by_names() -> set[str]:
         found: set[str] = set()
+        check = SubtreeCheck(store, dt.datetime.now(dt.timezone.utc))  # as a plan's
         for start in range(0, n, BATCH):
-            found |= with_subtrees(store, paths[start : start + BATCH])
+            found |= check.find(paths[start : start + BATCH])
         return {p for p in found if store.subcollections(p)}  # listed for the note's names
 
     ways = {

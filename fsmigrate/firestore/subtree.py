@@ -6,19 +6,20 @@ Both read Firestore's name order, in which a document's subtree follows the docu
 directly, before its next sibling (`users/u1`, `users/u1/orders/o1`,
 `users/u1/orders/o1/lines/l1`, `users/u1/prefs/p1`, then `users/u1x`).
 
-**Which documents have a subtree** (`with_subtrees`): instead of one ListCollectionIds
-call per document, keys-only kindless queries over the documents' name range read the
-documents themselves and whatever follows them. A name that is under a document shows it
-has a subtree; a name that is neither a document asked about nor under one is a gap (a
-document of the collection that is not being deleted, and what is under it). Each query
-starts after a document and asks for as many names as documents it decides (the next
-ones expected, and one more that shows whether the last has a subtree): its limit bounds
-the names read that are not needed (what is under a refused document, gaps). The first query
-expects all the documents (deleted in a row, they are decided by one query, reading one
-name each); after a surprise the window shrinks (to as many as came in a row before a
-gap; by half after a subtree), and it grows again while the names come as expected. So
-sparse deletes (a filter keeping one document in a hundred) cost at most the first
-query's names plus one query and one name per document, never a read of the collection.
+**Which documents have a subtree** (`SubtreeCheck`): instead of one ListCollectionIds
+call per document, keys-only kindless queries read the names that follow the documents
+being deleted. A name under a document shows it has a subtree; a name that is neither a
+document asked about nor under one is a gap (a document that is not being deleted, and
+what is under it). A query starts after the first document not decided yet and asks for
+a window of names: its limit bounds the names read that are not needed (what is under a
+refused document, gaps). The first window is the first batch; after a surprise it shrinks
+(to as many as came in a row before a gap; by half after a subtree), and it grows four
+times while the names come as expected, up to `MAX_WINDOW`. At the plan's read time the
+names a query read past a batch serve the next batches, and while the deletes come in a
+row the next window is read on a thread as the plan goes on. So deletes in a row cost
+about one query per 20 batches, none waited for; sparse deletes (a filter keeping one
+document in a hundred) at most one query and one name per document once the window has
+shrunk, never a read of the collection.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ class SubtreeCheck:
     def __init__(self, store: Store, read_time: Optional[dt.datetime] = None) -> None:
         self.store = store
         self.read_time = read_time
-        self.window = 0  # 0: four times the first batch's size
+        self.window = 0  # 0: the first batch's size
         # every name after `_after` up to the last of `_names` (to the end when
         # `_complete`) is in `_names`: what the last query read past its batch
         self._after: Optional[str] = None
@@ -101,7 +102,7 @@ class SubtreeCheck:
 
     def _find(self, order: list[str]) -> set[str]:
         found: set[str] = set()
-        window = self.window or min(MAX_WINDOW, 4 * len(order))
+        window = self.window or min(MAX_WINDOW, len(order))
         i = 0  # order[:i] are decided
         known = self._kept(order[0])
         read: Optional[str] = None  # the last name of the names just decided from
