@@ -791,9 +791,10 @@ class Store:
         op = "GREATER_THAN" if after else "GREATER_THAN_OR_EQUAL"
         query["where"] = _name_filter(op, self.doc_name(start))
         query["limit"] = limit
+        cut = len(self.doc_name(""))
         return self._read(
             f"probe for subcollections from {start}",
-            lambda: [doc.path for doc in self._run(request)],
+            lambda: [pb.name[cut:] for pb in self._run(request)],
             read_time,
         )
 
@@ -812,7 +813,8 @@ class Store:
                 )
             stream = self._run(request)
             try:
-                for doc in stream:
+                for pb in stream:
+                    doc = Doc(pb, self.client)
                     failures = 0
                     last = doc.path
                     self.progressed()
@@ -826,8 +828,8 @@ class Store:
             self.progressed()
             return
 
-    def _run(self, request: dict[str, Any]) -> Iterator[Doc]:
-        """The documents a raw RunQuery request answers, as they come."""
+    def _run(self, request: dict[str, Any]) -> Iterator[Any]:
+        """The Document protobufs a raw RunQuery request answers, as they come."""
         responses = self.api.run_query(
             request=request,
             metadata=self.client._rpc_metadata,
@@ -838,7 +840,7 @@ class Store:
             for response in responses:
                 pb = response._pb
                 if pb.HasField("document"):
-                    yield Doc(pb.document, self.client)
+                    yield pb.document
         finally:
             responses.cancel()
 

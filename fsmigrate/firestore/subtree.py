@@ -102,6 +102,7 @@ class SubtreeCheck:
 
     def _find(self, order: list[str]) -> set[str]:
         found: set[str] = set()
+        keys = [name_key(path) for path in order]
         window = self.window or min(MAX_WINDOW, len(order))
         i = 0  # order[:i] are decided
         known = self._kept(order[0])
@@ -112,17 +113,18 @@ class SubtreeCheck:
                 known = None
             else:  # after order[i]: what is under it, then the next ones, and beyond
                 names, complete = self._read(order[i], read, window)
-            j, seen, grow = i, 0, True
-            for name in names:
+            j, seen, grow, stop = i, 0, True, len(names)
+            for at, name in enumerate(names):
                 key = name_key(name)
-                while j < len(order) and name_key(order[j]) < key:
+                while j < len(order) and keys[j] < key:
                     if under(name, order[j]):  # all before `name` was read: decided
                         found.add(order[j])
                         if grow:  # what is under it is read up to the limit: halve it
                             grow, window = False, max(1, window // 2)
                     j += 1
                 if j == len(order):
-                    break  # all decided: the rest is kept for the next batch
+                    stop = at  # all decided: the rest is kept for the next batch
+                    break
                 if order[j] == name:
                     seen += 1  # decided by what follows it
                 elif grow:  # a gap: as many as came in a row before it
@@ -134,7 +136,7 @@ class SubtreeCheck:
             i = j  # order[j] comes after every name read, or is the last one
             read = names[-1]
         self.window = window
-        self._keep(order[-1], names, complete)
+        self._keep(order[-1], names[stop:], complete)
         if grow and not complete and self.read_time is not None and self._names:
             after = self._names[-1]  # deletes in a row: read on while the plan goes on
             if self._ahead is None or self._ahead.after != after:
@@ -164,9 +166,13 @@ class SubtreeCheck:
             return None
         return self._names, self._complete
 
-    def _keep(self, last: str, names: list[str], complete: bool) -> None:
-        key = name_key(last)
-        rest = [n for n in names if name_key(n) > key and not under(n, last)]
+    def _keep(self, last: str, rest: list[str], complete: bool) -> None:
+        """Keep `rest`, the names read after `last` (the batch's last document): what is
+        under it first, and then the names that follow it."""
+        skip = 0
+        while skip < len(rest) and under(rest[skip], last):
+            skip += 1
+        rest = rest[skip:]
         if rest or complete:
             self._after, self._names, self._complete = last, rest, complete
 
