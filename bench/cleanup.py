@@ -175,14 +175,11 @@ def run_floor(
     from google.cloud import firestore
     from google.cloud.firestore_v1.field_path import FieldPath
 
-    from fsmigrate.firestore.channel import firestore_api
+    from fsmigrate.firestore.connection import Channels, Connection
 
     client = firestore.Client(project=project)
-    api = (
-        firestore_api(os.environ["FIRESTORE_EMULATOR_HOST"])
-        if single_thread
-        else client._firestore_api
-    )
+    emulator = Connection(emulator_host=os.environ["FIRESTORE_EMULATOR_HOST"])
+    api = Channels(emulator, project, "(default)").api if single_thread else client._firestore_api
     query = client.collection(COLLECTION).order_by(FieldPath.document_id())
     if limit:
         query = query.limit(limit)

@@ -132,7 +132,7 @@ def checks(n: int) -> dict[str, Any]:
     store = Store(Target(project, emulator_host="set"))
     paths = [f"items/i{i:06d}" for i in range(n)]
     parent = f"{store.doc_name('')}".rstrip("/")
-    metadata = store.client._rpc_metadata
+    metadata = store.metadata
 
     def fast(path: str) -> list[str]:
         request = {"parent": f"{parent}/{path}"}

@@ -6,8 +6,13 @@ test harness calls them directly:
     from fsmigrate import api
 
     cfg = api.Config(project="my-proj", state="/var/lib/fsmigrate/state.db")
-    result = api.rerun(cfg, "0001", confirm=lambda prompt: True)
+    options = api.RunOptions(max_rate=200, batch_size=100)
+    result = api.rerun(cfg, "0001", options, confirm=lambda prompt: True)
     health = api.check(cfg, "heartbeats", max_docs=50)
+
+A writing function takes the run options as one `RunOptions` (the command line's
+--batch-size, --max-rate, --runner...; None: from the config, else the default), checked
+when it is made; the config carries the defaults a config file gave (`Config.run`).
 
 Each function does what its command does (the drift check, the lease, adopting markers,
 choosing what is pending, running, writing plan files) and returns plain data. None of
@@ -21,6 +26,8 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import socket
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -28,6 +35,7 @@ from typing import Any, NamedTuple, Optional, Union
 
 from fsmigrate import checks, times
 from fsmigrate import config as config_file
+from fsmigrate.beam import journal as beam_journal
 from fsmigrate.checks import CheckResult
 from fsmigrate.engine import control as live
 from fsmigrate.engine import hooks as run_hooks
@@ -38,7 +46,8 @@ from fsmigrate.engine.batching import (
     MAX_BATCH_BYTES,
     MIN_BATCH_BYTES,
 )
-from fsmigrate.engine.lease import DEFAULT_TTL, Lease, lock_path
+from fsmigrate.engine.doctor import DoctorReport, credentials_source, diagnose, principal_of
+from fsmigrate.engine.lease import DEFAULT_TTL, Lease, lock_path, stale_reason
 from fsmigrate.engine.lease import break_lock as _break_lock
 from fsmigrate.engine.lease import describe as _describe
 from fsmigrate.engine.markers import DEFAULT_ROOT, Markers
@@ -55,9 +64,9 @@ from fsmigrate.errors import (
     StateNotFound,
     UsageError,
 )
+from fsmigrate.firestore.admin import admin_client
+from fsmigrate.firestore.connection import Connection, Pool
 from fsmigrate.firestore.store import (
-    VERSIONS_KEPT,
-    VERSIONS_KEPT_PITR,
     RetryPolicy,
     Store,
     Target,
@@ -66,6 +75,7 @@ from fsmigrate.firestore.store import (
 )
 from fsmigrate.lint import Report as LintReport
 from fsmigrate.lint import lint_paths
+from fsmigrate.options import ResolvedOptions, RunOptions
 from fsmigrate.report import audit as audit_report
 from fsmigrate.report import runs as report
 from fsmigrate.scripts import drift, planfile
@@ -77,14 +87,18 @@ from fsmigrate.scripts.archive import unavailable as _archive_gone
 from fsmigrate.scripts.restore import check as _restorable
 from fsmigrate.scripts.restore import restore_script
 from fsmigrate.state.database import State, new_id
+from fsmigrate.state.journals import RECORDED
 from fsmigrate.state.prune import PruneResult, parse_before
 from fsmigrate.state.prune import prune as _prune
 from fsmigrate.state.runs import RunResult
-from fsmigrate.times import parse_instant, rfc3339
 from fsmigrate.words import plural
 
 __all__ = [
     "Config",
+    "Connection",
+    "close",
+    "RunOptions",
+    "ResolvedOptions",
     "Settings",
     "ConfigError",
     "CheckReport",
@@ -121,6 +135,8 @@ __all__ = [
     "check_names",
     "lint",
     "LintReport",
+    "doctor",
+    "DoctorReport",
     "RunOperation",
     "prune",
     "PruneResult",
@@ -135,6 +151,7 @@ __all__ = [
     "control",
     "ControlSent",
     "RunningRun",
+    "UnimportedJournal",
     "CONTROL_ACTIONS",
 ]
 CONTROL_ACTIONS = live.ACTIONS
@@ -153,14 +170,19 @@ PathLike = Union[str, "os.PathLike[str]"]
 class Config:
     """Where to work. A missing project comes from FSMIGRATE_PROJECT or
     GOOGLE_CLOUD_PROJECT, as on the command line; the emulator is used when
-    FIRESTORE_EMULATOR_HOST is set (or `emulator_host`). `lock_ttl` defaults to
+    FIRESTORE_EMULATOR_HOST is set (or `emulator_host`). `connection` says how to reach
+    Firestore (an `api.Connection`: the endpoint, a credentials file, a service account
+    to impersonate, the quota project); what it leaves None comes from FSMIGRATE_ENDPOINT,
+    FSMIGRATE_CREDENTIALS, FSMIGRATE_IMPERSONATE_SERVICE_ACCOUNT and
+    GOOGLE_CLOUD_QUOTA_PROJECT, else the application default credentials on
+    firestore.googleapis.com. `lock_ttl` defaults to
     FSMIGRATE_LOCK_TTL or 300 s; `patience` (seconds without progress before a run gives
     up on Firestore) to FSMIGRATE_PATIENCE or 10 minutes (docs/network-failures.md).
 
-    `run` holds the run options a writing function uses when it is not given them
-    (batch_size, batch_bytes, concurrency, max_rate, ramp, ramp_start, runner, workers);
-    `always_confirm` makes every apply ask, even on the emulator. `Config.from_file` fills
-    all of it from a config file and one of its environments."""
+    `run` holds the run options a writing function uses where its own `RunOptions` says
+    nothing (a config file's batch-size, max-rate, runner...; `run_options` resolves
+    them); `always_confirm` makes every apply ask, even on the emulator.
+    `Config.from_file` fills all of it from a config file and one of its environments."""
 
     project: Optional[str] = None
     database: Optional[str] = "(default)"
@@ -169,11 +191,12 @@ class Config:
     markers_collection: str = DEFAULT_ROOT
     lock_ttl: Optional[float] = None
     patience: Union[float, str, None] = None  # seconds, or a duration: "10m", "90s", "1h"
-    emulator_host: Optional[str] = None
+    emulator_host: Optional[str] = None  # the same as connection.emulator_host
+    connection: Connection = field(default_factory=Connection)
     environment: Optional[str] = None
     always_confirm: bool = False
     create_state_dir: bool = False  # True: make the state file's missing directories
-    run: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    run: RunOptions = field(default_factory=RunOptions)
     settings: Optional[Settings] = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -183,12 +206,25 @@ class Config:
             )
         if self.patience is not None:  # kept as seconds
             object.__setattr__(self, "patience", parse_patience(self.patience))
-        known = {k.attr for k in config_file.RUN_KEYS}
-        unknown = sorted(set(self.run) - known)
-        if unknown:
+        if not isinstance(self.connection, Connection):
             raise UsageError(
-                f"unknown run option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+                f"Config.connection must be an api.Connection, got {self.connection!r}"
             )
+        own = self.connection.emulator_host
+        if self.emulator_host and own and self.emulator_host != own:
+            raise UsageError(
+                f"emulator_host {self.emulator_host!r} and connection.emulator_host {own!r} "
+                "differ; give one"
+            )
+        if self.emulator_host and not own:
+            object.__setattr__(
+                self, "connection", replace(self.connection, emulator_host=self.emulator_host)
+            )
+        object.__setattr__(self, "emulator_host", self.connection.emulator_host)
+        if isinstance(self.run, Mapping):  # {"batch_size": 100}: the same, checked
+            object.__setattr__(self, "run", RunOptions.from_mapping(self.run))
+        elif not isinstance(self.run, RunOptions):
+            raise UsageError(f"Config.run must be an api.RunOptions, got {self.run!r}")
 
     @classmethod
     def from_file(
@@ -233,20 +269,25 @@ class Config:
             markers_collection=settings["markers-collection"],
             lock_ttl=settings["lock-ttl"],
             patience=settings["patience"],
-            emulator_host=settings["emulator-host"],
+            connection=Connection(
+                endpoint=settings["endpoint"],
+                credentials=settings["credentials"],
+                impersonate_service_account=settings["impersonate-service-account"],
+                quota_project=settings["quota-project"],
+                emulator_host=settings["emulator-host"],
+            ),
             environment=settings.environment,
             always_confirm=settings.always_confirm,
-            run=settings.run_options(),
+            run=RunOptions.from_mapping(settings.run_options()),
             settings=settings,
         )
 
-    def run_option(self, name: str, given: Any = None) -> Any:
-        """A run option: `given` when not None, else this config's, else the default."""
-        if given is not None:
-            return given
-        if name in self.run and self.run[name] is not None:
-            return self.run[name]
-        return config_file.KEYS[name.replace("_", "-")].default
+    def run_options(self, given: Optional[RunOptions] = None) -> ResolvedOptions:
+        """The options a writing command runs with: each from `given`, else this
+        config's `run`, else fsmigrate's default (resolved once, checked)."""
+        if given is not None and not isinstance(given, RunOptions):
+            raise UsageError(f"run options must be an api.RunOptions, got {given!r}")
+        return (given or RunOptions()).over(self.run).resolved()
 
     @property
     def state_path(self) -> Path:
@@ -257,10 +298,18 @@ class Config:
         return Path(self.migrations)
 
     def target(self) -> Target:
-        found = target_from_env(self.project, self.database)
-        if self.emulator_host:
-            found = replace(found, emulator_host=self.emulator_host)
-        return found
+        """The database to work on (UsageError without a project, or for connection
+        settings that cannot connect: `connect`)."""
+        connection = self.connect()
+        return replace(
+            target_from_env(self.project, self.database), emulator_host=connection.emulator_host
+        )
+
+    def connect(self) -> Connection:
+        """The connection settings in force: this config's, else the environment
+        variables' (Connection.from_environ); checked (an emulator on loopback only, not
+        with an endpoint)."""
+        return self.connection.over(Connection.from_environ()).check()
 
     def _open_state(self) -> State:
         """The state file for writing; a directory that does not exist is refused (a typo
@@ -274,8 +323,11 @@ class Config:
         return State.open(self.state_path)
 
     def _store(self, target: Optional[Target] = None) -> Store:
+        """A Store of the target, on this process's channels to it (`close`)."""
         patience = float(self.patience) if self.patience is not None else None
-        store = Store(target or self.target(), policy=RetryPolicy.from_env(patience))
+        target = target or self.target()
+        channels = _CHANNELS.get(self.connect(), target.project, target.database)
+        store = Store(target, policy=RetryPolicy.from_env(patience), channels=channels)
         store.reserved_root = self.markers_collection
         return store
 
@@ -295,6 +347,17 @@ class Config:
         if not ttl > 0:
             raise UsageError(f"FSMIGRATE_LOCK_TTL must be a positive number of seconds, got {ttl}")
         return ttl
+
+
+# One set of channels per target and connection, shared by the commands of this process.
+_CHANNELS = Pool()
+
+
+def close() -> int:
+    """Close the Firestore channels this process's commands opened (the command line
+    does at exit; a long-lived program that is done with Firestore may too: the next
+    command opens new ones). How many targets' channels were closed."""
+    return _CHANNELS.close()
 
 
 # ---- results -------------------------------------------------------------------------------
@@ -369,9 +432,49 @@ class RunningRun:
     requested_rate: Optional[float]
     updated_at: Optional[str]
     controls: list[dict[str, Any]] = field(default_factory=list)
+    stale: Optional[str] = None  # why the lock may be taken over (its holder is gone)
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class UnimportedJournal:
+    """A Beam apply whose coordinator stopped before it imported its workers' journal:
+    what they committed is not in the state file yet. The next command that takes the
+    target's lease (upgrade, rerun, apply, restore, stamp, resolve) imports it first."""
+
+    run_id: str
+    revision: str
+    status: str  # the run's as recorded (`running`: its coordinator died)
+    location: str  # the journal directory (local, or a Beam FileSystems URL)
+
+    def message(self) -> str:
+        return (
+            f"Beam run {self.run_id} (revision {self.revision}, {self.status}) left its "
+            f"workers' journal unimported at {self.location}: what they committed is not in "
+            "the state file yet; run the same command again (or any command that writes to "
+            "this target) to import it first"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.__dict__, "message": self.message()}
+
+
+def _alive(running: Optional[RunningRun]) -> Optional[str]:
+    """The run id of the run holding the lock, unless its holder is gone (a stale lock)."""
+    return running.run_id if running is not None and running.stale is None else None
+
+
+def _unimported(state: Optional[State], target: Target, running: Optional[str] = None) -> list:
+    """The target's Beam journals not imported yet, but the one of the run `running`."""
+    if state is None:
+        return []
+    return [
+        UnimportedJournal(r["run_id"], r["revision"], r["status"], r["location"])
+        for r in state.open_journals(target.project, target.database)
+        if r["state"] == RECORDED and r["run_id"] != running
+    ]
 
 
 @dataclass
@@ -380,6 +483,7 @@ class StatusReport:
     revisions: list[StatusRow]
     markers_read: bool
     running: Optional[RunningRun] = None
+    unimported: list[UnimportedJournal] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -517,8 +621,12 @@ def _adopt_markers(
 
 @contextlib.contextmanager
 def _holding_lease(
-    cfg: Config, store: Store, command: str, enabled: bool, warnings: list[str]
+    cfg: Config, store: Store, state: State, command: str, enabled: bool, warnings: list[str]
 ) -> Iterator[Optional[Lease]]:
+    """The target's lease for the block. Holding it, first bring in what earlier Beam
+    applies of the target journaled and never imported (their coordinator died): before
+    anything is settled or planned, every operation their workers committed is in the
+    state file, under the run that made it (fsmigrate.beam.journal)."""
     if not enabled:
         yield None
         return
@@ -527,6 +635,7 @@ def _holding_lease(
         if lease.took_over:
             warnings.append(lease.took_over)
         testhooks.reached("after-lock")
+        warnings.extend(beam_journal.import_orphans(store, state, by=f"`fsmigrate {command}`"))
         yield lease
     finally:
         try:  # the controls were for this holder only; a leftover is ignored anyway
@@ -534,32 +643,6 @@ def _holding_lease(
         except Exception:
             pass
         lease.release()
-
-
-def _snapshot(as_of: Union[None, str, dt.datetime]) -> Optional[dt.datetime]:
-    """`as_of` as the instant plans read at: not in the future, and not older than the
-    longest Firestore keeps versions (7 days, with point-in-time recovery; without it a
-    read older than 1 hour is refused by Firestore, in one line too)."""
-    if as_of is None:
-        return None
-    now = dt.datetime.now(dt.timezone.utc)
-    if isinstance(as_of, dt.datetime):
-        when = as_of if as_of.tzinfo else as_of.replace(tzinfo=dt.timezone.utc)
-    else:
-        try:
-            when = parse_instant(as_of, now)
-        except ValueError as exc:
-            raise UsageError(f"--as-of: {exc}") from None
-    when = when.astimezone(dt.timezone.utc)
-    if when > now:
-        raise UsageError(f"--as-of {rfc3339(when)} is in the future; Firestore reads the past")
-    if now - when > VERSIONS_KEPT_PITR:
-        raise UsageError(
-            f"--as-of {rfc3339(when)} is older than Firestore keeps versions "
-            f"({VERSIONS_KEPT_PITR.days} days with point-in-time recovery, "
-            f"{int(VERSIONS_KEPT.total_seconds() // 3600)} hour without); pick a later time"
-        )
-    return when
 
 
 def _confirm(
@@ -586,36 +669,14 @@ def _ask(confirm: Optional[Confirm], prompt: str) -> None:
         raise Aborted("declined at the prompt")
 
 
-def _limits(
-    cfg: Config, max_rate: Optional[float], ramp: Optional[bool], ramp_start: Optional[float]
-) -> traffic.Limits:
-    """The traffic limits of a writing command (given, else the config's), checked before
-    anything is written."""
-    given_start = ramp_start
-    ramp = cfg.run_option("ramp", ramp)
-    ramp_start = cfg.run_option("ramp_start", ramp_start)
-    if ramp is False and given_start is None:
-        ramp_start = None  # --no-ramp: a configured ramp start does not turn the ramp on
+def _limits(cfg: Config, opts: ResolvedOptions) -> traffic.Limits:
+    """The traffic limits of a writing command, checked before anything is written."""
     return traffic.resolve(
         emulator=cfg.target().is_emulator,
-        max_rate=cfg.run_option("max_rate", max_rate),
-        ramp=ramp,
-        ramp_start=ramp_start,
+        max_rate=opts.max_rate,
+        ramp=opts.ramp,
+        ramp_start=opts.ramp_start,
     )
-
-
-def _sizes(
-    cfg: Config,
-    batch_size: Optional[int],
-    batch_bytes: Optional[int],
-    concurrency: Optional[int],
-) -> dict[str, int]:
-    """Batch size and bytes, concurrency: given, else the config's, else the defaults."""
-    return {
-        "batch_size": cfg.run_option("batch_size", batch_size),
-        "batch_bytes": cfg.run_option("batch_bytes", batch_bytes),
-        "concurrency": cfg.run_option("concurrency", concurrency),
-    }
 
 
 def _execute(
@@ -627,9 +688,7 @@ def _execute(
     *,
     command: str,
     dry_run: bool,
-    batch_size: int,
-    batch_bytes: int,
-    concurrency: int,
+    opts: ResolvedOptions,
     limits: traffic.Limits,
     progress: Optional[Progress],
     confirm: Optional[Confirm],
@@ -638,15 +697,14 @@ def _execute(
     plan_out: Optional[PathLike] = None,
     plan_digest: Optional[str] = None,
     distributor: Optional[Distributor] = None,
-    as_of: Optional[dt.datetime] = None,
     read_time_of: Optional[Callable[[str], Optional[str]]] = None,
-    max_skip_ratio: Optional[float] = None,
 ) -> UpgradeResult:
     """Run (or plan) the selected migrations in order; the one path for every command
     that writes. An apply holds the target's lease from before it reads what is pending
     until it is done, so two runners never both apply; its commits wait on one limiter
     (`limits`), shared by its migrations and commit threads. A failure is raised with the
     result so far attached (`exc.partial`), so the caller can still report it."""
+    as_of = opts.as_of
     todo = select()
     if as_of is not None and not dry_run and len(todo) > 1:
         raise UsageError(
@@ -657,7 +715,7 @@ def _execute(
     if distributor is not None:
         for script in todo:  # a script Beam cannot split is refused before anything
             distributor.check(script)
-    max_skip_ratio = cfg.run_option("max_skip_ratio", max_skip_ratio)
+    max_skip_ratio = opts.max_skip_ratio
     budget = live.SkipBudget(max_skip_ratio) if max_skip_ratio is not None else None
     interval = live.interval_from_env()
     hooks = run_hooks.Hooks.load()
@@ -666,6 +724,8 @@ def _execute(
     markers = cfg._markers(store)
     invocation = new_id()
     warnings: list[str] = []
+    if dry_run:  # an apply imports them first; a dry-run does not take the lease
+        warnings.extend(j.message() for j in _unimported(state, target))
     result = UpgradeResult(invocation, target, dry_run, [], state, warnings=warnings)
     runner: Optional[Runner] = None
     try:
@@ -678,7 +738,9 @@ def _execute(
                 dry_run=dry_run,
                 invocation=invocation,
             ) as span,
-            _holding_lease(cfg, store, command, bool(todo) and not dry_run, warnings) as lease,
+            _holding_lease(
+                cfg, store, state, command, bool(todo) and not dry_run, warnings
+            ) as lease,
         ):
             _adopt_markers(cfg, chain, target, state, markers)
             todo = select()  # what was applied meanwhile, here or elsewhere, is not pending
@@ -697,12 +759,12 @@ def _execute(
                 store,
                 state,
                 chain,
-                batch_size=batch_size,
+                batch_size=opts.batch_size,
                 progress=progress,
                 guard=lease.check if lease else None,
-                concurrency=concurrency,
+                concurrency=opts.concurrency,
                 markers=markers,
-                batch_bytes=batch_bytes,
+                batch_bytes=opts.batch_bytes,
                 limits=limits,
                 traffic=None if dry_run else traffic.make(limits),
                 capture_writes=plan_out is not None,
@@ -739,30 +801,19 @@ def _execute(
     return result
 
 
-RUNNERS = ("local", "beam")
-
-
-def _distributor(
-    runner: str, workers: int, beam_options: Optional[Mapping[str, str]]
-) -> Optional[Distributor]:
+def _distributor(opts: ResolvedOptions) -> Optional[Distributor]:
     """None for the local runner; the Beam coordinator for `runner="beam"`."""
-    if runner not in RUNNERS:
-        raise UsageError(f"runner must be one of {', '.join(RUNNERS)}, got {runner!r}")
-    if runner == "local":
-        if beam_options:
-            raise UsageError("--beam-option needs --runner beam")
+    if opts.runner == "local":
         return None
-    if workers < 1:
-        raise UsageError(f"--workers must be at least 1, got {workers}")
     from fsmigrate import beam
 
     beam.require()
     from fsmigrate.beam.coordinator import BeamDistributor
 
-    options = dict(beam_options or {})
+    options = dict(opts.beam_options)
     journal = options.pop("journal", None)
     log = options.pop("log", None)
-    return BeamDistributor(workers=workers, options=options, journal_root=journal, log=log)
+    return BeamDistributor(workers=opts.workers, options=options, journal_root=journal, log=log)
 
 
 def _runs_of(state: State, invocation: str) -> list[RunResult]:
@@ -774,26 +825,18 @@ def _runs_of(state: State, invocation: str) -> list[RunResult]:
 
 def upgrade(
     cfg: Config,
+    options: Optional[RunOptions] = None,
     *,
     dry_run: bool = False,
     to: Optional[str] = None,
-    batch_size: Optional[int] = None,
-    batch_bytes: Optional[int] = None,
-    concurrency: Optional[int] = None,
     plan_out: Optional[PathLike] = None,
-    max_rate: Optional[float] = None,
-    ramp: Optional[bool] = None,
-    ramp_start: Optional[float] = None,
     progress: Optional[Progress] = None,
     confirm: Optional[Confirm] = None,
-    max_skip_ratio: Optional[float] = None,
-    runner: Optional[str] = None,
-    workers: Optional[int] = None,
-    beam_options: Optional[Mapping[str, str]] = None,
-    as_of: Union[None, str, dt.datetime] = None,
 ) -> UpgradeResult:
-    """Run the pending migrations in order (or plan them with `dry_run`); with `plan_out`
-    (dry-run only), also write the reviewed plan file for `apply_plan`.
+    """Run the pending migrations in order (or plan them with `dry_run`), up to and
+    including revision `to`; with `plan_out` (dry-run only), also write the reviewed plan
+    file for `apply_plan`. `options` (a `RunOptions`; what it leaves None comes from
+    `cfg.run`, else the default) say how:
 
     Every plan reads the database at one instant (its snapshot, recorded with the run and
     in the plan file): `as_of` (an RFC 3339 time, an age like "30m", or a datetime; at
@@ -823,12 +866,9 @@ def upgrade(
         raise UsageError(
             "--plan-out needs --dry-run (a plan is reviewed, then applied with `fsmigrate apply`)"
         )
-    limits = _limits(cfg, max_rate, ramp, ramp_start)
-    snapshot = _snapshot(as_of)
-    distributor = _distributor(
-        cfg.run_option("runner", runner), cfg.run_option("workers", workers), beam_options
-    )
-    sizes = _sizes(cfg, batch_size, batch_bytes, concurrency)
+    opts = cfg.run_options(options)
+    limits = _limits(cfg, opts)
+    distributor = _distributor(opts)
     target, chain, state = _prepare(cfg)
     if to is not None:
         chain.get(to)
@@ -844,46 +884,29 @@ def upgrade(
         pending,
         command="upgrade",
         dry_run=dry_run,
-        batch_size=sizes["batch_size"],
-        batch_bytes=sizes["batch_bytes"],
-        concurrency=sizes["concurrency"],
+        opts=opts,
         limits=limits,
         progress=progress,
         confirm=confirm,
-        max_skip_ratio=max_skip_ratio,
         plan_out=plan_out,
         distributor=distributor,
-        as_of=snapshot,
     )
 
 
 def rerun(
     cfg: Config,
     revision: str,
+    options: Optional[RunOptions] = None,
     *,
     dry_run: bool = False,
-    batch_size: Optional[int] = None,
-    batch_bytes: Optional[int] = None,
-    concurrency: Optional[int] = None,
-    max_rate: Optional[float] = None,
-    ramp: Optional[bool] = None,
-    ramp_start: Optional[float] = None,
     progress: Optional[Progress] = None,
     confirm: Optional[Confirm] = None,
-    max_skip_ratio: Optional[float] = None,
-    runner: Optional[str] = None,
-    workers: Optional[int] = None,
-    beam_options: Optional[Mapping[str, str]] = None,
-    as_of: Union[None, str, dt.datetime] = None,
 ) -> UpgradeResult:
-    """Run one `repeatable = True` migration again, applied or not (traffic, runner and
-    `as_of` options as for `upgrade`)."""
-    limits = _limits(cfg, max_rate, ramp, ramp_start)
-    snapshot = _snapshot(as_of)
-    distributor = _distributor(
-        cfg.run_option("runner", runner), cfg.run_option("workers", workers), beam_options
-    )
-    sizes = _sizes(cfg, batch_size, batch_bytes, concurrency)
+    """Run one `repeatable = True` migration again, applied or not (`options` as for
+    `upgrade`)."""
+    opts = cfg.run_options(options)
+    limits = _limits(cfg, opts)
+    distributor = _distributor(opts)
     target, chain, state = _prepare(cfg)
     script = chain.get(revision)
     if not script.repeatable:
@@ -912,45 +935,42 @@ def rerun(
         todo,
         command=f"rerun {revision}",
         kind="rerun",
-        as_of=snapshot,
         dry_run=dry_run,
-        batch_size=sizes["batch_size"],
-        batch_bytes=sizes["batch_bytes"],
-        concurrency=sizes["concurrency"],
+        opts=opts,
         limits=limits,
         progress=progress,
         confirm=confirm,
-        max_skip_ratio=max_skip_ratio,
         distributor=distributor,
     )
+
+
+APPLY_REFUSES = ("runner", "workers", "beam_options", "as_of")
+RESTORE_REFUSES = ("batch_size", "concurrency", *APPLY_REFUSES)
 
 
 def apply_plan(
     cfg: Config,
     path: PathLike,
+    options: Optional[RunOptions] = None,
     *,
-    batch_size: Optional[int] = None,
-    batch_bytes: Optional[int] = None,
-    concurrency: Optional[int] = None,
-    max_rate: Optional[float] = None,
-    ramp: Optional[bool] = None,
-    ramp_start: Optional[float] = None,
     progress: Optional[Progress] = None,
     confirm: Optional[Confirm] = None,
-    max_skip_ratio: Optional[float] = None,
 ) -> UpgradeResult:
     """Apply a reviewed plan file exactly: verified whole before any write (counts,
-    digests, each line against its `Write`), then its operations, nothing re-planned
-    (traffic options as for `upgrade`)."""
+    digests, each line against its `Write`), then its operations, nothing re-planned.
+    `options` as for `upgrade`, but for where and when it plans (here, with the plan's
+    own read times: a runner, workers, Beam options or `as_of` are refused)."""
     plan_path = Path(path)
+    if options is not None:
+        options.refuse("apply", APPLY_REFUSES)
+    opts = replace(cfg.run_options(options), runner="local", as_of=None)
     if not plan_path.is_file():
         raise UsageError(f"plan file {plan_path} does not exist")
-    limits = _limits(cfg, max_rate, ramp, ramp_start)
+    limits = _limits(cfg, opts)
     plan = planfile.PlanFile(plan_path)
-    sizes = _sizes(cfg, batch_size, batch_bytes, concurrency)
     try:
         target, chain, state = _prepare(cfg)
-        plan.verify(max_write_bytes=sizes["batch_bytes"])
+        plan.verify(max_write_bytes=opts.batch_bytes)
         select = drift.plan_scripts(plan, target, chain, state)
         return _execute(
             cfg,
@@ -964,13 +984,10 @@ def apply_plan(
             plan_digest=plan.digest,
             read_time_of=plan.read_time,
             dry_run=False,
-            batch_size=sizes["batch_size"],
-            batch_bytes=sizes["batch_bytes"],
-            concurrency=sizes["concurrency"],
+            opts=opts,
             limits=limits,
             progress=progress,
             confirm=confirm,
-            max_skip_ratio=max_skip_ratio,
         )
     finally:
         plan.close()
@@ -979,26 +996,36 @@ def apply_plan(
 def restore(
     cfg: Config,
     run_id: str,
+    options: Optional[RunOptions] = None,
     *,
     docs: Sequence[str] = (),
     dry_run: bool = False,
-    batch_bytes: Optional[int] = None,
-    max_rate: Optional[float] = None,
-    ramp: Optional[bool] = None,
-    ramp_start: Optional[float] = None,
     progress: Optional[Progress] = None,
     confirm: Optional[Confirm] = None,
-    max_skip_ratio: Optional[float] = None,
 ) -> UpgradeResult:
     """Write run `run_id`'s archived before-images back where the document does not exist
-    now (forward: a new audited run; existing documents are left alone and listed;
-    traffic options as for `upgrade`)."""
-    limits = _limits(cfg, max_rate, ramp, ramp_start)
+    now (forward: a new audited run; existing documents are left alone and listed), only
+    those of `docs` when given. `options`: `batch_bytes`, the traffic limits and
+    `max_skip_ratio` as for `upgrade` (a restore commits full batches one at a time,
+    here: a batch size, concurrency, runner, workers, Beam options or `as_of` are
+    refused)."""
+    if options is not None:
+        options.refuse("restore", RESTORE_REFUSES)
+    opts = replace(
+        cfg.run_options(options), batch_size=MAX_BATCH, concurrency=1, runner="local", as_of=None
+    )
+    limits = _limits(cfg, opts)
     target = cfg.target()
     state = cfg._open_state()
     source = state.run(run_id)
     if source["mode"] != "apply":
         raise UsageError(f"run {run_id} is a {source['mode']}: it changed nothing to restore")
+    journal = state.journal(run_id)
+    if journal is not None and journal["state"] == RECORDED:
+        raise UsageError(
+            f"run {run_id} is a Beam apply whose workers' journal is not imported yet (its "
+            "coordinator stopped): run the same command again to import it, then restore"
+        )
     if (source["project"], source["database"]) != (target.project, target.database):
         raise UsageError(
             f"run {run_id} changed {source['project']}/{source['database']}, not "
@@ -1022,13 +1049,10 @@ def restore(
         command=f"restore {run_id}",
         kind="restore",
         dry_run=dry_run,
-        batch_size=MAX_BATCH,
-        batch_bytes=cfg.run_option("batch_bytes", batch_bytes),
-        concurrency=1,
+        opts=opts,
         limits=limits,
         progress=progress,
         confirm=confirm,
-        max_skip_ratio=max_skip_ratio,
     )
     result.warnings.extend(warnings)
     return result
@@ -1075,7 +1099,10 @@ def _mark_by_hand(
     store = cfg._store(target)
     markers = cfg._markers(store)
     done: list[Marked] = []
-    with _holding_lease(cfg, store, f"{kind} {revision}", True, []):
+    imported: list[str] = []
+    with _holding_lease(cfg, store, state, f"{kind} {revision}", True, imported):
+        for line in imported:  # the lease taken over, journals brought in
+            warnings.warn(FsMigrateWarning(line), stacklevel=3)
         _adopt_markers(cfg, chain, target, state, markers)
         applied = set(state.applied(target.project, target.database))
         if revision in applied:
@@ -1166,6 +1193,7 @@ def _running(store: Store) -> Optional[RunningRun]:
         requested_rate=controls.rate,
         updated_at=times.rfc3339(at, "seconds") if isinstance(at, dt.datetime) else None,
         controls=[e.to_json() for e in controls.events],
+        stale=stale_reason(body, dt.datetime.now(dt.timezone.utc), socket.gethostname()),
     )
 
 
@@ -1201,16 +1229,24 @@ def status(cfg: Config, *, local: bool = False) -> StatusReport:
             unfinished[s.revision] = last
     rows = drift.status_rows(chain, applied, markers, unfinished)
     running = None if store is None else _running(store)
-    return StatusReport(target, [StatusRow(**r) for r in rows], markers is not None, running)
+    journals = _unimported(state, target, _alive(running))
+    return StatusReport(
+        target, [StatusRow(**r) for r in rows], markers is not None, running, journals
+    )
 
 
 def verify(cfg: Config, *, local: bool = False) -> list[Finding]:
     """Applied scripts edited or missing since (state file and markers), and local
     records without a marker. Empty when all is well."""
     target = cfg.target()
-    markers = None if local else cfg._markers(cfg._store(target)).read()
-    found = _findings(cfg, cfg._chain(), target, State.open_readonly(cfg.state_path), markers)
-    return [Finding(**f) for f in found]
+    store = None if local else cfg._store(target)
+    markers = None if store is None else cfg._markers(store).read()
+    state = State.open_readonly(cfg.state_path)
+    found = [Finding(**f) for f in _findings(cfg, cfg._chain(), target, state, markers)]
+    running = _running(store) if store is not None else None
+    for journal in _unimported(state, target, _alive(running)):
+        found.append(Finding(journal.revision, "unimported journal", journal.message()))
+    return found
 
 
 def history(cfg: Config, limit: Optional[int] = None) -> list[RunResult]:
@@ -1273,6 +1309,45 @@ def lint(cfg: Config, paths: Sequence[PathLike] = ()) -> LintReport:
     return lint_paths([Path(p) for p in paths] or [cfg.migrations_path])
 
 
+def doctor(cfg: Config) -> DoctorReport:
+    """Check the target before a run (`fsmigrate doctor`): the principal the credentials
+    act as; the database's mode, point-in-time recovery and delete protection (the admin
+    API, on a channel of its own with the same endpoint, credentials and user agent;
+    skipped on the emulator); a read, a write and a delete of a probe document under the
+    markers collection; and the declared query (`source = scan(...)`) of each pending
+    migration (a missing composite index is named). `DoctorReport.ok` is False when a
+    check failed. Never creates the state file."""
+    target = cfg.target()
+    chain = cfg._chain()
+    store = cfg._store(target)
+    connection = store.connection
+    state = State.open_readonly(cfg.state_path)
+    try:
+        applied = set(state.applied(target.project, target.database)) if state else set()
+    finally:
+        if state is not None:
+            state.close()
+    try:
+        applied |= set(cfg._markers(store).read())
+    except FsMigrateError:
+        pass  # the probe's read says why
+    queries = [
+        (s.revision, s.forms.source) for s in chain.pending(applied) if s.forms.source is not None
+    ]
+    source = (
+        ""
+        if connection.is_emulator
+        else credentials_source(
+            connection.credentials, bool(connection.impersonate_service_account)
+        )
+    )
+    principal = principal_of(store.channels.credentials, source)
+    if connection.is_emulator:
+        return diagnose(target, principal, store, None, queries)
+    with admin_client(store.channels) as admin:
+        return diagnose(target, principal, store, admin, queries, endpoint=connection.endpoint)
+
+
 # ---- the config, the CI gate, branches -------------------------------------------------------
 
 
@@ -1288,12 +1363,17 @@ def config(cfg: Config) -> Settings:
         "migrations": str(cfg.migrations),
         "markers-collection": cfg.markers_collection,
         "emulator-host": cfg.emulator_host,
+        "endpoint": cfg.connection.endpoint,
+        "credentials": cfg.connection.credentials,
+        "impersonate-service-account": cfg.connection.impersonate_service_account,
+        "quota-project": cfg.connection.quota_project,
         "lock-ttl": cfg.lock_ttl,
         "patience": cfg.patience,
         "always-confirm": cfg.always_confirm,
     }
+    resolved = cfg.run_options()
     for key in config_file.RUN_KEYS:
-        values[key.name] = cfg.run_option(key.attr)
+        values[key.name] = getattr(resolved, key.attr)
     return Settings(
         {k: config_file.Setting(v, "Config") for k, v in values.items()},
         environment=cfg.environment,

@@ -46,6 +46,7 @@ from fsmigrate.files import private_file
 from fsmigrate.firestore import emulator as emu
 from fsmigrate.firestore.patience import format_seconds
 from fsmigrate.report import checks as check_output
+from fsmigrate.report import doctor as doctor_report
 from fsmigrate.report import gate as gate_report
 from fsmigrate.report import runs as report
 from fsmigrate.report.envelope import envelope, error_dict
@@ -301,6 +302,38 @@ def _joined(chunks: Iterable[str], size: int = 1 << 16) -> Iterator[str]:
     "its lock cannot be renewed in time (docs/network-failures.md).",
 )
 @click.option(
+    "--endpoint",
+    default=None,
+    metavar="HOST[:PORT]",
+    help="Reach Firestore here instead of firestore.googleapis.com: a Private Service "
+    "Connect endpoint, a proxy (or FSMIGRATE_ENDPOINT); TLS, port 443 by default. Not with "
+    "FIRESTORE_EMULATOR_HOST.",
+)
+@click.option(
+    "--credentials",
+    "credentials",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Credentials file, e.g. a service account key (or FSMIGRATE_CREDENTIALS) "
+    "[default: the application default credentials: GOOGLE_APPLICATION_CREDENTIALS, "
+    "gcloud's, the metadata server's].",
+)
+@click.option(
+    "--impersonate-service-account",
+    "impersonate",
+    default=None,
+    metavar="EMAIL",
+    help="Act as this service account, with the credentials above (they need the Service "
+    "Account Token Creator role on it) (or FSMIGRATE_IMPERSONATE_SERVICE_ACCOUNT).",
+)
+@click.option(
+    "--quota-project",
+    default=None,
+    metavar="PROJECT",
+    help="The project billed for the calls, whose quota they use (or the config file, "
+    "GOOGLE_CLOUD_QUOTA_PROJECT) [default: the credentials' own].",
+)
+@click.option(
     "--create-state-dir",
     is_flag=True,
     envvar="FSMIGRATE_CREATE_STATE_DIR",
@@ -320,12 +353,18 @@ def cli(
     migrations: Optional[Path],
     markers_root: Optional[str],
     patience: Optional[str],
+    endpoint: Optional[str],
+    credentials: Optional[Path],
+    impersonate: Optional[str],
+    quota_project: Optional[str],
     create_state_dir: bool,
     traceback: bool,
 ) -> None:
     """Versioned, forward-only, audited migrations for Google Cloud Firestore.
 
-    The emulator is used when FIRESTORE_EMULATOR_HOST is set. Settings come from a flag,
+    The emulator is used when FIRESTORE_EMULATOR_HOST is set; otherwise Google Cloud, with
+    the application default credentials unless --credentials or
+    --impersonate-service-account say otherwise. Settings come from a flag,
     else an environment variable, else the config file's environment (--env), else its
     defaults ([tool.fsmigrate] in pyproject.toml, or fsmigrate.toml; `fsmigrate config`
     shows each and where it came from).
@@ -349,6 +388,10 @@ def cli(
         "migrations": (migrations, "--migrations"),
         "markers-collection": (markers_root, "--markers-collection"),
         "patience": (patience, "--patience"),
+        "endpoint": (endpoint, "--endpoint"),
+        "credentials": (credentials, "--credentials"),
+        "impersonate-service-account": (impersonate, "--impersonate-service-account"),
+        "quota-project": (quota_project, "--quota-project"),
     }
     for name, (value, flag) in flags.items():
         if value is not None:
@@ -361,6 +404,7 @@ def cli(
     if create_state_dir:
         resolved = replace(resolved, create_state_dir=True)
     ctx.obj = Config(resolved, traceback)
+    ctx.call_on_close(api.close)  # the channels the command opened
     ctx.with_resource(_warnings_to_stderr())
     ctx.with_resource(_sigterm_interrupts())
 
@@ -590,6 +634,33 @@ def lint_cmd(cfg: Config, paths: tuple[Path, ...], fmt: str) -> None:
     """
     found = api.lint(cfg.api, paths)
     _emit(found.chunks(fmt))
+    if not found.ok:
+        sys.exit(1)
+
+
+@cli.command("doctor")
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@click.pass_obj
+def doctor_cmd(cfg: Config, fmt: str) -> None:
+    """Check the target before a run: what it would refuse (exit 1 if a check fails).
+
+    Says which principal the credentials act as, then one line per check, ok / warn /
+    fail / skip, with the next step: the database exists and is in Native mode,
+    point-in-time recovery (how far back --as-of reaches), delete protection (the admin
+    API; the emulator has none), a read, a write and a delete of a probe document under
+    the markers collection (never your data), and each pending migration's declared
+    query (`source = scan(...)`: a missing composite index is named, with the command
+    that creates it).
+
+    Example:
+
+        fsmigrate --project my-proj doctor
+    """
+    cfg.wants_json("doctor", fmt)
+    found = api.doctor(cfg.api)
+    _emit_result(cfg, doctor_report.chunks(found, fmt))
     if not found.ok:
         sys.exit(1)
 
@@ -887,7 +958,9 @@ def upgrade_cmd(cfg: Config, to: Optional[str], plan_out: Optional[Path], **run:
         fsmigrate --project my-proj upgrade --dry-run --report plan.md
     """
     _run_command(
-        "upgrade", lambda **kw: api.upgrade(cfg.api, to=to, plan_out=plan_out, **kw), **run
+        "upgrade",
+        lambda options, **kw: api.upgrade(cfg.api, options, to=to, plan_out=plan_out, **kw),
+        **run,
     )
 
 
@@ -909,7 +982,11 @@ def apply_cmd(cfg: Config, plan_path: Path, **run: Any) -> None:
     """
     if run.pop("dry_run"):
         raise UsageError("apply has no --dry-run: the plan file is the dry-run")
-    _run_command("apply", lambda **kw: api.apply_plan(cfg.api, plan_path, **kw), **run)
+    _run_command(
+        "apply",
+        lambda options, dry_run, **kw: api.apply_plan(cfg.api, plan_path, options, **kw),
+        **run,
+    )
 
 
 @cli.command("rerun")
@@ -935,7 +1012,7 @@ def rerun_cmd(cfg: Config, revision: str, **run: Any) -> None:
 
         fsmigrate --project my-proj rerun 0001 --dry-run
     """
-    _run_command("rerun", lambda **kw: api.rerun(cfg.api, revision, **kw), **run)
+    _run_command("rerun", lambda options, **kw: api.rerun(cfg.api, revision, options, **kw), **run)
 
 
 def _run_command(
@@ -946,16 +1023,17 @@ def _run_command(
     report_path: Optional[Path],
     yes: bool,
     quiet: bool,
+    dry_run: bool = False,
     apply_hint: str = report.APPLY_HINT,
-    **options: Any,
+    **given: Any,
 ) -> None:
-    """Call one writing api function with the shared options, then print its report: what
-    it did, or what it did before a failure or a signal stopped it (then raised: one line
-    on stderr, the exit code)."""
+    """Call one writing api function with its run options (the flags given, as one
+    `api.RunOptions`), then print its report: what it did, or what it did before a
+    failure or a signal stopped it (then raised: one line on stderr, the exit code)."""
     cfg = click.get_current_context().find_object(Config)
     assert cfg is not None
     cfg.wants_json(command, fmt)
-    dry_run = bool(options.get("dry_run"))
+    options = api.RunOptions(**given)
 
     confirm = _confirmer(yes)
 
@@ -973,7 +1051,7 @@ def _run_command(
 
     bar = _Bar(quiet)
     try:
-        result = call(progress=bar, confirm=confirm, **options)
+        result = call(options, progress=bar, confirm=confirm, dry_run=dry_run)
     except FsMigrateError as exc:
         bar.finish()
         partial = getattr(exc, "partial", None)
@@ -1219,7 +1297,7 @@ def restore_cmd(
     """
     _run_command(
         "restore",
-        lambda **kw: api.restore(cfg.api, run_id, docs=docs, **kw),
+        lambda options, **kw: api.restore(cfg.api, run_id, options, docs=docs, **kw),
         dry_run=dry_run,
         fmt=fmt,
         report_path=report_path,

@@ -11,8 +11,9 @@ Every setting is resolved in one order (docs/team-workflow.md):
 2. an environment variable (FSMIGRATE_PROJECT, FSMIGRATE_STATE...);
 3. the selected environment's key;
 4. the file's top-level key (the defaults);
-5. fsmigrate's built-in default (GOOGLE_CLOUD_PROJECT, an ambient variable of the
-   Google tools, comes just before it: a config file that names a project wins over it).
+5. fsmigrate's built-in default (GOOGLE_CLOUD_PROJECT and GOOGLE_CLOUD_QUOTA_PROJECT,
+   ambient variables of the Google tools, come just before it: a config file that names
+   a project or a quota project wins over them).
 
 Each resolved value says where it came from (`fsmigrate config`). Nothing here reaches
 Firestore, prints or exits: a bad file is a `ConfigError` (exit 2) of one line.
@@ -36,6 +37,7 @@ from fsmigrate.engine.batching import (
 )
 from fsmigrate.engine.runner import MAX_CONCURRENCY
 from fsmigrate.errors import UsageError
+from fsmigrate.firestore.connection import parse_endpoint
 from fsmigrate.firestore.store import DEFAULT_DATABASE, RESERVED_ROOT, parse_patience
 
 if sys.version_info >= (3, 11):
@@ -85,6 +87,14 @@ def _non_empty(value: Any) -> Optional[str]:
     return None if value.strip() else "must not be empty"
 
 
+def _endpoint(value: Any) -> Optional[str]:
+    try:
+        parse_endpoint(value)
+    except UsageError:
+        return "must be HOST[:PORT], e.g. firestore.example.com or 10.0.0.5:443"
+    return None
+
+
 def _duration(value: Any) -> Optional[str]:
     try:
         parse_patience(value, "patience")
@@ -129,6 +139,17 @@ KEYS: dict[str, Key] = {
             "documents", "--markers-collection", "FSMIGRATE_MARKERS", _top_level_collection),
         Key("emulator-host", str, None, "the Firestore emulator (host:port, loopback)",
             None, "FIRESTORE_EMULATOR_HOST", _non_empty),
+        Key("endpoint", str, None, "the Firestore endpoint, HOST[:PORT] (a Private Service "
+            "Connect endpoint, a proxy) [firestore.googleapis.com]", "--endpoint",
+            "FSMIGRATE_ENDPOINT", _endpoint),
+        Key("credentials", str, None, "a credentials file (a service account key...) "
+            "[the application default credentials]", "--credentials",
+            "FSMIGRATE_CREDENTIALS", _non_empty, path=True),
+        Key("impersonate-service-account", str, None, "the service account to act as "
+            "(its email)", "--impersonate-service-account",
+            "FSMIGRATE_IMPERSONATE_SERVICE_ACCOUNT", _non_empty),
+        Key("quota-project", str, None, "the project billed for the calls, whose quota "
+            "they use [the credentials' own]", "--quota-project", None, _non_empty),
         Key("lock-ttl", float, None, "seconds a dead runner's lock lasts [300]", None,
             "FSMIGRATE_LOCK_TTL", _positive),
         Key("patience", str, None, "how long to retry Firestore without progress [10m]",
@@ -156,8 +177,9 @@ KEYS: dict[str, Key] = {
     ]
 }  # fmt: skip
 RUN_KEYS = [k for k in KEYS.values() if k.run]
-# GOOGLE_CLOUD_PROJECT is the Google tools' ambient default: below the file, above nothing
-AMBIENT = {"project": "GOOGLE_CLOUD_PROJECT"}
+# the Google tools' ambient variables: below the file, above nothing
+AMBIENT = {"project": "GOOGLE_CLOUD_PROJECT", "quota-project": "GOOGLE_CLOUD_QUOTA_PROJECT"}
+CONNECTION_KEYS = ("endpoint", "credentials", "impersonate-service-account", "quota-project")
 ENV_TABLE = "env"
 
 

@@ -84,5 +84,9 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         "FSMIGRATE_ENV",
         "FSMIGRATE_CONFIG",
         "GOOGLE_CLOUD_PROJECT",
+        "FSMIGRATE_ENDPOINT",
+        "FSMIGRATE_CREDENTIALS",
+        "FSMIGRATE_IMPERSONATE_SERVICE_ACCOUNT",
+        "GOOGLE_CLOUD_QUOTA_PROJECT",
     ):
         monkeypatch.delenv(var, raising=False)

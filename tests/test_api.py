@@ -292,7 +292,7 @@ def plan(ctx):
         from fsmigrate import api
         cfg = api.Config(project={cfg.project!r}, state={str(cfg.state)!r},
                          migrations={str(cfg.migrations)!r})
-        api.upgrade(cfg, batch_size=100)
+        api.upgrade(cfg, api.RunOptions(batch_size=100))
     """)
     )
     killed = subprocess.run(
@@ -305,7 +305,7 @@ def plan(ctx):
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr
 
-    api.upgrade(cfg, batch_size=100)
+    api.upgrade(cfg, api.RunOptions(batch_size=100))
 
     assert items(fs_client) == {f"i{i:05d}": i + 1000 for i in range(1500) if i % 3}
 
@@ -314,9 +314,9 @@ def test_runner_beam_without_the_extra_says_how_to_get_it(tmp_path, monkeypatch)
     monkeypatch.setitem(sys.modules, "apache_beam", None)  # as if it were not installed
     cfg = api.Config(project="p", state=tmp_path / "state.db", migrations=tmp_path)
     with pytest.raises(UsageError, match=r"pip install 'fsmigrate\[beam\]'"):
-        api.upgrade(cfg, runner="beam")
+        api.upgrade(cfg, api.RunOptions(runner="beam"))
     with pytest.raises(UsageError, match="runner must be one of"):
-        api.upgrade(cfg, runner="spark")
+        api.upgrade(cfg, api.RunOptions(runner="spark"))
     assert not (tmp_path / "state.db").exists()
 
 
@@ -364,7 +364,7 @@ def plan(ctx):
     )
     seed_items(fs_client, 120)
 
-    run = api.upgrade(cfg, batch_size=50, concurrency=4).runs[0]
+    run = api.upgrade(cfg, api.RunOptions(batch_size=50, concurrency=4)).runs[0]
 
     assert (run.status, run.committed, run.skipped) == ("succeeded", 240, 0)
     assert {s.id: (s.get("n"), s.get("v")) for s in fs_client.collection("items").stream()} == {

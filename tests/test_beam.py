@@ -71,8 +71,8 @@ def test_per_document_migration_over_many_ranges_handles_each_document_once(
 ) -> None:
     seed_items(fs_client, 3000)
 
-    dry = api.upgrade(cfg, dry_run=True, runner="beam", workers=2)
-    result = api.upgrade(cfg, runner="beam", workers=2, batch_size=100)
+    dry = api.upgrade(cfg, api.RunOptions(runner="beam", workers=2), dry_run=True)
+    result = api.upgrade(cfg, api.RunOptions(runner="beam", workers=2, batch_size=100))
 
     assert dry.runs[0].planned == 3000 and dry.runs[0].counts["delete"] == 1000
     run = result.runs[0]
@@ -102,7 +102,7 @@ def test_the_heartbeat_cleanup_ends_the_same_on_both_runners(
         cfg = api.Config(
             project=project, state=tmp_path / f"{runner}.db", migrations=ROOT / "migrations"
         )
-        run = api.upgrade(cfg, runner=runner, workers=2).runs[0]
+        run = api.upgrade(cfg, api.RunOptions(runner=runner, workers=2)).runs[0]
         deleted = [
             p
             for kind, p, status, archived in ops_of(cfg, run.run_id)
@@ -145,7 +145,7 @@ def each(ctx, doc):
 """,
     )
 
-    run = api.upgrade(cfg, runner="beam", workers=2).runs[0]
+    run = api.upgrade(cfg, api.RunOptions(runner="beam", workers=2)).runs[0]
 
     assert (run.committed, run.skipped) == (39, 1)
     assert items(fs_client)["i00007"] == -7  # not clobbered
@@ -160,14 +160,14 @@ def test_a_killed_worker_fails_the_run_and_the_same_command_finishes_it(
     monkeypatch.setenv("FSMIGRATE_TEST_CRASH", "after-commit:2")  # in the worker processes
 
     with pytest.raises(FsMigrateError) as caught:
-        api.upgrade(cfg, runner="beam", workers=2, batch_size=100)
+        api.upgrade(cfg, api.RunOptions(runner="beam", workers=2, batch_size=100))
 
     assert "Beam pipeline failed" in str(caught.value)
     failed = caught.value.partial.runs[0]
     assert failed.status == "failed" and 0 < failed.committed < 2400
     monkeypatch.delenv("FSMIGRATE_TEST_CRASH")
 
-    finished = api.upgrade(cfg, runner="beam", workers=2, batch_size=100).runs[0]
+    finished = api.upgrade(cfg, api.RunOptions(runner="beam", workers=2, batch_size=100)).runs[0]
 
     assert finished.status == "succeeded" and finished.resumes == failed.run_id
     assert items(fs_client) == expected_items(2400)  # nothing applied twice, nothing missed
@@ -189,7 +189,7 @@ def test_dry_run_through_beam_writes_a_plan_that_applies(
     seed_items(fs_client, 300)
     plan = tmp_path / "plan.jsonl"
 
-    dry = api.upgrade(cfg, dry_run=True, runner="beam", workers=2, plan_out=plan)
+    dry = api.upgrade(cfg, api.RunOptions(runner="beam", workers=2), dry_run=True, plan_out=plan)
 
     assert dry.plan is not None and dry.plan.operations == 300
     assert items(fs_client) == {f"i{i:05d}": i for i in range(300)}
@@ -221,7 +221,7 @@ def plan(ctx):
     with pytest.raises(UsageError, match="--beam-option needs --runner beam"):
         api.upgrade(
             api.Config(project=project_id, state=tmp_path / "s.db", migrations=fsm.migrations),
-            beam_options={"a": "b"},
+            api.RunOptions(beam_options={"a": "b"}),
         )
 
 
@@ -272,7 +272,9 @@ def test_the_pipeline_survives_pickling(cfg: api.Config) -> None:
 def test_the_rate_cap_holds_for_all_workers_together(cfg: api.Config, fs_client) -> None:
     seed_items(fs_client, 1200)
 
-    run = api.upgrade(cfg, runner="beam", workers=2, batch_size=50, max_rate=400).runs[0]
+    run = api.upgrade(
+        cfg, api.RunOptions(runner="beam", workers=2, batch_size=50, max_rate=400)
+    ).runs[0]
 
     assert run.committed == 1200
     audit = api.audit(cfg, run.run_id)
@@ -307,7 +309,7 @@ def each(ctx, doc):
 """,
     )
 
-    run = api.upgrade(cfg, runner="beam", workers=2).runs[0]
+    run = api.upgrade(cfg, api.RunOptions(runner="beam", workers=2)).runs[0]
 
     assert run.committed == 11 and run.archive_policy == "paths"
     assert all(not archived for *_, archived in ops_of(cfg, run.run_id))
@@ -318,8 +320,8 @@ def each(ctx, doc):
 def test_a_beam_dry_run_estimates_what_the_beam_apply_does(cfg: api.Config, fs_client) -> None:
     seed_items(fs_client, 600)
 
-    dry = api.upgrade(cfg, dry_run=True, runner="beam", workers=2).runs[0]
-    applied = api.upgrade(cfg, runner="beam", workers=2).runs[0]
+    dry = api.upgrade(cfg, api.RunOptions(runner="beam", workers=2), dry_run=True).runs[0]
+    applied = api.upgrade(cfg, api.RunOptions(runner="beam", workers=2)).runs[0]
 
     keys = ("reads", "writes", "deletes", "archive_bytes")
     assert {k: dry.estimate[k] for k in keys} == {k: applied.actual[k] for k in keys}
@@ -346,7 +348,7 @@ def each(ctx, doc):
 """,
     )
 
-    run = api.upgrade(cfg, runner="beam", workers=2, batch_size=50).runs[0]
+    run = api.upgrade(cfg, api.RunOptions(runner="beam", workers=2, batch_size=50)).runs[0]
 
     assert (run.committed, run.skipped) == (120, 0)
     assert {s.id: s.get("v") for s in fs_client.collection("items").stream()} == {

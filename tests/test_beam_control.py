@@ -64,7 +64,11 @@ def test_a_beam_run_paused_from_a_second_process_commits_nothing_until_resumed(
     cfg: api.Config, fs_client
 ) -> None:
     seed_items(fs_client, N)
-    run = Background(lambda: api.upgrade(cfg, runner="beam", workers=2, batch_size=10, max_rate=40))
+    run = Background(
+        lambda: api.upgrade(
+            cfg, api.RunOptions(runner="beam", workers=2, batch_size=10, max_rate=40)
+        )
+    )
     wait_for(lambda: migrated(fs_client) >= 20, timeout=120)
 
     paused = control(cfg, "pause")
@@ -98,7 +102,11 @@ def test_a_beam_run_stopped_leaves_nothing_pending_and_the_next_run_finishes(
     cfg: api.Config, fs_client
 ) -> None:
     seed_items(fs_client, N)
-    run = Background(lambda: api.upgrade(cfg, runner="beam", workers=2, batch_size=10, max_rate=40))
+    run = Background(
+        lambda: api.upgrade(
+            cfg, api.RunOptions(runner="beam", workers=2, batch_size=10, max_rate=40)
+        )
+    )
     wait_for(lambda: migrated(fs_client) >= 20, timeout=120)
 
     stopped = control(cfg, "stop", "--reason", "peak traffic")
@@ -114,7 +122,7 @@ def test_a_beam_run_stopped_leaves_nothing_pending_and_the_next_run_finishes(
     assert [e["action"] for e in first.controls] == ["stop"]
     assert api.status(cfg).running is None
 
-    finished = api.upgrade(cfg, runner="beam", workers=2, batch_size=50).runs[0]
+    finished = api.upgrade(cfg, api.RunOptions(runner="beam", workers=2, batch_size=50)).runs[0]
 
     assert finished.status == "succeeded" and finished.resumes == first.run_id
     assert first.committed + finished.committed == N
@@ -124,7 +132,11 @@ def test_a_beam_run_stopped_leaves_nothing_pending_and_the_next_run_finishes(
 @pytest.mark.long
 def test_a_rate_change_reaches_the_beam_workers(cfg: api.Config, fs_client) -> None:
     seed_items(fs_client, 600)
-    run = Background(lambda: api.upgrade(cfg, runner="beam", workers=2, batch_size=10, max_rate=60))
+    run = Background(
+        lambda: api.upgrade(
+            cfg, api.RunOptions(runner="beam", workers=2, batch_size=10, max_rate=60)
+        )
+    )
     wait_for(lambda: migrated(fs_client) >= 10, timeout=120)
 
     slowed = control(cfg, "rate", "20")

@@ -92,10 +92,12 @@ def test_the_same_order_through_api_config(repo: Path) -> None:
         "prod",
         True,
     )
-    assert cfg.run_option("max_rate") == 300.0
-    assert cfg.run_option("concurrency") == 4
-    assert cfg.run_option("batch_size") == 200
-    assert cfg.run_option("batch_size", 10) == 10  # given to the call: like a flag
+    assert cfg.run_options().max_rate == 300.0
+    assert cfg.run_options().concurrency == 4
+    assert cfg.run_options().batch_size == 200
+    assert (
+        cfg.run_options(api.RunOptions(batch_size=10)).batch_size == 10
+    )  # given to the call: like a flag
     # paths in the file are relative to the file, wherever the command runs from
     assert Path(cfg.migrations) == repo.resolve() / "db/migrations"
     assert Path(cfg.state) == repo.resolve() / "var/state.db"
@@ -224,10 +226,12 @@ def test_patience_and_the_skip_budget_come_from_the_file_too(repo: Path) -> None
         )
     )
     cfg = api.Config.from_file(environ={})
-    assert (cfg.patience, cfg.run_option("max_skip_ratio")) == (1800.0, 0.2)
+    assert (cfg.patience, cfg.run_options().max_skip_ratio) == (1800.0, 0.2)
     cfg = api.Config.from_file(env="prod", environ={})
-    assert (cfg.patience, cfg.run_option("max_skip_ratio")) == (7200.0, 0.05)
-    assert cfg.run_option("max_skip_ratio", 0.5) == 0.5  # given to the call: like a flag
+    assert (cfg.patience, cfg.run_options().max_skip_ratio) == (7200.0, 0.05)
+    assert (
+        cfg.run_options(api.RunOptions(max_skip_ratio=0.5)).max_skip_ratio == 0.5
+    )  # given to the call: like a flag
     got = shown("--env", "prod", env={"FSMIGRATE_PATIENCE": "5m"})["settings"]
     assert got["patience"] == {"value": "5m", "source": "FSMIGRATE_PATIENCE"}
     assert got["max-skip-ratio"]["source"] == "pyproject.toml [tool.fsmigrate.env.prod]"

@@ -74,7 +74,7 @@ def test_a_run_paused_from_a_second_process_commits_nothing_until_resumed(
     cfg: api.Config, fs_client
 ) -> None:
     seed_items(fs_client, N)
-    run = Background(lambda: api.upgrade(cfg, batch_size=10, max_rate=40))
+    run = Background(lambda: api.upgrade(cfg, api.RunOptions(batch_size=10, max_rate=40)))
     wait_for(lambda: committed(cfg) >= 20)
 
     paused = control(cfg, "pause")
@@ -119,7 +119,7 @@ def test_a_run_paused_from_a_second_process_commits_nothing_until_resumed(
 @pytest.mark.long
 def test_a_rate_change_is_visible_in_the_commit_times(cfg: api.Config, fs_client) -> None:
     seed_items(fs_client, 600)
-    run = Background(lambda: api.upgrade(cfg, batch_size=10, max_rate=60))
+    run = Background(lambda: api.upgrade(cfg, api.RunOptions(batch_size=10, max_rate=60)))
     wait_for(lambda: committed(cfg) >= 10, timeout=60)
 
     slowed = control(cfg, "rate", "20")
@@ -147,7 +147,9 @@ def test_a_rate_change_is_visible_in_the_commit_times(cfg: api.Config, fs_client
 
 def test_stop_leaves_nothing_pending_and_the_next_run_finishes(cfg: api.Config, fs_client) -> None:
     seed_items(fs_client, N)
-    run = Background(lambda: api.upgrade(cfg, batch_size=10, max_rate=40, concurrency=2))
+    run = Background(
+        lambda: api.upgrade(cfg, api.RunOptions(batch_size=10, max_rate=40, concurrency=2))
+    )
     wait_for(lambda: committed(cfg) >= 20)
 
     stopped = control(cfg, "stop", "--reason", "latency alarm")
@@ -167,7 +169,7 @@ def test_stop_leaves_nothing_pending_and_the_next_run_finishes(cfg: api.Config, 
     assert fs_client.document("_fsmigrate/control").get().exists is False
     assert control(cfg, "pause").returncode == 1  # nothing runs now
 
-    finished = api.upgrade(cfg, batch_size=50).runs[0]
+    finished = api.upgrade(cfg, api.RunOptions(batch_size=50)).runs[0]
 
     assert finished.status == "succeeded" and finished.resumes == first.run_id
     assert first.committed + finished.committed == N

@@ -84,7 +84,7 @@ def test_hooks_are_called_with_the_result_and_a_failing_or_hanging_one_is_report
     seed_items(fs_client, 30)
     started = time.monotonic()
 
-    result = api.upgrade(cfg, batch_size=10)
+    result = api.upgrade(cfg, api.RunOptions(batch_size=10))
 
     took = time.monotonic() - started
     run = result.runs[0]
@@ -156,7 +156,7 @@ def test_the_webhook_posts_a_slack_compatible_summary(
     port = receiver.server_address[1]
     monkeypatch.setenv("FSMIGRATE_WEBHOOK_URL", f"http://127.0.0.1:{port}/services/T0/B0/x")
 
-    result = api.upgrade(cfg, batch_size=5)
+    result = api.upgrade(cfg, api.RunOptions(batch_size=5))
 
     run = result.runs[0]
     assert result.warnings == []

@@ -135,7 +135,7 @@ def test_a_beam_run_on_a_named_database(tmp_path: Path, project_id: str, emulato
     }
     for db in ("alpha", "beta"):
         api.upgrade(cfgs[db], to="0001").state.close()
-    done = api.upgrade(cfgs["beta"], runner="beam", workers=2)
+    done = api.upgrade(cfgs["beta"], api.RunOptions(runner="beam", workers=2))
     assert [(r.revision, r.committed) for r in done.runs] == [("0002", 4)]
     done.state.close()
     assert docs(project_id, "beta", "items") == {f"i{i}": {"n": i + 100} for i in range(4)}

@@ -320,7 +320,7 @@ def test_beam_workers_and_their_coordinator_ride_out_an_outage(
 
     watcher = threading.Thread(target=cut_after_some_commits, daemon=True)
     watcher.start()
-    run = api.upgrade(cfg, runner="beam", workers=2, batch_size=100).runs[0]
+    run = api.upgrade(cfg, api.RunOptions(runner="beam", workers=2, batch_size=100)).runs[0]
 
     assert outage.ended, "the outage did not happen during the run"
     assert (run.status, run.committed, run.skipped) == ("succeeded", N, 0)

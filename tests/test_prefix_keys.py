@@ -80,7 +80,7 @@ def outcome(tmp_path: Path, project: str, runner: str, declared: bool) -> tuple:
         state=tmp_path / f"{runner}-{declared}.db",
         migrations=migrations_dir(tmp_path / f"{runner}-{declared}", declared),
     )
-    run = api.upgrade(cfg, runner=runner, workers=2).runs[0]
+    run = api.upgrade(cfg, api.RunOptions(runner=runner, workers=2)).runs[0]
     audit = api.audit(cfg, run.run_id)
     ops = sorted(
         (op["kind"], op["path"], op["status"])
@@ -165,4 +165,4 @@ def merge(ctx, key, docs):
     )
     cfg = api.Config(project=project_id, state=tmp_path / "s.db", migrations=migrations)
     with pytest.raises(Exception, match="'d029' has the key 'e0'"):
-        api.upgrade(cfg, runner="beam", workers=2)
+        api.upgrade(cfg, api.RunOptions(runner="beam", workers=2))

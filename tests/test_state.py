@@ -173,7 +173,7 @@ def test_a_state_file_of_an_older_schema_is_migrated_on_open(tmp_path: Path, ver
 
     state = State.open(path)
 
-    assert state._schema_version() == SCHEMA_VERSION == 6
+    assert state._schema_version() == SCHEMA_VERSION == 7
     assert state.run(run_id)["read_time"] is None  # recorded from schema 5 on
     row = state.run(run_id)  # old runs, their operations and applied rows kept
     assert (row["revision"], row["status"], row["planned"]) == ("0001", "succeeded", 8)

@@ -102,10 +102,10 @@ def test_a_document_with_two_levels_of_subcollections_under_each_choice(
     write_script(
         cfg.migrations, "0001", None, (LOCAL if runner == "local" else BEAM).format(mode=mode)
     )
-    options: dict[str, Any] = {"runner": runner, "workers": 2} if runner == "beam" else {}
+    options = api.RunOptions(runner=runner, workers=2)
 
-    dry = api.upgrade(cfg, dry_run=True, **options).runs[0]
-    applied = api.upgrade(cfg, **options).runs[0]
+    dry = api.upgrade(cfg, options, dry_run=True).runs[0]
+    applied = api.upgrade(cfg, options).runs[0]
 
     # the dry-run counts the subtree like the parent, and so does the estimate
     assert dry.counts["delete"] == len(EXPECTED_DELETED[mode])

@@ -352,7 +352,7 @@ def test_a_subtree_delete_rides_out_unknown_answers_to_its_reads(
     for method in ("ListCollectionIds", "RunQuery", "BatchGetDocuments"):
         proxy.fail_next(method, grpc.StatusCode.UNKNOWN, times=2)
 
-    run = api.upgrade(cfg, batch_size=9).runs[0]
+    run = api.upgrade(cfg, api.RunOptions(batch_size=9)).runs[0]
 
     assert run.status == "succeeded" and run.committed == len(docs)
     assert existing(fs_client) == set()
@@ -381,9 +381,9 @@ def plan(ctx):
     proxy.fail_next("Commit", grpc.StatusCode.UNKNOWN, after=2)
 
     with pytest.raises(FirestoreError, match="commit of 4 operations: Unknown"):
-        api.upgrade(cfg, batch_size=4)
+        api.upgrade(cfg, api.RunOptions(batch_size=4))
     assert proxy.failed["Commit"] == 1  # (a resend would have landed: no error)
-    resumed = api.upgrade(cfg, batch_size=4).runs[0]
+    resumed = api.upgrade(cfg, api.RunOptions(batch_size=4)).runs[0]
 
     assert resumed.status == "succeeded" and existing(fs_client) == set()
     deleted = [n.rsplit("/", 1)[1] for n in proxy.committed_names[seeded:] if "/users/" in n]

@@ -55,7 +55,7 @@ def test_spans_with_their_attributes(
 ) -> None:
     seed_items(fs_client, 25)
 
-    result = api.upgrade(cfg, batch_size=10, max_rate=1000)
+    result = api.upgrade(cfg, api.RunOptions(batch_size=10, max_rate=1000))
 
     run = result.runs[0]
     found = spans.get_finished_spans()
@@ -123,7 +123,7 @@ def test_nothing_of_opentelemetry_is_imported_when_it_is_absent(cfg: api.Config,
         from fsmigrate.engine import tracing
         cfg = api.Config(project={cfg.project!r}, state={str(cfg.state_path)!r},
                          migrations={str(cfg.migrations_path)!r})
-        result = api.upgrade(cfg, batch_size=2)
+        result = api.upgrade(cfg, api.RunOptions(batch_size=2))
         assert result.runs[0].committed == 5, result.runs[0]
         assert not tracing.enabled()
         loaded = sorted(m for m in sys.modules if m.startswith("opentelemetry"))

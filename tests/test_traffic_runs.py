@@ -153,7 +153,7 @@ def test_throttling_answers_cut_the_rate_and_every_operation_lands_once(
             details="Too much contention on these documents. Please try again.",
         )
         proxy.fail_next("Commit", grpc.StatusCode.DEADLINE_EXCEEDED)
-        result = api.upgrade(cfg, ramp=True, batch_size=20)
+        result = api.upgrade(cfg, api.RunOptions(ramp=True, batch_size=20))
 
     run = result.runs[0]
     traffic = run.traffic

@@ -15,12 +15,12 @@ import dataclasses
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from fsmigrate.beam import workfiles
+from fsmigrate.beam import journal, workfiles
 from fsmigrate.distributed import EACH, at_key_starts
 from fsmigrate.engine import reconcile
 from fsmigrate.engine.run import Run, ScriptRaised
@@ -122,8 +122,12 @@ class BeamDistributor:
         form = forms.distributed
         store = run.store
         settings = run.settings
-        root = self.journal_root or str(Path(str(run.state.path) + ".journal").resolve())
+        root = self.journal_root or str(Path(str(run.state.path) + ".journal"))
+        if "://" not in root:  # recorded whole: the next command may run elsewhere
+            root = str(Path(root).expanduser().resolve())
         directory = workfiles.join(root, run_id)
+        if not dry_run:  # findable before anything is journaled (fsmigrate.beam.journal)
+            run.state.record_journal(run_id, directory, keep=self.keep_journal)
         workfiles.make_private(directory)
         source = forms.source
         assert form is not None and source is not None  # what self.check let through
@@ -179,6 +183,10 @@ class BeamDistributor:
                     done=frozenset(run.all_written_before()),
                     limits=_share(run.limits, self.workers),
                     patience=store.policy.patience,
+                    connection=store.connection.for_workers(
+                        same_machine=bp.runs_here(self.options)
+                    ),
+                    policy=store.policy,
                     lock_ttl=settings.lease_ttl,
                     read_time=run.read_time,
                     workers=self.workers,
@@ -194,6 +202,8 @@ class BeamDistributor:
         elif log is not None:
             log.unlink(missing_ok=True)
         self._import(run, directory)
+        if not dry_run:
+            run.state.finish_import(run_id, by=f"run {run_id}", interrupted=False)
         stopped = None
         if control is not None:  # the controls the workers took, recorded with the run
             control.take(run)
@@ -212,6 +222,8 @@ class BeamDistributor:
             self._settle_own(run)  # a stopped run leaves nothing in flight
         if not self.keep_journal:
             workfiles.remove_tree(directory)
+        if not dry_run:
+            run.state.journal_gone(run_id, kept=self.keep_journal)
         if failure is not None and stopped is None:
             raise self._classify(failure, script.revision) from failure
         if control is not None:
@@ -231,38 +243,14 @@ class BeamDistributor:
 
     def _import(self, run: Run, directory: str) -> None:
         """Record every journaled batch in the state file, with its outcome when known."""
-        groups: dict[tuple[str, int], int] = {}
-        status = "planned" if run.dry_run else "pending"
-        for batch in workfiles.read_batches(directory):
-            number, base = run.next_batch(len(batch.ops))
-            records = []
-            for i, op in enumerate(batch.ops):
-                group = None
-                if op["group"] is not None:
-                    group = groups.setdefault((batch.worker, op["group"]), len(groups) + 1)
-                records.append(
-                    OpRecord(
-                        seq=base + i,
-                        kind=op["kind"],
-                        path=op["path"],
-                        precondition=op["precondition"],
-                        before=op["before"],
-                        after=op["after"],
-                        status=status,
-                        write=op["write"],
-                        group=group,
-                        label=op["label"],
-                    )
-                )
-                run.counts[op["kind"]] += 1
-            run.state.record_ops(run.run_id, number, records)
-            if batch.outcome is not None:
-                run.state.settle_ops(
-                    run.run_id,
-                    committed=[(base + i, when) for i, when in batch.outcome["committed"]],
-                    skipped=[(base + i, why) for i, why in batch.outcome["skipped"]],
-                )
+
+        def counted(records: Sequence[OpRecord]) -> None:
+            for record in records:
+                run.counts[record.kind] += 1
             run.progress.advance(len(records))
+
+        status = "planned" if run.dry_run else "pending"
+        journal.import_batches(run.state, run.run_id, directory, status=status, on_batch=counted)
 
     def _settle_own(self, run: Run) -> None:
         """Batches of a retried unit that have no outcome: settled by re-reading (landed:

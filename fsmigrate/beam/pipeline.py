@@ -44,6 +44,7 @@ from fsmigrate.engine.batching import (
 from fsmigrate.engine.commit import Committer
 from fsmigrate.engine.lease import DEFAULT_TTL, lock_path, margin
 from fsmigrate.errors import FirestoreError, FsMigrateError, LockLost, PlanError
+from fsmigrate.firestore.connection import Connection
 from fsmigrate.firestore.patience import DEFAULT_PATIENCE, Waiting
 from fsmigrate.firestore.store import Doc, RetryPolicy, Store, Target
 from fsmigrate.scripts.context import Barrier, Context
@@ -55,7 +56,11 @@ NOTES = "notes"
 
 @dataclass(frozen=True)
 class WorkerSpec:
-    """What every worker gets (pickled with the pipeline)."""
+    """What every worker gets (pickled with the pipeline): with `connection`, the run's
+    endpoint, quota project, service account to impersonate and emulator (never a
+    credentials file: each worker finds its own credentials where it runs, on Dataflow
+    the worker service account's); with `policy`, the run's patience, retry waits and
+    call deadlines. Without them (None), the worker's own environment's."""
 
     project: str
     database: str
@@ -79,6 +84,8 @@ class WorkerSpec:
     workers: int = 1  # a `control rate N` is shared among them
     control_interval: Optional[float] = None  # None: no live control (a dry-run)
     max_skip_ratio: Optional[float] = None
+    connection: Optional[Connection] = None
+    policy: Optional[RetryPolicy] = None
 
 
 class _Refused(Exception):
@@ -416,10 +423,12 @@ class _Worker:
 
 
 def _worker_store(spec: WorkerSpec) -> Store:
-    """A worker's store: the run's patience; its waits go to the worker's log."""
-    store = Store(
+    """A worker's store: the run's connection settings, patience and timeouts (its own
+    credentials); its waits go to the worker's log. Its DoFn's teardown closes it."""
+    store = Store(  # (the coordinator gave the connection as workers get it: for_workers)
         Target(spec.project, spec.database, spec.emulator_host),
-        policy=RetryPolicy.from_env(spec.patience),
+        policy=spec.policy or RetryPolicy.from_env(spec.patience),
+        connection=spec.connection,
     )
     store.reserved_root = spec.markers_root
     logged = [0.0]
@@ -468,9 +477,9 @@ def _doc(pb_bytes: bytes, store: Store) -> Doc:
     return Doc(types.Document.pb().FromString(pb_bytes), store.client)
 
 
-class ApplyEach(beam.DoFn):
-    """One range of document names: read it, run `each(ctx, doc)` per document, journal
-    and commit its batches."""
+class _WorkerFn(beam.DoFn):
+    """A DoFn with a `_Worker`, set up once per DoFn instance; its teardown closes the
+    worker's channels."""
 
     def __init__(self, spec: WorkerSpec) -> None:
         self.spec = spec
@@ -478,6 +487,16 @@ class ApplyEach(beam.DoFn):
     def setup(self) -> None:
         self.w = _Worker(self.spec)
         self.w.setup()
+
+    def teardown(self) -> None:
+        store = getattr(getattr(self, "w", None), "store", None)
+        if store is not None:
+            store.close()
+
+
+class ApplyEach(_WorkerFn):
+    """One range of document names: read it, run `each(ctx, doc)` per document, journal
+    and commit its batches."""
 
     def process(self, element: tuple[int, Optional[str], Optional[str]]) -> Iterator[str]:
         index, start, end = element
@@ -499,7 +518,7 @@ class ApplyEach(beam.DoFn):
         yield from w.end()
 
 
-class ReadKeyed(beam.DoFn):
+class ReadKeyed(_WorkerFn):
     """One range of document names: each document with its key, to a bucket of keys;
     except the documents of prefix keys (`key_is_prefix`), merged right here.
 
@@ -507,13 +526,6 @@ class ReadKeyed(beam.DoFn):
     the coordinator cuts the ranges where prefix keys start (`at_key_starts`): every
     prefix key's documents are in one range, whose worker keeps them as its scan goes and
     merges each key when the scan passes its names."""
-
-    def __init__(self, spec: WorkerSpec) -> None:
-        self.spec = spec
-
-    def setup(self) -> None:
-        self.w = _Worker(self.spec)
-        self.w.setup()
 
     def process(
         self, element: tuple[int, Optional[str], Optional[str]]
@@ -576,16 +588,9 @@ def bucket_of(key: str, buckets: int) -> int:
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % buckets
 
 
-class ApplyMerged(beam.DoFn):
+class ApplyMerged(_WorkerFn):
     """One bucket of keys: `merge(ctx, key, docs)` per key (documents in name order), then
     journal and commit the batches."""
-
-    def __init__(self, spec: WorkerSpec) -> None:
-        self.spec = spec
-
-    def setup(self) -> None:
-        self.w = _Worker(self.spec)
-        self.w.setup()
 
     def process(self, element: tuple[int, Iterable[tuple[str, bytes]]]) -> Iterator[str]:
         bucket, items = element
@@ -616,6 +621,12 @@ def build(pipeline: Any, spec: WorkerSpec, form: str, ranges: list[tuple]) -> No
     _ = notes | "Notes" >> beam.io.WriteToText(
         workfiles.join(spec.journal_dir, "notes"), file_name_suffix=".json"
     )
+
+
+def runs_here(extra: dict[str, str]) -> bool:
+    """Whether the workers run on this machine: the DirectRunner (the default), whose
+    worker processes are this process's own."""
+    return extra.get("runner", "DirectRunner") in ("DirectRunner", "direct")
 
 
 def options(workers: int, extra: dict[str, str]) -> Any:

@@ -129,27 +129,52 @@ def encode_batch(worker: str, number: int, ops: list[dict[str, Any]]) -> bytes:
 
 @dataclass
 class JournaledBatch:
+    name: str  # the batch file's name in the journal (what the state file records)
     worker: str
     number: int
     ops: list[dict[str, Any]]
     outcome: Optional[dict[str, Any]]  # {"committed": [[i, time]], "skipped": [[i, why]]}
 
 
-def read_batches(directory: str) -> Iterator[JournaledBatch]:
-    """Every batch file of a run, with its outcome when there is one, in a stable order."""
+def batch_files(directory: str) -> list[tuple[str, str, bool]]:
+    """The batch files of a run's journal in a stable order: (name, path, whether its
+    outcome file exists). A batch file is in place before its batch is sent; its outcome
+    file after the commit returned."""
     paths = list_files(directory, "batch-")
     outcomes = {p[: -len(OUTCOME)] for p in paths if p.endswith(OUTCOME)}
-    for path in paths:
-        if path.endswith(OUTCOME):
-            continue
-        body = json.loads(read_file(path))
-        ops = [
-            {**op, "before": _unb64(op.get("before")), "write": _unb64(op.get("write"))}
-            for op in body["ops"]
-        ]
-        stem = path[: -len(".json")]
-        outcome = json.loads(read_file(stem + OUTCOME)) if stem in outcomes else None
-        yield JournaledBatch(body["worker"], body["n"], ops, outcome)
+    return [
+        (_name(path), path, path[: -len(".json")] in outcomes)
+        for path in paths
+        if not path.endswith(OUTCOME)
+    ]
+
+
+def _name(path: str) -> str:
+    return path.rsplit("/", 1)[-1]
+
+
+def read_batch(path: str, outcome: bool) -> JournaledBatch:
+    """One batch file, and its outcome when `outcome` (its file exists)."""
+    body = json.loads(read_file(path))
+    ops = [
+        {**op, "before": _unb64(op.get("before")), "write": _unb64(op.get("write"))}
+        for op in body["ops"]
+    ]
+    done = json.loads(read_file(path[: -len(".json")] + OUTCOME)) if outcome else None
+    return JournaledBatch(_name(path), body["worker"], body["n"], ops, done)
+
+
+def read_outcome(path: str) -> dict[str, Any]:
+    """The outcome of the batch file at `path` (its outcome file must exist)."""
+    return json.loads(read_file(path[: -len(".json")] + OUTCOME))
+
+
+def exists(directory: str) -> bool:
+    if _is_local(directory):
+        return os.path.isdir(directory)
+    from apache_beam.io.filesystems import FileSystems
+
+    return bool(FileSystems.exists(directory)) or bool(list_files(directory, ""))
 
 
 @dataclass

@@ -1,5 +1,6 @@
-"""The Firestore API a Store calls: the client library's own API class, on a gRPC channel
-whose server streams are received on the thread that reads them.
+"""The options of the gRPC channel a Store reads and commits through: its server streams
+are received on the thread that reads them (connection.py opens it, with the same
+credentials, endpoint and user agent as the Firestore client's channel).
 
 By default gRPC Python receives every message of a server stream (a scan's documents, a
 batch read's answers) on its channel's spin thread and hands it to the reading thread
@@ -10,15 +11,13 @@ call itself. Measured on 50,000 documents on two cores (bench/cleanup.py, `floor
 dry-run of migration 0001 half its time. The transport still receives the stream while
 the reader works, up to a bounded window (below), so nothing needs to read ahead.
 
-The Firestore client (`firestore.Client`) keeps its own channel for everything else
-(document references, a script's own reads); its channel options are not configurable.
+The Firestore client (`firestore.Client`) has a channel of its own for everything else
+(document references, a script's own reads), without these options.
 """
 
 from __future__ import annotations
 
 import grpc
-from google.cloud.firestore_v1.services.firestore import FirestoreClient
-from google.cloud.firestore_v1.services.firestore.transports import FirestoreGrpcTransport
 
 OPTIONS = [
     (grpc.experimental.ChannelOptions.SingleThreadedUnaryStream, 1),
@@ -34,16 +33,3 @@ OPTIONS = [
     ("grpc.max_receive_message_length", -1),
 ]
 KEEPALIVE = [("grpc.keepalive_time_ms", 30000)]  # as the Firestore client, against Google
-
-
-def firestore_api(emulator_host: str | None) -> FirestoreClient:
-    """The Firestore API of the emulator at `emulator_host` (plain text, as the client
-    connects to it), or of Google Cloud with the application default credentials (those
-    the Firestore client finds: DefaultCredentialsError when there are none)."""
-    if emulator_host:
-        channel = grpc.insecure_channel(emulator_host, options=OPTIONS)
-    else:
-        channel = FirestoreGrpcTransport.create_channel(
-            FirestoreClient.DEFAULT_ENDPOINT, options=[*KEEPALIVE, *OPTIONS]
-        )
-    return FirestoreClient(transport=FirestoreGrpcTransport(channel=channel))

@@ -11,18 +11,16 @@ the store's patience lasts (`patience.Patience`: time without progress, not a co
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import os
 import queue
 import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Optional, Union
 
 from google.api_core import exceptions as gexc
-from google.auth import exceptions as gauth_exceptions
 from google.cloud import firestore
 from google.cloud.firestore_v1 import _helpers, types
 from google.cloud.firestore_v1.field_path import FieldPath
@@ -31,14 +29,16 @@ from proto.datetime_helpers import DatetimeWithNanoseconds
 from fsmigrate.errors import (
     FirestoreError,
     FsMigrateError,
+    IndexMissing,
     RequestTooLarge,
     SnapshotTooOld,
     TransientError,
     UsageError,
 )
-from fsmigrate.firestore.channel import firestore_api
 from fsmigrate.firestore.codec import decode_fields, to_timestamp
+from fsmigrate.firestore.connection import EMULATOR_ENV, Channels, Connection
 from fsmigrate.firestore.emulator import check_emulator_host
+from fsmigrate.firestore.indexes import needed_index
 from fsmigrate.firestore.patience import DEFAULT_PATIENCE, Patience
 from fsmigrate.scripts.operations import (
     CREATE,
@@ -111,30 +111,6 @@ def target_from_env(project: Optional[str], database: Optional[str]) -> Target:
     if not project:
         raise UsageError("no project: pass --project or set FSMIGRATE_PROJECT")
     return Target(project=project, database=database or DEFAULT_DATABASE, emulator_host=host)
-
-
-EMULATOR_ENV = "FIRESTORE_EMULATOR_HOST"
-_client_env_lock = threading.Lock()
-
-
-def client_for(target: Target) -> Any:
-    """A Firestore client of `target`. The client library finds the emulator only through
-    FIRESTORE_EMULATOR_HOST, read once when the client is made: a target whose emulator
-    came from a config file, with the variable unset, gets it set for that moment only.
-    When the variable is set it wins (as it does over the config file's key)."""
-    wanted = target.emulator_host
-    if not wanted or os.environ.get(EMULATOR_ENV):
-        return firestore.Client(project=target.project, database=target.database)
-    with _client_env_lock:
-        previous = os.environ.get(EMULATOR_ENV)
-        os.environ[EMULATOR_ENV] = wanted
-        try:
-            return firestore.Client(project=target.project, database=target.database)
-        finally:
-            if previous is None:
-                os.environ.pop(EMULATOR_ENV, None)
-            else:
-                os.environ[EMULATOR_ENV] = previous
 
 
 class Doc:
@@ -310,16 +286,20 @@ def parse_patience(value: Union[str, float, None], where: str = "--patience") ->
     return seconds
 
 
-def _no_credentials(target: Target) -> UsageError:
-    return UsageError(
-        f"no Google credentials for project {target.project}: run `gcloud auth "
-        "application-default login`, or set FIRESTORE_EMULATOR_HOST to use the emulator"
-    )
-
-
 class Store:
+    """Reads and commits of one database (`target`), through `channels` (connection.py:
+    the Firestore client's channel and the fast one). Without `channels`, the Store
+    opens its own for `connection` (default: the environment's settings, and the
+    target's emulator) and `close()` closes them; given ones are the caller's to close."""
+
     def __init__(
-        self, target: Target, client: Any = None, policy: Optional[RetryPolicy] = None
+        self,
+        target: Target,
+        client: Any = None,
+        policy: Optional[RetryPolicy] = None,
+        *,
+        connection: Optional[Connection] = None,
+        channels: Optional[Channels] = None,
     ) -> None:
         self.target = target
         self.reserved_root = RESERVED_ROOT  # markers and lock: never part of user scans
@@ -329,23 +309,33 @@ class Store:
         # retry, it returns the seconds a write sent now may take (the commit's deadline
         # is cut to it) or raises when the run must not write any more (the lease lost).
         self.fence: Optional[Callable[[], float]] = None
-        if client is None:
-            try:
-                client = client_for(target)
-            except gauth_exceptions.DefaultCredentialsError as exc:
-                raise _no_credentials(target) from exc
-        self.client = client
-        # where `api` connects: the emulator the client found, as client_for decides
-        self._api_host = os.environ.get(EMULATOR_ENV) or target.emulator_host
+        self._owns_channels = channels is None
+        if channels is None:
+            if connection is None:  # the variable wins over the target's, as ever
+                emulator = os.environ.get(EMULATOR_ENV) or target.emulator_host
+                connection = replace(Connection.from_environ(), emulator_host=emulator)
+            channels = Channels(connection, target.project, target.database)
+        self.channels = channels
+        self.connection = channels.connection
+        self.client = client if client is not None else channels.client
+        # what the Firestore client names its database and sends with each call
+        self.database_path = f"projects/{target.project}/databases/{target.database}"
+        self.metadata: list[tuple[str, str]] = [
+            ("google-cloud-resource-prefix", self.database_path)
+        ]
+        if self.connection.is_emulator:  # as the client does: the emulator's own "token"
+            self.metadata.append(("authorization", "Bearer owner"))
 
-    @functools.cached_property
+    @property
     def api(self) -> Any:
         """The Firestore API (the client library's) the Store's reads and commits go
-        through, on a channel of its own (channel.py); made when first used."""
-        try:
-            return firestore_api(self._api_host)
-        except gauth_exceptions.DefaultCredentialsError as exc:
-            raise _no_credentials(self.target) from exc
+        through, on the fast channel (channel.py); opened when first used."""
+        return self.channels.api
+
+    def close(self) -> None:
+        """Close the channels this Store opened (not ones it was given)."""
+        if self._owns_channels:
+            self.channels.close()
 
     # ---- errors and retries ----------------------------------------------------------
 
@@ -688,16 +678,17 @@ class Store:
     def _stream(self, query: Any, read_time: Optional[dt.datetime] = None) -> Iterator[Doc]:
         """One page as raw protobufs (the client's snapshots would decode every field).
         A consumer that stops early ends the stream."""
+        # (a Query has no public way to its request: an internal, tests/test_library_internals.py)
         request, _, _ = query._prep_stream(retry=None, read_time=read_time)
         responses = self.api.run_query(
             request=request,
-            metadata=self.client._rpc_metadata,
+            metadata=self.metadata,
             retry=None,
             timeout=self.policy.stream_timeout,
         )
         try:
             for response in responses:
-                pb = response._pb
+                pb = types.RunQueryResponse.pb(response)
                 if pb.HasField("document"):
                     yield Doc(pb.document, self.client)
         finally:
@@ -736,22 +727,22 @@ class Store:
     def _batch_get(
         self, paths: list[str], read_time: Optional[dt.datetime] = None
     ) -> dict[str, Optional[Doc]]:
-        prefix = self.client._database_string + "/documents/"
+        prefix = self.database_path + "/documents/"
         found: dict[str, Optional[Doc]] = {p: None for p in paths}
         request: dict[str, Any] = {
-            "database": self.client._database_string,
+            "database": self.database_path,
             "documents": [prefix + p for p in paths],
         }
         if read_time is not None:
             request["read_time"] = read_time
         responses = self.api.batch_get_documents(
             request=request,
-            metadata=self.client._rpc_metadata,
+            metadata=self.metadata,
             retry=None,
             timeout=self.policy.timeout,
         )
         for response in responses:
-            pb = response._pb
+            pb = types.BatchGetDocumentsResponse.pb(response)
             if pb.HasField("found"):
                 doc = Doc(pb.found, self.client)
                 found[doc.path] = doc
@@ -832,13 +823,13 @@ class Store:
         """The Document protobufs a raw RunQuery request answers, as they come."""
         responses = self.api.run_query(
             request=request,
-            metadata=self.client._rpc_metadata,
+            metadata=self.metadata,
             retry=None,
             timeout=self.policy.stream_timeout,
         )
         try:
             for response in responses:
-                pb = response._pb
+                pb = types.RunQueryResponse.pb(response)
                 if pb.HasField("document"):
                     yield pb.document
         finally:
@@ -860,7 +851,7 @@ class Store:
         if collection.split("/", 1)[0] == self.reserved_root:
             raise UsageError(f"{collection!r} is fsmigrate's own (markers and lock), not user data")
         parent, _, collection_id = collection.rpartition("/")
-        base = self.client._database_string + "/documents"
+        base = self.database_path + "/documents"
         token = ""
         while True:
             request: dict[str, Any] = {
@@ -875,12 +866,13 @@ class Store:
                 request["read_time"] = read_time
 
             def page(request: dict[str, Any] = request) -> Any:
-                return self.api.list_documents(
+                pager = self.api.list_documents(
                     request=request,
-                    metadata=self.client._rpc_metadata,
+                    metadata=self.metadata,
                     retry=None,
                     timeout=self.policy.timeout,
-                )._response._pb  # one page: the pager would fetch the next ones unretried
+                )  # its first page only: the pager would fetch the next ones unretried
+                return types.ListDocumentsResponse.pb(next(iter(pager.pages)))
 
             response = self._read(f"listing documents of {collection}", page, read_time)
             for pb in response.documents:
@@ -897,7 +889,7 @@ class Store:
     # ---- writes --------------------------------------------------------------------
 
     def doc_name(self, path: str) -> str:
-        return f"{self.client._database_string}/documents/{path}"
+        return f"{self.database_path}/documents/{path}"
 
     def build_write(self, op: Operation) -> bytes:
         """The serialized `Write` protobuf for `op`, precondition included. It is journaled
@@ -907,7 +899,7 @@ class Store:
         name = self.doc_name(op.path)
         pre = op.precondition
         if op.fields is not None:  # archived protobuf fields (restore): written as they are
-            write = types.Write(update=types.Document(name=name))._pb
+            write = types.Write.pb(types.Write(update=types.Document(name=name)))
             write.update.fields.MergeFrom(op.fields)
         elif op.kind == DELETE:
             write = _WRITE(delete=name)
@@ -929,7 +921,7 @@ class Store:
     def commit_size(self, write_sizes: Iterable[int]) -> int:
         """The encoded size of a CommitRequest carrying writes of these sizes (what the
         server's request-size limit applies to)."""
-        total = len(self.client._database_string) + 3
+        total = len(self.database_path) + 3
         for n in write_sizes:
             total += 1 + varint_len(n) + n
         return total
@@ -950,13 +942,13 @@ class Store:
             timeout = min(timeout, lease)
         elif self.fence is not None:
             timeout = min(timeout, self.fence())
-        request = types.CommitRequest(database=self.client._database_string)._pb
+        request = types.CommitRequest.pb(types.CommitRequest(database=self.database_path))
         for raw in writes:
             request.writes.add().ParseFromString(raw)
         try:
             response = self.api.commit(
                 request=types.CommitRequest.wrap(request),
-                metadata=self.client._rpc_metadata,
+                metadata=self.metadata,
                 retry=None,
                 timeout=timeout,
             )
@@ -976,7 +968,9 @@ class Store:
             raise FirestoreError(f"commit of {len(writes)} operations", exc) from exc
         if lease is None:
             self.progressed()
-        return DatetimeWithNanoseconds.from_timestamp_pb(response._pb.commit_time)
+        return DatetimeWithNanoseconds.from_timestamp_pb(
+            types.CommitResponse.pb(response).commit_time
+        )
 
 
 def _read_error(what: str, exc: Any, read_time: Optional[dt.datetime]) -> FsMigrateError:
@@ -985,6 +979,8 @@ def _read_error(what: str, exc: Any, read_time: Optional[dt.datetime]) -> FsMigr
     message = str(getattr(exc, "message", exc))
     if read_time is not None and TOO_OLD.search(message):
         return SnapshotTooOld(read_time)
+    if status_code(exc) == "FAILED_PRECONDITION" and "index" in message:
+        return IndexMissing(what, exc, needed_index(message))
     if read_time is not None and "in the future" in message:
         return UsageError(
             f"read time {read_time.isoformat()} is ahead of Firestore's clock ({what}): "
@@ -1032,7 +1028,9 @@ _WRITE = types.Write.pb()
 
 
 def _pb(message: Any) -> Any:
-    return getattr(message, "_pb", message)
+    """A write the client's helpers made, as a protobuf (they made proto-plus messages in
+    some releases, protobufs in others)."""
+    return types.Write.pb(message) if isinstance(message, types.Write) else message
 
 
 class Leases:

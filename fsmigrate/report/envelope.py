@@ -39,8 +39,18 @@ SHAPES: dict[str, dict[str, Any]] = {
         "markers_read": None,
         "revisions": [],
         "running": None,  # the run holding the lock (fsmigrate control), when there is one
+        "unimported_journals": [],  # Beam journals of dead coordinators (fsmigrate.beam.journal)
     },
     "verify": {"findings": []},
+    "doctor": {
+        "project": None,
+        "database": None,
+        "emulator": None,
+        "endpoint": None,  # the API endpoint when not the default one
+        "principal": None,  # kind, email, source
+        "checks": [],  # name, status (ok/warn/fail/skip), detail, next
+        "counts": None,  # checks by status
+    },
     "history": {"project": None, "database": None, "runs": []},
     "audit": {"runs": []},  # the list of runs (audit RUN_ID prints the run record itself)
     "prune": {

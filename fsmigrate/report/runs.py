@@ -498,10 +498,13 @@ def status_chunks(report: Any, fmt: str) -> Iterator[str]:
             "markers_read": report.markers_read,
             "revisions": rows,
             "running": running,
+            "unimported_journals": [j.to_json() for j in report.unimported],
         }
         yield dumps(envelope("status", body)) + "\n"
         return
     yield f"{target.describe()}\n"
+    for journal in report.unimported:
+        yield f"WARNING: {journal.message()}\n"
     if not rows:
         yield "No migrations.\n"
         return
@@ -535,6 +538,8 @@ def running_line(r: dict[str, Any]) -> str:
         text += f", limit {rate:,.0f} ops/s" if rate else ", no rate limit"
         if r.get("updated_at"):
             text += f" (as of {r['updated_at']})"
+    if r.get("stale"):
+        text += f"\n  STALE: {r['stale']}; the next command that writes takes the lock over"
     if r.get("stopping"):
         text += f"\n  STOPPING: {r['stopping']}"
     elif r.get("paused"):
@@ -550,10 +555,13 @@ def findings_chunks(findings: Sequence[dict[str, Any]], fmt: str) -> Iterator[st
     if fmt == "json":
         error = None
         if blocking:
+            drift = [f for f in blocking if f["problem"] != "unimported journal"]
             error = {
-                "type": "DriftFound",
-                "message": f"{plural(len(blocking), 'applied migration')} differ from the "
-                "scripts (see findings)",
+                "type": "DriftFound" if drift else "UnimportedJournal",
+                "message": f"{plural(len(drift), 'applied migration')} differ from the "
+                "scripts (see findings)"
+                if drift
+                else f"{plural(len(blocking), 'Beam journal')} not imported (see findings)",
             }
         yield (
             dumps(

@@ -31,6 +31,7 @@ from fsmigrate.errors import (
     StateNotFound,
     StateSchemaTooNew,
 )
+from fsmigrate.state.journals import Journals
 from fsmigrate.state.operations import COMPACT, Operations
 from fsmigrate.state.schema import SCHEMA, SCHEMA_VERSION
 from fsmigrate.times import now_text, rfc3339
@@ -55,6 +56,8 @@ _UPGRADES: dict[int, tuple[str, ...]] = {
     # 6: a run stopped on purpose (`fsmigrate control stop`, --max-skip-ratio) is `stopped`
     # (a new status: the table is rebuilt), and the control events of runs are kept
     5: ("@rebuild runs", "@create controls"),
+    # 7: where each Beam apply's journal is, and which of its batch files are recorded
+    6: ("@create journals", "@create journal_batches"),
 }
 # How a read-only reader of an older file sees the current shape (temporary views shadow
 # the file's tables on that connection only; the file is not changed).
@@ -80,6 +83,14 @@ _READ_SHIMS: dict[int, tuple[str, ...]] = {
 _NO_CONTROLS = (
     "CREATE TEMP VIEW controls AS SELECT NULL AS run_id, NULL AS seq, NULL AS action,"
     " NULL AS value, NULL AS operator, NULL AS host, NULL AS sent_at, NULL AS seen_at WHERE 0"
+)
+# Files older than schema 7 have no journals recorded: empty tables for their readers.
+_NO_JOURNALS = (
+    "CREATE TEMP VIEW journals AS SELECT NULL AS run_id, NULL AS location, 0 AS keep,"
+    " NULL AS state, NULL AS recorded_at, NULL AS imported_at, NULL AS imported_by,"
+    " 0 AS batches, 0 AS operations WHERE 0",
+    "CREATE TEMP VIEW journal_batches AS SELECT NULL AS run_id, NULL AS name, 0 AS base,"
+    " 0 AS size, 0 AS settled WHERE 0",
 )
 
 
@@ -125,7 +136,7 @@ class OpRecord:
     label: Optional[str] = None
 
 
-class State(Operations):
+class State(Operations, Journals):
     def __init__(self, conn: sqlite3.Connection, path: Path, layout: int = SCHEMA_VERSION) -> None:
         self.conn = conn
         self.path = path
@@ -184,6 +195,9 @@ class State(Operations):
             conn.execute(stmt)
         if version < 6:
             conn.execute(_NO_CONTROLS)
+        if version < 7:
+            for stmt in _NO_JOURNALS:
+                conn.execute(stmt)
         warn_if_exposed(path)
         return state
 

@@ -23,6 +23,7 @@ from fsmigrate.state.compact import COLUMNS, OpRow, RunInfo
 from fsmigrate.state.schema import SCHEMA
 
 COMPACT = 4  # the first schema with this layout
+Statement = tuple[str, tuple[Any, ...]]  # SQL and its arguments
 _INSERT = f"INSERT INTO {{}} ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 # A dry-run's scratch rows: the shape of `ops`, in the connection's temporary schema.
 _SCRATCH = """
@@ -91,9 +92,12 @@ class Operations:
 
     # ---- writing -------------------------------------------------------------------------------
 
-    def record_ops(self, run_id: str, batch: int, records: Sequence[Any]) -> None:
-        """Write a batch's operations in ONE transaction (before it is sent, when applying).
-        A dry-run's batch without writes (no --plan-out) goes to the scratch table."""
+    def record_ops(
+        self, run_id: str, batch: int, records: Sequence[Any], *, also: Sequence[Statement] = ()
+    ) -> None:
+        """Write a batch's operations in ONE transaction (before it is sent, when applying),
+        with the statements `also` (what must be recorded with them, or not at all). A
+        dry-run's batch without writes (no --plan-out) goes to the scratch table."""
         run = self._run_info(run_id)
         if (
             not run.scratch
@@ -126,6 +130,8 @@ class Operations:
                 " WHERE key=?",
                 (len(records), open_, batch, run.key),
             )
+            for sql, args in also:
+                self.conn.execute(sql, args)
 
     def settle_old(self, updates: Sequence[tuple[str, str, int, str]]) -> None:
         """(status, reason, seq, run_id): outcomes found for a crashed run's pending ops."""
@@ -145,9 +151,11 @@ class Operations:
         committed: Iterable[tuple[int, str]],
         skipped: Iterable[tuple[int, str]] = (),
         failed: Iterable[tuple[int, str]] = (),
+        also: Sequence[Statement] = (),
     ) -> None:
         """Record a batch's outcome: (seq, commit time) of what committed, (seq, reason) of
-        what was skipped, (seq, error) of what failed."""
+        what was skipped, (seq, error) of what failed; with the statements `also`, in the
+        same transaction."""
         committed, skipped, failed = list(committed), list(skipped), list(failed)
         run = self._run_info(run_id)
         table = self._table(run)
@@ -171,6 +179,22 @@ class Operations:
                 " WHERE key=?",
                 (done, gone, done + gone, run.key),
             )
+            for sql, args in also:
+                self.conn.execute(sql, args)
+
+    def next_position(self, run_id: str) -> tuple[int, int, int]:
+        """Where a run's next journaled batch goes: (its batch number, its first sequence
+        number, the run's next atomic group number), from what the state file holds."""
+        run = self._run_info(run_id)
+        table = self._table(run)
+        row = self.conn.execute(
+            f"SELECT COALESCE(MAX(seq) + 1, 0), COALESCE(MAX(grp), 0) + 1 FROM {table} WHERE run=?",
+            (run.key,),
+        ).fetchone()
+        (batches,) = self.conn.execute(
+            "SELECT batches FROM runs WHERE key=?", (run.key,)
+        ).fetchone()
+        return int(batches) + 1, int(row[0]), int(row[1])
 
     def update_totals(self, run_id: str) -> None:
         if self.layout < COMPACT:

@@ -1,9 +1,10 @@
-"""The state file's tables (schema 6: the compact layout of `compact`; each run's read
+"""The state file's tables (schema 7: the compact layout of `compact`; each run's read
 time; runs may be `stopped`, and the live control events of a run are kept in
-`controls`). `State` creates
-them and upgrades older files to them (`database`)."""
+`controls`; where each Beam apply's journal is, and which of its batch files are
+recorded, in `journals` and `journal_batches`). `State` creates them and upgrades older
+files to them (`database`)."""
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -99,4 +100,30 @@ CREATE TABLE IF NOT EXISTS controls (
     seen_at TEXT NOT NULL,
     PRIMARY KEY (run_id, seq)
 );
+-- A Beam apply's journal (its workers' batch files), recorded before its pipeline starts:
+-- `recorded` until its batches are in `ops`, then `imported`, then `removed` (or `kept`:
+-- when the coordinator keeps it). A `recorded` journal of a run whose coordinator died is
+-- imported by the next command that takes the target's lease (fsmigrate.beam.journal).
+CREATE TABLE IF NOT EXISTS journals (
+    run_id TEXT PRIMARY KEY REFERENCES runs (id),
+    location TEXT NOT NULL,
+    keep INTEGER NOT NULL DEFAULT 0,
+    state TEXT NOT NULL DEFAULT 'recorded'
+        CHECK (state IN ('recorded', 'imported', 'removed', 'kept')),
+    recorded_at TEXT NOT NULL,
+    imported_at TEXT,
+    imported_by TEXT,
+    batches INTEGER NOT NULL DEFAULT 0,
+    operations INTEGER NOT NULL DEFAULT 0
+);
+-- Each batch file of a journal once its operations are in `ops` (in the same transaction),
+-- and once its outcome is: an import that stopped halfway is finished, never repeated.
+CREATE TABLE IF NOT EXISTS journal_batches (
+    run_id TEXT NOT NULL REFERENCES runs (id),
+    name TEXT NOT NULL,
+    base INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    settled INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (run_id, name)
+) WITHOUT ROWID;
 """

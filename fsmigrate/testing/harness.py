@@ -48,8 +48,9 @@ class Harness:
 
     - `seed(collection, {doc_id: data})`, `seed_all(seed)`, `docs(collection)`,
       `snapshot()`, `client` (a google.cloud.firestore.Client on the project);
-    - `upgrade(dry_run=False, to=None)`, `rerun(revision, dry_run=False)`: the API's
-      `UpgradeResult` (its `runs`: `RunResult`s);
+    - `upgrade(options=None, dry_run=False, to=None)`, `rerun(revision, options=None,
+      dry_run=False)`: the API's `UpgradeResult` (its `runs`: `RunResult`s; `options`:
+      an `api.RunOptions`);
     - `plan(revision)`: the (kind, path) operations of a dry-run of that revision;
     - `operations(run_id)`: a run's (kind, path, status) operations;
     - `check(name, **options)`: a health check's `CheckResult`;
@@ -103,6 +104,7 @@ class Harness:
         for state in {id(r.state): r.state for r in self._results.values()}.values():
             state.close()
         self._results.clear()
+        api.close()  # the channels its commands opened
 
     # ---- data ----------------------------------------------------------------------------
 
@@ -150,15 +152,24 @@ class Harness:
     def chain(self) -> scripts.Chain:
         return scripts.load_chain(self.migrations)
 
-    def upgrade(self, *, dry_run: bool = False, to: Optional[str] = None) -> api.UpgradeResult:
-        """`fsmigrate upgrade [--dry-run] [--to REV]` on this project."""
+    def upgrade(
+        self,
+        options: Optional[api.RunOptions] = None,
+        *,
+        dry_run: bool = False,
+        to: Optional[str] = None,
+    ) -> api.UpgradeResult:
+        """`fsmigrate upgrade [--dry-run] [--to REV]` on this project (`options`: the
+        run options, e.g. `api.RunOptions(batch_size=10)`)."""
         with self.client_writes.forbidden():
-            return self._keep(api.upgrade(self.config, dry_run=dry_run, to=to))
+            return self._keep(api.upgrade(self.config, options, dry_run=dry_run, to=to))
 
-    def rerun(self, revision: str, *, dry_run: bool = False) -> api.UpgradeResult:
+    def rerun(
+        self, revision: str, options: Optional[api.RunOptions] = None, *, dry_run: bool = False
+    ) -> api.UpgradeResult:
         """`fsmigrate rerun REV [--dry-run]` (a `repeatable = True` migration)."""
         with self.client_writes.forbidden():
-            return self._keep(api.rerun(self.config, revision, dry_run=dry_run))
+            return self._keep(api.rerun(self.config, revision, options, dry_run=dry_run))
 
     def _keep(self, result: api.UpgradeResult) -> api.UpgradeResult:
         """Keep the result (and its open state file) to read its runs' operations: a

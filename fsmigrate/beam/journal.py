@@ -1,0 +1,163 @@
+"""A Beam apply's journal, brought into the state file.
+
+A Beam run's workers journal each batch in files of their own (`workfiles`), outside the
+state file: the batch before they send it, its outcome after. The coordinator records
+where that journal is with the run BEFORE its pipeline starts, and imports it after
+(`import_batches`). A coordinator that dies (its machine, its CI job: on Dataflow the job
+runs on without it until its lease lapses) leaves the journal `recorded`; the next
+command that takes the target's lease imports it first (`import_orphans`), before it
+settles anything or plans:
+
+- a batch with an outcome file is recorded committed and skipped as the worker saw it;
+- a batch without one is settled by re-reading its documents: landed (committed),
+  changed since the plan (skipped), or never sent, which stays `pending` for the next
+  apply of its revision to redo, as after a local run killed mid-batch. The workers
+  commit only while the dead coordinator's lease is good, with a deadline before it
+  expires (`pipeline._LeaseFence`), so by the time another command holds the lease no
+  commit of theirs is still in flight, and the re-read tells.
+
+Each batch file is recorded with its operations in one transaction and its outcome in
+another (`State.journal_batch`, `State.journal_settled`), so an import stopped at any
+instant is finished by the next one: nothing recorded twice, nothing missed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Optional
+
+from fsmigrate.beam import workfiles
+from fsmigrate.engine import reconcile, testhooks
+from fsmigrate.engine.batching import MAX_BATCH
+from fsmigrate.engine.settle import reread_pending
+from fsmigrate.firestore.store import Store
+from fsmigrate.scripts.operations import Precondition
+from fsmigrate.state.database import OpRecord, State
+from fsmigrate.state.journals import RECORDED
+from fsmigrate.words import plural
+
+OnBatch = Callable[[Sequence[OpRecord]], None]
+
+
+def import_batches(
+    state: State,
+    run_id: str,
+    directory: str,
+    *,
+    status: str = "pending",
+    on_batch: Optional[OnBatch] = None,
+) -> int:
+    """Record under run `run_id` every batch file of the journal at `directory` that the
+    state file does not hold yet (as `status`: `pending`, or `planned` for a dry-run),
+    with its outcome when its outcome file exists; a batch recorded earlier without an
+    outcome gets it now if it has one. `on_batch(records)` is called for each batch
+    recorded. Returns how many batches were recorded."""
+    track = status == "pending"  # an apply's journal: recorded batch by batch
+    known = state.journal_batches(run_id) if track else {}
+    number, seq, next_group = state.next_position(run_id)
+    groups: dict[tuple[str, Any], int] = {}
+    recorded = 0
+    for name, path, has_outcome in workfiles.batch_files(directory):
+        if name in known:
+            base, _, settled = known[name]
+            if not settled and has_outcome:
+                _settle(state, run_id, name, base, workfiles.read_outcome(path))
+            continue
+        batch = workfiles.read_batch(path, has_outcome)
+        records = []
+        for i, op in enumerate(batch.ops):
+            group = None
+            if op["group"] is not None:  # a worker's atomic group: a number of the run's
+                group = groups.setdefault((batch.worker, op["group"]), next_group + len(groups))
+            records.append(
+                OpRecord(
+                    seq=seq + i,
+                    kind=op["kind"],
+                    path=op["path"],
+                    precondition=op["precondition"],
+                    before=op["before"],
+                    after=op["after"],
+                    status=status,
+                    write=op["write"],
+                    group=group,
+                    label=op["label"],
+                )
+            )
+        also = [state.journal_batch(run_id, name, seq, len(records))] if track else []
+        state.record_ops(run_id, number, records, also=also)
+        testhooks.reached("import-batch", recorded + 1)
+        if batch.outcome is not None and track:
+            _settle(state, run_id, name, seq, batch.outcome)
+        if on_batch is not None:
+            on_batch(records)
+        number, seq, recorded = number + 1, seq + len(records), recorded + 1
+    return recorded
+
+
+def _settle(state: State, run_id: str, name: str, base: int, outcome: dict[str, Any]) -> None:
+    state.settle_ops(
+        run_id,
+        committed=[(base + i, when) for i, when in outcome["committed"]],
+        skipped=[(base + i, why) for i, why in outcome["skipped"]],
+        also=[state.journal_settled(run_id, name)],
+    )
+
+
+def settle_by_rereading(store: Store, state: State, run_id: str, chunk: int = MAX_BATCH) -> int:
+    """The operations of run `run_id` left `pending` (journaled by a worker, no outcome),
+    settled by re-reading their documents: landed (committed) or changed since the plan
+    (skipped, with every member of its atomic group); those never sent stay pending, for
+    the next apply of the revision to redo (`Runner._resume`). Returns how many were
+    settled. An outcome re-reading cannot tell stops with ReconcileError."""
+    pending = state.pending_ops([run_id])
+    if not pending:
+        return 0
+    found, docs, broken = reread_pending(store, pending, chunk)
+    updates = []
+    for row in pending:
+        outcome = found[(run_id, row["seq"])]
+        if outcome == reconcile.LANDED:
+            why = "landed before its coordinator stopped (re-read)"
+            updates.append(("committed", why, row["seq"], run_id))
+        elif outcome == reconcile.CHANGED:
+            why = Precondition.from_json(row["precondition"]).why_not(docs.get(row["path"]))
+            updates.append(("skipped", why, row["seq"], run_id))
+        elif (run_id, row["grp"]) in broken:
+            why = "its atomic group was skipped (changed since plan)"
+            updates.append(("skipped", why, row["seq"], run_id))
+    if updates:
+        state.settle_old(updates)
+    return len(updates)
+
+
+def import_orphans(store: Store, state: State, *, by: str) -> list[str]:
+    """Bring in the journal of every earlier Beam apply of the store's target that was
+    not imported (its coordinator died, or stopped halfway through its import), and
+    remove the journals imported but not removed yet. Call it holding the target's lease
+    (so no coordinator of those runs is alive), before settling or planning anything.
+    `by` names the command, for the runs' records. Returns what it did, a line each
+    ("imported 22 batches (10,437 operations) of interrupted Beam run RUN")."""
+    target = store.target
+    done = []
+    for row in state.open_journals(target.project, target.database):
+        run_id, location = row["run_id"], row["location"]
+        if row["state"] == RECORDED:
+            if workfiles.exists(location):
+                import_batches(state, run_id, location)
+                settle_by_rereading(store, state, run_id)
+            what = "interrupted" if row["status"] == "running" else row["status"]
+            batches, ops = state.finish_import(run_id, by=by, interrupted=True)
+            state.add_note(
+                run_id,
+                state.note_count(run_id),
+                f"beam: the journal ({location}) was imported by {by}: "
+                f"{plural(batches, 'batch', 'batches')} ({plural(ops, 'operation')})",
+            )
+            done.append(
+                f"imported {plural(batches, 'batch', 'batches')} ({plural(ops, 'operation')})"
+                f" of {what} Beam run {run_id}"
+            )
+        if not row["keep"]:
+            workfiles.remove_tree(location)
+        state.journal_gone(run_id, kept=bool(row["keep"]))
+    return done
