@@ -12,7 +12,7 @@ being deleted. A name under a document shows it has a subtree; a name that is ne
 document asked about nor under one is a gap (a document that is not being deleted, and
 what is under it). A query starts after the first document not decided yet and asks for
 a window of names: its limit bounds the names read that are not needed (what is under a
-refused document, gaps). The first window is the first batch; after a surprise it shrinks
+refused document, gaps). The first window is two batches; after a surprise it shrinks
 (to as many as came in a row before a gap; by half after a subtree), and it grows four
 times while the names come as expected, up to `MAX_WINDOW`. At the plan's read time the
 names a query read past a batch serve the next batches, and while the deletes come in a
@@ -83,7 +83,7 @@ class SubtreeCheck:
     def __init__(self, store: Store, read_time: Optional[dt.datetime] = None) -> None:
         self.store = store
         self.read_time = read_time
-        self.window = 0  # 0: the first batch's size
+        self.window = 0  # 0: twice the first batch's size (the next batch's names too)
         # every name after `_after` up to the last of `_names` (to the end when
         # `_complete`) is in `_names`: what the last query read past its batch
         self._after: Optional[str] = None
@@ -103,7 +103,7 @@ class SubtreeCheck:
     def _find(self, order: list[str]) -> set[str]:
         found: set[str] = set()
         keys = [name_key(path) for path in order]
-        window = self.window or min(MAX_WINDOW, len(order))
+        window = self.window or min(MAX_WINDOW, 2 * len(order))
         i = 0  # order[:i] are decided
         known = self._kept(order[0])
         read: Optional[str] = None  # the last name of the names just decided from
