@@ -14,10 +14,10 @@ documents seeded again each time:
 Then the check alone, on the same `--docs` documents (one in 50 has a subcollection),
 for every batch of 500, by each way considered:
 
-  list-client  one ListCollectionIds call per document on the Firestore client's channel,
-               32 at once (the check before: `Store.subcollections`)
-  list-fast    the same calls on fsmigrate's own channel (`Store.api`), 32 at once: what
-               pipelining the listing with the batch would cost at best
+  list-client  one ListCollectionIds call per document through the Firestore client, 32
+               at once (the check before: `Store.subcollections`)
+  list-fast    the same calls made directly on fsmigrate's API (`Store.api`), 32 at once:
+               what pipelining the listing with the batch would cost at best
   names        the keys-only queries over the batches' names (the check now: one
                `SubtreeCheck` at a read time, as a plan's)
 
