@@ -37,6 +37,7 @@ from fsmigrate import checks, times
 from fsmigrate import config as config_file
 from fsmigrate.beam import journal as beam_journal
 from fsmigrate.checks import CheckResult
+from fsmigrate.config import ConfigError, Settings
 from fsmigrate.engine import control as live
 from fsmigrate.engine import hooks as run_hooks
 from fsmigrate.engine import testhooks, tracing, traffic
@@ -46,6 +47,7 @@ from fsmigrate.engine.batching import (
     MAX_BATCH_BYTES,
     MIN_BATCH_BYTES,
 )
+from fsmigrate.engine.doctor import DoctorReport, credentials_source, diagnose, principal_of
 from fsmigrate.engine.lease import DEFAULT_TTL, Lease, lock_path, stale_reason
 from fsmigrate.engine.lease import break_lock as _break_lock
 from fsmigrate.engine.lease import describe as _describe
@@ -63,6 +65,7 @@ from fsmigrate.errors import (
     StateNotFound,
     UsageError,
 )
+from fsmigrate.firestore.admin import admin_client
 from fsmigrate.firestore.connection import Connection, Pool
 from fsmigrate.firestore.store import (
     RetryPolicy,
@@ -133,6 +136,8 @@ __all__ = [
     "check_names",
     "lint",
     "LintReport",
+    "doctor",
+    "DoctorReport",
     "RunOperation",
     "prune",
     "PruneResult",
@@ -152,8 +157,6 @@ __all__ = [
 ]
 CONTROL_ACTIONS = live.ACTIONS
 DEFAULT_MARKERS = DEFAULT_ROOT
-Settings = config_file.Settings
-ConfigError = config_file.ConfigError
 
 Confirm = Callable[[str], bool]
 PathLike = Union[str, "os.PathLike[str]"]
@@ -164,21 +167,36 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 @dataclass(frozen=True)
 class Config:
-    """Where to work. A missing project comes from FSMIGRATE_PROJECT or
-    GOOGLE_CLOUD_PROJECT, as on the command line; the emulator is used when
-    FIRESTORE_EMULATOR_HOST is set (or `emulator_host`). `connection` says how to reach
-    Firestore (an `api.Connection`: the endpoint, a credentials file, a service account
-    to impersonate, the quota project); what it leaves None comes from FSMIGRATE_ENDPOINT,
-    FSMIGRATE_CREDENTIALS, FSMIGRATE_IMPERSONATE_SERVICE_ACCOUNT and
-    GOOGLE_CLOUD_QUOTA_PROJECT, else the application default credentials on
-    firestore.googleapis.com. `lock_ttl` defaults to
-    FSMIGRATE_LOCK_TTL or 300 s; `patience` (seconds without progress before a run gives
-    up on Firestore) to FSMIGRATE_PATIENCE or 10 minutes (docs/network-failures.md).
+    """Where to work, and how to reach Firestore.
 
-    `run` holds the run options a writing function uses where its own `RunOptions` says
-    nothing (a config file's batch-size, max-rate, runner...; `run_options` resolves
-    them); `always_confirm` makes every apply ask, even on the emulator.
-    `Config.from_file` fills all of it from a config file and one of its environments."""
+    A missing project comes from FSMIGRATE_PROJECT or GOOGLE_CLOUD_PROJECT, as on the
+    command line. The emulator is used when FIRESTORE_EMULATOR_HOST is set. What
+    `connection` leaves None comes from FSMIGRATE_ENDPOINT, FSMIGRATE_CREDENTIALS,
+    FSMIGRATE_IMPERSONATE_SERVICE_ACCOUNT and GOOGLE_CLOUD_QUOTA_PROJECT, else the
+    application default credentials on firestore.googleapis.com.
+    `Config.from_file` fills all of it from a config file and one of its environments.
+
+    Args:
+        project: The Google Cloud project.
+        database: The Firestore database id.
+        state: The SQLite state file.
+        migrations: The directory of migration scripts.
+        markers_collection: The top-level collection of fsmigrate's own documents in the
+            target: markers of applied revisions, the lock.
+        lock_ttl: Seconds a dead runner's lock lasts. None: FSMIGRATE_LOCK_TTL, else 300.
+        patience: How long to retry Firestore without progress, in seconds or as a
+            duration ("10m", "90s", "1h"). None: FSMIGRATE_PATIENCE, else 10 minutes.
+        emulator_host: The emulator's `host:port`, the same as `connection.emulator_host`.
+        connection: How to reach Firestore: the endpoint, a credentials file, a service
+            account to impersonate, the quota project.
+        environment: The config file's environment this config was made from.
+        always_confirm: Every apply asks, even on the emulator.
+        create_state_dir: Make the state file's missing directories. False: a missing
+            directory is refused, since a typo would start a fresh audit trail.
+        run: The run options a writing function uses where its own `RunOptions` says
+            nothing: a config file's batch-size, max-rate, runner...
+        settings: The resolved settings this config was made from, with their sources.
+    """
 
     project: Optional[str] = None
     database: Optional[str] = "(default)"
@@ -274,6 +292,7 @@ class Config:
             ),
             environment=settings.environment,
             always_confirm=settings.always_confirm,
+            create_state_dir=bool(settings["create-state-dir"]),
             run=RunOptions.from_mapping(settings.run_options()),
             settings=settings,
         )
@@ -350,9 +369,14 @@ _CHANNELS = Pool()
 
 
 def close() -> int:
-    """Close the Firestore channels this process's commands opened (the command line
-    does at exit; a long-lived program that is done with Firestore may too: the next
-    command opens new ones). How many targets' channels were closed."""
+    """Close the Firestore channels this process's commands opened.
+
+    The command line does at exit. A long-lived program that is done with Firestore may
+    too: the next command opens new ones.
+
+    Returns:
+        How many targets' channels were closed.
+    """
     return _CHANNELS.close()
 
 
@@ -361,8 +385,17 @@ def close() -> int:
 
 @dataclass
 class UpgradeResult:
-    """What one upgrade / rerun / apply / restore did: its runs in order. `state` is the
-    open state file, for the reports (`fsmigrate.report.upgrade_chunks`)."""
+    """What one upgrade, rerun, apply or restore did: its runs in order.
+
+    Attributes:
+        invocation: The id shared by the runs of this command.
+        target: The project and database.
+        dry_run: Whether it was a dry-run.
+        runs: One record per migration run, in order.
+        state: The open state file, for the reports (`fsmigrate.report.upgrade_chunks`).
+        plan: The plan file written with `plan_out`, if any.
+        warnings: What should not stop the command but must be seen.
+    """
 
     invocation: str
     target: Target
@@ -397,6 +430,17 @@ class UpgradeResult:
 
 @dataclass(frozen=True)
 class StatusRow:
+    """One revision's state on the target.
+
+    Attributes:
+        revision: The migration's revision.
+        description: The first line of its docstring.
+        state: `applied`, `applied elsewhere`, `pending`, `failed`, `interrupted`,
+            `running`, or applied but changed or missing.
+        applied_at: When it was applied, if it was.
+        run_id: The run that applied it, or that failed.
+    """
+
     revision: str
     description: str
     state: str  # applied / applied elsewhere / pending / failed / interrupted / ...
@@ -409,10 +453,27 @@ class StatusRow:
 
 @dataclass(frozen=True)
 class RunningRun:
-    """The run holding the target's lock, as its lock document and control document
-    show it: who runs what, its progress (operations planned so far, batches, the rate
-    limit, as the run last published them, every few seconds) and the controls in force
-    (`paused` as asked; `paused_seen` once the run has taken it)."""
+    """The run holding the target's lock, as its lock and control documents show it.
+
+    The progress is as the run last published it, every few seconds.
+
+    Attributes:
+        holder: Who holds the lock: operator@host, pid, command, since when.
+        command: The command that runs.
+        run_id: The run.
+        revision: The migration it runs.
+        mode: `apply` or `dry-run`.
+        operations: Operations planned so far.
+        batches: Batches so far.
+        rate: The limit in force, in operations per second. None: unlimited.
+        paused: A pause was asked.
+        paused_seen: The run has taken the pause.
+        stopping: The reason of a stop sent and not yet taken.
+        requested_rate: A rate sent with `control rate`.
+        updated_at: When the run last published its progress.
+        controls: The control events sent so far.
+        stale: Why the lock may be taken over, when its holder is gone.
+    """
 
     holder: str  # who: operator@host pid, command, since
     command: str
@@ -436,9 +497,17 @@ class RunningRun:
 
 @dataclass(frozen=True)
 class UnimportedJournal:
-    """A Beam apply whose coordinator stopped before it imported its workers' journal:
-    what they committed is not in the state file yet. The next command that takes the
-    target's lease (upgrade, rerun, apply, restore, stamp, resolve) imports it first."""
+    """A Beam apply whose coordinator stopped before it imported its workers' journal.
+
+    What the workers committed is not in the state file yet. The next command that takes
+    the target's lease (upgrade, rerun, apply, restore, stamp, resolve) imports it first.
+
+    Attributes:
+        run_id: The run.
+        revision: Its migration.
+        status: The run's status as recorded; `running` when its coordinator died.
+        location: The journal directory: local, or a Beam FileSystems URL.
+    """
 
     run_id: str
     revision: str
@@ -475,6 +544,16 @@ def _unimported(state: Optional[State], target: Target, running: Optional[str] =
 
 @dataclass
 class StatusReport:
+    """What `status` found on the target.
+
+    Attributes:
+        target: The project and database.
+        revisions: One row per revision, in chain order.
+        markers_read: Whether the markers in the database were read (not `local`).
+        running: The run holding the lock, if any.
+        unimported: Beam journals not imported yet.
+    """
+
     target: Target
     revisions: list[StatusRow]
     markers_read: bool
@@ -484,6 +563,18 @@ class StatusReport:
 
 @dataclass(frozen=True)
 class Finding:
+    """A problem `verify` found with an applied script.
+
+    Attributes:
+        revision: The revision.
+        problem: `changed`, `missing`, `no marker` or `changed (repeatable)`.
+        message: One line that says it, and the next step.
+        applied_checksum: The checksum recorded when it was applied.
+        script_checksum: The checksum of the script on disk now.
+        blocking: False for a repeatable script's new version, which its next run
+            records.
+    """
+
     revision: str
     problem: str  # changed / missing / no marker / changed (repeatable)
     message: str
@@ -497,7 +588,12 @@ class Finding:
 
 @dataclass
 class RunAudit:
-    """One run with its operations, streamed from the state file on demand."""
+    """One run with its operations, read from the state file when asked.
+
+    Attributes:
+        run: The run's record.
+        state: The open state file its operations and reports are read from.
+    """
 
     run: RunResult
     state: State = field(repr=False)
@@ -524,8 +620,14 @@ class RunAudit:
 
 
 class RunOperation(NamedTuple):
-    """One operation of a run: status `planned` for a dry-run, `committed` / `skipped` /
-    `failed` / `pending` for an apply."""
+    """One operation of a run.
+
+    Attributes:
+        kind: `create`, `set`, `update` or `delete`.
+        path: The document's path.
+        status: `planned` for a dry-run; `committed`, `skipped`, `failed` or `pending`
+            for an apply.
+    """
 
     kind: str
     path: str
@@ -539,7 +641,14 @@ def _operations(state: State, run_id: str) -> Iterator[RunOperation]:
 
 @dataclass(frozen=True)
 class Marked:
-    """A revision recorded as applied without running it (stamp, resolve)."""
+    """A revision recorded as applied without running it (`stamp`, `resolve`).
+
+    Attributes:
+        revision: The revision.
+        run_id: The run that records it.
+        kind: `stamp` or `resolve`.
+        reason: Why, as given.
+    """
 
     revision: str
     run_id: str
@@ -549,7 +658,17 @@ class Marked:
 
 @dataclass(frozen=True)
 class ControlSent:
-    """A control event sent to the run holding the lock (`control`)."""
+    """A control event sent to the run holding the lock (`control`).
+
+    Attributes:
+        action: `pause`, `resume`, `rate` or `stop`.
+        value: The rate, or the stop's reason.
+        seq: The event's number, from 1, for this run.
+        operator: Who sent it.
+        host: From where.
+        sent_at: When.
+        holder: Who holds the lock: the run it is meant for.
+    """
 
     action: str
     value: Optional[str]
@@ -565,6 +684,13 @@ class ControlSent:
 
 @dataclass(frozen=True)
 class LockHolder:
+    """Who held the lock `break_lock` removed.
+
+    Attributes:
+        holder: The lock document's fields.
+        description: Who held it, in one line.
+    """
+
     holder: dict[str, Any]
     description: str
 
@@ -829,35 +955,43 @@ def upgrade(
     progress: Optional[Progress] = None,
     confirm: Optional[Confirm] = None,
 ) -> UpgradeResult:
-    """Run the pending migrations in order (or plan them with `dry_run`), up to and
-    including revision `to`; with `plan_out` (dry-run only), also write the reviewed plan
-    file for `apply_plan`. `options` (a `RunOptions`; what it leaves None comes from
-    `cfg.run`, else the default) say how:
+    """Run the pending migrations in order, or plan them with `dry_run`.
 
-    Every plan reads the database at one instant (its snapshot, recorded with the run and
-    in the plan file): `as_of` (an RFC 3339 time, an age like "30m", or a datetime; at
-    most the 7 days Firestore keeps versions with point-in-time recovery, 1 hour
-    without), by default the moment the plan starts.
+    Every plan reads the database at one instant, its snapshot: `options.as_of`, by
+    default the moment the plan starts. It is recorded with the run and in the plan file.
+    A dry-run writes nothing to Firestore and estimates the apply: reads, writes,
+    deletes, archive bytes, and time at the traffic limits.
 
-    `runner="beam"` plans and applies each migration on an Apache Beam pipeline
-    (`workers` processes of the DirectRunner, or e.g. `beam_options={"runner":
-    "DataflowRunner", ...}`; `journal`: where workers write their batch files, default
-    beside the state file; `log`: where Beam's own log lines go, default the run's log
-    file `<journal>/<run id>.log`, or `terminal`); its scripts must be distributable
-    (fsmigrate.distributed).
+    With `options.runner="beam"`, each migration is planned and applied on an Apache Beam
+    pipeline; its scripts must be distributable (`fsmigrate.distributed`). The run can be
+    paused, re-rated or stopped from elsewhere (`control`), and stops by itself past
+    `options.max_skip_ratio`. Hooks of the entry-point group `fsmigrate.hooks` are called
+    when each run starts, finishes, fails or is stopped.
 
-    Traffic (every writing function takes the same): `max_rate` caps the operations per
-    second of all commits together; `ramp` (default: on against a real project, off on the
-    emulator) starts at `ramp_start` (default 500, or FSMIGRATE_RAMP) and grows 50% every
-    5 minutes. A dry-run estimates the apply's reads, writes, deletes, archive bytes and
-    time at those limits.
+    Args:
+        cfg: Where to work: the project, database, state file and migrations.
+        options: How to run: batch size and bytes, concurrency, traffic limits,
+            `max_skip_ratio`, runner, `as_of`. What it leaves None comes from
+            `cfg.run`, else the default.
+        dry_run: Plan and report; write nothing to Firestore.
+        to: The last revision to run. None: every pending one.
+        plan_out: With `dry_run`, also write the exact plan here, for `apply_plan`.
+        progress: Told what happens: `start(script, mode)`, `advance(n)`,
+            `finish()`, and `limit(ops_per_s)` if it has one. None: nothing is told.
+        confirm: Asked `confirm(prompt)` before an apply to a real project (or to an
+            environment that always asks); False declines. None: such an apply is
+            refused with `ConfirmationRequired`.
 
-    Live control (every writing function): the run can be paused, resumed, slowed down
-    or sped up, and stopped from elsewhere (`control`); `max_skip_ratio` (0 to 1) stops it
-    by itself, like `control stop`, when more than that share of its last 1,000 settled
-    operations were skipped because something else wrote to their documents (RunStopped,
-    exit code 4). Hooks of the entry-point group `fsmigrate.hooks` are called when each
-    run starts, finishes, fails or is stopped."""
+    Returns:
+        The runs, in order, and the open state file their reports read.
+
+    Raises:
+        UsageError: A bad option or revision (exit code 2), before anything is read.
+        ConfirmationRequired: An apply to a real project without `confirm`.
+        LockHeld: Another runner holds the target's lock (exit code 3).
+        MigrationFailed: A migration raised; `exc.partial` holds the runs so far.
+        RunStopped: The run was stopped on purpose (exit code 4); `exc.partial` too.
+    """
     if plan_out is not None and not dry_run:
         raise UsageError(
             "--plan-out needs --dry-run (a plan is reviewed, then applied with `fsmigrate apply`)"
@@ -898,8 +1032,31 @@ def rerun(
     progress: Optional[Progress] = None,
     confirm: Optional[Confirm] = None,
 ) -> UpgradeResult:
-    """Run one `repeatable = True` migration again, applied or not (`options` as for
-    `upgrade`)."""
+    """Run one `repeatable = True` migration again, applied or not.
+
+    Args:
+        cfg: Where to work: the project, database, state file and migrations.
+        revision: The repeatable migration's revision.
+        options: How to run: batch size and bytes, concurrency, traffic limits,
+            `max_skip_ratio`, runner, `as_of`. What it leaves None comes from
+            `cfg.run`, else the default.
+        dry_run: Plan and report; write nothing to Firestore.
+        progress: Told what happens: `start(script, mode)`, `advance(n)`,
+            `finish()`, and `limit(ops_per_s)` if it has one. None: nothing is told.
+        confirm: Asked `confirm(prompt)` before an apply to a real project (or to an
+            environment that always asks); False declines. None: such an apply is
+            refused with `ConfirmationRequired`.
+
+    Returns:
+        The runs, in order, and the open state file their reports read.
+
+    Raises:
+        UsageError: A bad option or revision (exit code 2), before anything is read.
+        ConfirmationRequired: An apply to a real project without `confirm`.
+        LockHeld: Another runner holds the target's lock (exit code 3).
+        MigrationFailed: A migration raised; `exc.partial` holds the runs so far.
+        RunStopped: The run was stopped on purpose (exit code 4); `exc.partial` too.
+    """
     opts = cfg.run_options(options)
     limits = _limits(cfg, opts)
     distributor = _distributor(opts)
@@ -952,10 +1109,32 @@ def apply_plan(
     progress: Optional[Progress] = None,
     confirm: Optional[Confirm] = None,
 ) -> UpgradeResult:
-    """Apply a reviewed plan file exactly: verified whole before any write (counts,
-    digests, each line against its `Write`), then its operations, nothing re-planned.
-    `options` as for `upgrade`, but for where and when it plans (here, with the plan's
-    own read times: a runner, workers, Beam options or `as_of` are refused)."""
+    """Apply a reviewed plan file exactly: its operations, nothing planned again.
+
+    The whole file is verified before any write: its counts, its digests, and each line
+    against its `Write`. A plan for another target, a plan whose scripts changed since,
+    and a plan already applied are refused.
+
+    Args:
+        cfg: Where to work: the project, database, state file and migrations.
+        path: The plan file `upgrade(..., dry_run=True, plan_out=...)` wrote.
+        options: As for `upgrade`, except where and when to plan: the plan has its
+            own read times, so a runner, workers, Beam options or `as_of` are
+            refused.
+        progress: Told what happens: `start(script, mode)`, `advance(n)`,
+            `finish()`, and `limit(ops_per_s)` if it has one. None: nothing is told.
+        confirm: Asked `confirm(prompt)` before an apply to a real project (or to an
+            environment that always asks); False declines. None: such an apply is
+            refused with `ConfirmationRequired`.
+
+    Returns:
+        The runs, in order, and the open state file their reports read.
+
+    Raises:
+        PlanFileInvalid: The file is cut short, edited, or does not apply here.
+        ConfirmationRequired: An apply to a real project without `confirm`.
+        LockHeld: Another runner holds the target's lock (exit code 3).
+    """
     plan_path = Path(path)
     if options is not None:
         options.refuse("apply", APPLY_REFUSES)
@@ -999,12 +1178,34 @@ def restore(
     progress: Optional[Progress] = None,
     confirm: Optional[Confirm] = None,
 ) -> UpgradeResult:
-    """Write run `run_id`'s archived before-images back where the document does not exist
-    now (forward: a new audited run; existing documents are left alone and listed), only
-    those of `docs` when given. `options`: `batch_bytes`, the traffic limits and
-    `max_skip_ratio` as for `upgrade` (a restore commits full batches one at a time,
-    here: a batch size, concurrency, runner, workers, Beam options or `as_of` are
-    refused)."""
+    """Write a run's archived before-images back, where the document does not exist now.
+
+    A restore is forward: a new audited run. Documents that exist now are left alone
+    and listed.
+
+    Args:
+        cfg: Where to work: the project, database, state file and migrations.
+        run_id: The run whose before-images to write back.
+        options: `batch_bytes`, the traffic limits and `max_skip_ratio`, as for
+            `upgrade`. A restore commits full batches one at a time, so a batch
+            size, concurrency, runner, workers, Beam options or `as_of` are refused.
+        docs: Only these document paths. Empty: every document the run changed or
+            deleted.
+        dry_run: Plan and report; write nothing to Firestore.
+        progress: Told what happens: `start(script, mode)`, `advance(n)`,
+            `finish()`, and `limit(ops_per_s)` if it has one. None: nothing is told.
+        confirm: Asked `confirm(prompt)` before an apply to a real project (or to an
+            environment that always asks); False declines. None: such an apply is
+            refused with `ConfirmationRequired`.
+
+    Returns:
+        The runs, in order, and the open state file their reports read.
+
+    Raises:
+        ArchiveUnavailable: The run kept no before-images, or they were pruned.
+        RestoreRefused: A path of `docs` that the run never touched.
+        ConfirmationRequired: An apply to a real project without `confirm`.
+    """
     if options is not None:
         options.refuse("restore", RESTORE_REFUSES)
     opts = replace(
@@ -1057,11 +1258,22 @@ def restore(
 def prune(
     cfg: Config, *, before: str, dry_run: bool = False, confirm: Optional[Confirm] = None
 ) -> PruneResult:
-    """Drop the before-images and journaled writes of the target's runs finished before
-    `before` (an age such as '90d', or a date): runs, counts, checksums, notes and paths
-    stay; the prune is itself a run; the values are overwritten and the file rebuilt, so
-    they are gone from it and the space is given back. Runs whose journal is still needed
-    are kept (listed). `confirm(prompt)` is asked first; without it, refused."""
+    """Drop the before-images and journaled writes of the target's old runs.
+
+    Runs, counts, checksums, notes and paths stay. The prune is itself a run. The values
+    are overwritten and the file rebuilt, so they are gone from it and the space is given
+    back. Runs whose journal is still needed are kept, and listed.
+
+    Args:
+        cfg: Where to work: the project, database, state file and migrations.
+        before: Runs finished before this are pruned: an age such as '90d', or a
+            date.
+        dry_run: List what would be pruned; change nothing.
+        confirm: Asked `confirm(prompt)` first; False declines. None: refused.
+
+    Returns:
+        What was pruned and kept, and the state file's size before and after.
+    """
     target = cfg.target()
     try:
         cutoff = parse_before(before)
@@ -1132,24 +1344,56 @@ def _mark_by_hand(
 
 
 def stamp(cfg: Config, revision: str, *, reason: str) -> list[Marked]:
-    """Record `revision` and every revision before it as applied without running them
-    (markers in the database and records in the state file), to adopt a database
-    changed by hand."""
+    """Record a revision, and every one before it, as applied without running them.
+
+    To adopt a database changed by hand: markers in the database and records in the
+    state file.
+
+    Args:
+        cfg: Where to work: the project, database, state file and migrations.
+        revision: The last revision to record.
+        reason: Why, kept in the audit.
+
+    Returns:
+        One record per revision marked.
+    """
     return _mark_by_hand(cfg, revision, reason, "stamp", through=True)
 
 
 def resolve(cfg: Config, revision: str, *, reason: str) -> Marked:
-    """Mark a failed or interrupted migration applied without running it (audited)."""
+    """Mark a failed or interrupted migration applied without running it.
+
+    Args:
+        cfg: Where to work: the project, database, state file and migrations.
+        revision: The failed or interrupted migration.
+        reason: Why, kept in the audit.
+
+    Returns:
+        The revision marked.
+    """
     return _mark_by_hand(cfg, revision, reason, "resolve", through=False)[0]
 
 
 def control(cfg: Config, action: str, value: Optional[str] = None) -> ControlSent:
-    """Send a live control to the run holding the target's lock, wherever it runs (its
-    runner and Beam workers read the control document beside the lock at their batch
-    boundaries, within a few seconds): `pause`, `resume`, `rate` with `value` the new
-    cap in operations per second (the ramp still bounds it), `stop` with `value` an
-    optional reason. The event is kept with who sent it and when, and the run records
-    it. NothingToControl (exit code 1) when no run holds the lock."""
+    """Send a live control to the run holding the target's lock, wherever it runs.
+
+    The runner and its Beam workers read the control document beside the lock at their
+    batch boundaries, within a few seconds. The event is kept with who sent it and when,
+    and the run records it.
+
+    Args:
+        cfg: Where to work: the project, database, state file and migrations.
+        action: `pause`, `resume`, `rate` or `stop` (`CONTROL_ACTIONS`).
+        value: With `rate`, the new cap in operations per second (the ramp still
+            bounds it). With `stop`, an optional reason.
+
+    Returns:
+        The event sent, and the run it was sent to.
+
+    Raises:
+        NothingToControl: No run holds the lock (exit code 1).
+        UsageError: A bad action or value (exit code 2).
+    """
     if action == live.STOP and value is not None and not value.strip():
         value = None
     store = cfg._store()
@@ -1194,13 +1438,28 @@ def _running(store: Store) -> Optional[RunningRun]:
 
 
 def break_lock(cfg: Config) -> Optional[LockHolder]:
-    """Remove the target's lock whoever holds it; who held it, or None."""
+    """Remove the target's lock, whoever holds it.
+
+    Args:
+        cfg: Where to work: the project, database, state file and migrations.
+
+    Returns:
+        Who held the lock, or None when there was none.
+    """
     holder = _break_lock(cfg._store())
     return LockHolder(holder, _describe(holder)) if holder is not None else None
 
 
 def new(cfg: Config, message: str) -> Path:
-    """Write the next migration script from a template; its path."""
+    """Write the next migration script from a template.
+
+    Args:
+        cfg: Where to work: the project, database, state file and migrations.
+        message: What the migration does: its description, and its file name's slug.
+
+    Returns:
+        The path of the new script, with the right `revision` and `down_revision`.
+    """
     return scripts.new_script(cfg.migrations_path, message)
 
 
@@ -1208,10 +1467,20 @@ def new(cfg: Config, message: str) -> Path:
 
 
 def status(cfg: Config, *, local: bool = False) -> StatusReport:
-    """Each revision as applied, applied elsewhere, pending, or applied but changed or
-    missing; and the run holding the target's lock, if any (`running`: its progress,
-    rate and whether it is paused). Reads the markers and the lock in the target
-    database unless `local`; never creates the state file."""
+    """Each revision's state, and the run holding the target's lock.
+
+    A revision is applied, applied elsewhere, pending, or applied but changed or missing.
+    `running` says the run's progress, its rate and whether it is paused. Never creates
+    the state file.
+
+    Args:
+        cfg: Where to work: the project, database, state file and migrations.
+        local: Read the state file only, not the markers and the lock in the
+            database.
+
+    Returns:
+        The revisions in chain order, and the running run, if any.
+    """
     target = cfg.target()
     chain = cfg._chain()
     state = State.open_readonly(cfg.state_path)
@@ -1232,8 +1501,15 @@ def status(cfg: Config, *, local: bool = False) -> StatusReport:
 
 
 def verify(cfg: Config, *, local: bool = False) -> list[Finding]:
-    """Applied scripts edited or missing since (state file and markers), and local
-    records without a marker. Empty when all is well."""
+    """Applied scripts edited or missing since, and local records without a marker.
+
+    Args:
+        cfg: Where to work: the project, database, state file and migrations.
+        local: Read the state file only, not the markers in the database.
+
+    Returns:
+        The findings; empty when all is well.
+    """
     target = cfg.target()
     store = None if local else cfg._store(target)
     markers = None if store is None else cfg._markers(store).read()
@@ -1246,7 +1522,15 @@ def verify(cfg: Config, *, local: bool = False) -> list[Finding]:
 
 
 def history(cfg: Config, limit: Optional[int] = None) -> list[RunResult]:
-    """The runs recorded for the target, newest first."""
+    """The runs recorded for the target, newest first.
+
+    Args:
+        cfg: Where to work: the project, database, state file and migrations.
+        limit: The newest `limit` runs only. None: all of them.
+
+    Returns:
+        The runs, newest first.
+    """
     target = cfg.target()
     state = State.open_readonly(cfg.state_path)
     if state is None:
@@ -1263,8 +1547,19 @@ def audit(
     since: Optional[str] = None,
     limit: Optional[int] = None,
 ) -> Union[list[RunResult], RunAudit]:
-    """Every recorded run, newest first (`since`: '7d', '12h'...), or one run with its
-    operations. Read-only: never creates the state file."""
+    """Every recorded run, or one run with its operations.
+
+    Read-only: never creates the state file.
+
+    Args:
+        cfg: Where to work: the project, database, state file and migrations.
+        run_id: The run to audit. None: list the runs.
+        since: With no `run_id`, only runs started within this age: '7d', '12h'.
+        limit: With no `run_id`, the newest `limit` runs only.
+
+    Returns:
+        The runs, newest first; or, for `run_id`, the run with its operations and reports.
+    """
     state = State.open_readonly(cfg.state_path)
     if run_id is not None:
         if state is None:
@@ -1283,9 +1578,18 @@ def audit(
 
 
 def check(cfg: Config, name: str, **options: Any) -> CheckResult:
-    """Run the health check `name` (a plugin of the entry-point group `fsmigrate.checks`)
-    against the target with `options` (the check's declared options; text values such
-    as a window '1h' are parsed as on the command line)."""
+    """Run a health check against the target.
+
+    Args:
+        cfg: Where to work: the project, database, state file and migrations.
+        name: The check: a plugin of the entry-point group `fsmigrate.checks`, e.g.
+            `heartbeats`.
+        **options: The check's declared options. Text values, such as a window '1h',
+            are parsed as on the command line.
+
+    Returns:
+        Whether the collection is healthy, why not, and the check's metrics.
+    """
     return checks.run(cfg._store, name, options)
 
 
@@ -1294,23 +1598,87 @@ def _parse_time(text: str) -> dt.datetime:
 
 
 def check_names() -> list[str]:
-    """The installed checks."""
+    """The names of the installed checks.
+
+    Returns:
+        The names of the plugins of the entry-point group `fsmigrate.checks`, sorted.
+    """
     return checks.available()
 
 
 def lint(cfg: Config, paths: Sequence[PathLike] = ()) -> LintReport:
-    """Static checks of the migration scripts (the migrations directory, or `paths`: files
-    and directories), without importing them or reaching Firestore. `report.ok` is False
-    when there is an error; warnings alone leave it True."""
+    """Static checks of the migration scripts, without importing them or reaching Firestore.
+
+    Args:
+        cfg: Where to work: the project, database, state file and migrations.
+        paths: Files and directories to check. Empty: the migrations directory.
+
+    Returns:
+        The findings. `report.ok` is False when there is an error; warnings alone leave it
+        True.
+    """
     return lint_paths([Path(p) for p in paths] or [cfg.migrations_path])
+
+
+def doctor(cfg: Config) -> DoctorReport:
+    """Check the target before a run, as `fsmigrate doctor` does.
+
+    It checks the principal the credentials act as; the database's mode, point-in-time
+    recovery and delete protection, through the admin API (skipped on the emulator); a
+    read, a write and a delete of a probe document under the markers collection; and the
+    declared query of each pending migration, naming a missing composite index. Never
+    creates the state file.
+
+    Args:
+        cfg: Where to work: the project, database, state file and migrations.
+
+    Returns:
+        One line per check, ok, warn or fail; `ok` is False when a check failed.
+    """
+    target = cfg.target()
+    chain = cfg._chain()
+    store = cfg._store(target)
+    connection = store.connection
+    state = State.open_readonly(cfg.state_path)
+    try:
+        applied = set(state.applied(target.project, target.database)) if state else set()
+    finally:
+        if state is not None:
+            state.close()
+    try:
+        applied |= set(cfg._markers(store).read())
+    except FsMigrateError:
+        pass  # the probe's read says why
+    queries = [
+        (s.revision, s.forms.source) for s in chain.pending(applied) if s.forms.source is not None
+    ]
+    source = (
+        ""
+        if connection.is_emulator
+        else credentials_source(
+            connection.credentials, bool(connection.impersonate_service_account)
+        )
+    )
+    principal = principal_of(store.channels.credentials, source)
+    if connection.is_emulator:
+        return diagnose(target, principal, store, None, queries)
+    with admin_client(store.channels) as admin:
+        return diagnose(target, principal, store, admin, queries, endpoint=connection.endpoint)
 
 
 # ---- the config, the CI gate, branches -------------------------------------------------------
 
 
 def config(cfg: Config) -> Settings:
-    """The settings `cfg` was made from (Config.from_file / the CLI), each with where it
-    came from; for a Config built by hand, its own values (source `Config`)."""
+    """The settings a config was made from, each with where it came from.
+
+    Args:
+        cfg: A config from `Config.from_file` or the command line. For a config
+            built by hand, its own values, with the source `Config`.
+
+    Returns:
+        Each setting's value and source.
+    """
     if cfg.settings is not None:
         return cfg.settings
     values = {
@@ -1339,9 +1707,16 @@ def config(cfg: Config) -> Settings:
 
 @dataclass
 class CheckReport:
-    """`fsmigrate status --check`: whether the target is up to date with the scripts, and
-    if not, why (`reasons`, one line each). `plans`: each pending revision's dry-run run
-    (with `plan=True`)."""
+    """What `status_check`, the CI gate, found.
+
+    Attributes:
+        target: The project and database.
+        reasons: Why the target is not up to date, one line each. Empty: it is.
+        status: The revisions' status, when the scripts load.
+        findings: Drift, as `verify` finds it.
+        plans: Each pending revision's dry-run, with `plan=True`.
+        environment: The config file's environment, if any.
+    """
 
     target: Target
     reasons: list[str]
@@ -1382,10 +1757,23 @@ def status_check(
     plan: bool = False,
     progress: Optional[Progress] = None,
 ) -> CheckReport:
-    """The CI gate: not ok when the scripts do not load (a syntax error, two heads, a
-    duplicate revision), an applied script was edited or is another script now (drift),
-    or the target has pending migrations. With `plan`, each pending migration is also
-    dry-run (recorded in the state file like any dry-run) for its counts."""
+    """The CI gate: is the target up to date with the scripts?
+
+    Not ok when the scripts do not load (a syntax error, two heads, a duplicate revision),
+    when an applied script was edited or is another script now (drift), or when the target
+    has pending migrations.
+
+    Args:
+        cfg: Where to work: the project, database, state file and migrations.
+        local: Read the state file only, not the markers in the database.
+        plan: Also dry-run each pending migration for its counts, recorded in the
+            state file like any dry-run.
+        progress: Told what happens: `start(script, mode)`, `advance(n)`,
+            `finish()`, and `limit(ops_per_s)` if it has one. None: nothing is told.
+
+    Returns:
+        `ok`, the reasons, the pending revisions, and the plans.
+    """
     target = cfg.target()
     try:
         cfg._chain()
@@ -1415,8 +1803,14 @@ def status_check(
 
 @dataclass
 class Rebased:
-    """What `rebase` moved (or would move, `dry_run`): one `Move` per script, and where
-    it looked for applied revisions."""
+    """What `rebase` moved, or would move with `dry_run`.
+
+    Attributes:
+        moves: One move per script: its old and new file name and revision.
+        head: The head the scripts moved on top of.
+        looked: Where it checked that no moved script was applied.
+        dry_run: Whether nothing was changed.
+    """
 
     moves: list[rebasing.Move]
     head: Optional[str]
@@ -1440,12 +1834,23 @@ def rebase(
     local: bool = False,
     only: bool = False,
 ) -> Rebased:
-    """Move this branch's migrations (`names`: the first one, by revision or file name,
-    and any more in order; those after the last follow unless `only`) on top of the
-    other scripts' head: renumbered files and `revision`, the first one's
-    `down_revision` set to the head, slugs kept. Refused when a moved script is applied
-    where this can see it: any target of the state file, or (unless `local`, or no
-    project is configured) the target's markers."""
+    """Move this branch's migrations on top of the other scripts' head.
+
+    The files are renumbered, with their `revision`; the first one's `down_revision` is
+    set to the head; slugs are kept. A moved script applied anywhere this can see is
+    refused: any target of the state file, and the target's markers.
+
+    Args:
+        cfg: Where to work: the project, database, state file and migrations.
+        names: This branch's first migration, by revision or file name, and any more
+            in order. Those after the last follow, unless `only`.
+        dry_run: Say what would move; change nothing.
+        local: Check the state file only, not the target's markers.
+        only: Move just the named migrations.
+
+    Returns:
+        The moves, and where it checked that none was applied.
+    """
     found = rebasing.load_all(cfg.migrations_path)
     moving = rebasing.choose(found, names, follow=not only)
     applied: dict[str, set[str]] = {}

@@ -109,7 +109,19 @@ class CheckResult:
     """What a check found. `details` is the check's own JSON (documented by the check);
     `lines` its text report; `labels` apply to every metric (e.g. the collection);
     `series` its time series, if any (--format html draws them; json lists them under
-    "series")."""
+    "series").
+
+    Attributes:
+        check: The check's name, the prefix of its metrics.
+        healthy: Whether the collection is healthy.
+        reasons: Why not, one line each.
+        metrics: Its gauges.
+        labels: Labels of every metric.
+        details: Its JSON object.
+        lines: Its text report.
+        checked_at: When it ran.
+        series: Its time series.
+    """
 
     check: str
     healthy: bool

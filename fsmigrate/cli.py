@@ -46,12 +46,14 @@ from fsmigrate.files import private_file
 from fsmigrate.firestore import emulator as emu
 from fsmigrate.firestore.patience import format_seconds
 from fsmigrate.report import checks as check_output
+from fsmigrate.report import doctor as doctor_report
 from fsmigrate.report import gate as gate_report
 from fsmigrate.report import runs as report
 from fsmigrate.report.envelope import envelope, error_dict
 
 FORMATS_RUN = click.Choice(["text", "json", "markdown"])
 FORMATS_LIST = click.Choice(["text", "json", "jsonl"])
+FORMAT_HELP = "Output on stdout: text to read, json for scripts (docs/reference/json-output.md)."
 
 
 @dataclass
@@ -396,12 +398,13 @@ def cli(
         if value is not None:
             given.flags[name] = str(value)
             given.flag_names[name] = flag
+    if create_state_dir:
+        given.flags["create-state-dir"] = True
+        given.flag_names["create-state-dir"] = "--create-state-dir"
     settings = config.load(config_path, env, given, os.environ)
     resolved = api.Config.from_settings(settings)
     if patience is not None:
         resolved = replace(resolved, patience=patience)
-    if create_state_dir:
-        resolved = replace(resolved, create_state_dir=True)
     ctx.obj = Config(resolved, traceback)
     ctx.call_on_close(api.close)  # the channels the command opened
     ctx.with_resource(_warnings_to_stderr())
@@ -527,7 +530,12 @@ def status_cmd(cfg: Config, fmt: str, local: bool, check: bool, plan: bool, quie
 
 @cli.command("config")
 @click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help=FORMAT_HELP,
 )
 @click.pass_obj
 def config_cmd(cfg: Config, fmt: str) -> None:
@@ -550,7 +558,12 @@ def config_cmd(cfg: Config, fmt: str) -> None:
 @click.option("--only", is_flag=True, help="Move only the named scripts, not the ones after them.")
 @LOCAL_OPTION
 @click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help=FORMAT_HELP,
 )
 @click.pass_obj
 def rebase_cmd(
@@ -574,7 +587,14 @@ def rebase_cmd(
 
 
 @cli.command("history")
-@click.option("--format", "fmt", type=FORMATS_LIST, default="text", show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=FORMATS_LIST,
+    default="text",
+    show_default=True,
+    help="Output on stdout: text to read; json (one object) or jsonl (one run a line) for scripts.",
+)
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Newest N runs only.")
 @click.pass_obj
 def history_cmd(cfg: Config, fmt: str, limit: Optional[int]) -> None:
@@ -591,7 +611,12 @@ def history_cmd(cfg: Config, fmt: str, limit: Optional[int]) -> None:
 
 @cli.command("verify")
 @click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help=FORMAT_HELP,
 )
 @LOCAL_OPTION
 @click.pass_obj
@@ -616,7 +641,12 @@ def verify_cmd(cfg: Config, fmt: str, local: bool) -> None:
 @cli.command("lint")
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help=FORMAT_HELP,
 )
 @click.pass_obj
 def lint_cmd(cfg: Config, paths: tuple[Path, ...], fmt: str) -> None:
@@ -633,6 +663,38 @@ def lint_cmd(cfg: Config, paths: tuple[Path, ...], fmt: str) -> None:
     """
     found = api.lint(cfg.api, paths)
     _emit(found.chunks(fmt))
+    if not found.ok:
+        sys.exit(1)
+
+
+@cli.command("doctor")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help=FORMAT_HELP,
+)
+@click.pass_obj
+def doctor_cmd(cfg: Config, fmt: str) -> None:
+    """Check the target before a run: what it would refuse (exit 1 if a check fails).
+
+    Says which principal the credentials act as, then one line per check, ok / warn /
+    fail / skip, with the next step: the database exists and is in Native mode,
+    point-in-time recovery (how far back --as-of reaches), delete protection (the admin
+    API; the emulator has none), a read, a write and a delete of a probe document under
+    the markers collection (never your data), and each pending migration's declared
+    query (`source = scan(...)`: a missing composite index is named, with the command
+    that creates it).
+
+    Example:
+
+        fsmigrate --project my-proj doctor
+    """
+    cfg.wants_json("doctor", fmt)
+    found = api.doctor(cfg.api)
+    _emit_result(cfg, doctor_report.chunks(found, fmt))
     if not found.ok:
         sys.exit(1)
 
@@ -1184,7 +1246,12 @@ def break_lock_cmd(cfg: Config) -> None:
 @click.argument("value", required=False)
 @click.option("--reason", default=None, help="With stop: why (kept with the run).")
 @click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help=FORMAT_HELP,
 )
 @click.pass_obj
 def control_cmd(
@@ -1233,8 +1300,20 @@ def control_cmd(
 @click.argument("run_id")
 @click.option("--doc", "docs", multiple=True, help="Only this document path (repeatable).")
 @click.option("--dry-run", is_flag=True, help="Show what would be restored; write nothing.")
-@click.option("--format", "fmt", type=FORMATS_RUN, default="text", show_default=True)
-@click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--format",
+    "fmt",
+    type=FORMATS_RUN,
+    default="text",
+    show_default=True,
+    help="Output on stdout (text shows a sample of the documents).",
+)
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the full report (every document) here; .json / .md / text.",
+)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation on a real project.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option(
@@ -1290,7 +1369,12 @@ def restore_cmd(
 @click.option("--dry-run", is_flag=True, help="List what would be pruned; change nothing.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help=FORMAT_HELP,
 )
 @click.pass_obj
 def prune_cmd(cfg: Config, before: str, dry_run: bool, yes: bool, fmt: str) -> None:

@@ -133,6 +133,10 @@ KEYS: dict[str, Key] = {
             "FSMIGRATE_DATABASE", _non_empty),
         Key("state", str, "state.db", "SQLite state file", "--state", "FSMIGRATE_STATE",
             _non_empty, path=True),
+        # A key, not a default: a missing directory is refused (a typo would start a fresh
+        # audit trail) unless the file says this one is meant to be made.
+        Key("create-state-dir", bool, False, "create the state file's directory when it "
+            "does not exist", "--create-state-dir"),
         Key("migrations", str, "migrations", "directory of migration scripts",
             "--migrations", "FSMIGRATE_MIGRATIONS", _non_empty, path=True),
         Key("markers-collection", str, RESERVED_ROOT, "collection of fsmigrate's own "
@@ -344,7 +348,15 @@ class Setting:
 
 @dataclass(frozen=True)
 class Settings:
-    """Every key's value and where it came from."""
+    """Every key's value and where it came from.
+
+    Attributes:
+        values: Each key's value and source, by the key's name (`max-rate`).
+        file: The config file, if one was read.
+        environment: The environment chosen, if any.
+        environment_source: How it was chosen: `--env`, `FSMIGRATE_ENV`, `env=`.
+        environments: The file's environments.
+    """
 
     values: dict[str, Setting]
     file: Optional[Path] = None

@@ -266,6 +266,31 @@ class FirestoreError(FsMigrateError):
         super().__init__(f"{what}: {type(exc).__name__}: {exc}")
 
 
+class IndexMissing(FirestoreError):
+    """A query refused for want of a composite index (FAILED_PRECONDITION): the message
+    names the index and the command that creates it (`index`: a NeededIndex, or None when
+    Firestore's message could not be read)."""
+
+    def __init__(self, what: str, exc: BaseException, index: Any = None) -> None:
+        self.what, self.exc, self.index = what, exc, index
+        if "currently building" in str(exc):
+            which = f": {index.describe()}" if index is not None else ""
+            text = (
+                f"{what}: the composite index the query needs is still building{which}; "
+                "wait until `gcloud firestore indexes composite list` shows it READY, then "
+                "run again"
+            )
+        elif index is None:
+            text = f"{what}: the query needs an index the database does not have: {exc}"
+        else:
+            text = (
+                f"{what}: the query needs a composite index the database does not have: "
+                f"{index.describe()}; create it with `{index.gcloud()}` (or open "
+                f"{index.link}), wait until it is READY, then run again"
+            )
+        FsMigrateError.__init__(self, text)
+
+
 class SnapshotTooOld(FsMigrateError):
     """A read at a `read_time` older than the database keeps versions (an hour; seven days
     with point-in-time recovery, which the emulator has): an `--as-of` too far back, or a
@@ -331,10 +356,7 @@ class RestoreRefused(FsMigrateError):
 
 
 class Aborted(FsMigrateError):
-    """The operator declined a confirmation."""
-
-    def __init__(self, what: str) -> None:
-        super().__init__(f"aborted: {what}")
+    """The operator declined a confirmation (`FAILED: declined at the prompt`)."""
 
 
 # ---- emulator ----------------------------------------------------------------------

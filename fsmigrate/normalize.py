@@ -4,19 +4,23 @@ primitives). Planning only: everything here builds operations; nothing is writte
 A rename is one atomic Group: the new document is created (must not exist) or, on a
 conflict the migration chose to resolve, overwritten (must be unchanged since read), and
 the old one deleted (must be unchanged since planned), in the same commit. A document
-with subcollections is refused (default, reported), or its subcollections are moved or
-deleted first, recursively, with the same preconditions and archive; "unchecked" skips the
-check for collections that have no subcollections by design.
+with subcollections is refused (default, reported), or its subtree is moved or deleted
+first, with the same preconditions and archive: read as one stream (`ctx.subtree`, every
+level at once), each document moved or deleted after what is under it, in bounded
+batches, so memory does not grow with the subtree; "unchecked" skips the check for
+collections that have no subcollections by design.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterator
+import itertools
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Optional, Union
 
 from fsmigrate.distributed import check_prefix
+from fsmigrate.firestore.subtree import post_order
 from fsmigrate.scripts.operations import (
     CREATE,
     DELETE,
@@ -131,16 +135,6 @@ def _missing(doc: Any) -> bool:
     return getattr(doc, "exists", True) is False
 
 
-def subtree_size(groups: list[Group]) -> int:
-    """How many documents the operations of `groups` (and their children) write."""
-    return sum(len(g.ops) + subtree_size(g.children) for g in groups)
-
-
-def _flat(groups: list[Group]) -> list[Operation]:
-    """The operations of `groups`, children first."""
-    return [op for g in groups for op in (*_flat(g.children), *g.ops)]
-
-
 class Renamer:
     """Builds rename groups; `ctx` supplies reads (get, subcollections, scan) and notes."""
 
@@ -150,28 +144,60 @@ class Renamer:
     def delete(self, doc: Any, subcollections: str = REFUSE) -> Union[Operation, Group]:
         """ctx.delete with subcollections "refuse" or "delete": the document's delete and
         its subtree's (each guarded and archived); a refused one is an empty group and a
-        note. A missing document has only its subtree. A subtree that fits in one commit
-        (`ctx.max_group` operations) is one atomic group: all of it goes, or, when any of
-        its documents changed since the plan, none of it. A bigger one goes in stages,
-        each document its own group, the deepest first, the parent last."""
+        note. A missing document has only its subtree. The subtree is read as a stream
+        (`ctx.subtree`). One that fits in one commit (`ctx.max_group` operations, the
+        parent's delete included) is one atomic group: all of it goes, or, when any of its
+        documents changed since the plan, none of it. A bigger one goes in stages, in
+        bounded batches, each document its own group after everything under it, the
+        parent last: memory holds one batch, whatever the subtree's size."""
         label = f"delete {doc.path}"
-        children = self._subcollections(doc, None, subcollections, label)
-        if children is None:
+        names = self._names(doc, subcollections, label)
+        if names is None:
             return Group([])
         own = [] if _missing(doc) else [self._delete(doc, f"{doc.path} deleted")]
-        if not children:
+        if not names:
             return own[0] if own else Group([])
-        names = ", ".join(self.ctx.subcollections(doc))
         what = "missing document, subcollections only" if not own else "with its subtree"
-        size = subtree_size(children)
-        atomic = len(own) + size <= getattr(self.ctx, "max_group", 0)
+        intro = f"DELETE {doc.path} ({what})"
+        docs = iter(self.ctx.subtree(doc.path))
+        room = getattr(self.ctx, "max_group", 0) - len(own)
+        head = list(itertools.islice(docs, max(room, 0) + 1))
+        if len(head) <= room:
+            self.ctx.note(f"{intro}: {len(head)} documents under {', '.join(names)}")
+            return Group([*(op for g in self._deleted(doc, head) for op in g.ops), *own])
+        return Group(own, self._staged(doc, itertools.chain(head, docs), intro, names))
+
+    def _staged(
+        self, doc: Any, docs: Iterable[Any], intro: str, names: list[str]
+    ) -> Iterator[Group]:
+        """The deletes of a subtree too big for one commit, as they are read; the note
+        once they have all been planned (their count is known then)."""
+        count = 0
+        for group in self._deleted(doc, docs):
+            count += 1
+            yield group
         self.ctx.note(
-            f"DELETE {doc.path} ({what}): {size} documents under {names}"
-            + ("" if atomic else "; too many for one commit: deleted in stages, deepest first")
+            f"{intro}: {count} documents under {', '.join(names)}; too many for one "
+            f"commit: deleted in stages, each after what is under it, {doc.path} last"
         )
-        if atomic:
-            return Group([*_flat(children), *own])
-        return Group(own, children)
+
+    def _deleted(self, doc: Any, docs: Iterable[Any]) -> Iterator[Group]:
+        """A group deleting each of `docs` (the subtree of `doc`, in name order), each
+        after what is under it."""
+        for child in post_order(docs):
+            yield Group([self._delete(child, f"{child.path} deleted (under {doc.path})")])
+
+    def _moved(self, doc: Any, new_path: str, docs: Iterable[Any]) -> Iterator[Group]:
+        """A group moving each of `docs` (the subtree of `doc`) to the same place under
+        `new_path` (created there, "must not exist", and deleted here in one commit), each
+        after what is under it."""
+        for child in post_order(docs):
+            target = new_path + child.path[len(doc.path) :]
+            label = f"{child.path} -> {target} (moved)"
+            create = Operation(
+                CREATE, target, precondition=MUST_NOT_EXIST, fields=child.pb.fields, label=label
+            )
+            yield Group([create, self._delete(child, label)])
 
     def rename(
         self,
@@ -273,13 +299,11 @@ class Renamer:
             label=label,
         )
 
-    def _subcollections(
-        self, doc: Any, new_path: Optional[str], mode: str, label: str
-    ) -> Optional[list[Group]]:
-        """Groups moving or deleting what is under `doc` (children first); None = refused."""
+    def _names(self, doc: Any, mode: str, label: str) -> Optional[list[str]]:
+        """The subcollections of `doc` ([] when unchecked); None when refused (noted)."""
         if mode == UNCHECKED:
             return []
-        names = self.ctx.subcollections(doc.path)
+        names = list(self.ctx.subcollections(doc))
         if not names:
             return []
         if mode == REFUSE:
@@ -292,30 +316,24 @@ class Renamer:
             raise ValueError(
                 f"subcollections must be 'refuse', 'move', 'delete' or 'unchecked', not {mode!r}"
             )
-        groups: list[Group] = []
-        for name in names:
-            for child in self.ctx.scan(f"{doc.path}/{name}"):
-                if mode == MOVE:
-                    assert new_path is not None
-                    groups.append(self.rename_to(child, f"{new_path}/{name}/{child.id}", mode))
-                else:
-                    sub = self._subcollections(child, None, DELETE_SUBS, label)
-                    groups.append(
-                        Group(
-                            [self._delete(child, f"{child.path} deleted (under {doc.path})")],
-                            sub or [],
-                        )
-                    )
-        return groups
+        return names
 
-    def rename_to(self, doc: Any, new_path: str, mode: str) -> Group:
-        """Move one document (and what is under it) to `new_path`, which must be free."""
-        label = f"{doc.path} -> {new_path} (moved)"
-        children = self._subcollections(doc, new_path, mode, label) or []
-        write = Operation(
-            CREATE, new_path, precondition=MUST_NOT_EXIST, fields=doc.pb.fields, label=label
-        )
-        return Group([write, self._delete(doc, label)], children)
+    def _subcollections(
+        self, doc: Any, new_path: Optional[str], mode: str, label: str
+    ) -> Optional[Iterable[Group]]:
+        """Groups moving (to the same place under `new_path`) or deleting what is under
+        `doc`, as its subtree is read, each document after what is under it; [] when
+        there is nothing; None when refused."""
+        names = self._names(doc, mode, label)
+        if names is None:
+            return None
+        if not names:
+            return []
+        docs = self.ctx.subtree(doc.path)
+        if mode == MOVE:
+            assert new_path is not None
+            return self._moved(doc, new_path, docs)
+        return self._deleted(doc, docs)
 
 
 PrefixKeys = Optional[Callable[[str], bool]]

@@ -43,7 +43,24 @@ class RunOptions:
     - `as_of`: when the plans read the database (an RFC 3339 time, an age like "30m", or
       a datetime).
 
-    Made with a value out of range, of the wrong type or an unknown runner: UsageError."""
+    Made with a value out of range, of the wrong type or an unknown runner: UsageError.
+
+    Args:
+        batch_size: Operations per atomic commit, 1 to 500. Default 500.
+        batch_bytes: Encoded bytes per commit. Default 4,000,000.
+        concurrency: Batches committed at once. Default 1.
+        max_rate: A hard cap, operations per second for all commits together.
+        ramp: Ramp the traffic up. Default: on against a real project, off on the
+            emulator.
+        ramp_start: Where the ramp starts, in operations per second. Default 500.
+        max_skip_ratio: Stop the run when more than this share of its last 1,000
+            operations were skipped, 0 to 1.
+        runner: `local` or `beam`. Default `local`.
+        workers: DirectRunner worker processes, with `runner="beam"`. Default 2.
+        beam_options: Beam pipeline options, e.g. `{"runner": "DataflowRunner"}`.
+        as_of: When the plans read the database: an RFC 3339 time, an age like "30m",
+            or a datetime. Default: when the plan starts.
+    """
 
     batch_size: Optional[int] = None
     batch_bytes: Optional[int] = None
@@ -146,7 +163,21 @@ CONFIG_FIELDS = tuple(k.attr for k in config_file.RUN_KEYS)
 
 @dataclass(frozen=True)
 class ResolvedOptions:
-    """A command's options after resolution: every default filled in."""
+    """A command's options after resolution: every default filled in.
+
+    Attributes:
+        batch_size: Operations per atomic commit.
+        batch_bytes: Encoded bytes per commit.
+        concurrency: Batches committed at once.
+        max_rate: The hard cap, operations per second, or None.
+        ramp: Whether the traffic ramps up; None: as the target decides.
+        ramp_start: Where the ramp starts, or None for the default.
+        max_skip_ratio: The skip budget, or None.
+        runner: `local` or `beam`.
+        workers: DirectRunner worker processes.
+        beam_options: Beam pipeline options.
+        as_of: When the plans read the database; None: when each plan starts.
+    """
 
     batch_size: int
     batch_bytes: int

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_beam import BUMP, expected_items  # the per-document migration of the Beam tests
 
 from fsmigrate import api
 from fsmigrate.scripts.operations import parse_timestamp
@@ -29,24 +30,9 @@ pytest.importorskip(
 )
 
 TESTS = Path(__file__).resolve().parent
-N = 2400
+N = 1200
 BATCH = 100
-BUMP = """
-from fsmigrate.distributed import scan
-
-source = scan("items")
-
-def each(ctx, doc):
-    if doc.get("n") % 3 == 0:
-        yield ctx.delete(doc)
-    else:
-        yield ctx.update(doc, {"n": doc.get("n") + 1000})
-"""
 BEAM = ("upgrade", "--runner", "beam", "--workers", "2", "--batch-size", str(BATCH), "--quiet")
-
-
-def expected_items(n: int) -> dict[str, int]:
-    return {f"i{i:05d}": i + 1000 for i in range(n) if i % 3}
 
 
 @pytest.fixture

@@ -61,7 +61,7 @@ def test_a_workers_store_has_the_runs_settings_and_its_teardown_closes_it(
         credentials="/launcher/only/key.json",
     )
     policy = RetryPolicy(patience=90.0, timeout=45.0, stream_timeout=300.0, initial=0.5)
-    spec = spec_of(tmp_path, project_id, connection=connection, policy=policy)
+    spec = spec_of(tmp_path, project_id, connection=connection.for_workers(), policy=policy)
     assert pickle.loads(pickle.dumps(spec)) == spec  # it travels to Dataflow
 
     store = bp._worker_store(spec)
@@ -117,7 +117,23 @@ def test_the_coordinator_gives_its_workers_the_connection_and_timeouts(
     run = api.upgrade(cfg, api.RunOptions(runner="beam", workers=2)).runs[0]
 
     assert run.committed == 20 and items_of(fs_client) == {f"i{i:05d}": i + 1000 for i in range(20)}
-    [spec] = specs
-    assert spec.connection == Connection(emulator_host=emulator.host_port, quota_project="billing")
+    [spec] = specs  # the DirectRunner's workers are this machine's: the file's path too
+    assert spec.connection == Connection(
+        emulator_host=emulator.host_port, quota_project="billing", credentials="/launcher/key.json"
+    )
     assert spec.policy is not None
     assert (spec.policy.patience, spec.policy.timeout) == (90.0, 45.0)
+
+
+def test_workers_get_the_credentials_file_only_on_this_machine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    given = Connection(credentials="key.json", quota_project="billing")
+
+    assert given.for_workers() == Connection(quota_project="billing")  # Dataflow: its own
+    here = given.for_workers(same_machine=True)  # the DirectRunner's processes
+    assert here == Connection(credentials=str(tmp_path / "key.json"), quota_project="billing")
+    assert bp.runs_here({}) and bp.runs_here({"runner": "DirectRunner"})
+    assert not bp.runs_here({"runner": "DataflowRunner"})
+    assert not bp.runs_here({"runner": "PortableRunner"})

@@ -101,7 +101,7 @@ def test_apply_on_a_real_project_asks_first(offline: Fsm) -> None:
     result = offline("upgrade", input="n\n")
     assert result.exit_code == 1
     assert "local-proj" in result.output and "(Google Cloud)" in result.output
-    assert "FAILED: aborted" in result.stderr
+    assert result.stderr.strip().endswith("FAILED: declined at the prompt")
 
 
 def test_new_writes_the_next_script(offline: Fsm) -> None:

@@ -4,6 +4,7 @@ process, the controls come from `python -m fsmigrate control ...` subprocesses."
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import threading
@@ -15,6 +16,8 @@ import pytest
 from fsmigrate import api
 from fsmigrate.engine.control import SkipBudget
 from fsmigrate.errors import RunStopped, UsageError
+from fsmigrate.report import runs as report
+from fsmigrate.state.database import State
 from helpers import (
     Background,
     Fsm,
@@ -162,6 +165,19 @@ def test_stop_leaves_nothing_pending_and_the_next_run_finishes(cfg: api.Config, 
     assert first.status == "stopped" and first.error_kind == "stopped"
     assert "latency alarm" in first.error
     assert 20 <= first.committed < N
+    # its report reads as stopped, not failed (the markdown of --report, or a PR comment)
+    partial = run.error.partial
+    outcome = report.Outcome("upgrade", dry_run=False, error=run.error, exit_code=4)
+    state = State.open_readonly(cfg.state_path)  # the run's own is its thread's
+    assert state is not None
+    chunks = report.upgrade_chunks(
+        state, partial.run_ids, partial.target, "markdown", full=False, outcome=outcome
+    )
+    markdown = "".join(chunks)
+    state.close()
+    assert markdown.startswith("# STOPPED: fsmigrate upgrade report\n")
+    assert "- Outcome: **stopped**" in markdown and "**Stopped:** stopped by oncall@" in markdown
+    assert "FAILED" not in markdown and "Error" not in markdown
     db = sqlite3.connect(cfg.state_path)
     assert db.execute("SELECT COUNT(*) FROM ops WHERE status='pending'").fetchone() == (0,)
     db.close()
@@ -196,7 +212,7 @@ def test_the_cli_stop_exit_code_and_the_controls_usage_errors(cfg: api.Config, t
 
 
 def test_a_run_against_a_busy_writer_stops_itself_past_the_skip_ratio(
-    cfg: api.Config, fs_client, monkeypatch
+    cfg: api.Config, fs_client, monkeypatch, tmp_path: Path
 ) -> None:
     seed_items(fs_client, 400)
     monkeypatch.setenv("FSMIGRATE_TEST_PAUSE", "before-commit:0.3")  # a slow commit path
@@ -217,13 +233,26 @@ def test_a_run_against_a_busy_writer_stops_itself_past_the_skip_ratio(
     writer.start()
     try:
         fsm = Fsm(str(cfg.project), cfg.state_path, cfg.migrations_path)
-        out = fsm("upgrade", "--batch-size", "20", "--max-skip-ratio", "0.2", "--quiet")
+        out = fsm(
+            "upgrade",
+            *("--batch-size", "20", "--max-skip-ratio", "0.2", "--quiet"),
+            *("--report", str(tmp_path / "stopped.json")),
+        )
     finally:
         done.set()
         writer.join(30)
 
     assert out.exit_code == 4, out.output
-    assert "stopped" in out.stderr and "--max-skip-ratio 0.2" in out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("STOPPED: run ") and "--max-skip-ratio 0.2" in last
+    # the summary says stopped too, in text and JSON: a stop on purpose is not a failure
+    assert out.stdout.startswith("STOPPED (upgrade; 0 of 1 migration finished): project ")
+    assert "\n  stopped: stopped by fsmigrate (--max-skip-ratio)@" in out.stdout
+    assert "FAILED" not in out.output and "error:" not in out.stdout
+    summary = json.loads((tmp_path / "stopped.json").read_text())
+    assert (summary["ok"], summary["exit_code"], summary["outcome"]) == (False, 4, "stopped")
+    assert summary["error"]["type"] == "RunStopped"
+    assert summary["migrations"][0]["status"] == "stopped"
     [run] = api.history(cfg)
     assert run.status == "stopped" and "skipped or failed" in (run.error or "")
     assert run.skipped >= 100 and run.committed + run.skipped < 400  # it did not go on

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from fsmigrate.firestore import codec
-from helpers import Fsm, ops_of, seed_items, write_script
+from helpers import Fsm, ops_of, seed_docs, seed_items, write_script
 
 N = 5000
 DELETE_ALL = """
@@ -162,3 +162,68 @@ def test_resolve_marks_applied_with_reason(fsm: Fsm, fs_client) -> None:
     assert (last["revision"], last["status"]) == ("0001", "succeeded")
     assert last["notes"] == ["resolved without running: finished by hand, INC-42"]
     assert fsm("resolve", "0001", "--reason", "again").exit_code == 2
+
+
+SUBTREE_ALL = """
+def plan(ctx):
+    yield ctx.delete(ctx.get("users/u1"), subcollections="delete")
+"""
+
+
+def subtree(n: int) -> dict[str, dict]:
+    """users/u1 and `n` documents under it, on three levels."""
+    docs: dict[str, dict] = {"users/u1": {"name": "one"}}
+    i = 0
+    while len(docs) < n + 1:
+        docs[f"users/u1/events/e{i:05d}"] = {"n": i, "nested": {"half": i / 2}}
+        if i % 5 == 0 and len(docs) < n + 1:
+            docs[f"users/u1/events/e{i:05d}/parts/p0"] = {"n": i}
+        i += 1
+    return docs
+
+
+@pytest.mark.long
+@pytest.mark.parametrize("point", ["before-commit", "after-commit"])
+def test_sigkill_between_journal_and_commit_of_a_subtree_delete_then_resume(
+    fsm: Fsm, fs_client, point: str
+) -> None:
+    """A subtree delete streamed in batches of 100, killed when its third batch is
+    journaled but not sent (or sent but not recorded): the next upgrade settles that
+    batch and deletes the rest; every document deleted once, archived whole, the parent
+    last."""
+    (fsm.migrations / "0001_test_0001.py").unlink()
+    write_script(fsm.migrations, "0001", None, SUBTREE_ALL)
+    original = seed_docs(fs_client, subtree(1200))
+    args = ("upgrade", "--quiet", "--batch-size", "100")
+
+    killed = run_cli(fsm, *args, FSMIGRATE_TEST_CRASH=f"{point}:3")
+
+    assert killed.returncode == -signal.SIGKILL
+    db = sqlite3.connect(fsm.state)
+    assert db.execute(
+        "SELECT batch, COUNT(*) FROM ops WHERE status='pending' GROUP BY batch"
+    ).fetchall() == [(3, 100)]  # journaled before it was sent
+    left = sum(1 for p in original if fs_client.document(p).get().exists)
+    assert left == len(original) - (200 if point == "before-commit" else 300)
+    assert fs_client.document("users/u1").get().exists  # the parent goes last
+
+    resumed = run_cli(fsm, *args)
+
+    assert resumed.returncode == 0, resumed.stderr
+    assert not any(fs_client.document(p).get().exists for p in original)
+    per_path = db.execute(
+        "SELECT path, COUNT(*) FROM ops WHERE status='committed' GROUP BY path"
+    ).fetchall()
+    assert sorted(p for p, _ in per_path) == sorted(original) and {n for _, n in per_path} == {1}
+    committed = ops_of(fsm.state, status="committed")
+    for op in committed:
+        doc = codec.bytes_to_document(op["before"])
+        assert codec.decode_fields(doc.fields, fs_client) == original[op["path"]]
+    runs = [r for (r,) in db.execute("SELECT id FROM runs ORDER BY started_at")]
+    reasons = {op["reason"] for op in ops_of(fsm.state, runs[0]) if op["batch"] == 3}
+    if point == "after-commit":
+        assert reasons == {"landed before the interruption (re-read)"}
+    else:
+        assert reasons == {f"not applied before the interruption; redone by run {runs[1]}"}
+    last = ops_of(fsm.state, runs[1], status="committed")[-1]
+    assert last["path"] == "users/u1"

@@ -5,7 +5,9 @@ code, every environment variable), and what the prose names (tests, pages) exist
 from __future__ import annotations
 
 import ast
+import dataclasses
 import html
+import inspect
 import os
 import re
 import subprocess
@@ -58,12 +60,44 @@ def _commands(
 
 
 def _sections(page: str) -> dict[str, str]:
-    """The HTML of each command's section, by heading id (`fsmigrate-upgrade`)."""
-    heads = list(re.finditer(r'<h\d id="(fsmigrate(?:-[a-z-]+)?)"', page))
+    """The HTML of each command's section, by heading id (`fsmigrate-upgrade`); the global
+    options' section as `fsmigrate`."""
+    heads = list(re.finditer(r'<h\d id="(fsmigrate(?:-[a-z-]+)?|global-options)"', page))
     return {
-        m.group(1): page[m.end() : heads[i + 1].start() if i + 1 < len(heads) else len(page)]
+        ("fsmigrate" if m.group(1) == "global-options" else m.group(1)): page[
+            m.end() : heads[i + 1].start() if i + 1 < len(heads) else len(page)
+        ]
         for i, m in enumerate(heads)
     }
+
+
+_ROW = re.compile(
+    r'<tr><td class="fsm-option"><code>(?P<names>[^<]*)</code></td>'
+    r"<td>(?P<help>.*?)</td><td>(?P<default>.*?)</td></tr>"
+)
+
+
+def _text(fragment: str, tag: str = "") -> str:
+    """The text of an HTML fragment, each tag replaced by `tag`."""
+    return html.unescape(re.sub(r"<[^>]+>", tag, fragment)).strip()
+
+
+def _click_default(option: click.Option, ctx: click.Context) -> str:
+    """The default `--help` shows for an option (`[default: X]`, from click's show_default
+    or stated in the help where the config file may change it), else a flag's state, else
+    click's own default value, else "none"."""
+    _, help_text = option.get_help_record(ctx)
+    stated = re.findall(r"\[default: ((?:[^\[\]]|\[[^\]]*\])*)\]", help_text)
+    if stated:
+        return stated[-1]
+    if not option.expose_value:
+        return ""  # --version
+    value = option.get_default(ctx, call=False)
+    if option.is_flag:
+        return "on" if value else "off"
+    if value is None or value == () or "Sentinel" in repr(value):
+        return "none"
+    return str(value)
 
 
 def test_the_command_reference_lists_every_option_of_every_command(site: Path) -> None:
@@ -73,9 +107,11 @@ def test_the_command_reference_lists_every_option_of_every_command(site: Path) -
     for path, command, ctx in _commands(cli, ("fsmigrate",)):
         anchor = "-".join(path)
         assert anchor in sections, f"`{' '.join(path)}` has no section on reference/cli.md"
-        text = html.unescape(re.sub(r"<[^>]+>", "", sections[anchor]))
+        text = _text(sections[anchor], " ")
         for param in command.get_params(ctx):
             if isinstance(param, click.Option) and not param.hidden:
+                if param is command.get_help_option(ctx):
+                    continue  # said once at the top of the page
                 for opt in [*param.opts, *param.secondary_opts]:
                     assert re.search(rf"(?<![\w-]){re.escape(opt)}(?![\w-])", text), (
                         f"`{' '.join(path)}`: option {opt} is not on reference/cli.md"
@@ -88,10 +124,82 @@ def test_the_command_reference_lists_every_option_of_every_command(site: Path) -
     assert seen >= 20  # every command, the check and emulator subcommands included
 
 
+def test_the_command_reference_shows_each_option_s_real_default_and_help(site: Path) -> None:
+    """No sentinel, no "None", no "N/A": the default `--help` shows, every option described,
+    the global options included (generated from click, not typed)."""
+    page = (site / "reference" / "cli" / "index.html").read_text()
+    text = _text(page)
+    for wrong in ("Sentinel", "N/A", "UNSET"):
+        assert wrong not in text, f"reference/cli.md shows {wrong!r}"
+    sections = _sections(page)
+    checked = 0
+    for path, command, ctx in _commands(cli, ("fsmigrate",)):
+        rows = {
+            name: (_text(m["help"]), _text(m["default"]))
+            for m in _ROW.finditer(sections["-".join(path)])
+            for name in re.findall(r"(?<![\w-])--?[a-z][\w-]*", _text(m["names"]))
+        }
+        for param in command.get_params(ctx):
+            if not isinstance(param, click.Option) or param.hidden:
+                continue
+            if param is command.get_help_option(ctx):
+                continue
+            where = f"`{' '.join(path)} {param.opts[0]}`"
+            assert param.opts[0] in rows, f"{where} has no row in its table"
+            help_text, default = rows[param.opts[0]]
+            assert help_text, f"{where} has no description"
+            assert default == _click_default(param, ctx), f"{where}: default {default!r}"
+            assert default != "None"
+            checked += 1
+    assert checked >= 100  # every option of every command
+
+
 def test_the_api_reference_names_every_entry_of_all(site: Path) -> None:
     page = (site / "reference" / "api" / "index.html").read_text()
     missing = [name for name in api.__all__ if f'id="fsmigrate.api.{name}"' not in page]
     assert not missing, f"reference/api.md does not document: {missing}"
+
+
+def _api_entries(page: str) -> dict[str, str]:
+    """The HTML of each entry of the API page, by name, in page order."""
+    heads = list(re.finditer(r'<h3 id="fsmigrate\.api\.(\w+)"', page))
+    return {
+        m.group(1): page[m.start() : heads[i + 1].start() if i + 1 < len(heads) else len(page)]
+        for i, m in enumerate(heads)
+    }
+
+
+def test_the_api_reference_reads_as_a_python_user_expects(site: Path) -> None:
+    """The functions first; each with its Parameters (and a dataclass with its fields);
+    every public name with a docstring of its own; `Config` generated from the code."""
+    entries = _api_entries((site / "reference" / "api" / "index.html").read_text())
+    order = list(entries)
+    functions = [n for n in api.__all__ if inspect.isfunction(getattr(api, n))]
+    classes = [n for n in api.__all__ if inspect.isclass(getattr(api, n))]
+    assert max(order.index(n) for n in functions if n != "close") < min(
+        order.index(n) for n in classes
+    ), "the functions come before the classes"
+    assert order[0] == "upgrade"
+    for name in api.__all__:
+        obj = getattr(api, name)
+        sections = re.findall(r'doc-section-title">([^<]*)<', entries[name])
+        if inspect.isfunction(obj) and inspect.signature(obj).parameters:
+            assert "Parameters:" in sections, f"api.{name} has no Parameters section"
+            documented = set(re.findall(r">\*{0,2}(\w+)</(?:a|code)>", entries[name]))
+            missing = set(inspect.signature(obj).parameters) - documented
+            assert not missing, f"api.{name}: parameters not described: {missing}"
+        if inspect.isclass(obj) and dataclasses.is_dataclass(obj):
+            assert {"Parameters:", "Attributes:"} & set(sections), f"api.{name}: no fields"
+            named = set(re.findall(r">(\w+)</(?:a|code)>", entries[name]))
+            for field in dataclasses.fields(obj):
+                assert field.name in named, f"api.{name}.{field.name} is not described"
+        if inspect.isclass(obj) or inspect.isfunction(obj):
+            assert obj.__dict__.get("__doc__") if inspect.isclass(obj) else obj.__doc__, (
+                f"api.{name} has no docstring"
+            )
+    # Config is generated, not typed: every field on the page, none in the prose
+    source = (DOCS / "reference" / "api.md").read_text()
+    assert "Config(project=None" not in source  # the hand-typed signature it had
 
 
 @pytest.mark.parametrize(

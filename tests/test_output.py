@@ -187,6 +187,7 @@ def test_a_loopback_emulator_host_passes(host: str) -> None:
         ["verify"],
         ["history"],
         ["break-lock"],
+        ["doctor"],
         ["check", "heartbeats"],
         ["stamp", "0001", "--reason", "x"],
         ["emulator", "status"],

@@ -114,7 +114,7 @@ def test_prune_drops_the_values_for_good_and_keeps_the_runs(two_runs, tmp_path) 
 def test_prune_asks_first_and_refuses_bad_ages(two_runs) -> None:
     fsm, run_a, _, cutoff = two_runs
     declined = fsm("prune", "--before", cutoff, input="n\n")
-    assert declined.exit_code == 1 and "aborted" in declined.stderr
+    assert declined.exit_code == 1 and "FAILED: declined at the prompt" in declined.stderr
     assert all(r["pruned_at"] is None for r in fsm.json("history")["runs"])
     assert fsm("prune", "--before", "soon").exit_code == 2
     assert fsm("prune", "--before", "2999-01-01").exit_code == 2  # the future

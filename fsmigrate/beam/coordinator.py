@@ -195,7 +195,9 @@ class BeamDistributor:
                     done=frozenset(run.all_written_before()),
                     limits=_share(run.limits, self.workers),
                     patience=store.policy.patience,
-                    connection=store.connection.for_workers(),
+                    connection=store.connection.for_workers(
+                        same_machine=bp.runs_here(self.options)
+                    ),
                     policy=store.policy,
                     lock_ttl=settings.lease_ttl,
                     read_time=run.read_time,

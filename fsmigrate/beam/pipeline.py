@@ -423,11 +423,10 @@ class _Worker:
 def _worker_store(spec: WorkerSpec) -> Store:
     """A worker's store: the run's connection settings, patience and timeouts (its own
     credentials); its waits go to the worker's log. Its DoFn's teardown closes it."""
-    connection = spec.connection.for_workers() if spec.connection is not None else None
-    store = Store(
+    store = Store(  # (the coordinator gave the connection as workers get it: for_workers)
         Target(spec.project, spec.database, spec.emulator_host),
         policy=spec.policy or RetryPolicy.from_env(spec.patience),
-        connection=connection,
+        connection=spec.connection,
     )
     store.reserved_root = spec.markers_root
     logged = [0.0]
@@ -620,6 +619,14 @@ def build(pipeline: Any, spec: WorkerSpec, form: str, ranges: list[tuple]) -> No
     _ = notes | "Notes" >> beam.io.WriteToText(
         workfiles.join(spec.journal_dir, "notes"), file_name_suffix=".json"
     )
+
+
+def runs_here(extra: dict[str, str]) -> bool:
+    """Whether the workers run on this machine: the DirectRunner (the default), whose
+    worker processes are this process's own (nothing to stage for them)."""
+    from fsmigrate.beam import staging
+
+    return not staging.needed(extra)
 
 
 def options(workers: int, extra: dict[str, str], staged: Iterable[str] = ()) -> Any:

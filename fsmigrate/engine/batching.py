@@ -8,12 +8,12 @@ import datetime as dt
 import json
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Optional
 
 from fsmigrate.engine import reconcile
 from fsmigrate.firestore import codec
 from fsmigrate.firestore.store import Store, varint_len
+from fsmigrate.firestore.subtree import check_for
 from fsmigrate.scripts.context import Barrier
 from fsmigrate.scripts.operations import DELETE, MUST_NOT_EXIST, Group, Operation, Precondition
 
@@ -114,11 +114,6 @@ def read_before_blind_sets(store: Store, ops: list[Operation]) -> None:
         op.precondition = Precondition(update_time=doc.update_time) if doc else MUST_NOT_EXIST
 
 
-# ListCollectionIds calls of one batch in flight at once: a latency-bound call (tens of
-# milliseconds on a real database), so that the check keeps up with the ramp's 500 ops/s
-LISTING_THREADS = 32
-
-
 def refuse_parents(
     store: Store,
     ops: list[Operation],
@@ -127,18 +122,19 @@ def refuse_parents(
 ) -> list[Operation]:
     """`ops` without the deletes (ctx.delete's default, subcollections="refuse") whose
     document has subcollections: each is left alone, with a note naming them. The
-    documents of a batch are listed together, several at once (one ListCollectionIds call
-    each, at the plan's read time), so the check costs one call's latency per few
-    documents, not per document."""
+    documents of a batch are checked together, at the plan's read time, by a few keys-only
+    queries over their names (`subtree.with_subtrees`: about one per batch when they come
+    in a row) instead of one ListCollectionIds call each; only a document found to have a
+    subtree is listed, for the note's names."""
     check = [op for op in ops if op.unless_subcollections]
     if not check:
         return ops
-    with ThreadPoolExecutor(
-        max_workers=min(LISTING_THREADS, len(check)), thread_name_prefix="fsmigrate-list"
-    ) as pool:
-        found = list(pool.map(lambda op: store.subcollections(op.path, read_time=read_time), check))
+    parents = check_for(store, read_time).find(op.path for op in check)
     refused = set()
-    for op, names in zip(check, found):
+    for op in check:
+        if op.path not in parents:
+            continue
+        names = store.subcollections(op.path, read_time=read_time)
         if names:
             refused.add(id(op))
             note(

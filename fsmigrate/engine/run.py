@@ -66,6 +66,8 @@ class Control(Protocol):
 
 
 class NoProgress:
+    """The `Progress` that tells nothing: what a run reports to when none is given."""
+
     def start(self, script: Script, mode: str) -> None:
         pass
 

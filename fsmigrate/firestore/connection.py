@@ -64,8 +64,17 @@ _AGENT = [("grpc.primary_user_agent", USER_AGENT)]
 class Connection:
     """Where and as whom to connect. None: not set (the default endpoint, the application
     default credentials, no impersonation, the credentials' own quota project, not the
-    emulator). `credentials` is a credentials file's path: a worker of a Beam run never
-    gets it (`for_workers`), it finds its own credentials."""
+    emulator). `credentials` is a credentials file's path: a worker of a Beam run gets it
+    only on this machine (`for_workers`); elsewhere it finds its own credentials.
+
+    Args:
+        endpoint: The Firestore endpoint, `HOST[:PORT]`: a Private Service Connect
+            endpoint, a proxy.
+        credentials: A credentials file's path.
+        impersonate_service_account: The email of a service account to impersonate.
+        quota_project: The project billed for the quota.
+        emulator_host: The emulator's `host:port`, on loopback.
+    """
 
     endpoint: Optional[str] = None  # HOST[:PORT] (port 443 when not given)
     credentials: Optional[str] = None  # a credentials file: a service account key...
@@ -118,10 +127,13 @@ class Connection:
             return self.emulator_host
         return self.endpoint or f"{DEFAULT_ENDPOINT}:443"
 
-    def for_workers(self) -> Connection:
+    def for_workers(self, *, same_machine: bool = False) -> Connection:
         """What a Beam worker gets: everything but the credentials file (each worker
         finds its own credentials where it runs; on Dataflow, the worker service
-        account's)."""
+        account's). Workers on this machine (the DirectRunner's processes) get the
+        file's absolute path, so they act as the command does."""
+        if same_machine and self.credentials is not None:
+            return replace(self, credentials=os.path.abspath(os.path.expanduser(self.credentials)))
         return replace(self, credentials=None)
 
     def describe(self) -> str:
@@ -238,7 +250,7 @@ class Channels:
         self.project = project
         self.database = database
         self._given = given_credentials
-        self._ssl = ssl_credentials
+        self.ssl_credentials = ssl_credentials  # None: the system's roots
         self._lock = threading.RLock()
         self._opened: list[grpc.Channel] = []
         self._client: Optional[firestore.Client] = None
@@ -298,7 +310,7 @@ class Channels:
                 channel = FirestoreGrpcTransport.create_channel(
                     host,
                     credentials=self.credentials,  # the quota project is on them
-                    ssl_credentials=self._ssl,
+                    ssl_credentials=self.ssl_credentials,
                     options=[*KEEPALIVE, *tuned, *_AGENT],
                 )
             self._opened.append(channel)

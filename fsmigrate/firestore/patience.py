@@ -1,8 +1,13 @@
 """How long a run keeps retrying Firestore: a budget of time without progress, not a count.
 
-Every transient failure (UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED, RESOURCE_EXHAUSTED, a
-reset stream, a refused connection) is retried after a capped, jittered exponential
-backoff for as long as the run's patience lasts. The patience is counted from the moment
+Every transient failure (UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED, RESOURCE_EXHAUSTED,
+INTERNAL, a reset stream, a refused connection) is retried after a capped, jittered
+exponential backoff for as long as the run's patience lasts. A read (every idempotent
+call: scans, batch reads, counts, listings of collections and documents, partitioning)
+also retries UNKNOWN, the status of an answer lost on the way: it can be asked again
+(`store.READ_RETRIED`). A commit is never sent again blindly: a commit's UNKNOWN stops the
+run with its batch journaled, and the next command settles it by re-reading its
+documents, as after a crash. The patience is counted from the moment
 the store stopped making progress: the first failure after the last read that returned
 or the last commit that landed. Progress anywhere (any thread) starts the budget over, so
 a run that keeps moving, however slowly, never runs out of it; a run that makes none for

@@ -29,6 +29,7 @@ from proto.datetime_helpers import DatetimeWithNanoseconds
 from fsmigrate.errors import (
     FirestoreError,
     FsMigrateError,
+    IndexMissing,
     RequestTooLarge,
     SnapshotTooOld,
     TransientError,
@@ -37,6 +38,7 @@ from fsmigrate.errors import (
 from fsmigrate.firestore.codec import decode_fields, to_timestamp
 from fsmigrate.firestore.connection import EMULATOR_ENV, Channels, Connection
 from fsmigrate.firestore.emulator import check_emulator_host
+from fsmigrate.firestore.indexes import needed_index
 from fsmigrate.firestore.patience import DEFAULT_PATIENCE, Patience
 from fsmigrate.scripts.operations import (
     CREATE,
@@ -80,6 +82,9 @@ TRANSIENT_ERRORS = (
     gexc.ResourceExhausted,
     gexc.InternalServerError,
 )
+# What a read (an idempotent call) also retries: UNKNOWN, the status of an answer lost on
+# the way (a read can be sent again; a commit's UNKNOWN is settled by re-reading instead).
+READ_RETRIED = (*TRANSIENT_ERRORS, gexc.Unknown)
 
 
 @dataclass(frozen=True)
@@ -363,7 +368,7 @@ class Store:
         while True:
             try:
                 found = fn()
-            except TRANSIENT_ERRORS as exc:
+            except READ_RETRIED as exc:
                 self.backoff(what, attempt, exc)
                 attempt += 1
                 continue
@@ -654,7 +659,7 @@ class Store:
                     doc = next(stream)
                 except StopIteration:
                     break
-                except TRANSIENT_ERRORS as exc:
+                except READ_RETRIED as exc:
                     self.backoff(f"scan of {what}", failures, exc)
                     failures += 1
                     received = -1  # reopen after `last`
@@ -712,7 +717,7 @@ class Store:
         not answer (for a check that must not wait, like a worker's look at the lease)."""
         try:
             found = self._batch_get([path])[path]
-        except TRANSIENT_ERRORS as exc:
+        except READ_RETRIED as exc:
             raise TransientError(f"read of {path}", exc) from exc
         except gexc.GoogleAPICallError as exc:
             raise FirestoreError(f"read of {path}", exc) from exc
@@ -759,6 +764,76 @@ class Store:
                 read_time,
             )
         )
+
+    def names_from(
+        self,
+        start: str,
+        *,
+        after: bool = False,
+        limit: int,
+        read_time: Optional[dt.datetime] = None,
+    ) -> list[str]:
+        """Paths of the first `limit` documents of the whole database, at any depth, from
+        `start` on (after it, with `after`), in name order: one keys-only kindless query
+        (a document's subtree follows it directly, before its next sibling)."""
+        request = _kindless(self.doc_name(""), read_time)
+        query = request["structured_query"]
+        query["select"] = {"fields": [{"field_path": "__name__"}]}
+        op = "GREATER_THAN" if after else "GREATER_THAN_OR_EQUAL"
+        query["where"] = _name_filter(op, self.doc_name(start))
+        query["limit"] = limit
+        cut = len(self.doc_name(""))
+        return self._read(
+            f"probe for subcollections from {start}",
+            lambda: [pb.name[cut:] for pb in self._run(request)],
+            read_time,
+        )
+
+    def descendants(self, path: str, *, read_time: Optional[dt.datetime] = None) -> Iterator[Doc]:
+        """Every document under the document at `path`, at any depth, in name order (each
+        before what is under it): one kindless all-descendants query with the document as
+        its parent (as firebase's `firestore:delete -r` reads a subtree), streamed with
+        flat memory and reopened after the last document received when it breaks."""
+        last: Optional[str] = None
+        failures = 0
+        while True:
+            request = _kindless(self.doc_name(path), read_time)
+            if last is not None:
+                request["structured_query"]["where"] = _name_filter(
+                    "GREATER_THAN", self.doc_name(last)
+                )
+            stream = self._run(request)
+            try:
+                for pb in stream:
+                    doc = Doc(pb, self.client)
+                    failures = 0
+                    last = doc.path
+                    self.progressed()
+                    yield doc
+            except READ_RETRIED as exc:
+                self.backoff(f"read of the subtree of {path}", failures, exc)
+                failures += 1
+                continue
+            except gexc.GoogleAPICallError as exc:
+                raise _read_error(f"read of the subtree of {path}", exc, read_time) from exc
+            self.progressed()
+            return
+
+    def _run(self, request: dict[str, Any]) -> Iterator[Any]:
+        """The Document protobufs a raw RunQuery request answers, as they come."""
+        responses = self.api.run_query(
+            request=request,
+            metadata=self.metadata,
+            retry=None,
+            timeout=self.policy.stream_timeout,
+        )
+        try:
+            for response in responses:
+                pb = types.RunQueryResponse.pb(response)
+                if pb.HasField("document"):
+                    yield pb.document
+        finally:
+            responses.cancel()
 
     def missing(
         self,
@@ -904,12 +979,39 @@ def _read_error(what: str, exc: Any, read_time: Optional[dt.datetime]) -> FsMigr
     message = str(getattr(exc, "message", exc))
     if read_time is not None and TOO_OLD.search(message):
         return SnapshotTooOld(read_time)
+    if status_code(exc) == "FAILED_PRECONDITION" and "index" in message:
+        return IndexMissing(what, exc, needed_index(message))
     if read_time is not None and "in the future" in message:
         return UsageError(
             f"read time {read_time.isoformat()} is ahead of Firestore's clock ({what}): "
             "check this machine's clock, or plan a moment in the past with --as-of 1m"
         )
     return FirestoreError(what, exc)
+
+
+def _kindless(parent: str, read_time: Optional[dt.datetime]) -> dict[str, Any]:
+    """A RunQuery request for every document under `parent` (a document's name, or the
+    database's documents root), whatever its collection, in name order."""
+    request: dict[str, Any] = {
+        "parent": parent.rstrip("/"),
+        "structured_query": {
+            "from_": [{"all_descendants": True}],
+            "order_by": [{"field": {"field_path": "__name__"}, "direction": "ASCENDING"}],
+        },
+    }
+    if read_time is not None:
+        request["read_time"] = read_time
+    return request
+
+
+def _name_filter(op: str, name: str) -> dict[str, Any]:
+    return {
+        "field_filter": {
+            "field": {"field_path": "__name__"},
+            "op": op,
+            "value": {"reference_value": name},
+        }
+    }
 
 
 def status_code(exc: BaseException) -> Optional[str]:

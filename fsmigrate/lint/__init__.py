@@ -35,7 +35,13 @@ SCRIPT, HELPER = "script", "helper"
 
 @dataclass
 class Report:
-    """What `lint` found: findings in file and line order, plus counts."""
+    """What `lint` found: findings in file and line order, plus counts.
+
+    Attributes:
+        files: Files checked.
+        findings: The findings, in file and line order.
+        silenced: Findings an allow comment silenced.
+    """
 
     files: int
     findings: list[Finding] = field(default_factory=list)

@@ -293,7 +293,8 @@ class Report:
 
     def error(self) -> Iterator[str]:
         if self.run["error"]:
-            yield "\n## Error\n\n" + fence(self.run["error"])
+            title = "Stopped" if self.run["status"] == "stopped" else "Error"
+            yield f"\n## {title}\n\n" + fence(self.run["error"])
 
     def notes(self) -> Iterator[str]:
         if self.state.note_count(self.run["id"]):

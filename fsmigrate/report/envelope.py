@@ -20,7 +20,8 @@ _RUNS: dict[str, Any] = {
     "database": None,
     "emulator": None,
     "mode": None,  # "dry-run" or "apply": what was asked, whether or not a run was made
-    "outcome": None,  # "applied", "planned", "nothing to do", "failed", "interrupted", "refused"
+    "outcome": None,  # "applied", "planned", "nothing to do", "failed", "stopped",
+    # "interrupted", "refused"
     "estimate": None,  # a dry-run's figures summed over its migrations
     "actual": None,  # an apply's figures summed
     "plan": None,  # a written plan file (--plan-out): path, plan_id, operations, sha256
@@ -42,6 +43,15 @@ SHAPES: dict[str, dict[str, Any]] = {
         "unimported_journals": [],  # Beam journals of dead coordinators (fsmigrate.beam.journal)
     },
     "verify": {"findings": []},
+    "doctor": {
+        "project": None,
+        "database": None,
+        "emulator": None,
+        "endpoint": None,  # the API endpoint when not the default one
+        "principal": None,  # kind, email, source
+        "checks": [],  # name, status (ok/warn/fail/skip), detail, next
+        "counts": None,  # checks by status
+    },
     "history": {"project": None, "database": None, "runs": []},
     "audit": {"runs": []},  # the list of runs (audit RUN_ID prints the run record itself)
     "prune": {

@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 from fsmigrate.engine import estimate
 from fsmigrate.engine.traffic import Limits, describe_stats
+from fsmigrate.errors import RunStopped
 from fsmigrate.firestore import codec
 from fsmigrate.report.envelope import envelope
 from fsmigrate.report.mdsafe import bold, code, header, md, text
@@ -80,9 +81,11 @@ class Outcome:
     apply_hint: str = APPLY_HINT
 
     def word(self, runs: Sequence[Any]) -> str:
-        """applied / planned / nothing to do / failed / interrupted / refused."""
+        """applied / planned / nothing to do / failed / stopped / interrupted / refused."""
         if isinstance(self.error, KeyboardInterrupt):
             return "interrupted"
+        if isinstance(self.error, RunStopped):
+            return "stopped"  # on purpose (`control stop`, --max-skip-ratio): not a failure
         if self.error is not None:
             return "failed" if runs else "refused"
         if not runs:
@@ -133,8 +136,16 @@ _HEADS = {
     "planned": "DRY-RUN (nothing was written to Firestore)",
     "applied": "APPLIED",
     "failed": "FAILED",
+    "stopped": "STOPPED",
     "interrupted": "INTERRUPTED",
 }
+_ENDED = ("failed", "stopped", "interrupted")  # a run that did not reach its end
+
+
+def _error_label(row: sqlite3.Row) -> str:
+    """What ended a run: `stopped` (on purpose, by `control stop` or its skip budget) or
+    `error`."""
+    return "stopped" if row["status"] == "stopped" else "error"
 
 
 def _head(outcome: Outcome, runs: Sequence[sqlite3.Row], target: Any) -> str:
@@ -142,7 +153,7 @@ def _head(outcome: Outcome, runs: Sequence[sqlite3.Row], target: Any) -> str:
     if word == "nothing to do":
         return f"Nothing to do: {target.describe()} is up to date.\n"
     head = _HEADS[word]
-    if word in ("failed", "interrupted"):
+    if word in _ENDED:
         done = sum(1 for r in runs if r["status"] == "succeeded")
         what = "dry-run" if outcome.dry_run else outcome.command
         head += (
@@ -198,7 +209,7 @@ def _upgrade_text(
         notes = _problems_first(state, row["id"])
         yield from _capped((f"  note: {note}\n" for note in notes), full, "notes")
         if row["error"]:
-            yield f"  error: {row['error']}\n"
+            yield f"  {_error_label(row)}: {row['error']}\n"
         if row["retries"]:
             yield (
                 f"  retried {plural(row['retries'], 'time')}; "
@@ -236,11 +247,13 @@ def _upgrade_markdown(
 ) -> Iterator[str]:
     word = outcome.word(runs)
     title = "dry-run" if outcome.dry_run else outcome.command
-    yield f"# fsmigrate {title} report\n\n"
+    ended = f"{_HEADS[word]}: " if word in _ENDED else ""  # `# STOPPED: fsmigrate upgrade report`
+    yield f"# {ended}fsmigrate {title} report\n\n"
     yield f"- Target: {text(target.describe())}\n"
     yield f"- Outcome: {bold(word)}\n"
     if outcome.error is not None:
-        yield f"- Error: {text(str(outcome.error) or type(outcome.error).__name__)}\n"
+        label = "Stopped" if word == "stopped" else "Error"
+        yield f"- {label}: {text(str(outcome.error) or type(outcome.error).__name__)}\n"
     if not runs:
         if word == "nothing to do":
             yield "\nNothing to do: up to date.\n"
@@ -300,7 +313,8 @@ def _upgrade_markdown(
             status = op["status"] + (f" ({op['reason']})" if op["reason"] else "")
             yield md_row([code(op["label"]), status])
         if row["error"]:
-            yield "\n" + md("{} {}", bold("Error:"), row["error"]) + "\n"
+            label = _error_label(row).capitalize() + ":"
+            yield "\n" + md("{} {}", bold(label), row["error"]) + "\n"
         yield "\n### Documents\n\n" + header(["#", "operation", "document", "status"])
         for op in state.ops(row["id"]):
             status = op["status"] + (f" ({op['reason']})" if op["reason"] else "")
@@ -469,7 +483,7 @@ def audit_run_chunks(state: Any, run_id: str, fmt: str) -> Iterator[str]:
     if row["planned"] and not state.kept_ops(run_id):
         yield ("  operations: not kept (a dry-run without --plan-out keeps its counts and notes)\n")
     if row["error"]:
-        yield f"  error: {row['error']}\n"
+        yield f"  {_error_label(row)}: {row['error']}\n"
     if row["retries"]:
         yield (
             f"  retried {plural(row['retries'], 'time')}; last error: {row['last_retry_error']}\n"

@@ -148,9 +148,12 @@ class Context:
         """Delete `doc` (from ctx.scan / ctx.get), guarded by its update time and archived.
         Firestore does not delete what is under a document, so its subcollections decide:
         "refuse" (default): a document that has any is left alone, with a note naming
-        them; "delete": its whole subtree is deleted too, each document guarded and
-        archived like `doc` (restore brings all back); "keep": delete the document and
-        knowingly leave its subcollections (no listing call). A `Missing` document from
+        them (the documents of a batch are checked together, by a few keys-only
+        queries); "delete": its whole subtree is deleted too, each document guarded and
+        archived like `doc` (restore brings all back), read as one stream: one atomic
+        commit with `doc` when it fits in a batch, otherwise in stages, each document
+        after what is under it, `doc` last; "keep": delete the document and knowingly
+        leave its subcollections (no check). A `Missing` document from
         ctx.scan(missing=True) has only its subtree to delete. Yield the result."""
         if subcollections in (KEEP, UNCHECKED):
             if isinstance(doc, Missing):
@@ -190,6 +193,11 @@ class Context:
         if isinstance(path, Missing):
             return list(path.subcollections)
         return self._store.subcollections(_path_of(path), read_time=self.read_time)
+
+    def subtree(self, path: PathLike) -> Iterator[Doc]:
+        """Every document under a document (in its subcollections, at any depth), in name
+        order, each before what is under it: one query, streamed with flat memory."""
+        return self._counted(self._store.descendants(_path_of(path), read_time=self.read_time))
 
     def rename(
         self,

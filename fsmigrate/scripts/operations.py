@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Optional, Protocol
 
@@ -106,10 +106,11 @@ class Operation:
 class Group:
     """Operations that land in one atomic commit, or not at all: a rename (create the new
     document, delete the old one) can never leave both or neither. `children` are groups
-    that go first (the documents of moved subcollections)."""
+    that go first (the documents of moved or deleted subcollections): any iterable, read
+    once, as the runner plans them (a subtree's groups come as its stream is read)."""
 
     ops: list[Operation]
-    children: list[Group] = field(default_factory=list)
+    children: Iterable[Group] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -96,7 +96,18 @@ def plan(state: State, project: str, database: str, cutoff: dt.datetime) -> Plan
 @dataclass
 class PruneResult:
     """What a prune did (or, with `dry_run`, would do). `run_id` is the prune's own run
-    (None when nothing was pruned); sizes are of the state file with its -wal and -shm."""
+    (None when nothing was pruned); sizes are of the state file with its -wal and -shm.
+
+    Attributes:
+        cutoff: Runs finished before this were pruned.
+        dry_run: Whether nothing was changed.
+        run_id: The prune's own run; None when nothing was pruned.
+        pruned: The runs pruned.
+        kept: The runs kept, and why.
+        bytes_before: The state file's size before.
+        bytes_after: Its size after.
+        warnings: What should be seen, e.g. a write-ahead log another reader kept.
+    """
 
     cutoff: str
     dry_run: bool

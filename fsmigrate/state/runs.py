@@ -130,7 +130,47 @@ class Notes(Sequence[str]):
 @dataclass
 class RunResult:
     """One recorded run (an upgrade, rerun, plan apply, restore, stamp...), as the state
-    file holds it. `to_json()` is the documented JSON form."""
+    file holds it. `to_json()` is the documented JSON form.
+
+    Attributes:
+        run_id: The run's id.
+        invocation: The id shared by the runs of one command.
+        project: The project.
+        database: The database.
+        revision: The migration's revision.
+        description: The first line of its docstring.
+        checksum: The script's checksum.
+        kind: `upgrade`, `rerun`, `plan`, `restore`, `stamp`, `resolve` or `prune`.
+        mode: `apply` or `dry-run`.
+        status: `succeeded`, `failed`, `interrupted`, `stopped` or `running`.
+        planned: Operations planned.
+        committed: Operations committed.
+        skipped: Operations skipped: their document changed after it was planned.
+        failed: Operations that failed.
+        batches: Batches committed.
+        counts: Operations planned, by kind.
+        notes: The migration's notes, read from the state file when used.
+        started_at: When it started.
+        finished_at: When it finished, or None.
+        operator: Who ran it.
+        host: Where.
+        tool_version: fsmigrate's version.
+        resumes: The run it went on from, if any.
+        retries: Calls retried.
+        last_retry_error: The last error retried.
+        error: What ended it, when it did not succeed.
+        error_kind: The kind of that error, e.g. `stopped`.
+        source: Where its operations came from: a plan file, a run restored.
+        plan_digest: The sha256 of the plan file it wrote or applied.
+        archive_policy: What its archive keeps: `full`, `paths`, `redact:...`.
+        pruned_at: When its archive was pruned, if it was.
+        pruned_by: The prune's run.
+        read_time: The instant its plan read the database.
+        traffic: The traffic limits used, and what throttling did.
+        estimate: A dry-run's estimate of the apply.
+        actual: An apply's figures.
+        controls: The control events it took.
+    """
 
     run_id: str
     invocation: str
