@@ -18,6 +18,16 @@ second, the ratio of each Beam run to the local one, and peak memory: the coordi
 own and the largest worker process's (VmHWM, read while they run: bench/peak.py). With --rss it measures
 the peak memory at several sizes, to show how it grows with the number of documents.
 On this 2-core machine the emulator, the coordinator and the workers share the cores.
+
+    .venv/bin/python bench/beam.py --sizes 10000,40000 --methods local,beam-2 --reps 3
+
+measures instead the cost of one more document: the client's CPU seconds (the measured
+process and the worker processes it started: what GNU time reports; the emulator's are
+not in it) and the wall seconds at each size, medians, and the slope between the sizes
+per 1,000 documents, with each Beam method's slope against the local runner's; also
+the coordinator's split alone (split/1k: on the emulator, which has no PartitionQuery, a
+keys-only pass over every name; Firestore answers a top-level collection's split with
+PartitionQuery, which reads no name) and the slope without it.
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -80,6 +91,19 @@ def each(ctx, doc):
 def worker(method: str, project: str) -> None:
     import fsmigrate.cli  # noqa: F401  (imports are not part of the measurement)
     from fsmigrate.cli import cli
+    from fsmigrate.firestore.store import Store
+
+    split_cpu = [0.0]  # the coordinator's split: a pass over every name on the emulator only
+    split = Store.split
+
+    def timed_split(self: Store, *args: object, **kwargs: object) -> object:
+        started = time.process_time()
+        try:
+            return split(self, *args, **kwargs)  # type: ignore[arg-type]
+        finally:
+            split_cpu[0] += time.process_time() - started
+
+    Store.split = timed_split  # type: ignore[assignment,method-assign]
 
     with tempfile.TemporaryDirectory() as tmp:
         migrations = ROOT / "migrations"
@@ -116,7 +140,13 @@ def worker(method: str, project: str) -> None:
     children = workers.largest_mb
     print(
         json.dumps(
-            {"method": method, "seconds": seconds, "coordinator_mb": own, "worker_mb": children}
+            {
+                "method": method,
+                "seconds": seconds,
+                "coordinator_mb": own,
+                "worker_mb": children,
+                "split_cpu_s": split_cpu[0],
+            }
         )
     )
 
@@ -129,6 +159,7 @@ def measure(method: str, docs: int, env: dict) -> dict:
     emulator.reset(env["FIRESTORE_EMULATOR_HOST"], "bench")
     seed("bench", docs)
     run_floor("bench", limit=min(docs, WARM_UP))  # untimed: the emulator's warm-up
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(
         [sys.executable, __file__, "--worker", method],
         env=env,
@@ -136,9 +167,99 @@ def measure(method: str, docs: int, env: dict) -> dict:
         text=True,
         check=True,
     )
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     result["docs_per_s"] = docs / result["seconds"]
+    # the client's CPU: the measured process and every process it started and reaped (the
+    # DirectRunner's workers), as GNU time counts it; the emulator is not in it
+    result["cpu_s"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return result
+
+
+def slopes(methods: list[str], sizes: list[int], reps: int, env: dict) -> dict:
+    """Each method at each size, `reps` times in rotating order: median wall and client
+    CPU seconds, and the slope between the smallest and largest size (CPU seconds and
+    wall seconds per extra 1,000 documents), with each Beam method's slope against the
+    local runner's."""
+    runs: dict[str, dict[int, list[dict]]] = {m: {n: [] for n in sizes} for m in methods}
+    for rep in range(reps):
+        for n in sizes:
+            order = methods[rep % len(methods) :] + methods[: rep % len(methods)]
+            for method in order:
+                result = measure(method, n, env)
+                runs[method][n].append(result)
+                print(
+                    f"rep {rep + 1} N={n:<7} {method:<9} {result['seconds']:7.2f} s wall "
+                    f"{result['cpu_s']:7.2f} s cpu",
+                    file=sys.stderr,
+                )
+    low, high = min(sizes), max(sizes)
+    out: dict = {"sizes": sizes, "reps": reps, "methods": {}}
+    for method in methods:
+        med = {
+            n: {
+                "median_seconds": statistics.median(r["seconds"] for r in runs[method][n]),
+                "median_cpu_s": statistics.median(r["cpu_s"] for r in runs[method][n]),
+                "median_split_cpu_s": statistics.median(r["split_cpu_s"] for r in runs[method][n]),
+                "runs": runs[method][n],
+            }
+            for n in sizes
+        }
+        extra = (high - low) / 1000
+        out["methods"][method] = {
+            "by_size": med,
+            "cpu_s_per_1000": (med[high]["median_cpu_s"] - med[low]["median_cpu_s"]) / extra,
+            "split_cpu_s_per_1000": (
+                med[high]["median_split_cpu_s"] - med[low]["median_split_cpu_s"]
+            )
+            / extra,
+            "wall_s_per_1000": (med[high]["median_seconds"] - med[low]["median_seconds"]) / extra,
+        }
+    if "local" in out["methods"]:
+        base = out["methods"]["local"]
+        out["ratios"] = {
+            f"{m}_cpu_slope_vs_local": v["cpu_s_per_1000"] / base["cpu_s_per_1000"]
+            for m, v in out["methods"].items()
+            if m != "local"
+        }
+        out["ratios"].update(
+            {
+                f"{m}_cpu_slope_without_split_vs_local": (
+                    v["cpu_s_per_1000"] - v["split_cpu_s_per_1000"]
+                )
+                / base["cpu_s_per_1000"]
+                for m, v in out["methods"].items()
+                if m != "local"
+            }
+        )
+        out["ratios"].update(
+            {
+                f"{m}_wall_at_{high}_vs_local": v["by_size"][high]["median_seconds"]
+                / base["by_size"][high]["median_seconds"]
+                for m, v in out["methods"].items()
+                if m != "local"
+            }
+        )
+    return out
+
+
+def print_slopes(out: dict) -> None:
+    sizes = out["sizes"]
+    print(f"\nclient CPU (coordinator + workers) and wall, medians of {out['reps']}\n")
+    head = "".join(f"{f'cpu s @{n}':>13}{f'wall s @{n}':>14}" for n in sizes)
+    print(f"{'method':<10}{head}{'cpu s/1k':>10}{'split/1k':>10}{'wall s/1k':>11}")
+    for method, v in out["methods"].items():
+        cells = "".join(
+            f"{v['by_size'][n]['median_cpu_s']:>13.2f}{v['by_size'][n]['median_seconds']:>14.2f}"
+            for n in sizes
+        )
+        print(
+            f"{method:<10}{cells}{v['cpu_s_per_1000']:>10.3f}"
+            f"{v['split_cpu_s_per_1000']:>10.3f}{v['wall_s_per_1000']:>11.3f}"
+        )
+    print()
+    for name, value in out.get("ratios", {}).items():
+        print(f"{name:<34} {value:5.2f}x")
 
 
 def main() -> int:
@@ -147,6 +268,11 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--rss", default="", help="sizes for the memory check, e.g. 10000,50000")
+    parser.add_argument(
+        "--sizes",
+        default="",
+        help="the per-document slope instead: sizes, e.g. 10000,40000 (CPU and wall)",
+    )
     parser.add_argument("--json", dest="json_path")
     parser.add_argument("--worker")
     args = parser.parse_args()
@@ -161,6 +287,12 @@ def main() -> int:
     os.environ["FIRESTORE_EMULATOR_HOST"] = emu.host_port
     try:
         methods = args.methods.split(",")
+        if args.sizes:
+            found = slopes(methods, [int(n) for n in args.sizes.split(",")], args.reps, env)
+            print_slopes(found)
+            if args.json_path:
+                Path(args.json_path).write_text(json.dumps(found, indent=2))
+            return 0
         runs: dict[str, list[dict]] = {m: [] for m in methods}
         for rep in range(args.reps):
             for method in methods[rep % len(methods) :] + methods[: rep % len(methods)]:

@@ -15,12 +15,13 @@ import dataclasses
 import os
 import re
 import sys
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from fsmigrate.beam import journal, workfiles
+from fsmigrate.beam import journal, staging, workfiles
 from fsmigrate.distributed import EACH, at_key_starts
 from fsmigrate.engine import reconcile
 from fsmigrate.engine.run import Run, ScriptRaised
@@ -116,8 +117,19 @@ class BeamDistributor:
             )
 
     def distribute(self, run: Run) -> None:
+        self.check(run.script)
+        root = self.journal_root or ""
+        if staging.remote(self.options) and "://" not in root:
+            raise UsageError(
+                f"--beam-option runner={self.options['runner']}: its workers run on other "
+                "machines and cannot write the journal to this one's disk; give "
+                "--beam-option journal=gs://BUCKET/PATH"
+            )
+        with self._staged() as staged:  # before anything is recorded or read
+            self._distribute(run, staged)
+
+    def _distribute(self, run: Run, staged: list[str]) -> None:
         script, run_id, dry_run, note = run.script, run.run_id, run.dry_run, run.note
-        self.check(script)
         forms = script.forms
         form = forms.distributed
         store = run.store
@@ -193,7 +205,8 @@ class BeamDistributor:
                     control_interval=control.interval if control is not None else None,
                     max_skip_ratio=control.max_skip_ratio if control is not None else None,
                 )
-                with beam.Pipeline(options=bp.options(self.workers, self.options)) as p:
+                pipeline_options = bp.options(self.workers, self.options, staged)
+                with beam.Pipeline(options=pipeline_options) as p:
                     bp.build(p, spec, form, ranges)
             except Exception as exc:  # the worker's error arrives wrapped, as text
                 failure = exc
@@ -228,6 +241,16 @@ class BeamDistributor:
             raise self._classify(failure, script.revision) from failure
         if control is not None:
             control.finish(run)  # raises RunStopped after a stop
+
+    @contextlib.contextmanager
+    def _staged(self) -> Iterator[list[str]]:
+        """What workers outside this environment need (fsmigrate's wheel), in a
+        temporary directory for the pipeline's submission; nothing for the DirectRunner."""
+        if not staging.needed(self.options):
+            yield []
+            return
+        with tempfile.TemporaryDirectory(prefix="fsmigrate-staging-") as tmp:
+            yield [str(staging.wheel(Path(tmp)))]
 
     def _log_path(self, root: str, run_id: str, state: Path) -> Optional[Path]:
         """Where Beam's own log lines go: None for the terminal; else a local file."""

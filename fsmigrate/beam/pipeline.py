@@ -217,10 +217,8 @@ class _Worker:
         self.attempt = uuid.uuid4().hex[:8]
         self.skip = {path for path, _ in self.spec.done}  # documents written earlier
         for path in workfiles.list_files(self.spec.journal_dir, f"batch-u{unit}-"):
-            if path.endswith(workfiles.OUTCOME):
-                continue
-            body = json.loads(workfiles.read_file(path))
-            self.skip.update(op["path"] for op in body["ops"])
+            if workfiles.is_batch(path):
+                self.skip.update(op["path"] for op in workfiles.read_batch(path, False).ops)
         self.batch: list[Operation] = []
         self.paths: set[str] = set()
         self.used = 0
@@ -357,7 +355,7 @@ class _Worker:
             spec.journal_dir, f"batch-u{self.unit}-{self.attempt}-{self.worker}-{self.batches:06d}"
         )
         workfiles.write_file(
-            stem + ".json", workfiles.encode_batch(self.worker, self.batches, records)
+            stem + workfiles.BATCH, workfiles.encode_batch(self.worker, self.batches, records)
         )
         if spec.dry_run:
             return
@@ -625,13 +623,16 @@ def build(pipeline: Any, spec: WorkerSpec, form: str, ranges: list[tuple]) -> No
 
 def runs_here(extra: dict[str, str]) -> bool:
     """Whether the workers run on this machine: the DirectRunner (the default), whose
-    worker processes are this process's own."""
-    return extra.get("runner", "DirectRunner") in ("DirectRunner", "direct")
+    worker processes are this process's own (nothing to stage for them)."""
+    from fsmigrate.beam import staging
+
+    return not staging.needed(extra)
 
 
-def options(workers: int, extra: dict[str, str]) -> Any:
+def options(workers: int, extra: dict[str, str], staged: Iterable[str] = ()) -> Any:
     """Pipeline options: the DirectRunner on `workers` processes unless `extra` names
-    another runner (e.g. runner=DataflowRunner, project=..., region=..., temp_location=gs://...)."""
+    another runner (e.g. runner=DataflowRunner, project=..., region=..., temp_location=gs://...);
+    `staged`: packages for the workers (`--extra_package`, after any `extra` names)."""
     from apache_beam.options.pipeline_options import PipelineOptions
 
     flags = {
@@ -641,4 +642,5 @@ def options(workers: int, extra: dict[str, str]) -> Any:
         "default_sdk_harness_log_level": "WARNING",
         **extra,
     }
-    return PipelineOptions([f"--{k}={v}" for k, v in flags.items()])
+    args = [f"--{k}={v}" for k, v in flags.items()]
+    return PipelineOptions([*args, *(f"--extra_package={path}" for path in staged)])

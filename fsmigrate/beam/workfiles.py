@@ -1,9 +1,12 @@
 """The journal a Beam run's workers write: one file per batch, then one per outcome.
 
-`batch-<worker>-<n>.json` holds the batch as planned (kind, path, precondition,
-before-image, the exact Write protobuf, atomic group, label) and is in place BEFORE the
-batch is sent; `batch-<worker>-<n>.outcome.json` holds what committed and what was
-skipped, and is written after. Both are written under a temporary name and renamed, so
+`batch-<worker>-<n>.batch` holds the batch as planned (kind, path, precondition,
+before-image, the exact Write protobuf, atomic group, label: a JSON header line, then the
+before-images and writes as raw bytes) and is in place BEFORE the batch is sent;
+`batch-<worker>-<n>.outcome.json` holds what committed and what was skipped, and is
+written after. (An earlier release wrote the batch as one JSON document,
+`batch-<worker>-<n>.json`, bytes in base64: such a journal, left by a coordinator that
+died, is still imported.) Both are written under a temporary name and renamed, so
 a file that exists is whole. A batch without an outcome may or may not have landed: the
 coordinator imports it as pending and the next run settles it by re-reading, like a local
 run killed mid-batch. Notes and counters of the migration go to `notes-*.json`.
@@ -28,6 +31,8 @@ from fsmigrate.files import private_dir, private_file
 from fsmigrate.state.database import is_problem
 
 OUTCOME = ".outcome.json"
+BATCH = ".batch"
+MAGIC = b"fsmigrate journal batch 1\n"
 
 
 def _is_local(path: str) -> bool:
@@ -114,17 +119,59 @@ def remove_tree(directory: str) -> None:
         FileSystems.delete([directory])
 
 
-def _b64(raw: Optional[bytes]) -> Optional[str]:
-    return base64.b64encode(raw).decode() if raw is not None else None
-
-
 def _unb64(text: Optional[str]) -> Optional[bytes]:
     return base64.b64decode(text) if text is not None else None
 
 
+# An operation's fields in a batch file's header, in this order; its before-image and its
+# write follow the header as raw bytes (their lengths in the header, -1 for none).
+_FIELDS = ("kind", "path", "precondition", "group", "label", "after")
+
+
 def encode_batch(worker: str, number: int, ops: list[dict[str, Any]]) -> bytes:
-    items = [{**op, "before": _b64(op.get("before")), "write": _b64(op.get("write"))} for op in ops]
-    return json.dumps({"worker": worker, "n": number, "ops": items}, sort_keys=True).encode()
+    """A batch file: the magic line, a JSON header line (the worker, the batch's number,
+    each operation's fields and the lengths of its before-image and write), then those
+    bytes as they are (no base64: the file is written once and read once, in bulk)."""
+    head: list[list[Any]] = []
+    blobs: list[bytes] = []
+    for op in ops:
+        before, write = op.get("before"), op.get("write")
+        head.append(
+            [
+                *(op.get(name) for name in _FIELDS),
+                -1 if before is None else len(before),
+                -1 if write is None else len(write),
+            ]
+        )
+        blobs.extend(blob for blob in (before, write) if blob is not None)
+    header = json.dumps({"worker": worker, "n": number, "ops": head}).encode()
+    return b"".join([MAGIC, header, b"\n", *blobs])
+
+
+def _decode_batch(data: bytes) -> tuple[str, int, list[dict[str, Any]]]:
+    """(worker, number, operations) of a batch file; one of an earlier release (all
+    JSON, base64 bytes) too."""
+    if not data.startswith(MAGIC):
+        body = json.loads(data)
+        ops = [
+            {**op, "before": _unb64(op.get("before")), "write": _unb64(op.get("write"))}
+            for op in body["ops"]
+        ]
+        return body["worker"], body["n"], ops
+    end = data.index(b"\n", len(MAGIC))
+    header = json.loads(data[len(MAGIC) : end])
+    at = end + 1
+    ops = []
+    for *fields, before_len, write_len in header["ops"]:
+        op = dict(zip(_FIELDS, fields))
+        op["before"] = None if before_len < 0 else data[at : at + before_len]
+        at += max(before_len, 0)
+        op["write"] = None if write_len < 0 else data[at : at + write_len]
+        at += max(write_len, 0)
+        ops.append(op)
+    if at != len(data):
+        raise ValueError(f"batch file of {len(data)} bytes, {at} described by its header")
+    return header["worker"], header["n"], ops
 
 
 @dataclass
@@ -136,17 +183,26 @@ class JournaledBatch:
     outcome: Optional[dict[str, Any]]  # {"committed": [[i, time]], "skipped": [[i, why]]}
 
 
+def _stem(path: str) -> str:
+    """A batch file's path without its suffix (its outcome file is the stem + OUTCOME)."""
+    for suffix in (OUTCOME, BATCH, ".json"):
+        if path.endswith(suffix):
+            return path[: -len(suffix)]
+    return path
+
+
+def is_batch(path: str) -> bool:
+    """A batch file (`.batch`; `.json` from an earlier release), not an outcome file."""
+    return not path.endswith(OUTCOME) and path.endswith((BATCH, ".json"))
+
+
 def batch_files(directory: str) -> list[tuple[str, str, bool]]:
     """The batch files of a run's journal in a stable order: (name, path, whether its
     outcome file exists). A batch file is in place before its batch is sent; its outcome
     file after the commit returned."""
     paths = list_files(directory, "batch-")
-    outcomes = {p[: -len(OUTCOME)] for p in paths if p.endswith(OUTCOME)}
-    return [
-        (_name(path), path, path[: -len(".json")] in outcomes)
-        for path in paths
-        if not path.endswith(OUTCOME)
-    ]
+    outcomes = {_stem(p) for p in paths if p.endswith(OUTCOME)}
+    return [(_name(path), path, _stem(path) in outcomes) for path in paths if is_batch(path)]
 
 
 def _name(path: str) -> str:
@@ -155,18 +211,14 @@ def _name(path: str) -> str:
 
 def read_batch(path: str, outcome: bool) -> JournaledBatch:
     """One batch file, and its outcome when `outcome` (its file exists)."""
-    body = json.loads(read_file(path))
-    ops = [
-        {**op, "before": _unb64(op.get("before")), "write": _unb64(op.get("write"))}
-        for op in body["ops"]
-    ]
-    done = json.loads(read_file(path[: -len(".json")] + OUTCOME)) if outcome else None
-    return JournaledBatch(_name(path), body["worker"], body["n"], ops, done)
+    worker, number, ops = _decode_batch(read_file(path))
+    done = read_outcome(path) if outcome else None
+    return JournaledBatch(_name(path), worker, number, ops, done)
 
 
 def read_outcome(path: str) -> dict[str, Any]:
     """The outcome of the batch file at `path` (its outcome file must exist)."""
-    return json.loads(read_file(path[: -len(".json")] + OUTCOME))
+    return json.loads(read_file(_stem(path) + OUTCOME))
 
 
 def exists(directory: str) -> bool:

@@ -1,0 +1,99 @@
+"""What a Beam run stages for workers outside this environment: fsmigrate's own wheel
+(tests/test_beam_portable.py installs it in a worker virtualenv and runs on it)."""
+
+from __future__ import annotations
+
+import zipfile
+from email.parser import Parser
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip(
+    "apache_beam", reason="the beam extra is not installed: pip install 'fsmigrate[beam]'"
+)
+
+import fsmigrate
+from fsmigrate.beam import pipeline as bp
+from fsmigrate.beam import staging
+from helpers import Fsm, items_of, seed_items, write_script
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_wheel_holds_the_package_its_metadata_and_a_record_of_hashes(tmp_path: Path) -> None:
+    path = staging.wheel(tmp_path)
+
+    assert path.name == f"fsmigrate-{fsmigrate.__version__}-py3-none-any.whl"
+    with zipfile.ZipFile(path) as zf:
+        names = set(zf.namelist())
+        info = f"fsmigrate-{fsmigrate.__version__}.dist-info"
+        meta = Parser().parsestr(zf.read(f"{info}/METADATA").decode())
+        entry_points = zf.read(f"{info}/entry_points.txt").decode()
+        record = zf.read(f"{info}/RECORD").decode().splitlines()
+        assert zf.testzip() is None
+    sources = {
+        f"fsmigrate/{p.relative_to(ROOT / 'fsmigrate').as_posix()}"
+        for p in (ROOT / "fsmigrate").rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    }
+    assert sources <= names  # every module, the templates, py.typed
+    assert "fsmigrate/report/templates/audit.html.j2" in names
+    assert not any(n.endswith(".pyc") for n in names)
+    assert meta["Name"] == "fsmigrate" and meta["Version"] == fsmigrate.__version__
+    requires = meta.get_all("Requires-Dist") or []
+    assert any(r.startswith("google-cloud-firestore") for r in requires)
+    assert "fsmigrate = fsmigrate.cli:main" in entry_points
+    assert {line.split(",")[0] for line in record} == names
+    assert path.read_bytes() == staging.wheel(tmp_path / "again").read_bytes()  # reproducible
+
+
+@pytest.mark.parametrize(
+    ("runner", "staged", "remote"),
+    [
+        (None, False, False),
+        ("DirectRunner", False, False),
+        ("apache_beam.runners.direct.DirectRunner", False, False),
+        ("PortableRunner", True, False),
+        ("DataflowRunner", True, True),
+        ("dataflow", True, True),
+    ],
+)
+def test_what_is_staged_for_which_runner(runner: str | None, staged: bool, remote: bool) -> None:
+    options = {} if runner is None else {"runner": runner}
+    assert staging.needed(options) is staged
+    assert staging.remote(options) is remote
+
+
+def test_staged_packages_follow_the_users_own(tmp_path: Path) -> None:
+    options = bp.options(2, {"runner": "PortableRunner", "extra_packages": "/mine.whl"}, ["/w.whl"])
+    from apache_beam.options.pipeline_options import SetupOptions
+
+    assert options.view_as(SetupOptions).extra_packages == ["/mine.whl", "/w.whl"]
+
+
+def test_a_dataflow_run_with_a_journal_on_this_disk_is_refused_before_it_starts(
+    tmp_path: Path, project_id: str, emulator, fs_client
+) -> None:
+    seed_items(fs_client, 5)
+    fsm = Fsm(project_id, tmp_path / "state.db", tmp_path / "migrations")
+    write_script(
+        fsm.migrations,
+        "0001",
+        None,
+        """
+from fsmigrate.distributed import scan
+
+source = scan("items")
+
+def each(ctx, doc):
+    yield ctx.delete(doc)
+""",
+    )
+
+    out = fsm("upgrade", "--runner", "beam", "--beam-option", "runner=DataflowRunner")
+
+    assert out.exit_code == 2 and out.stderr.count("\n") == 1, out.output
+    assert "journal=gs://" in out.stderr
+    assert items_of(fs_client) == {f"i{i:05d}": i for i in range(5)}
+    assert not (tmp_path / "state.db.journal").exists()
