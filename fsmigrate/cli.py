@@ -56,6 +56,15 @@ FORMATS_LIST = click.Choice(["text", "json", "jsonl"])
 FORMAT_HELP = "Output on stdout: text to read, json for scripts (docs/reference/json-output.md)."
 
 
+def format_option(
+    choice: click.Choice = click.Choice(["text", "json"]), help: str = FORMAT_HELP
+) -> Callable[[Any], Any]:
+    """A command's `--format` (text by default)."""
+    return click.option(
+        "--format", "fmt", type=choice, default="text", show_default=True, help=help
+    )
+
+
 @dataclass
 class Config:
     """The global options: the api's Config plus what only the command line has. A
@@ -471,12 +480,8 @@ LOCAL_OPTION = click.option(
 
 
 @cli.command("status")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json", "markdown"]),
-    default="text",
-    show_default=True,
+@format_option(
+    click.Choice(["text", "json", "markdown"]),
     help="markdown (with --check): a pull-request comment.",
 )
 @LOCAL_OPTION
@@ -529,14 +534,7 @@ def status_cmd(cfg: Config, fmt: str, local: bool, check: bool, plan: bool, quie
 
 
 @cli.command("config")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help=FORMAT_HELP,
-)
+@format_option()
 @click.pass_obj
 def config_cmd(cfg: Config, fmt: str) -> None:
     """Show the resolved settings and where each came from (read-only).
@@ -557,14 +555,7 @@ def config_cmd(cfg: Config, fmt: str) -> None:
 @click.option("--dry-run", is_flag=True, help="Show the renames; change no file.")
 @click.option("--only", is_flag=True, help="Move only the named scripts, not the ones after them.")
 @LOCAL_OPTION
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help=FORMAT_HELP,
-)
+@format_option()
 @click.pass_obj
 def rebase_cmd(
     cfg: Config, names: tuple[str, ...], dry_run: bool, only: bool, local: bool, fmt: str
@@ -587,12 +578,8 @@ def rebase_cmd(
 
 
 @cli.command("history")
-@click.option(
-    "--format",
-    "fmt",
-    type=FORMATS_LIST,
-    default="text",
-    show_default=True,
+@format_option(
+    FORMATS_LIST,
     help="Output on stdout: text to read; json (one object) or jsonl (one run a line) for scripts.",
 )
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Newest N runs only.")
@@ -610,14 +597,7 @@ def history_cmd(cfg: Config, fmt: str, limit: Optional[int]) -> None:
 
 
 @cli.command("verify")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help=FORMAT_HELP,
-)
+@format_option()
 @LOCAL_OPTION
 @click.pass_obj
 def verify_cmd(cfg: Config, fmt: str, local: bool) -> None:
@@ -640,14 +620,7 @@ def verify_cmd(cfg: Config, fmt: str, local: bool) -> None:
 
 @cli.command("lint")
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help=FORMAT_HELP,
-)
+@format_option()
 @click.pass_obj
 def lint_cmd(cfg: Config, paths: tuple[Path, ...], fmt: str) -> None:
     """Check migration scripts statically before review (exit 1 on errors).
@@ -668,14 +641,7 @@ def lint_cmd(cfg: Config, paths: tuple[Path, ...], fmt: str) -> None:
 
 
 @cli.command("doctor")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help=FORMAT_HELP,
-)
+@format_option()
 @click.pass_obj
 def doctor_cmd(cfg: Config, fmt: str) -> None:
     """Check the target before a run: what it would refuse (exit 1 if a check fails).
@@ -875,13 +841,8 @@ def run_options(fn: Any) -> Any:
                 "production over 10 MiB; up to 9.5 MiB is safe there) "
                 f"[default: {DEFAULT_BATCH_BYTES}, or the config].",
             ),
-            click.option(
-                "--format",
-                "fmt",
-                type=FORMATS_RUN,
-                default="text",
-                show_default=True,
-                help="Output on stdout (text shows a sample of the documents).",
+            format_option(
+                FORMATS_RUN, help="Output on stdout (text shows a sample of the documents)."
             ),
             click.option(
                 "--report",
@@ -1245,14 +1206,7 @@ def break_lock_cmd(cfg: Config) -> None:
 @click.argument("action", type=click.Choice(list(api.CONTROL_ACTIONS)))
 @click.argument("value", required=False)
 @click.option("--reason", default=None, help="With stop: why (kept with the run).")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help=FORMAT_HELP,
-)
+@format_option()
 @click.pass_obj
 def control_cmd(
     cfg: Config, action: str, value: Optional[str], reason: Optional[str], fmt: str
@@ -1300,14 +1254,7 @@ def control_cmd(
 @click.argument("run_id")
 @click.option("--doc", "docs", multiple=True, help="Only this document path (repeatable).")
 @click.option("--dry-run", is_flag=True, help="Show what would be restored; write nothing.")
-@click.option(
-    "--format",
-    "fmt",
-    type=FORMATS_RUN,
-    default="text",
-    show_default=True,
-    help="Output on stdout (text shows a sample of the documents).",
-)
+@format_option(FORMATS_RUN, help="Output on stdout (text shows a sample of the documents).")
 @click.option(
     "--report",
     "report_path",
@@ -1368,14 +1315,7 @@ def restore_cmd(
 )
 @click.option("--dry-run", is_flag=True, help="List what would be pruned; change nothing.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help=FORMAT_HELP,
-)
+@format_option()
 @click.pass_obj
 def prune_cmd(cfg: Config, before: str, dry_run: bool, yes: bool, fmt: str) -> None:
     """Drop the before-images and journaled writes of the target's old runs (retention).
