@@ -10,6 +10,7 @@ the store's patience lasts (`patience.Patience`: time without progress, not a co
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import queue
@@ -680,19 +681,9 @@ class Store:
         A consumer that stops early ends the stream."""
         # (a Query has no public way to its request: an internal, tests/test_library_internals.py)
         request, _, _ = query._prep_stream(retry=None, read_time=read_time)
-        responses = self.api.run_query(
-            request=request,
-            metadata=self.metadata,
-            retry=None,
-            timeout=self.policy.stream_timeout,
-        )
-        try:
-            for response in responses:
-                pb = types.RunQueryResponse.pb(response)
-                if pb.HasField("document"):
-                    yield Doc(pb.document, self.client)
-        finally:
-            responses.cancel()  # nothing when the stream has ended
+        with contextlib.closing(self._run(request)) as found:  # stopped early: cancelled
+            for pb in found:
+                yield Doc(pb, self.client)
 
     def get(self, path: str, *, read_time: Optional[dt.datetime] = None) -> Optional[Doc]:
         problem = check_path(path)
@@ -819,8 +810,9 @@ class Store:
             self.progressed()
             return
 
-    def _run(self, request: dict[str, Any]) -> Iterator[Any]:
-        """The Document protobufs a raw RunQuery request answers, as they come."""
+    def _run(self, request: Any) -> Iterator[Any]:
+        """The Document protobufs a RunQuery request answers, as they come; a consumer
+        that stops early ends the stream."""
         responses = self.api.run_query(
             request=request,
             metadata=self.metadata,
@@ -833,7 +825,7 @@ class Store:
                 if pb.HasField("document"):
                     yield pb.document
         finally:
-            responses.cancel()
+            responses.cancel()  # nothing when the stream has ended
 
     def missing(
         self,
