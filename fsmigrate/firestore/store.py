@@ -17,7 +17,7 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Optional, Union
 
@@ -810,7 +810,7 @@ class Store:
             self.progressed()
             return
 
-    def _run(self, request: Any) -> Iterator[Any]:
+    def _run(self, request: Any) -> Generator[Any, None, None]:
         """The Document protobufs a RunQuery request answers, as they come; a consumer
         that stops early ends the stream."""
         responses = self.api.run_query(
