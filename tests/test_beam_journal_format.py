@@ -92,3 +92,50 @@ def test_a_journal_of_an_earlier_release_is_still_read(tmp_path: Path) -> None:
     ]
     assert batches[0].ops == OPS and batches[1].ops == OPS[:1]
     assert batches[0].outcome == {"committed": [[0, "t"]]} and batches[1].outcome is None
+
+
+def test_a_batch_with_its_outcome_is_recorded_as_it_ended_in_one_go(tmp_path: Path) -> None:
+    """The coordinator's import: a batch whose outcome file is there is recorded with the
+    rows as they ended (committed with the commit time, skipped with the reason) and the
+    run's counters moved with them; a batch without one stays pending until its outcome
+    comes, and a second import records nothing twice."""
+    from fsmigrate.beam import journal
+    from fsmigrate.state.database import State
+
+    state = State.open(tmp_path / "state.db")
+    run_id = state.start_run(
+        invocation="test", project="p", database="(default)", revision="0001",
+        checksum="x", description="d", mode="apply",
+    )  # fmt: skip
+    directory = tmp_path / "journal"
+    directory.mkdir()
+    ended = str(directory / "batch-u1-a-w-000001")
+    workfiles.write_file(ended + workfiles.BATCH, workfiles.encode_batch("w", 1, OPS))
+    outcome = {"committed": [[0, "2026-12-06T21:46:23.000001Z"]], "skipped": [[1, "changed"]]}
+    workfiles.write_file(ended + workfiles.OUTCOME, json.dumps(outcome).encode())
+    open_ = str(directory / "batch-u1-a-w-000002")
+    workfiles.write_file(open_ + workfiles.BATCH, workfiles.encode_batch("w", 2, OPS[:1]))
+
+    assert journal.import_batches(state, run_id, str(directory)) == 2
+    rows = {(r["seq"], r["status"]): r for r in state.ops(run_id)}
+    assert sorted(rows) == [(0, "committed"), (1, "skipped"), (2, "pending"), (3, "pending")]
+    assert rows[(0, "committed")]["commit_time"].startswith("2026-12-06T21:46:23")
+    assert rows[(1, "skipped")]["reason"] == "changed"
+    counters = dict(state.run(run_id))
+    state.update_totals(run_id)  # a recount from the rows agrees with the counters
+    recounted = dict(state.run(run_id))
+    for name in ("planned", "committed", "skipped", "failed"):
+        assert counters[name] == recounted[name], name
+    assert (counters["committed"], counters["skipped"], counters["failed"]) == (1, 1, 2)
+    assert {n: settled for n, (_, _, settled) in state.journal_batches(run_id).items()} == {
+        "batch-u1-a-w-000001.batch": True,
+        "batch-u1-a-w-000002.batch": False,
+    }
+
+    workfiles.write_file(  # the second batch's outcome comes later: only it is added
+        open_ + workfiles.OUTCOME, json.dumps({"committed": [], "skipped": [[0, "gone"]]}).encode()
+    )
+    assert journal.import_batches(state, run_id, str(directory)) == 0
+    statuses = [r["status"] for r in state.ops(run_id)]
+    assert statuses == ["committed", "skipped", "pending", "skipped"]
+    assert dict(state.run(run_id))["skipped"] == 2

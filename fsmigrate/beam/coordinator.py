@@ -144,7 +144,7 @@ class BeamDistributor:
         source = forms.source
         assert form is not None and source is not None  # what self.check let through
         points, total = (
-            store.split(  # one pass over the names (no count first), at the run's snapshot
+            store.split(  # PartitionQuery, or a count and a query per point: at the snapshot
                 source.collection,
                 self.workers * RANGES_PER_WORKER,
                 group=source.group,

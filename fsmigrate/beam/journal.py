@@ -16,9 +16,11 @@ settles anything or plans:
   expires (`pipeline._LeaseFence`), so by the time another command holds the lease no
   commit of theirs is still in flight, and the re-read tells.
 
-Each batch file is recorded with its operations in one transaction and its outcome in
-another (`State.journal_batch`, `State.journal_settled`), so an import stopped at any
-instant is finished by the next one: nothing recorded twice, nothing missed.
+Each batch file is recorded with its operations in one transaction: with its outcome when
+its outcome file is there (the rows as they ended), otherwise `pending`, and its outcome
+in another transaction when it comes (`State.journal_batch`, `State.journal_settled`). So
+an import stopped at any instant is finished by the next one: nothing recorded twice,
+nothing missed.
 """
 
 from __future__ import annotations
@@ -64,34 +66,49 @@ def import_batches(
                 _settle(state, run_id, name, base, workfiles.read_outcome(path))
             continue
         batch = workfiles.read_batch(path, has_outcome)
+        outcomes = _by_index(batch.outcome) if track and batch.outcome is not None else None
         records = []
         for i, op in enumerate(batch.ops):
             group = None
             if op["group"] is not None:  # a worker's atomic group: a number of the run's
                 group = groups.setdefault((batch.worker, op["group"]), next_group + len(groups))
-            records.append(
-                OpRecord(
-                    seq=seq + i,
-                    kind=op["kind"],
-                    path=op["path"],
-                    precondition=op["precondition"],
-                    before=op["before"],
-                    after=op["after"],
-                    status=status,
-                    write=op["write"],
-                    group=group,
-                    label=op["label"],
-                )
+            record = OpRecord(
+                seq=seq + i,
+                kind=op["kind"],
+                path=op["path"],
+                precondition=op["precondition"],
+                before=op["before"],
+                after=op["after"],
+                status=status,
+                write=op["write"],
+                group=group,
+                label=op["label"],
             )
-        also = [state.journal_batch(run_id, name, seq, len(records))] if track else []
+            if outcomes is not None and i in outcomes:  # recorded as it ended, at once
+                record.status, text = outcomes[i]
+                if record.status == "committed":
+                    record.commit_time = text
+                else:
+                    record.reason = text
+            records.append(record)
+        also = []
+        if track:  # the batch file's name, and whether its outcome is in, with its rows
+            also = [
+                state.journal_batch(run_id, name, seq, len(records), settled=outcomes is not None)
+            ]
         state.record_ops(run_id, number, records, also=also)
         testhooks.reached("import-batch", recorded + 1)
-        if batch.outcome is not None and track:
-            _settle(state, run_id, name, seq, batch.outcome)
         if on_batch is not None:
             on_batch(records)
         number, seq, recorded = number + 1, seq + len(records), recorded + 1
     return recorded
+
+
+def _by_index(outcome: dict[str, Any]) -> dict[int, tuple[str, str]]:
+    """A batch's outcome file as operation index -> (status, commit time or reason)."""
+    found = {i: ("committed", when) for i, when in outcome["committed"]}
+    found.update((i, ("skipped", why)) for i, why in outcome["skipped"])
+    return found
 
 
 def _settle(state: State, run_id: str, name: str, base: int, outcome: dict[str, Any]) -> None:

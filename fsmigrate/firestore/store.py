@@ -478,39 +478,6 @@ class Store:
             query = query.limit(page_size)
         yield from self._scan_query(query, collection, ordered, page_size, read_time)
 
-    def split_points(
-        self,
-        collection: str,
-        parts: int,
-        *,
-        group: bool = False,
-        where: Sequence[tuple[str, str, Any]] = (),
-        total: Optional[int] = None,
-        read_time: Optional[dt.datetime] = None,
-    ) -> list[str]:
-        """Document paths that cut a scan into about `parts` ranges of similar size
-        (each range starts at a point, inclusive, and ends before the next). PartitionQuery
-        where the server has it (an unfiltered collection group); otherwise a count, then
-        a keys-only scan that keeps every n-th name (memory: the points only)."""
-        if parts <= 1 or any(op in INEQUALITIES for _, op, _ in where):
-            return []
-        if group and not where:
-            cut = self._partition_points(collection, parts, read_time)
-            if cut is not None:
-                return cut
-        query = self._filtered(collection, group, where)
-        if total is None:  # the caller may know it already
-            total = self.count(collection, group=group, where=where, read_time=read_time)
-        step = -(-total // parts)
-        if total < 2 or step < 1:
-            return []
-        names = query.select([FieldPath.document_id()]).order_by(FieldPath.document_id())
-        points = []
-        for i, doc in enumerate(self._scan_query(names, collection, [], None, read_time)):
-            if i and i % step == 0 and not doc.path.startswith(self.reserved_root + "/"):
-                points.append(doc.path)
-        return points
-
     def split(
         self,
         collection: str,
@@ -520,13 +487,15 @@ class Store:
         where: Sequence[tuple[str, str, Any]] = (),
         read_time: Optional[dt.datetime] = None,
     ) -> tuple[list[str], int]:
-        """(points, total): `split_points` and the number of documents. PartitionQuery
-        where the server has it (a collection group, or a top-level collection as part
-        of its group): no pass over the names. Otherwise ONE pass over the names (no count
-        first): a keys-only
-        scan keeps every `step`-th name, and doubles the step (keeping every other point)
-        whenever it holds more than 4 x `parts` points, then picks `parts` - 1 of them
-        evenly (memory: the points only). `read_time`: the names as they were then."""
+        """(points, total): document paths that cut a scan into `parts` ranges of about
+        the same size (each range starts at a point, inclusive, and ends before the next),
+        and the number of documents. PartitionQuery where the server has it (a collection
+        group, or a top-level collection as part of its group). Otherwise a COUNT, then
+        one keys-only query per point that skips, on the server, from the point before to
+        the next (`offset`): no name but the points comes to this process, and the
+        documents skipped add up to one pass (Firestore bills a skipped document as a read,
+        as it bills a keys-only pass; the emulator scans the collection for each query).
+        `read_time`: the names as they were then."""
         if parts <= 1 or any(op in INEQUALITIES for _, op, _ in where):
             return [], self.count(collection, group=group, where=where, read_time=read_time)
         if not where and (group or "/" not in collection):
@@ -538,26 +507,32 @@ class Store:
                 cut = [p for p in cut if p.count("/") == 1 and p.startswith(collection + "/")]
             if cut:
                 return cut, self.count(collection, group=group, where=where, read_time=read_time)
-        query = self._filtered(collection, group, where)
-        names = query.select([FieldPath.document_id()]).order_by(FieldPath.document_id())
+        total = self.count(collection, group=group, where=where, read_time=read_time)
+        names = (
+            self._filtered(collection, group, where)
+            .select([FieldPath.document_id()])
+            .order_by(FieldPath.document_id())
+        )
         reserved = self.reserved_root + "/"
-        step, kept, total = 1, [], 0
-        for doc in self._scan_query(names, collection, [], None, read_time):
-            total += 1
-            if total % step == 0 and total > 1:
-                kept.append((total - 1, doc.path))
-                if len(kept) > 4 * parts:
-                    step *= 2
-                    kept = [(i, p) for i, p in kept if (i + 1) % step == 0]
-        if total < 2:
-            return [], total
         points: list[str] = []
-        for n in range(1, parts):  # the kept name nearest to each n/parts of the scan
-            want = n * total / parts
-            index, path = min(kept, key=lambda k: abs(k[0] - want))
-            if index > 0 and not path.startswith(reserved) and path not in points:
-                points.append(path)
-        return sorted(points), total
+        at, last = 0, None  # the index and the path of the point before
+        for n in range(1, parts):
+            want = n * total // parts
+            if want <= at:  # fewer names than parts: no empty range
+                continue
+            page = names if last is None else names.start_at({FieldPath.document_id(): last})
+            page = page.offset(want - at).limit(1)
+            found = self._read(
+                f"split of {collection}",
+                lambda page=page: list(self._stream(page, read_time)),
+                read_time,
+            )
+            if not found:  # fewer names than counted: the collection changed meanwhile
+                break
+            at, last = want, self.client.document(found[0].path)
+            if not found[0].path.startswith(reserved):
+                points.append(found[0].path)
+        return points, total
 
     def _filtered(self, collection: str, group: bool, where: Sequence[tuple[str, str, Any]]) -> Any:
         query = (

@@ -121,7 +121,8 @@ def is_problem(note: str) -> bool:
 @dataclass
 class OpRecord:
     """One row of the audit, as the runner writes it (`precondition`: a plan.Precondition
-    or its JSON; `after` need not be given when there is a write: it is rendered from it)."""
+    or its JSON; `after` need not be given when there is a write: it is rendered from it;
+    `commit_time`: when a `committed` row landed, for a batch recorded with its outcome)."""
 
     seq: int
     kind: str
@@ -134,6 +135,7 @@ class OpRecord:
     write: Optional[bytes] = None
     group: Optional[int] = None
     label: Optional[str] = None
+    commit_time: Optional[str] = None
 
 
 class State(Operations, Journals):

@@ -58,11 +58,14 @@ class Journals:
         }
 
     @staticmethod
-    def journal_batch(run_id: str, name: str, base: int, size: int) -> Statement:
-        """The statement that marks a batch file recorded (`record_ops(..., also=)`)."""
+    def journal_batch(
+        run_id: str, name: str, base: int, size: int, *, settled: bool = False
+    ) -> Statement:
+        """The statement that marks a batch file recorded (`record_ops(..., also=)`);
+        `settled`: with its outcome, in the same transaction."""
         return (
-            "INSERT INTO journal_batches (run_id, name, base, size) VALUES (?,?,?,?)",
-            (run_id, name, base, size),
+            "INSERT INTO journal_batches (run_id, name, base, size, settled) VALUES (?,?,?,?,?)",
+            (run_id, name, base, size, int(settled)),
         )
 
     @staticmethod

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from types import SimpleNamespace
 from typing import Any, Optional
@@ -95,9 +96,10 @@ class Operations:
     def record_ops(
         self, run_id: str, batch: int, records: Sequence[Any], *, also: Sequence[Statement] = ()
     ) -> None:
-        """Write a batch's operations in ONE transaction (before it is sent, when applying),
-        with the statements `also` (what must be recorded with them, or not at all). A
-        dry-run's batch without writes (no --plan-out) goes to the scratch table."""
+        """Write a batch's operations in ONE transaction (before it is sent, when applying;
+        a Beam worker's batch whose outcome is known: `committed` and `skipped` rows as
+        they are), with the statements `also` (what must be recorded with them, or not at
+        all). A dry-run's batch without writes (no --plan-out) goes to the scratch table."""
         run = self._run_info(run_id)
         if (
             not run.scratch
@@ -124,11 +126,18 @@ class Operations:
                     [(run.key, blk, data) for blk, data in blocks],
                 )
             self.conn.executemany(_INSERT.format(self._table(run)), rows)
-            open_ = sum(r.status == "pending" for r in records)
+            by_status = Counter(r.status for r in records)
             self.conn.execute(
-                "UPDATE runs SET planned=planned+?, failed=failed+?, batches=MAX(batches, ?)"
-                " WHERE key=?",
-                (len(records), open_, batch, run.key),
+                "UPDATE runs SET planned=planned+?, failed=failed+?, committed=committed+?,"
+                " skipped=skipped+?, batches=MAX(batches, ?) WHERE key=?",
+                (
+                    len(records),
+                    by_status["pending"],
+                    by_status["committed"],
+                    by_status["skipped"],
+                    batch,
+                    run.key,
+                ),
             )
             for sql, args in also:
                 self.conn.execute(sql, args)
