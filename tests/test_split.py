@@ -25,9 +25,7 @@ def _received(store: Store) -> list[str]:
     return seen
 
 
-def test_the_points_cut_even_ranges_and_only_they_are_read(
-    emulator, fs_client, project_id
-) -> None:
+def test_the_points_cut_even_ranges_and_only_they_are_read(emulator, fs_client, project_id) -> None:
     seed_items(fs_client, 3000)
     store = Store(Target(project_id, "(default)", emulator.host_port), client=fs_client)
     seen = _received(store)
@@ -50,9 +48,13 @@ def test_the_split_is_of_the_names_at_the_runs_snapshot(emulator, fs_client, pro
     points, total = store.split("items", 4, read_time=before)
     for i in range(300):  # a name before each of the old ones
         fs_client.document(f"items/h{i:05d}").set({"n": i})
-    assert store.split("items", 4, read_time=before) == (points, total) == (
-        ["items/i00075", "items/i00150", "items/i00225"],
-        300,
+    assert (
+        store.split("items", 4, read_time=before)
+        == (points, total)
+        == (
+            ["items/i00075", "items/i00150", "items/i00225"],
+            300,
+        )
     )
     assert store.split("items", 4)[1] == 600
 
