@@ -77,13 +77,16 @@ class GrpcFaultProxy:
         times: int = 1,
         details: Optional[str] = None,
         after: int = 0,
+        forwarded: bool = False,
     ) -> None:
         """Answer `times` calls of `method` with `code`, without forwarding them: the next
-        ones, or those after `after` more calls have gone through. Faults of one method
-        are served in the order they were armed."""
+        ones, or those after `after` more calls have gone through. With `forwarded`, each
+        is forwarded first and applied by the emulator, and its answer is replaced by
+        `code` (an answer lost on the way). Faults of one method are served in the order
+        they were armed."""
         text = details or f"injected {code.name} by the test proxy"
         with self._lock:
-            self._faults.setdefault(method, []).append([code, text, times, after])
+            self._faults.setdefault(method, []).append([code, text, times, after, forwarded])
 
     def pending_faults(self, method: str) -> int:
         with self._lock:
@@ -117,7 +120,7 @@ class GrpcFaultProxy:
 
     # ---- the calls --------------------------------------------------------------------
 
-    def _take_fault(self, method: str) -> Optional[tuple[grpc.StatusCode, str]]:
+    def _take_fault(self, method: str) -> Optional[tuple[grpc.StatusCode, str, bool]]:
         with self._lock:
             self.calls[method] += 1
             queue = self._faults.get(method)
@@ -131,12 +134,12 @@ class GrpcFaultProxy:
             if fault[2] <= 0:
                 queue.pop(0)
             self.failed[method] += 1
-            return fault[0], fault[1]
+            return fault[0], fault[1], fault[4]
 
     def _forward_unary(self, method: str, request: bytes, context: grpc.ServicerContext) -> bytes:
         fault = self._take_fault(method)
-        if fault is not None:
-            context.abort(*fault)
+        if fault is not None and not fault[2]:
+            context.abort(fault[0], fault[1])
         call = self._channel.unary_unary(_SERVICE + method)  # bytes in, bytes out
         try:
             response = call(request, metadata=_metadata(context), timeout=context.time_remaining())
@@ -146,14 +149,16 @@ class GrpcFaultProxy:
             names = [w.update.name or w.delete for w in _CommitPb.FromString(request).writes]
             with self._lock:
                 self.committed_names.extend(names)
+        if fault is not None:  # applied, and its answer lost
+            context.abort(fault[0], fault[1])
         return response
 
     def _forward_stream(
         self, method: str, request: bytes, context: grpc.ServicerContext
     ) -> Iterator[bytes]:
         fault = self._take_fault(method)
-        if fault is not None:
-            context.abort(*fault)
+        if fault is not None:  # (a stream's fault is never forwarded)
+            context.abort(fault[0], fault[1])
         call = self._channel.unary_stream(_SERVICE + method)
         try:
             yield from call(request, metadata=_metadata(context), timeout=context.time_remaining())

@@ -359,11 +359,13 @@ def test_a_subtree_delete_rides_out_unknown_answers_to_its_reads(
     assert run.retries >= 6 and not any(proxy.pending_faults(m) for m in proxy.calls)
 
 
-def test_a_commit_answered_unknown_is_not_sent_again_but_settled_by_the_next_command(
-    tmp_path: Path, proxy, fs_client, project_id: str
+@pytest.mark.parametrize("landed", [False, True], ids=["lost-before", "answer-lost"])
+def test_a_commit_answered_unknown_is_reread_and_settled_in_the_same_run(
+    tmp_path: Path, proxy, fs_client, project_id: str, landed: bool
 ) -> None:
-    """A commit is not idempotent: its UNKNOWN stops the run with the batch journaled;
-    the next command re-reads it (here: it never landed) and sends it once."""
+    """A commit answered UNKNOWN may or may not have landed, as after a deadline: the run
+    re-reads its documents, records what landed as committed without sending it again,
+    sends again only what did not land, and goes on; each document deleted exactly once."""
     seed_docs(fs_client, {f"users/u{i}": {} for i in range(10)})
     cfg = config(tmp_path, project_id)
     write_script(
@@ -378,16 +380,16 @@ def plan(ctx):
     )
     seeded = len(proxy.committed_names)
     # the first data commit (after the two writes of the lease)
-    proxy.fail_next("Commit", grpc.StatusCode.UNKNOWN, after=2)
+    proxy.fail_next("Commit", grpc.StatusCode.UNKNOWN, after=2, forwarded=landed)
 
-    with pytest.raises(FirestoreError, match="commit of 4 operations: Unknown"):
-        api.upgrade(cfg, api.RunOptions(batch_size=4))
-    assert proxy.failed["Commit"] == 1  # (a resend would have landed: no error)
-    resumed = api.upgrade(cfg, api.RunOptions(batch_size=4)).runs[0]
+    run = api.upgrade(cfg, api.RunOptions(batch_size=4)).runs[0]
 
-    assert resumed.status == "succeeded" and existing(fs_client) == set()
+    assert proxy.failed["Commit"] == 1
+    assert run.status == "succeeded" and existing(fs_client) == set()
     deleted = [n.rsplit("/", 1)[1] for n in proxy.committed_names[seeded:] if "/users/" in n]
     assert sorted(deleted) == sorted(f"u{i}" for i in range(10))  # each exactly once
+    assert run.committed == 10
+    assert [op["status"] for op in ops_of(cfg.state, run.run_id)] == ["committed"] * 10
 
 
 class _Doc:

@@ -83,8 +83,9 @@ TRANSIENT_ERRORS = (
     gexc.ResourceExhausted,
     gexc.InternalServerError,
 )
-# What a read (an idempotent call) also retries: UNKNOWN, the status of an answer lost on
-# the way (a read can be sent again; a commit's UNKNOWN is settled by re-reading instead).
+# UNKNOWN: the status of an answer lost on the way. A read (an idempotent call) is asked
+# again; a commit's outcome is unknown, as after a deadline: TransientError, and the caller
+# re-reads its documents before it sends anything again (engine.commit).
 READ_RETRIED = (*TRANSIENT_ERRORS, gexc.Unknown)
 
 
@@ -897,8 +898,8 @@ class Store:
         self, writes: Sequence[bytes], *, lease: Optional[float] = None
     ) -> dt.datetime:
         """Commit serialized writes atomically, once (no hidden retry). Precondition failures
-        raise the api_core error as is, transient ones TransientError (the commit may or may
-        not have landed: the caller re-reads), anything else FirestoreError.
+        raise the api_core error as is, transient ones and UNKNOWN TransientError (the commit
+        may or may not have landed: the caller re-reads), anything else FirestoreError.
 
         A data commit first asks the fence (the lease) how long a write may still take and
         gives the call no longer than that: it lands before the lease could expire, or not
@@ -929,7 +930,7 @@ class Store:
             if isinstance(exc, gexc.InvalidArgument):
                 raise FirestoreError(f"commit of {len(writes)} operations", exc) from exc
             raise TransientError(f"commit of {len(writes)} operations", exc) from exc
-        except TRANSIENT_ERRORS as exc:  # counted by the caller's backoff when it retries
+        except READ_RETRIED as exc:  # (UNKNOWN too) counted by the caller's backoff
             raise TransientError(f"commit of {len(writes)} operations", exc) from exc
         except gexc.GoogleAPICallError as exc:
             raise FirestoreError(f"commit of {len(writes)} operations", exc) from exc

@@ -16,8 +16,9 @@ refused document, gaps). The first window is two batches; after a surprise it sh
 (to as many as came in a row before a gap; by half after a subtree), and it grows four
 times while the names come as expected, up to `MAX_WINDOW`. At the plan's read time the
 names a query read past a batch serve the next batches, and while the deletes come in a
-row the next window is read on a thread as the plan goes on. So deletes in a row cost
-about one query per 20 batches, none waited for; sparse deletes (a filter keeping one
+row the next window is read on a thread as the plan goes on (the first one too, from the
+plan's first delete on: `expect`). So deletes in a row cost about one query per 20
+batches, none waited for; sparse deletes (a filter keeping one
 document in a hundred) at most one query and one name per document once the window has
 shrunk, never a read of the collection.
 """
@@ -92,6 +93,18 @@ class SubtreeCheck:
         self._ahead: Optional[_Ahead] = None  # the names after the last of `_names`
         self._lock = threading.Lock()
 
+    def expect(self, first: str, window: int) -> None:
+        """The plan's first document to check is `first` (known before its batch is
+        full): at the read time, start reading the `window` names after it on a thread,
+        so the first batch waits for no query either. Nothing when names are read or kept
+        already."""
+        if self.read_time is None:
+            return
+        with self._lock:
+            if self._ahead is None and self._after is None:
+                window = min(MAX_WINDOW, window)
+                self._ahead = _Ahead(first, window, lambda: self._query(first, window))
+
     def find(self, paths: Iterable[str]) -> set[str]:
         """The documents among `paths` that have anything under them (a document at any
         depth, as of the read time): what ListCollectionIds would show non-empty. A
@@ -147,7 +160,7 @@ class SubtreeCheck:
         """(names, complete): the names after `start` (a document not decided yet), or,
         read ahead already, those after `read`, the last name decided from, before it."""
         ahead, self._ahead = self._ahead, None
-        if ahead is not None and read is not None and ahead.after == read:
+        if ahead is not None and ahead.after == (start if read is None else read):
             return ahead.names()
         names = self._query(start, window)
         return names, len(names) < window
@@ -159,7 +172,8 @@ class SubtreeCheck:
         """The names kept from the last query, when they follow on before `first`."""
         after, self._after = self._after, None
         if after is None or self.read_time is None:  # (without a snapshot: read again)
-            self._ahead = None
+            if self._ahead is not None and self._ahead.after != first:  # (`expect`'s)
+                self._ahead = None
             return None
         if not name_key(first) > name_key(after) or under(first, after):
             self._ahead = None

@@ -9,6 +9,7 @@ from typing import Any, Optional, Union
 
 from fsmigrate.engine import tracing
 from fsmigrate.firestore.store import Doc, Missing, Store
+from fsmigrate.firestore.subtree import check_for
 from fsmigrate.normalize import DELETE_SUBS, KEEP, REFUSE, UNCHECKED, Renamer, normalize
 from fsmigrate.scripts.operations import (
     CREATE,
@@ -59,6 +60,7 @@ class Context:
         self._progress = progress  # told a scan's total (a COUNT first) and its reads
         self.reads = 0  # documents read: returned by scans, looked up by get / get_many
         self.counts: dict[str, int] = {}
+        self._checking = False  # a delete's subcollection check has begun (its read-ahead)
 
     # reads
     def scan(
@@ -167,9 +169,12 @@ class Context:
                 f"subcollections must be 'refuse', 'delete' or 'keep', not {subcollections!r}"
             )
         if subcollections == REFUSE and not isinstance(doc, Missing):
-            # checked by the runner for a whole batch at once (several listings in flight)
+            # checked by the runner for a whole batch at once: its names read from here on
             op = Operation(DELETE, doc.path, None, _guard(doc, "delete"), doc)
             op.unless_subcollections = True
+            if not self._checking and self.max_group:
+                self._checking = True
+                check_for(self._store, self.read_time).expect(doc.path, 2 * self.max_group)
             return op
         if not isinstance(doc, Missing):
             _guard(doc, "delete")
