@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,6 @@ import grpc
 import pytest
 
 from fsmigrate import api
-from fsmigrate.errors import FirestoreError
 from fsmigrate.firestore.store import RetryPolicy, Store, Target
 from fsmigrate.firestore.subtree import SubtreeCheck, post_order, with_subtrees
 from grpcfaults import GrpcFaultProxy
@@ -130,6 +130,39 @@ def test_the_check_of_a_batch_in_a_row_takes_one_query_and_no_listing(
     proxy.calls.clear()
     found = set().union(*(check.find(paths[i : i + 40]) for i in range(0, 200, 40)))
     assert found == {"items/i0100"} and proxy.calls["RunQuery"] <= 3
+
+
+def test_the_first_batch_is_read_ahead_from_the_plans_first_delete(
+    emulator, fs_client, project_id: str
+) -> None:
+    """`expect` (ctx.delete's first check) starts the first window's query on a thread
+    before the batch is full: the batch's check then makes no query of its own, and finds
+    the same documents as without it; a hint that does not match the batch is dropped."""
+    seed_docs(fs_client, {f"items/i{i:04d}": {"i": i} for i in range(120)})
+    fs_client.document("items/i0050/events/e1").set({})
+    store = Store(Target(project_id, emulator_host="set"), policy=FAST)
+    paths = [f"items/i{i:04d}" for i in range(120)]
+    threads: list[str] = []
+    names_from = store.names_from
+
+    def recorded(*args: Any, **kwargs: Any) -> list[str]:
+        threads.append(threading.current_thread().name)
+        return names_from(*args, **kwargs)
+
+    store.names_from = recorded  # type: ignore[method-assign]
+    at = dt.datetime.now(dt.timezone.utc)
+
+    check = SubtreeCheck(store, at)
+    check.expect(paths[0], 2 * 60)
+    found = check.find(paths[:60])
+    assert threads == ["fsmigrate-subtree-ahead"]  # the first batch waited for no query
+    assert found | check.find(paths[60:]) == {"items/i0050"}
+
+    threads.clear()
+    check = SubtreeCheck(store, at)
+    check.expect("items/elsewhere", 2 * 60)  # not where the batch starts: not used
+    assert check.find(paths[:60]) == {"items/i0050"}
+    assert threading.current_thread().name in threads
 
 
 GROUP_DELETE = """
