@@ -893,6 +893,7 @@ def _execute(
                 distributor=distributor,
                 lease_holder=lease.holder_id if lease else None,
                 lease_ttl=lease.ttl if lease else DEFAULT_TTL,
+                lease=lease,
                 as_of=as_of,
                 control=controller,
                 hooks=hooks,

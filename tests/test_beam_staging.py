@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import time
 import zipfile
 from email.parser import Parser
 from pathlib import Path
@@ -97,3 +99,51 @@ def each(ctx, doc):
     assert "journal=gs://" in out.stderr
     assert items_of(fs_client) == {f"i{i:05d}": i for i in range(5)}
     assert not (tmp_path / "state.db.journal").exists()
+
+
+def test_a_run_whose_workers_are_elsewhere_leaves_its_lease_to_expire_when_it_fails(
+    tmp_path: Path, project_id: str, emulator, fs_client, monkeypatch
+) -> None:
+    """Workers on other machines may still commit when their coordinator fails or is
+    interrupted (on Dataflow the job runs on): the lease says so before the pipeline is
+    submitted, and is left to expire soon instead of being deleted; the next command is
+    refused until then, naming the workers, and then takes over and imports the journal."""
+    from fsmigrate.engine.lease import LOCK_PATH
+    from fsmigrate.firestore.emulator import free_port
+
+    monkeypatch.setenv("FSMIGRATE_CALL_TIMEOUT", "2")
+    monkeypatch.setenv("FSMIGRATE_LOCK_TTL", "10")  # its margin: 1 s
+    seed_items(fs_client, 5)
+    fsm = Fsm(project_id, tmp_path / "state.db", tmp_path / "migrations")
+    write_script(
+        fsm.migrations,
+        "0001",
+        None,
+        """
+from fsmigrate.distributed import scan
+
+source = scan("items")
+
+def each(ctx, doc):
+    yield ctx.delete(doc)
+""",
+    )
+    nobody = f"localhost:{free_port()}"  # a job service that is not there
+    out = fsm(
+        "upgrade", "--runner", "beam",
+        "--beam-option", "runner=PortableRunner",
+        "--beam-option", f"job_endpoint={nobody}",
+        "--beam-option", "job_server_timeout=2",
+    )  # fmt: skip
+
+    assert out.exit_code != 0 and "Beam pipeline failed" in out.stderr, out.output
+    lock = fs_client.document(LOCK_PATH).get().to_dict()
+    assert lock["workers"] == "elsewhere"  # not deleted: handed over
+    again = fsm("upgrade")
+    assert again.exit_code == 3 and "Beam workers run elsewhere" in again.stderr
+    left = (lock["expires_at"] - dt.datetime.now(dt.timezone.utc)).total_seconds()
+    assert 0 < left <= 2 + 1  # the call timeout and the margin
+    time.sleep(left + 0.2)
+    after = fsm("upgrade")
+    assert after.exit_code == 0 and "took over a stale lock (expired)" in after.stderr
+    assert items_of(fs_client) == {}

@@ -126,6 +126,56 @@ def test_lease_of_a_live_process_on_this_host_is_respected(fsm: Fsm, fs_client) 
     assert fsm("upgrade").exit_code == 3
 
 
+def test_a_lease_with_workers_elsewhere_outlives_its_dead_process(fsm: Fsm, fs_client) -> None:
+    """A Beam run's workers on other machines may commit until the lease expires, whatever
+    became of the process that started them: its death on this host is no reason to take
+    the lease over (the refusal says why); its expiry is."""
+    seed(fs_client, 3)
+    pid = dead_pid()
+    plant(fs_client, host=socket.gethostname(), pid=pid, workers="elsewhere")
+    result = fsm("upgrade")
+    assert result.exit_code == 3
+    assert "its Beam workers run elsewhere and may commit until it expires" in result.stderr
+    assert len(list(fs_client.collection("items").list_documents())) == 3
+
+    past = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1)
+    plant(fs_client, host=socket.gethostname(), pid=pid, workers="elsewhere", expires_at=past)
+    result = fsm("upgrade")
+    assert result.exit_code == 0 and "took over a stale lock (expired)" in result.stderr
+
+
+def test_a_lease_with_workers_elsewhere_is_handed_over_not_deleted(
+    project_id: str, emulator, fs_client
+) -> None:
+    """Released while a pipeline's workers elsewhere may still commit (the run was
+    interrupted or failed), the lease is left to expire one call timeout and one margin
+    from then: long enough for any commit in flight to have landed or failed, and no
+    longer. Once the pipeline has finished, it is deleted as usual."""
+    from fsmigrate.firestore.store import RetryPolicy
+
+    store = Store(Target(project_id, emulator_host="set"), policy=RetryPolicy(timeout=2.0))
+    lease = Lease(store, "test", ttl=10).acquire()
+    lease.start_workers_elsewhere()
+    assert fs_client.document(LOCK_PATH).get().get("workers") == "elsewhere"
+    lease.release()
+    handed = dt.datetime.now(dt.timezone.utc)
+    body = fs_client.document(LOCK_PATH).get().to_dict()
+    assert body["holder"] == lease.holder_id and body["workers"] == "elsewhere"
+    left = (body["expires_at"] - handed).total_seconds()
+    assert 2.0 < left <= 3.0  # the call timeout, 2 s, and the margin, 1 s (TTL 10 s / 10)
+    with pytest.raises(LockHeld, match="Beam workers run elsewhere"):
+        Lease(store, "other", ttl=10).acquire()
+
+    lease = Lease(store, "after", ttl=10)
+    time.sleep(max(0.0, left + 0.2))
+    lease.acquire()
+    assert lease.took_over is not None and "(expired)" in lease.took_over
+    lease.start_workers_elsewhere()
+    lease.workers_done()
+    lease.release()
+    assert not fs_client.document(LOCK_PATH).get().exists
+
+
 def test_break_lock_removes_it_with_a_warning(fsm: Fsm, fs_client) -> None:
     plant(fs_client)
     result = fsm("break-lock")

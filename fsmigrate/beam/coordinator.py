@@ -206,8 +206,13 @@ class BeamDistributor:
                     max_skip_ratio=control.max_skip_ratio if control is not None else None,
                 )
                 pipeline_options = bp.options(self.workers, self.options, staged)
+                lease = settings.lease if not bp.runs_here(self.options) else None
+                if lease is not None:  # its workers may outlive this process
+                    lease.start_workers_elsewhere()
                 with beam.Pipeline(options=pipeline_options) as p:
                     bp.build(p, spec, form, ranges)
+                if lease is not None:  # the pipeline has finished: no worker commits
+                    lease.workers_done()
             except Exception as exc:  # the worker's error arrives wrapped, as text
                 failure = exc
         if log is not None and log.exists() and log.stat().st_size:

@@ -5,8 +5,11 @@ different machines exclude each other, not just processes on one host. It is tak
 a create (exactly one of several racing processes wins), renewed by a background thread
 while the run lasts, and deleted at the end. A lease is stale when it expired (its holder
 stopped renewing: killed, or cut off) or when its holder ran on this host with a PID that
-is no longer alive; a stale lease is taken over with a precondition on the stale one, so
-two processes cannot both take it over.
+is no longer alive, unless a Beam pipeline whose workers run on other machines was started
+under it (`workers: elsewhere`: they may commit until it expires, whatever became of the
+process that started them; such a lease is handed over, left to expire soon, rather than
+deleted while they may run); a stale lease is taken over with a precondition on the stale
+one, so two processes cannot both take it over.
 
 How the lease's expiry and the run's patience relate (docs/network-failures.md): the
 patience (`--patience`, 10 minutes) is how long a run keeps retrying Firestore without
@@ -58,11 +61,19 @@ def margin(ttl: float) -> float:
     return min(ttl / 10, 10.0)
 
 
+ELSEWHERE = "elsewhere"  # the lease's `workers`: a Beam run's workers on other machines
+
+
 def describe(holder: dict[str, Any]) -> str:
+    workers = (
+        "; its Beam workers run elsewhere and may commit until it expires"
+        if holder.get("workers") == ELSEWHERE
+        else ""
+    )
     return (
         f"{holder.get('operator', '?')}@{holder.get('host', '?')} pid {holder.get('pid', '?')}"
         f" ({holder.get('command', '?')}, since {_iso(holder.get('acquired_at'))}, "
-        f"expires {_iso(holder.get('expires_at'))})"
+        f"expires {_iso(holder.get('expires_at'))}{workers})"
     )
 
 
@@ -79,6 +90,8 @@ def stale_reason(holder: dict[str, Any], now: dt.datetime, host: str) -> Optiona
     expires = holder.get("expires_at")
     if not isinstance(expires, dt.datetime) or expires < now:
         return "expired"
+    if holder.get("workers") == ELSEWHERE:  # they outlive its process: only its expiry
+        return None
     pid = holder.get("pid")
     if holder.get("host") == host and isinstance(pid, int) and not pid_alive(pid):
         return f"its process {pid} on this host is gone"
@@ -101,6 +114,10 @@ class Lease:
         self._valid_until = 0.0  # time.monotonic() after which writes must not land
         self._lost: Optional[str] = None
         self.progress: Optional[dict[str, Any]] = None  # the run's, for `fsmigrate status`
+        # a Beam pipeline whose workers run on other machines may be running under it:
+        # released by `hand_over`, and its process's death does not make it stale
+        self.workers_elsewhere = False
+        self._expires_in: Optional[float] = None  # the next body's expiry, if not the TTL
         self._stop = threading.Event()
         self._wake = threading.Event()  # renew now (a new progress to show)
         self._thread: Optional[threading.Thread] = None
@@ -115,8 +132,10 @@ class Lease:
             "command": self.command,
             "tool_version": __version__,
             "acquired_at": self.acquired_at,
-            "expires_at": _now() + dt.timedelta(seconds=self.ttl),
+            "expires_at": _now() + dt.timedelta(seconds=self._expires_in or self.ttl),
         }
+        if self.workers_elsewhere:
+            body["workers"] = ELSEWHERE
         if self.progress is not None:
             body["run"] = self.progress
         return body
@@ -165,9 +184,29 @@ class Lease:
         self._thread.start()
         return self
 
+    def start_workers_elsewhere(self) -> None:
+        """A Beam pipeline whose workers run on other machines starts under this lease:
+        say so in the lease now (before it is submitted). From then on the lease is not
+        taken over when this process is gone, only when it expires, and its release
+        is a `hand_over`, until `workers_done`."""
+        before = self.update_time
+        self.workers_elsewhere = True
+        self.renew()
+        self.check()
+        if self.update_time == before:
+            raise LockLost(self.target, "it could not be renewed to say so before the pipeline")
+
+    def workers_done(self) -> None:
+        """The pipeline has finished: no worker commits under this lease any more."""
+        self.workers_elsewhere = False
+
     def release(self) -> None:
         """Stop renewing and delete the lease, if it is still ours and still good; a
-        lease that cannot be deleted in time is left to expire (never an error)."""
+        lease that cannot be deleted in time is left to expire (never an error). While
+        workers elsewhere may still commit under it: `hand_over` instead."""
+        if self.workers_elsewhere:
+            self.hand_over()
+            return
         self._stop.set()
         if self.store.fence == self.seconds_left:
             self.store.fence = None
@@ -183,6 +222,36 @@ class Lease:
                     self.docs.delete(self.path, self.update_time, deadline=deadline)
                 except FirestoreError:
                     pass  # it expires by itself; whoever comes next takes it over
+            self.update_time = None
+        finally:
+            self._lock.release()
+
+    def hand_over(self) -> None:
+        """Stop renewing, and leave the lease to expire instead of deleting it: a Beam
+        run's workers elsewhere may have a commit in flight (the run was interrupted, or
+        failed before its pipeline finished; on Dataflow the job may run on). Each of
+        their commits has a deadline no later than the call timeout and than the lease's
+        expiry less the margin, and they read the lease before each batch; so the lease
+        is rewritten to expire one call timeout and one margin from now, and whoever
+        takes it over after that finds every commit of theirs landed or failed, and
+        settles the journal by re-reading. A lease that cannot be rewritten expires at
+        its own time."""
+        self._stop.set()
+        if self.store.fence == self.seconds_left:
+            self.store.fence = None
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=RELEASE_WITHIN)
+        if not self._lock.acquire(timeout=RELEASE_WITHIN):
+            return
+        try:
+            if self._lost is None and self.update_time is not None:
+                self._expires_in = self.store.policy.timeout + margin(self.ttl)
+                deadline = min(self._valid_until, time.monotonic() + RELEASE_WITHIN)
+                try:
+                    self.docs.replace(self.path, self._body, self.update_time, deadline=deadline)
+                except FirestoreError:
+                    pass  # it expires at its own time
             self.update_time = None
         finally:
             self._lock.release()

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Optional, Protocol
 
 from fsmigrate.engine import tracing
 from fsmigrate.engine.estimate import Tally
-from fsmigrate.engine.lease import DEFAULT_TTL
+from fsmigrate.engine.lease import DEFAULT_TTL, Lease
 from fsmigrate.scripts import archive
 from fsmigrate.scripts.operations import KINDS
 
@@ -91,6 +91,7 @@ class RunSettings:
     capture_writes: bool = False  # a dry-run journals its exact writes (for --plan-out)
     lease_holder: Optional[str] = None  # the lease workers check before each commit
     lease_ttl: float = DEFAULT_TTL  # its TTL (workers stop writing before it expires)
+    lease: Optional[Lease] = None  # the lease itself (a Beam run marks workers elsewhere)
 
 
 @dataclass

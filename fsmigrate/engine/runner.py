@@ -33,7 +33,7 @@ from fsmigrate.engine.batching import (
 from fsmigrate.engine.commit import Committer, Numbered, Settled
 from fsmigrate.engine.control import Controller
 from fsmigrate.engine.estimate import document_size, figures
-from fsmigrate.engine.lease import DEFAULT_TTL
+from fsmigrate.engine.lease import DEFAULT_TTL, Lease
 from fsmigrate.engine.run import (
     APPLY,
     DRY_RUN,
@@ -130,6 +130,7 @@ class Runner:
         distributor: Optional[Distributor] = None,
         lease_holder: Optional[str] = None,
         lease_ttl: float = DEFAULT_TTL,
+        lease: Optional[Lease] = None,
         as_of: Optional[dt.datetime] = None,
         control: Optional[Controller] = None,
         hooks: Optional[run_hooks.Hooks] = None,
@@ -152,6 +153,7 @@ class Runner:
             capture_writes=capture_writes,
             lease_holder=lease_holder,
             lease_ttl=lease_ttl,
+            lease=lease,
         )
         # what the writes of one commit may take: the request's own bytes come off the top
         self._payload_bytes = batch_bytes - store.commit_size(())
