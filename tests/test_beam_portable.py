@@ -38,7 +38,7 @@ pytest.importorskip(
 from fsmigrate import api
 from fsmigrate.beam import pipeline as bp
 from fsmigrate.beam import staging
-from fsmigrate.errors import FsMigrateError
+from fsmigrate.errors import FsMigrateError, LockHeld
 from fsmigrate.heartbeats import incident
 from helpers import items_of, seed_items, write_script
 
@@ -330,8 +330,13 @@ def test_the_heartbeat_cleanup_on_staged_workers_ends_as_on_the_local_runner(
 
 
 def test_a_staged_worker_killed_mid_run_is_settled_by_the_next_command(
-    tmp_path: Path, emulator, pool: Pool, project_id: str, fs_client
+    tmp_path: Path, emulator, pool: Pool, project_id: str, fs_client, monkeypatch
 ) -> None:
+    """The pipeline fails; its workers were elsewhere, so the lease is left to expire one
+    call timeout and one margin later (shortened here) and the next command, refused
+    until then, takes it over and settles what the killed worker left."""
+    monkeypatch.setenv("FSMIGRATE_CALL_TIMEOUT", "5")
+    monkeypatch.setenv("FSMIGRATE_LOCK_TTL", "20")  # its margin: 2 s
     seed_items(fs_client, 2400)
     write_script(tmp_path / "migrations", "0001", None, BUMP)
     cfg = api.Config(
@@ -365,6 +370,9 @@ def test_a_staged_worker_killed_mid_run_is_settled_by_the_next_command(
     failed = caught.value.partial.runs[0]
     assert failed.status == "failed" and 0 < failed.committed < 2400
 
+    with pytest.raises(LockHeld, match="Beam workers run elsewhere"):
+        api.upgrade(cfg, opts)
+    time.sleep(5 + 2)
     finished = api.upgrade(cfg, opts).runs[0]
 
     assert finished.status == "succeeded" and finished.resumes == failed.run_id

@@ -21,6 +21,14 @@ from fsmigrate.beam import staging
 from helpers import Fsm, items_of, seed_items, write_script
 
 ROOT = Path(__file__).resolve().parent.parent
+DELETE_EACH = """
+from fsmigrate.distributed import scan
+
+source = scan("items")
+
+def each(ctx, doc):
+    yield ctx.delete(doc)
+"""
 
 
 def test_the_wheel_holds_the_package_its_metadata_and_a_record_of_hashes(tmp_path: Path) -> None:
@@ -83,14 +91,7 @@ def test_a_dataflow_run_with_a_journal_on_this_disk_is_refused_before_it_starts(
         fsm.migrations,
         "0001",
         None,
-        """
-from fsmigrate.distributed import scan
-
-source = scan("items")
-
-def each(ctx, doc):
-    yield ctx.delete(doc)
-""",
+        DELETE_EACH,
     )
 
     out = fsm("upgrade", "--runner", "beam", "--beam-option", "runner=DataflowRunner")
@@ -119,14 +120,7 @@ def test_a_run_whose_workers_are_elsewhere_leaves_its_lease_to_expire_when_it_fa
         fsm.migrations,
         "0001",
         None,
-        """
-from fsmigrate.distributed import scan
-
-source = scan("items")
-
-def each(ctx, doc):
-    yield ctx.delete(doc)
-""",
+        DELETE_EACH,
     )
     nobody = f"localhost:{free_port()}"  # a job service that is not there
     out = fsm(

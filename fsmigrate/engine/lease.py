@@ -34,6 +34,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any, Optional
 
 from fsmigrate import __version__
@@ -207,6 +208,32 @@ class Lease:
         if self.workers_elsewhere:
             self.hand_over()
             return
+        self._last_write(
+            lambda written, deadline: self.docs.delete(self.path, written, deadline=deadline)
+        )
+
+    def hand_over(self) -> None:
+        """Stop renewing, and leave the lease to expire instead of deleting it: a Beam
+        run's workers elsewhere may have a commit in flight (the run was interrupted, or
+        failed before its pipeline finished; on Dataflow the job may run on). Each of
+        their commits has a deadline no later than the call timeout and than the lease's
+        expiry less the margin, and they read the lease before each batch; so the lease
+        is rewritten to expire one call timeout and one margin from now, and whoever
+        takes it over after that finds every commit of theirs landed or failed, and
+        settles the journal by re-reading. A lease that cannot be rewritten expires at
+        its own time."""
+        self._expires_in = self.store.policy.timeout + margin(self.ttl)
+        self._last_write(
+            lambda written, deadline: self.docs.replace(
+                self.path, self._body, written, deadline=deadline
+            )
+        )
+
+    def _last_write(self, write: Callable[[dt.datetime, float], object]) -> None:
+        """Stop renewing, then `write(update_time, deadline)` the lease one last time (its
+        delete, or its hand-over), guarded by the update time it has, if it is still ours
+        and still good; a lease that cannot be written in time is left to expire (never
+        an error)."""
         self._stop.set()
         if self.store.fence == self.seconds_left:
             self.store.fence = None
@@ -219,39 +246,9 @@ class Lease:
             if self._lost is None and self.update_time is not None:
                 deadline = min(self._valid_until, time.monotonic() + RELEASE_WITHIN)
                 try:
-                    self.docs.delete(self.path, self.update_time, deadline=deadline)
+                    write(self.update_time, deadline)
                 except FirestoreError:
                     pass  # it expires by itself; whoever comes next takes it over
-            self.update_time = None
-        finally:
-            self._lock.release()
-
-    def hand_over(self) -> None:
-        """Stop renewing, and leave the lease to expire instead of deleting it: a Beam
-        run's workers elsewhere may have a commit in flight (the run was interrupted, or
-        failed before its pipeline finished; on Dataflow the job may run on). Each of
-        their commits has a deadline no later than the call timeout and than the lease's
-        expiry less the margin, and they read the lease before each batch; so the lease
-        is rewritten to expire one call timeout and one margin from now, and whoever
-        takes it over after that finds every commit of theirs landed or failed, and
-        settles the journal by re-reading. A lease that cannot be rewritten expires at
-        its own time."""
-        self._stop.set()
-        if self.store.fence == self.seconds_left:
-            self.store.fence = None
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=RELEASE_WITHIN)
-        if not self._lock.acquire(timeout=RELEASE_WITHIN):
-            return
-        try:
-            if self._lost is None and self.update_time is not None:
-                self._expires_in = self.store.policy.timeout + margin(self.ttl)
-                deadline = min(self._valid_until, time.monotonic() + RELEASE_WITHIN)
-                try:
-                    self.docs.replace(self.path, self._body, self.update_time, deadline=deadline)
-                except FirestoreError:
-                    pass  # it expires at its own time
             self.update_time = None
         finally:
             self._lock.release()
