@@ -211,12 +211,15 @@ _RUN_ID = re.compile(r"\b\d{8}T\d{6}Z-[0-9a-f]{6}\b")
 _TIME = re.compile(r"\b\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z")
 _DURATION = re.compile(r"\bin \d+(?:\.\d+)? (s|ms|min|h)\b")
 _ARCHIVED = re.compile(r"\b[1-9][\d.,]* (?:bytes|KB|MB|GB)(?= (?:to archive|archived))")
+# the date in a date-suffixed heartbeat id (`Name_2026-12-05_3f63af83`): the day before
+# its heartbeat, which the incident's seeding counts back from now
+_HEARTBEAT_DATE = re.compile(r"(?<=_)\d{4}-\d\d-\d\d(?=_[0-9a-f]{8}\b)")
 _PORT = re.compile(r"\b(127\.0\.0\.1|localhost|\[::1\]):\d{2,5}\b")
 
 
 def normalise(text: str, home: str = "", host: str = "") -> str:
     """What changes from run to run, made the same: run ids, sha256 digests (a plan's),
-    RFC 3339 times, how long a run
+    RFC 3339 times, the dates in date-suffixed heartbeat ids, how long a run
     took (`in 0.6 s`), the emulator's port and pid, the host name (`@laptop`), the home directory
     (`~`); trailing blanks."""
     if home:
@@ -227,6 +230,7 @@ def normalise(text: str, home: str = "", host: str = "") -> str:
     text = re.sub(r"\b\d{8}T\d{6}Z\b(?!-)", "20261202T031139Z", text)  # a run id cut short
     text = _SHA256.sub("7dbaf45be47c61671116f06e52050bc3877f9d212772875d4074702a0f43b24e", text)
     text = _TIME.sub(lambda m: _FRACTION_TIME if "." in m.group() else _WHOLE_TIME, text)
+    text = _HEARTBEAT_DATE.sub("2026-12-01", text)
     text = _PORT.sub(r"\1:8080", text)
     text = _DURATION.sub(r"in 0.6 \1", text)
     text = re.sub(r"\bpid \d+", "pid 24583", text)

@@ -93,6 +93,10 @@ def test_an_output_is_compared_after_normalising_what_changes(tmp_path: Path) ->
     assert normalise(f"emulator 127.0.0.1:43859 {home}/x you@box1", home=home, host="box1") == (
         "emulator 127.0.0.1:8080 ~/x you@laptop"
     )
+    # a date-suffixed heartbeat id: its date is counted back from the day it was seeded
+    assert normalise("from Gamebook_2026-12-06_3f63af83 on 2026-12-06") == (
+        "from Gamebook_2026-12-01_3f63af83 on 2026-12-06"
+    )
     # a line `...` stands for any lines, none included
     assert matches("a\n...\nc", "a\nc") and matches("a\n...\nc", "a\nb\nb\nc")
     assert not matches("a\n...\nc", "a\nb")
