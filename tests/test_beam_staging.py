@@ -82,17 +82,18 @@ def test_staged_packages_follow_the_users_own(tmp_path: Path) -> None:
     assert options.view_as(SetupOptions).extra_packages == ["/mine.whl", "/w.whl"]
 
 
+def deleting_five(tmp_path: Path, project_id: str, fs_client) -> Fsm:
+    """Five items, and a per-document migration that deletes them."""
+    seed_items(fs_client, 5)
+    fsm = Fsm(project_id, tmp_path / "state.db", tmp_path / "migrations")
+    write_script(fsm.migrations, "0001", None, DELETE_EACH)
+    return fsm
+
+
 def test_a_dataflow_run_with_a_journal_on_this_disk_is_refused_before_it_starts(
     tmp_path: Path, project_id: str, emulator, fs_client
 ) -> None:
-    seed_items(fs_client, 5)
-    fsm = Fsm(project_id, tmp_path / "state.db", tmp_path / "migrations")
-    write_script(
-        fsm.migrations,
-        "0001",
-        None,
-        DELETE_EACH,
-    )
+    fsm = deleting_five(tmp_path, project_id, fs_client)
 
     out = fsm("upgrade", "--runner", "beam", "--beam-option", "runner=DataflowRunner")
 
@@ -114,14 +115,7 @@ def test_a_run_whose_workers_are_elsewhere_leaves_its_lease_to_expire_when_it_fa
 
     monkeypatch.setenv("FSMIGRATE_CALL_TIMEOUT", "2")
     monkeypatch.setenv("FSMIGRATE_LOCK_TTL", "10")  # its margin: 1 s
-    seed_items(fs_client, 5)
-    fsm = Fsm(project_id, tmp_path / "state.db", tmp_path / "migrations")
-    write_script(
-        fsm.migrations,
-        "0001",
-        None,
-        DELETE_EACH,
-    )
+    fsm = deleting_five(tmp_path, project_id, fs_client)
     nobody = f"localhost:{free_port()}"  # a job service that is not there
     out = fsm(
         "upgrade", "--runner", "beam",
