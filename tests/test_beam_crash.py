@@ -144,6 +144,61 @@ def test_a_coordinator_killed_mid_pipeline_is_imported_by_the_same_command(
 
 
 @pytest.mark.long
+def test_a_killed_coordinators_journal_is_imported_from_another_state_file(
+    fsm: Fsm, fs_client, tmp_path: Path
+) -> None:
+    """The launcher's machine is gone, and its state file with it: another operator (or
+    CI job), with a state file of their own, finds the journal through the database's
+    record, adopts the killed run and imports its workers' commits under it."""
+    seed_items(fs_client, N)
+    journal_root = Path(str(fsm.state) + ".journal")
+    proc = start(fsm.argv(*BEAM), FSMIGRATE_TEST_PAUSE="before-commit:0.4")
+    kill_after_outcomes(proc, journal_root, 3)
+    killed = killed_run(fsm)
+    records = fs_client.collection("_fsmigrate/meta/journals")
+    assert [doc.id for doc in records.list_documents()] == [killed]
+    other = Fsm(fsm.project, tmp_path / "elsewhere" / "state.db", fsm.migrations)
+    other.state.parent.mkdir()
+
+    again = other(*BEAM)
+
+    assert again.exit_code == 0, again.output
+    assert re.search(rf"of interrupted Beam run {killed} \(launched by \S+@\S+\)", again.output)
+    assert_accounted_for(other, fs_client, killed)
+    assert not [p for p in journal_root.glob("*") if p.is_dir()]  # imported, then removed
+    assert list(records.list_documents()) == []
+    adopted = next(r for r in api.history(cfg_of(other)) if r.run_id == killed)
+    assert adopted.revision == "0001" and adopted.resumes is None
+    # the first operator's next command: nothing left to import, the migration applied
+    first = fsm(*BEAM)
+    assert first.exit_code == 0, first.output
+    assert "up to date" in first.output
+
+
+def test_a_journal_that_cannot_be_read_here_is_named_not_adopted(
+    fsm: Fsm, fs_client, tmp_path: Path
+) -> None:
+    """A journal on the dead launcher's own disk cannot be imported from another machine:
+    a command that takes the lease says so (the record stays, for each next one and for
+    the command run where it can be read); nothing is adopted."""
+    seed_items(fs_client, 10)
+    gone = tmp_path / "launchers-disk" / "state.db.journal" / "20261201T000000Z-abcdef"
+    fs_client.document("_fsmigrate/meta/journals/20261201T000000Z-abcdef").set(
+        {"run_id": "20261201T000000Z-abcdef", "location": str(gone), "keep": False,
+         "revision": "0001", "checksum": "x", "operator": "alice", "host": "laptop2"}
+    )  # fmt: skip
+
+    result = fsm("upgrade")
+    assert result.exit_code == 0, result.output
+    assert (
+        "the journal of Beam run 20261201T000000Z-abcdef (alice@laptop2, revision 0001)"
+        f" is at {gone}, which cannot be read from here" in " ".join(result.output.split())
+    )
+    assert "20261201T000000Z-abcdef" not in {r.run_id for r in api.history(cfg_of(fsm))}
+    assert fs_client.document("_fsmigrate/meta/journals/20261201T000000Z-abcdef").get().exists
+
+
+@pytest.mark.long
 def test_a_batch_committed_without_its_outcome_is_settled_by_re_reading(
     fsm: Fsm, fs_client
 ) -> None:

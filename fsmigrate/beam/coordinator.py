@@ -138,8 +138,9 @@ class BeamDistributor:
         if "://" not in root:  # recorded whole: the next command may run elsewhere
             root = str(Path(root).expanduser().resolve())
         directory = workfiles.join(root, run_id)
-        if not dry_run:  # findable before anything is journaled (fsmigrate.beam.journal)
+        if not dry_run:  # findable before anything is journaled, from any state file
             run.state.record_journal(run_id, directory, keep=self.keep_journal)
+            journal.publish(store, run.state, run_id, directory, keep=self.keep_journal)
         workfiles.make_private(directory)
         source = forms.source
         assert form is not None and source is not None  # what self.check let through
@@ -240,8 +241,9 @@ class BeamDistributor:
             self._settle_own(run)  # a stopped run leaves nothing in flight
         if not self.keep_journal:
             workfiles.remove_tree(directory)
-        if not dry_run:
+        if not dry_run:  # (by any state file, through the database's record)
             run.state.journal_gone(run_id, kept=self.keep_journal)
+            journal.unpublish(store, run_id)
         if failure is not None and stopped is None:
             raise self._classify(failure, script.revision) from failure
         if control is not None:

@@ -16,6 +16,15 @@ settles anything or plans:
   expires (`pipeline._LeaseFence`), so by the time another command holds the lease no
   commit of theirs is still in flight, and the re-read tells.
 
+The state file is one operator's: another operator, machine or CI job runs with another.
+So the coordinator also records the journal in the target database, beside the markers
+(`publish`: `_fsmigrate/meta/journals/{run}`, with the run's revision, checksum, operator
+and host), before the pipeline starts, and deletes that record once the journal is
+imported. Whoever takes the lease next, with whatever state file, finds the record: a run
+its state file does not know is adopted (`State.adopt_journal`) and its journal imported
+under it, as above; a journal that cannot be read from there is named in a warning by
+each command that takes the lease, until it is imported where it can be.
+
 Each batch file is recorded with its operations in one transaction: with its outcome when
 its outcome file is there (the rows as they ended), otherwise `pending`, and its outcome
 in another transaction when it comes (`State.journal_batch`, `State.journal_settled`). So
@@ -32,10 +41,10 @@ from fsmigrate.beam import workfiles
 from fsmigrate.engine import reconcile, testhooks
 from fsmigrate.engine.batching import MAX_BATCH
 from fsmigrate.engine.settle import reread_pending
-from fsmigrate.firestore.store import Store
+from fsmigrate.firestore.store import Leases, Store
 from fsmigrate.scripts.operations import Precondition
 from fsmigrate.state.database import OpRecord, State
-from fsmigrate.state.journals import RECORDED
+from fsmigrate.state.journals import IMPORTED, RECORDED
 from fsmigrate.words import plural
 
 OnBatch = Callable[[Sequence[OpRecord]], None]
@@ -147,6 +156,39 @@ def settle_by_rereading(store: Store, state: State, run_id: str, chunk: int = MA
     return len(updates)
 
 
+def _records(store: Store) -> str:
+    return f"{store.reserved_root}/meta/journals"
+
+
+def publish(store: Store, state: State, run_id: str, location: str, *, keep: bool) -> None:
+    """Record run `run_id`'s journal in the target database (before its pipeline starts),
+    with what another state file needs to adopt the run."""
+    run = state.run(run_id)
+    body = {
+        "run_id": run_id,
+        "location": location,
+        "keep": keep,
+        **{
+            key: run[key]
+            for key in (
+                "invocation", "revision", "checksum", "description", "kind", "started_at",
+                "operator", "host", "tool_version", "archive_policy", "read_time",
+            )
+        },
+    }  # fmt: skip
+    Leases(store).create(f"{_records(store)}/{run_id}", body)  # (one run id: one record)
+
+
+def unpublish(store: Store, run_id: str) -> None:
+    """The journal is imported (or was never written): its record goes."""
+    Leases(store).delete(f"{_records(store)}/{run_id}")
+
+
+def published(store: Store) -> dict[str, dict[str, Any]]:
+    """The journals recorded in the target database and not imported yet, by run."""
+    return {doc.id: doc.to_dict() for doc in store.scan(_records(store), include_reserved=True)}
+
+
 def import_orphans(store: Store, state: State, *, by: str) -> list[str]:
     """Bring in the journal of every earlier Beam apply of the store's target that was
     not imported (its coordinator died, or stopped halfway through its import), and
@@ -156,6 +198,22 @@ def import_orphans(store: Store, state: State, *, by: str) -> list[str]:
     ("imported 22 batches (10,437 operations) of interrupted Beam run RUN")."""
     target = store.target
     done = []
+    records = published(store)
+    adopted: dict[str, str] = {}  # run id -> its launcher, for runs of another state file
+    for run_id, record in records.items():  # another state file's runs: adopted here
+        if state.journal(run_id) is not None:
+            continue
+        if not workfiles.exists(record["location"]):
+            done.append(
+                f"the journal of Beam run {run_id} ({record.get('operator', '?')}@"
+                f"{record.get('host', '?')}, revision {record.get('revision', '?')}) is at "
+                f"{record['location']}, which cannot be read from here: what its workers "
+                "committed is not in this state file; run the same command where it can be "
+                "read to import it"
+            )
+            continue
+        state.adopt_journal(target.project, target.database, record)
+        adopted[run_id] = f"{record.get('operator', '?')}@{record.get('host', '?')}"
     for row in state.open_journals(target.project, target.database):
         run_id, location = row["run_id"], row["location"]
         if row["state"] == RECORDED:
@@ -170,11 +228,19 @@ def import_orphans(store: Store, state: State, *, by: str) -> list[str]:
                 f"beam: the journal ({location}) was imported by {by}: "
                 f"{plural(batches, 'batch', 'batches')} ({plural(ops, 'operation')})",
             )
+            launched = f" (launched by {adopted[run_id]})" if run_id in adopted else ""
             done.append(
                 f"imported {plural(batches, 'batch', 'batches')} ({plural(ops, 'operation')})"
-                f" of {what} Beam run {run_id}"
+                f" of {what} Beam run {run_id}{launched}"
             )
         if not row["keep"]:
             workfiles.remove_tree(location)
         state.journal_gone(run_id, kept=bool(row["keep"]))
+        if run_id in records:
+            unpublish(store, run_id)
+            del records[run_id]
+    for run_id in records:  # imported here before; its record left by a coordinator
+        known = state.journal(run_id)  # that stopped between the two
+        if known is not None and known["state"] not in (RECORDED, IMPORTED):
+            unpublish(store, run_id)
     return done

@@ -31,6 +31,39 @@ class Journals:
                 (run_id, location, int(keep), now_text()),
             )
 
+    def adopt_journal(self, project: str, database: str, record: dict) -> None:
+        """Record a Beam apply of another state file (another operator, machine or CI job)
+        whose journal the database's record names (`fsmigrate.beam.journal.publish`): its
+        run, `running` as its coordinator left it, and its journal, `recorded`, to be
+        imported under it. The run keeps its own id, revision, operator and host."""
+        with self.tx():  # type: ignore[attr-defined]
+            self.conn.execute(
+                "INSERT INTO runs (id, invocation, project, database, revision, checksum,"
+                " description, kind, mode, status, started_at, operator, host, tool_version,"
+                " archive_policy, read_time)"
+                " VALUES (?,?,?,?,?,?,?,?, 'apply', 'running', ?,?,?,?,?,?)",
+                (
+                    record["run_id"],
+                    record.get("invocation") or record["run_id"],
+                    project,
+                    database,
+                    record["revision"],
+                    record["checksum"],
+                    record.get("description") or "",
+                    record.get("kind") or "upgrade",
+                    record.get("started_at") or now_text(),
+                    record.get("operator") or "?",
+                    record.get("host") or "?",
+                    record.get("tool_version") or "?",
+                    record.get("archive_policy"),
+                    record.get("read_time"),
+                ),
+            )
+            self.conn.execute(
+                "INSERT INTO journals (run_id, location, keep, recorded_at) VALUES (?,?,?,?)",
+                (record["run_id"], record["location"], int(bool(record.get("keep"))), now_text()),
+            )
+
     def journal(self, run_id: str) -> sqlite3.Row | None:
         return self.conn.execute("SELECT * FROM journals WHERE run_id=?", (run_id,)).fetchone()
 
