@@ -531,15 +531,26 @@ def _alive(running: Optional[RunningRun]) -> Optional[str]:
     return running.run_id if running is not None and running.stale is None else None
 
 
-def _unimported(state: Optional[State], target: Target, running: Optional[str] = None) -> list:
-    """The target's Beam journals not imported yet, but the one of the run `running`."""
-    if state is None:
-        return []
-    return [
+def _unimported(
+    state: Optional[State],
+    target: Target,
+    running: Optional[str] = None,
+    store: Optional[Store] = None,
+) -> list:
+    """The target's Beam journals not imported yet, but the one of the run `running`: the
+    state file's, and with `store` those the database records for runs the state file
+    does not know (another operator's)."""
+    found = [
         UnimportedJournal(r["run_id"], r["revision"], r["status"], r["location"])
-        for r in state.open_journals(target.project, target.database)
+        for r in (state.open_journals(target.project, target.database) if state else [])
         if r["state"] == RECORDED and r["run_id"] != running
     ]
+    if store is not None:
+        for run_id, record in sorted(beam_journal.published(store).items()):
+            if run_id != running and (state is None or state.journal(run_id) is None):
+                revision, location = record.get("revision", "?"), record.get("location", "?")
+                found.append(UnimportedJournal(run_id, revision, "running", location))
+    return found
 
 
 @dataclass
@@ -847,7 +858,7 @@ def _execute(
     invocation = new_id()
     warnings: list[str] = []
     if dry_run:  # an apply imports them first; a dry-run does not take the lease
-        warnings.extend(j.message() for j in _unimported(state, target))
+        warnings.extend(j.message() for j in _unimported(state, target, store=store))
     result = UpgradeResult(invocation, target, dry_run, [], state, warnings=warnings)
     runner: Optional[Runner] = None
     try:
@@ -1495,7 +1506,7 @@ def status(cfg: Config, *, local: bool = False) -> StatusReport:
             unfinished[s.revision] = last
     rows = drift.status_rows(chain, applied, markers, unfinished)
     running = None if store is None else _running(store)
-    journals = _unimported(state, target, _alive(running))
+    journals = _unimported(state, target, _alive(running), store)
     return StatusReport(
         target, [StatusRow(**r) for r in rows], markers is not None, running, journals
     )
@@ -1517,7 +1528,7 @@ def verify(cfg: Config, *, local: bool = False) -> list[Finding]:
     state = State.open_readonly(cfg.state_path)
     found = [Finding(**f) for f in _findings(cfg, cfg._chain(), target, state, markers)]
     running = _running(store) if store is not None else None
-    for journal in _unimported(state, target, _alive(running)):
+    for journal in _unimported(state, target, _alive(running), store):
         found.append(Finding(journal.revision, "unimported journal", journal.message()))
     return found
 

@@ -196,6 +196,11 @@ def test_a_journal_that_cannot_be_read_here_is_named_not_adopted(
     )
     assert "20261201T000000Z-abcdef" not in {r.run_id for r in api.history(cfg_of(fsm))}
     assert fs_client.document("_fsmigrate/meta/journals/20261201T000000Z-abcdef").get().exists
+    status = fsm("status")  # status and verify read the record too
+    assert "Beam run 20261201T000000Z-abcdef (revision 0001, running)" in status.output
+    verify = fsm("verify", "--format", "json")
+    assert verify.exit_code == 1
+    assert [f["problem"] for f in json.loads(verify.stdout)["findings"]] == ["unimported journal"]
 
 
 @pytest.mark.long
