@@ -428,9 +428,10 @@ def test_a_missing_index_in_a_run_is_one_line_naming_it(
     seed_items(fs_client, 3, lambda i: {"kind": "a", "n": i})
     fsm = Fsm(project_id, tmp_path / "state.db", tmp_path / "migrations")
     write_script(fsm.migrations, "0001", None, SCRIPT)
-    # the run's first query reads the markers; its second is the script's scan
+    # the run's first queries read the Beam journals' records and the markers; its third
+    # is the script's scan
     refusing.fail_next(
-        "RunQuery", grpc.StatusCode.FAILED_PRECONDITION, details=_index_refusal(project_id), after=1
+        "RunQuery", grpc.StatusCode.FAILED_PRECONDITION, details=_index_refusal(project_id), after=2
     )
     result = fsm("upgrade", "--dry-run")
     assert result.exit_code == 1, result.output
