@@ -223,6 +223,7 @@ class BeamDistributor:
         self._import(run, directory)
         if not dry_run:
             run.state.finish_import(run_id, by=f"run {run_id}", interrupted=False)
+            journal.unpublish(store, run_id)  # (in this state file: no other needs it)
         stopped = None
         if control is not None:  # the controls the workers took, recorded with the run
             control.take(run)
@@ -241,9 +242,8 @@ class BeamDistributor:
             self._settle_own(run)  # a stopped run leaves nothing in flight
         if not self.keep_journal:
             workfiles.remove_tree(directory)
-        if not dry_run:  # (by any state file, through the database's record)
+        if not dry_run:
             run.state.journal_gone(run_id, kept=self.keep_journal)
-            journal.unpublish(store, run_id)
         if failure is not None and stopped is None:
             raise self._classify(failure, script.revision) from failure
         if control is not None:

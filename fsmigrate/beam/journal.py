@@ -20,7 +20,8 @@ The state file is one operator's: another operator, machine or CI job runs with 
 So the coordinator also records the journal in the target database, beside the markers
 (`publish`: `_fsmigrate/meta/journals/{run}`, with the run's revision, checksum, operator
 and host), before the pipeline starts, and deletes that record once the journal is
-imported. Whoever takes the lease next, with whatever state file, finds the record: a run
+imported (before the journal's files are removed: a record never names a journal that is
+gone). Whoever takes the lease next, with whatever state file, finds the record: a run
 its state file does not know is adopted (`State.adopt_journal`) and its journal imported
 under it, as above; a journal that cannot be read from there is named in a warning by
 each command that takes the lease, until it is imported where it can be.
@@ -233,12 +234,12 @@ def import_orphans(store: Store, state: State, *, by: str) -> list[str]:
                 f"imported {plural(batches, 'batch', 'batches')} ({plural(ops, 'operation')})"
                 f" of {what} Beam run {run_id}{launched}"
             )
+        if run_id in records:  # in this state file now: the record goes before the files
+            unpublish(store, run_id)
+            del records[run_id]
         if not row["keep"]:
             workfiles.remove_tree(location)
         state.journal_gone(run_id, kept=bool(row["keep"]))
-        if run_id in records:
-            unpublish(store, run_id)
-            del records[run_id]
     for run_id in records:  # imported here before; its record left by a coordinator
         known = state.journal(run_id)  # that stopped between the two
         if known is not None and known["state"] not in (RECORDED, IMPORTED):
