@@ -11,6 +11,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import sys
@@ -215,6 +216,15 @@ def _interrupted_line(exc: BaseException, result: Optional[api.UpgradeResult]) -
 def _want_traceback(ctx: click.Context) -> bool:
     cfg = ctx.find_object(Config)
     return bool(cfg and cfg.traceback) or "--traceback" in sys.argv
+
+
+def _columns() -> int:
+    """How wide a text table may be: the terminal's width when stdout is one (at least
+    report.WIDTH); report.WIDTH when it is a pipe or a file, so that what a script reads
+    does not depend on the terminal it ran from."""
+    if not sys.stdout.isatty():
+        return report.WIDTH
+    return max(report.WIDTH, shutil.get_terminal_size((report.WIDTH, 24)).columns)
 
 
 def _emit_result(cfg: Config, chunks: Iterable[str]) -> None:
@@ -523,7 +533,8 @@ def status_cmd(cfg: Config, fmt: str, local: bool, check: bool, plan: bool, quie
         if fmt == "markdown":
             raise UsageError("--format markdown needs --check (a pull-request comment)")
         cfg.wants_json("status", fmt)
-        _emit_result(cfg, report.status_chunks(api.status(cfg.api, local=local), fmt))
+        status = api.status(cfg.api, local=local)
+        _emit_result(cfg, report.status_chunks(status, fmt, width=_columns()))
         return
     gate = api.status_check(cfg.api, local=local, plan=plan, progress=_Bar(quiet))
     _emit(gate_report.chunks(gate, fmt))
@@ -593,7 +604,10 @@ def history_cmd(cfg: Config, fmt: str, limit: Optional[int]) -> None:
     """
     cfg.wants_json("history", fmt)
     runs = [r.to_json() for r in api.history(cfg.api, limit)]
-    _emit_result(cfg, report.runs_chunks(runs, fmt, command="history", target=cfg.api.target()))
+    chunks = report.runs_chunks(
+        runs, fmt, command="history", target=cfg.api.target(), width=_columns()
+    )
+    _emit_result(cfg, chunks)
 
 
 @cli.command("verify")

@@ -141,3 +141,47 @@ def test_emulator_commands_start_status_stop(tmp_path: Path) -> None:
         cli, ["emulator", "start", "--host", "10.1.2.3", "--record", str(record)]
     )
     assert refused.exit_code == 2
+
+
+def test_text_tables_use_a_wider_terminal_and_stay_at_100_columns_in_a_pipe(
+    tmp_path: Path,
+) -> None:
+    """`status` and `history` cut a line at 100 columns for a pipe or a file (what a script
+    reads does not depend on the terminal), and use the width of a wider terminal."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    description = "Backfill the " + "very " * 12 + "long description"  # 56 + 90 columns
+    write_script(tmp_path / "migrations", "0001", None, "def plan(ctx):\n    return []\n")
+    script = next((tmp_path / "migrations").glob("0001_*.py"))
+    script.write_text(f'"""{description}."""\n' + script.read_text())
+    argv = [
+        sys.executable, "-m", "fsmigrate", "--project", "p", "--state", str(tmp_path / "s.db"),
+        "--migrations", str(tmp_path / "migrations"), "status", "--local",
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+
+    piped = subprocess.run(argv, capture_output=True, text=True, env=env, check=True).stdout
+    row = next(line for line in piped.splitlines() if "0001" in line)
+    assert len(row) == 100 and row.endswith("…")
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
+    proc = subprocess.Popen(argv, stdout=follower, stderr=subprocess.DEVNULL, env=env)
+    os.close(follower)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the terminal's other end closed: all read
+            break
+        if not chunk:
+            break
+        out += chunk
+    assert proc.wait(timeout=60) == 0
+    os.close(leader)
+    row = next(line for line in out.decode().splitlines() if "0001" in line)
+    assert description in row and not row.rstrip().endswith("…")

@@ -25,6 +25,7 @@ from typing import Any, Optional
 
 from fsmigrate.engine.traffic import Limits
 from fsmigrate.scripts.operations import DELETE, KINDS, Operation
+from fsmigrate.words import plural
 
 KEYS = ("reads", "writes", "deletes", "archive_bytes", "seconds_at_ramp")
 
@@ -93,7 +94,8 @@ def describe(fig: Mapping[str, Any]) -> str:
     rate limits' (an apply's figures, which have the `seconds` it took: 'archived')."""
     done = fig.get("seconds") is not None
     text = (
-        f"{fig['reads']:,} reads, {fig['writes']:,} writes, {fig['deletes']:,} deletes, "
+        f"{plural(fig['reads'], 'read')}, {plural(fig['writes'], 'write')}, "
+        f"{plural(fig['deletes'], 'delete')}, "
         f"{human_bytes(fig['archive_bytes'])} {'archived' if done else 'to archive'}"
     )
     if fig.get("seconds") is not None:
@@ -109,7 +111,7 @@ def human_bytes(n: int) -> str:
     size = float(n)
     for unit in ("bytes", "KB", "MB", "GB", "TB"):
         if size < 1000 or unit == "TB":
-            return f"{n:,} bytes" if unit == "bytes" else f"{size:,.1f} {unit}"
+            return plural(n, "byte") if unit == "bytes" else f"{size:,.1f} {unit}"
         size /= 1000
     return f"{n:,} bytes"
 

@@ -395,11 +395,11 @@ def _upgrade_json(
 # ---- history / audit / status --------------------------------------------------------
 
 
-WIDTH = 100  # text tables fit this many columns
+WIDTH = 100  # text tables fit this many columns (or a wider terminal's: `width`)
 
 
-def _fit(line: str) -> str:
-    return line if len(line) <= WIDTH else line[: WIDTH - 1] + "…"
+def _fit(line: str, width: int = WIDTH) -> str:
+    return line if len(line) <= width else line[: width - 1] + "…"
 
 
 def runs_chunks(
@@ -408,9 +408,10 @@ def runs_chunks(
     *,
     command: str = "history",
     target: Any = None,
+    width: int = WIDTH,
 ) -> Iterator[str]:
     """Runs (as `run_dict` gives them) as text, json (the `history` or `audit` shape) or
-    jsonl (one run a line). Text: one line per run, within WIDTH columns; the run id
+    jsonl (one run a line). Text: one line per run, within `width` columns; the run id
     starts with its start time; the last column is who ran it (history, one target) or
     the target (audit, every target)."""
     if fmt == "jsonl":
@@ -430,7 +431,8 @@ def runs_chunks(
     yield (
         _fit(
             f"{'RUN':<23} {'REV':<5} {'KIND':<9} {'MODE':<7} {'STATUS':<11} {'PLANNED':>7} "
-            f"{'DONE':>7}  {last}"
+            f"{'DONE':>7}  {last}",
+            width,
         )
         + "\n"
     )
@@ -443,7 +445,8 @@ def runs_chunks(
         yield (
             _fit(
                 f"{r['run_id']:<23} {r['revision']:<5} {r['kind']:<9} {r['mode']:<7} "
-                f"{r['status']:<11} {r['planned']:>7,} {r['committed']:>7,}  {who}"
+                f"{r['status']:<11} {r['planned']:>7,} {r['committed']:>7,}  {who}",
+                width,
             )
             + "\n"
         )
@@ -498,8 +501,8 @@ def audit_run_chunks(state: Any, run_id: str, fmt: str) -> Iterator[str]:
     yield ("Before-images: fsmigrate audit " + run_id + " --format jsonl\n")
 
 
-def status_chunks(report: Any, fmt: str) -> Iterator[str]:
-    """`api.StatusReport` as text (one line per revision, within WIDTH columns) or json,
+def status_chunks(report: Any, fmt: str, width: int = WIDTH) -> Iterator[str]:
+    """`api.StatusReport` as text (one line per revision, within `width` columns) or json,
     with the run holding the lock (`running`, the JSON of `api.RunningRun`) when there is
     one."""
     rows = [r.to_json() for r in report.revisions]
@@ -528,7 +531,8 @@ def status_chunks(report: Any, fmt: str) -> Iterator[str]:
         state = r["state"]
         if state in ("failed", "interrupted", "running"):
             when = f"run {r['run_id']}"[:20]
-        yield _fit(f"  {r['revision']:<6} {state:<24} {when:<20}  {r['description']}") + "\n"
+        line = f"  {r['revision']:<6} {state:<24} {when:<20}  {r['description']}"
+        yield _fit(line, width) + "\n"
 
     if running is not None:
         yield running_line(running)
