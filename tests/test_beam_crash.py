@@ -175,6 +175,33 @@ def test_a_killed_coordinators_journal_is_imported_from_another_state_file(
     assert "up to date" in first.output
 
 
+def test_a_coordinator_killed_right_after_recording_its_journal_leaves_nothing_unread(
+    fsm: Fsm, fs_client, tmp_path: Path
+) -> None:
+    """Killed right after the journal's record is in the database, before any worker ran:
+    a command with another state file finds the (empty) journal where the record says,
+    adopts the run with nothing in it, warns of nothing unreadable, and does the work."""
+    seed_items(fs_client, N)
+    proc = start(fsm.argv(*BEAM), FSMIGRATE_TEST_CRASH_GROUP="journal-published:0")
+    proc.communicate(timeout=300)
+    assert proc.returncode == -signal.SIGKILL
+    killed = killed_run(fsm)
+    records = fs_client.collection("_fsmigrate/meta/journals")
+    assert [doc.id for doc in records.list_documents()] == [killed]
+    other = Fsm(fsm.project, tmp_path / "elsewhere" / "state.db", fsm.migrations)
+    other.state.parent.mkdir()
+
+    again = other(*BEAM)
+
+    assert again.exit_code == 0, again.output
+    assert f"imported 0 batches (0 operations) of interrupted Beam run {killed}" in again.output
+    assert "cannot be read" not in again.output
+    assert items(fs_client) == expected_items(N)
+    assert list(records.list_documents()) == []
+    runs = {r.run_id: r for r in api.history(cfg_of(other))}
+    assert runs[killed].status == "interrupted" and runs[killed].planned == 0
+
+
 def test_a_journal_that_cannot_be_read_here_is_named_not_adopted(
     fsm: Fsm, fs_client, tmp_path: Path
 ) -> None:

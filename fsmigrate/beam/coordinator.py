@@ -23,7 +23,7 @@ from typing import Any, Optional
 
 from fsmigrate.beam import journal, staging, workfiles
 from fsmigrate.distributed import EACH, at_key_starts
-from fsmigrate.engine import reconcile
+from fsmigrate.engine import reconcile, testhooks
 from fsmigrate.engine.run import Run, ScriptRaised
 from fsmigrate.engine.settle import reread_pending
 from fsmigrate.errors import BeamPipelineFailed, LockLost, UsageError
@@ -138,10 +138,11 @@ class BeamDistributor:
         if "://" not in root:  # recorded whole: the next command may run elsewhere
             root = str(Path(root).expanduser().resolve())
         directory = workfiles.join(root, run_id)
+        workfiles.make_private(directory)  # there before it is recorded: readable, if empty
         if not dry_run:  # findable before anything is journaled, from any state file
             run.state.record_journal(run_id, directory, keep=self.keep_journal)
             journal.publish(store, run.state, run_id, directory, keep=self.keep_journal)
-        workfiles.make_private(directory)
+            testhooks.reached("journal-published")
         source = forms.source
         assert form is not None and source is not None  # what self.check let through
         points, total = (

@@ -204,7 +204,7 @@ def import_orphans(store: Store, state: State, *, by: str) -> list[str]:
     for run_id, record in records.items():  # another state file's runs: adopted here
         if state.journal(run_id) is not None:
             continue
-        if not workfiles.exists(record["location"]):
+        if not workfiles.readable_here(record["location"]):
             done.append(
                 f"the journal of Beam run {run_id} ({record.get('operator', '?')}@"
                 f"{record.get('host', '?')}, revision {record.get('revision', '?')}) is at "

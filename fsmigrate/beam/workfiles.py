@@ -47,6 +47,14 @@ def join(directory: str, name: str) -> str:
     return FileSystems.join(directory, name)
 
 
+def readable_here(location: str) -> bool:
+    """Whether this process can import the journal at `location`: one in an object store
+    (a URL) always (empty until a batch is written there; a store that refuses this
+    process raises when it is read); a local directory when it is on this machine (the
+    coordinator makes it before it records it: on another machine, it is not)."""
+    return not _is_local(location) or os.path.isdir(location)
+
+
 def make_private(directory: str) -> None:
     """A run's journal directory, readable by its owner only when it is local (the batch
     files and Beam's notes hold before-images and document IDs); an object store's access

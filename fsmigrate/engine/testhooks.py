@@ -4,7 +4,9 @@ FSMIGRATE_TEST_CRASH="<point>:<batch>"  SIGKILL this process when it reaches tha
                                           (points: before-commit, after-commit with the
                                           batch number; before-marker, after-marker with 0;
                                           import-batch with the number of batch files a
-                                          Beam journal's import has recorded).
+                                          Beam journal's import has recorded;
+                                          journal-published with 0: a Beam journal's
+                                          record is in the database, nothing journaled).
 FSMIGRATE_TEST_CRASH_GROUP="<point>:<batch>"  the same, SIGKILL to this process's whole
                                           process group (a Beam coordinator with its
                                           workers: a machine that dies).
