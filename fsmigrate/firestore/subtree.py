@@ -18,9 +18,9 @@ times while the names come as expected, up to `MAX_WINDOW`. At the plan's read t
 names a query read past a batch serve the next batches, and while the deletes come in a
 row the next window is read on a thread as the plan goes on (the first one too, from the
 plan's first delete on: `expect`). So deletes in a row cost about one query per 20
-batches, none waited for; sparse deletes (a filter keeping one
-document in a hundred) at most one query and one name per document once the window has
-shrunk, never a read of the collection.
+batches, none waited for; sparse deletes (a filter keeping one document in a hundred) at
+most one query and one name per document once the window has shrunk, never a read of the
+collection.
 """
 
 from __future__ import annotations
